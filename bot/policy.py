@@ -1,0 +1,123 @@
+"""What the bot does with a customer message: answer, suggest, say it missed, or hand off to a human."""
+
+from __future__ import annotations
+
+import enum
+import re
+from dataclasses import dataclass
+
+from bot.faq import FaqEntry, FaqIndex
+from bot.text import normalize
+from core.model import FaqHit, HandoffReason
+
+DEFAULT_HUMAN_PHRASES: tuple[str, ...] = (
+    "转人工",
+    "人工客服",
+    "人工服务",
+    "人工",
+    "找客服",
+    "联系客服",
+    "客服人员",
+    "真人",
+    "活人",
+    "human",
+    "agent",
+    "real person",
+    "a person",
+    "operator",
+    "representative",
+    "talk to someone",
+    "speak to someone",
+)
+
+
+class Outcome(enum.StrEnum):
+    ANSWER = "answer"
+    SUGGEST = "suggest"
+    MISS = "miss"
+    HANDOFF = "handoff"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BotPolicy:
+    answer_threshold: float = 0.6
+    suggest_threshold: float = 0.3
+    margin: float = 0.1
+    max_suggestions: int = 3
+    max_misses: int = 2
+    human_phrases: tuple[str, ...] = DEFAULT_HUMAN_PHRASES
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Decision:
+    outcome: Outcome
+    answer: FaqEntry | None
+    suggestions: tuple[FaqEntry, ...]
+    hits: tuple[FaqHit, ...]
+    handoff_reason: HandoffReason | None
+    is_miss: bool
+
+
+_ASCII = re.compile(r"[a-z0-9 ]+")
+
+
+def _phrase_pattern(phrases: tuple[str, ...]) -> re.Pattern[str]:
+    """English phrases match whole words (so "agenda" is not "agent"), Chinese ones anywhere."""
+    parts = []
+    for phrase in sorted({normalize(p) for p in phrases if normalize(p)}, key=len, reverse=True):
+        if _ASCII.fullmatch(phrase):
+            parts.append(rf"(?<![a-z0-9]){re.escape(phrase)}s?(?![a-z0-9])")
+        else:
+            parts.append(re.escape(phrase))
+    return re.compile("|".join(parts) or r"(?!x)x")
+
+
+_patterns: dict[tuple[str, ...], re.Pattern[str]] = {}
+
+
+def wants_human(text: str, policy: BotPolicy) -> bool:
+    pattern = _patterns.get(policy.human_phrases)
+    if pattern is None:
+        pattern = _patterns[policy.human_phrases] = _phrase_pattern(policy.human_phrases)
+    return pattern.search(normalize(text)) is not None
+
+
+def _decision(
+    outcome: Outcome,
+    hits: tuple[FaqHit, ...],
+    *,
+    answer: FaqEntry | None = None,
+    suggestions: tuple[FaqEntry, ...] = (),
+    reason: HandoffReason | None = None,
+) -> Decision:
+    is_miss = outcome in (Outcome.SUGGEST, Outcome.MISS) or reason is HandoffReason.NO_MATCH
+    return Decision(
+        outcome=outcome, answer=answer, suggestions=suggestions, hits=hits, handoff_reason=reason, is_miss=is_miss
+    )
+
+
+def decide(index: FaqIndex, text: str, *, consecutive_misses: int, policy: BotPolicy) -> Decision:
+    hits = index.search(text, limit=max(policy.max_suggestions, 2))
+    if wants_human(text, policy):
+        return _decision(Outcome.HANDOFF, hits, reason=HandoffReason.ASKED_FOR_HUMAN)
+    best = hits[0].score if hits else 0.0
+    runner_up = hits[1].score if len(hits) > 1 else 0.0
+    if best >= policy.answer_threshold and best - runner_up >= policy.margin:
+        return _decision(Outcome.ANSWER, hits, answer=index.entry(hits[0].entry_id))
+    if consecutive_misses + 1 >= policy.max_misses:
+        return _decision(Outcome.HANDOFF, hits, reason=HandoffReason.NO_MATCH)
+    suggestions = tuple(
+        entry
+        for hit in hits[: policy.max_suggestions]
+        if hit.score >= policy.suggest_threshold and (entry := index.entry(hit.entry_id)) is not None
+    )
+    if suggestions:
+        return _decision(Outcome.SUGGEST, hits, suggestions=suggestions)
+    return _decision(Outcome.MISS, hits)
+
+
+def decide_pick(index: FaqIndex, faq_id: str) -> Decision | None:
+    entry = index.entry(faq_id)
+    if entry is None:
+        return None
+    return _decision(Outcome.ANSWER, (FaqHit(entry_id=entry.id, question=entry.questions[0], score=1.0),), answer=entry)

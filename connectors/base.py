@@ -1,0 +1,48 @@
+"""The small interface every channel connector implements."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from typing import ClassVar, Protocol
+
+from aiohttp import web
+
+from core.model import Channel, Conversation, Delivery, InboundMessage, Message, OutboundReply
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class IntakeResult:
+    """What intake tells a connector: the stored message, and whether it was a repeat delivery."""
+
+    message: Message
+    duplicate: bool
+
+
+InboundSink = Callable[[InboundMessage], Awaitable[IntakeResult]]
+
+
+class Connector(Protocol):
+    channel: ClassVar[Channel]
+    inbox: str
+
+    def routes(self) -> list[web.RouteDef]:
+        """HTTP routes this inbox serves; [] for pull connectors (IMAP)."""
+        ...
+
+    def running(self, sink: InboundSink) -> AbstractAsyncContextManager[None]:
+        """Start (and on exit stop and await) the connector's own background work."""
+        ...
+
+    async def send(self, reply: OutboundReply) -> Delivery: ...
+
+    async def notify(self, conversation: Conversation) -> None:
+        """The conversation's status changed; live channels tell the customer, others ignore it."""
+        ...
+
+    def is_running(self) -> bool: ...
+
+    async def drain(self) -> None:
+        """Shutdown began: let go of long-lived connections so in-flight requests can finish."""
+        ...

@@ -1,0 +1,1 @@
+"""Web chat: a browser widget talking JSON frames over a WebSocket."""

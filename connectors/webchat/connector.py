@@ -1,0 +1,319 @@
+"""Web chat over WebSocket: numbered, replayable frames so a reconnecting visitor misses nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import secrets
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, ClassVar
+
+from aiohttp import WSMsgType, web
+
+from connectors.base import InboundSink
+from connectors.webchat.protocol import (
+    ChatText,
+    ClientFrame,
+    FrameError,
+    Hello,
+    Pick,
+    Ping,
+    Typing,
+    issue_token,
+    parse_frame,
+    verify_token,
+)
+from core.config import WebchatInbox
+from core.model import (
+    Channel,
+    Conversation,
+    Delivery,
+    DeliveryStatus,
+    Identity,
+    IdentityKind,
+    InboundMessage,
+    MessageKind,
+    OutboundReply,
+)
+from core.store import Store
+
+log = logging.getLogger(__name__)
+
+STATIC_DIR = Path(__file__).parent / "static"
+_STATIC = {"widget.js": "text/javascript", "widget.css": "text/css", "index.html": "text/html"}
+_KEY_SECRET = "webchat:{inbox}:session-key"
+CLOSE_BAD_TOKEN = 4401
+
+
+class _Session:
+    """One open socket; ``address`` is set once the visitor said hello."""
+
+    __slots__ = ("address", "allowance", "stamp", "ws")
+
+    def __init__(self, ws: web.WebSocketResponse, per_minute: int) -> None:
+        self.ws = ws
+        self.address: Identity | None = None
+        self.allowance = float(per_minute)
+        self.stamp = time.monotonic()
+
+    def take(self, per_minute: int) -> bool:
+        now = time.monotonic()
+        self.allowance = min(per_minute, self.allowance + (now - self.stamp) * per_minute / 60)
+        self.stamp = now
+        if self.allowance < 1:
+            return False
+        self.allowance -= 1
+        return True
+
+
+class WebchatConnector:
+    channel: ClassVar[Channel] = Channel.WEBCHAT
+
+    def __init__(self, cfg: WebchatInbox, store: Store) -> None:
+        self.inbox = cfg.name
+        self._cfg = cfg
+        self._store = store
+        self._sink: InboundSink | None = None
+        self._key = b""
+        self._live: dict[Identity, set[_Session]] = {}
+        self._locks: dict[Identity, asyncio.Lock] = {}
+        self._last_seq: dict[Identity, int] = {}
+
+    # Connector interface -------------------------------------------------------
+    def routes(self) -> list[web.RouteDef]:
+        prefix = self._cfg.path.rstrip("/")
+        routes = [
+            web.get(f"{prefix}/", self._static("index.html")),
+            web.get(f"{prefix}/ws", self._websocket),
+        ]
+        routes += [web.get(f"{prefix}/{name}", self._static(name)) for name in _STATIC if name != "index.html"]
+        return routes
+
+    @asynccontextmanager
+    async def running(self, sink: InboundSink) -> AsyncIterator[None]:
+        name = _KEY_SECRET.format(inbox=self.inbox)
+        key = await self._store.get_secret(name, datetime.now(UTC))
+        if key is None:
+            await self._store.set_secret(name, secrets.token_hex(32), None)
+            key = await self._store.get_secret(name, datetime.now(UTC))
+        assert key is not None
+        self._key = bytes.fromhex(key)
+        self._sink = sink
+        try:
+            yield
+        finally:
+            self._sink = None
+            await self.drain()
+
+    def is_running(self) -> bool:
+        return self._sink is not None
+
+    async def drain(self) -> None:
+        sessions = [s for group in self._live.values() for s in group]
+        await asyncio.gather(
+            *(s.ws.close(code=1001, message=b"server shutting down") for s in sessions), return_exceptions=True
+        )
+
+    async def send(self, reply: OutboundReply) -> Delivery:
+        message = reply.message
+        frame: dict[str, Any] = {
+            "type": "message",
+            "message_id": message.id,
+            "author": str(message.author),
+            "text": message.text,
+            "at": message.created_at.isoformat(),
+        }
+        suggestions = message.meta.get("suggestions")
+        if suggestions:
+            frame["suggestions"] = suggestions
+        live = await self._push(reply.address, frame)
+        return Delivery(status=DeliveryStatus.SENT if live else DeliveryStatus.QUEUED, external_id=message.id)
+
+    async def notify(self, conversation: Conversation) -> None:
+        await self._push(conversation.address, {"type": "status", "status": str(conversation.status)})
+
+    async def typing(self, address: Identity, *, author: str, on: bool) -> bool:
+        """An ephemeral typing frame to the visitor's open sockets; False when none is open."""
+        sessions = self._live.get(address, set())
+        frame = {"type": "typing", "seq": self._last_seq.get(address, 0), "author": author, "on": on}
+        await asyncio.gather(*(self._send(s, frame) for s in sessions))
+        return bool(sessions)
+
+    # frames ------------------------------------------------------------------------
+    def _lock(self, address: Identity) -> asyncio.Lock:
+        return self._locks.setdefault(address, asyncio.Lock())
+
+    async def _push(self, address: Identity, body: dict[str, Any]) -> bool:
+        """Store the frame first (it gets its seq), then send it to every open socket, in seq order."""
+        async with self._lock(address):
+            seq = await self._store.push_frame(address, body)
+            self._last_seq[address] = seq
+            sessions = self._live.get(address, set())
+            frame = {**body, "seq": seq}
+            await asyncio.gather(*(self._send(s, frame) for s in sessions))
+            return bool(sessions)
+
+    @staticmethod
+    async def _send(session: _Session, frame: dict[str, Any]) -> None:
+        if session.ws.closed:
+            return
+        try:
+            await session.ws.send_json(frame)
+        except (ConnectionError, RuntimeError) as exc:
+            log.info("dropping frame for a closing socket: %s", exc)
+
+    def _seq(self, session: _Session) -> int:
+        return self._last_seq.get(session.address, 0) if session.address else 0
+
+    async def _error(self, session: _Session, code: str, message: str) -> None:
+        await self._send(session, {"type": "error", "seq": self._seq(session), "code": code, "message": message})
+
+    # HTTP ---------------------------------------------------------------------------
+    def _static(self, name: str) -> Any:
+        path = STATIC_DIR / name
+
+        async def handler(request: web.Request) -> web.StreamResponse:
+            if not path.is_file():
+                raise web.HTTPNotFound(text=f"{name} is missing from this installation")
+            return web.FileResponse(
+                path,
+                headers={
+                    "Content-Type": f"{_STATIC[name]}; charset=utf-8",
+                    "X-Content-Type-Options": "nosniff",
+                    "Cache-Control": "no-cache",
+                },
+            )
+
+        return handler
+
+    def _origin_allowed(self, request: web.Request) -> bool:
+        origin = request.headers.get("Origin")
+        if origin is None:
+            return True  # not a browser: cross-site WebSocket hijacking needs one
+        allowed = self._cfg.allowed_origins
+        if "*" in allowed:
+            return True
+        if not allowed:
+            return origin == f"{request.scheme}://{request.host}"
+        return origin in allowed
+
+    async def _websocket(self, request: web.Request) -> web.StreamResponse:
+        if not self._origin_allowed(request):
+            raise web.HTTPForbidden(text="origin not allowed for this chat inbox")
+        if self._sink is None:
+            raise web.HTTPServiceUnavailable(text="chat is not running")
+        # aiohttp closes the socket above max_msg_size; our own, lower limit answers with an error frame instead.
+        ws = web.WebSocketResponse(
+            heartbeat=self._cfg.heartbeat_s, max_msg_size=max(4 * self._cfg.max_frame_bytes, 1 << 16)
+        )
+        await ws.prepare(request)
+        session = _Session(ws, self._cfg.frames_per_minute)
+        try:
+            async for msg in ws:
+                if msg.type in (WSMsgType.TEXT, WSMsgType.BINARY):
+                    await self._on_frame(session, msg.data)
+                elif msg.type is WSMsgType.ERROR:
+                    log.info("web chat socket error: %s", ws.exception())
+        finally:
+            if session.address is not None:
+                group = self._live.get(session.address)
+                if group is not None:
+                    group.discard(session)
+                    if not group:
+                        self._live.pop(session.address, None)
+        return ws
+
+    async def _on_frame(self, session: _Session, data: str | bytes) -> None:
+        if not session.take(self._cfg.frames_per_minute):
+            await self._error(session, "rate_limited", "too many frames; slow down")
+            return
+        try:
+            frame = parse_frame(data, max_bytes=self._cfg.max_frame_bytes, max_text_chars=self._cfg.max_text_chars)
+            await self._dispatch(session, frame)
+        except FrameError as exc:
+            await self._error(session, exc.code, exc.message)
+        except Exception:  # one visitor's bad luck never takes down the server or other sessions
+            log.exception("web chat frame failed")
+            await self._error(session, "internal", "the server could not handle this frame; try again")
+
+    async def _dispatch(self, session: _Session, frame: ClientFrame) -> None:
+        if isinstance(frame, Hello):
+            await self._hello(session, frame)
+            return
+        if session.address is None:
+            raise FrameError("hello_required", "send a hello frame first")
+        if isinstance(frame, ChatText):
+            await self._inbound(session, frame.id, frame.text, None)
+        elif isinstance(frame, Pick):
+            await self._inbound(session, frame.id, "", frame.faq_id)
+        elif isinstance(frame, Typing):
+            log.debug("visitor %s typing=%s", session.address, frame.on)
+        elif isinstance(frame, Ping):
+            await self._send(session, {"type": "pong", "seq": self._seq(session)})
+
+    async def _hello(self, session: _Session, hello: Hello) -> None:
+        if session.address is not None:
+            raise FrameError("bad_frame", "hello was already received on this socket")
+        if hello.token is None:
+            visitor = uuid.uuid4().hex
+        else:
+            found = verify_token(hello.token, self._key)
+            if found is None:
+                await self._error(session, "bad_token", "session token is not valid; start again without one")
+                await session.ws.close(code=CLOSE_BAD_TOKEN, message=b"bad token")
+                return
+            visitor = found
+        address = Identity(IdentityKind.WEBCHAT_VISITOR, visitor)
+        async with self._lock(address):
+            missed = await self._store.frames_after(address, hello.last_seq)
+            last = missed[-1].seq if missed else await self._store.last_frame_seq(address)
+            self._last_seq[address] = last
+            session.address = address
+            await self._send(
+                session,
+                {
+                    "type": "welcome",
+                    "seq": last,
+                    "token": issue_token(visitor, self._key),
+                    "visitor_id": visitor,
+                },
+            )
+            for stored in missed:
+                await self._send(session, {**stored.body, "seq": stored.seq})
+            self._live.setdefault(address, set()).add(session)
+
+    async def _inbound(self, session: _Session, client_id: str, text: str, picked: str | None) -> None:
+        sink = self._sink
+        if sink is None or session.address is None:
+            raise FrameError("unavailable", "chat is shutting down; reconnect shortly")
+        now = datetime.now(UTC)
+        result = await sink(
+            InboundMessage(
+                channel=Channel.WEBCHAT,
+                inbox=self.inbox,
+                external_id=f"{session.address.value}:{client_id}",
+                sender=session.address,
+                text=text,
+                kind=MessageKind.TEXT,
+                sent_at=now,
+                received_at=now,
+                picked_faq=picked,
+                raw=json.dumps({"id": client_id, "text": text, "faq_id": picked}, ensure_ascii=False),
+            )
+        )
+        await self._send(
+            session,
+            {
+                "type": "ack",
+                "seq": self._seq(session),
+                "id": client_id,
+                "message_id": result.message.id,
+                "duplicate": result.duplicate,
+            },
+        )

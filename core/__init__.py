@@ -1,0 +1,1 @@
+"""The model, config and store shared by every part of Huiliu."""

@@ -1,0 +1,88 @@
+"""Builders for the versioned downstream events; idempotency keys are derived, so a retry writes nothing new."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from core.codec import to_jsonable
+from core.model import (
+    Conversation,
+    ConversationStatus,
+    DownstreamEvent,
+    EventType,
+    HandoffReason,
+    Message,
+    Ticket,
+)
+
+
+def ticket_summary(ticket: Ticket) -> dict[str, Any]:
+    data = to_jsonable(ticket)
+    assert isinstance(data, dict)
+    return data
+
+
+def message_created(message: Message) -> DownstreamEvent:
+    body = to_jsonable(message)
+    body.pop("raw", None)  # audit copy stays in the store; events stay small
+    return DownstreamEvent(
+        type=EventType.MESSAGE_CREATED,
+        data={"message": body},
+        occurred_at=message.created_at,
+        idempotency_key=f"message.created:{message.id}",
+        ticket_id=message.ticket_id,
+        conversation_id=message.conversation_id,
+    )
+
+
+def ticket_created(ticket: Ticket) -> DownstreamEvent:
+    return DownstreamEvent(
+        type=EventType.TICKET_CREATED,
+        data={"ticket": ticket_summary(ticket)},
+        occurred_at=ticket.created_at,
+        idempotency_key=f"ticket.created:{ticket.id}",
+        ticket_id=ticket.id,
+        conversation_id=ticket.conversation_id,
+    )
+
+
+def ticket_updated(ticket: Ticket, changes: dict[str, Any]) -> DownstreamEvent:
+    """``ticket`` is the saved ticket (its version is the one after the change)."""
+    return DownstreamEvent(
+        type=EventType.TICKET_UPDATED,
+        data={"ticket": ticket_summary(ticket), "changes": to_jsonable(changes)},
+        occurred_at=ticket.updated_at,
+        idempotency_key=f"ticket.updated:{ticket.id}:{ticket.version}",
+        ticket_id=ticket.id,
+        conversation_id=ticket.conversation_id,
+    )
+
+
+def conversation_handoff(conversation: Conversation, ticket: Ticket, reason: HandoffReason) -> DownstreamEvent:
+    return DownstreamEvent(
+        type=EventType.CONVERSATION_HANDOFF,
+        data={
+            "conversation_id": conversation.id,
+            "ticket_id": ticket.id,
+            "ticket_number": ticket.number,
+            "reason": str(reason),
+            "faq_tries": to_jsonable(conversation.faq_tries),
+        },
+        occurred_at=conversation.updated_at,
+        idempotency_key=f"conversation.handoff:{conversation.id}:{ticket.id}",
+        ticket_id=ticket.id,
+        conversation_id=conversation.id,
+    )
+
+
+def status_changed(conversation: Conversation, previous: ConversationStatus, *, at: datetime) -> DownstreamEvent:
+    """``conversation`` is the record about to be saved: each version is saved once, so it names this change."""
+    return DownstreamEvent(
+        type=EventType.CONVERSATION_STATUS_CHANGED,
+        data={"conversation_id": conversation.id, "from": str(previous), "to": str(conversation.status)},
+        occurred_at=at,
+        idempotency_key=f"conversation.status_changed:{conversation.id}:{conversation.version}",
+        ticket_id=conversation.ticket_id,
+        conversation_id=conversation.id,
+    )

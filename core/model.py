@@ -1,0 +1,302 @@
+"""The one data model every channel's messages flow through."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+
+class Channel(enum.StrEnum):
+    EMAIL = "email"
+    WECHAT = "wechat"
+    WEBCHAT = "webchat"
+    PHONE = "phone"
+
+
+class IdentityKind(enum.StrEnum):
+    EMAIL = "email"
+    PHONE = "phone"  # E.164
+    WECHAT_OPENID = "wechat"
+    WECHAT_UNIONID = "wechat_union"
+    WEBCHAT_VISITOR = "webchat"
+
+
+class Direction(enum.StrEnum):
+    INBOUND = "inbound"
+    OUTBOUND = "outbound"
+
+
+class Author(enum.StrEnum):
+    CUSTOMER = "customer"
+    BOT = "bot"
+    AGENT = "agent"
+    SYSTEM = "system"
+
+
+class MessageKind(enum.StrEnum):
+    TEXT = "text"
+    IMAGE = "image"
+    VOICE = "voice"
+    VIDEO = "video"
+    LOCATION = "location"
+    LINK = "link"
+    FILE = "file"
+    CALL = "call"
+    EVENT = "event"
+    UNSUPPORTED = "unsupported"
+
+
+class ConversationStatus(enum.StrEnum):
+    BOT = "bot"
+    WAITING_FOR_AGENT = "waiting_for_agent"
+    OPEN = "open"
+    RESOLVED = "resolved"
+
+
+# The conversation state machine. A resolved conversation goes back to the bot
+# when the customer writes again, or straight to open when an agent reopens it.
+CONVERSATION_TRANSITIONS: Mapping[ConversationStatus, frozenset[ConversationStatus]] = {
+    ConversationStatus.BOT: frozenset(
+        {ConversationStatus.WAITING_FOR_AGENT, ConversationStatus.OPEN, ConversationStatus.RESOLVED}
+    ),
+    ConversationStatus.WAITING_FOR_AGENT: frozenset({ConversationStatus.OPEN, ConversationStatus.RESOLVED}),
+    ConversationStatus.OPEN: frozenset({ConversationStatus.RESOLVED, ConversationStatus.WAITING_FOR_AGENT}),
+    ConversationStatus.RESOLVED: frozenset({ConversationStatus.BOT, ConversationStatus.OPEN}),
+}
+
+
+class InvalidTransition(ValueError):
+    pass
+
+
+class TicketStatus(enum.StrEnum):
+    NEW = "new"
+    OPEN = "open"
+    PENDING = "pending"
+    RESOLVED = "resolved"
+    CLOSED = "closed"
+
+    @property
+    def is_active(self) -> bool:
+        return self not in (TicketStatus.RESOLVED, TicketStatus.CLOSED)
+
+
+class Priority(enum.StrEnum):
+    LOW = "low"
+    NORMAL = "normal"
+    HIGH = "high"
+    URGENT = "urgent"
+
+
+class HandoffReason(enum.StrEnum):
+    ASKED_FOR_HUMAN = "asked_for_human"
+    NO_MATCH = "no_match"
+    NEGATIVE_SENTIMENT = "negative_sentiment"
+    VIP = "vip"
+    AGENT_TOOK_OVER = "agent_took_over"
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """A contact's address on one channel, e.g. ``email:a@b.com`` or ``phone:+8613800000000``."""
+
+    kind: IdentityKind
+    value: str
+
+    def __str__(self) -> str:
+        return f"{self.kind}:{self.value}"
+
+    @classmethod
+    def parse(cls, text: str) -> Identity:
+        kind, sep, value = text.partition(":")
+        if not sep or not value:
+            raise ValueError(f"identity must look like kind:value, got {text!r}")
+        return cls(IdentityKind(kind), value)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Attachment:
+    """A reference to media; bytes never travel through the model."""
+
+    name: str
+    content_type: str
+    url: str | None = None
+    media_id: str | None = None
+    size: int | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InboundMessage:
+    """What a connector hands to intake: one customer message as the channel gave it."""
+
+    channel: Channel
+    inbox: str
+    external_id: str
+    sender: Identity
+    text: str
+    kind: MessageKind = MessageKind.TEXT
+    sent_at: datetime | None = None
+    received_at: datetime
+    thread_ref: str | None = None
+    attachments: tuple[Attachment, ...] = ()
+    raw: str = ""
+    sender_name: str | None = None
+    # A customer's pick from a "did you mean" list: the FAQ entry id.
+    picked_faq: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Contact:
+    id: str
+    name: str | None
+    identities: tuple[Identity, ...]
+    created_at: datetime
+    vip: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FaqHit:
+    entry_id: str
+    question: str
+    score: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FaqTry:
+    """One bot attempt, kept on the ticket so agents see what the bot tried."""
+
+    query: str
+    outcome: str
+    hits: tuple[FaqHit, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Conversation:
+    """The one mutable record: saved with a version check."""
+
+    id: str
+    contact_id: str
+    channel: Channel
+    inbox: str
+    address: Identity
+    status: ConversationStatus
+    version: int
+    created_at: datetime
+    updated_at: datetime
+    consecutive_misses: int = 0
+    ticket_id: str | None = None  # the active ticket, if any
+    faq_tries: tuple[FaqTry, ...] = ()
+    episode: int = 1  # bumped when a resolved conversation starts anew
+
+    def moved_to(self, status: ConversationStatus) -> Conversation:
+        if status == self.status:
+            return self
+        if status not in CONVERSATION_TRANSITIONS[self.status]:
+            raise InvalidTransition(f"conversation cannot go from {self.status} to {status}")
+        return _replace(self, status=status)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Message:
+    id: str
+    conversation_id: str
+    channel: Channel
+    inbox: str
+    direction: Direction
+    author: Author
+    kind: MessageKind
+    text: str
+    created_at: datetime
+    external_id: str | None = None
+    attachments: tuple[Attachment, ...] = ()
+    raw: str = ""
+    ticket_id: str | None = None
+    episode: int = 1
+    meta: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Ticket:
+    id: str
+    number: str  # human-readable, e.g. HL-000123
+    conversation_id: str
+    contact_id: str
+    subject: str
+    status: TicketStatus
+    priority: Priority
+    channel: Channel
+    inbox: str
+    created_at: datetime
+    updated_at: datetime
+    tags: tuple[str, ...] = ()
+    assignee: str | None = None
+    handoff_reason: HandoffReason | None = None
+    faq_tries: tuple[FaqTry, ...] = ()
+    version: int = 1
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OutboundReply:
+    """A reply on its way back to the customer through the channel they used."""
+
+    message: Message
+    address: Identity
+
+
+class DeliveryStatus(enum.StrEnum):
+    SENT = "sent"
+    QUEUED = "queued"  # stored for the customer to pick up later (e.g. web chat offline)
+    RETRYABLE = "retryable"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Delivery:
+    status: DeliveryStatus
+    external_id: str | None = None
+    error: str | None = None
+
+
+class EventType(enum.StrEnum):
+    MESSAGE_CREATED = "message.created"
+    TICKET_CREATED = "ticket.created"
+    TICKET_UPDATED = "ticket.updated"
+    CONVERSATION_HANDOFF = "conversation.handoff"
+    CONVERSATION_STATUS_CHANGED = "conversation.status_changed"
+
+
+EVENT_VERSION = 1
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DownstreamEvent:
+    """A versioned JSON event for helpdesks. ``seq`` is assigned by the store's outbox."""
+
+    type: EventType
+    data: Mapping[str, Any]
+    occurred_at: datetime
+    idempotency_key: str
+    ticket_id: str | None = None
+    conversation_id: str | None = None
+    seq: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "v": EVENT_VERSION,
+            "id": self.seq,
+            "type": str(self.type),
+            "occurred_at": self.occurred_at.isoformat(),
+            "idempotency_key": self.idempotency_key,
+            "ticket_id": self.ticket_id,
+            "conversation_id": self.conversation_id,
+            "data": dict(self.data),
+        }
+
+
+def _replace(obj: Any, **changes: Any) -> Any:
+    import dataclasses
+
+    return dataclasses.replace(obj, **changes)

@@ -1,0 +1,156 @@
+"""The Store interface: domain operations every backend implements with the same guarantees."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+from core.model import (
+    Channel,
+    Contact,
+    Conversation,
+    DownstreamEvent,
+    Identity,
+    Message,
+    Ticket,
+    TicketStatus,
+)
+
+
+class StoreError(Exception):
+    pass
+
+
+class VersionConflict(StoreError):
+    """Someone else saved the record first: reload and try again."""
+
+
+class NotFound(StoreError):
+    pass
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TicketQuery:
+    status: TicketStatus | None = None
+    channel: Channel | None = None
+    updated_since: datetime | None = None
+    cursor: str | None = None
+    limit: int = 50
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TicketPage:
+    tickets: tuple[Ticket, ...]
+    next_cursor: str | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StoredFrame:
+    seq: int
+    body: dict[str, Any]
+
+
+TicketEvents = Callable[[Ticket, Conversation], Sequence[DownstreamEvent]]
+
+
+class Store(Protocol):
+    async def open(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def ping(self) -> bool: ...
+
+    # contacts -----------------------------------------------------------
+    async def contact_for(self, identity: Identity, *, name: str | None, now: datetime) -> Contact:
+        """The contact owning ``identity``, created atomically if there is none."""
+        ...
+
+    async def get_contact(self, contact_id: str) -> Contact | None: ...
+
+    # conversations ------------------------------------------------------
+    async def conversation_for(
+        self, contact: Contact, *, channel: Channel, inbox: str, address: Identity, now: datetime
+    ) -> Conversation:
+        """The conversation for this address on this inbox, created atomically if there is none."""
+        ...
+
+    async def get_conversation(self, conversation_id: str) -> Conversation | None: ...
+
+    async def save_conversation(
+        self, conversation: Conversation, events: Sequence[DownstreamEvent] = ()
+    ) -> Conversation:
+        """Save if the stored version equals ``conversation.version``; return it with the version bumped.
+
+        Raises VersionConflict otherwise. Events are written in the same transaction.
+        """
+        ...
+
+    # messages -----------------------------------------------------------
+    async def add_message(self, message: Message, events: Sequence[DownstreamEvent] = ()) -> tuple[Message, bool]:
+        """Store a message once per (channel, inbox, direction, external_id).
+
+        Returns (stored message, created). On a duplicate the earlier message is returned and
+        nothing (not even the events) is written.
+        """
+        ...
+
+    async def get_message(self, message_id: str) -> Message | None: ...
+
+    async def messages(
+        self, conversation_id: str, *, ticket_id: str | None = None, episode: int | None = None
+    ) -> list[Message]: ...
+
+    async def mark_handled(self, message_id: str) -> None:
+        """Intake finished with an inbound message (bot decision and reply stored)."""
+        ...
+
+    async def unhandled_messages(self) -> list[Message]:
+        """Inbound messages stored but not handled, e.g. after a crash mid-request."""
+        ...
+
+    # tickets ------------------------------------------------------------
+    async def create_ticket(
+        self, ticket: Ticket, conversation: Conversation, events: TicketEvents
+    ) -> tuple[Ticket, Conversation]:
+        """One transaction: number the ticket, attach the conversation's current-episode messages,
+        save the conversation (version-checked, with ``ticket_id`` set) and write the events that
+        ``events`` builds from the numbered ticket and the saved conversation (the outbox).
+        """
+        ...
+
+    async def get_ticket(self, ticket_id_or_number: str) -> Ticket | None: ...
+
+    async def update_ticket(self, ticket: Ticket, events: Sequence[DownstreamEvent] = ()) -> Ticket:
+        """Version-checked like conversations."""
+        ...
+
+    async def list_tickets(self, query: TicketQuery) -> TicketPage: ...
+
+    # events outbox ------------------------------------------------------
+    async def append_events(self, events: Sequence[DownstreamEvent]) -> None: ...
+
+    async def events_after(self, seq: int, limit: int = 100) -> list[DownstreamEvent]: ...
+
+    # frames pushed to a live channel (web chat): durable, numbered per address
+    async def push_frame(self, address: Identity, body: dict[str, Any]) -> int:
+        """Append a frame for ``address``; returns its sequence number (1, 2, 3, … with no gaps)."""
+        ...
+
+    async def frames_after(self, address: Identity, seq: int, limit: int = 500) -> list[StoredFrame]: ...
+
+    async def last_frame_seq(self, address: Identity) -> int: ...
+
+    # small shared state -------------------------------------------------
+    async def claim(self, key: str, ttl_s: float) -> bool:
+        """True for the first caller to claim ``key`` while it lives; never get-then-set."""
+        ...
+
+    async def get_secret(self, name: str, now: datetime) -> str | None: ...
+
+    async def set_secret(self, name: str, value: str, expires_at: datetime | None) -> None: ...
+
+    async def get_checkpoint(self, key: str) -> str | None: ...
+
+    async def set_checkpoint(self, key: str, value: str) -> None: ...

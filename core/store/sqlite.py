@@ -1,0 +1,561 @@
+"""Embedded SQLite store: unique keys enforce idempotency, one writer thread keeps it off the event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import dataclasses
+import json
+import sqlite3
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+from core.codec import from_jsonable, to_jsonable
+from core.model import (
+    Channel,
+    Contact,
+    Conversation,
+    ConversationStatus,
+    Direction,
+    DownstreamEvent,
+    EventType,
+    Identity,
+    Message,
+    Ticket,
+)
+from core.store.base import (
+    NotFound,
+    StoredFrame,
+    StoreError,
+    TicketEvents,
+    TicketPage,
+    TicketQuery,
+    VersionConflict,
+)
+
+T = TypeVar("T")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS contacts (
+    id TEXT PRIMARY KEY,
+    data TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS identities (
+    identity TEXT PRIMARY KEY,
+    contact_id TEXT NOT NULL REFERENCES contacts(id)
+);
+CREATE TABLE IF NOT EXISTS conversations (
+    id TEXT PRIMARY KEY,
+    inbox TEXT NOT NULL,
+    address TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    data TEXT NOT NULL,
+    UNIQUE (inbox, address)
+);
+CREATE TABLE IF NOT EXISTS messages (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    conversation_id TEXT NOT NULL,
+    channel TEXT NOT NULL,
+    inbox TEXT NOT NULL,
+    direction TEXT NOT NULL,
+    external_id TEXT,
+    ticket_id TEXT,
+    episode INTEGER NOT NULL,
+    handled INTEGER NOT NULL DEFAULT 0,
+    data TEXT NOT NULL,
+    UNIQUE (channel, inbox, direction, external_id)
+);
+CREATE INDEX IF NOT EXISTS messages_by_conversation ON messages (conversation_id, episode);
+CREATE INDEX IF NOT EXISTS messages_by_ticket ON messages (ticket_id);
+CREATE INDEX IF NOT EXISTS messages_unhandled ON messages (handled) WHERE handled = 0;
+CREATE TABLE IF NOT EXISTS tickets (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    number TEXT NOT NULL UNIQUE,
+    status TEXT NOT NULL,
+    channel TEXT NOT NULL,
+    updated_us INTEGER NOT NULL,
+    version INTEGER NOT NULL,
+    data TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS tickets_by_update ON tickets (updated_us, seq);
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    idempotency_key TEXT NOT NULL UNIQUE,
+    type TEXT NOT NULL,
+    ticket_id TEXT,
+    conversation_id TEXT,
+    occurred_at TEXT NOT NULL,
+    data TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS frames (
+    address TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    body TEXT NOT NULL,
+    PRIMARY KEY (address, seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS claims (
+    key TEXT PRIMARY KEY,
+    expires_at REAL NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS secrets (
+    name TEXT PRIMARY KEY,
+    value TEXT NOT NULL,
+    expires_at TEXT
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS checkpoints (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+) WITHOUT ROWID;
+"""
+
+
+def _dump(obj: Any) -> str:
+    return json.dumps(to_jsonable(obj), ensure_ascii=False, separators=(",", ":"))
+
+
+def _micros(at: datetime) -> int:
+    return int(at.timestamp() * 1_000_000)
+
+
+def encode_cursor(*parts: int) -> str:
+    return base64.urlsafe_b64encode(".".join(map(str, parts)).encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str, arity: int) -> tuple[int, ...]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        parts = tuple(int(p) for p in raw.split("."))
+    except (ValueError, UnicodeDecodeError):
+        raise ValueError("cursor is not one this server issued") from None
+    if len(parts) != arity:
+        raise ValueError("cursor is not one this server issued")
+    return parts
+
+
+class SqliteStore:
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="huiliu-sqlite")
+        self._db: sqlite3.Connection | None = None
+
+    # plumbing -------------------------------------------------------------
+    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        db = self._db
+        if db is None:
+            raise StoreError("store is not open")
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, db)
+
+    @staticmethod
+    @contextmanager
+    def _tx(db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield db
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
+    async def open(self) -> None:
+        def connect() -> sqlite3.Connection:
+            self._path.parent.mkdir(parents=True, exist_ok=True)
+            db = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute("PRAGMA busy_timeout=10000")
+            db.execute("PRAGMA foreign_keys=ON")
+            db.executescript(_SCHEMA)
+            return db
+
+        self._db = await asyncio.get_running_loop().run_in_executor(self._executor, connect)
+
+    async def close(self) -> None:
+        db, self._db = self._db, None
+        if db is not None:
+            await asyncio.get_running_loop().run_in_executor(self._executor, db.close)
+        self._executor.shutdown(wait=False)  # the close above was its last job
+
+    async def ping(self) -> bool:
+        try:
+            return await self._run(lambda db: db.execute("SELECT 1").fetchone() == (1,))
+        except (StoreError, sqlite3.Error):
+            return False
+
+    # contacts ---------------------------------------------------------------
+    async def contact_for(self, identity: Identity, *, name: str | None, now: datetime) -> Contact:
+        key = str(identity)
+
+        def run(db: sqlite3.Connection) -> Contact:
+            row = db.execute(
+                "SELECT c.data FROM identities i JOIN contacts c ON c.id = i.contact_id WHERE i.identity = ?", (key,)
+            ).fetchone()
+            if row:
+                return from_jsonable(Contact, json.loads(row[0]))
+            with self._tx(db):
+                row = db.execute(
+                    "SELECT c.data FROM identities i JOIN contacts c ON c.id = i.contact_id WHERE i.identity = ?",
+                    (key,),
+                ).fetchone()
+                if row:
+                    return from_jsonable(Contact, json.loads(row[0]))
+                contact = Contact(id=f"ct_{uuid.uuid4().hex}", name=name, identities=(identity,), created_at=now)
+                db.execute("INSERT INTO contacts (id, data) VALUES (?, ?)", (contact.id, _dump(contact)))
+                db.execute("INSERT INTO identities (identity, contact_id) VALUES (?, ?)", (key, contact.id))
+                return contact
+
+        return await self._run(run)
+
+    async def get_contact(self, contact_id: str) -> Contact | None:
+        def run(db: sqlite3.Connection) -> Contact | None:
+            row = db.execute("SELECT data FROM contacts WHERE id = ?", (contact_id,)).fetchone()
+            return from_jsonable(Contact, json.loads(row[0])) if row else None
+
+        return await self._run(run)
+
+    # conversations ----------------------------------------------------------
+    async def conversation_for(
+        self, contact: Contact, *, channel: Channel, inbox: str, address: Identity, now: datetime
+    ) -> Conversation:
+        def run(db: sqlite3.Connection) -> Conversation:
+            sql = "SELECT data FROM conversations WHERE inbox = ? AND address = ?"
+            row = db.execute(sql, (inbox, str(address))).fetchone()
+            if row is None:
+                fresh = Conversation(
+                    id=f"cv_{uuid.uuid4().hex}",
+                    contact_id=contact.id,
+                    channel=channel,
+                    inbox=inbox,
+                    address=address,
+                    status=ConversationStatus.BOT,
+                    version=1,
+                    created_at=now,
+                    updated_at=now,
+                )
+                with self._tx(db):
+                    db.execute(
+                        "INSERT INTO conversations (id, inbox, address, version, data) VALUES (?, ?, ?, 1, ?)"
+                        " ON CONFLICT (inbox, address) DO NOTHING",
+                        (fresh.id, inbox, str(address), _dump(fresh)),
+                    )
+                row = db.execute(sql, (inbox, str(address))).fetchone()
+            return from_jsonable(Conversation, json.loads(row[0]))
+
+        return await self._run(run)
+
+    async def get_conversation(self, conversation_id: str) -> Conversation | None:
+        def run(db: sqlite3.Connection) -> Conversation | None:
+            row = db.execute("SELECT data FROM conversations WHERE id = ?", (conversation_id,)).fetchone()
+            return from_jsonable(Conversation, json.loads(row[0])) if row else None
+
+        return await self._run(run)
+
+    @staticmethod
+    def _save_conversation(db: sqlite3.Connection, conversation: Conversation) -> Conversation:
+        saved = dataclasses.replace(conversation, version=conversation.version + 1)
+        cur = db.execute(
+            "UPDATE conversations SET version = ?, data = ? WHERE id = ? AND version = ?",
+            (saved.version, _dump(saved), conversation.id, conversation.version),
+        )
+        if cur.rowcount != 1:
+            raise VersionConflict(f"conversation {conversation.id} changed since version {conversation.version}")
+        return saved
+
+    async def save_conversation(
+        self, conversation: Conversation, events: Sequence[DownstreamEvent] = ()
+    ) -> Conversation:
+        def run(db: sqlite3.Connection) -> Conversation:
+            with self._tx(db):
+                saved = self._save_conversation(db, conversation)
+                self._append_events(db, events)
+                return saved
+
+        return await self._run(run)
+
+    # messages -----------------------------------------------------------------
+    @staticmethod
+    def _load_message(data: str, ticket_id: str | None) -> Message:
+        return dataclasses.replace(from_jsonable(Message, json.loads(data)), ticket_id=ticket_id)
+
+    async def add_message(self, message: Message, events: Sequence[DownstreamEvent] = ()) -> tuple[Message, bool]:
+        def run(db: sqlite3.Connection) -> tuple[Message, bool]:
+            with self._tx(db):
+                cur = db.execute(
+                    "INSERT INTO messages (id, conversation_id, channel, inbox, direction, external_id, ticket_id,"
+                    " episode, handled, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                    " ON CONFLICT (channel, inbox, direction, external_id) DO NOTHING",
+                    (
+                        message.id,
+                        message.conversation_id,
+                        message.channel,
+                        message.inbox,
+                        message.direction,
+                        message.external_id,
+                        message.ticket_id,
+                        message.episode,
+                        0 if message.direction is Direction.INBOUND else 1,
+                        _dump(message),
+                    ),
+                )
+                if cur.rowcount == 1:
+                    self._append_events(db, events)
+                    return message, True
+            row = db.execute(
+                "SELECT data, ticket_id FROM messages WHERE channel = ? AND inbox = ? AND direction = ?"
+                " AND external_id = ?",
+                (message.channel, message.inbox, message.direction, message.external_id),
+            ).fetchone()
+            return self._load_message(row[0], row[1]), False
+
+        return await self._run(run)
+
+    async def get_message(self, message_id: str) -> Message | None:
+        def run(db: sqlite3.Connection) -> Message | None:
+            row = db.execute("SELECT data, ticket_id FROM messages WHERE id = ?", (message_id,)).fetchone()
+            return self._load_message(row[0], row[1]) if row else None
+
+        return await self._run(run)
+
+    async def messages(
+        self, conversation_id: str, *, ticket_id: str | None = None, episode: int | None = None
+    ) -> list[Message]:
+        sql = "SELECT data, ticket_id FROM messages WHERE conversation_id = ?"
+        args: list[Any] = [conversation_id]
+        if ticket_id is not None:
+            sql += " AND ticket_id = ?"
+            args.append(ticket_id)
+        if episode is not None:
+            sql += " AND episode = ?"
+            args.append(episode)
+        sql += " ORDER BY seq"
+        return await self._run(lambda db: [self._load_message(d, t) for d, t in db.execute(sql, args)])
+
+    async def mark_handled(self, message_id: str) -> None:
+        def run(db: sqlite3.Connection) -> None:
+            db.execute("UPDATE messages SET handled = 1 WHERE id = ?", (message_id,))
+
+        await self._run(run)
+
+    async def unhandled_messages(self) -> list[Message]:
+        sql = "SELECT data, ticket_id FROM messages WHERE handled = 0 ORDER BY seq"
+        return await self._run(lambda db: [self._load_message(d, t) for d, t in db.execute(sql)])
+
+    # tickets ------------------------------------------------------------------
+    async def create_ticket(
+        self, ticket: Ticket, conversation: Conversation, events: TicketEvents
+    ) -> tuple[Ticket, Conversation]:
+        def run(db: sqlite3.Connection) -> tuple[Ticket, Conversation]:
+            with self._tx(db):
+                cur = db.execute(
+                    "INSERT INTO tickets (id, number, status, channel, updated_us, version, data)"
+                    " VALUES (?, ?, ?, ?, ?, ?, '')",
+                    (
+                        ticket.id,
+                        f"pending-{ticket.id}",
+                        ticket.status,
+                        ticket.channel,
+                        _micros(ticket.updated_at),
+                        ticket.version,
+                    ),
+                )
+                numbered = dataclasses.replace(ticket, number=f"HL-{cur.lastrowid:06d}")
+                db.execute(
+                    "UPDATE tickets SET number = ?, data = ? WHERE id = ?",
+                    (numbered.number, _dump(numbered), ticket.id),
+                )
+                saved = self._save_conversation(db, dataclasses.replace(conversation, ticket_id=ticket.id))
+                db.execute(
+                    "UPDATE messages SET ticket_id = ? WHERE conversation_id = ? AND episode = ? AND ticket_id IS NULL",
+                    (ticket.id, conversation.id, conversation.episode),
+                )
+                self._append_events(db, events(numbered, saved))
+                return numbered, saved
+
+        return await self._run(run)
+
+    async def get_ticket(self, ticket_id_or_number: str) -> Ticket | None:
+        def run(db: sqlite3.Connection) -> Ticket | None:
+            row = db.execute(
+                "SELECT data FROM tickets WHERE id = ? OR number = ?", (ticket_id_or_number, ticket_id_or_number)
+            ).fetchone()
+            return from_jsonable(Ticket, json.loads(row[0])) if row else None
+
+        return await self._run(run)
+
+    async def update_ticket(self, ticket: Ticket, events: Sequence[DownstreamEvent] = ()) -> Ticket:
+        saved = dataclasses.replace(ticket, version=ticket.version + 1)
+
+        def run(db: sqlite3.Connection) -> Ticket:
+            with self._tx(db):
+                cur = db.execute(
+                    "UPDATE tickets SET status = ?, updated_us = ?, version = ?, data = ? WHERE id = ? AND version = ?",
+                    (saved.status, _micros(saved.updated_at), saved.version, _dump(saved), ticket.id, ticket.version),
+                )
+                if cur.rowcount != 1:
+                    if db.execute("SELECT 1 FROM tickets WHERE id = ?", (ticket.id,)).fetchone() is None:
+                        raise NotFound(f"ticket {ticket.id} does not exist")
+                    raise VersionConflict(f"ticket {ticket.id} changed since version {ticket.version}")
+                self._append_events(db, events)
+                return saved
+
+        return await self._run(run)
+
+    async def list_tickets(self, query: TicketQuery) -> TicketPage:
+        sql = "SELECT seq, updated_us, data FROM tickets WHERE 1 = 1"
+        args: list[Any] = []
+        if query.status is not None:
+            sql += " AND status = ?"
+            args.append(query.status)
+        if query.channel is not None:
+            sql += " AND channel = ?"
+            args.append(query.channel)
+        if query.updated_since is not None:
+            sql += " AND updated_us >= ?"
+            args.append(_micros(query.updated_since))
+        if query.cursor is not None:
+            after_us, after_seq = decode_cursor(query.cursor, 2)
+            sql += " AND (updated_us > ? OR (updated_us = ? AND seq > ?))"
+            args += [after_us, after_us, after_seq]
+        sql += " ORDER BY updated_us, seq LIMIT ?"
+        args.append(query.limit + 1)
+
+        def run(db: sqlite3.Connection) -> TicketPage:
+            rows = db.execute(sql, args).fetchall()
+            page = rows[: query.limit]
+            more = len(rows) > query.limit
+            cursor = encode_cursor(page[-1][1], page[-1][0]) if more and page else None
+            return TicketPage(tickets=tuple(from_jsonable(Ticket, json.loads(r[2])) for r in page), next_cursor=cursor)
+
+        return await self._run(run)
+
+    # events -------------------------------------------------------------------
+    @staticmethod
+    def _append_events(db: sqlite3.Connection, events: Sequence[DownstreamEvent]) -> None:
+        db.executemany(
+            "INSERT INTO events (idempotency_key, type, ticket_id, conversation_id, occurred_at, data)"
+            " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (idempotency_key) DO NOTHING",
+            [
+                (e.idempotency_key, e.type, e.ticket_id, e.conversation_id, e.occurred_at.isoformat(), _dump(e.data))
+                for e in events
+            ],
+        )
+
+    async def append_events(self, events: Sequence[DownstreamEvent]) -> None:
+        def run(db: sqlite3.Connection) -> None:
+            with self._tx(db):
+                self._append_events(db, events)
+
+        await self._run(run)
+
+    async def events_after(self, seq: int, limit: int = 100) -> list[DownstreamEvent]:
+        def run(db: sqlite3.Connection) -> list[DownstreamEvent]:
+            rows = db.execute(
+                "SELECT seq, idempotency_key, type, ticket_id, conversation_id, occurred_at, data FROM events"
+                " WHERE seq > ? ORDER BY seq LIMIT ?",
+                (seq, limit),
+            )
+            return [
+                DownstreamEvent(
+                    seq=r[0],
+                    idempotency_key=r[1],
+                    type=EventType(r[2]),
+                    ticket_id=r[3],
+                    conversation_id=r[4],
+                    occurred_at=datetime.fromisoformat(r[5]),
+                    data=json.loads(r[6]),
+                )
+                for r in rows
+            ]
+
+        return await self._run(run)
+
+    # frames -------------------------------------------------------------------
+    async def push_frame(self, address: Identity, body: dict[str, Any]) -> int:
+        key = str(address)
+
+        def run(db: sqlite3.Connection) -> int:
+            with self._tx(db):
+                (seq,) = db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM frames WHERE address = ?", (key,)).fetchone()
+                db.execute(
+                    "INSERT INTO frames (address, seq, body) VALUES (?, ?, ?)",
+                    (key, seq, json.dumps(body, ensure_ascii=False)),
+                )
+                return int(seq)
+
+        return await self._run(run)
+
+    async def frames_after(self, address: Identity, seq: int, limit: int = 500) -> list[StoredFrame]:
+        def run(db: sqlite3.Connection) -> list[StoredFrame]:
+            rows = db.execute(
+                "SELECT seq, body FROM frames WHERE address = ? AND seq > ? ORDER BY seq LIMIT ?",
+                (str(address), seq, limit),
+            )
+            return [StoredFrame(seq=s, body=json.loads(b)) for s, b in rows]
+
+        return await self._run(run)
+
+    async def last_frame_seq(self, address: Identity) -> int:
+        def run(db: sqlite3.Connection) -> int:
+            (seq,) = db.execute(
+                "SELECT COALESCE(MAX(seq), 0) FROM frames WHERE address = ?", (str(address),)
+            ).fetchone()
+            return int(seq)
+
+        return await self._run(run)
+
+    # small shared state ---------------------------------------------------------
+    async def claim(self, key: str, ttl_s: float) -> bool:
+        def run(db: sqlite3.Connection) -> bool:
+            now = time.time()
+            with self._tx(db):
+                cur = db.execute(
+                    "INSERT INTO claims (key, expires_at) VALUES (?, ?) ON CONFLICT (key) DO UPDATE"
+                    " SET expires_at = excluded.expires_at WHERE claims.expires_at <= ?",
+                    (key, now + ttl_s, now),
+                )
+                return cur.rowcount == 1
+
+        return await self._run(run)
+
+    async def get_secret(self, name: str, now: datetime) -> str | None:
+        def run(db: sqlite3.Connection) -> str | None:
+            row = db.execute("SELECT value, expires_at FROM secrets WHERE name = ?", (name,)).fetchone()
+            if row is None or (row[1] is not None and datetime.fromisoformat(row[1]) <= now):
+                return None
+            return str(row[0])
+
+        return await self._run(run)
+
+    async def set_secret(self, name: str, value: str, expires_at: datetime | None) -> None:
+        def run(db: sqlite3.Connection) -> None:
+            db.execute(
+                "INSERT INTO secrets (name, value, expires_at) VALUES (?, ?, ?) ON CONFLICT (name) DO UPDATE"
+                " SET value = excluded.value, expires_at = excluded.expires_at",
+                (name, value, expires_at.isoformat() if expires_at else None),
+            )
+
+        await self._run(run)
+
+    async def get_checkpoint(self, key: str) -> str | None:
+        def run(db: sqlite3.Connection) -> str | None:
+            row = db.execute("SELECT value FROM checkpoints WHERE key = ?", (key,)).fetchone()
+            return str(row[0]) if row else None
+
+        return await self._run(run)
+
+    async def set_checkpoint(self, key: str, value: str) -> None:
+        def run(db: sqlite3.Connection) -> None:
+            db.execute(
+                "INSERT INTO checkpoints (key, value) VALUES (?, ?)"
+                " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (key, value),
+            )
+
+        await self._run(run)

@@ -1,0 +1,1 @@
+"""The aiohttp server: intake, outbound replies, the REST API and the command line."""

@@ -1,0 +1,232 @@
+"""The REST API helpdesks read tickets from and reply through (``/api/v1``, bearer tokens)."""
+
+from __future__ import annotations
+
+import hmac
+import json
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+
+from core.codec import to_jsonable
+from core.model import Channel, Message, Priority, Ticket, TicketStatus
+from core.store import NotFound, Store, TicketQuery, VersionConflict
+from core.store.sqlite import decode_cursor
+from gateway.tickets import TicketChange, TicketService
+
+PREFIX = "/api/v1"
+OPENAPI_PATH = Path(__file__).with_name("openapi.json")
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def error(status: int, code: str, message: str) -> web.Response:
+    return web.json_response({"error": {"code": code, "message": message}}, status=status)
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+Tag = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
+
+
+class TicketPatch(_Body):
+    status: TicketStatus | None = None
+    priority: Priority | None = None
+    tags: Annotated[list[Tag], Field(max_length=50)] | None = None
+    assignee: Annotated[str, StringConstraints(min_length=1, max_length=200)] | None = None
+
+
+class ReplyBody(_Body):
+    text: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=20000)]
+    agent: Annotated[str, StringConstraints(min_length=1, max_length=200)] | None = None
+
+
+class TypingBody(_Body):
+    on: bool
+
+
+class _Invalid(Exception):
+    """The request is well-formed JSON but says something we cannot accept (422)."""
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+
+
+class _BadJson(Exception):
+    pass
+
+
+async def _json_body(request: web.Request, model: type[BaseModel]) -> Any:
+    try:
+        raw = await request.json(loads=json.loads)
+    except (ValueError, UnicodeDecodeError):
+        raise _BadJson from None
+    try:
+        return model.model_validate(raw), raw
+    except ValidationError as exc:
+        details = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors(include_url=False)
+        )
+        raise _Invalid(details) from None
+
+
+def message_view(message: Message, *, include_raw: bool = False) -> dict[str, Any]:
+    body = to_jsonable(message)
+    if not include_raw:
+        body.pop("raw", None)
+    return dict(body)
+
+
+def ticket_view(ticket: Ticket) -> dict[str, Any]:
+    return dict(to_jsonable(ticket))
+
+
+class Api:
+    def __init__(
+        self, store: Store, tickets: TicketService, tokens: tuple[str, ...], typing: Callable[..., Any]
+    ) -> None:
+        self._store = store
+        self._tickets = tickets
+        self._tokens = tuple(t.encode() for t in tokens)
+        self._typing = typing
+
+    def routes(self) -> list[web.RouteDef]:
+        return [
+            web.get(f"{PREFIX}/openapi.json", self.openapi),
+            web.get(f"{PREFIX}/tickets", self._auth(self.list_tickets)),
+            web.get(f"{PREFIX}/tickets/{{ticket}}", self._auth(self.get_ticket)),
+            web.patch(f"{PREFIX}/tickets/{{ticket}}", self._auth(self.patch_ticket)),
+            web.post(f"{PREFIX}/tickets/{{ticket}}/replies", self._auth(self.post_reply)),
+            web.post(f"{PREFIX}/tickets/{{ticket}}/typing", self._auth(self.post_typing)),
+            web.get(f"{PREFIX}/events", self._auth(self.list_events)),
+        ]
+
+    def _auth(self, handler: Handler) -> Handler:
+        async def guarded(request: web.Request) -> web.StreamResponse:
+            header = request.headers.get("Authorization", "")
+            scheme, _, token = header.partition(" ")
+            given = token.strip().encode()
+            ok = scheme.lower() == "bearer" and any(hmac.compare_digest(given, t) for t in self._tokens)
+            if not ok:
+                response = error(401, "unauthorized", "missing or invalid bearer token")
+                response.headers["WWW-Authenticate"] = 'Bearer realm="huiliu"'
+                return response
+            try:
+                return await handler(request)
+            except _BadJson:
+                return error(400, "bad_json", "request body is not valid JSON")
+            except _Invalid as exc:
+                return error(422, "invalid", exc.message)
+            except NotFound as exc:
+                return error(404, "not_found", str(exc))
+            except VersionConflict as exc:
+                return error(409, "conflict", str(exc))
+
+        return guarded
+
+    async def openapi(self, request: web.Request) -> web.StreamResponse:
+        return web.FileResponse(OPENAPI_PATH, headers={"Content-Type": "application/json"})
+
+    async def list_tickets(self, request: web.Request) -> web.StreamResponse:
+        q = request.query
+        try:
+            status = TicketStatus(q["status"]) if "status" in q else None
+            channel = Channel(q["channel"]) if "channel" in q else None
+        except ValueError as exc:
+            return error(400, "bad_query", str(exc))
+        since = None
+        if "updated_since" in q:
+            try:
+                since = datetime.fromisoformat(q["updated_since"])
+            except ValueError:
+                return error(400, "bad_query", "updated_since must be an ISO 8601 timestamp with a timezone")
+            if since.tzinfo is None:
+                return error(400, "bad_query", "updated_since must carry a timezone, e.g. 2026-01-01T00:00:00+08:00")
+        limit = _int_param(q.get("limit"), default=50, low=1, high=200)
+        if limit is None:
+            return error(400, "bad_query", "limit must be an integer from 1 to 200")
+        cursor = q.get("cursor")
+        if cursor is not None:
+            try:
+                decode_cursor(cursor, 2)
+            except ValueError as exc:
+                return error(400, "bad_query", str(exc))
+        page = await self._store.list_tickets(
+            TicketQuery(status=status, channel=channel, updated_since=since, cursor=cursor, limit=limit)
+        )
+        return web.json_response({"tickets": [ticket_view(t) for t in page.tickets], "next_cursor": page.next_cursor})
+
+    async def get_ticket(self, request: web.Request) -> web.StreamResponse:
+        ticket = await self._store.get_ticket(request.match_info["ticket"])
+        if ticket is None:
+            raise NotFound(f"no ticket {request.match_info['ticket']!r}")
+        include_raw = request.query.get("include_raw") in ("1", "true")
+        messages = await self._store.messages(ticket.conversation_id, ticket_id=ticket.id)
+        conversation = await self._store.get_conversation(ticket.conversation_id)
+        contact = await self._store.get_contact(ticket.contact_id)
+        body = ticket_view(ticket)
+        body["messages"] = [message_view(m, include_raw=include_raw) for m in messages]
+        body["conversation"] = to_jsonable(conversation) if conversation else None
+        body["contact"] = to_jsonable(contact) if contact else None
+        return web.json_response(body)
+
+    async def patch_ticket(self, request: web.Request) -> web.StreamResponse:
+        patch, raw = await _json_body(request, TicketPatch)
+        assert isinstance(patch, TicketPatch)
+        change = TicketChange(
+            status=patch.status,
+            priority=patch.priority,
+            tags=tuple(dict.fromkeys(patch.tags)) if patch.tags is not None else None,
+            assignee=patch.assignee,
+            clear_assignee=isinstance(raw, dict) and "assignee" in raw and raw["assignee"] is None,
+        )
+        ticket = await self._tickets.change(request.match_info["ticket"], change)
+        return web.json_response(ticket_view(ticket))
+
+    async def post_reply(self, request: web.Request) -> web.StreamResponse:
+        key = request.headers.get("Idempotency-Key")
+        if key is not None and not (0 < len(key) <= 200 and key.isprintable()):
+            return error(400, "bad_header", "Idempotency-Key must be 1-200 printable characters")
+        body, _ = await _json_body(request, ReplyBody)
+        assert isinstance(body, ReplyBody)
+        result = await self._tickets.reply(
+            request.match_info["ticket"], body.text, agent=body.agent, idempotency_key=key
+        )
+        return web.json_response(
+            {"message": message_view(result.message), "delivery": result.delivery, "duplicate": not result.created},
+            status=201 if result.created else 200,
+        )
+
+    async def post_typing(self, request: web.Request) -> web.StreamResponse:
+        body, _ = await _json_body(request, TypingBody)
+        assert isinstance(body, TypingBody)
+        ticket = await self._store.get_ticket(request.match_info["ticket"])
+        if ticket is None:
+            raise NotFound(f"no ticket {request.match_info['ticket']!r}")
+        delivered = await self._typing(ticket, body.on)
+        return web.json_response({"delivered": delivered}, status=202)
+
+    async def list_events(self, request: web.Request) -> web.StreamResponse:
+        after = _int_param(request.query.get("after"), default=0, low=0, high=2**62)
+        limit = _int_param(request.query.get("limit"), default=100, low=1, high=1000)
+        if after is None or limit is None:
+            return error(400, "bad_query", "after must be a non-negative integer and limit from 1 to 1000")
+        found = await self._store.events_after(after, limit)
+        return web.json_response(
+            {"events": [e.to_json() for e in found], "next_after": found[-1].seq if found else after}
+        )
+
+
+def _int_param(value: str | None, *, default: int, low: int, high: int) -> int | None:
+    if value is None:
+        return default
+    try:
+        number = int(value)
+    except ValueError:
+        return None
+    return number if low <= number <= high else None

@@ -1,0 +1,137 @@
+"""create_app: wires config, store, connectors, intake, bot and API into one aiohttp application."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from bot.faq import FaqIndex, load_kb
+from bot.policy import BotPolicy
+from connectors import build_connectors
+from connectors.base import Connector
+from connectors.webchat.connector import WebchatConnector
+from core.config import Config
+from core.model import Ticket
+from core.store import Store, open_store
+from gateway.api import Api, error
+from gateway.intake import BotSetup, Clock, Intake, utcnow
+from gateway.outbound import Outbound
+from gateway.tasks import TaskTracker
+from gateway.tickets import TicketService
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Gateway:
+    config: Config
+    store: Store
+    intake: Intake
+    tickets: TicketService
+    connectors: dict[str, Connector]
+    tasks: TaskTracker
+
+
+GATEWAY = web.AppKey("gateway", Gateway)
+
+
+def build_bot(config: Config) -> BotSetup:
+    """Load and index the knowledge base; raises KbError naming the file and the problem."""
+    bot = config.bot
+    entries = load_kb(config.resolve(bot.kb))
+    defaults = BotPolicy()
+    policy = BotPolicy(
+        answer_threshold=bot.answer_threshold if bot.answer_threshold is not None else defaults.answer_threshold,
+        suggest_threshold=bot.suggest_threshold if bot.suggest_threshold is not None else defaults.suggest_threshold,
+        margin=bot.margin if bot.margin is not None else defaults.margin,
+        max_suggestions=bot.max_suggestions,
+        max_misses=bot.max_misses,
+        human_phrases=bot.human_phrases if bot.human_phrases is not None else defaults.human_phrases,
+    )
+    return BotSetup(index=FaqIndex(entries), policy=policy, messages=bot.messages, hours=bot.business_hours)
+
+
+@web.middleware
+async def _errors(request: web.Request, handler: web.Handler) -> web.StreamResponse:
+    """Every error is JSON with a code and a message; an unexpected one never takes the server down."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return error(exc.status, exc.reason.lower().replace(" ", "_"), exc.text or exc.reason)
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return error(500, "internal", "internal error; it has been logged")
+
+
+def create_app(config: Config, bot: BotSetup, *, clock: Clock = utcnow) -> web.Application:
+    app = web.Application(client_max_size=config.server.max_body_bytes, middlewares=[_errors])
+    store = open_store(config)
+    connectors = build_connectors(config, store)
+    tasks = TaskTracker()
+    outbound = Outbound(store, connectors)
+    intake = Intake(store, bot, outbound, tasks, clock)
+    tickets = TicketService(store, outbound, clock)
+    gateway = Gateway(config=config, store=store, intake=intake, tickets=tickets, connectors=connectors, tasks=tasks)
+    app[GATEWAY] = gateway
+
+    async def typing(ticket: Ticket, on: bool) -> bool:
+        conversation = await store.get_conversation(ticket.conversation_id)
+        connector = connectors.get(ticket.inbox)
+        if conversation is None or not isinstance(connector, WebchatConnector):
+            return False
+        return await connector.typing(conversation.address, author="agent", on=on)
+
+    app.router.add_routes(Api(store, tickets, config.api.tokens, typing).routes())
+    for connector in connectors.values():
+        app.router.add_routes(connector.routes())
+    app.router.add_get("/healthz", _healthz)
+    app.router.add_get("/readyz", _readyz)
+    app.cleanup_ctx.append(_lifespan)
+    app.on_shutdown.append(_stop_connectors)
+    return app
+
+
+async def _lifespan(app: web.Application) -> AsyncIterator[None]:
+    gateway = app[GATEWAY]
+    await gateway.store.open()
+    async with AsyncExitStack() as stack:
+        stack.push_async_callback(gateway.store.close)
+        for connector in gateway.connectors.values():
+            await stack.enter_async_context(connector.running(gateway.intake.receive))
+        gateway.tasks.spawn(gateway.intake.recover(), name="intake:recover")
+        yield
+        await gateway.tasks.drain(gateway.config.server.shutdown_grace_s)
+
+
+async def _stop_connectors(app: web.Application) -> None:
+    """On shutdown, let long-lived sockets go so in-flight requests can finish within the grace period."""
+    for connector in app[GATEWAY].connectors.values():
+        await connector.drain()
+
+
+async def _healthz(request: web.Request) -> web.StreamResponse:
+    return web.json_response({"status": "ok"})
+
+
+async def _readyz(request: web.Request) -> web.StreamResponse:
+    gateway = request.app[GATEWAY]
+    store_ok = await gateway.store.ping()
+    connectors = {name: "running" if c.is_running() else "stopped" for name, c in gateway.connectors.items()}
+    ready = store_ok and all(state == "running" for state in connectors.values())
+    return web.json_response(
+        {
+            "status": "ready" if ready else "not_ready",
+            "store": "ok" if store_ok else "unreachable",
+            "connectors": connectors,
+        },
+        status=200 if ready else 503,
+    )

@@ -1,0 +1,56 @@
+"""The ``huiliu`` command: ``huiliu serve -c config.yaml``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from aiohttp import web
+
+from bot.faq import KbError
+from core.config import ConfigError, load_config
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from gateway.app import build_bot, create_app
+
+    try:
+        config = load_config(Path(args.config))
+        updates = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
+        if updates:
+            config = config.model_copy(update={"server": config.server.model_copy(update=updates)})
+        bot = build_bot(config)
+    except (ConfigError, KbError) as exc:
+        print(f"huiliu: {exc}", file=sys.stderr)
+        return 2
+    app = create_app(config, bot)
+    web.run_app(
+        app,
+        host=config.server.host,
+        port=config.server.port,
+        shutdown_timeout=config.server.shutdown_grace_s,
+        access_log=None,
+        print=lambda text: print(text, flush=True),
+    )
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="huiliu", description="Huiliu omnichannel intake gateway")
+    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the gateway")
+    serve.add_argument("-c", "--config", default="config.yaml", help="path to config.yaml")
+    serve.add_argument("--host", help="listen address (overrides server.host)")
+    serve.add_argument("--port", type=int, help="listen port (overrides server.port)")
+    serve.set_defaults(run=_serve)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return int(args.run(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,254 @@
+"""The one path every inbound message takes: store it once, then let the bot answer or hand off."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from bot.faq import FaqIndex
+from bot.handoff import handoff_message
+from bot.policy import BotPolicy, Decision, Outcome, decide, decide_pick
+from connectors.base import IntakeResult
+from core import events
+from core.config import BotMessages, BusinessHours
+from core.model import (
+    Author,
+    Conversation,
+    ConversationStatus,
+    Direction,
+    DownstreamEvent,
+    FaqTry,
+    HandoffReason,
+    InboundMessage,
+    Message,
+    MessageKind,
+    Priority,
+    Ticket,
+    TicketStatus,
+)
+from core.store import Store, VersionConflict
+from gateway.outbound import Outbound
+from gateway.tasks import TaskTracker
+from normalizer.text import clean_text
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime]
+_MAX_RETRIES = 8
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BotSetup:
+    index: FaqIndex
+    policy: BotPolicy
+    messages: BotMessages
+    hours: BusinessHours | None
+
+
+class Intake:
+    def __init__(
+        self, store: Store, bot: BotSetup, outbound: Outbound, tasks: TaskTracker, clock: Clock = utcnow
+    ) -> None:
+        self._store = store
+        self._bot = bot
+        self._outbound = outbound
+        self._tasks = tasks
+        self._clock = clock
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    async def receive(self, inbound: InboundMessage) -> IntakeResult:
+        """Store first; the bot's answer follows in a tracked task, so the channel can acknowledge at once."""
+        now = self._clock()
+        contact = await self._store.contact_for(inbound.sender, name=inbound.sender_name, now=now)
+        conversation = await self._store.conversation_for(
+            contact, channel=inbound.channel, inbox=inbound.inbox, address=inbound.sender, now=now
+        )
+        if conversation.status is ConversationStatus.RESOLVED:
+            conversation = await self._reopen_for_bot(conversation)
+        text = clean_text(inbound.text)
+        if inbound.picked_faq and not text:  # the transcript shows the question the customer picked
+            entry = self._bot.index.entry(inbound.picked_faq)
+            text = entry.questions[0] if entry else inbound.picked_faq
+        message = Message(
+            id=f"msg_{uuid.uuid4().hex}",
+            conversation_id=conversation.id,
+            channel=inbound.channel,
+            inbox=inbound.inbox,
+            direction=Direction.INBOUND,
+            author=Author.CUSTOMER,
+            kind=inbound.kind,
+            text=text,
+            created_at=now,
+            external_id=inbound.external_id,
+            attachments=inbound.attachments,
+            raw=inbound.raw,
+            ticket_id=conversation.ticket_id,
+            episode=conversation.episode,
+            meta={"picked_faq": inbound.picked_faq} if inbound.picked_faq else {},
+        )
+        stored, created = await self._store.add_message(message, [events.message_created(message)])
+        if created:
+            self._tasks.spawn(self.handle(stored), name=f"intake:{stored.id}")
+        return IntakeResult(message=stored, duplicate=not created)
+
+    async def recover(self) -> int:
+        """Finish messages that were stored but never handled (the process died in between)."""
+        pending = await self._store.unhandled_messages()
+        for message in pending:
+            await self.handle(message)
+        return len(pending)
+
+    async def handle(self, message: Message) -> None:
+        lock = self._locks.setdefault(message.conversation_id, asyncio.Lock())
+        async with lock:
+            for _ in range(_MAX_RETRIES):
+                conversation = await self._store.get_conversation(message.conversation_id)
+                if conversation is None:
+                    log.error("message %s has no conversation", message.id)
+                    return
+                try:
+                    await self._respond(conversation, message)
+                    break
+                except VersionConflict:
+                    log.info("conversation %s changed meanwhile; retrying", conversation.id)
+            else:
+                log.error("gave up on message %s after %d version conflicts", message.id, _MAX_RETRIES)
+                return
+            await self._store.mark_handled(message.id)
+        if not lock.locked():
+            self._locks.pop(message.conversation_id, None)
+
+    async def _reopen_for_bot(self, conversation: Conversation) -> Conversation:
+        for _ in range(_MAX_RETRIES):
+            reopened = dataclasses.replace(
+                conversation.moved_to(ConversationStatus.BOT),
+                episode=conversation.episode + 1,
+                ticket_id=None,
+                consecutive_misses=0,
+                faq_tries=(),
+                updated_at=self._clock(),
+            )
+            try:
+                return await self._store.save_conversation(
+                    reopened, [events.status_changed(reopened, conversation.status, at=reopened.updated_at)]
+                )
+            except VersionConflict:
+                fresh = await self._store.get_conversation(conversation.id)
+                assert fresh is not None
+                if fresh.status is not ConversationStatus.RESOLVED:
+                    return fresh
+                conversation = fresh
+        raise VersionConflict(f"conversation {conversation.id} kept changing")
+
+    async def _respond(self, conversation: Conversation, message: Message) -> None:
+        if conversation.status is not ConversationStatus.BOT or message.author is not Author.CUSTOMER:
+            return  # a human holds the conversation: the bot stays silent
+        picked = message.meta.get("picked_faq")
+        decision = (decide_pick(self._bot.index, str(picked)) if picked else None) or decide(
+            self._bot.index, message.text, consecutive_misses=conversation.consecutive_misses, policy=self._bot.policy
+        )
+        attempt = FaqTry(query=message.text, outcome=str(decision.outcome), hits=decision.hits)
+        now = self._clock()
+        updated = dataclasses.replace(
+            conversation,
+            consecutive_misses=conversation.consecutive_misses + 1 if decision.is_miss else 0,
+            faq_tries=(*conversation.faq_tries, attempt),
+            updated_at=now,
+        )
+        if decision.outcome is Outcome.HANDOFF:
+            reason = decision.handoff_reason or HandoffReason.NO_MATCH
+            await self._handoff(updated, message, reason, now)
+            return
+        reply = self._bot_reply(conversation, message, decision, now)
+        await self._store.save_conversation(updated)
+        await self._outbound.deliver_bot_reply(reply, conversation)
+
+    def _bot_reply(self, conversation: Conversation, message: Message, decision: Decision, now: datetime) -> Message:
+        messages = self._bot.messages
+        meta: dict[str, object] = {"outcome": str(decision.outcome)}
+        if decision.outcome is Outcome.ANSWER and decision.answer is not None:
+            text = decision.answer.answer
+            meta["faq_id"] = decision.answer.id
+        elif decision.outcome is Outcome.SUGGEST:
+            text = messages.suggest
+            meta["suggestions"] = [
+                {"faq_id": entry.id, "question": entry.questions[0]} for entry in decision.suggestions
+            ]
+        else:
+            text = messages.miss
+        return self._reply_message(conversation, message, text, now, meta)
+
+    def _reply_message(
+        self, conversation: Conversation, message: Message, text: str, now: datetime, meta: dict[str, object]
+    ) -> Message:
+        # One reply per inbound message: the unique key makes a retried handling write nothing new.
+        return Message(
+            id=f"msg_{uuid.uuid4().hex}",
+            conversation_id=conversation.id,
+            channel=conversation.channel,
+            inbox=conversation.inbox,
+            direction=Direction.OUTBOUND,
+            author=Author.BOT,
+            kind=MessageKind.TEXT,
+            text=text,
+            created_at=now,
+            external_id=f"reply:{message.id}",
+            ticket_id=conversation.ticket_id,
+            episode=conversation.episode,
+            meta=meta,
+        )
+
+    async def _handoff(
+        self, conversation: Conversation, message: Message, reason: HandoffReason, now: datetime
+    ) -> None:
+        text = handoff_message(self._bot.messages, self._bot.hours, now)
+        reply = self._reply_message(conversation, message, text, now, {"outcome": "handoff", "reason": str(reason)})
+        await self._outbound.deliver_bot_reply(reply, conversation)
+        first = next(
+            (
+                m
+                for m in await self._store.messages(conversation.id, episode=conversation.episode)
+                if m.author is Author.CUSTOMER
+            ),
+            message,
+        )
+        ticket = Ticket(
+            id=f"tk_{uuid.uuid4().hex}",
+            number="",
+            conversation_id=conversation.id,
+            contact_id=conversation.contact_id,
+            subject=_subject(first.text),
+            status=TicketStatus.NEW,
+            priority=Priority.NORMAL,
+            channel=conversation.channel,
+            inbox=conversation.inbox,
+            created_at=now,
+            updated_at=now,
+            handoff_reason=reason,
+            faq_tries=conversation.faq_tries,
+        )
+        waiting = conversation.moved_to(ConversationStatus.WAITING_FOR_AGENT)
+
+        def handoff_events(numbered: Ticket, saved: Conversation) -> list[DownstreamEvent]:
+            return [
+                events.ticket_created(numbered),
+                events.conversation_handoff(saved, numbered, reason),
+                events.status_changed(dataclasses.replace(waiting, ticket_id=numbered.id), conversation.status, at=now),
+            ]
+
+        _, saved = await self._store.create_ticket(ticket, waiting, handoff_events)
+        await self._outbound.status_changed(saved)
+
+
+def _subject(text: str, limit: int = 80) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= limit else line[: limit - 1] + "…"

@@ -1,0 +1,149 @@
+"""What helpdesks do to tickets: change them and reply; the conversation follows the ticket."""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from core import events
+from core.model import (
+    Author,
+    ConversationStatus,
+    Direction,
+    DownstreamEvent,
+    Message,
+    MessageKind,
+    Priority,
+    Ticket,
+    TicketStatus,
+)
+from core.store import NotFound, Store, VersionConflict
+from gateway.intake import Clock
+from gateway.outbound import Outbound
+
+_MAX_RETRIES = 8
+
+# Which conversation status a ticket status implies, when the conversation is somewhere else.
+_CONVERSATION_FOR_TICKET: dict[TicketStatus, ConversationStatus] = {
+    TicketStatus.OPEN: ConversationStatus.OPEN,
+    TicketStatus.PENDING: ConversationStatus.OPEN,
+    TicketStatus.RESOLVED: ConversationStatus.RESOLVED,
+    TicketStatus.CLOSED: ConversationStatus.RESOLVED,
+}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TicketChange:
+    status: TicketStatus | None = None
+    priority: Priority | None = None
+    tags: tuple[str, ...] | None = None
+    assignee: str | None = None
+    clear_assignee: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReplyResult:
+    message: Message
+    created: bool
+    delivery: str | None
+
+
+class TicketService:
+    def __init__(self, store: Store, outbound: Outbound, clock: Clock) -> None:
+        self._store = store
+        self._outbound = outbound
+        self._clock = clock
+
+    async def change(self, ticket_ref: str, change: TicketChange) -> Ticket:
+        for _ in range(_MAX_RETRIES):
+            ticket = await self._require(ticket_ref)
+            diff: dict[str, Any] = {}
+            if change.status is not None and change.status != ticket.status:
+                diff["status"] = {"from": ticket.status, "to": change.status}
+            if change.priority is not None and change.priority != ticket.priority:
+                diff["priority"] = {"from": ticket.priority, "to": change.priority}
+            if change.tags is not None and change.tags != ticket.tags:
+                diff["tags"] = {"from": list(ticket.tags), "to": list(change.tags)}
+            assignee = None if change.clear_assignee else (change.assignee or ticket.assignee)
+            if assignee != ticket.assignee:
+                diff["assignee"] = {"from": ticket.assignee, "to": assignee}
+            if not diff:
+                return ticket
+            updated = dataclasses.replace(
+                ticket,
+                status=change.status or ticket.status,
+                priority=change.priority or ticket.priority,
+                tags=ticket.tags if change.tags is None else change.tags,
+                assignee=assignee,
+                updated_at=self._clock(),
+            )
+            try:
+                saved = await self._store.update_ticket(
+                    updated, [events.ticket_updated(dataclasses.replace(updated, version=updated.version + 1), diff)]
+                )
+            except VersionConflict:
+                continue
+            if "status" in diff:
+                await self._follow(saved, _CONVERSATION_FOR_TICKET.get(saved.status))
+            return saved
+        raise VersionConflict(f"ticket {ticket_ref} kept changing")
+
+    async def reply(self, ticket_ref: str, text: str, *, agent: str | None, idempotency_key: str | None) -> ReplyResult:
+        ticket = await self._require(ticket_ref)
+        conversation = await self._store.get_conversation(ticket.conversation_id)
+        if conversation is None:
+            raise NotFound(f"ticket {ticket_ref} has no conversation")
+        now = self._clock()
+        message = Message(
+            id=f"msg_{uuid.uuid4().hex}",
+            conversation_id=conversation.id,
+            channel=conversation.channel,
+            inbox=conversation.inbox,
+            direction=Direction.OUTBOUND,
+            author=Author.AGENT,
+            kind=MessageKind.TEXT,
+            text=text,
+            created_at=now,
+            external_id=f"api:{ticket.id}:{idempotency_key}" if idempotency_key else None,
+            ticket_id=ticket.id,
+            episode=conversation.episode,
+            meta={"agent": agent} if agent else {},
+        )
+        stored, created = await self._store.add_message(message, [events.message_created(message)])
+        if not created:
+            return ReplyResult(message=stored, created=False, delivery=None)
+        delivery = await self._outbound.send(stored, conversation)
+        if ticket.status is TicketStatus.NEW:
+            await self.change(ticket.id, TicketChange(status=TicketStatus.OPEN, assignee=agent))
+        elif conversation.status is ConversationStatus.WAITING_FOR_AGENT:
+            await self._follow(ticket, ConversationStatus.OPEN)
+        return ReplyResult(message=stored, created=True, delivery=str(delivery.status))
+
+    async def _require(self, ticket_ref: str) -> Ticket:
+        ticket = await self._store.get_ticket(ticket_ref)
+        if ticket is None:
+            raise NotFound(f"no ticket {ticket_ref!r}")
+        return ticket
+
+    async def _follow(self, ticket: Ticket, target: ConversationStatus | None) -> None:
+        """Move the ticket's conversation to ``target`` if the state machine allows it."""
+        if target is None:
+            return
+        for _ in range(_MAX_RETRIES):
+            conversation = await self._store.get_conversation(ticket.conversation_id)
+            if conversation is None or conversation.ticket_id != ticket.id or conversation.status == target:
+                return
+            try:
+                moved = conversation.moved_to(target)
+            except ValueError:
+                return
+            moved = dataclasses.replace(moved, updated_at=self._clock())
+            change: list[DownstreamEvent] = [events.status_changed(moved, conversation.status, at=moved.updated_at)]
+            try:
+                saved = await self._store.save_conversation(moved, change)
+            except VersionConflict:
+                continue
+            await self._outbound.status_changed(saved)
+            return

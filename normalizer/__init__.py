@@ -1,0 +1,1 @@
+"""Normalization steps that turn channel input into the unified model."""

@@ -1,0 +1,133 @@
+"""Tests for loading the FAQ knowledge base and searching it."""
+
+from __future__ import annotations
+
+import pathlib
+
+import pytest
+
+from bot.faq import FaqEntry, FaqIndex, KbError, load_kb
+from bot.text import normalize, stem
+
+KB = pathlib.Path(__file__).resolve().parents[2] / "kb" / "faq.yaml"
+
+
+@pytest.fixture(scope="module")
+def index() -> FaqIndex:
+    return FaqIndex(load_kb(KB))
+
+
+def _write(tmp_path: pathlib.Path, text: str) -> pathlib.Path:
+    path = tmp_path / "faq.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_sample_kb_loads() -> None:
+    entries = load_kb(KB)
+    assert len(entries) >= 20
+    assert len({e.id for e in entries}) == len(entries)
+    assert all(3 <= len(e.questions) <= 6 and e.answer and e.keywords for e in entries)
+
+
+def test_missing_file(tmp_path: pathlib.Path) -> None:
+    with pytest.raises(KbError, match=r"nope\.yaml: file not found"):
+        load_kb(tmp_path / "nope.yaml")
+
+
+def test_bad_yaml(tmp_path: pathlib.Path) -> None:
+    with pytest.raises(KbError, match="invalid YAML"):
+        load_kb(_write(tmp_path, "faqs: [\n  - id: a\n    questions: [x\n"))
+
+
+def test_top_level_must_hold_faqs(tmp_path: pathlib.Path) -> None:
+    with pytest.raises(KbError, match="'faqs'"):
+        load_kb(_write(tmp_path, "entries: []\n"))
+
+
+def test_duplicate_id(tmp_path: pathlib.Path) -> None:
+    text = "faqs:\n" + "  - {id: refund, questions: [退款], answer: ok}\n" * 2
+    with pytest.raises(KbError, match=r"entry #2: duplicate id 'refund' \(first used by entry #1\)"):
+        load_kb(_write(tmp_path, text))
+
+
+def test_empty_phrasing(tmp_path: pathlib.Path) -> None:
+    text = "faqs:\n  - {id: refund, questions: [退款, '？？'], answer: ok}\n"
+    with pytest.raises(KbError, match=r"entry #1 \(id 'refund'\): question #2 is empty"):
+        load_kb(_write(tmp_path, text))
+
+
+@pytest.mark.parametrize(
+    ("entry", "problem"),
+    [
+        ("{id: refund, questions: [], answer: ok}", "'questions' must be a non-empty list of strings"),
+        ("{id: refund, answer: ok}", "'questions' must be a non-empty list of strings"),
+        ("{id: refund, questions: [退款], answer: ''}", "'answer' must be a non-empty string"),
+        ("{questions: [退款], answer: ok}", "'id' must be a non-empty string"),
+        ("{id: refund, questions: [退款], answer: ok, keywords: 退款}", "'keywords' must be a list of strings"),
+        ("{id: refund, question: [退款], answer: ok}", "unknown field"),
+    ],
+)
+def test_bad_entry(tmp_path: pathlib.Path, entry: str, problem: str) -> None:
+    with pytest.raises(KbError) as caught:
+        load_kb(_write(tmp_path, f"faqs:\n  - {{id: ok, questions: [q], answer: a}}\n  - {entry}\n"))
+    assert "faq.yaml: entry #2" in str(caught.value)
+    assert problem in str(caught.value)
+
+
+def test_normalize() -> None:
+    assert normalize("能开发票吗？") == "能开发票吗"
+    assert normalize("ＡＢＣ，“你好”（Hi!）") == "abc 你好 hi"
+
+
+def test_stem() -> None:
+    assert stem("shipping") == stem("shipped") == stem("ships") == "ship"
+    assert stem("addresses") == stem("address")
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ("密码怎么改啊", "password_reset"),
+        ("我想退款", "refund"),
+        ("怎么开发票", "invoice"),
+        ("能开发票吗？", "invoice"),
+        ("where is my order", "order_status"),
+        ("How do I reset my password?", "password_reset"),
+        ("你们几点下班", "business_hours"),
+        ("客服什么时候上班", "business_hours"),
+        ("运费多少", "shipping_fee"),
+        ("how much does shipping cost", "shipping_fee"),
+    ],
+)
+def test_search_ranks_right_entry_first(index: FaqIndex, query: str, expected: str) -> None:
+    hits = index.search(query)
+    assert hits and hits[0].entry_id == expected
+
+
+def test_hits_are_ranked_unique_and_bounded(index: FaqIndex) -> None:
+    hits = index.search("订单", limit=5)
+    assert 1 < len(hits) <= 5
+    assert len({h.entry_id for h in hits}) == len(hits)
+    assert all(0.0 <= h.score <= 1.0 for h in hits)
+    assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+    for hit in hits:
+        entry = index.entry(hit.entry_id)
+        assert entry is not None and hit.question in entry.questions
+
+
+def test_nonsense_finds_nothing(index: FaqIndex) -> None:
+    assert index.search("asdkjh qwe") == ()
+    assert index.search("") == ()
+    assert index.search("今天天气怎么样") == ()
+
+
+def test_entry_lookup(index: FaqIndex) -> None:
+    assert index.entry("refund") is not None
+    assert index.entry("nope") is None
+
+
+def test_index_rejects_duplicate_ids() -> None:
+    entry = FaqEntry(id="a", questions=("q",), answer="a")
+    with pytest.raises(ValueError, match="unique"):
+        FaqIndex([entry, entry])
