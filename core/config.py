@@ -40,12 +40,13 @@ class ApiConfig(_Model):
     tokens: tuple[Annotated[str, Field(min_length=8)], ...] = ()
 
 
-_WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+_WEEKDAYS: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 
 class BusinessHours(_Model):
     timezone: str = "Asia/Shanghai"
-    days: tuple[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"], ...] = _WEEKDAYS[:5]
+    days: tuple[Weekday, ...] = _WEEKDAYS[:5]
     start: time = time(9, 0)
     end: time = time(18, 0)
 

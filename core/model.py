@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -196,7 +197,7 @@ class Conversation:
             return self
         if status not in CONVERSATION_TRANSITIONS[self.status]:
             raise InvalidTransition(f"conversation cannot go from {self.status} to {status}")
-        return _replace(self, status=status)
+        return dataclasses.replace(self, status=status)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -295,8 +296,3 @@ class DownstreamEvent:
             "data": dict(self.data),
         }
 
-
-def _replace(obj: Any, **changes: Any) -> Any:
-    import dataclasses
-
-    return dataclasses.replace(obj, **changes)

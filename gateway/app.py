@@ -18,7 +18,7 @@ from connectors.webchat.connector import WebchatConnector
 from core.config import Config
 from core.model import Ticket
 from core.store import Store, open_store
-from gateway.api import Api, error
+from gateway.api import Api, Handler, error
 from gateway.intake import BotSetup, Clock, Intake, utcnow
 from gateway.outbound import Outbound
 from gateway.tasks import TaskTracker
@@ -57,10 +57,11 @@ def build_bot(config: Config) -> BotSetup:
 
 
 @web.middleware
-async def _errors(request: web.Request, handler: web.Handler) -> web.StreamResponse:
+async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Every error is JSON with a code and a message; an unexpected one never takes the server down."""
     try:
-        return await handler(request)
+        response: web.StreamResponse = await handler(request)
+        return response
     except web.HTTPException as exc:
         if exc.status < 400:
             raise

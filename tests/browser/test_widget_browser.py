@@ -53,15 +53,23 @@ def _unavailable(reason: str) -> None:
 
 
 @pytest.fixture
-async def browser() -> AsyncIterator[Any]:
+def chromium() -> str:
+    """Path of Debian's Chromium (checked outside the event loop: os.stat is blocking)."""
     if not os.path.exists(CHROMIUM):
         _unavailable(f"{CHROMIUM} is missing (apt-get install chromium) — browser tests need Debian's Chromium")
     try:
-        from playwright.async_api import async_playwright
+        import playwright.async_api  # noqa: F401
     except ImportError:
         _unavailable("playwright is not installed (pip install playwright)")
+    return CHROMIUM
+
+
+@pytest.fixture
+async def browser(chromium: str) -> AsyncIterator[Any]:
+    from playwright.async_api import async_playwright
+
     async with async_playwright() as p:
-        browser = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        browser = await p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
         try:
             yield browser
         finally:
@@ -138,9 +146,7 @@ async def _seqs(page: Any) -> list[int]:
 
 
 async def _bot_texts(page: Any) -> list[str]:
-    return await page.eval_on_selector_all(
-        f'{BOT_MSG} [data-hl="text"]', "els => els.map(e => e.textContent)"
-    )
+    return await page.eval_on_selector_all(f'{BOT_MSG} [data-hl="text"]', "els => els.map(e => e.textContent)")
 
 
 async def _stored_state(page: Any) -> dict[str, Any]:
@@ -209,9 +215,7 @@ async def test_reload_resumes_without_duplicates(page: Any, gateway_url: str, tm
 # --------------------------------------------------------------------------- widget logic (fake server)
 
 
-async def test_suggestion_click_sends_pick(
-    page: Any, fake_gateway: tuple[str, FakeGateway], tmp_path: Path
-) -> None:
+async def test_suggestion_click_sends_pick(page: Any, fake_gateway: tuple[str, FakeGateway], tmp_path: Path) -> None:
     url, gateway = fake_gateway
     async with screenshot_on_failure(page, tmp_path):
         await _open(page, url)

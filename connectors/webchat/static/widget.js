@@ -601,11 +601,13 @@
     sendText(raw) {
       var text = String(raw == null ? '' : raw).replace(/^\s+|\s+$/g, '');
       if (!text) return null;
-      var tooLong = T.errors.too_long.replace(/\{n\}/g, this.o.maxTextChars);
       var id = randomId();
-      if (codePoints(text) > this.o.maxTextChars
-          || utf8Bytes(JSON.stringify({ type: 'message', id: id, text: text })) > this.o.maxFrameBytes) {
-        this._showError(tooLong);
+      if (codePoints(text) > this.o.maxTextChars) {
+        this._showError(T.errors.too_long.replace(/\{n\}/g, this.o.maxTextChars));
+        return null;
+      }
+      if (utf8Bytes(JSON.stringify({ type: 'message', id: id, text: text })) > this.o.maxFrameBytes) {
+        this._showError(T.errors.frame_too_large); // e.g. ~2700+ CJK characters exceed 8 KiB of UTF-8
         return null;
       }
       this._stopTyping();
@@ -651,7 +653,11 @@
       window.removeEventListener('online', this._onOnline);
       document.removeEventListener('visibilitychange', this._onVisible);
       this._dropped();
-      this.root.__huiliuChat = null;
+      var root = this.root;
+      while (root.firstChild) root.removeChild(root.firstChild);
+      root.classList.remove('hl-chat');
+      ['data-hl', 'data-conn', 'data-status'].forEach(function (a) { root.removeAttribute(a); });
+      root.__huiliuChat = null;
     }
   }
 

@@ -1,0 +1,274 @@
+"""The Store contract: every backend must pass these, with the same guarantees."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import uuid
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from core import events
+from core.model import (
+    Author,
+    Channel,
+    Conversation,
+    ConversationStatus,
+    Direction,
+    EventType,
+    Identity,
+    IdentityKind,
+    Message,
+    MessageKind,
+    Priority,
+    Ticket,
+    TicketStatus,
+)
+from core.store import Store, TicketQuery, VersionConflict
+from core.store.sqlite import SqliteStore
+
+NOW = datetime(2026, 11, 22, 8, 0, tzinfo=UTC)
+
+BACKENDS: dict[str, Callable[[Path], Store]] = {
+    "sqlite": lambda tmp: SqliteStore(tmp / "store.sqlite3"),
+}
+
+
+@pytest.fixture(params=sorted(BACKENDS))
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
+    backend = BACKENDS[request.param](tmp_path)
+    await backend.open()
+    try:
+        yield backend
+    finally:
+        await backend.close()
+
+
+def visitor(n: int = 1) -> Identity:
+    return Identity(IdentityKind.WEBCHAT_VISITOR, f"{n:032x}")
+
+
+async def new_conversation(store: Store, n: int = 1) -> Conversation:
+    contact = await store.contact_for(visitor(n), name=None, now=NOW)
+    return await store.conversation_for(contact, channel=Channel.WEBCHAT, inbox="web", address=visitor(n), now=NOW)
+
+
+def inbound(conversation: Conversation, external_id: str | None, text: str = "hi") -> Message:
+    return Message(
+        id=f"msg_{uuid.uuid4().hex}",
+        conversation_id=conversation.id,
+        channel=conversation.channel,
+        inbox=conversation.inbox,
+        direction=Direction.INBOUND,
+        author=Author.CUSTOMER,
+        kind=MessageKind.TEXT,
+        text=text,
+        created_at=NOW,
+        external_id=external_id,
+        episode=conversation.episode,
+    )
+
+
+def draft_ticket(conversation: Conversation, at: datetime = NOW) -> Ticket:
+    return Ticket(
+        id=f"tk_{uuid.uuid4().hex}",
+        number="",
+        conversation_id=conversation.id,
+        contact_id=conversation.contact_id,
+        subject="help",
+        status=TicketStatus.NEW,
+        priority=Priority.NORMAL,
+        channel=conversation.channel,
+        inbox=conversation.inbox,
+        created_at=at,
+        updated_at=at,
+    )
+
+
+async def test_same_identity_is_one_contact_even_when_asked_concurrently(store: Store) -> None:
+    found = await asyncio.gather(*(store.contact_for(visitor(), name="Li", now=NOW) for _ in range(10)))
+    assert len({c.id for c in found}) == 1
+    conversations = await asyncio.gather(
+        *(
+            store.conversation_for(found[0], channel=Channel.WEBCHAT, inbox="web", address=visitor(), now=NOW)
+            for _ in range(10)
+        )
+    )
+    assert len({c.id for c in conversations}) == 1
+
+
+async def test_same_external_id_twice_concurrently_is_one_message(store: Store) -> None:
+    conversation = await new_conversation(store)
+    attempts = [inbound(conversation, "ext-1") for _ in range(5)]
+    results = await asyncio.gather(*(store.add_message(m, [events.message_created(m)]) for m in attempts))
+    created = [stored for stored, was_new in results if was_new]
+    assert len(created) == 1
+    assert {stored.id for stored, _ in results} == {created[0].id}
+    assert len(await store.messages(conversation.id)) == 1
+    feed = await store.events_after(0)
+    assert [e.type for e in feed] == [EventType.MESSAGE_CREATED]
+
+
+async def test_messages_without_external_id_are_all_kept(store: Store) -> None:
+    conversation = await new_conversation(store)
+    for _ in range(3):
+        _, created = await store.add_message(inbound(conversation, None))
+        assert created
+    assert len(await store.messages(conversation.id)) == 3
+
+
+async def test_same_external_id_on_another_inbox_is_another_message(store: Store) -> None:
+    conversation = await new_conversation(store)
+    other = dataclasses.replace(conversation, inbox="web2")
+    _, first = await store.add_message(inbound(conversation, "ext-1"))
+    _, second = await store.add_message(inbound(other, "ext-1"))
+    assert first and second
+
+
+async def test_conversation_save_checks_the_version(store: Store) -> None:
+    conversation = await new_conversation(store)
+    saved = await store.save_conversation(dataclasses.replace(conversation, consecutive_misses=1))
+    assert saved.version == conversation.version + 1
+    with pytest.raises(VersionConflict):
+        await store.save_conversation(dataclasses.replace(conversation, consecutive_misses=5))
+    fresh = await store.get_conversation(conversation.id)
+    assert fresh == saved
+
+
+async def test_concurrent_saves_of_one_version_let_exactly_one_win(store: Store) -> None:
+    conversation = await new_conversation(store)
+    outcomes = await asyncio.gather(
+        *(store.save_conversation(dataclasses.replace(conversation, consecutive_misses=i)) for i in range(6)),
+        return_exceptions=True,
+    )
+    assert sum(not isinstance(o, BaseException) for o in outcomes) == 1
+    assert all(isinstance(o, VersionConflict) for o in outcomes if isinstance(o, BaseException))
+
+
+async def test_ticket_is_numbered_and_written_with_its_events_and_transcript(store: Store) -> None:
+    conversation = await new_conversation(store)
+    await store.add_message(inbound(conversation, "a", "第一句"))
+    await store.add_message(inbound(conversation, "b", "第二句"))
+    waiting = conversation.moved_to(ConversationStatus.WAITING_FOR_AGENT)
+    first, saved = await store.create_ticket(
+        draft_ticket(conversation), waiting, lambda t, c: [events.ticket_created(t)]
+    )
+    assert first.number == "HL-000001"
+    assert saved.ticket_id == first.id and saved.status is ConversationStatus.WAITING_FOR_AGENT
+    transcript = await store.messages(conversation.id, ticket_id=first.id)
+    assert [m.text for m in transcript] == ["第一句", "第二句"]
+    feed = await store.events_after(0)
+    assert feed[-1].type is EventType.TICKET_CREATED and feed[-1].data["ticket"]["number"] == "HL-000001"
+    assert await store.get_ticket("HL-000001") == first
+    assert await store.get_ticket(first.id) == first
+
+    other = await new_conversation(store, 2)
+    second, _ = await store.create_ticket(draft_ticket(other), other, lambda t, c: [])
+    assert second.number == "HL-000002"
+
+
+async def test_ticket_creation_is_all_or_nothing(store: Store) -> None:
+    conversation = await new_conversation(store)
+    stale = dataclasses.replace(conversation, version=conversation.version - 1)
+    with pytest.raises(VersionConflict):
+        await store.create_ticket(draft_ticket(conversation), stale, lambda t, c: [events.ticket_created(t)])
+    assert (await store.list_tickets(TicketQuery())).tickets == ()
+    assert await store.events_after(0) == []
+
+
+async def test_ticket_update_checks_the_version(store: Store) -> None:
+    conversation = await new_conversation(store)
+    ticket, _ = await store.create_ticket(draft_ticket(conversation), conversation, lambda t, c: [])
+    updated = await store.update_ticket(dataclasses.replace(ticket, status=TicketStatus.OPEN))
+    assert updated.version == ticket.version + 1
+    with pytest.raises(VersionConflict):
+        await store.update_ticket(dataclasses.replace(ticket, status=TicketStatus.CLOSED))
+
+
+async def test_ticket_pages_return_every_ticket_once_in_update_order(store: Store) -> None:
+    for n in range(7):
+        conversation = await new_conversation(store, n)
+        await store.create_ticket(draft_ticket(conversation, NOW + timedelta(seconds=n % 3)), conversation, lambda t, c: [])
+    seen: list[str] = []
+    cursor = None
+    while True:
+        page = await store.list_tickets(TicketQuery(limit=3, cursor=cursor))
+        seen += [t.id for t in page.tickets]
+        if page.next_cursor is None:
+            break
+        cursor = page.next_cursor
+    assert len(seen) == len(set(seen)) == 7
+    everything = (await store.list_tickets(TicketQuery(limit=100))).tickets
+    assert [t.id for t in everything] == seen
+    assert [t.updated_at for t in everything] == sorted(t.updated_at for t in everything)
+    later = await store.list_tickets(TicketQuery(updated_since=NOW + timedelta(seconds=2)))
+    assert {t.updated_at for t in later.tickets} == {NOW + timedelta(seconds=2)}
+
+
+async def test_events_are_paged_in_order_and_written_once(store: Store) -> None:
+    conversation = await new_conversation(store)
+    message = inbound(conversation, "x")
+    await store.append_events([events.message_created(message)])
+    await store.append_events([events.message_created(message)])  # same idempotency key
+    for n in range(4):
+        await store.append_events([events.message_created(inbound(conversation, f"m{n}"))])
+    feed = await store.events_after(0, limit=3)
+    assert len(feed) == 3
+    rest = await store.events_after(feed[-1].seq or 0)
+    ids = [e.seq for e in feed + rest]
+    assert len(ids) == 5 and ids == sorted(ids)
+
+
+async def test_frames_are_numbered_without_gaps_even_when_pushed_concurrently(store: Store) -> None:
+    address = visitor()
+    seqs = await asyncio.gather(*(store.push_frame(address, {"n": n}) for n in range(20)))
+    assert sorted(seqs) == list(range(1, 21))
+    assert await store.last_frame_seq(address) == 20
+    after = await store.frames_after(address, 15)
+    assert [f.seq for f in after] == [16, 17, 18, 19, 20]
+    assert await store.frames_after(visitor(2), 0) == []
+
+
+async def test_claim_is_granted_once_until_it_expires(store: Store) -> None:
+    results = await asyncio.gather(*(store.claim("nonce:abc", 60) for _ in range(8)))
+    assert results.count(True) == 1
+    assert await store.claim("nonce:short", 0.05)
+    await asyncio.sleep(0.1)
+    assert await store.claim("nonce:short", 0.05)
+
+
+async def test_secrets_expire_and_checkpoints_persist(store: Store) -> None:
+    await store.set_secret("token", "abc", NOW + timedelta(minutes=5))
+    assert await store.get_secret("token", NOW) == "abc"
+    assert await store.get_secret("token", NOW + timedelta(minutes=6)) is None
+    assert await store.get_checkpoint("imap:inbox") is None
+    await store.set_checkpoint("imap:inbox", "42")
+    await store.set_checkpoint("imap:inbox", "43")
+    assert await store.get_checkpoint("imap:inbox") == "43"
+
+
+async def test_unhandled_inbound_messages_can_be_found_after_a_crash(store: Store) -> None:
+    conversation = await new_conversation(store)
+    first, _ = await store.add_message(inbound(conversation, "a"))
+    second, _ = await store.add_message(inbound(conversation, "b"))
+    await store.mark_handled(first.id)
+    assert [m.id for m in await store.unhandled_messages()] == [second.id]
+
+
+async def test_sqlite_data_survives_reopening(tmp_path: Path) -> None:
+    path = tmp_path / "s.sqlite3"
+    first = SqliteStore(path)
+    await first.open()
+    conversation = await new_conversation(first)
+    await first.add_message(inbound(conversation, "kept"))
+    await first.close()
+    second = SqliteStore(path)
+    await second.open()
+    try:
+        _, created = await second.add_message(inbound(conversation, "kept"))
+        assert not created
+    finally:
+        await second.close()
