@@ -40,6 +40,8 @@ log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
 _MAX_RETRIES = 8
+# The ticket shows agents the bot's latest tries; an endless bot chat must not grow the record without bound.
+MAX_FAQ_TRIES = 20
 
 
 def utcnow() -> datetime:
@@ -161,7 +163,7 @@ class Intake:
         updated = dataclasses.replace(
             conversation,
             consecutive_misses=conversation.consecutive_misses + 1 if decision.is_miss else 0,
-            faq_tries=(*conversation.faq_tries, attempt),
+            faq_tries=(*conversation.faq_tries, attempt)[-MAX_FAQ_TRIES:],
             updated_at=now,
         )
         if decision.outcome is Outcome.HANDOFF:

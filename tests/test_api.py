@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import io
+import json
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
@@ -58,6 +60,15 @@ async def settle(chat: ChatClient) -> None:
     await asyncio.sleep(0.2)
     await chat.ws.send_json({"type": "ping"})
     await chat.expect("pong")
+
+
+JSON_HEADERS = {"Content-Type": "application/json"}
+
+
+def oversized(gw: Gateway) -> io.BytesIO:
+    """A valid JSON reply body one byte over the server's limit (a stream: aiohttp warns on big raw bytes)."""
+    text = "x" * gw.config.server.max_body_bytes
+    return io.BytesIO(json.dumps({"text": text}).encode())
 
 
 def iso(at: datetime) -> str:
@@ -142,6 +153,15 @@ async def test_bad_json_body_is_400(gateway: Gateway, data: bytes) -> None:
     assert [m for m in after["messages"] if m["author"] == "agent"] == []
 
 
+async def test_oversized_body_is_413_json(gateway: Gateway) -> None:
+    _, ticket = await open_ticket(gateway)
+    status, payload = await gateway.api(
+        "POST", f"/tickets/{ticket['id']}/replies", data=oversized(gateway), headers=JSON_HEADERS
+    )
+    assert status == 413, payload
+    assert payload["error"]["code"] and payload["error"]["message"]
+
+
 @pytest.mark.parametrize(
     ("path_suffix", "body", "field"),
     [
@@ -161,9 +181,7 @@ async def test_bad_json_body_is_400(gateway: Gateway, data: bytes) -> None:
         ("/typing", {}, "on"),
     ],
 )
-async def test_invalid_field_is_422_naming_the_field(
-    gateway: Gateway, path_suffix: str, body: Any, field: str
-) -> None:
+async def test_invalid_field_is_422_naming_the_field(gateway: Gateway, path_suffix: str, body: Any, field: str) -> None:
     _, ticket = await open_ticket(gateway)
     method = "PATCH" if path_suffix == "" else "POST"
     status, payload = await gateway.api(method, f"/tickets/{ticket['number']}{path_suffix}", json=body)

@@ -51,6 +51,10 @@ _KEY_SECRET = "webchat:{inbox}:session-key"
 CLOSE_BAD_TOKEN = 4401
 
 
+def _read_assets() -> dict[str, bytes]:
+    return {name: (STATIC_DIR / name).read_bytes() for name in _STATIC if (STATIC_DIR / name).is_file()}
+
+
 class _Session:
     """One open socket; ``address`` is set once the visitor said hello."""
 
@@ -84,6 +88,7 @@ class WebchatConnector:
         self._live: dict[Identity, set[_Session]] = {}
         self._locks: dict[Identity, asyncio.Lock] = {}
         self._last_seq: dict[Identity, int] = {}
+        self._assets: dict[str, bytes] = {}
 
     # Connector interface -------------------------------------------------------
     def routes(self) -> list[web.RouteDef]:
@@ -104,6 +109,8 @@ class WebchatConnector:
             key = await self._store.get_secret(name, datetime.now(UTC))
         assert key is not None
         self._key = bytes.fromhex(key)
+        # Read once: the files are small, and reading them per request would block the loop.
+        self._assets = await asyncio.to_thread(_read_assets)
         self._sink = sink
         try:
             yield
@@ -176,19 +183,17 @@ class WebchatConnector:
 
     # HTTP ---------------------------------------------------------------------------
     def _static(self, name: str) -> Any:
-        path = STATIC_DIR / name
+        headers = {
+            "Content-Type": f"{_STATIC[name]}; charset=utf-8",
+            "X-Content-Type-Options": "nosniff",
+            "Cache-Control": "no-cache",
+        }
 
         async def handler(request: web.Request) -> web.StreamResponse:
-            if not path.is_file():
+            body = self._assets.get(name)
+            if body is None:
                 raise web.HTTPNotFound(text=f"{name} is missing from this installation")
-            return web.FileResponse(
-                path,
-                headers={
-                    "Content-Type": f"{_STATIC[name]}; charset=utf-8",
-                    "X-Content-Type-Options": "nosniff",
-                    "Cache-Control": "no-cache",
-                },
-            )
+            return web.Response(body=body, headers=headers)
 
         return handler
 

@@ -97,7 +97,7 @@ class FakeGateway:
         name = request.match_info.get("name", "index.html")
         if name not in STATIC_FILES:
             raise web.HTTPNotFound()
-        body = (STATIC_DIR / name).read_bytes()
+        body = await asyncio.to_thread((STATIC_DIR / name).read_bytes)  # re-read: edits show on reload
         return web.Response(
             body=body,
             content_type=STATIC_FILES[name],

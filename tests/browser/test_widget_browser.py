@@ -22,6 +22,8 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import Gateway
+
 from .fake_server import FakeGateway, serve
 
 CHROMIUM = "/usr/bin/chromium"
@@ -76,11 +78,10 @@ async def browser(chromium: str) -> AsyncIterator[Any]:
             await browser.close()
 
 
-# TODO(lead): replace with the real gateway fixture
 @pytest.fixture
-async def gateway_url() -> AsyncIterator[str]:
-    async with serve() as (url, _gateway):
-        yield url
+async def gateway_url(gateway: Gateway) -> str:
+    """The real gateway, with the sample KB and SQLite in tmp_path."""
+    return gateway.url
 
 
 @pytest.fixture
@@ -210,6 +211,38 @@ async def test_reload_resumes_without_duplicates(page: Any, gateway_url: str, tm
         new_seqs = await _seqs(page)
         assert len(new_seqs) == len(set(new_seqs)), f"duplicate data-seq: {new_seqs}"
         assert min(new_seqs) > max(old_seqs), (old_seqs, new_seqs)
+
+
+async def test_suggestion_pick_on_the_real_gateway(page: Any, gateway_url: str, tmp_path: Path) -> None:
+    async with screenshot_on_failure(page, tmp_path):
+        await _open(page, gateway_url)
+        await _ask(page, "订单")
+        button = page.locator('[data-hl="suggestion"][data-faq-id="order_status"]').first
+        await button.click()
+        await _wait_bot_count(page, 2)
+        answers = await _bot_texts(page)
+        assert "订单" in answers[-1]
+        assert len(await _customer_texts(page)) == 2  # the question, then the picked suggestion
+
+
+async def test_handoff_and_agent_reply_render_on_the_real_gateway(
+    page: Any, gateway: Gateway, tmp_path: Path
+) -> None:
+    async with screenshot_on_failure(page, tmp_path):
+        await _open(page, gateway.url)
+        await _ask(page, "我要转人工")
+        await page.wait_for_function(
+            "document.querySelector('[data-hl=root]').dataset.status === 'waiting_for_agent'"
+        )
+        status, body = await gateway.api("GET", "/tickets")
+        assert status == 200 and len(body["tickets"]) == 1
+        ticket_id = body["tickets"][0]["id"]
+        status, _ = await gateway.api("POST", f"/tickets/{ticket_id}/replies", json={"text": "您好，<b>客服</b>小王为您服务"})
+        assert status == 201
+        agent = page.locator('[data-hl="msg"][data-author="agent"] [data-hl="text"]')
+        await agent.wait_for()
+        assert await agent.inner_text() == "您好，<b>客服</b>小王为您服务"  # shown as text, never as markup
+        await page.screenshot(path=str(tmp_path / "handoff.png"))
 
 
 # --------------------------------------------------------------------------- widget logic (fake server)
