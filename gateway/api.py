@@ -16,7 +16,7 @@ from core.codec import to_jsonable
 from core.model import Channel, Message, Priority, Ticket, TicketStatus
 from core.store import NotFound, Store, TicketQuery, VersionConflict
 from core.store.sqlite import decode_cursor
-from gateway.tickets import TicketChange, TicketService
+from gateway.tickets import IdempotencyMismatch, TicketChange, TicketConflict, TicketService
 
 PREFIX = "/api/v1"
 OPENAPI_PATH = Path(__file__).with_name("openapi.json")
@@ -124,8 +124,10 @@ class Api:
                 return error(422, "invalid", exc.message)
             except NotFound as exc:
                 return error(404, "not_found", str(exc))
-            except VersionConflict as exc:
+            except (VersionConflict, TicketConflict) as exc:
                 return error(409, "conflict", str(exc))
+            except IdempotencyMismatch as exc:
+                return error(422, "idempotency_key_reused", str(exc))
 
         return guarded
 
@@ -225,8 +227,7 @@ class Api:
 def _int_param(value: str | None, *, default: int, low: int, high: int) -> int | None:
     if value is None:
         return default
-    try:
-        number = int(value)
-    except ValueError:
-        return None
+    if not (value.isascii() and value.isdigit()):
+        return None  # int() would also take "1_0", " 5" and full-width digits
+    number = int(value)
     return number if low <= number <= high else None

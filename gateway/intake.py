@@ -70,12 +70,12 @@ class Intake:
     async def receive(self, inbound: InboundMessage) -> IntakeResult:
         """Store first; the bot's answer follows in a tracked task, so the channel can acknowledge at once."""
         now = self._clock()
-        contact = await self._store.contact_for(inbound.sender, name=inbound.sender_name, now=now)
         conversation = await self._store.conversation_for(
-            contact, channel=inbound.channel, inbox=inbound.inbox, address=inbound.sender, now=now
+            inbound.sender, channel=inbound.channel, inbox=inbound.inbox, name=inbound.sender_name, now=now
         )
         if conversation.status is ConversationStatus.RESOLVED:
             conversation = await self._reopen_for_bot(conversation)
+            await self._outbound.status_changed(conversation)
         text = clean_text(inbound.text)
         if inbound.picked_faq and not text:  # the transcript shows the question the customer picked
             entry = self._bot.index.entry(inbound.picked_faq)
@@ -118,14 +118,15 @@ class Intake:
                     log.error("message %s has no conversation", message.id)
                     return
                 try:
-                    await self._respond(conversation, message)
+                    settled = await self._respond(conversation, message)
                     break
                 except VersionConflict:
                     log.info("conversation %s changed meanwhile; retrying", conversation.id)
             else:
                 log.error("gave up on message %s after %d version conflicts", message.id, _MAX_RETRIES)
                 return
-            await self._store.mark_handled(message.id)
+            if not settled:
+                await self._store.mark_handled(message.id)
         if not lock.locked():
             self._locks.pop(message.conversation_id, None)
 
@@ -151,9 +152,10 @@ class Intake:
                 conversation = fresh
         raise VersionConflict(f"conversation {conversation.id} kept changing")
 
-    async def _respond(self, conversation: Conversation, message: Message) -> None:
+    async def _respond(self, conversation: Conversation, message: Message) -> bool:
+        """Answer, suggest or hand off; True when the message was also marked handled on the way."""
         if conversation.status is not ConversationStatus.BOT or message.author is not Author.CUSTOMER:
-            return  # a human holds the conversation: the bot stays silent
+            return False  # a human holds the conversation: the bot stays silent
         picked = message.meta.get("picked_faq")
         decision = (decide_pick(self._bot.index, str(picked)) if picked else None) or decide(
             self._bot.index, message.text, consecutive_misses=conversation.consecutive_misses, policy=self._bot.policy
@@ -169,10 +171,11 @@ class Intake:
         if decision.outcome is Outcome.HANDOFF:
             reason = decision.handoff_reason or HandoffReason.NO_MATCH
             await self._handoff(updated, message, reason, now)
-            return
+            return False  # handled only once the ticket exists
         reply = self._bot_reply(conversation, message, decision, now)
         await self._store.save_conversation(updated)
-        await self._outbound.deliver_bot_reply(reply, conversation)
+        await self._outbound.deliver_bot_reply(reply, conversation, answers=message.id)
+        return True
 
     def _bot_reply(self, conversation: Conversation, message: Message, decision: Decision, now: datetime) -> Message:
         messages = self._bot.messages

@@ -18,9 +18,14 @@ class Outbound:
         self._store = store
         self._connectors = connectors
 
-    async def deliver_bot_reply(self, reply: Message, conversation: Conversation) -> Message:
-        """Store the reply once (its external id is derived from the message it answers), then send it."""
-        stored, created = await self._store.add_message(reply, [events.message_created(reply)])
+    async def deliver_bot_reply(
+        self, reply: Message, conversation: Conversation, *, answers: str | None = None
+    ) -> Message:
+        """Store the reply once (its external id is derived from the message it answers), then send it.
+
+        ``answers``: the inbound message to mark handled in the same write.
+        """
+        stored, created = await self._store.add_message(reply, [events.message_created(reply)], answers=answers)
         if created:
             await self.send(stored, conversation)
         return stored

@@ -10,6 +10,7 @@ from typing import Any
 from core import events
 from core.model import (
     Author,
+    Conversation,
     ConversationStatus,
     Direction,
     DownstreamEvent,
@@ -25,13 +26,13 @@ from gateway.outbound import Outbound
 
 _MAX_RETRIES = 8
 
-# Which conversation status a ticket status implies, when the conversation is somewhere else.
-_CONVERSATION_FOR_TICKET: dict[TicketStatus, ConversationStatus] = {
-    TicketStatus.OPEN: ConversationStatus.OPEN,
-    TicketStatus.PENDING: ConversationStatus.OPEN,
-    TicketStatus.RESOLVED: ConversationStatus.RESOLVED,
-    TicketStatus.CLOSED: ConversationStatus.RESOLVED,
-}
+
+class TicketConflict(Exception):
+    """The ticket's conversation is held by another active ticket (API: 409)."""
+
+
+class IdempotencyMismatch(Exception):
+    """An Idempotency-Key was reused for a different reply (API: 422)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -71,6 +72,8 @@ class TicketService:
                 diff["assignee"] = {"from": ticket.assignee, "to": assignee}
             if not diff:
                 return ticket
+            if "status" in diff and change.status is not None and change.status.is_active:
+                await self._claim_conversation(ticket)
             updated = dataclasses.replace(
                 ticket,
                 status=change.status or ticket.status,
@@ -85,16 +88,14 @@ class TicketService:
                 )
             except VersionConflict:
                 continue
-            if "status" in diff:
-                await self._follow(saved, _CONVERSATION_FOR_TICKET.get(saved.status))
+            if "status" in diff and not saved.status.is_active:
+                await self._follow(saved, ConversationStatus.RESOLVED)
             return saved
         raise VersionConflict(f"ticket {ticket_ref} kept changing")
 
     async def reply(self, ticket_ref: str, text: str, *, agent: str | None, idempotency_key: str | None) -> ReplyResult:
         ticket = await self._require(ticket_ref)
-        conversation = await self._store.get_conversation(ticket.conversation_id)
-        if conversation is None:
-            raise NotFound(f"ticket {ticket_ref} has no conversation")
+        conversation = await self._claim_conversation(ticket)
         now = self._clock()
         message = Message(
             id=f"msg_{uuid.uuid4().hex}",
@@ -113,13 +114,52 @@ class TicketService:
         )
         stored, created = await self._store.add_message(message, [events.message_created(message)])
         if not created:
+            if stored.text != message.text:
+                raise IdempotencyMismatch("this Idempotency-Key was already used for a different reply on this ticket")
             return ReplyResult(message=stored, created=False, delivery=None)
         delivery = await self._outbound.send(stored, conversation)
-        if ticket.status is TicketStatus.NEW:
+        if ticket.status is not TicketStatus.OPEN and ticket.status is not TicketStatus.PENDING:
             await self.change(ticket.id, TicketChange(status=TicketStatus.OPEN, assignee=agent))
-        elif conversation.status is ConversationStatus.WAITING_FOR_AGENT:
-            await self._follow(ticket, ConversationStatus.OPEN)
         return ReplyResult(message=stored, created=True, delivery=str(delivery.status))
+
+    async def _claim_conversation(self, ticket: Ticket) -> Conversation:
+        """An agent acts on the ticket: its conversation goes to the agent (open), attached to this ticket.
+
+        A conversation that went back to the bot after this ticket was resolved is taken back; one that
+        another active ticket holds is not (TicketConflict).
+        """
+        for _ in range(_MAX_RETRIES):
+            conversation = await self._store.get_conversation(ticket.conversation_id)
+            if conversation is None:
+                raise NotFound(f"ticket {ticket.number} has no conversation")
+            attached = conversation.ticket_id == ticket.id
+            if attached and conversation.status is ConversationStatus.OPEN:
+                return conversation
+            if (
+                not attached
+                and conversation.ticket_id is not None
+                and conversation.status
+                in (
+                    ConversationStatus.WAITING_FOR_AGENT,
+                    ConversationStatus.OPEN,
+                )
+            ):
+                other = await self._store.get_ticket(conversation.ticket_id)
+                raise TicketConflict(
+                    f"the customer's conversation continues on ticket {other.number if other else conversation.ticket_id}"
+                )
+            moved = dataclasses.replace(
+                conversation.moved_to(ConversationStatus.OPEN), ticket_id=ticket.id, updated_at=self._clock()
+            )
+            try:
+                saved = await self._store.save_conversation(
+                    moved, [events.status_changed(moved, conversation.status, at=moved.updated_at)]
+                )
+            except VersionConflict:
+                continue
+            await self._outbound.status_changed(saved)
+            return saved
+        raise VersionConflict(f"conversation of ticket {ticket.number} kept changing")
 
     async def _require(self, ticket_ref: str) -> Ticket:
         ticket = await self._store.get_ticket(ticket_ref)

@@ -543,3 +543,52 @@ async def test_handoff_emits_ticket_created_handoff_and_status_changed(gateway: 
     assert [m["data"]["message"]["author"] for m in messages] == ["customer", "bot"]
     assert all("raw" not in m["data"]["message"] for m in messages)
     assert messages[0]["id"] < created["id"]
+
+
+async def test_bot_returning_is_shown_to_the_visitor(gateway: Gateway) -> None:
+    chat, ticket = await open_ticket(gateway)
+    await gateway.api("PATCH", f"/tickets/{ticket['id']}", json={"status": "resolved"})
+    assert (await chat.expect("status"))["status"] == "resolved"
+    await chat.say("我想退款")
+    assert [f["status"] for f in chat.frames if f["type"] == "status"][-1] == "bot"
+
+
+async def test_agent_reply_on_an_old_ticket_takes_the_conversation_back_from_the_bot(gateway: Gateway) -> None:
+    chat, ticket = await open_ticket(gateway)
+    await gateway.api("PATCH", f"/tickets/{ticket['id']}", json={"status": "resolved"})
+    await chat.say("我想退款")  # the bot holds the conversation again
+    status, body = await gateway.api("POST", f"/tickets/{ticket['id']}/replies", json={"text": "退款已处理"})
+    assert status == 201
+    frame = await chat.expect("message")
+    assert frame["author"] == "agent"
+    status, after = await gateway.api("GET", f"/tickets/{ticket['id']}")
+    assert after["status"] == "open"
+    assert after["conversation"]["status"] == "open" and after["conversation"]["ticket_id"] == ticket["id"]
+    # With an agent holding it again, the bot stays silent.
+    await chat.ws.send_json({"type": "message", "id": "later", "text": "怎么开发票"})
+    await chat.expect("ack")
+    await settle(chat)
+    assert [f for f in chat.frames if f["type"] == "message"][-1]["author"] == "agent"
+
+
+async def test_acting_on_an_old_ticket_while_another_is_active_is_a_conflict(gateway: Gateway) -> None:
+    chat, first = await open_ticket(gateway)
+    await gateway.api("PATCH", f"/tickets/{first['id']}", json={"status": "resolved"})
+    await chat.say("转人工")
+    assert (await chat.expect("status"))["status"] == "waiting_for_agent"
+    second = (await all_tickets(gateway, status="new"))[0]
+    status, body = await gateway.api("POST", f"/tickets/{first['id']}/replies", json={"text": "hello"})
+    assert status == 409 and second["number"] in body["error"]["message"]
+    status, body = await gateway.api("PATCH", f"/tickets/{first['id']}", json={"status": "open"})
+    assert status == 409
+    status, unchanged = await gateway.api("GET", f"/tickets/{first['id']}")
+    assert unchanged["status"] == "resolved"
+
+
+async def test_idempotency_key_reused_for_another_text_is_422(gateway: Gateway) -> None:
+    _, ticket = await open_ticket(gateway)
+    headers = {"Idempotency-Key": "k-1"}
+    status, _ = await gateway.api("POST", f"/tickets/{ticket['id']}/replies", json={"text": "one"}, headers=headers)
+    assert status == 201
+    status, body = await gateway.api("POST", f"/tickets/{ticket['id']}/replies", json={"text": "two"}, headers=headers)
+    assert status == 422 and body["error"]["code"] == "idempotency_key_reused"

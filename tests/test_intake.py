@@ -72,10 +72,7 @@ async def test_message_stored_before_a_crash_is_answered_after_restart(tmp_path:
     try:
         now = datetime.now(UTC)
         address = Identity(IdentityKind.WEBCHAT_VISITOR, visitor)
-        contact = await store.contact_for(address, name=None, now=now)
-        conversation = await store.conversation_for(
-            contact, channel=Channel.WEBCHAT, inbox="web", address=address, now=now
-        )
+        conversation = await store.conversation_for(address, channel=Channel.WEBCHAT, inbox="web", name=None, now=now)
         await store.add_message(stored_inbound(conversation, f"{visitor}:lost", "怎么开发票"))
         assert len(await store.unhandled_messages()) == 1
     finally:

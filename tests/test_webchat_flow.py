@@ -96,8 +96,8 @@ async def test_agent_reply_reaches_the_widget_live(gateway: Gateway) -> None:
     assert status == 201 and body["delivery"] == "sent"
     frame = await chat.expect("message")
     assert frame["author"] == "agent" and frame["text"] == "您好，我是客服小王。"
-    status_frame = await chat.expect("status")
-    assert status_frame["status"] == "open"
+    # The agent takes the conversation first, then speaks.
+    assert [f["status"] for f in chat.frames if f["type"] == "status"] == ["waiting_for_agent", "open"]
     status, after = await gateway.api("GET", f"/tickets/{ticket['id']}")
     assert after["status"] == "open" and after["assignee"] == "wang"
     assert after["messages"][-1]["author"] == "agent"

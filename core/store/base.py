@@ -71,9 +71,13 @@ class Store(Protocol):
 
     # conversations ------------------------------------------------------
     async def conversation_for(
-        self, contact: Contact, *, channel: Channel, inbox: str, address: Identity, now: datetime
+        self, address: Identity, *, channel: Channel, inbox: str, name: str | None, now: datetime
     ) -> Conversation:
-        """The conversation for this address on this inbox, created atomically if there is none."""
+        """The conversation for this address on this inbox.
+
+        If there is none, it is created, together with the address's contact if that is new too, atomically.
+        Finding an existing one is a single read: this is on every message's path.
+        """
         ...
 
     async def get_conversation(self, conversation_id: str) -> Conversation | None: ...
@@ -88,11 +92,14 @@ class Store(Protocol):
         ...
 
     # messages -----------------------------------------------------------
-    async def add_message(self, message: Message, events: Sequence[DownstreamEvent] = ()) -> tuple[Message, bool]:
+    async def add_message(
+        self, message: Message, events: Sequence[DownstreamEvent] = (), *, answers: str | None = None
+    ) -> tuple[Message, bool]:
         """Store a message once per (channel, inbox, direction, external_id).
 
         Returns (stored message, created). On a duplicate the earlier message is returned and
-        nothing (not even the events) is written.
+        nothing (not even the events) is written. ``answers`` names the inbound message this one
+        replies to: it is marked handled in the same transaction.
         """
         ...
 

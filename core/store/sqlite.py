@@ -190,26 +190,27 @@ class SqliteStore:
             return False
 
     # contacts ---------------------------------------------------------------
-    async def contact_for(self, identity: Identity, *, name: str | None, now: datetime) -> Contact:
-        key = str(identity)
+    _CONTACT_BY_IDENTITY = (
+        "SELECT c.data FROM identities i JOIN contacts c ON c.id = i.contact_id WHERE i.identity = ?"
+    )
 
+    def _contact(self, db: sqlite3.Connection, identity: Identity, name: str | None, now: datetime) -> Contact:
+        """Inside a write transaction: the identity's contact, created if new."""
+        row = db.execute(self._CONTACT_BY_IDENTITY, (str(identity),)).fetchone()
+        if row:
+            return from_jsonable(Contact, json.loads(row[0]))
+        contact = Contact(id=f"ct_{uuid.uuid4().hex}", name=name, identities=(identity,), created_at=now)
+        db.execute("INSERT INTO contacts (id, data) VALUES (?, ?)", (contact.id, _dump(contact)))
+        db.execute("INSERT INTO identities (identity, contact_id) VALUES (?, ?)", (str(identity), contact.id))
+        return contact
+
+    async def contact_for(self, identity: Identity, *, name: str | None, now: datetime) -> Contact:
         def run(db: sqlite3.Connection) -> Contact:
-            row = db.execute(
-                "SELECT c.data FROM identities i JOIN contacts c ON c.id = i.contact_id WHERE i.identity = ?", (key,)
-            ).fetchone()
+            row = db.execute(self._CONTACT_BY_IDENTITY, (str(identity),)).fetchone()
             if row:
                 return from_jsonable(Contact, json.loads(row[0]))
             with self._tx(db):
-                row = db.execute(
-                    "SELECT c.data FROM identities i JOIN contacts c ON c.id = i.contact_id WHERE i.identity = ?",
-                    (key,),
-                ).fetchone()
-                if row:
-                    return from_jsonable(Contact, json.loads(row[0]))
-                contact = Contact(id=f"ct_{uuid.uuid4().hex}", name=name, identities=(identity,), created_at=now)
-                db.execute("INSERT INTO contacts (id, data) VALUES (?, ?)", (contact.id, _dump(contact)))
-                db.execute("INSERT INTO identities (identity, contact_id) VALUES (?, ?)", (key, contact.id))
-                return contact
+                return self._contact(db, identity, name, now)
 
         return await self._run(run)
 
@@ -222,24 +223,25 @@ class SqliteStore:
 
     # conversations ----------------------------------------------------------
     async def conversation_for(
-        self, contact: Contact, *, channel: Channel, inbox: str, address: Identity, now: datetime
+        self, address: Identity, *, channel: Channel, inbox: str, name: str | None, now: datetime
     ) -> Conversation:
         def run(db: sqlite3.Connection) -> Conversation:
             sql = "SELECT data FROM conversations WHERE inbox = ? AND address = ?"
             row = db.execute(sql, (inbox, str(address))).fetchone()
             if row is None:
-                fresh = Conversation(
-                    id=f"cv_{uuid.uuid4().hex}",
-                    contact_id=contact.id,
-                    channel=channel,
-                    inbox=inbox,
-                    address=address,
-                    status=ConversationStatus.BOT,
-                    version=1,
-                    created_at=now,
-                    updated_at=now,
-                )
                 with self._tx(db):
+                    contact = self._contact(db, address, name, now)
+                    fresh = Conversation(
+                        id=f"cv_{uuid.uuid4().hex}",
+                        contact_id=contact.id,
+                        channel=channel,
+                        inbox=inbox,
+                        address=address,
+                        status=ConversationStatus.BOT,
+                        version=1,
+                        created_at=now,
+                        updated_at=now,
+                    )
                     db.execute(
                         "INSERT INTO conversations (id, inbox, address, version, data) VALUES (?, ?, ?, 1, ?)"
                         " ON CONFLICT (inbox, address) DO NOTHING",
@@ -284,9 +286,13 @@ class SqliteStore:
     def _load_message(data: str, ticket_id: str | None) -> Message:
         return dataclasses.replace(from_jsonable(Message, json.loads(data)), ticket_id=ticket_id)
 
-    async def add_message(self, message: Message, events: Sequence[DownstreamEvent] = ()) -> tuple[Message, bool]:
+    async def add_message(
+        self, message: Message, events: Sequence[DownstreamEvent] = (), *, answers: str | None = None
+    ) -> tuple[Message, bool]:
         def run(db: sqlite3.Connection) -> tuple[Message, bool]:
             with self._tx(db):
+                if answers is not None:
+                    db.execute("UPDATE messages SET handled = 1 WHERE id = ?", (answers,))
                 cur = db.execute(
                     "INSERT INTO messages (id, conversation_id, channel, inbox, direction, external_id, ticket_id,"
                     " episode, handled, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"

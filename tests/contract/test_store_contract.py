@@ -52,8 +52,7 @@ def visitor(n: int = 1) -> Identity:
 
 
 async def new_conversation(store: Store, n: int = 1) -> Conversation:
-    contact = await store.contact_for(visitor(n), name=None, now=NOW)
-    return await store.conversation_for(contact, channel=Channel.WEBCHAT, inbox="web", address=visitor(n), now=NOW)
+    return await store.conversation_for(visitor(n), channel=Channel.WEBCHAT, inbox="web", name=None, now=NOW)
 
 
 def inbound(conversation: Conversation, external_id: str | None, text: str = "hi") -> Message:
@@ -92,12 +91,20 @@ async def test_same_identity_is_one_contact_even_when_asked_concurrently(store: 
     found = await asyncio.gather(*(store.contact_for(visitor(), name="Li", now=NOW) for _ in range(10)))
     assert len({c.id for c in found}) == 1
     conversations = await asyncio.gather(
-        *(
-            store.conversation_for(found[0], channel=Channel.WEBCHAT, inbox="web", address=visitor(), now=NOW)
-            for _ in range(10)
-        )
+        *(store.conversation_for(visitor(), channel=Channel.WEBCHAT, inbox="web", name=None, now=NOW) for _ in range(10))
     )
     assert len({c.id for c in conversations}) == 1
+    assert conversations[0].contact_id == found[0].id
+
+
+async def test_a_new_address_gets_its_contact_and_conversation_together(store: Store) -> None:
+    conversations = await asyncio.gather(
+        *(store.conversation_for(visitor(7), channel=Channel.WEBCHAT, inbox="web", name="王", now=NOW) for _ in range(8))
+    )
+    assert len({c.id for c in conversations}) == 1
+    contact = await store.get_contact(conversations[0].contact_id)
+    assert contact is not None and contact.identities == (visitor(7),) and contact.name == "王"
+    assert (await store.contact_for(visitor(7), name=None, now=NOW)).id == contact.id
 
 
 async def test_same_external_id_twice_concurrently_is_one_message(store: Store) -> None:
@@ -256,6 +263,11 @@ async def test_unhandled_inbound_messages_can_be_found_after_a_crash(store: Stor
     second, _ = await store.add_message(inbound(conversation, "b"))
     await store.mark_handled(first.id)
     assert [m.id for m in await store.unhandled_messages()] == [second.id]
+    reply = dataclasses.replace(
+        inbound(conversation, "reply:b"), direction=Direction.OUTBOUND, author=Author.BOT, id="msg_reply"
+    )
+    await store.add_message(reply, answers=second.id)
+    assert await store.unhandled_messages() == []
 
 
 async def test_sqlite_data_survives_reopening(tmp_path: Path) -> None:
