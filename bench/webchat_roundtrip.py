@@ -75,8 +75,18 @@ async def main() -> None:
         path.write_text(yaml.safe_dump(config, allow_unicode=True), encoding="utf-8")
         port = _free_port()
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "gateway.cli", "--log-level", "WARNING", "serve", "-c", str(path),
-            "--port", str(port), cwd=ROOT, env=os.environ.copy(),
+            sys.executable,
+            "-m",
+            "gateway.cli",
+            "--log-level",
+            "WARNING",
+            "serve",
+            "-c",
+            str(path),
+            "--port",
+            str(port),
+            cwd=ROOT,
+            env=os.environ.copy(),
         )
         try:
             async with aiohttp.ClientSession() as http:

@@ -20,6 +20,10 @@ class IntakeResult:
     duplicate: bool
 
 
+class Rejected(Exception):
+    """Intake refused the message as invalid (e.g. a pick of a FAQ entry that does not exist); nothing was stored."""
+
+
 InboundSink = Callable[[InboundMessage], Awaitable[IntakeResult]]
 
 

@@ -295,4 +295,3 @@ class DownstreamEvent:
             "conversation_id": self.conversation_id,
             "data": dict(self.data),
         }
-

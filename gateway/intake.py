@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from bot.faq import FaqIndex
 from bot.handoff import handoff_message
 from bot.policy import BotPolicy, Decision, Outcome, decide, decide_pick
-from connectors.base import IntakeResult
+from connectors.base import IntakeResult, Rejected
 from core import events
 from core.config import BotMessages, BusinessHours
 from core.model import (
@@ -70,6 +70,9 @@ class Intake:
     async def receive(self, inbound: InboundMessage) -> IntakeResult:
         """Store first; the bot's answer follows in a tracked task, so the channel can acknowledge at once."""
         now = self._clock()
+        picked = self._bot.index.entry(inbound.picked_faq) if inbound.picked_faq else None
+        if inbound.picked_faq and picked is None:
+            raise Rejected(f"there is no FAQ entry {inbound.picked_faq!r} to pick")
         conversation = await self._store.conversation_for(
             inbound.sender, channel=inbound.channel, inbox=inbound.inbox, name=inbound.sender_name, now=now
         )
@@ -77,9 +80,8 @@ class Intake:
             conversation = await self._reopen_for_bot(conversation)
             await self._outbound.status_changed(conversation)
         text = clean_text(inbound.text)
-        if inbound.picked_faq and not text:  # the transcript shows the question the customer picked
-            entry = self._bot.index.entry(inbound.picked_faq)
-            text = entry.questions[0] if entry else inbound.picked_faq
+        if picked is not None and not text:  # the transcript shows the question the customer picked
+            text = picked.questions[0]
         message = Message(
             id=f"msg_{uuid.uuid4().hex}",
             conversation_id=conversation.id,

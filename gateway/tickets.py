@@ -145,9 +145,8 @@ class TicketService:
                 )
             ):
                 other = await self._store.get_ticket(conversation.ticket_id)
-                raise TicketConflict(
-                    f"the customer's conversation continues on ticket {other.number if other else conversation.ticket_id}"
-                )
+                holder = other.number if other else conversation.ticket_id
+                raise TicketConflict(f"the customer's conversation continues on ticket {holder}")
             moved = dataclasses.replace(
                 conversation.moved_to(ConversationStatus.OPEN), ticket_id=ticket.id, updated_at=self._clock()
             )

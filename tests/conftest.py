@@ -104,14 +104,14 @@ class ChatClient:
         self.token = welcome["token"]
         return welcome
 
-    async def recv(self, timeout: float = 10) -> dict[str, Any]:
-        frame: dict[str, Any] = await self.ws.receive_json(timeout=timeout)
+    async def recv(self, wait_s: float = 10) -> dict[str, Any]:
+        frame: dict[str, Any] = await self.ws.receive_json(timeout=wait_s)
         self.frames.append(frame)
         return frame
 
-    async def expect(self, kind: str, timeout: float = 10) -> dict[str, Any]:
+    async def expect(self, kind: str, wait_s: float = 10) -> dict[str, Any]:
         """The next frame of ``kind``; frames of other kinds on the way are kept in ``frames``."""
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(wait_s):
             while True:
                 frame = await self.recv()
                 if frame["type"] == kind:

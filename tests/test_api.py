@@ -557,7 +557,7 @@ async def test_agent_reply_on_an_old_ticket_takes_the_conversation_back_from_the
     chat, ticket = await open_ticket(gateway)
     await gateway.api("PATCH", f"/tickets/{ticket['id']}", json={"status": "resolved"})
     await chat.say("我想退款")  # the bot holds the conversation again
-    status, body = await gateway.api("POST", f"/tickets/{ticket['id']}/replies", json={"text": "退款已处理"})
+    status, _ = await gateway.api("POST", f"/tickets/{ticket['id']}/replies", json={"text": "退款已处理"})
     assert status == 201
     frame = await chat.expect("message")
     assert frame["author"] == "agent"

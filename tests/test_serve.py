@@ -42,7 +42,11 @@ def write_config(tmp_path: Path, **changes: object) -> Path:
 
 async def run_cli(*args: str) -> tuple[int, str]:
     proc = await asyncio.create_subprocess_exec(
-        *HUILIU, *args, cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        *HUILIU,
+        *args,
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
         env={**os.environ, "TEST_API_TOKEN": API_TOKEN},
     )
     _, err = await asyncio.wait_for(proc.communicate(), 60)
@@ -82,8 +86,15 @@ async def served(tmp_path: Path) -> AsyncIterator[tuple[asyncio.subprocess.Proce
     port = free_port()
     path = write_config(tmp_path)
     proc = await asyncio.create_subprocess_exec(
-        *HUILIU, "serve", "-c", str(path), "--port", str(port), cwd=ROOT,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        *HUILIU,
+        "serve",
+        "-c",
+        str(path),
+        "--port",
+        str(port),
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
         env={**os.environ, "TEST_API_TOKEN": API_TOKEN},
     )
     url = f"http://127.0.0.1:{port}"
@@ -148,8 +159,15 @@ async def test_a_message_sent_right_before_sigterm_is_answered_once_after_restar
         await ws.close()
     port = free_port()
     again = await asyncio.create_subprocess_exec(
-        *HUILIU, "serve", "-c", str(path), "--port", str(port), cwd=ROOT,
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+        *HUILIU,
+        "serve",
+        "-c",
+        str(path),
+        "--port",
+        str(port),
+        cwd=ROOT,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
         env={**os.environ, "TEST_API_TOKEN": API_TOKEN},
     )
     try:

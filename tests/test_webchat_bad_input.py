@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import io
 import json
+from pathlib import Path
 
 import aiohttp
 
-from tests.conftest import Gateway, make_config, started
 from gateway.intake import BotSetup
-from pathlib import Path
+from tests.conftest import Gateway, make_config, started
 
 
 async def test_malformed_frames_get_error_frames_and_the_session_goes_on(gateway: Gateway) -> None:
@@ -25,12 +25,17 @@ async def test_malformed_frames_get_error_frames_and_the_session_goes_on(gateway
         (json.dumps({"type": 7}), "bad_frame"),
         (json.dumps({"type": "typing", "on": "yes"}), "bad_frame"),
         (json.dumps({"type": "hello", "token": None}), "bad_frame"),  # hello twice
+        (json.dumps({"type": "pick", "id": "p", "faq_id": "no_such_entry"}), "bad_frame"),
     ]
     for raw, code in cases:
         await chat.send_raw(raw)
         frame = await chat.expect("error")
         assert frame["code"] == code, raw
         assert frame["message"]
+    await chat.ws.send_bytes(b'{"type": "ping"}')
+    assert (await chat.expect("error"))["code"] == "bad_frame"
+    await chat.send_raw(json.dumps({"type": "message", "id": "empty", "text": "  "}))
+    assert (await chat.expect("error"))["id"] == "empty"  # the widget can mark that message unsent
     _, reply = await chat.say("我想退款")
     assert "退款" in reply["text"]
     _, other = await bystander.say("怎么开发票")

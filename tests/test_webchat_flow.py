@@ -120,6 +120,8 @@ async def test_reply_while_offline_arrives_on_resume_and_reconnect_replays_exact
         assert status == 201 and body["delivery"] == "queued"
 
     again = await gateway.chat(token=token, last_seq=seen)
+    welcome = next(f for f in again.frames if f["type"] == "welcome")
+    assert welcome["conversation_id"] == ticket["conversation_id"] and welcome["status"] == "open"
     await asyncio.sleep(0.2)
     await again.ws.send_json({"type": "ping"})
     await again.expect("pong")

@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 
 from aiohttp import WSMsgType, web
 
-from connectors.base import InboundSink
+from connectors.base import InboundSink, Rejected
 from connectors.webchat.protocol import (
     ChatText,
     ClientFrame,
@@ -171,15 +171,18 @@ class WebchatConnector:
         if session.ws.closed:
             return
         try:
-            await session.ws.send_json(frame)
+            await session.ws.send_str(json.dumps(frame, ensure_ascii=False))
         except (ConnectionError, RuntimeError) as exc:
             log.info("dropping frame for a closing socket: %s", exc)
 
     def _seq(self, session: _Session) -> int:
         return self._last_seq.get(session.address, 0) if session.address else 0
 
-    async def _error(self, session: _Session, code: str, message: str) -> None:
-        await self._send(session, {"type": "error", "seq": self._seq(session), "code": code, "message": message})
+    async def _error(self, session: _Session, code: str, message: str, client_id: str | None = None) -> None:
+        frame: dict[str, Any] = {"type": "error", "seq": self._seq(session), "code": code, "message": message}
+        if client_id is not None:
+            frame["id"] = client_id
+        await self._send(session, frame)
 
     # HTTP ---------------------------------------------------------------------------
     def _static(self, name: str) -> Any:
@@ -242,7 +245,7 @@ class WebchatConnector:
             frame = parse_frame(data, max_bytes=self._cfg.max_frame_bytes, max_text_chars=self._cfg.max_text_chars)
             await self._dispatch(session, frame)
         except FrameError as exc:
-            await self._error(session, exc.code, exc.message)
+            await self._error(session, exc.code, exc.message, exc.client_id)
         except Exception:  # one visitor's bad luck never takes down the server or other sessions
             log.exception("web chat frame failed")
             await self._error(session, "internal", "the server could not handle this frame; try again")
@@ -275,6 +278,7 @@ class WebchatConnector:
                 return
             visitor = found
         address = Identity(IdentityKind.WEBCHAT_VISITOR, visitor)
+        conversation = await self._store.find_conversation(self.inbox, address)
         async with self._lock(address):
             missed = await self._store.frames_after(address, hello.last_seq)
             last = missed[-1].seq if missed else await self._store.last_frame_seq(address)
@@ -287,6 +291,8 @@ class WebchatConnector:
                     "seq": last,
                     "token": issue_token(visitor, self._key),
                     "visitor_id": visitor,
+                    "conversation_id": conversation.id if conversation else None,
+                    "status": str(conversation.status) if conversation else "bot",
                 },
             )
             for stored in missed:
@@ -298,20 +304,23 @@ class WebchatConnector:
         if sink is None or session.address is None:
             raise FrameError("unavailable", "chat is shutting down; reconnect shortly")
         now = datetime.now(UTC)
-        result = await sink(
-            InboundMessage(
-                channel=Channel.WEBCHAT,
-                inbox=self.inbox,
-                external_id=f"{session.address.value}:{client_id}",
-                sender=session.address,
-                text=text,
-                kind=MessageKind.TEXT,
-                sent_at=now,
-                received_at=now,
-                picked_faq=picked,
-                raw=json.dumps({"id": client_id, "text": text, "faq_id": picked}, ensure_ascii=False),
+        try:
+            result = await sink(
+                InboundMessage(
+                    channel=Channel.WEBCHAT,
+                    inbox=self.inbox,
+                    external_id=f"{session.address.value}:{client_id}",
+                    sender=session.address,
+                    text=text,
+                    kind=MessageKind.TEXT,
+                    sent_at=now,
+                    received_at=now,
+                    picked_faq=picked,
+                    raw=json.dumps({"id": client_id, "text": text, "faq_id": picked}, ensure_ascii=False),
+                )
             )
-        )
+        except Rejected as exc:
+            raise FrameError("bad_frame", str(exc), client_id) from None
         await self._send(
             session,
             {

@@ -16,10 +16,11 @@ _VISITOR = re.compile(r"^[0-9a-f]{32}$")
 
 
 class FrameError(Exception):
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: str, message: str, client_id: str | None = None) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
+        self.client_id = client_id  # the message the error is about, so the widget can mark it unsent
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -54,7 +55,9 @@ ClientFrame = Hello | ChatText | Pick | Typing | Ping
 
 
 def parse_frame(data: str | bytes, *, max_bytes: int, max_text_chars: int) -> ClientFrame:
-    size = len(data) if isinstance(data, bytes) else len(data.encode("utf-8"))
+    if isinstance(data, bytes):
+        raise FrameError("bad_frame", "frames are JSON text; binary frames are not accepted")
+    size = len(data.encode("utf-8"))
     if size > max_bytes:
         raise FrameError("frame_too_large", f"frame is {size} bytes; the limit is {max_bytes}")
     try:
@@ -67,17 +70,21 @@ def parse_frame(data: str | bytes, *, max_bytes: int, max_text_chars: int) -> Cl
     if kind == "hello":
         return _hello(obj)
     if kind == "message":
+        client_id = _client_id(obj)
         text = obj.get("text")
         if not isinstance(text, str) or not text.strip():
-            raise FrameError("bad_frame", "message.text must be a non-empty string")
+            raise FrameError("bad_frame", "message.text must be a non-empty string", client_id)
         if len(text) > max_text_chars:
-            raise FrameError("bad_frame", f"message.text has {len(text)} characters; the limit is {max_text_chars}")
-        return ChatText(id=_client_id(obj), text=text)
+            raise FrameError(
+                "bad_frame", f"message.text has {len(text)} characters; the limit is {max_text_chars}", client_id
+            )
+        return ChatText(id=client_id, text=text)
     if kind == "pick":
+        client_id = _client_id(obj)
         faq_id = obj.get("faq_id")
         if not isinstance(faq_id, str) or not _FAQ_ID.match(faq_id):
-            raise FrameError("bad_frame", "pick.faq_id must be a FAQ id from a suggestion")
-        return Pick(id=_client_id(obj), faq_id=faq_id)
+            raise FrameError("bad_frame", "pick.faq_id must be a FAQ id from a suggestion", client_id)
+        return Pick(id=client_id, faq_id=faq_id)
     if kind == "typing":
         on = obj.get("on")
         if not isinstance(on, bool):

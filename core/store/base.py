@@ -82,6 +82,10 @@ class Store(Protocol):
 
     async def get_conversation(self, conversation_id: str) -> Conversation | None: ...
 
+    async def find_conversation(self, inbox: str, address: Identity) -> Conversation | None:
+        """The conversation for this address on this inbox, without creating one."""
+        ...
+
     async def save_conversation(
         self, conversation: Conversation, events: Sequence[DownstreamEvent] = ()
     ) -> Conversation:

@@ -190,9 +190,7 @@ class SqliteStore:
             return False
 
     # contacts ---------------------------------------------------------------
-    _CONTACT_BY_IDENTITY = (
-        "SELECT c.data FROM identities i JOIN contacts c ON c.id = i.contact_id WHERE i.identity = ?"
-    )
+    _CONTACT_BY_IDENTITY = "SELECT c.data FROM identities i JOIN contacts c ON c.id = i.contact_id WHERE i.identity = ?"
 
     def _contact(self, db: sqlite3.Connection, identity: Identity, name: str | None, now: datetime) -> Contact:
         """Inside a write transaction: the identity's contact, created if new."""
@@ -249,6 +247,15 @@ class SqliteStore:
                     )
                 row = db.execute(sql, (inbox, str(address))).fetchone()
             return from_jsonable(Conversation, json.loads(row[0]))
+
+        return await self._run(run)
+
+    async def find_conversation(self, inbox: str, address: Identity) -> Conversation | None:
+        def run(db: sqlite3.Connection) -> Conversation | None:
+            row = db.execute(
+                "SELECT data FROM conversations WHERE inbox = ? AND address = ?", (inbox, str(address))
+            ).fetchone()
+            return from_jsonable(Conversation, json.loads(row[0])) if row else None
 
         return await self._run(run)
 

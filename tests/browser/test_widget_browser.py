@@ -225,19 +225,17 @@ async def test_suggestion_pick_on_the_real_gateway(page: Any, gateway_url: str, 
         assert len(await _customer_texts(page)) == 2  # the question, then the picked suggestion
 
 
-async def test_handoff_and_agent_reply_render_on_the_real_gateway(
-    page: Any, gateway: Gateway, tmp_path: Path
-) -> None:
+async def test_handoff_and_agent_reply_render_on_the_real_gateway(page: Any, gateway: Gateway, tmp_path: Path) -> None:
     async with screenshot_on_failure(page, tmp_path):
         await _open(page, gateway.url)
         await _ask(page, "我要转人工")
-        await page.wait_for_function(
-            "document.querySelector('[data-hl=root]').dataset.status === 'waiting_for_agent'"
-        )
+        await page.wait_for_function("document.querySelector('[data-hl=root]').dataset.status === 'waiting_for_agent'")
         status, body = await gateway.api("GET", "/tickets")
         assert status == 200 and len(body["tickets"]) == 1
         ticket_id = body["tickets"][0]["id"]
-        status, _ = await gateway.api("POST", f"/tickets/{ticket_id}/replies", json={"text": "您好，<b>客服</b>小王为您服务"})
+        status, _ = await gateway.api(
+            "POST", f"/tickets/{ticket_id}/replies", json={"text": "您好，<b>客服</b>小王为您服务"}
+        )
         assert status == 201
         agent = page.locator('[data-hl="msg"][data-author="agent"] [data-hl="text"]')
         await agent.wait_for()

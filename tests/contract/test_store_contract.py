@@ -91,15 +91,28 @@ async def test_same_identity_is_one_contact_even_when_asked_concurrently(store: 
     found = await asyncio.gather(*(store.contact_for(visitor(), name="Li", now=NOW) for _ in range(10)))
     assert len({c.id for c in found}) == 1
     conversations = await asyncio.gather(
-        *(store.conversation_for(visitor(), channel=Channel.WEBCHAT, inbox="web", name=None, now=NOW) for _ in range(10))
+        *(
+            store.conversation_for(visitor(), channel=Channel.WEBCHAT, inbox="web", name=None, now=NOW)
+            for _ in range(10)
+        )
     )
     assert len({c.id for c in conversations}) == 1
     assert conversations[0].contact_id == found[0].id
 
 
+async def test_find_conversation_never_creates_one(store: Store) -> None:
+    assert await store.find_conversation("web", visitor(3)) is None
+    created = await new_conversation(store, 3)
+    assert await store.find_conversation("web", visitor(3)) == created
+    assert await store.find_conversation("other-inbox", visitor(3)) is None
+
+
 async def test_a_new_address_gets_its_contact_and_conversation_together(store: Store) -> None:
     conversations = await asyncio.gather(
-        *(store.conversation_for(visitor(7), channel=Channel.WEBCHAT, inbox="web", name="王", now=NOW) for _ in range(8))
+        *(
+            store.conversation_for(visitor(7), channel=Channel.WEBCHAT, inbox="web", name="王", now=NOW)
+            for _ in range(8)
+        )
     )
     assert len({c.id for c in conversations}) == 1
     contact = await store.get_contact(conversations[0].contact_id)
@@ -198,7 +211,9 @@ async def test_ticket_update_checks_the_version(store: Store) -> None:
 async def test_ticket_pages_return_every_ticket_once_in_update_order(store: Store) -> None:
     for n in range(7):
         conversation = await new_conversation(store, n)
-        await store.create_ticket(draft_ticket(conversation, NOW + timedelta(seconds=n % 3)), conversation, lambda t, c: [])
+        await store.create_ticket(
+            draft_ticket(conversation, NOW + timedelta(seconds=n % 3)), conversation, lambda t, c: []
+        )
     seen: list[str] = []
     cursor = None
     while True:
