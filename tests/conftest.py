@@ -17,7 +17,7 @@ from blockbuster import BlockBuster, blockbuster_ctx
 
 from core.config import Config, parse_config
 from gateway.app import build_bot, create_app
-from gateway.intake import BotSetup
+from gateway.intake import BotSetup, Clock, utcnow
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"
@@ -149,9 +149,9 @@ async def gateway(tmp_path: Path, bot_setup: BotSetup) -> AsyncIterator[Gateway]
 class started:
     """Run the real app on a real loopback port."""
 
-    def __init__(self, config: Config, bot: BotSetup) -> None:
+    def __init__(self, config: Config, bot: BotSetup, clock: Clock = utcnow) -> None:
         self.config = config
-        self.server = TestServer(create_app(config, bot), host="127.0.0.1")
+        self.server = TestServer(create_app(config, bot, clock=clock), host="127.0.0.1")
         self.http: aiohttp.ClientSession | None = None
 
     async def __aenter__(self) -> Gateway:

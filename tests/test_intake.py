@@ -9,7 +9,7 @@ from pathlib import Path
 from core.model import Author, Channel, Identity, IdentityKind, InboundMessage
 from core.store.sqlite import SqliteStore
 from gateway.app import GATEWAY
-from gateway.intake import BotSetup
+from gateway.intake import MAX_FAQ_TRIES, BotSetup
 from tests.conftest import Gateway, make_config, started
 from tests.contract.test_store_contract import inbound as stored_inbound
 
@@ -85,3 +85,16 @@ async def test_message_stored_before_a_crash_is_answered_after_restart(tmp_path:
         chat = await gw.chat(token=token, last_seq=0)
         answer = await chat.expect("message")
         assert answer["author"] == "bot" and "发票" in answer["text"]
+
+
+async def test_a_long_bot_chat_keeps_only_the_latest_tries_on_the_conversation(gateway: Gateway) -> None:
+    chat = await gateway.chat()
+    for n in range(MAX_FAQ_TRIES + 5):
+        await chat.say("我想退款" if n % 2 else "怎么开发票")
+    _, last = await chat.say("转人工")
+    await chat.expect("status")
+    status, body = await gateway.api("GET", "/tickets")
+    ticket = body["tickets"][0]
+    assert len(ticket["faq_tries"]) == MAX_FAQ_TRIES
+    assert ticket["faq_tries"][-1]["query"] == "转人工"
+    assert last["author"] == "bot"
