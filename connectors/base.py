@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
@@ -9,15 +10,17 @@ from typing import ClassVar, Protocol
 
 from aiohttp import web
 
-from core.model import Channel, Conversation, Delivery, InboundMessage, Message, OutboundReply
+from core.model import Channel, Conversation, Delivery, InboundMessage, Message, OutboundReply, Ticket
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class IntakeResult:
-    """What intake tells a connector: the stored message, and whether it was a repeat delivery."""
+    """What intake tells a connector: the stored message, whether it was a repeat delivery, and the
+    task that handles it (bot answer or ticket), for channels that can answer in the same exchange."""
 
     message: Message
     duplicate: bool
+    handled: asyncio.Task[None] | None = None
 
 
 class Rejected(Exception):
@@ -43,6 +46,10 @@ class Connector(Protocol):
 
     async def notify(self, conversation: Conversation) -> None:
         """The conversation's status changed; live channels tell the customer, others ignore it."""
+        ...
+
+    async def ticket_opened(self, ticket: Ticket, conversation: Conversation) -> None:
+        """A ticket was opened on this inbox (e.g. email sends an acknowledgement with its number)."""
         ...
 
     def is_running(self) -> bool: ...

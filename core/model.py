@@ -73,6 +73,13 @@ class InvalidTransition(ValueError):
     pass
 
 
+class DeliveryStatus(enum.StrEnum):
+    SENT = "sent"
+    QUEUED = "queued"  # stored for the customer to pick up later (e.g. web chat offline)
+    RETRYABLE = "retryable"
+    FAILED = "failed"
+
+
 class TicketStatus(enum.StrEnum):
     NEW = "new"
     OPEN = "open"
@@ -93,11 +100,17 @@ class Priority(enum.StrEnum):
 
 
 class HandoffReason(enum.StrEnum):
+    """Why a ticket exists: the bot handed off, or the channel asked for one."""
+
     ASKED_FOR_HUMAN = "asked_for_human"
     NO_MATCH = "no_match"
     NEGATIVE_SENTIMENT = "negative_sentiment"
     VIP = "vip"
     AGENT_TOOK_OVER = "agent_took_over"
+    EMAIL = "email"
+    MISSED_CALL = "missed_call"
+    VOICEMAIL = "voicemail"
+    CHANNEL_EVENT = "channel_event"
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +143,22 @@ class Attachment:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class TicketRequest:
+    """A connector's request that this message go to humans at once (an email, a missed call).
+
+    With ``bot_first`` the bot may still answer it when it is confident; only then is no ticket opened.
+    ``escalate`` raises the priority of an already open ticket that the message joins (a repeat caller).
+    """
+
+    reason: HandoffReason
+    priority: Priority = Priority.NORMAL
+    subject: str | None = None
+    tags: tuple[str, ...] = ()
+    bot_first: bool = False
+    escalate: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class InboundMessage:
     """What a connector hands to intake: one customer message as the channel gave it."""
 
@@ -141,12 +170,21 @@ class InboundMessage:
     kind: MessageKind = MessageKind.TEXT
     sent_at: datetime | None = None
     received_at: datetime
-    thread_ref: str | None = None
+    # Which conversation of this sender on this inbox: "" for channels with one conversation per
+    # address (web chat, WeChat); an email thread's root Message-ID, say, for threaded channels.
+    thread: str = ""
     attachments: tuple[Attachment, ...] = ()
     raw: str = ""
     sender_name: str | None = None
+    # Further verified identities of the sender (a WeChat unionid): they find or join the same contact.
+    aliases: tuple[Identity, ...] = ()
     # A customer's pick from a "did you mean" list: the FAQ entry id.
     picked_faq: str | None = None
+    subject: str | None = None
+    ticket: TicketRequest | None = None
+    # False for messages the bot must not answer (events, calls, auto-replies).
+    bot: bool = True
+    meta: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -156,6 +194,8 @@ class Contact:
     identities: tuple[Identity, ...]
     created_at: datetime
     vip: bool = False
+    # e.g. "unsubscribed:wechat", "bounced:email:a@b.com", "ambiguous:phone:+86..."; connectors set them.
+    flags: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -187,6 +227,7 @@ class Conversation:
     version: int
     created_at: datetime
     updated_at: datetime
+    thread: str = ""
     consecutive_misses: int = 0
     ticket_id: str | None = None  # the active ticket, if any
     faq_tries: tuple[FaqTry, ...] = ()
@@ -217,6 +258,9 @@ class Message:
     ticket_id: str | None = None
     episode: int = 1
     meta: Mapping[str, Any] = field(default_factory=dict)
+    # Outbound only: what the channel said when we sent it (None until a send was attempted).
+    delivery: DeliveryStatus | None = None
+    delivery_error: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -245,13 +289,9 @@ class OutboundReply:
 
     message: Message
     address: Identity
-
-
-class DeliveryStatus(enum.StrEnum):
-    SENT = "sent"
-    QUEUED = "queued"  # stored for the customer to pick up later (e.g. web chat offline)
-    RETRYABLE = "retryable"
-    FAILED = "failed"
+    conversation: Conversation
+    # The inbound message this answers (bot replies): a channel may answer it in the same exchange.
+    in_reply_to: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -259,6 +299,21 @@ class Delivery:
     status: DeliveryStatus
     external_id: str | None = None
     error: str | None = None
+    # Permanent failures the helpdesk should act on (choose another channel); never retried blindly.
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class QuarantinedItem:
+    """Input we could not turn into a message, kept raw with the reason so it can be replayed."""
+
+    id: str
+    channel: Channel
+    inbox: str
+    reason: str
+    raw: bytes
+    received_at: datetime
+    replayed: bool = False
 
 
 class EventType(enum.StrEnum):
@@ -267,6 +322,7 @@ class EventType(enum.StrEnum):
     TICKET_UPDATED = "ticket.updated"
     CONVERSATION_HANDOFF = "conversation.handoff"
     CONVERSATION_STATUS_CHANGED = "conversation.status_changed"
+    MESSAGE_DELIVERY_FAILED = "message.delivery_failed"
 
 
 EVENT_VERSION = 1

@@ -78,7 +78,7 @@ def create_app(config: Config, bot: BotSetup, *, clock: Clock = utcnow) -> web.A
     store = open_store(config)
     connectors = build_connectors(config, store)
     tasks = TaskTracker()
-    outbound = Outbound(store, connectors)
+    outbound = Outbound(store, connectors, tasks)
     intake = Intake(store, bot, outbound, tasks, clock)
     tickets = TicketService(store, outbound, clock)
     gateway = Gateway(config=config, store=store, intake=intake, tickets=tickets, connectors=connectors, tasks=tasks)

@@ -9,12 +9,14 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from bot.faq import FaqIndex
 from bot.handoff import handoff_message
 from bot.policy import BotPolicy, Decision, Outcome, decide, decide_pick
 from connectors.base import IntakeResult, Rejected
 from core import events
+from core.codec import from_jsonable, to_jsonable
 from core.config import BotMessages, BusinessHours
 from core.model import (
     Author,
@@ -29,6 +31,7 @@ from core.model import (
     MessageKind,
     Priority,
     Ticket,
+    TicketRequest,
     TicketStatus,
 )
 from core.store import Store, VersionConflict
@@ -74,7 +77,13 @@ class Intake:
         if inbound.picked_faq and picked is None:
             raise Rejected(f"there is no FAQ entry {inbound.picked_faq!r} to pick")
         conversation = await self._store.conversation_for(
-            inbound.sender, channel=inbound.channel, inbox=inbound.inbox, name=inbound.sender_name, now=now
+            inbound.sender,
+            channel=inbound.channel,
+            inbox=inbound.inbox,
+            name=inbound.sender_name,
+            now=now,
+            thread=inbound.thread,
+            aliases=inbound.aliases,
         )
         if conversation.status is ConversationStatus.RESOLVED:
             conversation = await self._reopen_for_bot(conversation)
@@ -97,12 +106,13 @@ class Intake:
             raw=inbound.raw,
             ticket_id=conversation.ticket_id,
             episode=conversation.episode,
-            meta={"picked_faq": inbound.picked_faq} if inbound.picked_faq else {},
+            meta=_intake_meta(inbound),
         )
         stored, created = await self._store.add_message(message, [events.message_created(message)])
-        if created:
-            self._tasks.spawn(self.handle(stored), name=f"intake:{stored.id}")
-        return IntakeResult(message=stored, duplicate=not created)
+        if not created:
+            return IntakeResult(message=stored, duplicate=True, handled=None)
+        task = self._tasks.spawn(self.handle(stored), name=f"intake:{stored.id}")
+        return IntakeResult(message=stored, duplicate=False, handled=task)
 
     async def recover(self) -> int:
         """Finish messages that were stored but never handled (the process died in between)."""
@@ -155,13 +165,31 @@ class Intake:
         raise VersionConflict(f"conversation {conversation.id} kept changing")
 
     async def _respond(self, conversation: Conversation, message: Message) -> bool:
-        """Answer, suggest or hand off; True when the message was also marked handled on the way."""
-        if conversation.status is not ConversationStatus.BOT or message.author is not Author.CUSTOMER:
-            return False  # a human holds the conversation: the bot stays silent
+        """Answer, suggest, open a ticket or hand off; True when the message was marked handled on the way."""
+        request = _ticket_request(message)
+        if message.author is not Author.CUSTOMER:
+            return False
+        if conversation.status is not ConversationStatus.BOT:
+            # A human holds the conversation: the bot stays silent.
+            if request is not None and request.escalate and conversation.ticket_id:
+                await self._escalate(conversation.ticket_id)
+            return False
+        may_answer = bool(message.meta.get("bot", True))
+        if request is not None and not (request.bot_first and may_answer):
+            await self._open_ticket(conversation, message, request)
+            return False
+        if not may_answer:
+            return False
         picked = message.meta.get("picked_faq")
         decision = (decide_pick(self._bot.index, str(picked)) if picked else None) or decide(
             self._bot.index, message.text, consecutive_misses=conversation.consecutive_misses, policy=self._bot.policy
         )
+        if request is not None and decision.outcome is not Outcome.ANSWER:
+            # The channel wants humans unless the bot is sure: no suggestions or "please rephrase" here.
+            attempt = FaqTry(query=message.text, outcome=str(decision.outcome), hits=decision.hits)
+            tried = dataclasses.replace(conversation, faq_tries=(*conversation.faq_tries, attempt)[-MAX_FAQ_TRIES:])
+            await self._open_ticket(tried, message, request)
+            return False
         attempt = FaqTry(query=message.text, outcome=str(decision.outcome), hits=decision.hits)
         now = self._clock()
         updated = dataclasses.replace(
@@ -176,7 +204,7 @@ class Intake:
             return False  # handled only once the ticket exists
         reply = self._bot_reply(conversation, message, decision, now)
         await self._store.save_conversation(updated)
-        await self._outbound.deliver_bot_reply(reply, conversation, answers=message.id)
+        await self._outbound.deliver_bot_reply(reply, conversation, in_reply_to=message.id, mark_handled=True)
         return True
 
     def _bot_reply(self, conversation: Conversation, message: Message, decision: Decision, now: datetime) -> Message:
@@ -219,7 +247,16 @@ class Intake:
     ) -> None:
         text = handoff_message(self._bot.messages, self._bot.hours, now)
         reply = self._reply_message(conversation, message, text, now, {"outcome": "handoff", "reason": str(reason)})
-        await self._outbound.deliver_bot_reply(reply, conversation)
+        await self._outbound.deliver_bot_reply(reply, conversation, in_reply_to=message.id, mark_handled=False)
+        await self._create_ticket(conversation, message, TicketRequest(reason=reason), now)
+
+    async def _open_ticket(self, conversation: Conversation, message: Message, request: TicketRequest) -> None:
+        """The channel asked for humans (an email, a missed call): a ticket at once, no bot reply."""
+        await self._create_ticket(conversation, message, request, self._clock())
+
+    async def _create_ticket(
+        self, conversation: Conversation, message: Message, request: TicketRequest, now: datetime
+    ) -> None:
         first = next(
             (
                 m
@@ -233,27 +270,67 @@ class Intake:
             number="",
             conversation_id=conversation.id,
             contact_id=conversation.contact_id,
-            subject=_subject(first.text),
+            subject=request.subject or _subject(first.text),
             status=TicketStatus.NEW,
-            priority=Priority.NORMAL,
+            priority=request.priority,
+            tags=request.tags,
             channel=conversation.channel,
             inbox=conversation.inbox,
             created_at=now,
             updated_at=now,
-            handoff_reason=reason,
+            handoff_reason=request.reason,
             faq_tries=conversation.faq_tries,
         )
-        waiting = conversation.moved_to(ConversationStatus.WAITING_FOR_AGENT)
+        waiting = dataclasses.replace(conversation.moved_to(ConversationStatus.WAITING_FOR_AGENT), updated_at=now)
 
-        def handoff_events(numbered: Ticket, saved: Conversation) -> list[DownstreamEvent]:
+        def ticket_events(numbered: Ticket, saved: Conversation) -> list[DownstreamEvent]:
             return [
                 events.ticket_created(numbered),
-                events.conversation_handoff(saved, numbered, reason),
+                events.conversation_handoff(saved, numbered, request.reason),
                 events.status_changed(dataclasses.replace(waiting, ticket_id=numbered.id), conversation.status, at=now),
             ]
 
-        _, saved = await self._store.create_ticket(ticket, waiting, handoff_events)
+        created, saved = await self._store.create_ticket(ticket, waiting, ticket_events)
         await self._outbound.status_changed(saved)
+        await self._outbound.ticket_opened(created, saved)
+
+    async def _escalate(self, ticket_id: str) -> None:
+        """A repeat (another missed call while a ticket is open) raises the ticket's priority one step."""
+        for _ in range(_MAX_RETRIES):
+            ticket = await self._store.get_ticket(ticket_id)
+            if ticket is None or not ticket.status.is_active or ticket.priority is Priority.URGENT:
+                return
+            order = list(Priority)
+            raised = dataclasses.replace(
+                ticket, priority=order[order.index(ticket.priority) + 1], updated_at=self._clock()
+            )
+            change = {"priority": {"from": ticket.priority, "to": raised.priority}}
+            try:
+                await self._store.update_ticket(
+                    raised, [events.ticket_updated(dataclasses.replace(raised, version=raised.version + 1), change)]
+                )
+                return
+            except VersionConflict:
+                continue
+
+
+def _intake_meta(inbound: InboundMessage) -> dict[str, Any]:
+    """What intake needs again when it (re)handles the stored message, plus the channel's own details."""
+    meta: dict[str, Any] = dict(inbound.meta)
+    if inbound.picked_faq:
+        meta["picked_faq"] = inbound.picked_faq
+    if inbound.subject:
+        meta["subject"] = inbound.subject
+    if not inbound.bot:
+        meta["bot"] = False
+    if inbound.ticket is not None:
+        meta["ticket_request"] = to_jsonable(inbound.ticket)
+    return meta
+
+
+def _ticket_request(message: Message) -> TicketRequest | None:
+    raw = message.meta.get("ticket_request")
+    return from_jsonable(TicketRequest, raw) if isinstance(raw, dict) else None
 
 
 def _subject(text: str, limit: int = 80) -> str:

@@ -2,45 +2,136 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import random
 from collections.abc import Mapping
+from datetime import UTC, datetime
 
 from connectors.base import Connector
 from core import events
-from core.model import Conversation, Delivery, DeliveryStatus, Message, OutboundReply
+from core.model import (
+    Author,
+    Conversation,
+    Delivery,
+    DeliveryStatus,
+    DownstreamEvent,
+    EventType,
+    Message,
+    OutboundReply,
+    Ticket,
+)
 from core.store import Store
+from gateway.tasks import TaskTracker
 
 log = logging.getLogger(__name__)
 
+RETRY_DELAYS_S = (1.0, 4.0, 15.0, 60.0)
+
+
+def delivery_failed(message: Message, delivery: Delivery, at: datetime) -> DownstreamEvent:
+    return DownstreamEvent(
+        type=EventType.MESSAGE_DELIVERY_FAILED,
+        data={
+            "message_id": message.id,
+            "channel": str(message.channel),
+            "inbox": message.inbox,
+            "reason": delivery.reason,
+            "error": delivery.error,
+        },
+        occurred_at=at,
+        idempotency_key=f"message.delivery_failed:{message.id}",
+        ticket_id=message.ticket_id,
+        conversation_id=message.conversation_id,
+    )
+
 
 class Outbound:
-    def __init__(self, store: Store, connectors: Mapping[str, Connector]) -> None:
+    def __init__(
+        self,
+        store: Store,
+        connectors: Mapping[str, Connector],
+        tasks: TaskTracker,
+        retry_delays_s: tuple[float, ...] = RETRY_DELAYS_S,
+    ) -> None:
         self._store = store
         self._connectors = connectors
+        self._tasks = tasks
+        self._retry_delays_s = retry_delays_s
 
     async def deliver_bot_reply(
-        self, reply: Message, conversation: Conversation, *, answers: str | None = None
+        self, reply: Message, conversation: Conversation, *, in_reply_to: str, mark_handled: bool
     ) -> Message:
         """Store the reply once (its external id is derived from the message it answers), then send it.
 
-        ``answers``: the inbound message to mark handled in the same write.
+        With ``mark_handled`` the answered message is marked handled in the same write.
         """
-        stored, created = await self._store.add_message(reply, [events.message_created(reply)], answers=answers)
+        stored, created = await self._store.add_message(
+            reply, [events.message_created(reply)], answers=in_reply_to if mark_handled else None
+        )
         if created:
-            await self.send(stored, conversation)
+            await self.send(stored, conversation, in_reply_to=in_reply_to)
         return stored
 
-    async def send(self, message: Message, conversation: Conversation) -> Delivery:
-        connector = self._connectors.get(conversation.inbox)
-        if connector is None:
-            log.error("no connector for inbox %s; message %s not sent", conversation.inbox, message.id)
-            return Delivery(status=DeliveryStatus.FAILED, error=f"inbox {conversation.inbox!r} is not configured")
-        delivery = await connector.send(OutboundReply(message=message, address=conversation.address))
-        if delivery.status in (DeliveryStatus.FAILED, DeliveryStatus.RETRYABLE):
-            log.warning("message %s not delivered: %s", message.id, delivery.error)
+    async def send(self, message: Message, conversation: Conversation, *, in_reply_to: str | None = None) -> Delivery:
+        """Send through the inbox's connector and record the outcome.
+
+        Agent messages always get their delivery state recorded; the many bot replies only when they fail.
+        A retryable failure is retried in the background with backoff; a permanent one raises
+        ``message.delivery_failed`` so the helpdesk can choose another channel.
+        """
+        reply = OutboundReply(
+            message=message, address=conversation.address, conversation=conversation, in_reply_to=in_reply_to
+        )
+        delivery = await self._attempt(reply)
+        if delivery.status is DeliveryStatus.RETRYABLE:
+            self._tasks.spawn(self._retry(reply), name=f"outbound-retry:{message.id}")
+        await self._record(message, delivery)
         return delivery
+
+    async def _attempt(self, reply: OutboundReply) -> Delivery:
+        connector = self._connectors.get(reply.conversation.inbox)
+        if connector is None:
+            return Delivery(
+                status=DeliveryStatus.FAILED,
+                error=f"inbox {reply.conversation.inbox!r} is not configured",
+                reason="inbox_not_configured",
+            )
+        try:
+            return await connector.send(reply)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a connector bug must not lose the record of what happened
+            log.exception("connector for inbox %s failed to send %s", reply.conversation.inbox, reply.message.id)
+            return Delivery(status=DeliveryStatus.RETRYABLE, error=f"{type(exc).__name__}: {exc}")
+
+    async def _retry(self, reply: OutboundReply) -> None:
+        delivery = Delivery(status=DeliveryStatus.RETRYABLE)
+        for delay in self._retry_delays_s:
+            await asyncio.sleep(delay * random.uniform(0.8, 1.2))
+            delivery = await self._attempt(reply)
+            if delivery.status is not DeliveryStatus.RETRYABLE:
+                break
+        else:
+            delivery = Delivery(
+                status=DeliveryStatus.FAILED, error=delivery.error, reason=delivery.reason or "retries_exhausted"
+            )
+        await self._record(reply.message, delivery)
+
+    async def _record(self, message: Message, delivery: Delivery) -> None:
+        failed = delivery.status is DeliveryStatus.FAILED
+        if failed or delivery.status is DeliveryStatus.RETRYABLE or message.author is not Author.BOT:
+            log_events = [delivery_failed(message, delivery, datetime.now(UTC))] if failed else []
+            await self._store.record_delivery(message.id, delivery, log_events)
+        if failed:
+            log.warning("message %s not delivered: %s (%s)", message.id, delivery.reason, delivery.error)
 
     async def status_changed(self, conversation: Conversation) -> None:
         connector = self._connectors.get(conversation.inbox)
         if connector is not None:
             await connector.notify(conversation)
+
+    async def ticket_opened(self, ticket: Ticket, conversation: Conversation) -> None:
+        connector = self._connectors.get(conversation.inbox)
+        if connector is not None:
+            await connector.ticket_opened(ticket, conversation)

@@ -118,6 +118,7 @@ class TicketService:
                 raise IdempotencyMismatch("this Idempotency-Key was already used for a different reply on this ticket")
             return ReplyResult(message=stored, created=False, delivery=None)
         delivery = await self._outbound.send(stored, conversation)
+        stored = dataclasses.replace(stored, delivery=delivery.status, delivery_error=delivery.reason or delivery.error)
         if ticket.status is not TicketStatus.OPEN and ticket.status is not TicketStatus.PENDING:
             await self.change(ticket.id, TicketChange(status=TicketStatus.OPEN, assignee=agent))
         return ReplyResult(message=stored, created=True, delivery=str(delivery.status))

@@ -3,10 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from datetime import UTC, datetime
 from pathlib import Path
 
-from core.model import Author, Channel, Identity, IdentityKind, InboundMessage
+from core.model import (
+    Author,
+    Channel,
+    HandoffReason,
+    Identity,
+    IdentityKind,
+    InboundMessage,
+    Message,
+    Priority,
+    TicketRequest,
+)
 from core.store.sqlite import SqliteStore
 from gateway.app import GATEWAY
 from gateway.intake import MAX_FAQ_TRIES, BotSetup
@@ -94,7 +105,95 @@ async def test_a_long_bot_chat_keeps_only_the_latest_tries_on_the_conversation(g
     _, last = await chat.say("转人工")
     await chat.expect("status")
     status, body = await gateway.api("GET", "/tickets")
+    assert status == 200
     ticket = body["tickets"][0]
     assert len(ticket["faq_tries"]) == MAX_FAQ_TRIES
     assert ticket["faq_tries"][-1]["query"] == "转人工"
     assert last["author"] == "bot"
+
+
+def requesting(visitor: str, external_id: str, text: str, request: TicketRequest, **extra: object) -> InboundMessage:
+    return dataclasses.replace(inbound(visitor, external_id, text), ticket=request, **extra)  # type: ignore[arg-type]
+
+
+async def _conversation_messages(gw: Gateway, message_id: str) -> list[Message]:
+    store = gw.server.app[GATEWAY].store
+    stored = await store.get_message(message_id)
+    assert stored is not None
+    return await store.messages(stored.conversation_id)
+
+
+async def test_a_ticket_request_opens_a_ticket_at_once_without_a_bot_reply(gateway: Gateway) -> None:
+    intake = gateway.server.app[GATEWAY].intake
+    request = TicketRequest(reason=HandoffReason.EMAIL, priority=Priority.HIGH, subject="发票问题", tags=("mail",))
+    result = await intake.receive(requesting("a1" * 16, "mail-1", "怎么开发票", request))
+    await _settle(gateway)
+    assert [m.author for m in await _conversation_messages(gateway, result.message.id)] == [Author.CUSTOMER]
+    status, body = await gateway.api("GET", "/tickets")
+    assert status == 200
+    (ticket,) = body["tickets"]
+    assert (ticket["subject"], ticket["priority"], ticket["tags"], ticket["handoff_reason"]) == (
+        "发票问题",
+        "high",
+        ["mail"],
+        "email",
+    )
+
+
+async def test_bot_first_request_is_answered_when_the_bot_is_sure(gateway: Gateway) -> None:
+    intake = gateway.server.app[GATEWAY].intake
+    request = TicketRequest(reason=HandoffReason.EMAIL, bot_first=True)
+    sure = await intake.receive(requesting("a2" * 16, "mail-2", "我想退款", request))
+    unsure = await intake.receive(requesting("a3" * 16, "mail-3", "订单", request))
+    await _settle(gateway)
+    answered = await _conversation_messages(gateway, sure.message.id)
+    assert [m.author for m in answered] == [Author.CUSTOMER, Author.BOT] and "退款" in answered[1].text
+    # Not sure: no "did you mean" list on such a channel, a ticket for humans instead.
+    assert [m.author for m in await _conversation_messages(gateway, unsure.message.id)] == [Author.CUSTOMER]
+    status, body = await gateway.api("GET", "/tickets")
+    assert status == 200
+    (ticket,) = body["tickets"]
+    assert ticket["conversation_id"] == unsure.message.conversation_id
+    assert ticket["faq_tries"][-1]["outcome"] == "suggest"
+
+
+async def test_a_repeat_request_joins_the_open_ticket_and_raises_its_priority(gateway: Gateway) -> None:
+    intake = gateway.server.app[GATEWAY].intake
+    request = TicketRequest(reason=HandoffReason.MISSED_CALL, escalate=True, subject="回电")
+    for n in range(3):
+        await intake.receive(requesting("a4" * 16, f"call-{n}", "未接来电", request, bot=False))
+        await _settle(gateway)
+    status, body = await gateway.api("GET", "/tickets")
+    assert status == 200
+    (ticket,) = body["tickets"]
+    assert ticket["priority"] == "urgent"  # normal -> high -> urgent
+    status, full = await gateway.api("GET", f"/tickets/{ticket['id']}")
+    assert status == 200
+    assert [m["text"] for m in full["messages"]] == ["未接来电"] * 3
+
+
+async def test_messages_the_bot_must_not_answer_are_only_stored(gateway: Gateway) -> None:
+    intake = gateway.server.app[GATEWAY].intake
+    result = await intake.receive(dataclasses.replace(inbound("a5" * 16, "evt-1", "subscribe"), bot=False))
+    await _settle(gateway)
+    assert [m.author for m in await _conversation_messages(gateway, result.message.id)] == [Author.CUSTOMER]
+    assert await gateway.server.app[GATEWAY].store.unhandled_messages() == []
+
+
+async def test_a_reply_the_channel_cannot_deliver_is_recorded_and_announced(gateway: Gateway) -> None:
+    intake = gateway.server.app[GATEWAY].intake
+    # An inbox that is no longer configured: the reply cannot go anywhere.
+    ghost = dataclasses.replace(
+        inbound("a6" * 16, "g-1", "hello"), inbox="retired", ticket=TicketRequest(reason=HandoffReason.EMAIL)
+    )
+    await intake.receive(ghost)
+    await _settle(gateway)
+    status, body = await gateway.api("GET", "/tickets")
+    ticket = body["tickets"][0]
+    status, reply = await gateway.api("POST", f"/tickets/{ticket['id']}/replies", json={"text": "hi"})
+    assert status == 201 and reply["delivery"] == "failed"
+    assert reply["message"]["delivery_error"] == "inbox_not_configured"
+    status, feed = await gateway.api("GET", "/events")
+    failed = [e for e in feed["events"] if e["type"] == "message.delivery_failed"]
+    assert len(failed) == 1 and failed[0]["data"]["message_id"] == reply["message"]["id"]
+    assert failed[0]["ticket_id"] == ticket["id"]

@@ -11,9 +11,12 @@ from core.model import (
     Channel,
     Contact,
     Conversation,
+    Delivery,
+    Direction,
     DownstreamEvent,
     Identity,
     Message,
+    QuarantinedItem,
     Ticket,
     TicketStatus,
 )
@@ -69,22 +72,42 @@ class Store(Protocol):
 
     async def get_contact(self, contact_id: str) -> Contact | None: ...
 
+    async def save_contact(self, contact: Contact) -> None:
+        """Name, VIP mark and flags; identities change only through ``add_identity``."""
+        ...
+
+    async def add_identity(self, contact_id: str, identity: Identity) -> bool:
+        """Link a verified identity to a contact; False (and nothing changed) if another contact owns it."""
+        ...
+
     # conversations ------------------------------------------------------
     async def conversation_for(
-        self, address: Identity, *, channel: Channel, inbox: str, name: str | None, now: datetime
+        self,
+        address: Identity,
+        *,
+        channel: Channel,
+        inbox: str,
+        name: str | None,
+        now: datetime,
+        thread: str = "",
+        aliases: Sequence[Identity] = (),
     ) -> Conversation:
-        """The conversation for this address on this inbox.
+        """The conversation for this address and thread on this inbox.
 
-        If there is none, it is created, together with the address's contact if that is new too, atomically.
-        Finding an existing one is a single read: this is on every message's path.
+        If there is none, it is created atomically, together with the contact if the address is new.
+        A new address joins the contact of any of its ``aliases`` (verified identities such as a WeChat
+        unionid); aliases owned by another contact are never merged, the contact is flagged instead.
+        Finding an existing conversation is a single read: this is on every message's path.
         """
         ...
 
     async def get_conversation(self, conversation_id: str) -> Conversation | None: ...
 
-    async def find_conversation(self, inbox: str, address: Identity) -> Conversation | None:
-        """The conversation for this address on this inbox, without creating one."""
+    async def find_conversation(self, inbox: str, address: Identity, thread: str = "") -> Conversation | None:
+        """The conversation for this address and thread on this inbox, without creating one."""
         ...
+
+    async def conversations_of(self, contact_id: str) -> list[Conversation]: ...
 
     async def save_conversation(
         self, conversation: Conversation, events: Sequence[DownstreamEvent] = ()
@@ -108,6 +131,18 @@ class Store(Protocol):
         ...
 
     async def get_message(self, message_id: str) -> Message | None: ...
+
+    async def find_message(
+        self, *, channel: Channel, inbox: str, direction: Direction, external_id: str
+    ) -> Message | None:
+        """By the channel's own id (an email Message-ID we sent, a WeChat MsgId)."""
+        ...
+
+    async def record_delivery(
+        self, message_id: str, delivery: Delivery, events: Sequence[DownstreamEvent] = ()
+    ) -> None:
+        """What the channel said when an outbound message was sent, with its events, in one write."""
+        ...
 
     async def messages(
         self, conversation_id: str, *, ticket_id: str | None = None, episode: int | None = None
@@ -152,6 +187,17 @@ class Store(Protocol):
     async def frames_after(self, address: Identity, seq: int, limit: int = 500) -> list[StoredFrame]: ...
 
     async def last_frame_seq(self, address: Identity) -> int: ...
+
+    # quarantine: input we could not parse, kept raw with the reason -----------
+    async def quarantine(self, item: QuarantinedItem) -> bool:
+        """Keep it once (by id); False if that id is already there."""
+        ...
+
+    async def quarantined(self, *, include_replayed: bool = False, limit: int = 100) -> list[QuarantinedItem]: ...
+
+    async def get_quarantined(self, item_id: str) -> QuarantinedItem | None: ...
+
+    async def mark_replayed(self, item_id: str) -> None: ...
 
     # small shared state -------------------------------------------------
     async def claim(self, key: str, ttl_s: float) -> bool:

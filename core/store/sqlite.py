@@ -22,11 +22,14 @@ from core.model import (
     Contact,
     Conversation,
     ConversationStatus,
+    Delivery,
+    DeliveryStatus,
     Direction,
     DownstreamEvent,
     EventType,
     Identity,
     Message,
+    QuarantinedItem,
     Ticket,
 )
 from core.store.base import (
@@ -54,10 +57,13 @@ CREATE TABLE IF NOT EXISTS conversations (
     id TEXT PRIMARY KEY,
     inbox TEXT NOT NULL,
     address TEXT NOT NULL,
+    thread TEXT NOT NULL,
+    contact_id TEXT NOT NULL,
     version INTEGER NOT NULL,
     data TEXT NOT NULL,
-    UNIQUE (inbox, address)
+    UNIQUE (inbox, address, thread)
 );
+CREATE INDEX IF NOT EXISTS conversations_by_contact ON conversations (contact_id);
 CREATE TABLE IF NOT EXISTS messages (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     id TEXT NOT NULL UNIQUE,
@@ -69,6 +75,8 @@ CREATE TABLE IF NOT EXISTS messages (
     ticket_id TEXT,
     episode INTEGER NOT NULL,
     handled INTEGER NOT NULL DEFAULT 0,
+    delivery TEXT,
+    delivery_error TEXT,
     data TEXT NOT NULL,
     UNIQUE (channel, inbox, direction, external_id)
 );
@@ -101,6 +109,16 @@ CREATE TABLE IF NOT EXISTS frames (
     body TEXT NOT NULL,
     PRIMARY KEY (address, seq)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS quarantine (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    channel TEXT NOT NULL,
+    inbox TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    raw BLOB NOT NULL,
+    received_at TEXT NOT NULL,
+    replayed INTEGER NOT NULL DEFAULT 0
+);
 CREATE TABLE IF NOT EXISTS claims (
     key TEXT PRIMARY KEY,
     expires_at REAL NOT NULL
@@ -192,21 +210,45 @@ class SqliteStore:
     # contacts ---------------------------------------------------------------
     _CONTACT_BY_IDENTITY = "SELECT c.data FROM identities i JOIN contacts c ON c.id = i.contact_id WHERE i.identity = ?"
 
-    def _contact(self, db: sqlite3.Connection, identity: Identity, name: str | None, now: datetime) -> Contact:
-        """Inside a write transaction: the identity's contact, created if new."""
+    def _owner(self, db: sqlite3.Connection, identity: Identity) -> Contact | None:
         row = db.execute(self._CONTACT_BY_IDENTITY, (str(identity),)).fetchone()
-        if row:
-            return from_jsonable(Contact, json.loads(row[0]))
-        contact = Contact(id=f"ct_{uuid.uuid4().hex}", name=name, identities=(identity,), created_at=now)
-        db.execute("INSERT INTO contacts (id, data) VALUES (?, ?)", (contact.id, _dump(contact)))
-        db.execute("INSERT INTO identities (identity, contact_id) VALUES (?, ?)", (str(identity), contact.id))
-        return contact
+        return from_jsonable(Contact, json.loads(row[0])) if row else None
+
+    def _contact(
+        self,
+        db: sqlite3.Connection,
+        identity: Identity,
+        name: str | None,
+        now: datetime,
+        aliases: Sequence[Identity] = (),
+    ) -> Contact:
+        """Inside a write transaction: the contact of the identity or of an alias, created if there is none."""
+        contact = self._owner(db, identity)
+        if contact is None:
+            contact = next((c for alias in aliases if (c := self._owner(db, alias)) is not None), None)
+        if contact is None:
+            contact = Contact(id=f"ct_{uuid.uuid4().hex}", name=name, identities=(), created_at=now)
+            db.execute("INSERT INTO contacts (id, data) VALUES (?, ?)", (contact.id, _dump(contact)))
+        identities, flags = list(contact.identities), list(contact.flags)
+        for each in (identity, *aliases):
+            if each in identities:
+                continue
+            if self._owner(db, each) is not None:
+                if f"ambiguous:{each}" not in flags:
+                    flags.append(f"ambiguous:{each}")  # another contact has it: flag, never merge on our own
+                continue
+            db.execute("INSERT INTO identities (identity, contact_id) VALUES (?, ?)", (str(each), contact.id))
+            identities.append(each)
+        updated = dataclasses.replace(contact, identities=tuple(identities), flags=tuple(flags))
+        if updated != contact:
+            db.execute("UPDATE contacts SET data = ? WHERE id = ?", (_dump(updated), contact.id))
+        return updated
 
     async def contact_for(self, identity: Identity, *, name: str | None, now: datetime) -> Contact:
         def run(db: sqlite3.Connection) -> Contact:
-            row = db.execute(self._CONTACT_BY_IDENTITY, (str(identity),)).fetchone()
-            if row:
-                return from_jsonable(Contact, json.loads(row[0]))
+            found = self._owner(db, identity)
+            if found is not None:
+                return found
             with self._tx(db):
                 return self._contact(db, identity, name, now)
 
@@ -219,45 +261,92 @@ class SqliteStore:
 
         return await self._run(run)
 
+    async def save_contact(self, contact: Contact) -> None:
+        def run(db: sqlite3.Connection) -> None:
+            with self._tx(db):
+                row = db.execute("SELECT data FROM contacts WHERE id = ?", (contact.id,)).fetchone()
+                if row is None:
+                    raise NotFound(f"contact {contact.id} does not exist")
+                stored = from_jsonable(Contact, json.loads(row[0]))
+                kept = dataclasses.replace(contact, identities=stored.identities)
+                db.execute("UPDATE contacts SET data = ? WHERE id = ?", (_dump(kept), contact.id))
+
+        await self._run(run)
+
+    async def add_identity(self, contact_id: str, identity: Identity) -> bool:
+        def run(db: sqlite3.Connection) -> bool:
+            with self._tx(db):
+                row = db.execute("SELECT data FROM contacts WHERE id = ?", (contact_id,)).fetchone()
+                if row is None:
+                    raise NotFound(f"contact {contact_id} does not exist")
+                owner = self._owner(db, identity)
+                if owner is not None:
+                    return owner.id == contact_id
+                contact = from_jsonable(Contact, json.loads(row[0]))
+                db.execute("INSERT INTO identities (identity, contact_id) VALUES (?, ?)", (str(identity), contact_id))
+                grown = dataclasses.replace(contact, identities=(*contact.identities, identity))
+                db.execute("UPDATE contacts SET data = ? WHERE id = ?", (_dump(grown), contact_id))
+                return True
+
+        return await self._run(run)
+
     # conversations ----------------------------------------------------------
     async def conversation_for(
-        self, address: Identity, *, channel: Channel, inbox: str, name: str | None, now: datetime
+        self,
+        address: Identity,
+        *,
+        channel: Channel,
+        inbox: str,
+        name: str | None,
+        now: datetime,
+        thread: str = "",
+        aliases: Sequence[Identity] = (),
     ) -> Conversation:
+        key = (inbox, str(address), thread)
+
         def run(db: sqlite3.Connection) -> Conversation:
-            sql = "SELECT data FROM conversations WHERE inbox = ? AND address = ?"
-            row = db.execute(sql, (inbox, str(address))).fetchone()
+            sql = "SELECT data FROM conversations WHERE inbox = ? AND address = ? AND thread = ?"
+            row = db.execute(sql, key).fetchone()
             if row is None:
                 with self._tx(db):
-                    contact = self._contact(db, address, name, now)
+                    contact = self._contact(db, address, name, now, aliases)
                     fresh = Conversation(
                         id=f"cv_{uuid.uuid4().hex}",
                         contact_id=contact.id,
                         channel=channel,
                         inbox=inbox,
                         address=address,
+                        thread=thread,
                         status=ConversationStatus.BOT,
                         version=1,
                         created_at=now,
                         updated_at=now,
                     )
                     db.execute(
-                        "INSERT INTO conversations (id, inbox, address, version, data) VALUES (?, ?, ?, 1, ?)"
-                        " ON CONFLICT (inbox, address) DO NOTHING",
-                        (fresh.id, inbox, str(address), _dump(fresh)),
+                        "INSERT INTO conversations (id, inbox, address, thread, contact_id, version, data)"
+                        " VALUES (?, ?, ?, ?, ?, 1, ?) ON CONFLICT (inbox, address, thread) DO NOTHING",
+                        (fresh.id, *key, contact.id, _dump(fresh)),
                     )
-                row = db.execute(sql, (inbox, str(address))).fetchone()
+                row = db.execute(sql, key).fetchone()
             return from_jsonable(Conversation, json.loads(row[0]))
 
         return await self._run(run)
 
-    async def find_conversation(self, inbox: str, address: Identity) -> Conversation | None:
+    async def find_conversation(self, inbox: str, address: Identity, thread: str = "") -> Conversation | None:
         def run(db: sqlite3.Connection) -> Conversation | None:
             row = db.execute(
-                "SELECT data FROM conversations WHERE inbox = ? AND address = ?", (inbox, str(address))
+                "SELECT data FROM conversations WHERE inbox = ? AND address = ? AND thread = ?",
+                (inbox, str(address), thread),
             ).fetchone()
             return from_jsonable(Conversation, json.loads(row[0])) if row else None
 
         return await self._run(run)
+
+    async def conversations_of(self, contact_id: str) -> list[Conversation]:
+        sql = "SELECT data FROM conversations WHERE contact_id = ? ORDER BY rowid"
+        return await self._run(
+            lambda db: [from_jsonable(Conversation, json.loads(d)) for (d,) in db.execute(sql, (contact_id,))]
+        )
 
     async def get_conversation(self, conversation_id: str) -> Conversation | None:
         def run(db: sqlite3.Connection) -> Conversation | None:
@@ -289,9 +378,16 @@ class SqliteStore:
         return await self._run(run)
 
     # messages -----------------------------------------------------------------
+    _MESSAGE_COLUMNS = "data, ticket_id, delivery, delivery_error"
+
     @staticmethod
-    def _load_message(data: str, ticket_id: str | None) -> Message:
-        return dataclasses.replace(from_jsonable(Message, json.loads(data)), ticket_id=ticket_id)
+    def _load_message(data: str, ticket_id: str | None, delivery: str | None, error: str | None) -> Message:
+        return dataclasses.replace(
+            from_jsonable(Message, json.loads(data)),
+            ticket_id=ticket_id,
+            delivery=DeliveryStatus(delivery) if delivery else None,
+            delivery_error=error,
+        )
 
     async def add_message(
         self, message: Message, events: Sequence[DownstreamEvent] = (), *, answers: str | None = None
@@ -321,25 +417,51 @@ class SqliteStore:
                     self._append_events(db, events)
                     return message, True
             row = db.execute(
-                "SELECT data, ticket_id FROM messages WHERE channel = ? AND inbox = ? AND direction = ?"
+                f"SELECT {self._MESSAGE_COLUMNS} FROM messages WHERE channel = ? AND inbox = ? AND direction = ?"
                 " AND external_id = ?",
                 (message.channel, message.inbox, message.direction, message.external_id),
             ).fetchone()
-            return self._load_message(row[0], row[1]), False
+            return self._load_message(*row), False
 
         return await self._run(run)
 
     async def get_message(self, message_id: str) -> Message | None:
         def run(db: sqlite3.Connection) -> Message | None:
-            row = db.execute("SELECT data, ticket_id FROM messages WHERE id = ?", (message_id,)).fetchone()
-            return self._load_message(row[0], row[1]) if row else None
+            row = db.execute(f"SELECT {self._MESSAGE_COLUMNS} FROM messages WHERE id = ?", (message_id,)).fetchone()
+            return self._load_message(*row) if row else None
 
         return await self._run(run)
+
+    async def find_message(
+        self, *, channel: Channel, inbox: str, direction: Direction, external_id: str
+    ) -> Message | None:
+        def run(db: sqlite3.Connection) -> Message | None:
+            row = db.execute(
+                f"SELECT {self._MESSAGE_COLUMNS} FROM messages WHERE channel = ? AND inbox = ? AND direction = ?"
+                " AND external_id = ?",
+                (channel, inbox, direction, external_id),
+            ).fetchone()
+            return self._load_message(*row) if row else None
+
+        return await self._run(run)
+
+    async def record_delivery(
+        self, message_id: str, delivery: Delivery, events: Sequence[DownstreamEvent] = ()
+    ) -> None:
+        def run(db: sqlite3.Connection) -> None:
+            with self._tx(db):
+                db.execute(
+                    "UPDATE messages SET delivery = ?, delivery_error = ? WHERE id = ?",
+                    (delivery.status, delivery.reason or delivery.error, message_id),
+                )
+                self._append_events(db, events)
+
+        await self._run(run)
 
     async def messages(
         self, conversation_id: str, *, ticket_id: str | None = None, episode: int | None = None
     ) -> list[Message]:
-        sql = "SELECT data, ticket_id FROM messages WHERE conversation_id = ?"
+        sql = f"SELECT {self._MESSAGE_COLUMNS} FROM messages WHERE conversation_id = ?"
         args: list[Any] = [conversation_id]
         if ticket_id is not None:
             sql += " AND ticket_id = ?"
@@ -348,7 +470,7 @@ class SqliteStore:
             sql += " AND episode = ?"
             args.append(episode)
         sql += " ORDER BY seq"
-        return await self._run(lambda db: [self._load_message(d, t) for d, t in db.execute(sql, args)])
+        return await self._run(lambda db: [self._load_message(*row) for row in db.execute(sql, args)])
 
     async def mark_handled(self, message_id: str) -> None:
         def run(db: sqlite3.Connection) -> None:
@@ -357,8 +479,8 @@ class SqliteStore:
         await self._run(run)
 
     async def unhandled_messages(self) -> list[Message]:
-        sql = "SELECT data, ticket_id FROM messages WHERE handled = 0 ORDER BY seq"
-        return await self._run(lambda db: [self._load_message(d, t) for d, t in db.execute(sql)])
+        sql = f"SELECT {self._MESSAGE_COLUMNS} FROM messages WHERE handled = 0 ORDER BY seq"
+        return await self._run(lambda db: [self._load_message(*row) for row in db.execute(sql)])
 
     # tickets ------------------------------------------------------------------
     async def create_ticket(
@@ -522,6 +644,53 @@ class SqliteStore:
             return int(seq)
 
         return await self._run(run)
+
+    # quarantine -----------------------------------------------------------------
+    async def quarantine(self, item: QuarantinedItem) -> bool:
+        def run(db: sqlite3.Connection) -> bool:
+            with self._tx(db):
+                cur = db.execute(
+                    "INSERT INTO quarantine (id, channel, inbox, reason, raw, received_at) VALUES (?, ?, ?, ?, ?, ?)"
+                    " ON CONFLICT (id) DO NOTHING",
+                    (item.id, item.channel, item.inbox, item.reason, item.raw, item.received_at.isoformat()),
+                )
+                return cur.rowcount == 1
+
+        return await self._run(run)
+
+    _QUARANTINE_COLUMNS = "id, channel, inbox, reason, raw, received_at, replayed"
+
+    @staticmethod
+    def _load_quarantined(row: tuple[Any, ...]) -> QuarantinedItem:
+        return QuarantinedItem(
+            id=row[0],
+            channel=Channel(row[1]),
+            inbox=row[2],
+            reason=row[3],
+            raw=bytes(row[4]),
+            received_at=datetime.fromisoformat(row[5]),
+            replayed=bool(row[6]),
+        )
+
+    async def quarantined(self, *, include_replayed: bool = False, limit: int = 100) -> list[QuarantinedItem]:
+        sql = f"SELECT {self._QUARANTINE_COLUMNS} FROM quarantine"
+        sql += "" if include_replayed else " WHERE replayed = 0"
+        sql += " ORDER BY seq LIMIT ?"
+        return await self._run(lambda db: [self._load_quarantined(r) for r in db.execute(sql, (limit,))])
+
+    async def get_quarantined(self, item_id: str) -> QuarantinedItem | None:
+        def run(db: sqlite3.Connection) -> QuarantinedItem | None:
+            sql = f"SELECT {self._QUARANTINE_COLUMNS} FROM quarantine WHERE id = ?"
+            row = db.execute(sql, (item_id,)).fetchone()
+            return self._load_quarantined(row) if row else None
+
+        return await self._run(run)
+
+    async def mark_replayed(self, item_id: str) -> None:
+        def run(db: sqlite3.Connection) -> None:
+            db.execute("UPDATE quarantine SET replayed = 1 WHERE id = ?", (item_id,))
+
+        await self._run(run)
 
     # small shared state ---------------------------------------------------------
     async def claim(self, key: str, ttl_s: float) -> bool:

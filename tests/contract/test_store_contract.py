@@ -17,6 +17,8 @@ from core.model import (
     Channel,
     Conversation,
     ConversationStatus,
+    Delivery,
+    DeliveryStatus,
     Direction,
     EventType,
     Identity,
@@ -24,6 +26,7 @@ from core.model import (
     Message,
     MessageKind,
     Priority,
+    QuarantinedItem,
     Ticket,
     TicketStatus,
 )
@@ -299,3 +302,108 @@ async def test_sqlite_data_survives_reopening(tmp_path: Path) -> None:
         assert not created
     finally:
         await second.close()
+
+
+async def test_threads_are_separate_conversations_of_one_contact(store: Store) -> None:
+    address = Identity(IdentityKind.EMAIL, "li@example.com")
+    first = await store.conversation_for(
+        address, channel=Channel.EMAIL, inbox="mail", name="Li", now=NOW, thread="<a@x>"
+    )
+    second = await store.conversation_for(
+        address, channel=Channel.EMAIL, inbox="mail", name="Li", now=NOW, thread="<b@x>"
+    )
+    again = await store.conversation_for(
+        address, channel=Channel.EMAIL, inbox="mail", name="Li", now=NOW, thread="<a@x>"
+    )
+    assert first.id == again.id != second.id
+    assert first.contact_id == second.contact_id
+    assert first.thread == "<a@x>"
+    assert {c.id for c in await store.conversations_of(first.contact_id)} == {first.id, second.id}
+    assert await store.find_conversation("mail", address, "<b@x>") == second
+
+
+async def test_an_alias_joins_the_contact_that_owns_it(store: Store) -> None:
+    union = Identity(IdentityKind.WECHAT_UNIONID, "union-1")
+    first = await store.conversation_for(
+        Identity(IdentityKind.WECHAT_OPENID, "openid-a"),
+        channel=Channel.WECHAT,
+        inbox="oa1",
+        name=None,
+        now=NOW,
+        aliases=[union],
+    )
+    second = await store.conversation_for(
+        Identity(IdentityKind.WECHAT_OPENID, "openid-b"),
+        channel=Channel.WECHAT,
+        inbox="oa2",
+        name=None,
+        now=NOW,
+        aliases=[union],
+    )
+    assert first.contact_id == second.contact_id
+    contact = await store.get_contact(first.contact_id)
+    assert contact is not None and set(contact.identities) == {
+        union,
+        Identity(IdentityKind.WECHAT_OPENID, "openid-a"),
+        Identity(IdentityKind.WECHAT_OPENID, "openid-b"),
+    }
+
+
+async def test_an_identity_claimed_by_two_contacts_is_flagged_not_merged(store: Store) -> None:
+    phone = Identity(IdentityKind.PHONE, "+8613800000000")
+    email = Identity(IdentityKind.EMAIL, "x@example.com")
+    owner = await store.contact_for(phone, name=None, now=NOW)
+    mailer = await store.contact_for(email, name=None, now=NOW)
+    other = await store.conversation_for(
+        email, channel=Channel.EMAIL, inbox="mail", name=None, now=NOW, aliases=[phone]
+    )
+    assert other.contact_id == mailer.id != owner.id
+    flagged = await store.get_contact(mailer.id)
+    assert flagged is not None and f"ambiguous:{phone}" in flagged.flags
+    assert phone not in flagged.identities
+
+
+async def test_add_identity_links_only_a_free_identity(store: Store) -> None:
+    phone = Identity(IdentityKind.PHONE, "+8613911112222")
+    wechat = await store.contact_for(Identity(IdentityKind.WECHAT_OPENID, "o-1"), name=None, now=NOW)
+    assert await store.add_identity(wechat.id, phone)
+    assert (await store.contact_for(phone, name=None, now=NOW)).id == wechat.id
+    stranger = await store.contact_for(Identity(IdentityKind.EMAIL, "s@example.com"), name=None, now=NOW)
+    assert not await store.add_identity(stranger.id, phone)
+
+
+async def test_contact_flags_and_name_are_saved_but_identities_kept(store: Store) -> None:
+    contact = await store.contact_for(visitor(9), name=None, now=NOW)
+    await store.save_contact(dataclasses.replace(contact, name="张三", flags=("unsubscribed:wechat",), identities=()))
+    saved = await store.get_contact(contact.id)
+    assert saved is not None and saved.name == "张三" and saved.flags == ("unsubscribed:wechat",)
+    assert saved.identities == contact.identities
+
+
+async def test_delivery_is_recorded_with_its_events(store: Store) -> None:
+    conversation = await new_conversation(store)
+    sent = dataclasses.replace(inbound(conversation, "out-1"), direction=Direction.OUTBOUND, author=Author.AGENT)
+    await store.add_message(sent)
+    failure = Delivery(status=DeliveryStatus.FAILED, error="45015 response out of time limit", reason="window_closed")
+    await store.record_delivery(sent.id, failure, [events.message_created(sent)])
+    stored = await store.get_message(sent.id)
+    assert stored is not None and stored.delivery is DeliveryStatus.FAILED and stored.delivery_error == "window_closed"
+    assert len(await store.events_after(0)) == 1
+    found = await store.find_message(
+        channel=conversation.channel, inbox=conversation.inbox, direction=Direction.OUTBOUND, external_id="out-1"
+    )
+    assert found == stored
+
+
+async def test_quarantine_keeps_raw_input_once_until_replayed(store: Store) -> None:
+    item = QuarantinedItem(
+        id="q-1", channel=Channel.EMAIL, inbox="mail", reason="no MIME boundary", raw=b"\xff\xfebroken", received_at=NOW
+    )
+    assert await store.quarantine(item)
+    assert not await store.quarantine(item)
+    assert await store.quarantined() == [item]
+    assert await store.get_quarantined("q-1") == item
+    await store.mark_replayed("q-1")
+    assert await store.quarantined() == []
+    replayed = await store.get_quarantined("q-1")
+    assert replayed is not None and replayed.replayed and replayed.raw == b"\xff\xfebroken"
