@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
-from connectors.base import Connector
+from connectors.base import Connector, ConnectorDeps
 from connectors.webchat.connector import WebchatConnector
-from core.config import Config, InboxConfig
-from core.store import Store
+from core.config import Config
 
-Factory = Callable[[InboxConfig, Store], Connector]
-
-REGISTRY: dict[str, Factory] = {
+# Each factory takes (its inbox's config, ConnectorDeps). Imports stay explicit: no plugin scanning.
+REGISTRY: dict[str, Callable[[Any, ConnectorDeps], Connector]] = {
     "webchat": WebchatConnector,
 }
 
 
-def build_connectors(config: Config, store: Store) -> dict[str, Connector]:
-    return {inbox.name: REGISTRY[inbox.channel](inbox, store) for inbox in config.inboxes}
+def build_connectors(config: Config, deps: ConnectorDeps) -> dict[str, Connector]:
+    return {inbox.name: REGISTRY[inbox.channel](inbox, deps) for inbox in config.inboxes}

@@ -6,11 +6,23 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import ClassVar, Protocol
 
 from aiohttp import web
 
 from core.model import Channel, Conversation, Delivery, InboundMessage, Message, OutboundReply, Ticket
+from core.store.base import Store
+from core.tasks import TaskTracker
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ConnectorDeps:
+    """What every connector is given; nothing else of the app is reachable from a connector."""
+
+    store: Store
+    tasks: TaskTracker  # background work that shutdown must await
+    data_dir: Path  # for files a connector keeps (attachments, watched folders' state)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -123,7 +123,38 @@ class WebchatInbox(_Model):
         return value
 
 
-InboxConfig = WebchatInbox
+_INBOX_NAME = r"^[a-z0-9][a-z0-9_-]{0,31}$"
+
+
+class WechatInbox(_Model):
+    """One WeChat Official Account (公众号). Extended by the WeChat channel."""
+
+    name: Annotated[str, Field(pattern=_INBOX_NAME)]
+    channel: Literal["wechat"]
+    token: Annotated[str, Field(min_length=3, max_length=32)]
+    app_id: Annotated[str, Field(min_length=1)]
+    app_secret: Annotated[str, Field(min_length=1)]
+    encoding_aes_key: Annotated[str, Field(min_length=43, max_length=43)] | None = None
+    mode: Literal["plain", "compatible", "safe"] = "plain"
+    api_base: str = "https://api.weixin.qq.com"
+
+
+class EmailInbox(_Model):
+    """One mailbox: IMAP in, SMTP out. Extended by the email channel."""
+
+    name: Annotated[str, Field(pattern=_INBOX_NAME)]
+    channel: Literal["email"]
+    address: Annotated[str, Field(min_length=3)]
+
+
+class PhoneInbox(_Model):
+    """One call centre: CTI events in, CDR files imported. Extended by the phone channel."""
+
+    name: Annotated[str, Field(pattern=_INBOX_NAME)]
+    channel: Literal["phone"]
+
+
+InboxConfig = WebchatInbox | WechatInbox | EmailInbox | PhoneInbox
 
 
 class Config(_Model):
@@ -142,7 +173,7 @@ class Config(_Model):
             if inbox.name in seen:
                 raise ValueError(f"inbox name {inbox.name!r} is used twice")
             seen.add(inbox.name)
-        paths = [i.path.rstrip("/") for i in self.inboxes]
+        paths = [i.path.rstrip("/") for i in self.inboxes if isinstance(i, WebchatInbox)]
         if len(paths) != len(set(paths)):
             raise ValueError("two web chat inboxes share one path")
         return self

@@ -13,15 +13,15 @@ from aiohttp import web
 from bot.faq import FaqIndex, load_kb
 from bot.policy import BotPolicy
 from connectors import build_connectors
-from connectors.base import Connector
+from connectors.base import Connector, ConnectorDeps
 from connectors.webchat.connector import WebchatConnector
 from core.config import Config
 from core.model import Ticket
 from core.store import Store, open_store
+from core.tasks import TaskTracker
 from gateway.api import Api, Handler, error
 from gateway.intake import BotSetup, Clock, Intake, utcnow
 from gateway.outbound import Outbound
-from gateway.tasks import TaskTracker
 from gateway.tickets import TicketService
 
 log = logging.getLogger(__name__)
@@ -76,8 +76,8 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
 def create_app(config: Config, bot: BotSetup, *, clock: Clock = utcnow) -> web.Application:
     app = web.Application(client_max_size=config.server.max_body_bytes, middlewares=[_errors])
     store = open_store(config)
-    connectors = build_connectors(config, store)
     tasks = TaskTracker()
+    connectors = build_connectors(config, ConnectorDeps(store=store, tasks=tasks, data_dir=config.data_path))
     outbound = Outbound(store, connectors, tasks)
     intake = Intake(store, bot, outbound, tasks, clock)
     tickets = TicketService(store, outbound, clock)

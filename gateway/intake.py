@@ -35,8 +35,8 @@ from core.model import (
     TicketStatus,
 )
 from core.store import Store, VersionConflict
+from core.tasks import TaskTracker
 from gateway.outbound import Outbound
-from gateway.tasks import TaskTracker
 from normalizer.text import clean_text
 
 log = logging.getLogger(__name__)

@@ -22,7 +22,7 @@ from core.model import (
     Ticket,
 )
 from core.store import Store
-from gateway.tasks import TaskTracker
+from core.tasks import TaskTracker
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 
 from aiohttp import WSMsgType, web
 
-from connectors.base import InboundSink, Rejected
+from connectors.base import ConnectorDeps, InboundSink, Rejected
 from connectors.webchat.protocol import (
     ChatText,
     ClientFrame,
@@ -42,7 +42,6 @@ from core.model import (
     OutboundReply,
     Ticket,
 )
-from core.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -80,10 +79,10 @@ class _Session:
 class WebchatConnector:
     channel: ClassVar[Channel] = Channel.WEBCHAT
 
-    def __init__(self, cfg: WebchatInbox, store: Store) -> None:
+    def __init__(self, cfg: WebchatInbox, deps: ConnectorDeps) -> None:
         self.inbox = cfg.name
         self._cfg = cfg
-        self._store = store
+        self._store = deps.store
         self._sink: InboundSink | None = None
         self._key = b""
         self._live: dict[Identity, set[_Session]] = {}
