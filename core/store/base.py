@@ -204,6 +204,18 @@ class Store(Protocol):
         """True for the first caller to claim ``key`` while it lives; never get-then-set."""
         ...
 
+    async def lease(self, key: str, holder: str, ttl_s: float) -> bool:
+        """Take or renew a lease: True if ``holder`` holds ``key`` for the next ``ttl_s`` seconds.
+
+        Another holder gets it only after it expires (e.g. one instance polls a mailbox; when it dies,
+        another takes over once the lease runs out).
+        """
+        ...
+
+    async def release(self, key: str, holder: str) -> None:
+        """Give a lease up early, if ``holder`` still holds it."""
+        ...
+
     async def get_secret(self, name: str, now: datetime) -> str | None: ...
 
     async def set_secret(self, name: str, value: str, expires_at: datetime | None) -> None: ...

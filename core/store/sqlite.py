@@ -121,7 +121,8 @@ CREATE TABLE IF NOT EXISTS quarantine (
 );
 CREATE TABLE IF NOT EXISTS claims (
     key TEXT PRIMARY KEY,
-    expires_at REAL NOT NULL
+    expires_at REAL NOT NULL,
+    holder TEXT NOT NULL DEFAULT ''
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS secrets (
     name TEXT PRIMARY KEY,
@@ -705,6 +706,26 @@ class SqliteStore:
                 return cur.rowcount == 1
 
         return await self._run(run)
+
+    async def lease(self, key: str, holder: str, ttl_s: float) -> bool:
+        def run(db: sqlite3.Connection) -> bool:
+            now = time.time()
+            with self._tx(db):
+                cur = db.execute(
+                    "INSERT INTO claims (key, expires_at, holder) VALUES (?, ?, ?) ON CONFLICT (key) DO UPDATE"
+                    " SET expires_at = excluded.expires_at, holder = excluded.holder"
+                    " WHERE claims.expires_at <= ? OR claims.holder = excluded.holder",
+                    (key, now + ttl_s, holder, now),
+                )
+                return cur.rowcount == 1
+
+        return await self._run(run)
+
+    async def release(self, key: str, holder: str) -> None:
+        def run(db: sqlite3.Connection) -> None:
+            db.execute("DELETE FROM claims WHERE key = ? AND holder = ?", (key, holder))
+
+        await self._run(run)
 
     async def get_secret(self, name: str, now: datetime) -> str | None:
         def run(db: sqlite3.Connection) -> str | None:

@@ -407,3 +407,18 @@ async def test_quarantine_keeps_raw_input_once_until_replayed(store: Store) -> N
     assert await store.quarantined() == []
     replayed = await store.get_quarantined("q-1")
     assert replayed is not None and replayed.replayed and replayed.raw == b"\xff\xfebroken"
+
+
+async def test_a_lease_is_held_by_one_holder_renewed_by_it_and_taken_over_after_expiry(store: Store) -> None:
+    results = await asyncio.gather(*(store.lease("imap:mail", f"i{n}", 60) for n in range(6)))
+    assert results.count(True) == 1
+    holder = f"i{results.index(True)}"
+    assert await store.lease("imap:mail", holder, 60)  # renewing is fine
+    other = "i9"
+    assert not await store.lease("imap:mail", other, 60)
+    await store.release("imap:mail", other)  # not the holder: nothing happens
+    assert not await store.lease("imap:mail", other, 60)
+    await store.release("imap:mail", holder)
+    assert await store.lease("imap:mail", other, 0.05)
+    await asyncio.sleep(0.1)
+    assert await store.lease("imap:mail", holder, 60)  # the other's lease ran out
