@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+from connectors.webchat.connector import WebchatConnector
+from gateway.app import GATEWAY
 from tests.conftest import Gateway
 
 
@@ -160,3 +162,17 @@ async def test_agent_typing_reaches_the_visitor(gateway: Gateway) -> None:
     frame = await chat.expect("typing")
     assert frame["author"] == "agent" and frame["on"] is True
     assert frame["seq"] == max(f["seq"] for f in chat.durable)  # ephemeral: carries the latest durable seq
+
+
+async def test_a_visitor_who_left_leaves_no_state_behind(gateway: Gateway) -> None:
+    connector = gateway.server.app[GATEWAY].connectors["web"]
+    assert isinstance(connector, WebchatConnector)
+    chat = await gateway.chat()
+    await chat.say("我想退款")
+    await chat.close()
+    await gateway.server.app[GATEWAY].tasks.drain(5)
+    for _ in range(50):
+        if not connector._live:
+            break
+        await asyncio.sleep(0.02)
+    assert connector._live == {} and connector._locks == {} and connector._last_seq == {}

@@ -161,13 +161,23 @@ class WebchatConnector:
 
     async def _push(self, address: Identity, body: dict[str, Any]) -> bool:
         """Store the frame first (it gets its seq), then send it to every open socket, in seq order."""
-        async with self._lock(address):
+        lock = self._lock(address)
+        async with lock:
             seq = await self._store.push_frame(address, body)
-            self._last_seq[address] = seq
             sessions = self._live.get(address, set())
+            if sessions:
+                self._last_seq[address] = seq
             frame = {**body, "seq": seq}
             await asyncio.gather(*(self._send(s, frame) for s in sessions))
-            return bool(sessions)
+        self._forget(address)
+        return bool(sessions)
+
+    def _forget(self, address: Identity) -> None:
+        """Per-visitor state lives only while a socket is open or a push is under way: no slow leak."""
+        lock = self._locks.get(address)
+        if address not in self._live and (lock is None or not lock.locked()):
+            self._locks.pop(address, None)
+            self._last_seq.pop(address, None)
 
     @staticmethod
     async def _send(session: _Session, frame: dict[str, Any]) -> None:
@@ -238,6 +248,7 @@ class WebchatConnector:
                     group.discard(session)
                     if not group:
                         self._live.pop(session.address, None)
+                self._forget(session.address)
         return ws
 
     async def _on_frame(self, session: _Session, data: str | bytes) -> None:
