@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from datetime import time
@@ -10,7 +11,16 @@ from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 
 class ConfigError(Exception):
@@ -33,7 +43,69 @@ class SqliteStoreConfig(_Model):
     path: str = "huiliu.sqlite3"  # relative paths live under data_dir
 
 
-StoreConfig = SqliteStoreConfig
+class RedisStoreConfig(_Model):
+    """The scale-out store: many gateway instances share one Redis (or Redis Cluster slot)."""
+
+    backend: Literal["redis"]
+    url: Annotated[str, Field(pattern=r"^(redis|rediss|unix)://")] = "redis://127.0.0.1:6379/0"
+    # Every key starts with it, wrapped in a Cluster hash tag: "huiliu:" gives keys like "{huiliu}:conv:cv_1".
+    prefix: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:{}-]+$")] = "huiliu:"
+    stream_maxlen: Annotated[int, Field(ge=1000)] = 1_000_000  # XADD MAXLEN ~: events kept on the stream
+    event_key_ttl_s: Annotated[int, Field(ge=0)] = 90 * 86400  # how long an idempotency key blocks a repeat; 0: forever
+
+
+def _store_backend(value: Any) -> str:
+    """Configs written before Redis existed have no ``backend``: they mean SQLite."""
+    if isinstance(value, dict):
+        return str(value.get("backend", "sqlite"))
+    return str(getattr(value, "backend", "sqlite"))
+
+
+StoreConfig = Annotated[
+    Annotated[SqliteStoreConfig, Tag("sqlite")] | Annotated[RedisStoreConfig, Tag("redis")],
+    Discriminator(_store_backend),
+]
+
+_EVENT_TYPES = (
+    "message.created",
+    "ticket.created",
+    "ticket.updated",
+    "conversation.handoff",
+    "conversation.status_changed",
+    "message.delivery_failed",
+)
+
+
+class WebhookConfig(_Model):
+    """One downstream subscription: signed POSTs of the events it asks for, in order per ticket."""
+
+    url: Annotated[str, Field(pattern=r"^https?://[^\s]+$")]
+    # Names the subscription's cursor and dead letters; defaults to a hash of the URL.
+    name: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")] | None = None
+    events: tuple[str, ...] = ()  # empty: every type
+    inboxes: tuple[str, ...] = ()  # empty: every inbox
+    # [current, previous]: during a rotation each POST carries a signature for both.
+    secrets: Annotated[tuple[Annotated[str, Field(min_length=16)], ...], Field(min_length=1, max_length=2)]
+    timeout_s: Annotated[float, Field(gt=0)] = 10.0
+    max_attempts: Annotated[int, Field(ge=1)] = 15
+    backoff_base_s: Annotated[float, Field(gt=0)] = 1.0
+    backoff_max_s: Annotated[float, Field(gt=0)] = 600.0
+    breaker_threshold: Annotated[int, Field(ge=1)] = 5
+    breaker_cooldown_s: Annotated[float, Field(gt=0)] = 30.0
+    concurrency: Annotated[int, Field(ge=1, le=64)] = 8
+    poll_s: Annotated[float, Field(gt=0)] = 1.0
+
+    @field_validator("events")
+    @classmethod
+    def _known_events(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for name in value:
+            if name not in _EVENT_TYPES:
+                raise ValueError(f"unknown event type {name!r}; known: {', '.join(_EVENT_TYPES)}")
+        return value
+
+    @property
+    def key(self) -> str:
+        return self.name or "wh-" + hashlib.sha256(self.url.encode()).hexdigest()[:12]
 
 
 class ApiConfig(_Model):
@@ -136,22 +208,140 @@ class WechatInbox(_Model):
     app_secret: Annotated[str, Field(min_length=1)]
     encoding_aes_key: Annotated[str, Field(min_length=43, max_length=43)] | None = None
     mode: Literal["plain", "compatible", "safe"] = "plain"
-    api_base: str = "https://api.weixin.qq.com"
+    api_base: Annotated[str, Field(pattern=r"^https?://[^\s]+$")] = "https://api.weixin.qq.com"
+    # Sent as the passive reply to a subscribe event; empty sends nothing.
+    welcome: str = ""
+    # Menu CLICK EventKey → FAQ entry id: the click is answered like a pick of that entry.
+    menu_faq: dict[str, str] = {}
+    # WeChat waits 5 s for the POST answer; a bot reply ready within this budget goes back passively,
+    # a later one through the customer-service API.
+    reply_budget_s: Annotated[float, Field(gt=0, le=4.5)] = 0.8
+    # Pushes whose timestamp is further than this from our clock are refused (replay protection).
+    timestamp_window_s: Annotated[float, Field(gt=0)] = 300.0
+    max_body_bytes: Annotated[int, Field(gt=0, le=1 << 20)] = 64 * 1024
+    api_timeout_s: Annotated[float, Field(gt=0)] = 10.0
+
+    @model_validator(mode="after")
+    def _key_for_encrypted_modes(self) -> WechatInbox:
+        if self.mode != "plain" and self.encoding_aes_key is None:
+            raise ValueError(f"mode {self.mode!r} needs encoding_aes_key")
+        return self
+
+
+class ImapConfig(_Model):
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=1, le=65535)] | None = None  # default: 993 for tls, else 143
+    tls: Literal["none", "starttls", "tls"] = "tls"
+    user: str = ""
+    password: str = ""
+    folders: tuple[Annotated[str, Field(min_length=1)], ...] = ("INBOX",)
+    poll_interval_s: Annotated[float, Field(gt=0)] = 60.0
+    idle: bool = True  # use IDLE when the server offers it; polling otherwise
+    idle_timeout_s: Annotated[float, Field(gt=0, le=1740)] = 600.0  # re-issue IDLE before servers drop it (29 min)
+    mark_seen: bool = False
+    move_to: str | None = None  # move processed mail to this folder
+    timeout_s: Annotated[float, Field(gt=0)] = 30.0
+    backoff_max_s: Annotated[float, Field(gt=0)] = 300.0
+
+    @property
+    def effective_port(self) -> int:
+        return self.port or (993 if self.tls == "tls" else 143)
+
+
+class SmtpConfig(_Model):
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=1, le=65535)] | None = None  # default: 465 for tls, 587 for starttls, else 25
+    tls: Literal["none", "starttls", "tls"] = "starttls"
+    user: str = ""
+    password: str = ""
+    timeout_s: Annotated[float, Field(gt=0)] = 30.0
+
+    @property
+    def effective_port(self) -> int:
+        return self.port or {"tls": 465, "starttls": 587, "none": 25}[self.tls]
 
 
 class EmailInbox(_Model):
-    """One mailbox: IMAP in, SMTP out. Extended by the email channel."""
+    """One mailbox: IMAP in, SMTP out."""
 
     name: Annotated[str, Field(pattern=_INBOX_NAME)]
     channel: Literal["email"]
-    address: Annotated[str, Field(min_length=3)]
+    address: Annotated[str, Field(pattern=r"^[^@\s]+@[^@\s]+$")]
+    from_name: str = ""
+    imap: ImapConfig = ImapConfig()
+    smtp: SmtpConfig = SmtpConfig()
+    # Our Message-IDs look like <msg_…@message_id_domain>; default: the address's domain.
+    message_id_domain: str | None = None
+    acknowledge: bool = True
+    ack_subject: str = "[{number}] {subject}"
+    ack_template: str = (
+        "您好，我们已收到您的邮件，工单号 {number}。回复本邮件即可补充信息。\n"
+        "Hello, we have received your email as ticket {number}. Reply to this email to add anything.\n"
+    )
+    ack_min_interval_s: Annotated[float, Field(ge=0)] = 600.0  # at most one acknowledgement per sender per interval
+    bot_answer: bool = False  # let the FAQ bot answer when it is sure (TicketRequest.bot_first)
+    resolved_reply: Literal["reopen", "new"] = "new"  # a reply to a resolved ticket reopens it or opens a new one
+    max_attachment_bytes: Annotated[int, Field(gt=0)] = 10 << 20
+    max_attachments_total_bytes: Annotated[int, Field(gt=0)] = 25 << 20
+
+    @property
+    def domain(self) -> str:
+        return self.message_id_domain or self.address.rpartition("@")[2]
+
+
+class PhoneCallerIdRoute(_Model):
+    """Outbound calls to ``dest`` (a number, or a pattern such as ``41*``) present ``caller_id``."""
+
+    dest: Annotated[str, Field(min_length=1)]
+    caller_id: Annotated[str, Field(min_length=1)]
+
+
+class PhoneCdrConfig(_Model):
+    """How this inbox's call-detail records look, and the folder ``serve`` watches for them."""
+
+    format: Literal["asterisk-csv", "freeswitch-csv", "freeswitch-json"] = "asterisk-csv"
+    # Column order for cdr_custom layouts (field names, "-" to ignore); Master.csv and templates need none.
+    columns: tuple[str, ...] | None = None
+    # FreeSWITCH cdr_csv: a stock template name (example, sql, snom, asterisk, ...) or the template text.
+    template: str | None = None
+    delimiter: Annotated[str, Field(min_length=1, max_length=1)] = ","
+    extension_max_digits: Annotated[int, Field(ge=0, le=12)] = 6
+    watch_folder: str | None = None
+    watch_pattern: str = "*"
+    watch_poll_s: Annotated[float, Field(gt=0)] = 5.0
 
 
 class PhoneInbox(_Model):
-    """One call centre: CTI events in, CDR files imported. Extended by the phone channel."""
+    """One call centre: CTI events in, CDR files imported."""
 
     name: Annotated[str, Field(pattern=_INBOX_NAME)]
     channel: Literal["phone"]
+    cti_enabled: bool = True
+    # The CTI webhook accepts a request carrying this token, or one signed with hmac_secret.
+    token: Annotated[str, Field(min_length=8)] | None = None
+    hmac_secret: Annotated[str, Field(min_length=16)] | None = None
+    blocked_callers: tuple[str, ...] = ()
+    caller_id_routes: tuple[PhoneCallerIdRoute, ...] = ()
+    default_caller_id: str | None = None
+    default_region: Annotated[str, Field(pattern=r"^[A-Z]{2}$")] = "CN"
+    timezone: str = "Asia/Shanghai"  # CDRs carry local times
+    # A hangup that arrives before its newCall waits this long for it before the call is logged as is.
+    settle_s: Annotated[float, Field(ge=0)] = 30.0
+    max_body_bytes: Annotated[int, Field(gt=0, le=1 << 20)] = 64 * 1024
+    # Agent names (the answer event's user) that mean the call went to voicemail.
+    voicemail_users: tuple[str, ...] = ("voicemail",)
+    cdr: PhoneCdrConfig = PhoneCdrConfig()
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        return BusinessHours._known_zone(value)
+
+    @model_validator(mode="after")
+    def _authenticated(self) -> PhoneInbox:
+        if self.cti_enabled and self.token is None and self.hmac_secret is None:
+            raise ValueError("the CTI webhook needs token or hmac_secret (or set cti_enabled: false)")
+        return self
 
 
 InboxConfig = WebchatInbox | WechatInbox | EmailInbox | PhoneInbox
@@ -164,6 +354,7 @@ class Config(_Model):
     api: ApiConfig = ApiConfig()
     bot: BotConfig = BotConfig()
     inboxes: tuple[Annotated[InboxConfig, Field(discriminator="channel")], ...] = ()
+    webhooks: tuple[WebhookConfig, ...] = ()
     base_dir: Path = Path(".")  # the config file's folder: relative paths resolve against it
 
     @model_validator(mode="after")
@@ -176,6 +367,13 @@ class Config(_Model):
         paths = [i.path.rstrip("/") for i in self.inboxes if isinstance(i, WebchatInbox)]
         if len(paths) != len(set(paths)):
             raise ValueError("two web chat inboxes share one path")
+        return self
+
+    @model_validator(mode="after")
+    def _unique_webhooks(self) -> Config:
+        keys = [w.key for w in self.webhooks]
+        if len(keys) != len(set(keys)):
+            raise ValueError("two webhooks share one name (or one URL without names)")
         return self
 
     def resolve(self, path: str) -> Path:

@@ -15,7 +15,9 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, Validation
 from core.codec import to_jsonable
 from core.model import Channel, Message, Priority, Ticket, TicketStatus
 from core.store import NotFound, Store, TicketQuery, VersionConflict
+from core.store.base import DeadLetter
 from core.store.sqlite import decode_cursor
+from gateway.downstream.webhooks import UnknownSubscription, WebhookDispatcher
 from gateway.tickets import IdempotencyMismatch, TicketChange, TicketConflict, TicketService
 
 PREFIX = "/api/v1"
@@ -88,9 +90,16 @@ def ticket_view(ticket: Ticket) -> dict[str, Any]:
 
 class Api:
     def __init__(
-        self, store: Store, tickets: TicketService, tokens: tuple[str, ...], typing: Callable[..., Any]
+        self,
+        store: Store,
+        tickets: TicketService,
+        tokens: tuple[str, ...],
+        typing: Callable[..., Any],
+        *,
+        webhooks: WebhookDispatcher | None = None,
     ) -> None:
         self._store = store
+        self._webhooks = webhooks
         self._tickets = tickets
         self._tokens = tuple(t.encode() for t in tokens)
         self._typing = typing
@@ -104,6 +113,8 @@ class Api:
             web.post(f"{PREFIX}/tickets/{{ticket}}/replies", self._auth(self.post_reply)),
             web.post(f"{PREFIX}/tickets/{{ticket}}/typing", self._auth(self.post_typing)),
             web.get(f"{PREFIX}/events", self._auth(self.list_events)),
+            web.get(f"{PREFIX}/webhooks/dead-letters", self._auth(self.list_dead_letters)),
+            web.post(f"{PREFIX}/webhooks/dead-letters/{{letter}}/replay", self._auth(self.replay_dead_letter)),
         ]
 
     def _auth(self, handler: Handler) -> Handler:
@@ -222,6 +233,38 @@ class Api:
         return web.json_response(
             {"events": [e.to_json() for e in found], "next_after": found[-1].seq if found else after}
         )
+
+    async def list_dead_letters(self, request: web.Request) -> web.StreamResponse:
+        limit = _int_param(request.query.get("limit"), default=100, low=1, high=1000)
+        if limit is None:
+            return error(400, "bad_query", "limit must be an integer from 1 to 1000")
+        letters = await self._store.dead_letters(subscription=request.query.get("subscription"), limit=limit)
+        return web.json_response({"dead_letters": [dead_letter_view(d) for d in letters]})
+
+    async def replay_dead_letter(self, request: web.Request) -> web.StreamResponse:
+        letter = await self._store.get_dead_letter(request.match_info["letter"])
+        if letter is None:
+            raise NotFound(f"no dead letter {request.match_info['letter']!r}")
+        if self._webhooks is None:
+            return error(409, "conflict", "webhooks are not configured")
+        try:
+            result = await self._webhooks.replay(letter)
+        except UnknownSubscription as exc:
+            return error(409, "conflict", str(exc))
+        if not result.delivered:
+            return error(502, "delivery_failed", f"the receiver did not take it: {result.error}")
+        return web.json_response({"id": letter.id, "delivered": True, "status": result.status})
+
+
+def dead_letter_view(letter: DeadLetter) -> dict[str, Any]:
+    return {
+        "id": letter.id,
+        "subscription": letter.subscription,
+        "event": letter.event.to_json(),
+        "attempts": letter.attempts,
+        "error": letter.error,
+        "failed_at": letter.failed_at.isoformat(),
+    }
 
 
 def _int_param(value: str | None, *, default: int, low: int, high: int) -> int | None:

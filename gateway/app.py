@@ -20,6 +20,7 @@ from core.model import Ticket
 from core.store import Store, open_store
 from core.tasks import TaskTracker
 from gateway.api import Api, Handler, error
+from gateway.downstream.webhooks import WebhookDispatcher
 from gateway.intake import BotSetup, Clock, Intake, utcnow
 from gateway.outbound import Outbound
 from gateway.tickets import TicketService
@@ -35,6 +36,7 @@ class Gateway:
     tickets: TicketService
     connectors: dict[str, Connector]
     tasks: TaskTracker
+    webhooks: WebhookDispatcher
 
 
 GATEWAY = web.AppKey("gateway", Gateway)
@@ -81,7 +83,16 @@ def create_app(config: Config, bot: BotSetup, *, clock: Clock = utcnow) -> web.A
     outbound = Outbound(store, connectors, tasks)
     intake = Intake(store, bot, outbound, tasks, clock)
     tickets = TicketService(store, outbound, clock)
-    gateway = Gateway(config=config, store=store, intake=intake, tickets=tickets, connectors=connectors, tasks=tasks)
+    webhooks = WebhookDispatcher(store, config.webhooks)
+    gateway = Gateway(
+        config=config,
+        store=store,
+        intake=intake,
+        tickets=tickets,
+        connectors=connectors,
+        tasks=tasks,
+        webhooks=webhooks,
+    )
     app[GATEWAY] = gateway
 
     async def typing(ticket: Ticket, on: bool) -> bool:
@@ -91,7 +102,7 @@ def create_app(config: Config, bot: BotSetup, *, clock: Clock = utcnow) -> web.A
             return False
         return await connector.typing(conversation.address, author="agent", on=on)
 
-    app.router.add_routes(Api(store, tickets, config.api.tokens, typing).routes())
+    app.router.add_routes(Api(store, tickets, config.api.tokens, typing, webhooks=webhooks).routes())
     for connector in connectors.values():
         app.router.add_routes(connector.routes())
     app.router.add_get("/healthz", _healthz)
@@ -109,6 +120,7 @@ async def _lifespan(app: web.Application) -> AsyncIterator[None]:
         for connector in gateway.connectors.values():
             await stack.enter_async_context(connector.running(gateway.intake.receive))
         gateway.tasks.spawn(gateway.intake.recover(), name="intake:recover")
+        await stack.enter_async_context(gateway.webhooks.running())
         yield
         await gateway.tasks.drain(gateway.config.server.shutdown_grace_s)
 

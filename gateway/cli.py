@@ -38,6 +38,25 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _calls_import(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from connectors.phone.cdr import CdrFormat
+    from gateway.app import build_bot
+    from gateway.calls import import_calls
+
+    try:
+        config = load_config(Path(args.config))
+        bot = build_bot(config)
+        fmt = CdrFormat(args.format) if args.format else None
+        report = asyncio.run(import_calls(config, bot, Path(args.file), fmt=fmt, inbox=args.inbox))
+    except (ConfigError, KbError, ValueError, OSError) as exc:
+        print(f"huiliu: {exc}", file=sys.stderr)
+        return 2
+    print("\n".join(report.lines()))
+    return 1 if report.bad else 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="huiliu", description="Huiliu omnichannel intake gateway")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
@@ -47,6 +66,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve.add_argument("--host", help="listen address (overrides server.host)")
     serve.add_argument("--port", type=int, help="listen port (overrides server.port)")
     serve.set_defaults(run=_serve)
+    calls = sub.add_parser("calls", help="phone call records").add_subparsers(dest="calls_command", required=True)
+    calls_import = calls.add_parser("import", help="import a CDR file; rows imported before are skipped")
+    calls_import.add_argument("file", help="Master.csv, a cdr_csv file or mod_json_cdr records")
+    calls_import.add_argument("--format", choices=["asterisk-csv", "freeswitch-csv", "freeswitch-json"])
+    calls_import.add_argument("-c", "--config", default="config.yaml", help="path to config.yaml")
+    calls_import.add_argument("--inbox", help="the phone inbox (needed when there are several)")
+    calls_import.set_defaults(run=_calls_import)
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     return int(args.run(args))

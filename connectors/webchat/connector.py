@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import secrets
@@ -11,6 +12,7 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -29,6 +31,7 @@ from connectors.webchat.protocol import (
     parse_frame,
     verify_token,
 )
+from core.bus import Bus, bus_of
 from core.config import WebchatInbox
 from core.model import (
     Channel,
@@ -89,6 +92,9 @@ class WebchatConnector:
         self._locks: dict[Identity, asyncio.Lock] = {}
         self._last_seq: dict[Identity, int] = {}
         self._assets: dict[str, bytes] = {}
+        # Many instances (Redis): a frame stored by one is announced on the bus to whichever holds the socket.
+        self._bus: Bus | None = None
+        self._instance = uuid.uuid4().hex
 
     # Connector interface -------------------------------------------------------
     def routes(self) -> list[web.RouteDef]:
@@ -102,13 +108,8 @@ class WebchatConnector:
 
     @asynccontextmanager
     async def running(self, sink: InboundSink) -> AsyncIterator[None]:
-        name = _KEY_SECRET.format(inbox=self.inbox)
-        key = await self._store.get_secret(name, datetime.now(UTC))
-        if key is None:
-            await self._store.set_secret(name, secrets.token_hex(32), None)
-            key = await self._store.get_secret(name, datetime.now(UTC))
-        assert key is not None
-        self._key = bytes.fromhex(key)
+        self._key = bytes.fromhex(await self._session_key())
+        self._bus = bus_of(self._store)
         # Read once: the files are small, and reading them per request would block the loop.
         self._assets = await asyncio.to_thread(_read_assets)
         self._sink = sink
@@ -117,6 +118,19 @@ class WebchatConnector:
         finally:
             self._sink = None
             await self.drain()
+
+    async def _session_key(self) -> str:
+        """The inbox's token key, shared by every instance: one creates it, the others wait for it."""
+        name = _KEY_SECRET.format(inbox=self.inbox)
+        for _ in range(100):
+            key = await self._store.get_secret(name, datetime.now(UTC))
+            if key is not None:
+                return key
+            if await self._store.claim(f"{name}:create", 10):
+                await self._store.set_secret(name, secrets.token_hex(32), None)
+            else:
+                await asyncio.sleep(0.05)
+        raise RuntimeError(f"web chat inbox {self.inbox}: no session key appeared in the store")
 
     def is_running(self) -> bool:
         return self._sink is not None
@@ -153,6 +167,9 @@ class WebchatConnector:
         sessions = self._live.get(address, set())
         frame = {"type": "typing", "seq": self._last_seq.get(address, 0), "author": author, "on": on}
         await asyncio.gather(*(self._send(s, frame) for s in sessions))
+        if self._bus is not None:
+            payload = json.dumps({"from": self._instance, "frame": {k: v for k, v in frame.items() if k != "seq"}})
+            return await self._bus.publish(self._channel(address), payload) > 0 or bool(sessions)
         return bool(sessions)
 
     # frames ------------------------------------------------------------------------
@@ -165,12 +182,44 @@ class WebchatConnector:
         async with lock:
             seq = await self._store.push_frame(address, body)
             sessions = self._live.get(address, set())
-            if sessions:
-                self._last_seq[address] = seq
-            frame = {**body, "seq": seq}
-            await asyncio.gather(*(self._send(s, frame) for s in sessions))
+            if self._bus is not None:
+                # Frames other instances stored meanwhile go first: every socket sees seq order, no gaps.
+                await self._catch_up(address)
+                poke = json.dumps({"from": self._instance, "seq": seq})
+                elsewhere = await self._bus.publish(self._channel(address), poke) - (1 if sessions else 0)
+            else:
+                elsewhere = 0
+                if sessions:
+                    self._last_seq[address] = seq
+                frame = {**body, "seq": seq}
+                await asyncio.gather(*(self._send(s, frame) for s in sessions))
         self._forget(address)
-        return bool(sessions)
+        return bool(sessions) or elsewhere > 0
+
+    # many instances -------------------------------------------------------------------
+    def _channel(self, address: Identity) -> str:
+        return f"webchat:{self.inbox}:{address}"
+
+    async def _catch_up(self, address: Identity) -> None:
+        """Under the address lock: send this instance's sockets what other instances stored since."""
+        sessions = self._live.get(address)
+        if not sessions:
+            return
+        for stored in await self._store.frames_after(address, self._last_seq.get(address, 0)):
+            frame = {**stored.body, "seq": stored.seq}
+            await asyncio.gather(*(self._send(s, frame) for s in sessions))
+            self._last_seq[address] = stored.seq
+
+    async def _on_bus(self, address: Identity, payload: str) -> None:
+        note = json.loads(payload)
+        if note.get("from") == self._instance:
+            return  # our own frame: already sent in _push
+        async with self._lock(address):
+            if "frame" in note:
+                frame = {**note["frame"], "seq": self._last_seq.get(address, 0)}
+                await asyncio.gather(*(self._send(s, frame) for s in self._live.get(address, set())))
+            else:
+                await self._catch_up(address)
 
     def _forget(self, address: Identity) -> None:
         """Per-visitor state lives only while a socket is open or a push is under way: no slow leak."""
@@ -248,6 +297,9 @@ class WebchatConnector:
                     group.discard(session)
                     if not group:
                         self._live.pop(session.address, None)
+                        if self._bus is not None:
+                            with contextlib.suppress(Exception):  # the store may be closing already
+                                await self._bus.unsubscribe(self._channel(session.address))
                 self._forget(session.address)
         return ws
 
@@ -294,6 +346,10 @@ class WebchatConnector:
         address = Identity(IdentityKind.WEBCHAT_VISITOR, visitor)
         conversation = await self._store.find_conversation(self.inbox, address)
         async with self._lock(address):
+            if self._bus is not None:
+                if address not in self._live:  # subscribe before reading, so no announcement falls in between
+                    await self._bus.subscribe(self._channel(address), partial(self._on_bus, address))
+                await self._catch_up(address)
             missed = await self._store.frames_after(address, hello.last_seq)
             last = missed[-1].seq if missed else await self._store.last_frame_seq(address)
             self._last_seq[address] = last

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from core.config import Config
+from core.config import Config, RedisStoreConfig
 from core.store.base import NotFound, Store, StoreError, TicketPage, TicketQuery, VersionConflict
 from core.store.sqlite import SqliteStore
 
@@ -13,6 +13,13 @@ __all__ = ["NotFound", "Store", "StoreError", "TicketPage", "TicketQuery", "Vers
 
 def open_store(config: Config) -> Store:
     """The configured backend, not yet opened."""
+    if isinstance(config.store, RedisStoreConfig):
+        from core.store.redis import RedisStore  # only Redis deployments import the client
+
+        cfg = config.store
+        return RedisStore(
+            cfg.url, prefix=cfg.prefix, stream_maxlen=cfg.stream_maxlen, event_key_ttl_s=cfg.event_key_ttl_s
+        )
     path = Path(config.store.path)
     if not path.is_absolute():
         path = config.data_path / path

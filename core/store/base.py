@@ -55,6 +55,18 @@ class StoredFrame:
     body: dict[str, Any]
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeadLetter:
+    """An event a webhook subscription gave up on, kept for an operator to inspect and replay."""
+
+    id: str
+    subscription: str
+    event: DownstreamEvent
+    attempts: int
+    error: str
+    failed_at: datetime
+
+
 TicketEvents = Callable[[Ticket, Conversation], Sequence[DownstreamEvent]]
 
 
@@ -198,6 +210,21 @@ class Store(Protocol):
     async def get_quarantined(self, item_id: str) -> QuarantinedItem | None: ...
 
     async def mark_replayed(self, item_id: str) -> None: ...
+
+    # webhook dead letters ------------------------------------------------
+    async def add_dead_letter(self, letter: DeadLetter) -> bool:
+        """Keep it once (by id); False if that id is already there."""
+        ...
+
+    async def dead_letters(self, *, subscription: str | None = None, limit: int = 100) -> list[DeadLetter]:
+        """Oldest first, optionally only one subscription's."""
+        ...
+
+    async def get_dead_letter(self, letter_id: str) -> DeadLetter | None: ...
+
+    async def remove_dead_letter(self, letter_id: str) -> bool:
+        """Drop it (it was replayed); False if it was not there, so two replays cannot both claim it."""
+        ...
 
     # small shared state -------------------------------------------------
     async def claim(self, key: str, ttl_s: float) -> bool:

@@ -33,6 +33,7 @@ from core.model import (
     Ticket,
 )
 from core.store.base import (
+    DeadLetter,
     NotFound,
     StoredFrame,
     StoreError,
@@ -133,6 +134,12 @@ CREATE TABLE IF NOT EXISTS checkpoints (
     key TEXT PRIMARY KEY,
     value TEXT NOT NULL
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS dead_letters (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    subscription TEXT NOT NULL,
+    data TEXT NOT NULL
+);
 """
 
 
@@ -692,6 +699,42 @@ class SqliteStore:
             db.execute("UPDATE quarantine SET replayed = 1 WHERE id = ?", (item_id,))
 
         await self._run(run)
+
+    # webhook dead letters -------------------------------------------------------
+    async def add_dead_letter(self, letter: DeadLetter) -> bool:
+        def run(db: sqlite3.Connection) -> bool:
+            cur = db.execute(
+                "INSERT INTO dead_letters (id, subscription, data) VALUES (?, ?, ?) ON CONFLICT (id) DO NOTHING",
+                (letter.id, letter.subscription, _dump(letter)),
+            )
+            return cur.rowcount == 1
+
+        return await self._run(run)
+
+    async def dead_letters(self, *, subscription: str | None = None, limit: int = 100) -> list[DeadLetter]:
+        sql = "SELECT data FROM dead_letters"
+        args: list[Any] = []
+        if subscription is not None:
+            sql += " WHERE subscription = ?"
+            args.append(subscription)
+        sql += " ORDER BY seq LIMIT ?"
+        args.append(limit)
+        return await self._run(
+            lambda db: [from_jsonable(DeadLetter, json.loads(d)) for (d,) in db.execute(sql, args)]
+        )
+
+    async def get_dead_letter(self, letter_id: str) -> DeadLetter | None:
+        def run(db: sqlite3.Connection) -> DeadLetter | None:
+            row = db.execute("SELECT data FROM dead_letters WHERE id = ?", (letter_id,)).fetchone()
+            return from_jsonable(DeadLetter, json.loads(row[0])) if row else None
+
+        return await self._run(run)
+
+    async def remove_dead_letter(self, letter_id: str) -> bool:
+        def run(db: sqlite3.Connection) -> bool:
+            return db.execute("DELETE FROM dead_letters WHERE id = ?", (letter_id,)).rowcount == 1
+
+        return await self._run(run)
 
     # small shared state ---------------------------------------------------------
     async def claim(self, key: str, ttl_s: float) -> bool:

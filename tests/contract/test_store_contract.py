@@ -31,12 +31,15 @@ from core.model import (
     TicketStatus,
 )
 from core.store import Store, TicketQuery, VersionConflict
+from core.store.base import DeadLetter
 from core.store.sqlite import SqliteStore
+from tests.redis_util import redis_store
 
 NOW = datetime(2026, 11, 22, 8, 0, tzinfo=UTC)
 
 BACKENDS: dict[str, Callable[[Path], Store]] = {
     "sqlite": lambda tmp: SqliteStore(tmp / "store.sqlite3"),
+    "redis": redis_store,  # the real Redis, a fresh key prefix per test, removed afterwards
 }
 
 
@@ -422,3 +425,24 @@ async def test_a_lease_is_held_by_one_holder_renewed_by_it_and_taken_over_after_
     assert await store.lease("imap:mail", other, 0.05)
     await asyncio.sleep(0.1)
     assert await store.lease("imap:mail", holder, 60)  # the other's lease ran out
+
+
+async def test_dead_letters_are_kept_once_listed_oldest_first_and_removed_once(store: Store) -> None:
+    conversation = await new_conversation(store)
+    await store.append_events([events.message_created(inbound(conversation, "dl"))])
+    (event,) = await store.events_after(0)
+    letters = [
+        DeadLetter(id=f"dl-{n}", subscription=sub, event=event, attempts=3, error="HTTP 500", failed_at=NOW)
+        for n, sub in enumerate(["crm", "erp", "crm"])
+    ]
+    for letter in letters:
+        assert await store.add_dead_letter(letter)
+    assert not await store.add_dead_letter(letters[0])
+    assert await store.dead_letters() == letters
+    assert await store.dead_letters(subscription="crm") == [letters[0], letters[2]]
+    assert await store.dead_letters(limit=1) == [letters[0]]
+    assert await store.get_dead_letter("dl-1") == letters[1]
+    removed = await asyncio.gather(*(store.remove_dead_letter("dl-1") for _ in range(4)))
+    assert removed.count(True) == 1
+    assert await store.get_dead_letter("dl-1") is None
+    assert [d.id for d in await store.dead_letters()] == ["dl-0", "dl-2"]

@@ -1,0 +1,223 @@
+"""WeChat text pushes end to end, against a bare aiohttp handler that only parses the same XML.
+
+Run on demand (never in CI):  .venv/bin/python bench/wechat_push.py [--pushes 2000] [--concurrency 20]
+
+The gateway runs as its own process (``huiliu serve``) with a safe-mode (encrypted) WeChat inbox, SQLite and
+the sample KB: each push is signature-checked, nonce-claimed, decrypted, parsed, deduplicated, stored, answered
+by the bot and answered back as an encrypted passive reply. The bare handler runs as its own process too and
+only parses the body. Pushes are built (signed, encrypted) before the clock starts. Afterwards the store is
+opened and every acknowledged push must be there. Prints msgs/s and p50/p99 for both, and their ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import secrets
+import socket
+import sqlite3
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import aiohttp
+import yaml
+from aiohttp import web
+from wechatpy.crypto import WeChatCrypto
+
+THIS = Path(__file__).resolve()
+ROOT = THIS.parent.parent
+sys.path.insert(0, str(ROOT))
+
+from connectors.wechat.parse import read_xml  # noqa: E402
+from connectors.wechat.signature import sign  # noqa: E402
+
+TOKEN = "benchtoken"
+APP_ID = "wxbench000000001"
+AES_KEY = "Zm9vYmFyYmF6cXV4MDEyMzQ1Njc4OWFiY2RlZmdoaWo"
+QUESTIONS = ["我想退款", "怎么开发票", "where is my order", "运费怎么算", "可以用支付宝吗", "优惠券怎么用"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _pushes(n: int) -> list[tuple[dict[str, str], str]]:
+    crypto = WeChatCrypto(TOKEN, AES_KEY, APP_ID)
+    out = []
+    for i in range(n):
+        timestamp, nonce = str(int(time.time())), secrets.token_hex(8)
+        xml = (
+            f"<xml><ToUserName><![CDATA[gh_bench]]></ToUserName><FromUserName><![CDATA[oBench{i % 200:04d}]]>"
+            f"</FromUserName><CreateTime>{timestamp}</CreateTime><MsgType><![CDATA[text]]></MsgType>"
+            f"<Content><![CDATA[{QUESTIONS[i % len(QUESTIONS)]}]]></Content><MsgId>{7_000_000_000 + i}</MsgId></xml>"
+        )
+        envelope = read_xml(crypto.encrypt_message(xml, nonce, timestamp))
+        params = {
+            "timestamp": timestamp,
+            "nonce": nonce,
+            "signature": sign(TOKEN, timestamp, nonce),
+            "encrypt_type": "aes",
+            "msg_signature": envelope["MsgSignature"],
+        }
+        encrypted = envelope["Encrypt"]
+        body = f"<xml><ToUserName><![CDATA[gh_bench]]></ToUserName><Encrypt><![CDATA[{encrypted}]]></Encrypt></xml>"
+        out.append((params, body))
+    return out
+
+
+async def _drive(
+    url: str, pushes: list[tuple[dict[str, str], str]], concurrency: int
+) -> tuple[float, list[float], int]:
+    latencies: list[float] = []
+    acked = 0
+    queue = list(reversed(pushes))
+
+    async def worker(http: aiohttp.ClientSession) -> None:
+        nonlocal acked
+        while queue:
+            params, body = queue.pop()
+            started = time.perf_counter()
+            async with http.post(url, params=params, data=body) as resp:
+                await resp.read()
+                if resp.status == 200:
+                    acked += 1
+            latencies.append((time.perf_counter() - started) * 1000)
+
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency)) as http:
+        started = time.perf_counter()
+        await asyncio.gather(*(worker(http) for _ in range(concurrency)))
+        elapsed = time.perf_counter() - started
+    return elapsed, latencies, acked
+
+
+def _summary(elapsed: float, latencies: list[float], acked: int) -> dict[str, float]:
+    latencies = sorted(latencies)
+    return {
+        "pushes": len(latencies),
+        "acknowledged": acked,
+        "seconds": round(elapsed, 2),
+        "msgs_per_s": round(len(latencies) / elapsed, 1),
+        "p50_ms": round(statistics.median(latencies), 2),
+        "p99_ms": round(latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))], 2),
+    }
+
+
+async def _wait_ready(url: str) -> None:
+    async with aiohttp.ClientSession() as http:
+        for _ in range(300):
+            try:
+                async with http.get(url) as resp:
+                    if resp.status == 200:
+                        return
+            except aiohttp.ClientConnectionError:
+                pass
+            await asyncio.sleep(0.1)
+    raise RuntimeError(f"{url} never became ready")
+
+
+async def _spawn(*args: str) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(sys.executable, *args, cwd=ROOT, env=os.environ.copy())
+
+
+def bare_server(port: int) -> None:
+    """The baseline: parse the body's XML and say success, nothing else."""
+
+    async def handler(request: web.Request) -> web.Response:
+        read_xml(await request.read())
+        return web.Response(text="success")
+
+    async def ready(request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_post("/wechat/bench", handler)
+    app.router.add_get("/readyz", ready)
+    web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--pushes", type=int, default=2000)
+    parser.add_argument("--concurrency", type=int, default=20)
+    parser.add_argument("--bare-server", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    results: dict[str, dict[str, float]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        config = yaml.safe_load((ROOT / "config.yaml").read_text(encoding="utf-8"))
+        config["data_dir"] = tmp
+        config["bot"]["kb"] = str(ROOT / "kb" / "faq.yaml")
+        config["bot"]["max_misses"] = 10**6
+        config["bot"].pop("business_hours", None)
+        config["inboxes"] = [
+            {
+                "name": "bench",
+                "channel": "wechat",
+                "token": TOKEN,
+                "app_id": APP_ID,
+                "app_secret": "unused-no-api-call-expected",
+                "encoding_aes_key": AES_KEY,
+                "mode": "safe",
+                "api_base": "http://127.0.0.1:9",
+                "reply_budget_s": 0.8,
+            }
+        ]
+        path = Path(tmp) / "config.yaml"
+        path.write_text(yaml.safe_dump(config, allow_unicode=True), encoding="utf-8")
+
+        port = _free_port()
+        proc = await _spawn(
+            "-m", "gateway.cli", "--log-level", "WARNING", "serve", "-c", str(path), "--port", str(port)
+        )
+        try:
+            await _wait_ready(f"http://127.0.0.1:{port}/readyz")
+            url = f"http://127.0.0.1:{port}/wechat/bench"
+            await _drive(url, _pushes(20), 4)  # warm-up (distinct MsgIds from the measured run below)
+            pushes = _pushes(args.pushes + 20)[20:]
+            results["gateway"] = _summary(*await _drive(url, pushes, args.concurrency))
+        finally:
+            proc.terminate()
+            await proc.wait()
+        db = sqlite3.connect(Path(tmp) / "huiliu.sqlite3")
+        stored = db.execute(
+            "SELECT COUNT(*) FROM messages WHERE channel = 'wechat' AND direction = 'inbound'"
+        ).fetchone()
+        replies = db.execute(
+            "SELECT COUNT(*) FROM messages WHERE channel = 'wechat' AND direction = 'outbound'"
+        ).fetchone()
+        db.close()
+        results["gateway"]["stored_inbound"] = stored[0]
+        results["gateway"]["stored_replies"] = replies[0]
+        # every acknowledged push (plus the 20 warm-up ones) is in the store
+        results["gateway"]["all_acknowledged_stored"] = stored[0] >= results["gateway"]["acknowledged"] + 20
+
+        port = _free_port()
+        bare = await _spawn(str(THIS), "--bare-server", str(port))
+        try:
+            await _wait_ready(f"http://127.0.0.1:{port}/readyz")
+            url = f"http://127.0.0.1:{port}/wechat/bench"
+            await _drive(url, _pushes(20), 4)
+            results["bare_parse_only"] = _summary(*await _drive(url, _pushes(args.pushes), args.concurrency))
+        finally:
+            bare.terminate()
+            await bare.wait()
+
+    ratio = results["gateway"]["msgs_per_s"] / results["bare_parse_only"]["msgs_per_s"]
+    print(json.dumps({**results, "throughput_ratio": round(ratio, 3), "goal": ">= 0.5"}, indent=2))
+
+
+if __name__ == "__main__":
+    cli = argparse.ArgumentParser(add_help=False)
+    cli.add_argument("--bare-server", type=int)
+    known, _ = cli.parse_known_args()
+    if known.bare_server:
+        bare_server(known.bare_server)
+    else:
+        asyncio.run(main())

@@ -1,0 +1,611 @@
+"""Email over IMAP (IDLE or polling, UID checkpoints, one poller per mailbox) and SMTP for replies."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import random
+import re
+import socket
+import ssl
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager, suppress
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, ClassVar
+
+import aioimaplib
+import aiosmtplib
+from aiohttp import web
+
+from connectors.base import ConnectorDeps, InboundSink, IntakeResult
+from connectors.email.auto import AutoKind
+from connectors.email.compose import Outgoing, compose
+from connectors.email.parse import MailParseError, ParsedMail, normalize_line_endings, parse_mail
+from connectors.email.quote import extract_reply, strip_signature
+from connectors.email.threading import ThreadMatch, find_thread, stored_message_id
+from core import events
+from core.config import EmailInbox
+from core.model import (
+    Attachment,
+    Author,
+    Channel,
+    Conversation,
+    ConversationStatus,
+    Delivery,
+    DeliveryStatus,
+    Direction,
+    HandoffReason,
+    Identity,
+    IdentityKind,
+    InboundMessage,
+    Message,
+    MessageKind,
+    OutboundReply,
+    QuarantinedItem,
+    Ticket,
+    TicketRequest,
+    TicketStatus,
+)
+from core.store.base import VersionConflict
+
+log = logging.getLogger(__name__)
+
+_UIDVALIDITY = re.compile(rb"UIDVALIDITY (\d+)")
+_FULL_TEXT_LIMIT = 100_000  # characters of the full body kept on the message (the .eml has everything)
+_RAW_HEADER_LIMIT = 16_000
+
+
+class ImapError(Exception):
+    """The server said NO/BAD, or the connection went away: reconnect with backoff."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Checkpoint:
+    uidvalidity: int
+    last_uid: int
+
+    def dump(self) -> str:
+        return json.dumps({"uidvalidity": self.uidvalidity, "last_uid": self.last_uid})
+
+    @classmethod
+    def load(cls, text: str | None) -> Checkpoint | None:
+        if not text:
+            return None
+        try:
+            data = json.loads(text)
+            return cls(uidvalidity=int(data["uidvalidity"]), last_uid=int(data["last_uid"]))
+        except (ValueError, KeyError, TypeError):
+            return None
+
+
+def _ok(response: Any, what: str) -> Any:
+    if getattr(response, "result", None) != "OK":
+        lines = getattr(response, "lines", [])
+        raise ImapError(f"{what} failed: {lines[-1:] if lines else response!r}")
+    return response
+
+
+def _fetched_bytes(lines: list[Any]) -> bytes | None:
+    """The literal in a FETCH response: aioimaplib gives it as a bytearray line."""
+    for line in lines:
+        if isinstance(line, bytearray):
+            return bytes(line)
+    return None
+
+
+def _safe_name(name: str) -> str:
+    cleaned = re.sub(r"[^\w.\- ()\[\]]+", "_", name, flags=re.UNICODE).strip(" .")
+    return cleaned[:120] or "attachment"
+
+
+def _write_files(folder: Path, files: Mapping[str, bytes]) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, data in files.items():
+        target = folder / name
+        if target.exists() and target.stat().st_size == len(data):
+            continue  # content-addressed folder: a redelivery writes nothing new
+        tmp = target.with_suffix(target.suffix + ".part")
+        tmp.write_bytes(data)
+        tmp.replace(target)
+
+
+class EmailConnector:
+    channel: ClassVar[Channel] = Channel.EMAIL
+
+    def __init__(self, cfg: EmailInbox, deps: ConnectorDeps) -> None:
+        self.inbox = cfg.name
+        self._cfg = cfg
+        self._store = deps.store
+        self._data_dir = deps.data_dir
+        self._sink: InboundSink | None = None
+        self._loops: list[asyncio.Task[None]] = []
+        self._holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        # Seams for tests: awaited after a mail is stored and before its checkpoint moves (to kill us there),
+        # and set after every completed sync of a folder.
+        self.before_checkpoint: Callable[[int], Awaitable[None]] | None = None
+        self.synced = asyncio.Event()
+
+    # Connector interface -------------------------------------------------------------------------------
+    def routes(self) -> list[web.RouteDef]:
+        return []
+
+    @asynccontextmanager
+    async def running(self, sink: InboundSink) -> AsyncIterator[None]:
+        self._sink = sink
+        if self._cfg.imap.tls == "starttls":
+            log.error("inbox %s: IMAP STARTTLS is not supported by aioimaplib; use tls or none", self.inbox)
+        else:
+            for folder in self._cfg.imap.folders:
+                self._loops.append(asyncio.create_task(self._folder_loop(folder), name=f"email:{self.inbox}:{folder}"))
+        try:
+            yield
+        finally:
+            await self._stop()
+
+    async def _stop(self) -> None:
+        loops, self._loops = self._loops, []
+        for task in loops:
+            task.cancel()
+        await asyncio.gather(*loops, return_exceptions=True)
+        for folder in self._cfg.imap.folders:
+            with suppress(Exception):
+                await self._store.release(self._lease_key(folder), self._holder)
+        self._sink = None
+
+    def is_running(self) -> bool:
+        return self._sink is not None and all(not t.done() for t in self._loops)
+
+    async def drain(self) -> None:
+        """IMAP loops hold no request open; they stop when ``running`` exits."""
+
+    async def notify(self, conversation: Conversation) -> None:
+        """Status changes are not mailed to the customer."""
+
+    # Intake ---------------------------------------------------------------------------------------------
+    def _lease_key(self, folder: str) -> str:
+        return f"email:{self.inbox}:poll:{folder}"
+
+    def _checkpoint_key(self, folder: str) -> str:
+        return f"email:{self.inbox}:folder:{folder}"
+
+    @property
+    def _lease_ttl_s(self) -> float:
+        return max(30.0, min(self._cfg.imap.poll_interval_s * 3, 300.0))
+
+    async def _folder_loop(self, folder: str) -> None:
+        """Forever: hold the mailbox lease, sync, wait (IDLE or poll); reconnect with capped backoff + jitter."""
+        failures = 0
+        imap = self._cfg.imap
+        while True:
+            try:
+                if not await self._store.lease(self._lease_key(folder), self._holder, self._lease_ttl_s):
+                    await asyncio.sleep(min(imap.poll_interval_s, self._lease_ttl_s / 3))
+                    continue
+                await self._session(folder)
+                failures = 0
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # network, server or store trouble: back off and come back
+                failures += 1
+                delay = min(imap.backoff_max_s, 1.0 * 2 ** min(failures, 16)) * random.uniform(0.5, 1.0)
+                log.warning(
+                    "inbox %s folder %s: %s: %s; reconnecting in %.1fs",
+                    self.inbox, folder, type(exc).__name__, exc, delay,
+                )  # fmt: skip
+                await asyncio.sleep(delay)
+
+    def _client(self) -> Any:
+        imap = self._cfg.imap
+        if imap.tls == "tls":
+            return aioimaplib.IMAP4_SSL(
+                host=imap.host, port=imap.effective_port, timeout=imap.timeout_s, ssl_context=_ssl_context()
+            )
+        return aioimaplib.IMAP4(host=imap.host, port=imap.effective_port, timeout=imap.timeout_s)
+
+    async def _session(self, folder: str) -> None:
+        imap = self._cfg.imap
+        client = self._client()
+        try:
+            await client.wait_hello_from_server()
+            _ok(await client.login(imap.user, imap.password), "LOGIN")
+            selected = _ok(await client.select(folder), f"SELECT {folder}")
+            uidvalidity = next(
+                (int(m.group(1)) for line in selected.lines if isinstance(line, bytes | bytearray)
+                 and (m := _UIDVALIDITY.search(bytes(line)))),
+                0,
+            )  # fmt: skip
+            use_idle = imap.idle and client.has_capability("IDLE")
+            while True:
+                await self._sync(client, folder, uidvalidity)
+                self.synced.set()
+                if not await self._store.lease(self._lease_key(folder), self._holder, self._lease_ttl_s):
+                    log.info("inbox %s folder %s: lease taken over; stepping back", self.inbox, folder)
+                    return
+                if use_idle:
+                    await self._idle(client)
+                else:
+                    await asyncio.sleep(imap.poll_interval_s)
+                    _ok(await client.noop(), "NOOP")
+        finally:
+            with suppress(Exception):
+                await asyncio.wait_for(client.logout(), 2)
+            with suppress(Exception):
+                transport = getattr(client.protocol, "transport", None)
+                if transport is not None:
+                    transport.close()
+
+    async def _idle(self, client: Any) -> None:
+        """Wait for the server to push new mail, at most until the lease needs renewing."""
+        wait_s = min(self._cfg.imap.idle_timeout_s, self._lease_ttl_s / 3)
+        idle = await client.idle_start(timeout=wait_s)
+        try:
+            while True:
+                push = await client.wait_server_push(timeout=wait_s + 5)
+                if push == aioimaplib.STOP_WAIT_SERVER_PUSH:
+                    break
+                if any(b"EXISTS" in bytes(line) for line in push if isinstance(line, bytes | bytearray)):
+                    break
+        finally:
+            client.idle_done()
+            await asyncio.wait_for(idle, self._cfg.imap.timeout_s)
+
+    async def _sync(self, client: Any, folder: str, uidvalidity: int) -> None:
+        """Fetch every mail above the checkpoint; store each one, then move the checkpoint past it."""
+        key = self._checkpoint_key(folder)
+        checkpoint = Checkpoint.load(await self._store.get_checkpoint(key))
+        if checkpoint is None or checkpoint.uidvalidity != uidvalidity:
+            if checkpoint is not None:
+                log.warning(
+                    "inbox %s folder %s: UIDVALIDITY changed %d → %d; resyncing (the store drops repeats)",
+                    self.inbox, folder, checkpoint.uidvalidity, uidvalidity,
+                )  # fmt: skip
+            checkpoint = Checkpoint(uidvalidity=uidvalidity, last_uid=0)
+        found = _ok(await client.uid_search(f"UID {checkpoint.last_uid + 1}:*", charset=None), "UID SEARCH")
+        uids = sorted(
+            {
+                int(tok)
+                for line in found.lines
+                if isinstance(line, bytes | bytearray)
+                for tok in bytes(line).split()
+                if tok.isdigit()
+            }
+        )
+        for uid in (u for u in uids if u > checkpoint.last_uid):
+            fetched = _ok(await client.uid("fetch", str(uid), "(BODY.PEEK[])"), f"UID FETCH {uid}")
+            raw = _fetched_bytes(fetched.lines)
+            if raw is None:
+                raise ImapError(f"UID FETCH {uid} returned no message body")
+            await self.ingest(raw)
+            if self.before_checkpoint is not None:
+                await self.before_checkpoint(uid)
+            checkpoint = Checkpoint(uidvalidity=uidvalidity, last_uid=uid)
+            await self._store.set_checkpoint(key, checkpoint.dump())
+            await self._after_processing(client, uid)
+
+    async def _after_processing(self, client: Any, uid: int) -> None:
+        imap = self._cfg.imap
+        if imap.move_to:
+            moved = await client.uid("move", str(uid), imap.move_to)
+            if moved.result != "OK":  # no MOVE extension: copy, flag deleted, expunge
+                _ok(await client.uid("copy", str(uid), imap.move_to), "UID COPY")
+                _ok(await client.uid("store", str(uid), "+FLAGS.SILENT", r"(\Deleted)"), "UID STORE")
+                await client.expunge()
+        elif imap.mark_seen:
+            _ok(await client.uid("store", str(uid), "+FLAGS.SILENT", r"(\Seen)"), "UID STORE")
+
+    async def ingest(self, raw: bytes, sink: InboundSink | None = None) -> IntakeResult | None:
+        """One raw mail → stored message (via intake) or quarantine. Never raises for bad input.
+
+        None means it was quarantined. Used by the IMAP loop and by ``huiliu quarantine replay``.
+        """
+        target = sink or self._sink
+        if target is None:
+            raise RuntimeError("email connector is not running")
+        try:
+            mail = await asyncio.to_thread(parse_mail, raw)
+        except MailParseError as exc:
+            await self._quarantine(raw, str(exc))
+            return None
+        except Exception as exc:  # a parser bug must not block the mailbox: keep the mail and move on
+            log.exception("inbox %s: parsing a mail failed", self.inbox)
+            await self._quarantine(raw, f"parser error: {type(exc).__name__}: {exc}")
+            return None
+        inbound = await self.to_inbound(mail, raw)
+        return await target(inbound)
+
+    async def _quarantine(self, raw: bytes, reason: str) -> None:
+        digest = hashlib.sha256(normalize_line_endings(raw)).hexdigest()[:32]
+        item = QuarantinedItem(
+            id=f"email:{self.inbox}:{digest}",
+            channel=Channel.EMAIL,
+            inbox=self.inbox,
+            reason=reason,
+            raw=raw,
+            received_at=datetime.now(UTC),
+        )
+        if await self._store.quarantine(item):
+            log.warning("inbox %s: quarantined mail %s: %s", self.inbox, item.id, reason)
+
+    async def to_inbound(self, mail: ParsedMail, raw: bytes) -> InboundMessage:
+        """Thread it, file its parts, and say whether it wants a ticket (people) or not (machines)."""
+        now = datetime.now(UTC)
+        sender = Identity(IdentityKind.EMAIL, mail.sender.email.lower())
+        sender_name = mail.sender.name or None
+        report = mail.auto
+        automatic = report.kind is not AutoKind.NONE and report.kind is not AutoKind.BULK
+        match: ThreadMatch | None = None
+        if report.kind in (AutoKind.BOUNCE, AutoKind.COMPLAINT):
+            match = await self._bounce_thread(mail)
+            await self._flag_bounced(mail)
+            if match is not None and match.conversation is not None:
+                sender, sender_name = match.conversation.address, None
+        if match is None:
+            match = await find_thread(self._store, inbox=self.inbox, domain=self._cfg.domain, mail=mail, sender=sender)
+        if (
+            not automatic
+            and match.via != "stored"
+            and match.conversation is not None
+            and match.conversation.status is ConversationStatus.RESOLVED
+            and self._cfg.resolved_reply == "reopen"
+        ):
+            await self._reopen(match.conversation, now)
+        attachments, files_meta = await self._file_parts(mail, raw)
+        full = mail.text
+        text = strip_signature(full) if match.via == "new" else strip_signature(extract_reply(full))
+        meta: dict[str, Any] = {
+            "email": {
+                "message_id": mail.message_id,
+                "from": str(mail.sender),
+                "to": [str(a) for a in mail.to],
+                "cc": [str(a) for a in mail.cc],
+                "reply_to": [str(a) for a in mail.reply_to],
+                "in_reply_to": list(mail.in_reply_to),
+                "references": list(mail.references)[-50:],
+                "thread_via": match.via,
+                **files_meta,
+            },
+            "full_text": full[:_FULL_TEXT_LIMIT],
+        }
+        if mail.html:
+            meta["html"] = mail.html[:_FULL_TEXT_LIMIT]
+        if report.kind is not AutoKind.NONE:
+            meta["auto"] = {
+                "kind": str(report.kind),
+                "reason": report.reason,
+                "original_message_id": report.original_message_id,
+                "recipients": [dataclasses.asdict(r) for r in report.recipients],
+            }
+        ticket = None
+        if not automatic:
+            ticket = TicketRequest(
+                reason=HandoffReason.EMAIL, subject=mail.subject or None, bot_first=self._cfg.bot_answer
+            )
+        return InboundMessage(
+            channel=Channel.EMAIL,
+            inbox=self.inbox,
+            external_id=mail.dedupe_key,
+            sender=sender,
+            text=text or (f"({len(attachments)} attachment(s))" if attachments else ""),
+            kind=MessageKind.TEXT if text or not attachments else MessageKind.FILE,
+            sent_at=mail.date,
+            received_at=now,
+            thread=match.thread,
+            attachments=attachments,
+            raw=raw.split(b"\n\n", 1)[0].replace(b"\r", b"").decode("utf-8", "replace")[:_RAW_HEADER_LIMIT],
+            sender_name=sender_name,
+            subject=mail.subject or None,
+            ticket=ticket,
+            bot=not automatic and report.kind is not AutoKind.BULK,
+            meta=meta,
+        )
+
+    async def _bounce_thread(self, mail: ParsedMail) -> ThreadMatch | None:
+        """A bounce belongs to the conversation of the mail of ours it returns."""
+        original = mail.auto.original_message_id
+        if not original:
+            return None
+        ours = stored_message_id(original, self._cfg.domain)
+        message = await self._store.get_message(ours) if ours else None
+        if message is None or message.inbox != self.inbox:
+            return None
+        conversation = await self._store.get_conversation(message.conversation_id)
+        if conversation is None:
+            return None
+        return ThreadMatch(thread=conversation.thread, via="bounce", conversation=conversation)
+
+    async def _flag_bounced(self, mail: ParsedMail) -> None:
+        """After a permanent failure we stop mailing the address: its contact gets ``bounced:email:<addr>``."""
+        for rcpt in mail.auto.recipients:
+            if not (rcpt.hard and rcpt.recipient and "@" in rcpt.recipient):
+                continue
+            contact = await self._store.contact_for(
+                Identity(IdentityKind.EMAIL, rcpt.recipient.lower()), name=None, now=datetime.now(UTC)
+            )
+            flag = f"bounced:email:{rcpt.recipient.lower()}"
+            if flag not in contact.flags:
+                await self._store.save_contact(dataclasses.replace(contact, flags=(*contact.flags, flag)))
+
+    async def _reopen(self, conversation: Conversation, now: datetime) -> None:
+        """resolved_reply = reopen: the customer's reply puts the resolved ticket back in front of agents."""
+        if conversation.ticket_id is None:
+            return
+        for _ in range(5):
+            ticket = await self._store.get_ticket(conversation.ticket_id)
+            if ticket is None or ticket.status.is_active:
+                break
+            reopened = dataclasses.replace(ticket, status=TicketStatus.OPEN, updated_at=now)
+            change = {"status": {"from": ticket.status, "to": TicketStatus.OPEN}}
+            try:
+                await self._store.update_ticket(
+                    reopened,
+                    [events.ticket_updated(dataclasses.replace(reopened, version=reopened.version + 1), change)],
+                )
+                break
+            except VersionConflict:
+                continue
+        for _ in range(5):
+            fresh = await self._store.get_conversation(conversation.id)
+            if fresh is None or fresh.status is not ConversationStatus.RESOLVED:
+                return
+            moved = dataclasses.replace(fresh.moved_to(ConversationStatus.OPEN), updated_at=now)
+            try:
+                await self._store.save_conversation(moved, [events.status_changed(moved, fresh.status, at=now)])
+                return
+            except VersionConflict:
+                continue
+
+    async def _file_parts(self, mail: ParsedMail, raw: bytes) -> tuple[tuple[Attachment, ...], dict[str, Any]]:
+        """Keep the raw .eml and the attachments (within the size limits) under data_dir, by content hash."""
+        relative = Path("email") / self.inbox / mail.raw_sha256[:2] / mail.raw_sha256
+        files: dict[str, bytes] = {"message.eml": raw}
+        attachments: list[Attachment] = []
+        skipped: list[dict[str, Any]] = []
+        inline: dict[str, str] = {}
+        total = 0
+        used: set[str] = {"message.eml"}
+        for i, part in enumerate(mail.attachments):
+            too_big = part.size > self._cfg.max_attachment_bytes
+            if too_big or total + part.size > self._cfg.max_attachments_total_bytes:
+                skipped.append({"name": part.filename, "size": part.size, "reason": "too_large"})
+                attachments.append(Attachment(name=part.filename, content_type=part.content_type, size=part.size))
+                continue
+            total += part.size
+            name = _safe_name(part.filename)
+            if name in used:
+                name = f"{i}-{name}"
+            used.add(name)
+            files[name] = part.data
+            media_id = str(relative / name)
+            attachments.append(
+                Attachment(name=part.filename, content_type=part.content_type, media_id=media_id, size=part.size)
+            )
+            if part.content_id:
+                inline[part.content_id] = media_id
+        await asyncio.to_thread(_write_files, self._data_dir / relative, files)
+        meta: dict[str, Any] = {"eml": str(relative / "message.eml")}
+        if skipped:
+            meta["skipped_attachments"] = skipped
+        if inline:
+            meta["inline"] = inline
+        return tuple(attachments), meta
+
+    # Outbound -------------------------------------------------------------------------------------------
+    async def send(self, reply: OutboundReply) -> Delivery:
+        message = reply.message
+        address = reply.address.value
+        contact = await self._store.get_contact(reply.conversation.contact_id)
+        if contact is not None and f"bounced:email:{address.lower()}" in contact.flags:
+            return Delivery(
+                status=DeliveryStatus.FAILED,
+                error=f"{address} bounced permanently before; not mailing it again",
+                reason="address_bounced",
+            )
+        answered = await self._answered(reply)
+        ticket = await self._store.get_ticket(message.ticket_id) if message.ticket_id else None
+        subject = (ticket.subject if ticket else "") or str((answered.meta.get("subject") if answered else "") or "")
+        email_meta: Mapping[str, Any] = answered.meta.get("email", {}) if answered else {}
+        outgoing = Outgoing(
+            message_id=message.id,
+            domain=self._cfg.domain,
+            from_address=self._cfg.address,
+            from_name=self._cfg.from_name,
+            to=address,
+            subject=subject,
+            text=message.text,
+            sent_at=message.created_at,
+            ticket_number=ticket.number if ticket else None,
+            in_reply_to=email_meta.get("message_id") or (answered.external_id if answered else None),
+            references=tuple(email_meta.get("references") or ()),
+            automatic=message.author in (Author.BOT, Author.SYSTEM),
+        )
+        return await self._smtp_send(compose(outgoing), message.id)
+
+    async def _answered(self, reply: OutboundReply) -> Message | None:
+        """The customer mail this reply answers: the one named, else the latest one in the conversation."""
+        if reply.in_reply_to:
+            found = await self._store.get_message(reply.in_reply_to)
+            if found is not None:
+                return found
+        history = await self._store.messages(reply.conversation.id)
+        return next((m for m in reversed(history) if m.direction is Direction.INBOUND), None)
+
+    async def _smtp_send(self, msg: Any, message_id: str) -> Delivery:
+        smtp = self._cfg.smtp
+        try:
+            await aiosmtplib.send(
+                msg,
+                hostname=smtp.host,
+                port=smtp.effective_port,
+                username=smtp.user or None,
+                password=smtp.password or None,
+                use_tls=smtp.tls == "tls",
+                start_tls=smtp.tls == "starttls",
+                timeout=smtp.timeout_s,
+                tls_context=_ssl_context() if smtp.tls != "none" else None,
+            )
+        except aiosmtplib.SMTPRecipientsRefused as exc:
+            codes = [r.code for r in exc.recipients]
+            permanent = all(500 <= c < 600 for c in codes)
+            return Delivery(
+                status=DeliveryStatus.FAILED if permanent else DeliveryStatus.RETRYABLE,
+                error=str(exc),
+                reason="recipient_refused" if permanent else None,
+            )
+        except aiosmtplib.SMTPResponseException as exc:
+            if 500 <= exc.code < 600:
+                return Delivery(status=DeliveryStatus.FAILED, error=f"{exc.code} {exc.message}", reason="smtp_rejected")
+            return Delivery(status=DeliveryStatus.RETRYABLE, error=f"{exc.code} {exc.message}")
+        except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
+            return Delivery(status=DeliveryStatus.RETRYABLE, error=f"{type(exc).__name__}: {exc}")
+        log.info("inbox %s: sent %s", self.inbox, message_id)
+        return Delivery(status=DeliveryStatus.SENT, external_id=f"{message_id}@{self._cfg.domain}")
+
+    async def ticket_opened(self, ticket: Ticket, conversation: Conversation) -> None:
+        """Acknowledge the customer's mail with the ticket number, threaded, at most once per sender per interval."""
+        if not self._cfg.acknowledge:
+            return
+        history = await self._store.messages(conversation.id, ticket_id=ticket.id)
+        inbound = [m for m in history if m.direction is Direction.INBOUND]
+        if not inbound or inbound[-1].meta.get("auto") or not inbound[-1].meta.get("bot", True):
+            return  # never acknowledge a machine: that is how mail loops start
+        address = conversation.address.value
+        interval = self._cfg.ack_min_interval_s
+        if interval > 0 and not await self._store.claim(f"email:{self.inbox}:ack:{address.lower()}", interval):
+            return
+        now = datetime.now(UTC)
+        text = self._cfg.ack_template.format(number=ticket.number, subject=ticket.subject)
+        ack = Message(
+            id=f"msg_{uuid.uuid4().hex}",
+            conversation_id=conversation.id,
+            channel=Channel.EMAIL,
+            inbox=self.inbox,
+            direction=Direction.OUTBOUND,
+            author=Author.SYSTEM,
+            kind=MessageKind.TEXT,
+            text=text,
+            created_at=now,
+            external_id=f"ack:{ticket.id}",
+            ticket_id=ticket.id,
+            episode=conversation.episode,
+            meta={"kind": "acknowledgement"},
+        )
+        stored, created = await self._store.add_message(ack, [events.message_created(ack)])
+        if not created:
+            return
+        delivery = await self.send(
+            OutboundReply(
+                message=stored, address=conversation.address, conversation=conversation, in_reply_to=inbound[-1].id
+            )
+        )
+        await self._store.record_delivery(stored.id, delivery)
+
+
+def _ssl_context() -> ssl.SSLContext:
+    return ssl.create_default_context()

@@ -1,0 +1,441 @@
+"""Raw MIME bytes → ParsedMail: addresses, subject, text, sanitised HTML and attachments, whatever the charset."""
+
+from __future__ import annotations
+
+import codecs
+import hashlib
+import mimetypes
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email import policy
+from email.header import decode_header
+from email.message import EmailMessage, Message
+from email.parser import BytesParser
+from email.utils import getaddresses, parsedate_to_datetime
+
+import charset_normalizer
+import html2text
+import nh3
+
+from connectors.email.auto import AutoReport, classify
+
+# Labels that mailers use for a superset encoding: decode with the superset, or characters go missing.
+CHARSET_ALIASES: Mapping[str, str] = {
+    "gb2312": "gb18030",
+    "gbk": "gb18030",
+    "x-gbk": "gb18030",
+    "cp936": "gb18030",
+    "euc-cn": "gb18030",
+    "gb_2312-80": "gb18030",
+    "csgb2312": "gb18030",
+    "big5": "big5hkscs",
+    "x-big5": "big5hkscs",
+    "cn-big5": "big5hkscs",
+    "ks_c_5601-1987": "cp949",
+    "euc-kr": "cp949",
+    "shift_jis": "cp932",
+    "x-sjis": "cp932",
+    "iso-8859-8-i": "iso-8859-8",
+    "unicode-1-1-utf-7": "utf-7",
+    "us-ascii": "ascii",
+}
+
+_TEXTUAL = frozenset({"text/enriched", "text/richtext", "text/x-unknown"})
+_HTML_URL_SCHEMES = {"http", "https", "mailto", "cid", "tel"}
+_MSGID = re.compile(r"<([^<>\s]+)>")
+_ENCODED_WORD = re.compile(r"=\?[^?\s]+\?[bBqQ]\?")
+
+
+class MailParseError(ValueError):
+    """The bytes are not a mail we can turn into a message (no sender, no headers)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Address:
+    email: str
+    name: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.name} <{self.email}>" if self.name else self.email
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MailPart:
+    """An attachment or inline image, decoded."""
+
+    filename: str
+    content_type: str
+    data: bytes
+    content_id: str | None = None
+    inline: bool = False
+
+    @property
+    def size(self) -> int:
+        return len(self.data)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ParsedMail:
+    message_id: str | None
+    dedupe_key: str  # the Message-ID, or a hash of the raw mail when there is none
+    raw_sha256: str
+    sender: Address
+    to: tuple[Address, ...] = ()
+    cc: tuple[Address, ...] = ()
+    reply_to: tuple[Address, ...] = ()
+    subject: str = ""
+    date: datetime | None = None
+    in_reply_to: tuple[str, ...] = ()
+    references: tuple[str, ...] = ()
+    text: str = ""
+    html: str | None = None
+    attachments: tuple[MailPart, ...] = ()
+    headers: Mapping[str, str] = field(default_factory=dict)
+    auto: AutoReport = field(default_factory=AutoReport)
+    defects: tuple[str, ...] = ()
+
+    @property
+    def chain(self) -> tuple[str, ...]:
+        """Every Message-ID this mail answers, nearest first (In-Reply-To, then References newest first)."""
+        seen: dict[str, None] = {}
+        for mid in (*self.in_reply_to, *reversed(self.references)):
+            seen.setdefault(mid, None)
+        return tuple(seen)
+
+
+# charsets ---------------------------------------------------------------------------------------------------
+def codec_for(label: str | None) -> str | None:
+    """The Python codec for a MIME charset label, widened to its superset; None if unknown."""
+    if not label:
+        return None
+    name = label.strip().strip("\"'").lower()
+    name = CHARSET_ALIASES.get(name, name)
+    try:
+        return codecs.lookup(name).name
+    except LookupError:
+        return None
+
+
+def decode_bytes(data: bytes, label: str | None = None) -> str:
+    """Decode with the declared charset if it fits, else detect; never raises."""
+    codec = codec_for(label)
+    if codec is not None:
+        try:
+            return data.decode(codec)
+        except (UnicodeDecodeError, LookupError):
+            pass
+    if data.isascii():
+        return data.decode("ascii")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        pass
+    best = charset_normalizer.from_bytes(data).best()
+    if best is not None and best.encoding:
+        detected = codec_for(best.encoding) or best.encoding
+        try:
+            return data.decode(detected)
+        except (UnicodeDecodeError, LookupError):
+            pass
+    return data.decode(codec or "utf-8", errors="replace")
+
+
+def decode_header_value(raw: str) -> str:
+    """RFC 2047 (and raw 8-bit, RFC 6532) header text → str, unfolded."""
+    raw = re.sub(r"\r?\n[ \t]", " ", raw).replace("\r", "").replace("\n", "")
+    if not _ENCODED_WORD.search(raw):
+        return _from_surrogates(raw).strip()
+    try:
+        chunks = decode_header(raw)
+    except (ValueError, IndexError, AssertionError):
+        return _from_surrogates(raw).strip()
+    out: list[str] = []
+    for chunk, charset in chunks:
+        if isinstance(chunk, str):
+            out.append(_from_surrogates(chunk))
+        else:
+            out.append(decode_bytes(chunk, charset))
+    return "".join(out).strip()
+
+
+def _from_surrogates(text: str) -> str:
+    """8-bit header bytes arrive as surrogate escapes: decode them as what they most likely are."""
+    if text.isascii() or not any("\udc80" <= ch <= "\udcff" for ch in text):
+        return text
+    return decode_bytes(text.encode("utf-8", "surrogateescape"))
+
+
+# headers ----------------------------------------------------------------------------------------------------
+def _raw_values(msg: Message, name: str) -> list[str]:
+    lname = name.lower()
+    return [str(v) for k, v in msg.raw_items() if k.lower() == lname]
+
+
+def _addresses(raw_values: Iterable[str]) -> tuple[Address, ...]:
+    values = [re.sub(r"\r?\n[ \t]", " ", v) for v in raw_values]
+    if not values:
+        return ()
+    pairs = getaddresses(values)
+    if not any("@" in addr for _, addr in pairs):
+        # Some mailers encode the whole "name <addr>" as one encoded word: decode first, then split.
+        pairs = getaddresses([decode_header_value(v) for v in values])
+    out: list[Address] = []
+    for name, addr in pairs:
+        addr = _from_surrogates(addr).strip().strip("<>").strip()
+        if "@" not in addr:
+            continue
+        out.append(Address(email=addr, name=decode_header_value(name).strip().strip("\"'")))
+    return tuple(out)
+
+
+def _message_ids(raw_values: Iterable[str]) -> tuple[str, ...]:
+    text = " ".join(raw_values)
+    ids = _MSGID.findall(text)
+    if not ids:
+        ids = [t for t in text.split() if "@" in t]
+    return tuple(dict.fromkeys(i.strip() for i in ids if i.strip()))
+
+
+def normalize_message_id(value: str) -> str:
+    ids = _message_ids([value])
+    return ids[0] if ids else value.strip().strip("<>")
+
+
+def _date(msg: Message) -> datetime | None:
+    values = _raw_values(msg, "date")
+    if not values:
+        return None
+    try:
+        when = parsedate_to_datetime(decode_header_value(values[0]))
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+# bodies -----------------------------------------------------------------------------------------------------
+def sanitize_html(html: str) -> str:
+    return nh3.clean(
+        html,
+        clean_content_tags={"script", "style", "head", "title"},
+        url_schemes=_HTML_URL_SCHEMES,
+        strip_comments=True,
+    )
+
+
+def html_to_text(html: str) -> str:
+    converter = html2text.HTML2Text()
+    converter.body_width = 0
+    converter.ignore_images = True
+    converter.ignore_emphasis = True
+    converter.ignore_links = True
+    converter.ignore_tables = True
+    converter.unicode_snob = True
+    text = converter.handle(html)
+    return re.sub(r"\n{3,}", "\n\n", text).strip()
+
+
+def _part_charset(part: Message) -> str | None:
+    try:
+        return part.get_content_charset()
+    except (ValueError, LookupError):
+        return None
+
+
+def _payload_bytes(part: Message) -> bytes:
+    try:
+        data = part.get_payload(decode=True)
+    except (ValueError, TypeError, AssertionError, LookupError):
+        data = None
+    if isinstance(data, bytes):
+        return data
+    raw = part.get_payload()
+    if isinstance(raw, str):
+        return raw.encode("utf-8", "surrogateescape")
+    return b""
+
+
+def _part_text(part: Message) -> str:
+    return _normalize_newlines(decode_bytes(_payload_bytes(part), _part_charset(part)))
+
+
+def _normalize_newlines(text: str) -> str:
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def _filename(part: Message) -> str | None:
+    try:
+        name = part.get_filename()
+    except (ValueError, TypeError, LookupError, IndexError):
+        name = None
+    if not name:
+        # Old mailers put the name only on Content-Type; get_filename already looks there, this catches odd cases.
+        ctype = _raw_values(part, "content-type")
+        m = re.search(r'name\s*=\s*"?([^";]+)"?', ctype[0]) if ctype else None
+        name = m.group(1) if m else None
+    if not name:
+        return None
+    name = decode_header_value(str(name))
+    name = name.replace("\\", "/").rsplit("/", 1)[-1].strip()
+    return name or None
+
+
+class _Collector:
+    def __init__(self) -> None:
+        self.texts: list[str] = []
+        self.htmls: list[str] = []
+        self.attachments: list[MailPart] = []
+        self.defects: list[str] = []
+
+    def visit(self, part: Message, depth: int = 0) -> None:
+        self.defects.extend(type(d).__name__ for d in part.defects)
+        ctype = part.get_content_type()
+        disposition = part.get_content_disposition()
+        if depth > 50:
+            return
+        if ctype in ("message/rfc822", "message/global") and (depth > 0 or disposition == "attachment"):
+            self._attach_message(part)
+            return
+        if ctype == "message/delivery-status" or ctype.startswith("message/"):
+            self._attach(part, ctype, default_name=ctype.split("/")[1] + ".txt", data=_flatten_payload(part))
+            return
+        if part.is_multipart():
+            children = part.get_payload()
+            if isinstance(children, list):
+                for child in children:
+                    if isinstance(child, Message):
+                        self.visit(child, depth + 1)
+            return
+        filename = _filename(part)
+        if ctype in ("text/plain", "text/html") and disposition != "attachment" and not filename:
+            (self.texts if ctype == "text/plain" else self.htmls).append(_part_text(part))
+            return
+        # text/enriched and the like as the only body: show it as text rather than lose it.
+        if ctype in _TEXTUAL and not filename and disposition != "attachment" and not self.texts:
+            self.texts.append(_part_text(part))
+            return
+        self._attach(part, ctype, default_name=None, data=_payload_bytes(part), filename=filename)
+
+    def _attach_message(self, part: Message) -> None:
+        inner = part.get_payload()
+        name = _filename(part)
+        data = _flatten_payload(part)
+        if not name:
+            subject = ""
+            if isinstance(inner, list) and inner and isinstance(inner[0], Message):
+                values = _raw_values(inner[0], "subject")
+                subject = decode_header_value(values[0]) if values else ""
+            name = f"{subject.strip() or 'message'}.eml"
+        self._attach(part, "message/rfc822", default_name=name, data=data, filename=name)
+
+    def _attach(
+        self, part: Message, ctype: str, *, default_name: str | None, data: bytes, filename: str | None = None
+    ) -> None:
+        cid_values = _raw_values(part, "content-id")
+        cid = normalize_message_id(cid_values[0]) if cid_values else None
+        name = filename or default_name
+        if not name:
+            ext = mimetypes.guess_extension(ctype) or ".bin"
+            name = (
+                f"{(cid or 'attachment').split('@')[0]}{ext}" if cid else f"attachment-{len(self.attachments) + 1}{ext}"
+            )
+        inline = part.get_content_disposition() == "inline" or (
+            cid is not None and part.get_content_disposition() is None
+        )
+        self.attachments.append(MailPart(filename=name, content_type=ctype, data=data, content_id=cid, inline=inline))
+
+
+def _flatten_payload(part: Message) -> bytes:
+    payload = part.get_payload()
+    if isinstance(payload, list):
+        chunks: list[bytes] = []
+        for sub in payload:
+            if isinstance(sub, Message):
+                try:
+                    chunks.append(sub.as_bytes(policy=policy.SMTP.clone(linesep="\n")))
+                except (ValueError, TypeError, LookupError, UnicodeError, AttributeError):
+                    chunks.append(str(sub.get_payload()).encode("utf-8", "surrogateescape"))
+        return b"\n".join(chunks)
+    return _payload_bytes(part)
+
+
+_HEADER_LINE = re.compile(rb"^[!-9;-~]+:[ \t]")
+_DAEMON = re.compile(r"(mailer-daemon|postmaster)", re.IGNORECASE)
+
+
+def _sender(msg: Message) -> Address | None:
+    """From, else Sender, Reply-To, Return-Path; a bounce's bare "MAILER-DAEMON" counts as an address."""
+    for name in ("from", "sender", "reply-to", "return-path"):
+        found = _addresses(_raw_values(msg, name))
+        if found:
+            return found[0]
+    for value in _raw_values(msg, "from"):
+        m = _DAEMON.search(value)
+        if m:
+            return Address(email=m.group(1).lower(), name=decode_header_value(value))
+    return None
+
+
+# entry points -----------------------------------------------------------------------------------------------
+def normalize_line_endings(raw: bytes) -> bytes:
+    """CRLF and CR-only mail → LF, so every transport's copy parses (and hashes) the same."""
+    return raw.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+
+
+def read_message(raw: bytes) -> EmailMessage:
+    msg = BytesParser(policy=policy.default).parsebytes(normalize_line_endings(raw))
+    assert isinstance(msg, EmailMessage)
+    return msg
+
+
+def parse_mail(raw: bytes) -> ParsedMail:
+    """Pure: bytes in, ParsedMail out. Raises MailParseError for mail that has no usable sender or headers."""
+    clean = normalize_line_endings(raw)
+    if not clean.strip():
+        raise MailParseError("empty mail")
+    digest = hashlib.sha256(clean).hexdigest()
+    msg = read_message(clean)
+    if not list(msg.raw_items()):
+        # A forwarded mail saved with a banner line above its headers ("---- Original message ----").
+        lines = clean.split(b"\n", 10)
+        start = next((i for i, line in enumerate(lines[:10]) if _HEADER_LINE.match(line)), None)
+        if start:
+            clean = b"\n".join(lines[start:])
+            msg = read_message(clean)
+    if not list(msg.raw_items()):
+        raise MailParseError("no headers")
+    sender = _sender(msg)
+    if sender is None:
+        raise MailParseError("no sender address in From, Sender, Reply-To or Return-Path")
+    collector = _Collector()
+    collector.visit(msg)
+    html_raw = "\n".join(collector.htmls) if collector.htmls else None
+    text = "\n\n".join(t.strip("\n") for t in collector.texts if t.strip())
+    if not text and html_raw:
+        text = html_to_text(html_raw)
+    ids = _message_ids(_raw_values(msg, "message-id"))
+    message_id = ids[0] if ids else None
+    headers = {k.lower(): decode_header_value(str(v)) for k, v in reversed(list(msg.raw_items()))}
+    subject_values = _raw_values(msg, "subject")
+    subject = decode_header_value(subject_values[0]) if subject_values else ""
+    report = classify(msg, headers=headers, sender=sender.email, subject=subject, text=text)
+    return ParsedMail(
+        message_id=message_id,
+        dedupe_key=message_id or f"sha256:{digest}",
+        raw_sha256=digest,
+        sender=sender,
+        to=_addresses(_raw_values(msg, "to")),
+        cc=_addresses(_raw_values(msg, "cc")),
+        reply_to=_addresses(_raw_values(msg, "reply-to")),
+        subject=subject,
+        date=_date(msg),
+        in_reply_to=_message_ids(_raw_values(msg, "in-reply-to")),
+        references=_message_ids(_raw_values(msg, "references")),
+        text=text,
+        html=sanitize_html(html_raw) if html_raw else None,
+        attachments=tuple(collector.attachments),
+        headers=headers,
+        auto=report,
+        defects=tuple(dict.fromkeys(collector.defects)),
+    )

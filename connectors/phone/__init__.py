@@ -1,0 +1,1 @@
+"""The phone channel: CTI call events and call-detail records become call messages and callback tickets."""

@@ -1,0 +1,1 @@
+"""WeChat Official Accounts (公众号): signed (optionally encrypted) XML pushes in, customer-service API out."""

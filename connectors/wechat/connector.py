@@ -1,0 +1,347 @@
+"""WeChat Official Account inbox: the signed callback URL in, passive replies or the customer-service API out."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import hashlib
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+import aiohttp
+from aiohttp import web
+
+from connectors.base import ConnectorDeps, InboundSink, IntakeResult, Rejected
+from connectors.wechat import crypto, render
+from connectors.wechat.api import ApiError, ApiUnavailable, WechatApi
+from connectors.wechat.parse import Action, Push, PushError, parse_push, read_xml
+from connectors.wechat.signature import verify
+from connectors.wechat.window import ReplyWindow, Verdict
+from core import events
+from core.config import WechatInbox
+from core.model import (
+    Author,
+    Channel,
+    Conversation,
+    Delivery,
+    DeliveryStatus,
+    Direction,
+    IdentityKind,
+    InboundMessage,
+    Message,
+    MessageKind,
+    OutboundReply,
+    QuarantinedItem,
+    Ticket,
+)
+
+log = logging.getLogger(__name__)
+
+SUCCESS = "success"  # WeChat's "received, no reply": it neither retries nor shows an error
+# How long a send() handed to a passive reply waits to hear whether the response went out.
+WRITE_WAIT_S = 5.0
+# Errors that mean the customer cannot be reached this way now; never retried blindly.
+PERMANENT: dict[int, str] = {
+    45015: "window_closed",
+    45047: "quota_exhausted",
+    43004: "unsubscribed",
+    40003: "invalid_recipient",
+    45009: "api_quota",
+}
+
+
+def unsubscribed_flag(inbox: str) -> str:
+    """Per inbox: with a unionid one contact may follow two Official Accounts and leave only one."""
+    return f"unsubscribed:wechat:{inbox}"
+
+
+@dataclass(slots=True)
+class _Waiter:
+    """A push waiting for the bot's reply, so the reply can ride back in the POST response."""
+
+    reply: asyncio.Future[OutboundReply]
+    written: asyncio.Future[bool]
+
+
+class WechatConnector:
+    channel: ClassVar[Channel] = Channel.WECHAT
+
+    def __init__(self, cfg: WechatInbox, deps: ConnectorDeps) -> None:
+        self.inbox = cfg.name
+        self._cfg = cfg
+        self._store = deps.store
+        self._tasks = deps.tasks
+        self._key = crypto.aes_key(cfg.encoding_aes_key) if cfg.encoding_aes_key else None
+        self._window = ReplyWindow(deps.store, cfg.name)
+        self._sink: InboundSink | None = None
+        self._api: WechatApi | None = None
+        self._waiters: dict[str, _Waiter] = {}
+
+    # Connector interface ---------------------------------------------------------------------------
+    def routes(self) -> list[web.RouteDef]:
+        path = f"/wechat/{self.inbox}"
+        return [web.get(path, self._verify_url), web.post(path, self._push)]
+
+    @asynccontextmanager
+    async def running(self, sink: InboundSink) -> AsyncIterator[None]:
+        timeout = aiohttp.ClientTimeout(total=self._cfg.api_timeout_s)
+        async with aiohttp.ClientSession(timeout=timeout) as http:
+            self._api = WechatApi(
+                http=http,
+                store=self._store,
+                base=self._cfg.api_base,
+                app_id=self._cfg.app_id,
+                app_secret=self._cfg.app_secret,
+            )
+            self._sink = sink
+            try:
+                yield
+            finally:
+                self._sink = None
+                self._api = None
+
+    def is_running(self) -> bool:
+        return self._sink is not None
+
+    async def drain(self) -> None:
+        """Nothing long-lived: every exchange is one HTTP request."""
+
+    async def notify(self, conversation: Conversation) -> None:
+        """WeChat users see replies, not status changes."""
+
+    async def ticket_opened(self, ticket: Ticket, conversation: Conversation) -> None:
+        """The bot's handoff reply already told the customer."""
+
+    async def send(self, reply: OutboundReply) -> Delivery:
+        """Hand the reply to its push's POST response while that still waits; else the customer-service API."""
+        waiter = self._waiters.pop(reply.in_reply_to, None) if reply.in_reply_to else None
+        if waiter is not None and not waiter.reply.done():
+            waiter.reply.set_result(reply)
+            try:
+                written = await asyncio.wait_for(asyncio.shield(waiter.written), WRITE_WAIT_S)
+            except TimeoutError:
+                written = False
+            if written:
+                return Delivery(status=DeliveryStatus.SENT, external_id=f"passive:{reply.in_reply_to}")
+            log.info("passive reply for %s did not go out; using the customer-service API", reply.in_reply_to)
+        return await self._send_custom(reply)
+
+    # customer-service API ----------------------------------------------------------------------------
+    async def _send_custom(self, reply: OutboundReply) -> Delivery:
+        api = self._api
+        if api is None:
+            return Delivery(status=DeliveryStatus.RETRYABLE, error="WeChat inbox is not running")
+        if reply.address.kind is not IdentityKind.WECHAT_OPENID:
+            return Delivery(
+                status=DeliveryStatus.FAILED, error=f"not a WeChat openid: {reply.address}", reason="invalid_recipient"
+            )
+        openid = reply.address.value
+        verdict = await self._window.take(openid, datetime.now(UTC))
+        if verdict in (Verdict.WINDOW_CLOSED, Verdict.QUOTA_EXHAUSTED):
+            return Delivery(
+                status=DeliveryStatus.FAILED, error=f"WeChat would refuse it: {verdict}", reason=str(verdict)
+            )
+        try:
+            await api.send_custom(render.custom_payload(openid, reply.message))
+        except ApiUnavailable as exc:
+            return Delivery(status=DeliveryStatus.RETRYABLE, error=str(exc))
+        except ApiError as exc:
+            reason = PERMANENT.get(exc.errcode, "wechat_error")
+            return Delivery(status=DeliveryStatus.FAILED, error=str(exc), reason=reason)
+        return Delivery(status=DeliveryStatus.SENT)
+
+    # HTTP --------------------------------------------------------------------------------------------
+    def _authenticate(self, request: web.Request) -> tuple[str, str]:
+        """The URL signature and the timestamp window; returns (timestamp, nonce)."""
+        q = request.query
+        signature, timestamp, nonce = q.get("signature", ""), q.get("timestamp", ""), q.get("nonce", "")
+        if not (signature and timestamp and nonce) or not verify(signature, self._cfg.token, timestamp, nonce):
+            raise web.HTTPForbidden(text="bad or missing signature")
+        try:
+            skew = abs(time.time() - int(timestamp))
+        except ValueError:
+            raise web.HTTPForbidden(text="timestamp must be a Unix timestamp") from None
+        if skew > self._cfg.timestamp_window_s:
+            raise web.HTTPForbidden(text="timestamp outside the accepted window")
+        return timestamp, nonce
+
+    async def _verify_url(self, request: web.Request) -> web.StreamResponse:
+        """WeChat's URL check when the callback is configured: echo ``echostr`` back if signed right."""
+        self._authenticate(request)
+        return web.Response(text=request.query.get("echostr", ""))
+
+    async def _read_capped(self, request: web.Request) -> bytes:
+        limit = self._cfg.max_body_bytes
+        if request.content_length is not None and request.content_length > limit:
+            raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=request.content_length)
+        chunks, size = [], 0
+        while chunk := await request.content.read(1 << 16):
+            size += len(chunk)
+            if size > limit:
+                raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=size)
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    async def _push(self, request: web.Request) -> web.StreamResponse:
+        sink = self._sink
+        if sink is None:
+            raise web.HTTPServiceUnavailable(text="WeChat inbox is not running")
+        body = await self._read_capped(request)
+        timestamp, nonce = self._authenticate(request)
+        ttl = min(2 * self._cfg.timestamp_window_s + 60, 2 * 86400)
+        if not await self._store.claim(f"wechat:nonce:{self.inbox}:{timestamp}:{nonce}", ttl):
+            raise web.HTTPForbidden(text="replayed nonce")
+        encrypted = request.query.get("encrypt_type", "raw").lower() == "aes"
+        now = datetime.now(UTC)
+        try:
+            xml = self._open(body, encrypted, request.query.get("msg_signature", ""), timestamp, nonce)
+            push = parse_push(xml, inbox=self.inbox, received_at=now, menu_faq=self._cfg.menu_faq)
+        except PushError as exc:
+            await self._quarantine(body, f"{exc.code}: {exc.message}", now)
+            raise web.HTTPBadRequest(text=exc.message) from None
+        except crypto.CryptoError as exc:
+            await self._quarantine(body, f"undecryptable: {exc}", now)
+            raise web.HTTPBadRequest(text=f"cannot decrypt: {exc}") from None
+
+        result = await self._intake(sink, push.message)
+        if result.duplicate:
+            return web.Response(text=SUCCESS)  # the first delivery answers; a retry only needs "received"
+        waiter = None
+        if result.handled is not None:
+            loop = asyncio.get_running_loop()
+            # Registered before the next await, so the bot's reply cannot slip past it.
+            waiter = _Waiter(reply=loop.create_future(), written=loop.create_future())
+            self._waiters[result.message.id] = waiter
+        try:
+            text = await self._after_intake(push, result, now)
+            if text is None and waiter is not None and result.handled is not None:
+                reply = await self._await_reply(result.message.id, waiter, result.handled)
+                text = render.plain_text(reply.message) if reply is not None else None
+            if text is None:
+                return web.Response(text=SUCCESS)
+            response, written = await self._write_passive(request, push, text, encrypted)
+            if waiter is not None and not waiter.written.done():
+                waiter.written.set_result(written)
+            return response
+        finally:
+            self._waiters.pop(result.message.id, None)
+            if waiter is not None and not waiter.written.done():
+                waiter.written.set_result(False)
+
+    def _open(self, body: bytes, encrypted: bool, msg_signature: str, timestamp: str, nonce: str) -> bytes | str:
+        """The push XML: decrypted (with its msg_signature checked) when WeChat encrypted it."""
+        if not encrypted:
+            if self._cfg.mode == "safe":
+                raise web.HTTPForbidden(text="this inbox accepts encrypted pushes only (safe mode)")
+            return body
+        if self._key is None:
+            raise web.HTTPBadRequest(text="encrypted push but no encoding_aes_key is configured")
+        envelope = read_xml(body)
+        encrypt = envelope.get("Encrypt")
+        if not isinstance(encrypt, str) or not encrypt:
+            raise PushError("bad_push", "encrypted push without an Encrypt element")
+        if not msg_signature or not verify(msg_signature, self._cfg.token, timestamp, nonce, encrypt):
+            raise web.HTTPForbidden(text="bad or missing msg_signature")
+        return crypto.decrypt(encrypt, key=self._key, app_id=self._cfg.app_id)
+
+    async def _intake(self, sink: InboundSink, inbound: InboundMessage) -> IntakeResult:
+        try:
+            return await sink(inbound)
+        except Rejected as exc:
+            if inbound.picked_faq is None:
+                raise web.HTTPBadRequest(text=str(exc)) from None
+            # A menu key mapped to a FAQ entry that is gone: keep the click, without the pick.
+            log.warning("inbox %s: %s; storing the click without it", self.inbox, exc)
+            key = inbound.meta.get("event_key")
+            fallback = dataclasses.replace(
+                inbound,
+                picked_faq=None,
+                kind=inbound.kind if inbound.text else MessageKind.EVENT,
+                text=inbound.text or f"[菜单 menu click {key}]",
+                bot=bool(inbound.text),
+            )
+            return await sink(fallback)
+
+    async def _after_intake(self, push: Push, result: IntakeResult, now: datetime) -> str | None:
+        """Window bookkeeping and contact updates; returns the welcome text for a subscribe."""
+        sender = push.message.sender
+        if push.opens is not None:
+            await self._window.opened(sender.value, push.opens, now)
+        if push.action is Action.NONE:
+            return None
+        flag = unsubscribed_flag(self.inbox)
+        contact = await self._store.contact_for(sender, name=None, now=now)
+        if push.action is Action.UNSUBSCRIBE and flag not in contact.flags:
+            await self._store.save_contact(dataclasses.replace(contact, flags=(*contact.flags, flag)))
+        elif push.action is Action.SUBSCRIBE:
+            if flag in contact.flags:
+                flags = tuple(f for f in contact.flags if f != flag)
+                await self._store.save_contact(dataclasses.replace(contact, flags=flags))
+            if self._cfg.welcome:
+                await self._record_welcome(result.message, now)
+                return self._cfg.welcome
+        return None
+
+    async def _record_welcome(self, event: Message, now: datetime) -> None:
+        """The welcome goes into the transcript like any bot reply (once: keyed on the subscribe event)."""
+        welcome = Message(
+            id=f"msg_{uuid.uuid4().hex}",
+            conversation_id=event.conversation_id,
+            channel=Channel.WECHAT,
+            inbox=self.inbox,
+            direction=Direction.OUTBOUND,
+            author=Author.BOT,
+            kind=MessageKind.TEXT,
+            text=self._cfg.welcome,
+            created_at=now,
+            external_id=f"welcome:{event.id}",
+            ticket_id=event.ticket_id,
+            episode=event.episode,
+            meta={"outcome": "welcome"},
+        )
+        await self._store.add_message(welcome, [events.message_created(welcome)])
+
+    async def _await_reply(self, message_id: str, waiter: _Waiter, handled: asyncio.Task[None]) -> OutboundReply | None:
+        """The bot's reply if it comes within the budget; None when it is late or there is none."""
+        pending: set[asyncio.Future[Any]] = {waiter.reply, handled}
+        await asyncio.wait(pending, timeout=self._cfg.reply_budget_s, return_when=asyncio.FIRST_COMPLETED)
+        # From here on a late reply finds no waiter and goes through the customer-service API.
+        self._waiters.pop(message_id, None)
+        return waiter.reply.result() if waiter.reply.done() else None
+
+    async def _write_passive(
+        self, request: web.Request, push: Push, text: str, encrypted: bool
+    ) -> tuple[web.StreamResponse, bool]:
+        """Write the passive reply now, so the reply's sender learns whether it went out."""
+        now = int(time.time())
+        xml = render.passive_xml(account=push.account, openid=push.message.sender.value, text=text, at=now)
+        if encrypted and self._key is not None:
+            xml = crypto.envelope(
+                xml, token=self._cfg.token, key=self._key, app_id=self._cfg.app_id, timestamp=str(now)
+            )
+        response = web.Response(text=xml, content_type="application/xml")
+        try:
+            await response.prepare(request)
+            await response.write_eof()
+        except (ConnectionError, RuntimeError) as exc:
+            log.info("inbox %s: passive reply not written: %s", self.inbox, exc)
+            return response, False
+        return response, True
+
+    async def _quarantine(self, body: bytes, reason: str, now: datetime) -> None:
+        digest = hashlib.sha256(body).hexdigest()[:32]
+        item = QuarantinedItem(
+            id=f"wechat:{self.inbox}:{digest}",
+            channel=Channel.WECHAT,
+            inbox=self.inbox,
+            reason=reason,
+            raw=body,
+            received_at=now,
+        )
+        await self._store.quarantine(item)

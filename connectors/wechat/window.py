@@ -1,0 +1,82 @@
+"""WeChat's customer-service window: 48 h and 5 messages after a user message, 1 min and 3 after a click or scan.
+
+The state lives in the store (when each allowance opened; one claim per quota slot), so every instance
+sees the same window and two instances never hand out the same slot.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from connectors.wechat.parse import Opens
+from core.store import Store
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Rule:
+    span: timedelta
+    quota: int
+
+
+RULES: dict[Opens, Rule] = {
+    Opens.MESSAGE: Rule(span=timedelta(hours=48), quota=5),
+    Opens.EVENT: Rule(span=timedelta(minutes=1), quota=3),
+}
+
+
+class Verdict(enum.StrEnum):
+    OPEN = "open"  # a quota slot was taken: send
+    UNKNOWN = "unknown"  # we never saw this user write: let WeChat decide
+    WINDOW_CLOSED = "window_closed"
+    QUOTA_EXHAUSTED = "quota_exhausted"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Allowance:
+    opens: Opens
+    opened_at: datetime
+    until: datetime
+    quota: int
+
+
+def open_allowances(opened: dict[Opens, datetime], now: datetime) -> list[Allowance]:
+    """The allowances still open at ``now``, the 48 h one first."""
+    out = []
+    for opens, rule in RULES.items():
+        at = opened.get(opens)
+        if at is not None and at <= now < at + rule.span:
+            out.append(Allowance(opens=opens, opened_at=at, until=at + rule.span, quota=rule.quota))
+    return out
+
+
+class ReplyWindow:
+    def __init__(self, store: Store, inbox: str) -> None:
+        self._store = store
+        self._inbox = inbox
+
+    def _key(self, openid: str, opens: Opens) -> str:
+        return f"wechat:window:{self._inbox}:{openid}:{opens}"
+
+    async def opened(self, openid: str, opens: Opens, at: datetime) -> None:
+        """The user wrote (or clicked, subscribed, scanned): a fresh allowance starts now."""
+        await self._store.set_checkpoint(self._key(openid, opens), at.isoformat())
+
+    async def take(self, openid: str, now: datetime) -> Verdict:
+        """Take one slot of an open allowance for a customer-service message."""
+        opened: dict[Opens, datetime] = {}
+        for opens in RULES:
+            stamp = await self._store.get_checkpoint(self._key(openid, opens))
+            if stamp is not None:
+                opened[opens] = datetime.fromisoformat(stamp)
+        if not opened:
+            return Verdict.UNKNOWN
+        allowances = open_allowances(opened, now)
+        for allowance in allowances:
+            ttl = (allowance.until - now).total_seconds() + 60
+            for slot in range(1, allowance.quota + 1):
+                key = f"{self._key(openid, allowance.opens)}:{allowance.opened_at.isoformat()}:{slot}"
+                if await self._store.claim(key, ttl):
+                    return Verdict.OPEN
+        return Verdict.QUOTA_EXHAUSTED if allowances else Verdict.WINDOW_CLOSED

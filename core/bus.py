@@ -1,0 +1,25 @@
+"""Messages between gateway instances (Redis pub/sub); absent with the single-instance SQLite store."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Protocol, runtime_checkable
+
+BusHandler = Callable[[str], Awaitable[None]]
+
+
+@runtime_checkable
+class Bus(Protocol):
+    async def publish(self, name: str, payload: str) -> int:
+        """Send to every instance subscribed to ``name``; returns how many are."""
+        ...
+
+    async def subscribe(self, name: str, handler: BusHandler) -> None: ...
+
+    async def unsubscribe(self, name: str) -> None: ...
+
+
+def bus_of(store: object) -> Bus | None:
+    """The store's bus once it is open, if its backend has one (Redis does)."""
+    bus = getattr(store, "bus", None)
+    return bus if isinstance(bus, Bus) else None

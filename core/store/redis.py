@@ -1,0 +1,974 @@
+"""Redis store for many gateway instances: Lua scripts give each change and its events one atomic write."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import dataclasses
+import json
+import logging
+import uuid
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Any
+
+import redis
+import redis.asyncio as aioredis
+from redis.asyncio.client import PubSub
+from redis.commands.core import AsyncScript
+from redis.driver_info import DriverInfo
+from redis.exceptions import RedisError
+
+from core.bus import BusHandler
+from core.codec import from_jsonable, to_jsonable
+from core.model import (
+    Channel,
+    Contact,
+    Conversation,
+    ConversationStatus,
+    Delivery,
+    DeliveryStatus,
+    Direction,
+    DownstreamEvent,
+    EventType,
+    Identity,
+    Message,
+    QuarantinedItem,
+    Ticket,
+)
+from core.store.base import (
+    DeadLetter,
+    NotFound,
+    StoredFrame,
+    StoreError,
+    TicketEvents,
+    TicketPage,
+    TicketQuery,
+    VersionConflict,
+)
+from core.store.sqlite import decode_cursor, encode_cursor
+
+log = logging.getLogger(__name__)
+
+def key_tag(prefix: str) -> str:
+    """Every key of one deployment carries one Cluster hash tag.
+
+    Each change writes its events into the one ordered outbox in the same script, so all keys are used
+    together; a hash tag puts them on one slot, which is what Cluster requires of a multi-key script.
+    """
+    return prefix if "{" in prefix else "{" + prefix.rstrip(":") + "}:"
+
+
+# Shared by every writing script: events go to the stream with ids "<seq>-0", once per idempotency key.
+# ARGV[1] is the key tag, ARGV[2] the stream's MAXLEN, ARGV[3] the idempotency keys' TTL (0: none).
+_PRELUDE = """
+local P = ARGV[1]
+local function append_events(start)
+  local n = tonumber(ARGV[start])
+  local maxlen, ttl = ARGV[2], tonumber(ARGV[3])
+  for i = 0, n - 1 do
+    local base = start + 1 + i * 3
+    local fresh
+    if ttl > 0 then
+      fresh = redis.call('SET', P .. 'evkey:' .. ARGV[base], '1', 'NX', 'EX', ttl)
+    else
+      fresh = redis.call('SET', P .. 'evkey:' .. ARGV[base], '1', 'NX')
+    end
+    if fresh then
+      local seq = redis.call('INCR', P .. 'evseq')
+      redis.call('XADD', P .. 'events', 'MAXLEN', '~', maxlen, seq .. '-0',
+        'type', ARGV[base + 1], 'event', '{"v":1,"id":' .. seq .. ARGV[base + 2])
+    end
+  end
+end
+"""
+
+# ARGV: 4 id, 5 conversation, 6 unique key or '', 7 inbound 1/0, 8 episode, 9 ticket id, 10 data, 11 answers,
+# 12.. events
+_ADD_MESSAGE = (
+    _PRELUDE
+    + """
+local id, ext, answers = ARGV[4], ARGV[6], ARGV[11]
+if answers ~= '' and redis.call('EXISTS', P .. 'msg:' .. answers) == 1 then
+  redis.call('HSET', P .. 'msg:' .. answers, 'handled', '1')
+  redis.call('ZREM', P .. 'unhandled', answers)
+end
+if ext ~= '' then
+  if not redis.call('SET', P .. 'msgext:' .. ext, id, 'NX') then
+    local earlier = redis.call('GET', P .. 'msgext:' .. ext)
+    local f = redis.call('HMGET', P .. 'msg:' .. earlier, 'data', 'ticket_id', 'delivery', 'delivery_error')
+    return {0, f[1], f[2], f[3], f[4]}
+  end
+end
+redis.call('HSET', P .. 'msg:' .. id, 'data', ARGV[10], 'conv', ARGV[5], 'episode', ARGV[8],
+  'ticket_id', ARGV[9], 'handled', ARGV[7] == '1' and '0' or '1', 'delivery', '', 'delivery_error', '')
+redis.call('RPUSH', P .. 'conv-msgs:' .. ARGV[5], id)
+if ARGV[7] == '1' then
+  redis.call('ZADD', P .. 'unhandled', redis.call('INCR', P .. 'msgseq'), id)
+end
+append_events(12)
+return {1}
+"""
+)
+
+# ARGV: 4 id, 5 expected version, 6 new version, 7 data, 8.. events
+_SAVE_CONVERSATION = (
+    _PRELUDE
+    + """
+local key = P .. 'conv:' .. ARGV[4]
+local v = redis.call('HGET', key, 'version')
+if not v or v ~= ARGV[5] then return 0 end
+redis.call('HSET', key, 'version', ARGV[6], 'data', ARGV[7])
+append_events(8)
+return 1
+"""
+)
+
+# Commit a contact (and maybe a new conversation) computed in Python, if what Python read is unchanged.
+# ARGV: 2 contact id, 3 expected contact data ('' = none), 4 new contact data ('' = unchanged),
+# 5 conversation address field ('' = no conversation), 6 conversation id, 7 conversation data,
+# 8 n checks, then (identity, expected owner or '') pairs, then n links, then identities.
+_COMMIT_CONTACT = """
+local P = ARGV[1]
+local cid, addr = ARGV[2], ARGV[5]
+if addr ~= '' then
+  local found = redis.call('HGET', P .. 'conv-by-addr', addr)
+  if found then return {'exists', found} end
+end
+if (redis.call('GET', P .. 'contact:' .. cid) or '') ~= ARGV[3] then return {'retry'} end
+local n = tonumber(ARGV[8])
+for i = 0, n - 1 do
+  if (redis.call('GET', P .. 'ident:' .. ARGV[9 + 2 * i]) or '') ~= ARGV[10 + 2 * i] then return {'retry'} end
+end
+if ARGV[4] ~= '' then redis.call('SET', P .. 'contact:' .. cid, ARGV[4]) end
+local at = 9 + 2 * n
+for i = 1, tonumber(ARGV[at]) do
+  redis.call('SET', P .. 'ident:' .. ARGV[at + i], cid)
+end
+if addr ~= '' then
+  redis.call('HSET', P .. 'conv:' .. ARGV[6], 'version', '1', 'data', ARGV[7])
+  redis.call('HSET', P .. 'conv-by-addr', addr, ARGV[6])
+  redis.call('RPUSH', P .. 'conv-of:' .. cid, ARGV[6])
+end
+return {'ok'}
+"""
+
+_FIND_CONVERSATION = """
+local id = redis.call('HGET', ARGV[1] .. 'conv-by-addr', ARGV[2])
+if not id then return false end
+return redis.call('HGET', ARGV[1] .. 'conv:' .. id, 'data')
+"""
+
+_TICKET_INDEX = """
+local function index(member, status, channel, add)
+  for _, k in ipairs({P .. 'tix', P .. 'tix:status:' .. status, P .. 'tix:channel:' .. channel}) do
+    if add then redis.call('ZADD', k, 0, member) else redis.call('ZREM', k, member) end
+  end
+end
+"""
+
+# ARGV: 4 expected ticket counter, 5 ticket id, 6 ticket data, 7 status, 8 channel, 9 updated (20 digits),
+# 10 conversation id, 11 expected conversation version, 12 new version, 13 conversation data, 14 episode,
+# 15 number, 16.. events
+_CREATE_TICKET = (
+    _PRELUDE
+    + _TICKET_INDEX
+    + """
+if (redis.call('GET', P .. 'ticketseq') or '0') ~= ARGV[4] then return 'retry' end
+local ckey = P .. 'conv:' .. ARGV[10]
+local v = redis.call('HGET', ckey, 'version')
+if not v or v ~= ARGV[11] then return 'conflict' end
+local seq = redis.call('INCR', P .. 'ticketseq')
+local member = ARGV[9] .. ':' .. string.format('%012d', seq) .. ':' .. ARGV[5]
+redis.call('HSET', P .. 'ticket:' .. ARGV[5], 'data', ARGV[6], 'version', '1', 'status', ARGV[7],
+  'channel', ARGV[8], 'member', member)
+redis.call('SET', P .. 'ticketnum:' .. ARGV[15], ARGV[5])
+index(member, ARGV[7], ARGV[8], true)
+redis.call('HSET', ckey, 'version', ARGV[12], 'data', ARGV[13])
+for _, mid in ipairs(redis.call('LRANGE', P .. 'conv-msgs:' .. ARGV[10], 0, -1)) do
+  local f = redis.call('HMGET', P .. 'msg:' .. mid, 'episode', 'ticket_id')
+  if f[1] == ARGV[14] and f[2] == '' then
+    redis.call('HSET', P .. 'msg:' .. mid, 'ticket_id', ARGV[5])
+  end
+end
+append_events(16)
+return 'ok'
+"""
+)
+
+# ARGV: 4 id, 5 expected version, 6 new version, 7 data, 8 status, 9 updated (20 digits), 10.. events
+_UPDATE_TICKET = (
+    _PRELUDE
+    + _TICKET_INDEX
+    + """
+local key = P .. 'ticket:' .. ARGV[4]
+local f = redis.call('HMGET', key, 'version', 'status', 'channel', 'member')
+if not f[1] then return 'missing' end
+if f[1] ~= ARGV[5] then return 'conflict' end
+index(f[4], f[2], f[3], false)
+local member = ARGV[9] .. string.sub(f[4], 21)
+index(member, ARGV[8], f[3], true)
+redis.call('HSET', key, 'version', ARGV[6], 'data', ARGV[7], 'status', ARGV[8], 'member', member)
+append_events(10)
+return 'ok'
+"""
+)
+
+_GET_TICKET = """
+local data = redis.call('HGET', ARGV[1] .. 'ticket:' .. ARGV[2], 'data')
+if data then return data end
+local id = redis.call('GET', ARGV[1] .. 'ticketnum:' .. ARGV[2])
+if not id then return false end
+return redis.call('HGET', ARGV[1] .. 'ticket:' .. id, 'data')
+"""
+
+# ARGV: 4 message id, 5 delivery, 6 error, 7.. events
+_RECORD_DELIVERY = (
+    _PRELUDE
+    + """
+if redis.call('EXISTS', P .. 'msg:' .. ARGV[4]) == 1 then
+  redis.call('HSET', P .. 'msg:' .. ARGV[4], 'delivery', ARGV[5], 'delivery_error', ARGV[6])
+end
+append_events(7)
+return 1
+"""
+)
+
+_APPEND_EVENTS = _PRELUDE + "\nappend_events(4)\nreturn 1\n"
+
+_MARK_HANDLED = """
+if redis.call('EXISTS', ARGV[1] .. 'msg:' .. ARGV[2]) == 1 then
+  redis.call('HSET', ARGV[1] .. 'msg:' .. ARGV[2], 'handled', '1')
+end
+redis.call('ZREM', ARGV[1] .. 'unhandled', ARGV[2])
+return 1
+"""
+
+_FIND_MESSAGE = """
+local id = redis.call('GET', ARGV[1] .. 'msgext:' .. ARGV[2])
+if not id then return false end
+return redis.call('HMGET', ARGV[1] .. 'msg:' .. id, 'data', 'ticket_id', 'delivery', 'delivery_error')
+"""
+
+# ARGV: 2 item id, 3 channel, 4 inbox, 5 reason, 6 raw (base64), 7 received at
+_QUARANTINE = """
+local key = ARGV[1] .. 'quarantine:' .. ARGV[2]
+if redis.call('EXISTS', key) == 1 then return 0 end
+redis.call('HSET', key, 'channel', ARGV[3], 'inbox', ARGV[4], 'reason', ARGV[5], 'raw', ARGV[6],
+  'received_at', ARGV[7], 'replayed', '0')
+local seq = redis.call('INCR', ARGV[1] .. 'quarantine-seq')
+redis.call('ZADD', ARGV[1] .. 'quarantine-all', seq, ARGV[2])
+redis.call('ZADD', ARGV[1] .. 'quarantine-pending', seq, ARGV[2])
+return 1
+"""
+
+_MARK_REPLAYED = """
+local key = ARGV[1] .. 'quarantine:' .. ARGV[2]
+if redis.call('EXISTS', key) == 0 then return 0 end
+redis.call('HSET', key, 'replayed', '1')
+redis.call('ZREM', ARGV[1] .. 'quarantine-pending', ARGV[2])
+return 1
+"""
+
+# Take or renew: granted when free, expired (Redis dropped the key) or already ours.
+_LEASE = """
+local holder = redis.call('GET', KEYS[1])
+if holder and holder ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+"""
+
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+return 1
+"""
+
+_CAS = """
+if (redis.call('GET', KEYS[1]) or '') ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[2])
+return 1
+"""
+
+_ADD_DEAD_LETTER = """
+local key = ARGV[1] .. 'dead:' .. ARGV[2]
+if redis.call('EXISTS', key) == 1 then return 0 end
+redis.call('SET', key, ARGV[3])
+redis.call('ZADD', ARGV[1] .. 'dead-order', redis.call('INCR', ARGV[1] .. 'dead-seq'), ARGV[2])
+return 1
+"""
+
+_REMOVE_DEAD_LETTER = """
+redis.call('ZREM', ARGV[1] .. 'dead-order', ARGV[2])
+return redis.call('DEL', ARGV[1] .. 'dead:' .. ARGV[2])
+"""
+
+_COMMIT_RETRIES = 50
+
+
+def _dump(obj: Any) -> str:
+    return json.dumps(to_jsonable(obj), ensure_ascii=False, separators=(",", ":"))
+
+
+def _us(at: datetime) -> str:
+    """Microseconds since the epoch, zero-padded so that byte order is time order (a lex index)."""
+    return f"{max(0, int(at.timestamp() * 1_000_000)):020d}"
+
+
+def _event_args(events: Sequence[DownstreamEvent]) -> list[str]:
+    """(idempotency key, type, JSON tail after the id) per event; the script splices in the seq."""
+    args = [str(len(events))]
+    for e in events:
+        body = e.to_json()
+        del body["v"], body["id"]
+        tail = json.dumps(body, ensure_ascii=False, separators=(",", ":"))
+        args += [e.idempotency_key, str(e.type), "," + tail[1:]]
+    return args
+
+
+def event_from_entry(entry_id: str, fields: dict[str, str]) -> DownstreamEvent:
+    doc = json.loads(fields["event"])
+    return DownstreamEvent(
+        seq=int(entry_id.split("-", 1)[0]),
+        type=EventType(doc["type"]),
+        data=doc["data"],
+        occurred_at=datetime.fromisoformat(doc["occurred_at"]),
+        idempotency_key=doc["idempotency_key"],
+        ticket_id=doc["ticket_id"],
+        conversation_id=doc["conversation_id"],
+    )
+
+
+def _load_message(data: str, ticket_id: str | None, delivery: str | None, error: str | None) -> Message:
+    return dataclasses.replace(
+        from_jsonable(Message, json.loads(data)),
+        ticket_id=ticket_id or None,
+        delivery=DeliveryStatus(delivery) if delivery else None,
+        delivery_error=error or None,
+    )
+
+
+def _address_field(inbox: str, address: Identity, thread: str) -> str:
+    return f"{inbox}\n{address}\n{thread}"
+
+
+class RedisBus:
+    """Pub/sub between gateway instances: one connection, subscriptions added and dropped as sockets come and go."""
+
+    def __init__(self, client: aioredis.Redis, tag: str) -> None:
+        self._client = client
+        self._tag = tag
+        self._pubsub: PubSub | None = None
+        self._handlers: dict[str, BusHandler] = {}
+        self._reader: asyncio.Task[None] | None = None
+
+    def channel(self, name: str) -> str:
+        return self._tag + "bus:" + name
+
+    async def start(self) -> None:
+        self._pubsub = self._client.pubsub(ignore_subscribe_messages=True)
+        # Always subscribed to something, so the reader has a connection to wait on.
+        await self._pubsub.subscribe(self.channel("_alive"))
+        self._reader = asyncio.get_running_loop().create_task(self._read(), name="redis-bus")
+
+    async def stop(self) -> None:
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader
+        pubsub, self._pubsub = self._pubsub, None
+        if pubsub is not None:
+            await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+    async def publish(self, name: str, payload: str) -> int:
+        """Returns how many instances are subscribed to ``name``."""
+        return int(await self._client.publish(self.channel(name), payload))
+
+    async def subscribe(self, name: str, handler: BusHandler) -> None:
+        assert self._pubsub is not None, "bus is not started"
+        self._handlers[self.channel(name)] = handler
+        await self._pubsub.subscribe(self.channel(name))
+
+    async def unsubscribe(self, name: str) -> None:
+        if self._pubsub is None:
+            return
+        self._handlers.pop(self.channel(name), None)
+        await self._pubsub.unsubscribe(self.channel(name))
+
+    async def _read(self) -> None:
+        assert self._pubsub is not None
+        delay = 0.1
+        while True:
+            try:
+                message = await self._pubsub.get_message(ignore_subscribe_messages=True, timeout=None)
+                delay = 0.1
+            except (RedisError, OSError) as exc:
+                log.warning("redis bus connection lost (%s); reconnecting in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            if message is None or message.get("type") != "message":
+                continue
+            handler = self._handlers.get(str(message["channel"]))
+            if handler is not None:
+                try:
+                    await handler(str(message["data"]))
+                except Exception:  # one bad handler must not stop delivery to the others
+                    log.exception("redis bus handler for %s failed", message["channel"])
+
+
+class RedisStore:
+    def __init__(
+        self,
+        url: str,
+        *,
+        prefix: str = "huiliu:",
+        stream_maxlen: int = 1_000_000,
+        event_key_ttl_s: int = 90 * 86400,
+    ) -> None:
+        self._url = url
+        self.tag = key_tag(prefix)
+        self._maxlen = str(stream_maxlen)
+        self._ttl = str(event_key_ttl_s)
+        self._client: aioredis.Redis | None = None
+        self._scripts: dict[str, AsyncScript] = {}
+        self.bus: RedisBus | None = None
+
+    # plumbing -------------------------------------------------------------
+    @property
+    def client(self) -> Any:
+        """The connection pool; typed Any because with decode_responses every reply is str, which redis-py's
+        annotations (str | bytes) cannot express."""
+        if self._client is None:
+            raise StoreError("store is not open")
+        return self._client
+
+    def key(self, name: str) -> str:
+        return self.tag + name
+
+    @property
+    def stream_key(self) -> str:
+        return self.key("events")
+
+    async def open(self) -> None:
+        # An explicit lib version: otherwise redis-py reads package metadata from disk for each new connection.
+        client = aioredis.Redis.from_url(
+            self._url,
+            decode_responses=True,
+            health_check_interval=30,
+            driver_info=DriverInfo(name="redis-py", lib_version=redis.__version__),
+        )
+        self._client = client
+        sources = {
+            "add_message": _ADD_MESSAGE,
+            "save_conversation": _SAVE_CONVERSATION,
+            "commit_contact": _COMMIT_CONTACT,
+            "find_conversation": _FIND_CONVERSATION,
+            "create_ticket": _CREATE_TICKET,
+            "update_ticket": _UPDATE_TICKET,
+            "get_ticket": _GET_TICKET,
+            "record_delivery": _RECORD_DELIVERY,
+            "append_events": _APPEND_EVENTS,
+            "mark_handled": _MARK_HANDLED,
+            "find_message": _FIND_MESSAGE,
+            "quarantine": _QUARANTINE,
+            "mark_replayed": _MARK_REPLAYED,
+            "lease": _LEASE,
+            "release": _RELEASE,
+            "cas": _CAS,
+            "add_dead_letter": _ADD_DEAD_LETTER,
+            "remove_dead_letter": _REMOVE_DEAD_LETTER,
+        }
+        self._scripts = {name: client.register_script(src) for name, src in sources.items()}
+        self.bus = RedisBus(client, self.tag)
+        await self.bus.start()
+
+    async def close(self) -> None:
+        bus, self.bus = self.bus, None
+        if bus is not None:
+            await bus.stop()
+        client, self._client = self._client, None
+        if client is not None:
+            await client.aclose()
+
+    async def ping(self) -> bool:
+        try:
+            return bool(await self.client.ping())
+        except (StoreError, RedisError, OSError):
+            return False
+
+    async def _run(self, script: str, *args: str, keys: Sequence[str] = ()) -> Any:
+        # The first key routes the call on Cluster; every key shares the tag, so any of ours will do.
+        return await self._scripts[script](keys=list(keys) or [self.stream_key], args=list(args))
+
+    async def _write(self, script: str, *args: str, events: Sequence[DownstreamEvent] = ()) -> Any:
+        return await self._run(script, self.tag, self._maxlen, self._ttl, *args, *_event_args(events))
+
+    # contacts ---------------------------------------------------------------
+    async def _owners(self, identities: Sequence[Identity]) -> list[str | None]:
+        found: list[str | None] = await self.client.mget([self.key(f"ident:{i}") for i in identities])
+        return found
+
+    async def _load_contact(self, contact_id: str) -> tuple[Contact | None, str]:
+        raw = await self.client.get(self.key(f"contact:{contact_id}"))
+        return (from_jsonable(Contact, json.loads(raw)), raw) if raw else (None, "")
+
+    async def _commit_contact(
+        self,
+        identity: Identity,
+        name: str | None,
+        now: datetime,
+        aliases: Sequence[Identity],
+        conversation: Callable[[Contact], Conversation] | None = None,
+        address_field: str = "",
+    ) -> tuple[str, Contact | None, str | None]:
+        """Mirror of SQLite's contact resolution, computed here and committed only if nothing changed meanwhile.
+
+        Returns (outcome, contact, existing conversation id) where outcome is "ok" or "exists".
+        """
+        everyone = [identity, *aliases]
+        for _ in range(_COMMIT_RETRIES):
+            owners = await self._owners(everyone)
+            owner_id = next((o for o in owners if o), None)
+            contact, expected = (None, "") if owner_id is None else await self._load_contact(owner_id)
+            if owner_id is not None and contact is None:
+                continue  # being written right now
+            if contact is None:
+                contact = Contact(id=f"ct_{uuid.uuid4().hex}", name=name, identities=(), created_at=now)
+            identities, flags, links = list(contact.identities), list(contact.flags), []
+            for each, owner in zip(everyone, owners, strict=True):
+                if each in identities:
+                    continue
+                if owner:
+                    if f"ambiguous:{each}" not in flags:
+                        flags.append(f"ambiguous:{each}")  # another contact has it: flag, never merge on our own
+                    continue
+                identities.append(each)
+                links.append(str(each))
+            updated = dataclasses.replace(contact, identities=tuple(identities), flags=tuple(flags))
+            new_data = _dump(updated) if updated != contact or not expected else ""
+            checks = [x for each, owner in zip(everyone, owners, strict=True) for x in (str(each), owner or "")]
+            conv = conversation(updated) if conversation is not None else None
+            result = await self._run(
+                "commit_contact",
+                self.tag,
+                contact.id,
+                expected,
+                new_data,
+                address_field,
+                conv.id if conv else "",
+                _dump(conv) if conv else "",
+                str(len(everyone)),
+                *checks,
+                str(len(links)),
+                *links,
+            )
+            if result[0] == "ok":
+                return "ok", updated, None
+            if result[0] == "exists":
+                return "exists", None, str(result[1])
+        raise StoreError(f"could not settle the contact of {identity} (too much contention)")
+
+    async def contact_for(self, identity: Identity, *, name: str | None, now: datetime) -> Contact:
+        (owner,) = await self._owners([identity])
+        if owner:
+            found, _ = await self._load_contact(owner)
+            if found is not None:
+                return found
+        _, contact, _ = await self._commit_contact(identity, name, now, ())
+        assert contact is not None
+        return contact
+
+    async def get_contact(self, contact_id: str) -> Contact | None:
+        contact, _ = await self._load_contact(contact_id)
+        return contact
+
+    async def save_contact(self, contact: Contact) -> None:
+        for _ in range(_COMMIT_RETRIES):
+            stored, raw = await self._load_contact(contact.id)
+            if stored is None:
+                raise NotFound(f"contact {contact.id} does not exist")
+            kept = dataclasses.replace(contact, identities=stored.identities)
+            if await self._run("cas", raw, _dump(kept), keys=[self.key(f"contact:{contact.id}")]):
+                return
+        raise StoreError(f"contact {contact.id} kept changing")
+
+    async def add_identity(self, contact_id: str, identity: Identity) -> bool:
+        for _ in range(_COMMIT_RETRIES):
+            contact, raw = await self._load_contact(contact_id)
+            if contact is None:
+                raise NotFound(f"contact {contact_id} does not exist")
+            (owner,) = await self._owners([identity])
+            if owner:
+                return owner == contact_id
+            grown = dataclasses.replace(contact, identities=(*contact.identities, identity))
+            result = await self._run(
+                "commit_contact", self.tag, contact_id, raw, _dump(grown), "", "", "", "1", str(identity), "", "1",
+                str(identity),
+            )  # fmt: skip
+            if result[0] == "ok":
+                return True
+        raise StoreError(f"contact {contact_id} kept changing")
+
+    # conversations ----------------------------------------------------------
+    async def conversation_for(
+        self,
+        address: Identity,
+        *,
+        channel: Channel,
+        inbox: str,
+        name: str | None,
+        now: datetime,
+        thread: str = "",
+        aliases: Sequence[Identity] = (),
+    ) -> Conversation:
+        field = _address_field(inbox, address, thread)
+        for _ in range(_COMMIT_RETRIES):
+            found = await self._run("find_conversation", self.tag, field)
+            if found:
+                return from_jsonable(Conversation, json.loads(found))
+            fresh_id = f"cv_{uuid.uuid4().hex}"
+
+            def fresh(contact: Contact, fresh_id: str = fresh_id) -> Conversation:
+                return Conversation(
+                    id=fresh_id,
+                    contact_id=contact.id,
+                    channel=channel,
+                    inbox=inbox,
+                    address=address,
+                    thread=thread,
+                    status=ConversationStatus.BOT,
+                    version=1,
+                    created_at=now,
+                    updated_at=now,
+                )
+
+            outcome, contact, _ = await self._commit_contact(address, name, now, aliases, fresh, field)
+            if outcome == "ok":
+                assert contact is not None
+                return fresh(contact)
+        raise StoreError(f"could not settle the conversation of {address} on {inbox}")
+
+    async def get_conversation(self, conversation_id: str) -> Conversation | None:
+        raw = await self.client.hget(self.key(f"conv:{conversation_id}"), "data")
+        return from_jsonable(Conversation, json.loads(raw)) if raw else None
+
+    async def find_conversation(self, inbox: str, address: Identity, thread: str = "") -> Conversation | None:
+        found = await self._run("find_conversation", self.tag, _address_field(inbox, address, thread))
+        return from_jsonable(Conversation, json.loads(found)) if found else None
+
+    async def conversations_of(self, contact_id: str) -> list[Conversation]:
+        ids = await self.client.lrange(self.key(f"conv-of:{contact_id}"), 0, -1)
+        async with self.client.pipeline(transaction=False) as pipe:
+            for conversation_id in ids:
+                pipe.hget(self.key(f"conv:{conversation_id}"), "data")
+            rows = await pipe.execute()
+        return [from_jsonable(Conversation, json.loads(r)) for r in rows if r]
+
+    async def save_conversation(
+        self, conversation: Conversation, events: Sequence[DownstreamEvent] = ()
+    ) -> Conversation:
+        saved = dataclasses.replace(conversation, version=conversation.version + 1)
+        ok = await self._write(
+            "save_conversation",
+            conversation.id,
+            str(conversation.version),
+            str(saved.version),
+            _dump(saved),
+            events=events,
+        )
+        if not ok:
+            raise VersionConflict(f"conversation {conversation.id} changed since version {conversation.version}")
+        return saved
+
+    # messages -----------------------------------------------------------------
+    async def add_message(
+        self, message: Message, events: Sequence[DownstreamEvent] = (), *, answers: str | None = None
+    ) -> tuple[Message, bool]:
+        unique = (
+            f"{message.channel}:{message.inbox}:{message.direction}:{message.external_id}"
+            if message.external_id is not None
+            else ""
+        )
+        result = await self._write(
+            "add_message",
+            message.id,
+            message.conversation_id,
+            unique,
+            "1" if message.direction is Direction.INBOUND else "0",
+            str(message.episode),
+            message.ticket_id or "",
+            _dump(message),
+            answers or "",
+            events=events,
+        )
+        if result[0] == 1:
+            return message, True
+        return _load_message(*result[1:5]), False
+
+    _MESSAGE_FIELDS = ("data", "ticket_id", "delivery", "delivery_error")
+
+    async def get_message(self, message_id: str) -> Message | None:
+        row = await self.client.hmget(self.key(f"msg:{message_id}"), self._MESSAGE_FIELDS)
+        return _load_message(*row) if row[0] else None
+
+    async def find_message(
+        self, *, channel: Channel, inbox: str, direction: Direction, external_id: str
+    ) -> Message | None:
+        row = await self._run("find_message", self.tag, f"{channel}:{inbox}:{direction}:{external_id}")
+        return _load_message(*row) if row and row[0] else None
+
+    async def record_delivery(
+        self, message_id: str, delivery: Delivery, events: Sequence[DownstreamEvent] = ()
+    ) -> None:
+        await self._write(
+            "record_delivery",
+            message_id,
+            str(delivery.status),
+            delivery.reason or delivery.error or "",
+            events=events,
+        )
+
+    async def _messages(self, ids: Sequence[str]) -> list[tuple[Message, str]]:
+        async with self.client.pipeline(transaction=False) as pipe:
+            for message_id in ids:
+                pipe.hmget(self.key(f"msg:{message_id}"), [*self._MESSAGE_FIELDS, "episode"])
+            rows = await pipe.execute()
+        return [(_load_message(*row[:4]), row[4]) for row in rows if row[0]]
+
+    async def messages(
+        self, conversation_id: str, *, ticket_id: str | None = None, episode: int | None = None
+    ) -> list[Message]:
+        ids = await self.client.lrange(self.key(f"conv-msgs:{conversation_id}"), 0, -1)
+        return [
+            m
+            for m, _ in await self._messages(ids)
+            if (ticket_id is None or m.ticket_id == ticket_id) and (episode is None or m.episode == episode)
+        ]
+
+    async def mark_handled(self, message_id: str) -> None:
+        await self._run("mark_handled", self.tag, message_id)
+
+    async def unhandled_messages(self) -> list[Message]:
+        ids = await self.client.zrange(self.key("unhandled"), 0, -1)
+        return [m for m, _ in await self._messages(ids)]
+
+    # tickets ------------------------------------------------------------------
+    async def create_ticket(
+        self, ticket: Ticket, conversation: Conversation, events: TicketEvents
+    ) -> tuple[Ticket, Conversation]:
+        saved = dataclasses.replace(conversation, ticket_id=ticket.id, version=conversation.version + 1)
+        for _ in range(_COMMIT_RETRIES):
+            # The number is read here and the script commits only if no other ticket took it meanwhile:
+            # a failed version check then burns no number.
+            current = int(await self.client.get(self.key("ticketseq")) or 0)
+            numbered = dataclasses.replace(ticket, number=f"HL-{current + 1:06d}")
+            outcome = await self._write(
+                "create_ticket",
+                str(current),
+                ticket.id,
+                _dump(numbered),
+                str(ticket.status),
+                str(ticket.channel),
+                _us(ticket.updated_at),
+                conversation.id,
+                str(conversation.version),
+                str(saved.version),
+                _dump(saved),
+                str(conversation.episode),
+                numbered.number,
+                events=events(numbered, saved),
+            )
+            if outcome == "ok":
+                return numbered, saved
+            if outcome == "conflict":
+                raise VersionConflict(f"conversation {conversation.id} changed since version {conversation.version}")
+        raise StoreError("too many tickets created at once; try again")
+
+    async def get_ticket(self, ticket_id_or_number: str) -> Ticket | None:
+        raw = await self._run("get_ticket", self.tag, ticket_id_or_number)
+        return from_jsonable(Ticket, json.loads(raw)) if raw else None
+
+    async def update_ticket(self, ticket: Ticket, events: Sequence[DownstreamEvent] = ()) -> Ticket:
+        saved = dataclasses.replace(ticket, version=ticket.version + 1)
+        outcome = await self._write(
+            "update_ticket",
+            ticket.id,
+            str(ticket.version),
+            str(saved.version),
+            _dump(saved),
+            str(saved.status),
+            _us(saved.updated_at),
+            events=events,
+        )
+        if outcome == "missing":
+            raise NotFound(f"ticket {ticket.id} does not exist")
+        if outcome == "conflict":
+            raise VersionConflict(f"ticket {ticket.id} changed since version {ticket.version}")
+        return saved
+
+    async def list_tickets(self, query: TicketQuery) -> TicketPage:
+        if query.status is not None:
+            index = self.key(f"tix:status:{query.status}")
+        elif query.channel is not None:
+            index = self.key(f"tix:channel:{query.channel}")
+        else:
+            index = self.key("tix")
+        start = "-"
+        if query.updated_since is not None:
+            start = f"[{_us(query.updated_since)}:"
+        if query.cursor is not None:
+            after_us, after_seq = decode_cursor(query.cursor, 2)
+            # ";" sorts right after ":", so this skips every member of the cursor's (time, seq).
+            after = f"[{after_us:020d}:{after_seq:012d};"
+            start = max(start, after) if start != "-" else after
+        found: list[tuple[Ticket, str]] = []
+        batch = max(query.limit + 1, 50)
+        offset = 0
+        while len(found) <= query.limit:
+            members: list[str] = await self.client.zrangebylex(index, start, "+", start=offset, num=batch)
+            if not members:
+                break
+            offset += len(members)
+            async with self.client.pipeline(transaction=False) as pipe:
+                for member in members:
+                    pipe.hget(self.key(f"ticket:{member.split(':', 2)[2]}"), "data")
+                rows = await pipe.execute()
+            for member, raw in zip(members, rows, strict=True):
+                if not raw:
+                    continue
+                ticket = from_jsonable(Ticket, json.loads(raw))
+                if query.channel is not None and ticket.channel is not query.channel:
+                    continue
+                found.append((ticket, member))
+        page = found[: query.limit]
+        cursor = None
+        if len(found) > query.limit and page:
+            us, seq, _ = page[-1][1].split(":", 2)
+            cursor = encode_cursor(int(us), int(seq))
+        return TicketPage(tickets=tuple(t for t, _ in page), next_cursor=cursor)
+
+    # events -------------------------------------------------------------------
+    async def append_events(self, events: Sequence[DownstreamEvent]) -> None:
+        if events:
+            await self._write("append_events", events=events)
+
+    async def events_after(self, seq: int, limit: int = 100) -> list[DownstreamEvent]:
+        entries = await self.client.xrange(self.stream_key, min=f"{seq + 1}-0", max="+", count=limit)
+        return [event_from_entry(entry_id, fields) for entry_id, fields in entries]
+
+    # frames -------------------------------------------------------------------
+    async def push_frame(self, address: Identity, body: dict[str, Any]) -> int:
+        # The list's length after the push is the frame's number: gapless, and atomic in one command.
+        return int(await self.client.rpush(self.key(f"frames:{address}"), json.dumps(body, ensure_ascii=False)))
+
+    async def frames_after(self, address: Identity, seq: int, limit: int = 500) -> list[StoredFrame]:
+        rows = await self.client.lrange(self.key(f"frames:{address}"), seq, seq + limit - 1)
+        return [StoredFrame(seq=seq + 1 + n, body=json.loads(body)) for n, body in enumerate(rows)]
+
+    async def last_frame_seq(self, address: Identity) -> int:
+        return int(await self.client.llen(self.key(f"frames:{address}")))
+
+    # quarantine -----------------------------------------------------------------
+    async def quarantine(self, item: QuarantinedItem) -> bool:
+        return bool(
+            await self._run(
+                "quarantine",
+                self.tag,
+                item.id,
+                str(item.channel),
+                item.inbox,
+                item.reason,
+                base64.b64encode(item.raw).decode(),
+                item.received_at.isoformat(),
+            )
+        )
+
+    async def _quarantined(self, ids: Sequence[str]) -> list[QuarantinedItem]:
+        async with self.client.pipeline(transaction=False) as pipe:
+            for item_id in ids:
+                pipe.hgetall(self.key(f"quarantine:{item_id}"))
+            rows = await pipe.execute()
+        return [
+            QuarantinedItem(
+                id=item_id,
+                channel=Channel(row["channel"]),
+                inbox=row["inbox"],
+                reason=row["reason"],
+                raw=base64.b64decode(row["raw"]),
+                received_at=datetime.fromisoformat(row["received_at"]),
+                replayed=row["replayed"] == "1",
+            )
+            for item_id, row in zip(ids, rows, strict=True)
+            if row
+        ]
+
+    async def quarantined(self, *, include_replayed: bool = False, limit: int = 100) -> list[QuarantinedItem]:
+        index = self.key("quarantine-all" if include_replayed else "quarantine-pending")
+        return await self._quarantined(await self.client.zrange(index, 0, limit - 1))
+
+    async def get_quarantined(self, item_id: str) -> QuarantinedItem | None:
+        found = await self._quarantined([item_id])
+        return found[0] if found else None
+
+    async def mark_replayed(self, item_id: str) -> None:
+        await self._run("mark_replayed", self.tag, item_id)
+
+    # dead letters -----------------------------------------------------------------
+    async def add_dead_letter(self, letter: DeadLetter) -> bool:
+        return bool(await self._run("add_dead_letter", self.tag, letter.id, _dump(letter)))
+
+    async def dead_letters(self, *, subscription: str | None = None, limit: int = 100) -> list[DeadLetter]:
+        found: list[DeadLetter] = []
+        offset = 0
+        while len(found) < limit:
+            ids = await self.client.zrange(self.key("dead-order"), offset, offset + 499)
+            if not ids:
+                break
+            offset += len(ids)
+            rows = await self.client.mget([self.key(f"dead:{i}") for i in ids])
+            for raw in rows:
+                if raw:
+                    letter = from_jsonable(DeadLetter, json.loads(raw))
+                    if subscription is None or letter.subscription == subscription:
+                        found.append(letter)
+        return found[:limit]
+
+    async def get_dead_letter(self, letter_id: str) -> DeadLetter | None:
+        raw = await self.client.get(self.key(f"dead:{letter_id}"))
+        return from_jsonable(DeadLetter, json.loads(raw)) if raw else None
+
+    async def remove_dead_letter(self, letter_id: str) -> bool:
+        return bool(await self._run("remove_dead_letter", self.tag, letter_id))
+
+    # small shared state ---------------------------------------------------------
+    async def claim(self, key: str, ttl_s: float) -> bool:
+        ms = max(1, int(ttl_s * 1000))
+        return bool(await self.client.set(self.key(f"claim:{key}"), "1", nx=True, px=ms))
+
+    async def lease(self, key: str, holder: str, ttl_s: float) -> bool:
+        ms = str(max(1, int(ttl_s * 1000)))
+        return bool(await self._run("lease", holder, ms, keys=[self.key(f"claim:{key}")]))
+
+    async def release(self, key: str, holder: str) -> None:
+        await self._run("release", holder, keys=[self.key(f"claim:{key}")])
+
+    async def get_secret(self, name: str, now: datetime) -> str | None:
+        row = await self.client.hmget(self.key(f"secret:{name}"), ["value", "expires_at"])
+        if row[0] is None or (row[1] and datetime.fromisoformat(row[1]) <= now):
+            return None
+        return str(row[0])
+
+    async def set_secret(self, name: str, value: str, expires_at: datetime | None) -> None:
+        await self.client.hset(
+            self.key(f"secret:{name}"),
+            mapping={"value": value, "expires_at": expires_at.isoformat() if expires_at else ""},
+        )
+
+    async def get_checkpoint(self, key: str) -> str | None:
+        value = await self.client.get(self.key(f"checkpoint:{key}"))
+        return str(value) if value is not None else None
+
+    async def set_checkpoint(self, key: str, value: str) -> None:
+        await self.client.set(self.key(f"checkpoint:{key}"), value)

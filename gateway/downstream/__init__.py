@@ -1,0 +1,1 @@
+"""Downstream delivery to helpdesks: signed webhooks from the events outbox."""

@@ -1,0 +1,276 @@
+"""Real servers for the email tests: a private Dovecot IMAP instance and an aiosmtpd SMTP sink on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import imaplib
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from email import message_from_bytes, policy
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP, Envelope, Session
+
+from connectors.email.connector import EmailConnector
+from core.config import Config
+from tests.conftest import Gateway, make_config, need
+
+PASSWORD = "secret123"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_port(port: int, timeout_s: float = 10) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+@dataclass
+class Dovecot:
+    port: int
+    conf: Path
+
+    def user(self) -> str:
+        """A fresh mailbox per test: the passdb accepts any user name with the one password."""
+        return f"u{uuid.uuid4().hex[:12]}"
+
+    def imap(self, user: str) -> imaplib.IMAP4:
+        client = imaplib.IMAP4("127.0.0.1", self.port)
+        client.login(user, PASSWORD)
+        return client
+
+    def append(self, user: str, raw: bytes, folder: str = "INBOX") -> None:
+        client = self.imap(user)
+        try:
+            typ, data = client.append(folder, None, imaplib.Time2Internaldate(time.time()), raw)
+            assert typ == "OK", data
+        finally:
+            client.logout()
+
+    def command(self, user: str, *commands: tuple[str, ...]) -> None:
+        client = self.imap(user)
+        try:
+            for name, *args in commands:
+                typ, data = getattr(client, name)(*args)
+                assert typ == "OK", (name, data)
+        finally:
+            client.logout()
+
+    def uidvalidity(self, user: str, folder: str) -> int:
+        client = self.imap(user)
+        try:
+            typ, data = client.status(folder, "(UIDVALIDITY)")
+            assert typ == "OK"
+            return int(str(data[0]).split("UIDVALIDITY ")[1].split(")")[0])
+        finally:
+            client.logout()
+
+
+def _dovecot_conf(state: Path, port: int, as_root: bool) -> str:
+    if as_root:
+        owner = "uid=vmail gid=vmail"
+        users = ""
+    else:
+        me = pwd.getpwuid(os.getuid()).pw_name
+        owner = f"uid={os.getuid()} gid={os.getgid()}"
+        users = f"default_internal_user = {me}\ndefault_login_user = {me}\ndefault_internal_group = {me}\n"
+    return f"""protocols = imap
+listen = 127.0.0.1
+base_dir = {state}/run
+log_path = {state}/dovecot.log
+info_log_path = {state}/dovecot.log
+ssl = no
+disable_plaintext_auth = no
+auth_mechanisms = plain login
+mail_location = maildir:{state}/mail/%u
+first_valid_uid = 100
+{users}passdb {{
+  driver = static
+  args = password={PASSWORD}
+}}
+userdb {{
+  driver = static
+  args = {owner} home={state}/mail/%u
+}}
+service imap-login {{
+  inet_listener imap {{
+    address = 127.0.0.1
+    port = {port}
+  }}
+  inet_listener imaps {{
+    port = 0
+  }}
+}}
+service anvil {{
+  chroot =
+}}
+service imap-login {{
+  chroot =
+}}
+namespace inbox {{
+  inbox = yes
+  mailbox Archive {{
+    auto = create
+  }}
+}}
+"""
+
+
+@pytest.fixture(scope="session")
+def dovecot() -> Iterator[Dovecot]:
+    """A private Dovecot on a free loopback port, started for this test session and stopped after it."""
+    binary = shutil.which("dovecot") or ("/usr/sbin/dovecot" if Path("/usr/sbin/dovecot").exists() else None)
+    if binary is None:
+        need(False, "dovecot is not installed (apt-get install dovecot-imapd; .ci/run does it)")
+    assert binary is not None
+    as_root = os.getuid() == 0
+    if as_root and subprocess.run(["id", "vmail"], capture_output=True).returncode != 0:
+        subprocess.run(["useradd", "-r", "-U", "-d", "/nonexistent", "-s", "/usr/sbin/nologin", "vmail"], check=True)
+    state = Path(tempfile.mkdtemp(prefix="hl-dovecot-"))
+    state.chmod(0o755)
+    (state / "run").mkdir()
+    (state / "mail").mkdir()
+    if as_root:
+        shutil.chown(state / "mail", "vmail", "vmail")
+    port = _free_port()
+    conf = state / "dovecot.conf"
+    conf.write_text(_dovecot_conf(state, port, as_root))
+    started = subprocess.run([binary, "-c", str(conf)], capture_output=True, text=True)
+    if started.returncode != 0 or not _wait_port(port):
+        log = (state / "dovecot.log").read_text() if (state / "dovecot.log").exists() else ""
+        need(False, f"dovecot did not start: {started.stderr.strip()} {log[-500:]}")
+    try:
+        yield Dovecot(port=port, conf=conf)
+    finally:
+        subprocess.run(["doveadm", "-c", str(conf), "stop"], capture_output=True)
+        pid_file = state / "run" / "master.pid"
+        deadline = time.monotonic() + 10
+        while pid_file.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        shutil.rmtree(state, ignore_errors=True)
+
+
+@dataclass
+class SmtpSink:
+    """What our gateway sent, as parsed mails; a ``reject`` code makes the sink refuse RCPT like a real server."""
+
+    port: int
+    received: list[EmailMessage] = field(default_factory=list)
+    reject: tuple[int, str] | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope, address: str, options: Any) -> str:
+        if self.reject is not None:
+            return f"{self.reject[0]} {self.reject[1]}"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        data = envelope.content if isinstance(envelope.content, bytes) else str(envelope.content).encode()
+        msg = message_from_bytes(data, policy=policy.default)
+        assert isinstance(msg, EmailMessage)
+        with self.lock:
+            self.received.append(msg)
+        return "250 Message accepted"
+
+    async def wait_for(self, count: int, timeout_s: float = 15) -> list[EmailMessage]:
+        async with asyncio.timeout(timeout_s):
+            while len(self.received) < count:
+                await asyncio.sleep(0.05)
+        return list(self.received)
+
+
+@pytest.fixture
+def smtp_sink() -> Iterator[SmtpSink]:
+    port = _free_port()
+    sink = SmtpSink(port=port)
+    controller = Controller(sink, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        yield sink
+    finally:
+        controller.stop()
+
+
+def email_config(
+    tmp_path: Path, dovecot: Dovecot, smtp: SmtpSink, user: str, *, imap_port: int | None = None, **inbox: Any
+) -> Config:
+    imap = {
+        "host": "127.0.0.1",
+        "port": imap_port or dovecot.port,
+        "tls": "none",
+        "user": user,
+        "password": PASSWORD,
+        "poll_interval_s": 60,
+        "backoff_max_s": 0.5,
+        "timeout_s": 10,
+        **inbox.pop("imap", {}),
+    }
+    box = {
+        "name": "support",
+        "channel": "email",
+        "address": "support@example.test",
+        "from_name": "Huiliu Support",
+        "imap": imap,
+        "smtp": {"host": "127.0.0.1", "port": smtp.port, "tls": "none"},
+        "ack_min_interval_s": 0,
+        **inbox,
+    }
+    return make_config(tmp_path, inboxes=[box])
+
+
+def connector_of(gw: Gateway) -> EmailConnector:
+    from gateway.app import GATEWAY
+
+    connector = gw.server.app[GATEWAY].connectors["support"]
+    assert isinstance(connector, EmailConnector)
+    return connector
+
+
+def mail(
+    *,
+    sender: str = "customer@example.org",
+    subject: str = "订单 12345 退款问题",
+    body: str = "你好，我想申请退款。",
+    message_id: str | None = None,
+    in_reply_to: str | None = None,
+    references: str | None = None,
+    charset: str = "utf-8",
+    headers: dict[str, str] | None = None,
+) -> bytes:
+    msg = EmailMessage()
+    msg["From"] = sender
+    msg["To"] = "support@example.test"
+    msg["Subject"] = subject
+    msg["Message-ID"] = message_id or f"<{uuid.uuid4().hex}@example.org>"
+    msg["Date"] = "Mon, 2 Jun 2025 10:00:00 +0800"
+    if in_reply_to:
+        msg["In-Reply-To"] = in_reply_to
+    if references:
+        msg["References"] = references
+    for key, value in (headers or {}).items():
+        msg[key] = value
+    msg.set_content(body, charset=charset)
+    return msg.as_bytes(policy=policy.SMTP)

@@ -1,0 +1,276 @@
+"""End to end against a real Dovecot and SMTP sink: IDLE, threading, acknowledgements, crash and resync safety."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from core.model import Author, Channel, Direction, Message
+from gateway.app import GATEWAY
+from gateway.intake import BotSetup
+from tests.conftest import Gateway, started
+from tests.email.conftest import Dovecot, SmtpSink, connector_of, email_config, mail
+
+
+async def _inbound(gw: Gateway) -> list[Message]:
+    store = gw.server.app[GATEWAY].store
+    out: list[Message] = []
+    for ticket_page in [await gw.api("GET", "/tickets?limit=100")]:
+        assert ticket_page[0] == 200
+    # Every stored inbound email message, whatever its conversation.
+    for conv_id in await _conversation_ids(gw):
+        out += [m for m in await store.messages(conv_id) if m.direction is Direction.INBOUND]
+    return out
+
+
+async def _conversation_ids(gw: Gateway) -> list[str]:
+    store = gw.server.app[GATEWAY].store
+    events = await store.events_after(0, limit=10_000)
+    return list(dict.fromkeys(e.conversation_id for e in events if e.conversation_id))
+
+
+async def _until(check: Callable[[], Awaitable[bool]], timeout_s: float = 20) -> None:
+    async with asyncio.timeout(timeout_s):
+        while not await check():
+            await asyncio.sleep(0.05)
+
+
+async def _count_inbound(gw: Gateway, n: int, timeout_s: float = 20) -> list[Message]:
+    async def enough() -> bool:
+        return len(await _inbound(gw)) >= n
+
+    await _until(enough, timeout_s)
+    await asyncio.sleep(0.3)  # anything extra (a duplicate) would show up now
+    return await _inbound(gw)
+
+
+async def test_idle_delivers_new_mail_and_acknowledges_with_ticket_number(
+    tmp_path: Path, dovecot: Dovecot, smtp_sink: SmtpSink, bot_setup: BotSetup
+) -> None:
+    user = dovecot.user()
+    config = email_config(tmp_path, dovecot, smtp_sink, user, imap={"poll_interval_s": 600})
+    async with started(config, bot_setup) as gw:
+        connector = connector_of(gw)
+        await asyncio.wait_for(connector.synced.wait(), 10)
+        await asyncio.sleep(0.3)  # in IDLE now; polling would take 600 s
+        await asyncio.to_thread(dovecot.append, user, mail(message_id="<first@example.org>"))
+        [message] = await _count_inbound(gw, 1, timeout_s=10)
+        assert message.external_id == "first@example.org"
+        assert message.text == "你好，我想申请退款。"
+        [ack] = await smtp_sink.wait_for(1)
+        status, tickets = await gw.api("GET", "/tickets")
+        assert status == 200
+        [ticket] = tickets["tickets"]
+        assert ticket["subject"] == "订单 12345 退款问题"
+        assert ticket["handoff_reason"] == "email"
+        assert f"[{ticket['number']}]" in ack["Subject"]
+        assert ack["In-Reply-To"] == "<first@example.org>"
+        assert ack["Auto-Submitted"] == "auto-replied"
+        assert re.fullmatch(r"<msg_[0-9a-f]+@example\.test>", ack["Message-ID"])
+
+
+async def test_reply_to_our_acknowledgement_joins_the_same_ticket(
+    tmp_path: Path, dovecot: Dovecot, smtp_sink: SmtpSink, bot_setup: BotSetup
+) -> None:
+    user = dovecot.user()
+    config = email_config(tmp_path, dovecot, smtp_sink, user, imap={"poll_interval_s": 600})
+    async with started(config, bot_setup) as gw:
+        await asyncio.to_thread(dovecot.append, user, mail(message_id="<q1@example.org>"))
+        [ack] = await smtp_sink.wait_for(1)
+        reply = mail(
+            subject=f"Re: {ack['Subject']}",
+            body="补充一下：订单号是 12345。\n\nOn Mon, Jun 2, 2025 at 10:00 AM Support <support@example.test> wrote:\n> 已收到",
+            message_id="<q2@example.org>",
+            in_reply_to=ack["Message-ID"],
+            references=f"<q1@example.org> {ack['Message-ID']}",
+        )
+        await asyncio.to_thread(dovecot.append, user, reply)
+        first, second = sorted(await _count_inbound(gw, 2), key=lambda m: m.created_at)
+        assert second.conversation_id == first.conversation_id
+        assert second.ticket_id == first.ticket_id is not None
+        assert second.text == "补充一下：订单号是 12345。"
+        assert "已收到" in second.meta["full_text"]
+        status, tickets = await gw.api("GET", "/tickets")
+        assert len(tickets["tickets"]) == 1
+        assert len(smtp_sink.received) == 1  # a reply in an open ticket is not acknowledged again
+
+
+async def test_subject_tag_from_a_stranger_opens_a_new_ticket(
+    tmp_path: Path, dovecot: Dovecot, smtp_sink: SmtpSink, bot_setup: BotSetup
+) -> None:
+    user = dovecot.user()
+    config = email_config(tmp_path, dovecot, smtp_sink, user, imap={"poll_interval_s": 600})
+    async with started(config, bot_setup) as gw:
+        await asyncio.to_thread(dovecot.append, user, mail(message_id="<t1@example.org>"))
+        [ack] = await smtp_sink.wait_for(1)
+        number = re.search(r"\[(HL-\d+)\]", ack["Subject"]).group(1)  # type: ignore[union-attr]
+        await asyncio.to_thread(
+            dovecot.append, user, mail(sender="mallory@evil.example", subject=f"[{number}] hi", message_id="<t2@x>")
+        )
+        await asyncio.to_thread(dovecot.append, user, mail(subject=f"[{number}] more", message_id="<t3@example.org>"))
+        messages = {m.external_id: m for m in await _count_inbound(gw, 3)}
+        assert messages["t3@example.org"].ticket_id == messages["t1@example.org"].ticket_id
+        assert messages["t2@x"].conversation_id != messages["t1@example.org"].conversation_id
+        status, tickets = await gw.api("GET", "/tickets")
+        assert len(tickets["tickets"]) == 2
+
+
+async def test_agent_reply_reaches_the_customer_with_threading_headers(
+    tmp_path: Path, dovecot: Dovecot, smtp_sink: SmtpSink, bot_setup: BotSetup
+) -> None:
+    user = dovecot.user()
+    config = email_config(tmp_path, dovecot, smtp_sink, user, acknowledge=False)
+    async with started(config, bot_setup) as gw:
+        await asyncio.to_thread(
+            dovecot.append, user, mail(message_id="<c2@example.org>", references="<c0@example.org> <c1@example.org>")
+        )
+        await _count_inbound(gw, 1)
+
+        async def ticket_exists() -> bool:
+            return bool((await gw.api("GET", "/tickets"))[1]["tickets"])
+
+        await _until(ticket_exists)
+        ticket = (await gw.api("GET", "/tickets"))[1]["tickets"][0]
+        status, body = await gw.api(
+            "POST", f"/tickets/{ticket['id']}/replies", json={"text": "已为您退款。", "agent": "wang"},
+            headers={"Idempotency-Key": "r1"},
+        )  # fmt: skip
+        assert status in (200, 201), body
+        [sent] = await smtp_sink.wait_for(1)
+        assert sent["To"] == "customer@example.org"
+        assert sent["Subject"] == f"Re: 订单 12345 退款问题 [{ticket['number']}]"
+        assert sent["In-Reply-To"] == "<c2@example.org>"
+        assert sent["References"] == "<c0@example.org> <c1@example.org> <c2@example.org>"
+        assert sent["Message-ID"] == f"<{body['message']['id']}@example.test>"
+        assert "Auto-Submitted" not in sent
+        assert sent.get_content().strip() == "已为您退款。"
+
+
+async def test_permanent_smtp_rejection_fails_the_delivery_without_retry(
+    tmp_path: Path, dovecot: Dovecot, smtp_sink: SmtpSink, bot_setup: BotSetup
+) -> None:
+    user = dovecot.user()
+    config = email_config(tmp_path, dovecot, smtp_sink, user, acknowledge=False)
+    smtp_sink.reject = (550, "5.1.1 no such user")
+    async with started(config, bot_setup) as gw:
+        await asyncio.to_thread(dovecot.append, user, mail(message_id="<p1@example.org>"))
+        await _count_inbound(gw, 1)
+
+        async def ticket_exists() -> bool:
+            return bool((await gw.api("GET", "/tickets"))[1]["tickets"])
+
+        await _until(ticket_exists)
+        ticket = (await gw.api("GET", "/tickets"))[1]["tickets"][0]
+        status, body = await gw.api(
+            "POST", f"/tickets/{ticket['id']}/replies", json={"text": "hi"}, headers={"Idempotency-Key": "r2"}
+        )
+        assert body["delivery"] == "failed"
+        events = await gw.server.app[GATEWAY].store.events_after(0, limit=1000)
+        assert [e.data["reason"] for e in events if e.type == "message.delivery_failed"] == ["recipient_refused"]
+
+
+async def test_restart_between_store_and_checkpoint_stores_each_mail_once(
+    tmp_path: Path, dovecot: Dovecot, smtp_sink: SmtpSink, bot_setup: BotSetup
+) -> None:
+    user = dovecot.user()
+    for i in range(3):
+        await asyncio.to_thread(dovecot.append, user, mail(message_id=f"<k{i}@example.org>"))
+    config = email_config(tmp_path, dovecot, smtp_sink, user)
+    stuck = asyncio.Event()
+
+    async def die_here(uid: int) -> None:
+        if uid == 2:
+            stuck.set()
+            await asyncio.Event().wait()  # killed here: stored, but the checkpoint never moves past it
+
+    async with started(config, bot_setup) as gw:
+        connector_of(gw).before_checkpoint = die_here
+        await asyncio.wait_for(stuck.wait(), 15)
+        assert len(await _inbound(gw)) == 2
+    async with started(config, bot_setup) as gw:
+        messages = await _count_inbound(gw, 3)
+        await asyncio.wait_for(connector_of(gw).synced.wait(), 10)
+        assert sorted(m.external_id or "" for m in await _inbound(gw)) == [f"k{i}@example.org" for i in range(3)]
+        assert len(messages) == 3
+        assert len((await gw.api("GET", "/tickets"))[1]["tickets"]) == 3
+
+
+async def test_uidvalidity_reset_resyncs_without_duplicates(
+    tmp_path: Path, dovecot: Dovecot, smtp_sink: SmtpSink, bot_setup: BotSetup
+) -> None:
+    user = dovecot.user()
+    await asyncio.to_thread(dovecot.command, user, ("create", "Support"))
+    for i in range(2):
+        await asyncio.to_thread(dovecot.append, user, mail(message_id=f"<v{i}@example.org>"), "Support")
+    config = email_config(tmp_path, dovecot, smtp_sink, user, imap={"folders": ["Support"]})
+    async with started(config, bot_setup) as gw:
+        await _count_inbound(gw, 2)
+    before = await asyncio.to_thread(dovecot.uidvalidity, user, "Support")
+    await asyncio.to_thread(dovecot.command, user, ("delete", "Support"), ("create", "Support"))
+    for i in range(3):  # the same two mails come back under new UIDs, plus one new one
+        await asyncio.to_thread(dovecot.append, user, mail(message_id=f"<v{i}@example.org>"), "Support")
+    assert await asyncio.to_thread(dovecot.uidvalidity, user, "Support") != before
+    async with started(config, bot_setup) as gw:
+        messages = await _count_inbound(gw, 3)
+        await asyncio.wait_for(connector_of(gw).synced.wait(), 10)
+        assert sorted(m.external_id or "" for m in messages) == [f"v{i}@example.org" for i in range(3)]
+
+
+async def test_disconnect_mid_fetch_reconnects_and_loses_nothing(
+    tmp_path: Path, dovecot: Dovecot, smtp_sink: SmtpSink, bot_setup: BotSetup
+) -> None:
+    user = dovecot.user()
+    for i in range(3):
+        body = f"mail {i} " + "x" * 20_000
+        await asyncio.to_thread(dovecot.append, user, mail(message_id=f"<d{i}@example.org>", body=body))
+    cuts = {"left": 2}
+
+    async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, cut: bool) -> None:
+        try:
+            while data := await reader.read(4096):
+                if cut and cuts["left"] > 0 and b"FETCH" in data:
+                    cuts["left"] -= 1
+                    writer.write(data[: len(data) // 2])  # half a literal, then the line goes dead
+                    await writer.drain()
+                    writer.transport.abort()
+                    return
+                writer.write(data)
+                await writer.drain()
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            writer.close()
+
+    async def handle(client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        server_r, server_w = await asyncio.open_connection("127.0.0.1", dovecot.port)
+        await asyncio.gather(pipe(client_r, server_w, False), pipe(server_r, client_w, True))
+
+    proxy = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = proxy.sockets[0].getsockname()[1]
+    config = email_config(tmp_path, dovecot, smtp_sink, user, imap_port=port)
+    try:
+        async with started(config, bot_setup) as gw:
+            messages = await _count_inbound(gw, 3, timeout_s=30)
+            assert cuts["left"] == 0
+            assert sorted(m.external_id or "" for m in messages) == [f"d{i}@example.org" for i in range(3)]
+    finally:
+        proxy.close()
+        await proxy.wait_closed()
+
+
+async def test_out_of_office_reply_gets_no_acknowledgement_and_no_ticket(
+    tmp_path: Path, dovecot: Dovecot, smtp_sink: SmtpSink, bot_setup: BotSetup
+) -> None:
+    user = dovecot.user()
+    ooo = mail(subject="Automatic reply: 订单", body="I am out of office.", headers={"Auto-Submitted": "auto-replied"})
+    await asyncio.to_thread(dovecot.append, user, ooo)
+    config = email_config(tmp_path, dovecot, smtp_sink, user)
+    async with started(config, bot_setup) as gw:
+        [message] = await _count_inbound(gw, 1)
+        await asyncio.sleep(0.5)
+        assert message.meta["auto"]["kind"] == "auto_reply"
+        assert message.author is Author.CUSTOMER and message.channel is Channel.EMAIL
+        assert (await gw.api("GET", "/tickets"))[1]["tickets"] == []
+        assert smtp_sink.received == []

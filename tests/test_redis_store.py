@@ -1,0 +1,96 @@
+"""What the Redis backend adds beyond the contract: shared state across instances, the stream, one hash tag."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from core import events
+from core.config import RedisStoreConfig
+from core.store import open_store
+from core.store.redis import RedisStore
+from tests.conftest import make_config
+from tests.contract.test_store_contract import draft_ticket, inbound, new_conversation
+from tests.redis_util import REDIS_URL, redis_store
+
+
+@pytest.fixture
+async def pair() -> AsyncIterator[tuple[RedisStore, RedisStore]]:
+    """Two stores on one prefix: what two gateway instances see."""
+    first = redis_store()
+    second = RedisStore(REDIS_URL, prefix=first.tag)
+    await first.open()
+    await second.open()
+    try:
+        yield first, second
+    finally:
+        await second.close()
+        await first.close()
+
+
+async def test_a_second_instance_sees_every_change_at_once(pair: tuple[RedisStore, RedisStore]) -> None:
+    a, b = pair
+    conversation = await new_conversation(a)
+    assert await b.get_conversation(conversation.id) == conversation
+    _, created = await b.add_message(inbound(conversation, "ext-1"))
+    assert created
+    _, again = await a.add_message(inbound(conversation, "ext-1"))
+    assert not again
+
+
+async def test_tickets_created_on_two_instances_at_once_are_numbered_without_gaps(
+    pair: tuple[RedisStore, RedisStore],
+) -> None:
+    a, b = pair
+    conversations = [await new_conversation(a, n) for n in range(12)]
+    made = await asyncio.gather(
+        *(
+            (a if n % 2 else b).create_ticket(draft_ticket(c), c, lambda t, c: [events.ticket_created(t)])
+            for n, c in enumerate(conversations)
+        )
+    )
+    numbers = sorted(t.number for t, _ in made)
+    assert numbers == [f"HL-{n:06d}" for n in range(1, 13)]
+    created = [e for e in await a.events_after(0) if e.type == "ticket.created"]
+    assert sorted(e.data["ticket"]["number"] for e in created) == numbers
+
+
+async def test_stream_entries_are_the_versioned_events_with_their_seq_as_id(
+    pair: tuple[RedisStore, RedisStore],
+) -> None:
+    a, _ = pair
+    conversation = await new_conversation(a)
+    for n in range(3):
+        message = inbound(conversation, f"s{n}")
+        await a.add_message(message, [events.message_created(message)])
+    feed = await a.events_after(0)
+    entries = await a.client.xrange(a.stream_key)
+    assert [entry_id for entry_id, _ in entries] == [f"{e.seq}-0" for e in feed]
+    for (_, fields), event in zip(entries, feed, strict=True):
+        assert fields["type"] == "message.created"
+        assert json.loads(fields["event"]) == event.to_json()
+    assert [e.seq for e in await a.events_after(feed[0].seq or 0)] == [e.seq for e in feed[1:]]
+
+
+async def test_every_key_carries_the_deployments_hash_tag(pair: tuple[RedisStore, RedisStore]) -> None:
+    a, _ = pair
+    conversation = await new_conversation(a)
+    await a.add_message(inbound(conversation, "k"))
+    await a.create_ticket(draft_ticket(conversation), conversation, lambda t, c: [events.ticket_created(t)])
+    await a.push_frame(conversation.address, {"type": "message"})
+    await a.claim("nonce", 60)
+    keys = [k async for k in a.client.scan_iter(match=a.tag + "*")]
+    assert len(keys) > 10
+    assert {k[: k.index("}") + 1] for k in keys} == {a.tag[: a.tag.index("}") + 1]}
+    assert a.tag.startswith("{hltest-")
+
+
+async def test_config_selects_the_redis_backend(tmp_path: Path) -> None:
+    config = make_config(tmp_path, store={"backend": "redis", "url": REDIS_URL, "prefix": "cfgtest:"})
+    assert isinstance(config.store, RedisStoreConfig)
+    store = open_store(config)
+    assert isinstance(store, RedisStore) and store.tag == "{cfgtest}:"
