@@ -51,6 +51,7 @@ from core.store.sqlite import decode_cursor, encode_cursor
 
 log = logging.getLogger(__name__)
 
+
 def key_tag(prefix: str) -> str:
     """Every key of one deployment carries one Cluster hash tag.
 

@@ -719,9 +719,7 @@ class SqliteStore:
             args.append(subscription)
         sql += " ORDER BY seq LIMIT ?"
         args.append(limit)
-        return await self._run(
-            lambda db: [from_jsonable(DeadLetter, json.loads(d)) for (d,) in db.execute(sql, args)]
-        )
+        return await self._run(lambda db: [from_jsonable(DeadLetter, json.loads(d)) for (d,) in db.execute(sql, args)])
 
     async def get_dead_letter(self, letter_id: str) -> DeadLetter | None:
         def run(db: sqlite3.Connection) -> DeadLetter | None:

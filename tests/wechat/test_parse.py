@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,9 +13,10 @@ from connectors.wechat import crypto
 from connectors.wechat.parse import Action, Opens, PushError, parse_push, read_xml
 from connectors.wechat.signature import sign, verify
 from connectors.wechat.window import open_allowances
+from core.config import ConfigError
 from core.model import IdentityKind, MessageKind
-from tests.conftest import SHARED, need
-from tests.wechat.conftest import CORPUS, manifest
+from tests.conftest import SHARED, make_config, need
+from tests.wechat.conftest import CORPUS, inbox, manifest
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 MESSAGE_KINDS = {
@@ -195,3 +197,10 @@ def test_window_rules() -> None:
     assert [a.quota for a in open_allowances(opened, NOW + timedelta(seconds=30))] == [5, 3]
     assert [a.quota for a in open_allowances(opened, NOW + timedelta(minutes=2))] == [5]
     assert open_allowances(opened, NOW + timedelta(hours=48)) == []
+
+
+def test_encrypted_modes_need_an_aes_key_in_config(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="needs encoding_aes_key"):
+        make_config(tmp_path, inboxes=[inbox(mode="safe")])
+    with pytest.raises(ConfigError, match="reply_budget_s"):
+        make_config(tmp_path, inboxes=[inbox(reply_budget_s=6)])

@@ -1,0 +1,112 @@
+"""CDR import speed: parse rows/s and end-to-end import rows/s (intake into SQLite) on a generated file.
+
+python bench/cdr_import.py --rows 100000 [--format asterisk-csv|freeswitch-csv|freeswitch-json] [--parse-only]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import sys
+import tempfile
+import time
+from datetime import datetime, timedelta
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from connectors.phone.cdr import CdrFormat, decode, parse_cdr
+from connectors.phone.connector import cdr_options
+from core.config import PhoneInbox, parse_config
+from gateway.app import build_bot
+from gateway.calls import import_calls
+
+ROOT = Path(__file__).resolve().parent.parent
+DISPOSITIONS = ["ANSWERED"] * 6 + ["NO ANSWER", "BUSY", "FAILED", "CONGESTION"]
+CAUSES = {"ANSWERED": "NORMAL_CLEARING", "NO ANSWER": "NO_ANSWER", "BUSY": "USER_BUSY", "FAILED": "ORIGINATOR_CANCEL",
+          "CONGESTION": "SWITCH_CONGESTION"}  # fmt: skip
+
+
+def generate(rows: int, fmt: CdrFormat, customers: int) -> str:
+    """Rows for ``customers`` distinct callers (repeat callers join their open tickets)."""
+    rng = random.Random(5)
+    start = datetime(2024, 3, 1, 8, 0, 0)
+    lines = []
+    for i in range(rows):
+        begin = start + timedelta(seconds=i * 7)
+        caller = f"138{rng.randrange(customers):08d}"
+        disposition = rng.choice(DISPOSITIONS)
+        answered = disposition == "ANSWERED"
+        wait, talk = rng.randrange(1, 60), rng.randrange(10, 900) if answered else 0
+        answer = (begin + timedelta(seconds=wait)).strftime("%Y-%m-%d %H:%M:%S") if answered else ""
+        end = (begin + timedelta(seconds=wait + talk)).strftime("%Y-%m-%d %H:%M:%S")
+        stamp = begin.strftime("%Y-%m-%d %H:%M:%S")
+        if fmt is CdrFormat.ASTERISK_CSV:
+            lines.append(
+                f'"","{caller}","4008001234","from-trunk","""C{i}"" <{caller}>","SIP/trunk-{i:08x}",'
+                f'"SIP/2{i % 50:02d}-{i:08x}","Queue","sales,t","{stamp}","{answer}","{end}",{wait + talk},{talk},'
+                f'"{disposition}","DOCUMENTATION","1709251200.{i}",""'
+            )
+        elif fmt is CdrFormat.FREESWITCH_CSV:
+            lines.append(
+                f'"C{i}","{caller}","4008001234","public","{stamp}","{answer}","{end}","{wait + talk}","{talk}",'
+                f'"{CAUSES[disposition]}","uuid-{i:08d}","","","PCMA","PCMA"'
+            )
+        else:
+            lines.append(
+                '{"variables": {"uuid": "uuid-%08d", "caller_id_number": "%s", "destination_number": "4008001234",'
+                ' "start_stamp": "%s", "answer_stamp": "%s", "end_stamp": "%s", "duration": "%d", "billsec": "%d",'
+                ' "hangup_cause": "%s"}}' % (i, caller, stamp, answer, end, wait + talk, talk, CAUSES[disposition])
+            )
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rows", type=int, default=100_000)
+    parser.add_argument("--customers", type=int, default=20_000)
+    parser.add_argument("--format", default="asterisk-csv", choices=[f.value for f in CdrFormat])
+    parser.add_argument("--parse-only", action="store_true")
+    args = parser.parse_args()
+    fmt = CdrFormat(args.format)
+    with tempfile.TemporaryDirectory() as tmp:
+        config = parse_config(
+            {
+                "data_dir": str(Path(tmp) / "data"),
+                "bot": {"kb": str(ROOT / "kb" / "faq.yaml")},
+                "inboxes": [{"name": "tel", "channel": "phone", "cti_enabled": False}],
+            },
+            base_dir=ROOT,
+        )
+        path = Path(tmp) / "cdr.txt"
+        path.write_text(generate(args.rows, fmt, args.customers), encoding="utf-8")
+        size_mb = path.stat().st_size / 1e6
+        inbox = config.inboxes[0]
+        assert isinstance(inbox, PhoneInbox)
+        options = cdr_options(inbox)
+        began = time.perf_counter()
+        parsed = parse_cdr(decode(path.read_bytes()), fmt, options)
+        parse_s = time.perf_counter() - began
+        assert len(parsed.records) == args.rows and not parsed.bad, (len(parsed.records), parsed.bad[:3])
+        print(f"{args.rows} rows ({size_mb:.1f} MB, {fmt}): parse {parse_s:.2f} s = {args.rows / parse_s:,.0f} rows/s")
+        if args.parse_only:
+            return
+        bot = build_bot(config)
+        began = time.perf_counter()
+        report = asyncio.run(import_calls(config, bot, path, fmt=fmt, inbox="tel"))
+        import_s = time.perf_counter() - began
+        print(
+            f"import (parse + intake + SQLite, tickets included): {import_s:.1f} s = {args.rows / import_s:,.0f} rows/s"
+        )
+        print(report.lines()[0])
+        began = time.perf_counter()
+        again = asyncio.run(import_calls(config, bot, path, fmt=fmt, inbox="tel"))
+        reimport_s = time.perf_counter() - began
+        print(
+            f"re-import (all duplicates): {reimport_s:.1f} s = {args.rows / reimport_s:,.0f} rows/s; {again.lines()[0]}"
+        )
+
+
+if __name__ == "__main__":
+    main()

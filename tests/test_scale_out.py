@@ -1,0 +1,150 @@
+"""Two real ``huiliu serve`` processes on one Redis: no sticky sessions, nothing cached in one process."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from tests.conftest import API_TOKEN, ROOT
+from tests.redis_util import REDIS_URL, redis_store
+from tests.test_serve import HUILIU, free_port, write_config
+
+AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
+
+
+async def _serve(config: Path) -> tuple[asyncio.subprocess.Process, str]:
+    port = free_port()
+    proc = await asyncio.create_subprocess_exec(
+        *HUILIU, "serve", "-c", str(config), "--port", str(port),
+        cwd=ROOT, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+        env={**os.environ, "TEST_API_TOKEN": API_TOKEN},
+    )  # fmt: skip
+    return proc, f"http://127.0.0.1:{port}"
+
+
+async def _ready(http: aiohttp.ClientSession, url: str) -> None:
+    for _ in range(300):
+        try:
+            async with http.get(url + "/readyz") as resp:
+                if resp.status == 200:
+                    return
+        except aiohttp.ClientConnectionError:
+            pass
+        await asyncio.sleep(0.1)
+    pytest.fail(f"{url} did not become ready")
+
+
+@pytest.fixture
+async def two_instances(tmp_path: Path) -> AsyncIterator[tuple[str, str]]:
+    store = redis_store()  # skips without Redis; removes the prefix's keys afterwards
+    config = write_config(
+        tmp_path,
+        store={"backend": "redis", "url": REDIS_URL, "prefix": store.tag},
+        inboxes=[{"name": "web", "channel": "webchat", "allowed_origins": ["*"]}],
+    )
+    # Started together: they also race to create the inbox's shared session key.
+    (a, url_a), (b, url_b) = await asyncio.gather(_serve(config), _serve(config))
+    try:
+        async with aiohttp.ClientSession() as http:
+            await asyncio.gather(_ready(http, url_a), _ready(http, url_b))
+        yield url_a, url_b
+    finally:
+        for proc in (a, b):
+            if proc.returncode is None:
+                proc.terminate()
+        for proc in (a, b):
+            try:
+                await asyncio.wait_for(proc.wait(), 15)
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
+        await store.open()
+        await store.close()
+
+
+Socket = aiohttp.ClientWebSocketResponse
+
+
+async def _hello(http: aiohttp.ClientSession, url: str, token: str | None) -> tuple[Socket, dict[str, Any]]:
+    ws = await http.ws_connect(url.replace("http://", "ws://") + "/chat/ws")
+    await ws.send_json({"type": "hello", "token": token, "last_seq": 0})
+    welcome: dict[str, Any] = await ws.receive_json(timeout=10)
+    assert welcome["type"] == "welcome"
+    return ws, welcome
+
+
+async def _until(ws: aiohttp.ClientWebSocketResponse, kind: str, **match: Any) -> dict[str, Any]:
+    async with asyncio.timeout(15):
+        while True:
+            frame: dict[str, Any] = await ws.receive_json()
+            if frame["type"] == kind and all(frame.get(k) == v for k, v in match.items()):
+                return frame
+
+
+async def test_a_reply_posted_to_one_instance_reaches_the_visitor_on_the_other(two_instances: tuple[str, str]) -> None:
+    url_a, url_b = two_instances
+    async with aiohttp.ClientSession() as http:
+        ws, welcome = await _hello(http, url_b, None)
+        await ws.send_json({"type": "message", "id": "c1", "text": "转人工"})
+        await _until(ws, "status", status="waiting_for_agent")
+        async with http.get(url_a + "/api/v1/tickets?status=new", headers=AUTH) as resp:
+            (ticket,) = (await resp.json())["tickets"]
+        async with http.post(url_a + f"/api/v1/tickets/{ticket['id']}/typing", json={"on": True}, headers=AUTH) as resp:
+            assert resp.status == 202 and (await resp.json()) == {"delivered": True}
+        assert (await _until(ws, "typing"))["on"] is True
+        async with http.post(
+            url_a + f"/api/v1/tickets/{ticket['id']}/replies",
+            json={"text": "您好，我是客服小王", "agent": "wang"},
+            headers={**AUTH, "Idempotency-Key": "reply-1"},
+        ) as resp:
+            body = await resp.json()
+            assert resp.status == 201 and body["delivery"] == "sent"  # live, on the other instance
+        reply = await _until(ws, "message", author="agent")
+        assert reply["text"] == "您好，我是客服小王"
+        # A helpdesk retry with the same key, on the other instance this time: not sent twice.
+        async with http.post(
+            url_b + f"/api/v1/tickets/{ticket['id']}/replies",
+            json={"text": "您好，我是客服小王", "agent": "wang"},
+            headers={**AUTH, "Idempotency-Key": "reply-1"},
+        ) as resp:
+            assert resp.status == 200 and (await resp.json())["duplicate"] is True
+        await ws.send_json({"type": "ping"})
+        await _until(ws, "pong")
+        frames_after, _ = await _hello(http, url_a, welcome["token"])  # reconnect elsewhere: the same history
+        replayed = []
+        async with asyncio.timeout(10):
+            while not any(f.get("author") == "agent" for f in replayed):
+                replayed.append(await frames_after.receive_json())
+        assert [f["seq"] for f in replayed] == list(range(1, len(replayed) + 1))
+        await ws.close()
+        await frames_after.close()
+
+
+async def test_one_message_sent_to_both_instances_at_once_is_stored_and_answered_once(
+    two_instances: tuple[str, str],
+) -> None:
+    url_a, url_b = two_instances
+    async with aiohttp.ClientSession() as http:
+        first, welcome = await _hello(http, url_a, None)
+        second, _ = await _hello(http, url_b, welcome["token"])  # the same visitor, a second tab, other instance
+        for n in range(5):
+            frame = {"type": "message", "id": f"dup-{n}", "text": "怎么开发票"}
+            await asyncio.gather(first.send_json(frame), second.send_json(frame))
+            acks = await asyncio.gather(_until(first, "ack", id=f"dup-{n}"), _until(second, "ack", id=f"dup-{n}"))
+            assert sorted(a["duplicate"] for a in acks) == [False, True]
+            assert acks[0]["message_id"] == acks[1]["message_id"]
+            answers = await asyncio.gather(_until(first, "message"), _until(second, "message"))
+            assert answers[0] == answers[1] and "发票" in answers[0]["text"]  # both tabs, one answer, one seq
+        async with http.get(url_b + "/api/v1/events?limit=1000", headers=AUTH) as resp:
+            events = (await resp.json())["events"]
+        inbound = [e for e in events if e["data"].get("message", {}).get("direction") == "inbound"]
+        replies = [e for e in events if e["data"].get("message", {}).get("author") == "bot"]
+        assert len(inbound) == 5 and len(replies) == 5
+        await first.close()
+        await second.close()
