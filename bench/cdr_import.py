@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import random
 import sys
 import tempfile
@@ -55,9 +56,21 @@ def generate(rows: int, fmt: CdrFormat, customers: int) -> str:
             )
         else:
             lines.append(
-                '{"variables": {"uuid": "uuid-%08d", "caller_id_number": "%s", "destination_number": "4008001234",'
-                ' "start_stamp": "%s", "answer_stamp": "%s", "end_stamp": "%s", "duration": "%d", "billsec": "%d",'
-                ' "hangup_cause": "%s"}}' % (i, caller, stamp, answer, end, wait + talk, talk, CAUSES[disposition])
+                json.dumps(
+                    {
+                        "variables": {
+                            "uuid": f"uuid-{i:08d}",
+                            "caller_id_number": caller,
+                            "destination_number": "4008001234",
+                            "start_stamp": stamp,
+                            "answer_stamp": answer,
+                            "end_stamp": end,
+                            "duration": str(wait + talk),
+                            "billsec": str(talk),
+                            "hangup_cause": CAUSES[disposition],
+                        }
+                    }
+                )  # fmt: skip
             )
     return "\n".join(lines) + "\n"
 

@@ -1,6 +1,7 @@
 """Web chat round trips through the real server: visitor message → stored → bot decision → reply frame.
 
 Run on demand (never in CI):  .venv/bin/python bench/webchat_roundtrip.py [--visitors 20] [--messages 50]
+[--store sqlite|redis]
 
 The gateway runs as its own process (``huiliu serve``) with the sample config's SQLite store and the
 sample KB, so the client's load does not share its event loop. Prints messages per second and the
@@ -18,6 +19,7 @@ import statistics
 import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
 
 import aiohttp
@@ -59,11 +61,26 @@ async def _visitor(url: str, n_messages: int, latencies: list[float]) -> None:
             latencies.append((time.perf_counter() - started) * 1000)
 
 
+async def _drop_redis_prefix(url: str, prefix: str) -> None:
+    import redis.asyncio as aioredis
+
+    from core.store.redis import key_tag
+
+    client = aioredis.Redis.from_url(url)
+    keys = [k async for k in client.scan_iter(match=key_tag(prefix) + "*", count=1000)]
+    for start in range(0, len(keys), 500):
+        await client.unlink(*keys[start : start + 500])
+    await client.aclose()
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--visitors", type=int, default=20)
     parser.add_argument("--messages", type=int, default=50, help="per visitor")
+    parser.add_argument("--store", choices=["sqlite", "redis"], default="sqlite")
+    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
     args = parser.parse_args()
+    prefix = f"bench-{uuid.uuid4().hex[:8]}:"
 
     with tempfile.TemporaryDirectory() as tmp:
         config = yaml.safe_load((ROOT / "config.yaml").read_text(encoding="utf-8"))
@@ -71,6 +88,8 @@ async def main() -> None:
         config["bot"]["kb"] = str(ROOT / "kb" / "faq.yaml")
         config["bot"]["max_misses"] = 1000  # keep every visitor with the bot: this measures the bot path
         config["inboxes"][0]["frames_per_minute"] = 100000
+        if args.store == "redis":
+            config["store"] = {"backend": "redis", "url": args.redis_url, "prefix": prefix}
         path = Path(tmp) / "config.yaml"
         path.write_text(yaml.safe_dump(config, allow_unicode=True), encoding="utf-8")
         port = _free_port()
@@ -106,6 +125,8 @@ async def main() -> None:
         finally:
             proc.terminate()
             await proc.wait()
+            if args.store == "redis":
+                await _drop_redis_prefix(args.redis_url, prefix)
 
     latencies.sort()
     total = len(latencies)
@@ -113,6 +134,7 @@ async def main() -> None:
     print(
         json.dumps(
             {
+                "store": args.store,
                 "visitors": args.visitors,
                 "messages": total,
                 "seconds": round(elapsed, 2),

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import heapq
 import math
+import os
 import pathlib
+import tempfile
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import yaml
-from rapidfuzz import fuzz
+from rapidfuzz import fuzz, process
 
-from bot.text import Analyzed, analyze, is_cjk, new_tokenizer, normalize
+from bot.synonyms import STARTER_SYNONYMS, merged, synonym_map
+from bot.text import Analyzed, analyze, is_cjk, new_tokenizer, normalize, stem
 from core.model import FaqHit
 
 
@@ -28,10 +33,20 @@ class FaqEntry:
     tags: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class KnowledgeBase:
+    """A KB file's content: the entries, and synonym groups (each folds to its first word) for matching."""
+
+    entries: tuple[FaqEntry, ...]
+    synonyms: tuple[tuple[str, ...], ...] = ()
+
+
 _FIELDS = frozenset({"id", "questions", "answer", "keywords", "tags"})
+_TOP = frozenset({"faqs", "synonyms"})
 
 
-def load_kb(path: pathlib.Path) -> tuple[FaqEntry, ...]:
+def read_kb(path: pathlib.Path) -> KnowledgeBase:
+    """Read and validate a KB file; raises KbError naming the file, the entry and the problem."""
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -40,22 +55,39 @@ def load_kb(path: pathlib.Path) -> tuple[FaqEntry, ...]:
         raise KbError(f"{path}: cannot read: {e}") from None
     except yaml.YAMLError as e:
         raise KbError(f"{path}: invalid YAML: {e}") from None
+    return parse_kb(data, str(path))
+
+
+def load_kb(path: pathlib.Path) -> tuple[FaqEntry, ...]:
+    return read_kb(path).entries
+
+
+def parse_kb(data: object, where: str) -> KnowledgeBase:
     if not isinstance(data, dict) or not isinstance(data.get("faqs"), list) or not data["faqs"]:
-        raise KbError(f"{path}: top level must be a mapping with a non-empty 'faqs' list")
+        raise KbError(f"{where}: top level must be a mapping with a non-empty 'faqs' list")
+    unknown = sorted(str(k) for k in data if k not in _TOP)
+    if unknown:
+        raise KbError(f"{where}: unknown top-level key(s) {', '.join(unknown)}; allowed: faqs, synonyms")
     entries: list[FaqEntry] = []
     first_seen: dict[str, int] = {}
     for number, raw in enumerate(data["faqs"], start=1):
-        entry = _parse_entry(raw, f"{path}: entry #{number}")
+        entry = parse_entry(raw, f"{where}: entry #{number}")
         if entry.id in first_seen:
             raise KbError(
-                f"{path}: entry #{number}: duplicate id {entry.id!r} (first used by entry #{first_seen[entry.id]})"
+                f"{where}: entry #{number}: duplicate id {entry.id!r} (first used by entry #{first_seen[entry.id]})"
             )
         first_seen[entry.id] = number
         entries.append(entry)
-    return tuple(entries)
+    groups: list[tuple[str, ...]] = []
+    raw_groups = data.get("synonyms") or []
+    if not isinstance(raw_groups, list):
+        raise KbError(f"{where}: 'synonyms' must be a list of lists of words")
+    for n, group in enumerate(raw_groups, start=1):
+        groups.append(_strings(group, "synonyms", f"{where}: synonym group #{n}", required=True))
+    return KnowledgeBase(entries=tuple(entries), synonyms=tuple(groups))
 
 
-def _parse_entry(raw: object, where: str) -> FaqEntry:
+def parse_entry(raw: object, where: str) -> FaqEntry:
     if not isinstance(raw, dict):
         raise KbError(f"{where}: must be a mapping with id, questions and answer")
     entry_id = raw.get("id")
@@ -91,18 +123,66 @@ def _strings(value: object, name: str, where: str, *, required: bool) -> tuple[s
     return tuple(v.strip() for v in value)
 
 
-# Scoring weights. Bigrams are a fallback for Chinese segmentation differences, so they count for less
-# than whole words; query words the KB has never seen count partly against a match (they are evidence
-# the customer asks about something else) but not as much as a rare KB word would.
-_BIGRAM_WEIGHT = 0.5
-_UNKNOWN_WEIGHT = 0.6
-_W_PHRASE, _W_ENTRY, _W_FUZZ = 0.45, 0.35, 0.20
-_QUERY_SIDE = 0.7  # how much the query's coverage counts against the phrasing's coverage
-_KEYWORD_BONUS = 0.15
+def kb_document(kb: KnowledgeBase) -> dict[str, Any]:
+    faqs: list[dict[str, Any]] = []
+    for e in kb.entries:
+        item: dict[str, Any] = {"id": e.id, "questions": list(e.questions)}
+        if e.keywords:
+            item["keywords"] = list(e.keywords)
+        item["answer"] = e.answer
+        if e.tags:
+            item["tags"] = list(e.tags)
+        faqs.append(item)
+    doc: dict[str, Any] = {}
+    if kb.synonyms:
+        doc["synonyms"] = [list(g) for g in kb.synonyms]
+    doc["faqs"] = faqs
+    return doc
+
+
+def write_kb(path: pathlib.Path, kb: KnowledgeBase) -> None:
+    """Write the KB atomically (temp file + rename), so a reader never sees half a file. Comments are not kept."""
+    text = "# FAQ knowledge base, written by Huiliu's admin API.\n" + yaml.safe_dump(
+        kb_document(kb), allow_unicode=True, sort_keys=False, width=1000
+    )
+    fd, tmp = tempfile.mkstemp(prefix=".faq-", suffix=".yaml", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        pathlib.Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+# --- matching ------------------------------------------------------------------------------------------------
+# Feature kinds: whole words count most; Chinese character bigrams and single characters are fallbacks for
+# words jieba segments differently (开发票 vs 发票), so they count for less. Weights were tuned on the dev sets.
+_W_WORD = 1.0
+_W_BIGRAM = 0.8
+_W_CHAR = 0.5
+_W_PAIR = 0.4  # two adjacent content words, for English word order ("card declined" vs "declined transfer")
+_IDF_POWER = 1.0
+_UNKNOWN = 0.7  # a query word the KB never uses counts against a match, like a fairly rare KB word
+# Score = weighted mix of the entry's normalized BM25, its best and second phrasings' cosines and a fuzzy ratio.
+_A_BEST, _A_SECOND, _A_BM25, _A_FUZZ = 0.15, 0.05, 0.70, 0.10
+_KEYWORD_BONUS = 0.08
+_K1, _B = 1.2, 0.75
+_CANDIDATES = 64  # phrasings rescored exactly after the inverted-index pass
+_RARE_SHARE = 0.05  # features on more than this share of phrasings only rescore, they do not pick candidates
+_TYPO_CUTOFF = 84
 
 
 def _features(a: Analyzed) -> set[str]:
-    return set(a.terms) | {"\x00" + b for b in a.bigrams}
+    feats = {"w" + t for t in a.terms}
+    feats.update("b" + b for b in a.bigrams)
+    feats.update("c" + c for c in a.chars)
+    latin = [t for t in a.terms if not is_cjk(t)]
+    feats.update("p" + x + " " + y for x, y in zip(latin, latin[1:], strict=False))
+    return feats
+
+
+_KIND = {"w": _W_WORD, "b": _W_BIGRAM, "c": _W_CHAR, "p": _W_PAIR}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -110,79 +190,178 @@ class _Phrase:
     entry: int
     question: str
     features: frozenset[str]
+    norm: float
     content: str
-    weight: float
 
 
 class FaqIndex:
-    def __init__(self, entries: Sequence[FaqEntry]) -> None:
+    """An inverted index over every phrasing, with term weights learned from the KB itself.
+
+    Built once (sync, pure); searching never scans every phrasing: rare query features pick candidates, and only
+    those are scored exactly, together with their entry's centroid and a rapidfuzz comparison.
+    """
+
+    def __init__(self, entries: Sequence[FaqEntry], *, synonyms: Iterable[Iterable[str]] = ()) -> None:
         self._entries = tuple(entries)
         self._by_id = {e.id: e for e in self._entries}
         if len(self._by_id) != len(self._entries):
             raise ValueError("FAQ entry ids must be unique")
+        groups = [tuple(g) for g in synonyms]
         user_words = [k for e in self._entries for k in e.keywords]
-        user_words += [q for e in self._entries for q in e.questions if 2 <= len(normalize(q)) <= 3]
+        user_words += [q for e in self._entries for q in e.questions if 2 <= len(normalize(q)) <= 4]
+        user_words += [w for g in (*groups, *STARTER_SYNONYMS) for w in g]
         self._tokenizer = new_tokenizer(user_words)
-        analyzed = [[analyze(self._tokenizer, q) for q in e.questions] for e in self._entries]
-        self._keywords = [[analyze(self._tokenizer, k) for k in e.keywords] for e in self._entries]
-        self._entry_features = [
-            set().union(*(_features(a) for a in phrasings), *(_features(k) for k in kws))
-            for phrasings, kws in zip(analyzed, self._keywords, strict=True)
-        ]
+        self._synonyms = merged(synonym_map(groups, normalize=_fold), synonym_map(STARTER_SYNONYMS, normalize=_fold))
+        analyzed = [[self._analyze(q) for q in e.questions] for e in self._entries]
+        self._keywords = [[self._analyze(k) for k in e.keywords] for e in self._entries]
+        phrase_feats = [[frozenset(_features(a)) for a in phrasings] for phrasings in analyzed]
+        keyword_feats = [[frozenset(_features(k)) for k in kws] for kws in self._keywords]
         df: dict[str, int] = defaultdict(int)
-        for feats in self._entry_features:
-            for f in feats:
+        for i in range(len(self._entries)):
+            for f in set().union(*phrase_feats[i], *keyword_feats[i]):
                 df[f] += 1
         n = max(len(self._entries), 1)
-        self._idf = {f: math.log(1 + n / d) for f, d in df.items()}
-        self._unknown_idf = math.log(1 + n) * _UNKNOWN_WEIGHT
+        self._weight2 = {f: (_KIND[f[0]] * math.log(1 + n / d) ** _IDF_POWER) ** 2 for f, d in df.items()}
+        self._unknown2 = {k: (w * math.log(1 + n) ** _IDF_POWER * _UNKNOWN) ** 2 for k, w in _KIND.items()}
+        self._vocab = sorted({f[1:] for f in df if f[0] == "w" and not is_cjk(f[1:]) and f[1:].isalpha()})
+        self._typos: dict[str, str] = {}
         self._phrases: list[_Phrase] = []
-        self._postings: dict[str, list[int]] = defaultdict(list)
+        postings: dict[str, list[int]] = defaultdict(list)
+        tfs: list[dict[str, int]] = []
+        self._entry_phrases: list[tuple[int, int]] = []
         for i, phrasings in enumerate(analyzed):
-            for question, a in zip(self._entries[i].questions, phrasings, strict=True):
-                phrase_features = frozenset(_features(a))
-                for f in phrase_features:
-                    self._postings[f].append(len(self._phrases))
-                weight = sum(self._weight(f) for f in phrase_features)
+            self._entry_phrases.append((len(self._phrases), len(self._phrases) + len(phrasings)))
+            tf: dict[str, int] = defaultdict(int)
+            for feats in (*phrase_feats[i], *keyword_feats[i]):
+                for f in feats:
+                    tf[f] += 1
+            tfs.append(tf)
+            for k, (feats, a) in enumerate(zip(phrase_feats[i], phrasings, strict=True)):
+                norm = math.sqrt(sum(self._weight2[f] for f in feats)) or 1.0
+                for f in feats:
+                    postings[f].append(len(self._phrases))
                 self._phrases.append(
-                    _Phrase(entry=i, question=question, features=phrase_features, content=a.content, weight=weight)
+                    _Phrase(entry=i, question=self._entries[i].questions[k], features=feats, norm=norm, content=a.content)
                 )
+        self._postings = {f: tuple(p) for f, p in postings.items()}
+        # BM25 over one document per entry (all its phrasings and keywords), a term's frequency being the number
+        # of phrasings that hold it: a word most phrasings of an entry share is what that entry is about.
+        lengths = [sum(tf.values()) for tf in tfs]
+        avg = sum(lengths) / max(len(lengths), 1) or 1.0
+        self._bm25 = {f: math.log(1 + (n - d + 0.5) / (d + 0.5)) * _KIND[f[0]] for f, d in df.items()}
+        self._bm25_unknown = {k: w * math.log(1 + (n + 0.5) / 0.5) * _UNKNOWN for k, w in _KIND.items()}
+        entry_postings: dict[str, list[tuple[int, float]]] = defaultdict(list)
+        self._entry_terms: list[dict[str, float]] = []
+        for i, tf in enumerate(tfs):
+            denom_len = _K1 * (1 - _B + _B * lengths[i] / avg)
+            values = {f: self._bm25[f] * c * (_K1 + 1) / (c + denom_len) for f, c in tf.items()}
+            self._entry_terms.append(values)
+            for f, v in values.items():
+                entry_postings[f].append((i, v))
+        self._entry_postings = {f: tuple(p) for f, p in entry_postings.items()}
+        self._rare_cap = max(32, int(_RARE_SHARE * len(self._phrases)))
+        self._rare_cap_entries = max(32, int(_RARE_SHARE * len(self._entries)))
 
-    def _weight(self, feature: str) -> float:
-        idf = self._idf.get(feature, self._unknown_idf)
-        return idf * _BIGRAM_WEIGHT if feature.startswith("\x00") else idf
+    def _analyze(self, text: str) -> Analyzed:
+        return analyze(self._tokenizer, text, self._synonyms)
+
+    @property
+    def entries(self) -> tuple[FaqEntry, ...]:
+        return self._entries
 
     def entry(self, entry_id: str) -> FaqEntry | None:
         return self._by_id.get(entry_id)
 
+    def _fix_typos(self, query: Analyzed) -> Analyzed:
+        """An English word the KB never uses is most likely a typo of one it does ("pasword")."""
+        fixed: list[str] = []
+        changed = False
+        for t in query.terms:
+            if len(t) >= 4 and t.isalpha() and t.isascii() and ("w" + t) not in self._weight2:
+                if t not in self._typos:
+                    match = process.extractOne(t, self._vocab, scorer=fuzz.ratio, score_cutoff=_TYPO_CUTOFF)
+                    if len(self._typos) > 10000:
+                        self._typos.clear()
+                    self._typos[t] = match[0] if match else t
+                changed |= self._typos[t] != t
+                fixed.append(self._typos[t])
+            else:
+                fixed.append(t)
+        if not changed:
+            return query
+        return Analyzed(terms=tuple(fixed), bigrams=query.bigrams, chars=query.chars, content=" ".join(fixed))
+
     def search(self, text: str, limit: int = 3) -> tuple[FaqHit, ...]:
-        query = analyze(self._tokenizer, text)
-        feats = _features(query)
-        q_weight = sum(self._weight(f) for f in feats)
-        if not feats or limit <= 0 or q_weight <= 0:
+        if limit <= 0:
             return ()
-        matched: dict[int, float] = defaultdict(float)
-        for f in feats:
-            for p in self._postings.get(f, ()):
-                matched[p] += self._weight(f)
-        best: dict[int, tuple[float, str]] = {}
-        for p, m in matched.items():
+        query = self._fix_typos(self._analyze(text))
+        feats = _features(query)
+        known = [f for f in feats if f in self._weight2]
+        # Single characters only support a match: an entry must share a word or a character bigram.
+        anchors = [f for f in known if f[0] != "c"]
+        if not anchors:
+            return ()
+        q_norm = math.sqrt(sum(self._weight2.get(f) or self._unknown2[f[0]] for f in feats))
+        bm25_max = (_K1 + 1) * sum(self._bm25.get(f) or self._bm25_unknown[f[0]] for f in feats)
+        # Candidates come from the rarer features (always at least the three rarest), so common words never
+        # force a walk over most of the index; the candidates are then scored exactly on every feature.
+        anchors.sort(key=lambda f: len(self._postings[f]))
+        acc: dict[int, float] = defaultdict(float)
+        entry_acc: dict[int, float] = defaultdict(float)
+        for n, f in enumerate(anchors):
+            plist = self._postings[f]
+            if n >= 3 and len(plist) > self._rare_cap:
+                break
+            w2 = self._weight2[f]
+            for p in plist:
+                acc[p] += w2
+        for n, f in enumerate(anchors):
+            elist = self._entry_postings[f]
+            if n >= 3 and len(elist) > self._rare_cap_entries:
+                continue
+            for i, v in elist:
+                entry_acc[i] += v
+        top = heapq.nlargest(_CANDIDATES, acc.items(), key=lambda kv: kv[1] / self._phrases[kv[0]].norm)
+        candidates = {self._phrases[p].entry for p, _ in top}
+        candidates.update(i for i, _ in heapq.nlargest(_CANDIDATES // 2, entry_acc.items(), key=lambda kv: kv[1]))
+        feat_set = frozenset(known)
+        per_entry: dict[int, list[tuple[float, int]]] = {i: [] for i in candidates}
+        for p, _ in top:
             phrase = self._phrases[p]
-            coverage = _QUERY_SIDE * m / q_weight + (1 - _QUERY_SIDE) * m / max(phrase.weight, 1e-9)
+            dot = sum(self._weight2[f] for f in feat_set & phrase.features)
+            per_entry[phrase.entry].append((dot / (q_norm * phrase.norm), p))
+        hits: list[FaqHit] = []
+        for i, scored in per_entry.items():
+            if not scored:
+                p = self._best_phrase(i, feat_set)
+                scored = [(sum(self._weight2[f] for f in feat_set & self._phrases[p].features) / (q_norm *
+                           self._phrases[p].norm), p)]
+            scored.sort(reverse=True)
+            best, p = scored[0]
+            second = scored[1][0] if len(scored) > 1 else 0.0
+            bm25 = self._entry_bm25(i, known) / bm25_max
+            phrase = self._phrases[p]
             fuzzy = fuzz.ratio(query.content, phrase.content) / 100
-            score = _W_PHRASE * coverage + _W_FUZZ * fuzzy
-            if phrase.entry not in best or score > best[phrase.entry][0]:
-                best[phrase.entry] = (score, phrase.question)
-        hits = []
-        for i, (score, question) in best.items():
-            in_entry = sum(self._weight(f) for f in feats & self._entry_features[i]) / q_weight
-            score += _W_ENTRY * in_entry + self._keyword_bonus(i, query)
-            hits.append(FaqHit(entry_id=self._entries[i].id, question=question, score=round(min(score, 1.0), 4)))
+            score = _A_BEST * best + _A_SECOND * second + _A_BM25 * bm25 + _A_FUZZ * fuzzy
+            score += self._keyword_bonus(i, query)
+            hits.append(
+                FaqHit(entry_id=self._entries[i].id, question=phrase.question, score=round(min(score, 1.0), 4))
+            )
         hits.sort(key=lambda h: -h.score)
         return tuple(hits[:limit])
 
+    def _entry_bm25(self, i: int, known: list[str]) -> float:
+        values = self._entry_terms[i]
+        return sum(values.get(f, 0.0) for f in known)
+
+    def _best_phrase(self, i: int, feats: frozenset[str]) -> int:
+        first, end = self._entry_phrases[i]
+        return max(range(first, end), key=lambda p: len(feats & self._phrases[p].features) / self._phrases[p].norm)
+
     def _keyword_bonus(self, i: int, query: Analyzed) -> float:
         """A KB author's keyword is strong evidence: all its words present, or (Chinese) it appears in the query."""
+        if not self._keywords[i]:
+            return 0.0
         joined = "".join(t for t in query.terms if is_cjk(t))
         terms = set(query.terms)
         for kw in self._keywords[i]:
@@ -190,3 +369,9 @@ class FaqIndex:
             if kw.terms and (set(kw.terms) <= terms or (is_cjk(chinese) and chinese in joined)):
                 return _KEYWORD_BONUS
         return 0.0
+
+
+def _fold(word: str) -> str:
+    """How a synonym list's word is compared with analyzed tokens: normalized, English stemmed."""
+    word = normalize(word)
+    return stem(word) if word.isascii() else word

@@ -2,29 +2,30 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import unicodedata
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import jieba
+import opencc
 
 jieba.setLogLevel(logging.WARNING)
 
+# Only fillers and particles: question words (什么时候, 多少, 哪里; when, where, how) often tell entries apart,
+# and the KB's own IDF already discounts words that every entry shares.
 _ZH_STOPWORDS = """
-    怎么 怎样 怎么样 如何 咋 咋样 怎么办 咋办 我 我们 你 你们 您 他 她 它 的 了 吗 呢 啊 呀 吧 哦 嘛 么 哈 呐 嗯
-    请问 请 问 一下 下 是 在 有 想 要 想要 我要 我想 能 能不能 可以 可不可以 可否 会 会不会 什么 为什么 为啥 啥
-    哪里 哪儿 哪 多少 这个 那个 一个 这 那 给 帮 帮我 麻烦 你好 您好 谢谢 和 与 及 就 都 也 还 又 把 被 让 得
-    地 着 过 需要 如果 还是 现在 已经 什么时候 时候 一直 自己 怎 个 吗吗 到底 关于 问题 情况 谁
+    的 了 吗 呢 啊 呀 吧 哦 嘛 么 哈 嗯 呐 啦 呗 嘞 哇 喔 请问 请 一下 怎么 怎么样 如何 怎样 咋 我 我们 你 你们 您 帮 帮我
+    请帮我 麻烦 麻烦你 你好 您好 谢谢 能 可以 想 要 是 在 一个 这个 那个 就 都 也 还 把 给 我想 我要 想要 能不能
+    可不可以
 """
 
 _EN_STOPWORDS = """
-    i me my mine we us our you your it its a an the is are was were be been am do does did done can could would
-    should will shall may might must to of in on at for with about from by and or but so if please how what which
-    this that there these those im i'm hi hello hey want wanna need like get got have has had just any some know
-    tell help thank thanks pls plz there's it's what's how's dont don't cant can't ok okay now still yet
+    a an the is are was were be am do does did to of in on at for with and or please i me my you your it its can
+    could would will im i'm hi hello hey pls plz
 """
 
 ZH_STOPWORDS = frozenset(_ZH_STOPWORDS.split())
@@ -34,11 +35,12 @@ STOPWORDS = ZH_STOPWORDS | EN_STOPWORDS
 _CJK_RUN = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]+")
 _LATIN_WORD = re.compile(r"[a-z][a-z']*")
 _SPACES = re.compile(r"\s+")
+_T2S = opencc.OpenCC("t2s")
 
 
 def normalize(text: str) -> str:
-    """NFKC (full-width to half-width), casefold, punctuation and symbols to spaces, spaces collapsed."""
-    text = unicodedata.normalize("NFKC", text).casefold()
+    """NFKC (full-width to half-width), casefold, traditional to simplified, punctuation and symbols to spaces."""
+    text = _T2S.convert(unicodedata.normalize("NFKC", text).casefold())
     chars = [" " if unicodedata.category(c)[0] in "PSZC" and c != "'" else c for c in text]
     return _SPACES.sub(" ", "".join(chars).replace("'", "")).strip()
 
@@ -47,16 +49,57 @@ def is_cjk(token: str) -> bool:
     return _CJK_RUN.fullmatch(token) is not None
 
 
+_IRREGULAR = {
+    "was": "be",
+    "were": "be",
+    "been": "be",
+    "paid": "pay",
+    "sent": "send",
+    "lost": "lose",
+    "stolen": "steal",
+    "stole": "steal",
+    "bought": "buy",
+    "made": "make",
+    "gave": "give",
+    "given": "give",
+    "took": "take",
+    "taken": "take",
+    "received": "receive",
+    "children": "child",
+    "men": "man",
+    "women": "woman",
+    "people": "person",
+    "left": "leave",
+    "spent": "spend",
+    "went": "go",
+    "gone": "go",
+    "froze": "freeze",
+    "frozen": "freeze",
+    "wrote": "write",
+    "written": "write",
+    "forgot": "forget",
+    "forgotten": "forget",
+}
+
+
+@functools.lru_cache(maxsize=65536)
 def stem(word: str) -> str:
-    """A deliberately light English stemmer: enough to join "shipping/shipped/ships" and "addresses/address"."""
+    """A deliberately light English stemmer: it joins inflections ("shipping/shipped/ships") and a few
+    irregular forms, and stops there, so unrelated words are not folded together as a full Porter stemmer does."""
+    if word in _IRREGULAR:
+        return _IRREGULAR[word]
     if not _LATIN_WORD.fullmatch(word) or len(word) <= 3:
         return word
     if word.endswith("ies") and len(word) > 4:
         word = word[:-3] + "y"
+    elif word.endswith("sses"):
+        word = word[:-2]
     elif word.endswith("s") and not word.endswith(("ss", "us", "is")):
         word = word[:-1]
     if word.endswith("ing") and len(word) >= 6:
         word = word[:-3]
+    elif word.endswith("ied") and len(word) >= 5:
+        word = word[:-3] + "y"
     elif word.endswith("ed") and len(word) >= 5:
         word = word[:-2]
     if len(word) > 3 and word[-1] == word[-2] and word[-1] not in "lsz":
@@ -72,15 +115,16 @@ def new_tokenizer(user_words: Iterable[str] = ()) -> Any:
     tokenizer.initialize()
     for word in user_words:
         word = normalize(word)
-        if word and " " not in word:
+        if word and " " not in word and is_cjk(word):
             tokenizer.add_word(word)
     return tokenizer
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Analyzed:
-    terms: tuple[str, ...]  # content words in order: stemmed, stopwords dropped
+    terms: tuple[str, ...]  # content words in order: stemmed, synonyms folded, stopwords dropped
     bigrams: frozenset[str]  # Chinese character bigrams over runs of content words
+    chars: frozenset[str]  # Chinese characters of content words
     content: str  # the content words joined, for fuzzy string comparison
 
 
@@ -89,17 +133,33 @@ def words(tokenizer: Any, text: str) -> list[str]:
     return [stem(t) for t in tokenizer.lcut(normalize(text), HMM=False) if t.strip()]
 
 
-def analyze(tokenizer: Any, text: str) -> Analyzed:
+def analyze(tokenizer: Any, text: str, synonyms: Mapping[str, str] | None = None) -> Analyzed:
+    """Content words plus Chinese character bigrams and characters, the fallback for words jieba splits otherwise.
+
+    A stopword ends a run, so "密码怎么改" never yields the bigram "码改" that no phrasing would hold.
+    """
     terms: list[str] = []
     bigrams: set[str] = set()
+    chars: set[str] = set()
     run = ""
-    for token in [*words(tokenizer, text), " "]:
-        if token in STOPWORDS or token == " " or not is_cjk(token):
+    for raw in [*tokenizer.lcut(normalize(text), HMM=False), " "]:
+        if raw in STOPWORDS:
+            token = " "
+        else:
+            token = stem(raw) if raw.isascii() else raw
+            if token in STOPWORDS:
+                token = " "
+            elif synonyms:
+                token = synonyms.get(token, token)
+        if token == " " or not is_cjk(token):
             bigrams.update(run[i : i + 2] for i in range(len(run) - 1))
+            chars.update(run)
             run = ""
-        if token == " " or token in STOPWORDS:
+        if token.isspace() or not token:
             continue
         terms.append(token)
         if is_cjk(token):
             run += token
-    return Analyzed(terms=tuple(terms), bigrams=frozenset(bigrams), content=" ".join(terms))
+    return Analyzed(
+        terms=tuple(terms), bigrams=frozenset(bigrams), chars=frozenset(chars), content=" ".join(terms)
+    )

@@ -57,6 +57,31 @@ def _calls_import(args: argparse.Namespace) -> int:
     return 1 if report.bad else 0
 
 
+def _quarantine(args: argparse.Namespace) -> int:
+    """List quarantined input, or replay items through intake (offline, against the configured store)."""
+    import asyncio
+
+    from gateway.app import build_bot
+    from gateway.quarantine import list_quarantined, replay
+
+    try:
+        config = load_config(Path(args.config))
+        if args.quarantine_command == "list":
+            items = asyncio.run(list_quarantined(config, include_replayed=args.all, limit=args.limit))
+            for item in items:
+                state = " (replayed)" if item.replayed else ""
+                when = item.received_at.isoformat()
+                print(f"{item.id}\t{when}\t{item.inbox}\t{len(item.raw)} bytes\t{item.reason}{state}")
+            return 0
+        results = asyncio.run(replay(config, build_bot(config), args.ids))
+    except (ConfigError, KbError, OSError) as exc:
+        print(f"huiliu: {exc}", file=sys.stderr)
+        return 2
+    for result in results:
+        print(f"{result.item_id}\t{'ok' if result.ok else 'failed'}\t{result.detail}")
+    return 0 if all(r.ok for r in results) else 1
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="huiliu", description="Huiliu omnichannel intake gateway")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
@@ -73,6 +98,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     calls_import.add_argument("-c", "--config", default="config.yaml", help="path to config.yaml")
     calls_import.add_argument("--inbox", help="the phone inbox (needed when there are several)")
     calls_import.set_defaults(run=_calls_import)
+    quarantine = sub.add_parser("quarantine", help="input that could not be parsed (e.g. broken mail)")
+    quarantine_sub = quarantine.add_subparsers(dest="quarantine_command", required=True)
+    q_list = quarantine_sub.add_parser("list", help="list quarantined items, oldest first")
+    q_list.add_argument("-c", "--config", default="config.yaml", help="path to config.yaml")
+    q_list.add_argument("--all", action="store_true", help="include items already replayed")
+    q_list.add_argument("--limit", type=int, default=100)
+    q_list.set_defaults(run=_quarantine)
+    q_replay = quarantine_sub.add_parser("replay", help="parse items again and hand them to intake")
+    q_replay.add_argument("ids", nargs="+", metavar="ID", help="ids from 'huiliu quarantine list'")
+    q_replay.add_argument("-c", "--config", default="config.yaml", help="path to config.yaml")
+    q_replay.set_defaults(run=_quarantine)
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     return int(args.run(args))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 import phonenumbers
 
@@ -22,6 +23,7 @@ def clean(raw: str) -> str:
     return _NOISE.sub("", text)
 
 
+@lru_cache(maxsize=65536)  # pure, and a CDR file repeats its numbers (the hotline on every row)
 def to_e164(raw: str, region: str = "CN") -> str | None:
     """``+8613800138000`` for ``138 0013 8000`` (region CN), or None when ``raw`` is not a number.
 
@@ -38,13 +40,15 @@ def to_e164(raw: str, region: str = "CN") -> str | None:
     readings: list[phonenumbers.PhoneNumber] = []
     for candidate, hint in ((text, region), ("+" + text.lstrip("+"), None)):
         try:
-            readings.append(phonenumbers.parse(candidate, hint))
+            number = phonenumbers.parse(candidate, hint)
         except phonenumbers.NumberParseException:
             continue
-    for check in (phonenumbers.is_valid_number, phonenumbers.is_possible_number):
-        for number in readings:
-            if check(number):
-                return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+        if phonenumbers.is_valid_number(number):
+            return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+        readings.append(number)
+    for number in readings:
+        if phonenumbers.is_possible_number(number):
+            return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
     return None
 
 

@@ -4,16 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import os
+import secrets
+import time
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import pytest
 
+from connectors.wechat.signature import sign
 from tests.conftest import API_TOKEN, ROOT
 from tests.redis_util import REDIS_URL, redis_store
 from tests.test_serve import HUILIU, free_port, write_config
+from tests.wechat.conftest import APP_ID, APP_SECRET, TOKEN, text_xml
+from tests.wechat.conftest import inbox as wechat_inbox
+from tests.wechat.fake_api import FakeWechat
 
 AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
 
@@ -40,14 +47,10 @@ async def _ready(http: aiohttp.ClientSession, url: str) -> None:
     pytest.fail(f"{url} did not become ready")
 
 
-@pytest.fixture
-async def two_instances(tmp_path: Path) -> AsyncIterator[tuple[str, str]]:
+@asynccontextmanager
+async def _instances(tmp_path: Path, inboxes: list[dict[str, Any]]) -> AsyncIterator[tuple[str, str]]:
     store = redis_store()  # skips without Redis; removes the prefix's keys afterwards
-    config = write_config(
-        tmp_path,
-        store={"backend": "redis", "url": REDIS_URL, "prefix": store.tag},
-        inboxes=[{"name": "web", "channel": "webchat", "allowed_origins": ["*"]}],
-    )
+    config = write_config(tmp_path, store={"backend": "redis", "url": REDIS_URL, "prefix": store.tag}, inboxes=inboxes)
     # Started together: they also race to create the inbox's shared session key.
     (a, url_a), (b, url_b) = await asyncio.gather(_serve(config), _serve(config))
     try:
@@ -66,6 +69,12 @@ async def two_instances(tmp_path: Path) -> AsyncIterator[tuple[str, str]]:
                 await proc.wait()
         await store.open()
         await store.close()
+
+
+@pytest.fixture
+async def two_instances(tmp_path: Path) -> AsyncIterator[tuple[str, str]]:
+    async with _instances(tmp_path, [{"name": "web", "channel": "webchat", "allowed_origins": ["*"]}]) as urls:
+        yield urls
 
 
 Socket = aiohttp.ClientWebSocketResponse
@@ -148,3 +157,35 @@ async def test_one_message_sent_to_both_instances_at_once_is_stored_and_answered
         assert len(inbound) == 5 and len(replies) == 5
         await first.close()
         await second.close()
+
+
+async def test_wechat_retries_split_across_instances_make_one_message(tmp_path: Path) -> None:
+    """WeChat retries a push it got no answer to within 5 s, and a load balancer spreads the retries."""
+    fake = await FakeWechat(app_id=APP_ID, app_secret=APP_SECRET).start()
+    try:
+        async with _instances(tmp_path, [{**wechat_inbox(), "api_base": fake.url}]) as (url_a, url_b):
+            xml = text_xml("怎么开发票", openid="oRetry0001", msg_id="6100000000000000777")
+
+            async def push(url: str) -> int:
+                timestamp, nonce = str(int(time.time())), str(secrets.randbelow(10**9))
+                params = {"timestamp": timestamp, "nonce": nonce, "signature": sign(TOKEN, timestamp, nonce)}
+                async with http.post(f"{url}/wechat/oa", params=params, data=xml) as resp:
+                    await resp.read()
+                    return resp.status
+
+            async with aiohttp.ClientSession() as http:
+                statuses = await asyncio.gather(*(push(url) for url in [url_a, url_b] * 4))
+                assert statuses == [200] * 8
+                async with asyncio.timeout(20):
+                    while True:
+                        async with http.get(url_a + "/api/v1/events?limit=1000", headers=AUTH) as resp:
+                            events = (await resp.json())["events"]
+                        messages = [e["data"]["message"] for e in events if e["type"] == "message.created"]
+                        if any(m["author"] == "bot" for m in messages):
+                            break
+                        await asyncio.sleep(0.1)
+            inbound = [m for m in messages if m["direction"] == "inbound"]
+            assert [m["external_id"] for m in inbound] == ["6100000000000000777"]
+            assert len([m for m in messages if m["author"] == "bot"]) == 1
+    finally:
+        await fake.close()

@@ -300,10 +300,13 @@ class EmailConnector:
         elif imap.mark_seen:
             _ok(await client.uid("store", str(uid), "+FLAGS.SILENT", r"(\Seen)"), "UID STORE")
 
-    async def ingest(self, raw: bytes, sink: InboundSink | None = None) -> IntakeResult | None:
+    async def ingest(
+        self, raw: bytes, sink: InboundSink | None = None, *, quarantine: bool = True
+    ) -> IntakeResult | None:
         """One raw mail → stored message (via intake) or quarantine. Never raises for bad input.
 
-        None means it was quarantined. Used by the IMAP loop and by ``huiliu quarantine replay``.
+        None means it could not be parsed (and was quarantined, unless it is a replay of a quarantined item).
+        Used by the IMAP loop and by ``huiliu quarantine replay``.
         """
         target = sink or self._sink
         if target is None:
@@ -311,11 +314,13 @@ class EmailConnector:
         try:
             mail = await asyncio.to_thread(parse_mail, raw)
         except MailParseError as exc:
-            await self._quarantine(raw, str(exc))
+            if quarantine:
+                await self._quarantine(raw, str(exc))
             return None
         except Exception as exc:  # a parser bug must not block the mailbox: keep the mail and move on
             log.exception("inbox %s: parsing a mail failed", self.inbox)
-            await self._quarantine(raw, f"parser error: {type(exc).__name__}: {exc}")
+            if quarantine:
+                await self._quarantine(raw, f"parser error: {type(exc).__name__}: {exc}")
             return None
         inbound = await self.to_inbound(mail, raw)
         return await target(inbound)

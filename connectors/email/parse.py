@@ -43,8 +43,10 @@ CHARSET_ALIASES: Mapping[str, str] = {
 }
 
 _TEXTUAL = frozenset({"text/enriched", "text/richtext", "text/x-unknown"})
+_GENERIC_STEMS: Mapping[str, str] = {"image": "image", "video": "video", "audio": "audio", "text": "file"}
 _HTML_URL_SCHEMES = {"http", "https", "mailto", "cid", "tel"}
 _MSGID = re.compile(r"<([^<>\s]+)>")
+_BARE_EMAIL = re.compile(r"[\w.+'=-]+@[\w-]+(?:\.[\w-]+)+")
 _ENCODED_WORD = re.compile(r"=\?[^?\s]+\?[bBqQ]\?")
 
 
@@ -186,8 +188,20 @@ def _addresses(raw_values: Iterable[str]) -> tuple[Address, ...]:
         addr = _from_surrogates(addr).strip().strip("<>").strip()
         if "@" not in addr:
             continue
-        out.append(Address(email=addr, name=decode_header_value(name).strip().strip("\"'")))
+        out.append(Address(email=addr, name=_display_name(decode_header_value(name))))
+    if not out:
+        # Old style "Name (user@host)" and other oddities: take any address that is there.
+        for value in values:
+            decoded = decode_header_value(value)
+            for found in _BARE_EMAIL.findall(decoded):
+                out.append(Address(email=found, name=""))
     return tuple(out)
+
+
+def _display_name(name: str) -> str:
+    name = name.strip().strip("\"'").strip()
+    without_comments = re.sub(r"\s*\([^)]*\)", "", name).strip()
+    return without_comments or name.strip("()").strip()
 
 
 def _message_ids(raw_values: Iterable[str]) -> tuple[str, ...]:
@@ -298,7 +312,8 @@ class _Collector:
             self._attach_message(part)
             return
         if ctype == "message/delivery-status" or ctype.startswith("message/"):
-            self._attach(part, ctype, default_name=ctype.split("/")[1] + ".txt", data=_flatten_payload(part))
+            name = _described_name(part, ctype) or ctype.split("/")[1] + ".txt"
+            self._attach(part, ctype, default_name=name, data=_flatten_payload(part))
             return
         if part.is_multipart():
             children = part.get_payload()
@@ -318,32 +333,53 @@ class _Collector:
         self._attach(part, ctype, default_name=None, data=_payload_bytes(part), filename=filename)
 
     def _attach_message(self, part: Message) -> None:
+        """An attached mail is named by its file name, else its subject, else its description."""
         inner = part.get_payload()
-        name = _filename(part)
+        subject = ""
+        if isinstance(inner, list) and inner and isinstance(inner[0], Message):
+            values = _raw_values(inner[0], "subject")
+            subject = decode_header_value(values[0]).strip() if values else ""
+        name = _filename(part) or (f"{subject}.eml" if subject else None) or _described_name(part, "message/rfc822")
         data = _flatten_payload(part)
-        if not name:
-            subject = ""
-            if isinstance(inner, list) and inner and isinstance(inner[0], Message):
-                values = _raw_values(inner[0], "subject")
-                subject = decode_header_value(values[0]) if values else ""
-            name = f"{subject.strip() or 'message'}.eml"
-        self._attach(part, "message/rfc822", default_name=name, data=data, filename=name)
+        self._attach(part, "message/rfc822", default_name=name or "message.eml", data=data, filename=name)
 
     def _attach(
         self, part: Message, ctype: str, *, default_name: str | None, data: bytes, filename: str | None = None
     ) -> None:
         cid_values = _raw_values(part, "content-id")
         cid = normalize_message_id(cid_values[0]) if cid_values else None
-        name = filename or default_name
-        if not name:
-            ext = mimetypes.guess_extension(ctype) or ".bin"
-            name = (
-                f"{(cid or 'attachment').split('@')[0]}{ext}" if cid else f"attachment-{len(self.attachments) + 1}{ext}"
-            )
+        name = filename or default_name or _described_name(part, ctype) or self._generic_name(ctype, cid)
         inline = part.get_content_disposition() == "inline" or (
             cid is not None and part.get_content_disposition() is None
         )
         self.attachments.append(MailPart(filename=name, content_type=ctype, data=data, content_id=cid, inline=inline))
+
+
+    def _generic_name(self, ctype: str, cid: str | None) -> str:
+        """A name for a part that has none: the Content-ID if it looks like a file name, else image.jpg & co."""
+        local = cid.split("@")[0] if cid else ""
+        if local and re.search(r"\.\w{1,5}$", local):
+            return local
+        ext = mimetypes.guess_extension(ctype) or ""
+        stem = _GENERIC_STEMS.get(ctype.split("/")[0], "file") if ctype != "text/html" else "document"
+        taken = {a.filename for a in self.attachments}
+        name, n = f"{stem}{ext}", 0
+        while name in taken:
+            n += 1
+            name = f"{stem}{n}{ext}"
+        return name
+
+
+def _described_name(part: Message, ctype: str) -> str | None:
+    """Bounces name their parts only in Content-Description ("Delivery report", "Undelivered Message")."""
+    values = _raw_values(part, "content-description")
+    if not values:
+        return None
+    text = decode_header_value(values[0]).strip()
+    if not text or len(text) > 100:
+        return None
+    ext = ".eml" if ctype == "message/rfc822" else (mimetypes.guess_extension(ctype) or ".txt")
+    return text if text.lower().endswith(ext) else text + ext
 
 
 def _flatten_payload(part: Message) -> bytes:
@@ -373,7 +409,9 @@ def _sender(msg: Message) -> Address | None:
     for value in _raw_values(msg, "from"):
         m = _DAEMON.search(value)
         if m:
-            return Address(email=m.group(1).lower(), name=decode_header_value(value))
+            comment = re.search(r"\(([^)]*)\)", value)
+            name = decode_header_value(comment.group(1)) if comment else m.group(1)
+            return Address(email=m.group(1).lower(), name=name.strip())
     return None
 
 
@@ -383,8 +421,24 @@ def normalize_line_endings(raw: bytes) -> bytes:
     return raw.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
 
 
+def repair_headers(raw: bytes) -> bytes:
+    """A header line that is neither "Name: value" nor indented is a broken fold: indent it.
+
+    Otherwise the parser ends the header block there and From, To and Subject below it are lost.
+    """
+    head, sep, body = raw.partition(b"\n\n")
+    if not sep:
+        return raw
+    lines = head.split(b"\n")
+    fixed = [
+        line if i == 0 or not line or line[:1] in b" \t" or _HEADER_LINE.match(line) else b" " + line
+        for i, line in enumerate(lines)
+    ]
+    return b"\n".join(fixed) + sep + body
+
+
 def read_message(raw: bytes) -> EmailMessage:
-    msg = BytesParser(policy=policy.default).parsebytes(normalize_line_endings(raw))
+    msg = BytesParser(policy=policy.default).parsebytes(repair_headers(normalize_line_endings(raw)))
     assert isinstance(msg, EmailMessage)
     return msg
 

@@ -420,6 +420,8 @@ _CLID = re.compile(r'^\s*"?([^"<]*)"?\s*<([^>]*)>\s*$')
 
 
 def _is_external(number: str, options: CdrOptions) -> bool:
+    if len(number) <= options.extension_max_digits:  # cheap first: most CDR rows have an extension in them
+        return False
     digits = clean(number).lstrip("+")
     return len(digits) > options.extension_max_digits and to_e164(number, options.region) is not None
 

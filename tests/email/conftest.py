@@ -138,13 +138,16 @@ namespace inbox {{
 """
 
 
-@pytest.fixture(scope="session")
-def dovecot() -> Iterator[Dovecot]:
-    """A private Dovecot on a free loopback port, started for this test session and stopped after it."""
+class DovecotUnavailable(Exception):
+    pass
+
+
+@contextlib.contextmanager
+def run_dovecot() -> Iterator[Dovecot]:
+    """A private Dovecot on a free loopback port (config, mail and sockets in a temp dir), stopped on exit."""
     binary = shutil.which("dovecot") or ("/usr/sbin/dovecot" if Path("/usr/sbin/dovecot").exists() else None)
     if binary is None:
-        need(False, "dovecot is not installed (apt-get install dovecot-imapd; .ci/run does it)")
-    assert binary is not None
+        raise DovecotUnavailable("dovecot is not installed (apt-get install dovecot-imapd; .ci/run does it)")
     as_root = os.getuid() == 0
     if as_root and subprocess.run(["id", "vmail"], capture_output=True).returncode != 0:
         subprocess.run(["useradd", "-r", "-U", "-d", "/nonexistent", "-s", "/usr/sbin/nologin", "vmail"], check=True)
@@ -157,19 +160,36 @@ def dovecot() -> Iterator[Dovecot]:
     port = _free_port()
     conf = state / "dovecot.conf"
     conf.write_text(_dovecot_conf(state, port, as_root))
-    started = subprocess.run([binary, "-c", str(conf)], capture_output=True, text=True)
-    if started.returncode != 0 or not _wait_port(port):
-        log = (state / "dovecot.log").read_text() if (state / "dovecot.log").exists() else ""
-        need(False, f"dovecot did not start: {started.stderr.strip()} {log[-500:]}")
+    # Dovecot daemonizes and keeps its inherited descriptors: give it files, not pipes we would wait on.
+    with (state / "start.log").open("wb") as out:
+        started = subprocess.run([binary, "-c", str(conf)], stdin=subprocess.DEVNULL, stdout=out, stderr=out)
     try:
+        if started.returncode != 0 or not _wait_port(port):
+            logs = "".join(p.read_text() for p in (state / "start.log", state / "dovecot.log") if p.exists())
+            raise DovecotUnavailable(f"dovecot did not start: {logs[-800:]}")
         yield Dovecot(port=port, conf=conf)
     finally:
-        subprocess.run(["doveadm", "-c", str(conf), "stop"], capture_output=True)
+        subprocess.run(["doveadm", "-c", str(conf), "stop"], stdin=subprocess.DEVNULL, capture_output=True)
         pid_file = state / "run" / "master.pid"
         deadline = time.monotonic() + 10
         while pid_file.exists() and time.monotonic() < deadline:
             time.sleep(0.05)
         shutil.rmtree(state, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def dovecot() -> Iterator[Dovecot]:
+    """One private Dovecot for the test session; each test uses its own fresh mailbox."""
+    try:
+        server = run_dovecot()
+        instance = server.__enter__()
+    except DovecotUnavailable as exc:
+        need(False, str(exc))
+        raise
+    try:
+        yield instance
+    finally:
+        server.__exit__(None, None, None)
 
 
 @dataclass
@@ -197,7 +217,7 @@ class SmtpSink:
 
     async def wait_for(self, count: int, timeout_s: float = 15) -> list[EmailMessage]:
         async with asyncio.timeout(timeout_s):
-            while len(self.received) < count:
+            while len(self.received) < count:  # noqa: ASYNC110 - the sink runs in aiosmtpd's own thread
                 await asyncio.sleep(0.05)
         return list(self.received)
 

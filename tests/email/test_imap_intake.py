@@ -33,7 +33,7 @@ async def _conversation_ids(gw: Gateway) -> list[str]:
 
 async def _until(check: Callable[[], Awaitable[bool]], timeout_s: float = 20) -> None:
     async with asyncio.timeout(timeout_s):
-        while not await check():
+        while not await check():  # noqa: ASYNC110 - polling the store is what we test against
             await asyncio.sleep(0.05)
 
 
@@ -81,7 +81,8 @@ async def test_reply_to_our_acknowledgement_joins_the_same_ticket(
         [ack] = await smtp_sink.wait_for(1)
         reply = mail(
             subject=f"Re: {ack['Subject']}",
-            body="补充一下：订单号是 12345。\n\nOn Mon, Jun 2, 2025 at 10:00 AM Support <support@example.test> wrote:\n> 已收到",
+            body="补充一下：订单号是 12345。\n\n"
+            "On Mon, Jun 2, 2025 at 10:00 AM Support <support@example.test> wrote:\n> 已收到",
             message_id="<q2@example.org>",
             in_reply_to=ack["Message-ID"],
             references=f"<q1@example.org> {ack['Message-ID']}",
@@ -92,7 +93,7 @@ async def test_reply_to_our_acknowledgement_joins_the_same_ticket(
         assert second.ticket_id == first.ticket_id is not None
         assert second.text == "补充一下：订单号是 12345。"
         assert "已收到" in second.meta["full_text"]
-        status, tickets = await gw.api("GET", "/tickets")
+        _status, tickets = await gw.api("GET", "/tickets")
         assert len(tickets["tickets"]) == 1
         assert len(smtp_sink.received) == 1  # a reply in an open ticket is not acknowledged again
 
@@ -113,7 +114,7 @@ async def test_subject_tag_from_a_stranger_opens_a_new_ticket(
         messages = {m.external_id: m for m in await _count_inbound(gw, 3)}
         assert messages["t3@example.org"].ticket_id == messages["t1@example.org"].ticket_id
         assert messages["t2@x"].conversation_id != messages["t1@example.org"].conversation_id
-        status, tickets = await gw.api("GET", "/tickets")
+        _status, tickets = await gw.api("GET", "/tickets")
         assert len(tickets["tickets"]) == 2
 
 
@@ -163,7 +164,7 @@ async def test_permanent_smtp_rejection_fails_the_delivery_without_retry(
 
         await _until(ticket_exists)
         ticket = (await gw.api("GET", "/tickets"))[1]["tickets"][0]
-        status, body = await gw.api(
+        _status, body = await gw.api(
             "POST", f"/tickets/{ticket['id']}/replies", json={"text": "hi"}, headers={"Idempotency-Key": "r2"}
         )
         assert body["delivery"] == "failed"
@@ -274,3 +275,84 @@ async def test_out_of_office_reply_gets_no_acknowledgement_and_no_ticket(
         assert message.author is Author.CUSTOMER and message.channel is Channel.EMAIL
         assert (await gw.api("GET", "/tickets"))[1]["tickets"] == []
         assert smtp_sink.received == []
+
+
+async def test_unparseable_mail_is_quarantined_and_the_mailbox_moves_on(
+    tmp_path: Path, dovecot: Dovecot, smtp_sink: SmtpSink, bot_setup: BotSetup
+) -> None:
+    user = dovecot.user()
+    await asyncio.to_thread(dovecot.append, user, b"Subject: no sender at all\r\n\r\nwho wrote this?\r\n")
+    await asyncio.to_thread(dovecot.append, user, mail(message_id="<after@example.org>"))
+    config = email_config(tmp_path, dovecot, smtp_sink, user)
+    async with started(config, bot_setup) as gw:
+        [message] = await _count_inbound(gw, 1)
+        assert message.external_id == "after@example.org"
+        [item] = await gw.server.app[GATEWAY].store.quarantined()
+        assert item.inbox == "support" and item.reason.startswith("no sender address")
+        assert b"who wrote this?" in item.raw
+
+
+def _dsn(original_id: str, recipient: str) -> bytes:
+    return (
+        b"From: MAILER-DAEMON@mx.example.org\r\nTo: support@example.test\r\n"
+        b"Subject: Undelivered Mail Returned to Sender\r\nMessage-ID: <dsn1@mx.example.org>\r\n"
+        b'Content-Type: multipart/report; report-type=delivery-status; boundary="d"\r\n\r\n'
+        b"--d\r\nContent-Type: text/plain\r\n\r\nYour message could not be delivered.\r\n"
+        b"--d\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; mx.example.org\r\n\r\n"
+        b"Final-Recipient: rfc822; " + recipient.encode() + b"\r\nAction: failed\r\nStatus: 5.1.1\r\n"
+        b"Diagnostic-Code: smtp; 550 5.1.1 User unknown\r\n"
+        b"--d\r\nContent-Type: text/rfc822-headers\r\n\r\nMessage-ID: " + original_id.encode() + b"\r\n"
+        b"--d--\r\n"
+    )
+
+
+async def test_bounce_joins_the_ticket_and_stops_further_mail_to_the_address(
+    tmp_path: Path, dovecot: Dovecot, smtp_sink: SmtpSink, bot_setup: BotSetup
+) -> None:
+    user = dovecot.user()
+    config = email_config(tmp_path, dovecot, smtp_sink, user, imap={"poll_interval_s": 600})
+    async with started(config, bot_setup) as gw:
+        await asyncio.to_thread(dovecot.append, user, mail(message_id="<b1@example.org>"))
+        [ack] = await smtp_sink.wait_for(1)
+        await asyncio.to_thread(dovecot.append, user, _dsn(ack["Message-ID"], "customer@example.org"))
+        first, bounce = sorted(await _count_inbound(gw, 2), key=lambda m: m.created_at)
+        assert bounce.ticket_id == first.ticket_id is not None
+        assert bounce.meta["auto"]["kind"] == "bounce"
+        assert bounce.meta["auto"]["recipients"][0]["hard"] is True
+        store = gw.server.app[GATEWAY].store
+        conversation = await store.get_conversation(first.conversation_id)
+        assert conversation is not None
+        contact = await store.get_contact(conversation.contact_id)
+        assert contact is not None and "bounced:email:customer@example.org" in contact.flags
+        _status, body = await gw.api(
+            "POST", f"/tickets/{first.ticket_id}/replies", json={"text": "hi"}, headers={"Idempotency-Key": "b"}
+        )
+        assert body["delivery"] == "failed"
+        assert len(smtp_sink.received) == 1  # nothing more went to the dead address
+
+
+async def test_reply_to_a_resolved_ticket_reopens_it_when_configured(
+    tmp_path: Path, dovecot: Dovecot, smtp_sink: SmtpSink, bot_setup: BotSetup
+) -> None:
+    user = dovecot.user()
+    config = email_config(
+        tmp_path, dovecot, smtp_sink, user, resolved_reply="reopen", acknowledge=False, imap={"poll_interval_s": 600}
+    )
+    async with started(config, bot_setup) as gw:
+        await asyncio.to_thread(dovecot.append, user, mail(message_id="<r1@example.org>"))
+        [_first] = await _count_inbound(gw, 1)
+
+        async def ticket_exists() -> bool:
+            return bool((await gw.api("GET", "/tickets"))[1]["tickets"])
+
+        await _until(ticket_exists)
+        ticket = (await gw.api("GET", "/tickets"))[1]["tickets"][0]
+        status, _ = await gw.api("PATCH", f"/tickets/{ticket['id']}", json={"status": "resolved"})
+        assert status == 200
+        await asyncio.to_thread(
+            dovecot.append, user, mail(message_id="<r2@example.org>", in_reply_to="<r1@example.org>")
+        )
+        await _count_inbound(gw, 2)
+        status, tickets = await gw.api("GET", "/tickets")
+        [only] = tickets["tickets"]
+        assert only["id"] == ticket["id"] and only["status"] == "open"

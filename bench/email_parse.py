@@ -1,0 +1,82 @@
+"""Parse + normalize + store throughput per mail over the shared email corpora (mails/s). Run on demand."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import tempfile
+import time
+from pathlib import Path
+
+from connectors import build_connectors
+from connectors.base import ConnectorDeps
+from connectors.email.connector import EmailConnector
+from connectors.email.parse import MailParseError, parse_mail
+from core.config import parse_config
+from core.store import open_store
+from core.tasks import TaskTracker
+from gateway.app import build_bot
+from gateway.intake import Intake
+from gateway.outbound import Outbound
+
+ROOT = Path(__file__).resolve().parent.parent
+CORPORA = ROOT.parent / "shared" / "corpora" / "email"
+_SKIP = {".md", ".json", ".yml", ".rb", ".go", ".py", ".html"}
+
+
+def corpus() -> list[bytes]:
+    return [p.read_bytes() for p in sorted(CORPORA.rglob("*")) if p.is_file() and p.suffix not in _SKIP]
+
+
+async def run(mails: list[bytes], rounds: int) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        config = parse_config(
+            {
+                "data_dir": tmp,
+                "bot": {"kb": str(ROOT / "kb" / "faq.yaml")},
+                "inboxes": [
+                    {"name": "support", "channel": "email", "address": "support@example.test", "acknowledge": False}
+                ],
+            },
+            base_dir=ROOT,
+        )
+        bot = await asyncio.to_thread(build_bot, config)
+        store = open_store(config)
+        await store.open()
+        tasks = TaskTracker()
+        connectors = build_connectors(config, ConnectorDeps(store=store, tasks=tasks, data_dir=config.data_path))
+        intake = Intake(store, bot, Outbound(store, connectors, tasks), tasks)
+        email = connectors["support"]
+        assert isinstance(email, EmailConnector)
+
+        started = time.perf_counter()
+        parsed = 0
+        for _ in range(rounds):
+            for raw in mails:
+                try:
+                    parse_mail(raw)
+                    parsed += 1
+                except MailParseError:
+                    pass
+        parse_s = time.perf_counter() - started
+        print(f"parse only: {rounds * len(mails) / parse_s:,.0f} mails/s ({parsed} parsed of {rounds * len(mails)})")
+
+        started = time.perf_counter()
+        for raw in mails:
+            await email.ingest(raw, sink=intake.receive)
+        await tasks.drain(60)
+        full_s = time.perf_counter() - started
+        print(f"parse + normalize + store (+ ticket): {len(mails) / full_s:,.1f} mails/s over {len(mails)} mails")
+        await store.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of the parse-only pass")
+    args = parser.parse_args()
+    mails = corpus()
+    asyncio.run(run(mails, args.rounds))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,68 @@
+"""``huiliu quarantine list|replay``: look at input we could not parse, and feed it through intake again."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from connectors import build_connectors
+from connectors.base import ConnectorDeps
+from connectors.email.connector import EmailConnector
+from core.config import Config
+from core.model import QuarantinedItem
+from core.store import open_store
+from core.tasks import TaskTracker
+from gateway.intake import BotSetup, Intake
+from gateway.outbound import Outbound
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReplayResult:
+    item_id: str
+    ok: bool
+    detail: str
+
+
+async def list_quarantined(
+    config: Config, *, include_replayed: bool = False, limit: int = 100
+) -> list[QuarantinedItem]:
+    store = open_store(config)
+    await store.open()
+    try:
+        return await store.quarantined(include_replayed=include_replayed, limit=limit)
+    finally:
+        await store.close()
+
+
+async def replay(config: Config, bot: BotSetup, item_ids: list[str]) -> list[ReplayResult]:
+    """Parse each item again (after a parser fix) and hand it to intake, as ``serve`` would; no pollers run.
+
+    It works offline against the store: a ticket's acknowledgement that cannot be mailed is recorded as failed.
+    An item that still cannot be parsed stays quarantined (with its first reason).
+    """
+    store = open_store(config)
+    await store.open()
+    tasks = TaskTracker()
+    results: list[ReplayResult] = []
+    try:
+        connectors = build_connectors(config, ConnectorDeps(store=store, tasks=tasks, data_dir=config.data_path))
+        intake = Intake(store, bot, Outbound(store, connectors, tasks), tasks)
+        for item_id in item_ids:
+            item = await store.get_quarantined(item_id)
+            if item is None:
+                results.append(ReplayResult(item_id=item_id, ok=False, detail="no such quarantined item"))
+                continue
+            connector = connectors.get(item.inbox)
+            if not isinstance(connector, EmailConnector):
+                results.append(ReplayResult(item_id=item_id, ok=False, detail=f"inbox {item.inbox!r} cannot replay"))
+                continue
+            outcome = await connector.ingest(item.raw, sink=intake.receive, quarantine=False)
+            if outcome is None:
+                results.append(ReplayResult(item_id=item_id, ok=False, detail="still cannot be parsed"))
+                continue
+            await store.mark_replayed(item_id)
+            state = "duplicate of" if outcome.duplicate else "stored as"
+            results.append(ReplayResult(item_id=item_id, ok=True, detail=f"{state} message {outcome.message.id}"))
+        await tasks.drain(config.server.shutdown_grace_s)
+    finally:
+        await store.close()
+    return results

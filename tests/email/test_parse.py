@@ -1,0 +1,162 @@
+"""MIME parsing: charsets (gb2312 as GB18030, big5 as HKSCS, undeclared), RFC 2047/2231, HTML, parts."""
+
+from __future__ import annotations
+
+import base64
+
+import pytest
+
+from connectors.email.auto import AutoKind
+from connectors.email.parse import MailParseError, parse_mail
+from connectors.email.threading import base_subject
+
+
+def _raw(headers: str, body: bytes) -> bytes:
+    return headers.replace("\n", "\r\n").encode("ascii") + b"\r\n\r\n" + body
+
+
+def test_gb2312_label_decodes_gbk_characters_as_gb18030() -> None:
+    subject = "=?gb2312?B?" + base64.b64encode("朱镕基喆".encode("gbk")).decode() + "?="
+    raw = _raw(
+        f"From: a@example.org\nSubject: {subject}\nContent-Type: text/plain; charset=gb2312",
+        "你好，朱镕基".encode("gbk"),
+    )
+    mail = parse_mail(raw)
+    assert mail.subject == "朱镕基喆"
+    assert mail.text == "你好，朱镕基"
+
+
+def test_big5_label_decodes_hkscs_characters() -> None:
+    raw = _raw("From: a@example.org\nContent-Type: text/plain; charset=big5", "我哋嘅啲".encode("big5hkscs"))
+    assert parse_mail(raw).text == "我哋嘅啲"
+
+
+def test_undeclared_charset_is_detected() -> None:
+    body = "您好，我的订单一直没有发货，请帮我查询一下物流信息，谢谢。".encode("gb18030")
+    raw = _raw("From: a@example.org\nSubject: x", body)
+    assert parse_mail(raw).text == body.decode("gb18030")
+
+
+def test_rfc2231_filename_and_rfc2047_sender_name() -> None:
+    raw = (
+        b"From: =?utf-8?B?" + base64.b64encode("王小明".encode()) + b"?= <wang@example.org>\r\n"
+        b"Subject: =?utf-8?Q?=E6=8A=A5=E4=BB=B7?=\r\n"
+        b'Content-Type: multipart/mixed; boundary="b"\r\n\r\n'
+        b"--b\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nsee attached\r\n"
+        b"--b\r\nContent-Type: application/pdf\r\n"
+        b"Content-Disposition: attachment; filename*=utf-8''%E6%8A%A5%E4%BB%B7%E5%8D%95.pdf\r\n"
+        b"Content-Transfer-Encoding: base64\r\n\r\n" + base64.b64encode(b"%PDF-1.4 fake") + b"\r\n--b--\r\n"
+    )
+    mail = parse_mail(raw)
+    assert (mail.sender.name, mail.sender.email) == ("王小明", "wang@example.org")
+    assert mail.subject == "报价"
+    [part] = mail.attachments
+    assert (part.filename, part.content_type, part.data) == ("报价单.pdf", "application/pdf", b"%PDF-1.4 fake")
+
+
+def test_html_is_sanitised_and_gives_the_text_when_there_is_no_plain_part() -> None:
+    html = b'<p>Hello <b>there</b></p><script>alert(1)</script><img src="cid:logo@x" onerror="x()">'
+    raw = _raw("From: a@example.org\nContent-Type: text/html; charset=utf-8", html)
+    mail = parse_mail(raw)
+    assert mail.html is not None
+    assert "script" not in mail.html and "onerror" not in mail.html
+    assert 'src="cid:logo@x"' in mail.html
+    assert mail.text == "Hello there"
+
+
+def test_inline_cid_image_is_kept_as_an_inline_part() -> None:
+    raw = (
+        b"From: a@example.org\r\nContent-Type: multipart/related; boundary=r\r\n\r\n"
+        b"--r\r\nContent-Type: text/html\r\n\r\n<img src=cid:img1@x>hi\r\n"
+        b"--r\r\nContent-Type: image/png\r\nContent-ID: <img1@x>\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+        + base64.b64encode(b"\x89PNG....")
+        + b"\r\n--r--\r\n"
+    )
+    [part] = parse_mail(raw).attachments
+    assert part.content_id == "img1@x"
+    assert part.inline
+    assert part.filename == "image.png"
+
+
+def test_a_mail_without_any_sender_cannot_be_parsed() -> None:
+    with pytest.raises(MailParseError):
+        parse_mail(b"Subject: hi\r\n\r\nbody")
+    with pytest.raises(MailParseError):
+        parse_mail(b"")
+
+
+def test_missing_message_id_dedupes_by_a_hash_of_the_raw_mail() -> None:
+    raw = _raw("From: a@example.org\nSubject: x", b"body")
+    a, b = parse_mail(raw), parse_mail(raw.replace(b"\r\n", b"\n"))
+    assert a.message_id is None
+    assert a.dedupe_key == b.dedupe_key
+    assert a.dedupe_key.startswith("sha256:")
+
+
+def test_reply_chain_is_nearest_first() -> None:
+    raw = _raw("From: a@example.org\nIn-Reply-To: <c@x>\nReferences: <a@x> <b@x>\n <c@x>", b"hi")
+    assert parse_mail(raw).chain == ("c@x", "b@x", "a@x")
+
+
+def test_broken_header_fold_does_not_lose_the_headers_below_it() -> None:
+    raw = _raw("X-Spam: yes\nscore=1.0 tests=A\nFrom: a@example.org\nSubject: kept", b"body")
+    mail = parse_mail(raw)
+    assert (mail.sender.email, mail.subject) == ("a@example.org", "kept")
+
+
+@pytest.mark.parametrize(
+    ("headers", "kind"),
+    [
+        ({"Auto-Submitted": "auto-replied"}, AutoKind.AUTO_REPLY),
+        ({"Auto-Submitted": "no"}, AutoKind.NONE),
+        ({"X-Autoreply": "yes"}, AutoKind.AUTO_REPLY),
+        ({"X-Autorespond": "yes"}, AutoKind.AUTO_REPLY),
+        ({"X-Auto-Response-Suppress": "All"}, AutoKind.AUTO_REPLY),
+        ({"Subject": "自动回复：我正在休假"}, AutoKind.AUTO_REPLY),
+        ({"Subject": "Out of Office: back Monday"}, AutoKind.AUTO_REPLY),
+        ({"Precedence": "bulk"}, AutoKind.BULK),
+        ({"List-Id": "<news.example.org>"}, AutoKind.BULK),
+        ({}, AutoKind.NONE),
+    ],
+)
+def test_auto_reply_and_bulk_headers(headers: dict[str, str], kind: AutoKind) -> None:
+    lines = "\n".join(f"{k}: {v}" for k, v in {"Subject": "hello", **headers}.items())
+    # The Chinese subject goes as raw UTF-8 (RFC 6532).
+    raw = (f"From: a@example.org\r\n{lines.replace(chr(10), chr(13) + chr(10))}\r\n\r\nbody").encode()
+    assert parse_mail(raw).auto.kind is kind
+
+
+def test_dsn_bounce_names_the_failed_recipient_and_our_original_message() -> None:
+    raw = (
+        b"From: MAILER-DAEMON@mx.example.org\r\nSubject: Undelivered Mail Returned to Sender\r\n"
+        b'Content-Type: multipart/report; report-type=delivery-status; boundary="d"\r\n\r\n'
+        b"--d\r\nContent-Type: text/plain\r\n\r\n"
+        b"I'm sorry to have to inform you that your message could not be delivered.\r\n"
+        b"--d\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; mx.example.org\r\n\r\n"
+        b"Final-Recipient: rfc822; gone@example.com\r\nAction: failed\r\nStatus: 5.1.1\r\n"
+        b"Diagnostic-Code: smtp; 550 5.1.1 <gone@example.com>: Recipient address rejected: User unknown\r\n"
+        b"--d\r\nContent-Type: text/rfc822-headers\r\n\r\n"
+        b"Message-ID: <msg_abc@example.test>\r\nTo: gone@example.com\r\n"
+        b"--d--\r\n"
+    )
+    report = parse_mail(raw).auto
+    assert report.kind is AutoKind.BOUNCE
+    [rcpt] = report.recipients
+    assert (rcpt.recipient, rcpt.status, rcpt.hard) == ("gone@example.com", "5.1.1", True)
+    assert report.original_message_id == "msg_abc@example.test"
+
+
+def test_full_mailbox_is_a_soft_bounce() -> None:
+    raw = (
+        b"From: postmaster@example.com\r\nSubject: Delivery Status Notification (Failure)\r\n\r\n"
+        b"Delivery to the following recipient failed: full@example.com\r\n"
+        b"552 5.2.2 The email account that you tried to reach is over quota (mailbox full)\r\n"
+    )
+    report = parse_mail(raw).auto
+    assert report.kind is AutoKind.BOUNCE
+    assert [r.hard for r in report.recipients] == [False]
+
+
+def test_base_subject_drops_reply_prefixes_and_ticket_tags() -> None:
+    assert base_subject("Re: 回复：RE: [HL-000123] 订单退款") == "订单退款"
+    assert base_subject("AW: Fwd: question") == "question"
