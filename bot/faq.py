@@ -305,11 +305,11 @@ class FaqIndex:
         bm25_max = (_K1 + 1) * sum(self._bm25.get(f) or self._bm25_unknown[f[0]] for f in feats)
         # Candidates come from the rarer features (always at least the three rarest), so common words never
         # force a walk over most of the index; the candidates are then scored exactly on every feature.
-        anchors.sort(key=lambda f: len(self._postings[f]))
+        anchors.sort(key=lambda f: len(self._postings.get(f, ())))
         acc: dict[int, float] = defaultdict(float)
         entry_acc: dict[int, float] = defaultdict(float)
         for n, f in enumerate(anchors):
-            plist = self._postings[f]
+            plist = self._postings.get(f, ())
             if n >= 3 and len(plist) > self._rare_cap:
                 break
             w2 = self._weight2[f]

@@ -102,7 +102,7 @@ def decide(index: FaqIndex, text: str, *, consecutive_misses: int, policy: BotPo
         return _decision(Outcome.HANDOFF, hits, reason=HandoffReason.ASKED_FOR_HUMAN)
     best = hits[0].score if hits else 0.0
     runner_up = hits[1].score if len(hits) > 1 else 0.0
-    if best >= policy.answer_threshold and best - runner_up >= policy.margin:
+    if hits and best >= policy.answer_threshold and best - runner_up >= policy.margin:
         return _decision(Outcome.ANSWER, hits, answer=index.entry(hits[0].entry_id))
     if consecutive_misses + 1 >= policy.max_misses:
         return _decision(Outcome.HANDOFF, hits, reason=HandoffReason.NO_MATCH)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import dataclasses
 import json
@@ -10,7 +9,6 @@ import sqlite3
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -42,6 +40,7 @@ from core.store.base import (
     TicketQuery,
     VersionConflict,
 )
+from core.store.worker import SerialWorker
 
 T = TypeVar("T")
 
@@ -169,15 +168,14 @@ def decode_cursor(cursor: str, arity: int) -> tuple[int, ...]:
 class SqliteStore:
     def __init__(self, path: Path) -> None:
         self._path = path
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="huiliu-sqlite")
-        self._db: sqlite3.Connection | None = None
+        self._worker = SerialWorker("huiliu-sqlite")
+        self._open = False
 
     # plumbing -------------------------------------------------------------
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        db = self._db
-        if db is None:
+        if not self._open:
             raise StoreError("store is not open")
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, db)
+        return await self._worker.submit(fn)
 
     @staticmethod
     @contextmanager
@@ -201,13 +199,13 @@ class SqliteStore:
             db.executescript(_SCHEMA)
             return db
 
-        self._db = await asyncio.get_running_loop().run_in_executor(self._executor, connect)
+        await self._worker.start(connect)
+        self._open = True
 
     async def close(self) -> None:
-        db, self._db = self._db, None
-        if db is not None:
-            await asyncio.get_running_loop().run_in_executor(self._executor, db.close)
-        self._executor.shutdown(wait=False)  # the close above was its last job
+        if self._open:
+            self._open = False
+            await self._worker.stop(lambda db: db.close())
 
     async def ping(self) -> bool:
         try:
