@@ -266,8 +266,10 @@ def calibrate(bench: Bench, preds: Sequence[Prediction], *, target_wrong: float)
 
 def _suggest_threshold(bench: Bench, preds: Sequence[Prediction], *, upper: float) -> float:
     rows = sorted(
-        ((p.best, q.expected is not None and q.expected in p.ranked[:3]) for q, p in zip(bench.queries, preds,
-                                                                                      strict=True)),
+        (
+            (p.best, q.expected is not None and q.expected in p.ranked[:3])
+            for q, p in zip(bench.queries, preds, strict=True)
+        ),
         reverse=True,
     )
     hits = total = 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import heapq
+import itertools
 import math
 import os
 import pathlib
@@ -10,7 +11,7 @@ import tempfile
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import yaml
 from rapidfuzz import fuzz, process
@@ -155,6 +156,14 @@ def write_kb(path: pathlib.Path, kb: KnowledgeBase) -> None:
         raise
 
 
+class Matcher(Protocol):
+    """What the policy and intake need from an index: a fixed FaqIndex, or a LiveIndex that hot-reloads."""
+
+    def search(self, text: str, limit: int = 3) -> tuple[FaqHit, ...]: ...
+
+    def entry(self, entry_id: str) -> FaqEntry | None: ...
+
+
 # --- matching ------------------------------------------------------------------------------------------------
 # Feature kinds: whole words count most; Chinese character bigrams and single characters are fallbacks for
 # words jieba segments differently (开发票 vs 发票), so they count for less. Weights were tuned on the dev sets.
@@ -178,7 +187,7 @@ def _features(a: Analyzed) -> set[str]:
     feats.update("b" + b for b in a.bigrams)
     feats.update("c" + c for c in a.chars)
     latin = [t for t in a.terms if not is_cjk(t)]
-    feats.update("p" + x + " " + y for x, y in zip(latin, latin[1:], strict=False))
+    feats.update("p" + x + " " + y for x, y in itertools.pairwise(latin))
     return feats
 
 
@@ -241,7 +250,9 @@ class FaqIndex:
                 for f in feats:
                     postings[f].append(len(self._phrases))
                 self._phrases.append(
-                    _Phrase(entry=i, question=self._entries[i].questions[k], features=feats, norm=norm, content=a.content)
+                    _Phrase(
+                        entry=i, question=self._entries[i].questions[k], features=feats, norm=norm, content=a.content
+                    )
                 )
         self._postings = {f: tuple(p) for f, p in postings.items()}
         # BM25 over one document per entry (all its phrasings and keywords), a term's frequency being the number
@@ -334,8 +345,13 @@ class FaqIndex:
         for i, scored in per_entry.items():
             if not scored:
                 p = self._best_phrase(i, feat_set)
-                scored = [(sum(self._weight2[f] for f in feat_set & self._phrases[p].features) / (q_norm *
-                           self._phrases[p].norm), p)]
+                scored = [
+                    (
+                        sum(self._weight2[f] for f in feat_set & self._phrases[p].features)
+                        / (q_norm * self._phrases[p].norm),
+                        p,
+                    )
+                ]
             scored.sort(reverse=True)
             best, p = scored[0]
             second = scored[1][0] if len(scored) > 1 else 0.0
@@ -344,9 +360,7 @@ class FaqIndex:
             fuzzy = fuzz.ratio(query.content, phrase.content) / 100
             score = _A_BEST * best + _A_SECOND * second + _A_BM25 * bm25 + _A_FUZZ * fuzzy
             score += self._keyword_bonus(i, query)
-            hits.append(
-                FaqHit(entry_id=self._entries[i].id, question=phrase.question, score=round(min(score, 1.0), 4))
-            )
+            hits.append(FaqHit(entry_id=self._entries[i].id, question=phrase.question, score=round(min(score, 1.0), 4)))
         hits.sort(key=lambda h: -h.score)
         return tuple(hits[:limit])
 

@@ -6,7 +6,7 @@ import enum
 import re
 from dataclasses import dataclass
 
-from bot.faq import FaqEntry, FaqIndex
+from bot.faq import FaqEntry, Matcher
 from bot.text import normalize
 from core.model import FaqHit, HandoffReason
 
@@ -31,6 +31,34 @@ DEFAULT_HUMAN_PHRASES: tuple[str, ...] = (
 )
 
 
+# Complaint and abuse wording: an angry customer gets a human at once, at a higher priority.
+DEFAULT_NEGATIVE_PHRASES: tuple[str, ...] = (
+    "投诉",
+    "差评",
+    "骗子",
+    "骗人",
+    "欺诈",
+    "举报",
+    "垃圾服务",
+    "太垃圾",
+    "曝光",
+    "消协",
+    "12315",
+    "起诉",
+    "律师",
+    "complaint",
+    "complain",
+    "scam",
+    "scammer",
+    "fraudster",
+    "ripoff",
+    "rip off",
+    "lawyer",
+    "sue you",
+    "worst service",
+)
+
+
 class Outcome(enum.StrEnum):
     ANSWER = "answer"
     SUGGEST = "suggest"
@@ -40,12 +68,16 @@ class Outcome(enum.StrEnum):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class BotPolicy:
-    answer_threshold: float = 0.6
-    suggest_threshold: float = 0.3
-    margin: float = 0.1
+    """Defaults chosen with ``huiliu faq eval --calibrate`` on the shared dev sets (see README, "FAQ bot")."""
+
+    answer_threshold: float = 0.4
+    suggest_threshold: float = 0.2
+    margin: float = 0.12
     max_suggestions: int = 3
     max_misses: int = 2
     human_phrases: tuple[str, ...] = DEFAULT_HUMAN_PHRASES
+    negative_phrases: tuple[str, ...] = DEFAULT_NEGATIVE_PHRASES
+    vip_handoff: bool = False  # a VIP contact always goes straight to a human
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -75,11 +107,19 @@ def _phrase_pattern(phrases: tuple[str, ...]) -> re.Pattern[str]:
 _patterns: dict[tuple[str, ...], re.Pattern[str]] = {}
 
 
-def wants_human(text: str, policy: BotPolicy) -> bool:
-    pattern = _patterns.get(policy.human_phrases)
+def _matches(phrases: tuple[str, ...], text: str) -> bool:
+    pattern = _patterns.get(phrases)
     if pattern is None:
-        pattern = _patterns[policy.human_phrases] = _phrase_pattern(policy.human_phrases)
+        pattern = _patterns[phrases] = _phrase_pattern(phrases)
     return pattern.search(normalize(text)) is not None
+
+
+def wants_human(text: str, policy: BotPolicy) -> bool:
+    return _matches(policy.human_phrases, text)
+
+
+def is_negative(text: str, policy: BotPolicy) -> bool:
+    return _matches(policy.negative_phrases, text)
 
 
 def _decision(
@@ -96,10 +136,15 @@ def _decision(
     )
 
 
-def decide(index: FaqIndex, text: str, *, consecutive_misses: int, policy: BotPolicy) -> Decision:
-    hits = index.search(text, limit=max(policy.max_suggestions, 2))
+def decide(index: Matcher, text: str, *, consecutive_misses: int, policy: BotPolicy, vip: bool = False) -> Decision:
+    """Handoff triggers first (each becomes the ticket's reason), then answer / suggest / miss by score."""
+    hits = index.search(text, limit=max(policy.max_suggestions, 3))
     if wants_human(text, policy):
         return _decision(Outcome.HANDOFF, hits, reason=HandoffReason.ASKED_FOR_HUMAN)
+    if is_negative(text, policy):
+        return _decision(Outcome.HANDOFF, hits, reason=HandoffReason.NEGATIVE_SENTIMENT)
+    if vip and policy.vip_handoff:
+        return _decision(Outcome.HANDOFF, hits, reason=HandoffReason.VIP)
     best = hits[0].score if hits else 0.0
     runner_up = hits[1].score if len(hits) > 1 else 0.0
     if hits and best >= policy.answer_threshold and best - runner_up >= policy.margin:
@@ -116,7 +161,7 @@ def decide(index: FaqIndex, text: str, *, consecutive_misses: int, policy: BotPo
     return _decision(Outcome.MISS, hits)
 
 
-def decide_pick(index: FaqIndex, faq_id: str) -> Decision | None:
+def decide_pick(index: Matcher, faq_id: str) -> Decision | None:
     entry = index.entry(faq_id)
     if entry is None:
         return None

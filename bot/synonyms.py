@@ -51,4 +51,3 @@ def merged(*maps: Mapping[str, str]) -> dict[str, str]:
         for k, v in m.items():
             out.setdefault(k, v)
     return out
-

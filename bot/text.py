@@ -18,8 +18,9 @@ jieba.setLogLevel(logging.WARNING)
 # Only fillers and particles: question words (什么时候, 多少, 哪里; when, where, how) often tell entries apart,
 # and the KB's own IDF already discounts words that every entry shares.
 _ZH_STOPWORDS = """
-    的 了 吗 呢 啊 呀 吧 哦 嘛 么 哈 嗯 呐 啦 呗 嘞 哇 喔 请问 请 一下 怎么 怎么样 如何 怎样 咋 我 我们 你 你们 您 帮 帮我
-    请帮我 麻烦 麻烦你 你好 您好 谢谢 能 可以 想 要 是 在 一个 这个 那个 就 都 也 还 把 给 我想 我要 想要 能不能
+    的 了 吗 呢 啊 呀 吧 哦 嘛 么 哈 嗯 呐 啦 呗 嘞 哇 喔 请问 请 一下 怎么 怎么样 如何 怎样 咋
+    我 我们 你 你们 您 帮 帮我 请帮我 麻烦 麻烦你 你好 您好 谢谢 能 可以 想 要 是 在
+    一个 这个 那个 就 都 也 还 把 给 我想 我要 想要 能不能
     可不可以
 """
 
@@ -160,6 +161,4 @@ def analyze(tokenizer: Any, text: str, synonyms: Mapping[str, str] | None = None
         terms.append(token)
         if is_cjk(token):
             run += token
-    return Analyzed(
-        terms=tuple(terms), bigrams=frozenset(bigrams), chars=frozenset(chars), content=" ".join(terms)
-    )
+    return Analyzed(terms=tuple(terms), bigrams=frozenset(bigrams), chars=frozenset(chars), content=" ".join(terms))

@@ -162,6 +162,8 @@ class BotConfig(_Model):
     max_suggestions: Annotated[int, Field(ge=1, le=10)] = 3
     max_misses: Annotated[int, Field(ge=1)] = 2
     human_phrases: tuple[str, ...] | None = None
+    negative_phrases: tuple[str, ...] | None = None  # complaint wording: hand off at high priority
+    vip_handoff: bool = False  # VIP contacts go straight to a human
     business_hours: BusinessHours | None = None
     messages: BotMessages = BotMessages()
 

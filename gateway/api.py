@@ -117,6 +117,10 @@ class Api:
             web.post(f"{PREFIX}/webhooks/dead-letters/{{letter}}/replay", self._auth(self.replay_dead_letter)),
         ]
 
+    def guard(self, handler: Handler) -> Handler:
+        """Bearer auth and JSON errors, for routes that other modules add under /api/v1."""
+        return self._auth(handler)
+
     def _auth(self, handler: Handler) -> Handler:
         async def guarded(request: web.Request) -> web.StreamResponse:
             header = request.headers.get("Authorization", "")

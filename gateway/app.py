@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from bot.faq import FaqIndex, load_kb
+from bot.live import LiveIndex
 from bot.policy import BotPolicy
 from connectors import build_connectors
 from connectors.base import Connector, ConnectorDeps
@@ -21,6 +21,7 @@ from core.store import Store, open_store
 from core.tasks import TaskTracker
 from gateway.api import Api, Handler, error
 from gateway.downstream.webhooks import WebhookDispatcher
+from gateway.faq_admin import FaqAdmin, answer_values
 from gateway.intake import BotSetup, Clock, Intake, utcnow
 from gateway.outbound import Outbound
 from gateway.tickets import TicketService
@@ -45,7 +46,13 @@ GATEWAY = web.AppKey("gateway", Gateway)
 def build_bot(config: Config) -> BotSetup:
     """Load and index the knowledge base; raises KbError naming the file and the problem."""
     bot = config.bot
-    entries = load_kb(config.resolve(bot.kb))
+    index = LiveIndex.load(config.resolve(bot.kb), answer_values(bot.business_hours))
+    return BotSetup(index=index, policy=bot_policy(config), messages=bot.messages, hours=bot.business_hours)
+
+
+def bot_policy(config: Config) -> BotPolicy:
+    """The configured thresholds and handoff triggers, the shipped defaults where the config is silent."""
+    bot = config.bot
     defaults = BotPolicy()
     policy = BotPolicy(
         answer_threshold=bot.answer_threshold if bot.answer_threshold is not None else defaults.answer_threshold,
@@ -54,8 +61,10 @@ def build_bot(config: Config) -> BotSetup:
         max_suggestions=bot.max_suggestions,
         max_misses=bot.max_misses,
         human_phrases=bot.human_phrases if bot.human_phrases is not None else defaults.human_phrases,
+        negative_phrases=bot.negative_phrases if bot.negative_phrases is not None else defaults.negative_phrases,
+        vip_handoff=bot.vip_handoff,
     )
-    return BotSetup(index=FaqIndex(entries), policy=policy, messages=bot.messages, hours=bot.business_hours)
+    return policy
 
 
 @web.middleware
@@ -102,7 +111,10 @@ def create_app(config: Config, bot: BotSetup, *, clock: Clock = utcnow) -> web.A
             return False
         return await connector.typing(conversation.address, author="agent", on=on)
 
-    app.router.add_routes(Api(store, tickets, config.api.tokens, typing, webhooks=webhooks).routes())
+    api = Api(store, tickets, config.api.tokens, typing, webhooks=webhooks)
+    app.router.add_routes(api.routes())
+    if isinstance(bot.index, LiveIndex):
+        app.router.add_routes(FaqAdmin(bot.index).routes(api.guard))
     for connector in connectors.values():
         app.router.add_routes(connector.routes())
     app.router.add_get("/healthz", _healthz)

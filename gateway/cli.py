@@ -82,6 +82,47 @@ def _quarantine(args: argparse.Namespace) -> int:
     return 0 if all(r.ok for r in results) else 1
 
 
+def _faq_eval(args: argparse.Namespace) -> int:
+    import json
+
+    from bot.evaluate import calibrate, evaluate, format_report, load_bench, with_thresholds, write_predictions
+    from bot.policy import BotPolicy
+
+    try:
+        policy = BotPolicy()
+        if args.config:
+            from gateway.app import bot_policy
+
+            policy = bot_policy(load_config(Path(args.config)))
+        benches = [load_bench(Path(b)) for b in args.bench]
+    except (ConfigError, KbError) as exc:
+        print(f"huiliu: {exc}", file=sys.stderr)
+        return 2
+    reports = []
+    for bench in benches:
+        report = evaluate(bench, policy)
+        reports.append(report)
+        if args.predictions:
+            target = Path(args.predictions)
+            if len(benches) > 1:
+                target = target.with_name(f"{target.stem}.{bench.name}{target.suffix or '.jsonl'}")
+            write_predictions(target, report.predictions)
+        if args.calibrate:
+            cal = calibrate(bench, report.predictions, target_wrong=args.target_wrong)
+            tuned = evaluate(bench, with_thresholds(policy, cal))
+            print(
+                f"# {bench.name}: at most {args.target_wrong:.0%} wrong answers; with these thresholds "
+                f"answered_correct={tuned.metrics['answered_correct']} "
+                f"wrong_answer_rate={tuned.metrics['wrong_answer_rate']}"
+            )
+            print(cal.as_config())
+    if args.json:
+        print(json.dumps([r.to_json() for r in reports], ensure_ascii=False))
+    elif not args.calibrate:
+        print("\n\n".join(format_report(r) for r in reports))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="huiliu", description="Huiliu omnichannel intake gateway")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
@@ -91,6 +132,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve.add_argument("--host", help="listen address (overrides server.host)")
     serve.add_argument("--port", type=int, help="listen port (overrides server.port)")
     serve.set_defaults(run=_serve)
+    faq = sub.add_parser("faq", help="FAQ bot tools").add_subparsers(dest="faq_command", required=True)
+    faq_eval = faq.add_parser("eval", help="measure the FAQ bot on benchmark files")
+    faq_eval.add_argument("bench", nargs="+", help="benchmark JSON files (format: shared bench/faq README)")
+    faq_eval.add_argument("-c", "--config", help="take the thresholds from this config.yaml (default: shipped)")
+    faq_eval.add_argument("--json", action="store_true", help="print a JSON list, one object per file")
+    faq_eval.add_argument("--predictions", help="write one JSON line per query, as score.py reads them")
+    faq_eval.add_argument("--calibrate", action="store_true", help="choose thresholds for --target-wrong")
+    faq_eval.add_argument("--target-wrong", type=float, default=0.05, help="wrong-answer rate to calibrate for")
+    faq_eval.set_defaults(run=_faq_eval)
     calls = sub.add_parser("calls", help="phone call records").add_subparsers(dest="calls_command", required=True)
     calls_import = calls.add_parser("import", help="import a CDR file; rows imported before are skipped")
     calls_import.add_argument("file", help="Master.csv, a cdr_csv file or mod_json_cdr records")

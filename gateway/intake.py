@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from bot.faq import FaqIndex
+from bot.faq import Matcher
 from bot.handoff import handoff_message
 from bot.policy import BotPolicy, Decision, Outcome, decide, decide_pick
 from connectors.base import IntakeResult, Rejected
@@ -53,7 +53,7 @@ def utcnow() -> datetime:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class BotSetup:
-    index: FaqIndex
+    index: Matcher  # a LiveIndex in the app: hot-reloaded KB
     policy: BotPolicy
     messages: BotMessages
     hours: BusinessHours | None
@@ -111,7 +111,7 @@ class Intake:
         stored, created = await self._store.add_message(message, [events.message_created(message)])
         if not created:
             return IntakeResult(message=stored, duplicate=True, handled=None)
-        task = self._tasks.spawn(self.handle(stored), name=f"intake:{stored.id}")
+        task = self._tasks.spawn(self.handle(stored, conversation), name=f"intake:{stored.id}")
         return IntakeResult(message=stored, duplicate=False, handled=task)
 
     async def recover(self) -> int:
@@ -121,11 +121,13 @@ class Intake:
             await self.handle(message)
         return len(pending)
 
-    async def handle(self, message: Message) -> None:
+    async def handle(self, message: Message, known: Conversation | None = None) -> None:
+        """``known``: the conversation as receive() just read it, saving a read; if it changed since,
+        the version check fails and the loop reads it fresh."""
         lock = self._locks.setdefault(message.conversation_id, asyncio.Lock())
         async with lock:
             for _ in range(_MAX_RETRIES):
-                conversation = await self._store.get_conversation(message.conversation_id)
+                conversation, known = known or await self._store.get_conversation(message.conversation_id), None
                 if conversation is None:
                     log.error("message %s has no conversation", message.id)
                     return
@@ -181,8 +183,13 @@ class Intake:
         if not may_answer:
             return False
         picked = message.meta.get("picked_faq")
+        vip = self._bot.policy.vip_handoff and await self._is_vip(conversation.contact_id)
         decision = (decide_pick(self._bot.index, str(picked)) if picked else None) or decide(
-            self._bot.index, message.text, consecutive_misses=conversation.consecutive_misses, policy=self._bot.policy
+            self._bot.index,
+            message.text,
+            consecutive_misses=conversation.consecutive_misses,
+            policy=self._bot.policy,
+            vip=vip,
         )
         if request is not None and decision.outcome is not Outcome.ANSWER:
             # The channel wants humans unless the bot is sure: no suggestions or "please rephrase" here.
@@ -201,7 +208,7 @@ class Intake:
         if decision.outcome is Outcome.HANDOFF:
             reason = decision.handoff_reason or HandoffReason.NO_MATCH
             await self._handoff(updated, message, reason, now)
-            return False  # handled only once the ticket exists
+            return True  # the handoff message marked it handled
         reply = self._bot_reply(conversation, message, decision, now)
         await self._store.save_conversation(updated)
         await self._outbound.deliver_bot_reply(reply, conversation, in_reply_to=message.id, mark_handled=True)
@@ -245,18 +252,32 @@ class Intake:
     async def _handoff(
         self, conversation: Conversation, message: Message, reason: HandoffReason, now: datetime
     ) -> None:
+        # An angry customer (complaint wording) or a VIP waits less: the ticket starts at high priority.
+        urgent = reason in (HandoffReason.NEGATIVE_SENTIMENT, HandoffReason.VIP)
+        request = TicketRequest(reason=reason, priority=Priority.HIGH if urgent else Priority.NORMAL)
+        # The ticket first: its version check is what stops a second, concurrent handoff, so the
+        # customer never gets the handoff message twice. The message then joins the ticket.
+        created, saved = await self._create_ticket(conversation, message, request, now)
         text = handoff_message(self._bot.messages, self._bot.hours, now)
-        reply = self._reply_message(conversation, message, text, now, {"outcome": "handoff", "reason": str(reason)})
-        await self._outbound.deliver_bot_reply(reply, conversation, in_reply_to=message.id, mark_handled=False)
-        await self._create_ticket(conversation, message, TicketRequest(reason=reason), now)
+        reply = self._reply_message(saved, message, text, now, {"outcome": "handoff", "reason": str(reason)})
+        await self._outbound.deliver_bot_reply(reply, saved, in_reply_to=message.id, mark_handled=True)
+        await self._announce(created, saved)
+
+    async def _is_vip(self, contact_id: str) -> bool:
+        contact = await self._store.get_contact(contact_id)
+        return contact is not None and contact.vip
 
     async def _open_ticket(self, conversation: Conversation, message: Message, request: TicketRequest) -> None:
         """The channel asked for humans (an email, a missed call): a ticket at once, no bot reply."""
-        await self._create_ticket(conversation, message, request, self._clock())
+        await self._announce(*await self._create_ticket(conversation, message, request, self._clock()))
+
+    async def _announce(self, ticket: Ticket, conversation: Conversation) -> None:
+        await self._outbound.status_changed(conversation)
+        await self._outbound.ticket_opened(ticket, conversation)
 
     async def _create_ticket(
         self, conversation: Conversation, message: Message, request: TicketRequest, now: datetime
-    ) -> None:
+    ) -> tuple[Ticket, Conversation]:
         first = next(
             (
                 m
@@ -290,9 +311,7 @@ class Intake:
                 events.status_changed(dataclasses.replace(waiting, ticket_id=numbered.id), conversation.status, at=now),
             ]
 
-        created, saved = await self._store.create_ticket(ticket, waiting, ticket_events)
-        await self._outbound.status_changed(saved)
-        await self._outbound.ticket_opened(created, saved)
+        return await self._store.create_ticket(ticket, waiting, ticket_events)
 
     async def _escalate(self, ticket_id: str) -> None:
         """A repeat (another missed call while a ticket is open) raises the ticket's priority one step."""

@@ -1,0 +1,139 @@
+"""The FAQ admin API (``/api/v1/faqs``): list, create, update and delete entries, and reload the KB file."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp import web
+
+from bot.faq import FaqEntry, KbError, KnowledgeBase, parse_entry
+from bot.live import LiveIndex
+from core.config import BusinessHours
+from gateway.api import PREFIX, Handler, error
+
+_DAY_NAMES = {"mon": "一", "tue": "二", "wed": "三", "thu": "四", "fri": "五", "sat": "六", "sun": "日"}
+
+
+def answer_values(hours: BusinessHours | None) -> dict[str, str]:
+    """Values for answer placeholders, so a KB answer can say ``{business_hours}`` and stay true to the config."""
+    if hours is None:
+        text = "全天 24 小时 / 24 hours a day"
+    else:
+        days = "、".join("周" + _DAY_NAMES[str(d)] for d in hours.days)
+        span = f"{hours.start:%H:%M}–{hours.end:%H:%M}"
+        text = f"{days} {span}（{hours.timezone}）/ {', '.join(str(d).title() for d in hours.days)} {span}"
+    return {"business_hours": text}
+
+
+def entry_view(entry: FaqEntry) -> dict[str, Any]:
+    return {
+        "id": entry.id,
+        "questions": list(entry.questions),
+        "answer": entry.answer,
+        "keywords": list(entry.keywords),
+        "tags": list(entry.tags),
+    }
+
+
+class _Conflict(Exception):
+    pass
+
+
+class _Missing(Exception):
+    pass
+
+
+class FaqAdmin:
+    def __init__(self, live: LiveIndex) -> None:
+        self._live = live
+
+    def routes(self, guard: Callable[[Handler], Handler]) -> list[web.RouteDef]:
+        return [
+            web.get(f"{PREFIX}/faqs", guard(self.list_faqs)),
+            web.post(f"{PREFIX}/faqs", guard(self.create_faq)),
+            web.post(f"{PREFIX}/faqs/reload", guard(self.reload)),
+            web.put(f"{PREFIX}/faqs/{{faq}}", guard(self.update_faq)),
+            web.delete(f"{PREFIX}/faqs/{{faq}}", guard(self.delete_faq)),
+        ]
+
+    async def list_faqs(self, request: web.Request) -> web.StreamResponse:
+        kb = self._live.kb
+        return web.json_response({"faqs": [entry_view(e) for e in kb.entries], "count": len(kb.entries)})
+
+    async def create_faq(self, request: web.Request) -> web.StreamResponse:
+        entry = await self._entry(request, None)
+        if isinstance(entry, web.Response):
+            return entry
+
+        def add(kb: KnowledgeBase) -> KnowledgeBase:
+            if any(e.id == entry.id for e in kb.entries):
+                raise _Conflict(f"an entry with id {entry.id!r} already exists")
+            return dataclasses.replace(kb, entries=(*kb.entries, entry))
+
+        return await self._apply(add, entry_view(entry), status=201)
+
+    async def update_faq(self, request: web.Request) -> web.StreamResponse:
+        faq_id = request.match_info["faq"]
+        entry = await self._entry(request, faq_id)
+        if isinstance(entry, web.Response):
+            return entry
+
+        def replace(kb: KnowledgeBase) -> KnowledgeBase:
+            if not any(e.id == faq_id for e in kb.entries):
+                raise _Missing(f"no FAQ entry {faq_id!r}")
+            return dataclasses.replace(kb, entries=tuple(entry if e.id == faq_id else e for e in kb.entries))
+
+        return await self._apply(replace, entry_view(entry), status=200)
+
+    async def delete_faq(self, request: web.Request) -> web.StreamResponse:
+        faq_id = request.match_info["faq"]
+
+        def remove(kb: KnowledgeBase) -> KnowledgeBase:
+            kept = tuple(e for e in kb.entries if e.id != faq_id)
+            if len(kept) == len(kb.entries):
+                raise _Missing(f"no FAQ entry {faq_id!r}")
+            if not kept:
+                raise _Conflict("the knowledge base must keep at least one entry")
+            return dataclasses.replace(kb, entries=kept)
+
+        response = await self._apply(remove, None, status=204)
+        return response
+
+    async def reload(self, request: web.Request) -> web.StreamResponse:
+        try:
+            kb = await self._live.reload()
+        except KbError as exc:
+            return error(422, "invalid_kb", f"{exc}; the previous knowledge base stays in use")
+        return web.json_response({"reloaded": True, "count": len(kb.entries)})
+
+    async def _entry(self, request: web.Request, faq_id: str | None) -> FaqEntry | web.Response:
+        try:
+            raw = await request.json(loads=json.loads)
+        except (ValueError, UnicodeDecodeError):
+            return error(400, "bad_json", "request body is not valid JSON")
+        if faq_id is not None and isinstance(raw, dict):
+            if raw.get("id", faq_id) != faq_id:
+                return error(422, "invalid", f"id: the body's id must match the path ({faq_id!r}), or be left out")
+            raw = {**raw, "id": faq_id}
+        try:
+            return parse_entry(raw, "body")
+        except KbError as exc:
+            return error(422, "invalid", str(exc))
+
+    async def _apply(
+        self, edit: Callable[[KnowledgeBase], KnowledgeBase], body: dict[str, Any] | None, *, status: int
+    ) -> web.StreamResponse:
+        try:
+            await self._live.change(edit)
+        except _Conflict as exc:
+            return error(409, "conflict", str(exc))
+        except _Missing as exc:
+            return error(404, "not_found", str(exc))
+        except OSError as exc:
+            return error(500, "kb_write_failed", f"could not write the knowledge base file: {exc.strerror}")
+        if body is None:
+            return web.Response(status=status)
+        return web.json_response(body, status=status)
