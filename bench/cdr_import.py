@@ -29,6 +29,22 @@ CAUSES = {"ANSWERED": "NORMAL_CLEARING", "NO ANSWER": "NO_ANSWER", "BUSY": "USER
           "CONGESTION": "SWITCH_CONGESTION"}  # fmt: skip
 
 
+def variables(
+    i: int, caller: str, stamp: str, answer: str, end: str, duration: int, talk: int, disp: str
+) -> dict[str, str]:
+    return {
+        "uuid": f"uuid-{i:08d}",
+        "caller_id_number": caller,
+        "destination_number": "4008001234",
+        "start_stamp": stamp,
+        "answer_stamp": answer,
+        "end_stamp": end,
+        "duration": str(duration),
+        "billsec": str(talk),
+        "hangup_cause": CAUSES[disp],
+    }
+
+
 def generate(rows: int, fmt: CdrFormat, customers: int) -> str:
     """Rows for ``customers`` distinct callers (repeat callers join their open tickets)."""
     rng = random.Random(5)
@@ -70,7 +86,7 @@ def generate(rows: int, fmt: CdrFormat, customers: int) -> str:
                             "hangup_cause": CAUSES[disposition],
                         }
                     }
-                )  # fmt: skip
+                )
             )
     return "\n".join(lines) + "\n"
 

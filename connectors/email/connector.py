@@ -126,6 +126,7 @@ class EmailConnector:
         self._data_dir = deps.data_dir
         self._sink: InboundSink | None = None
         self._loops: list[asyncio.Task[None]] = []
+        self._tls: ssl.SSLContext | None = None
         self._holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         # Seams for tests: awaited after a mail is stored and before its checkpoint moves (to kill us there),
         # and set after every completed sync of a folder.
@@ -139,6 +140,9 @@ class EmailConnector:
     @asynccontextmanager
     async def running(self, sink: InboundSink) -> AsyncIterator[None]:
         self._sink = sink
+        if self._cfg.imap.tls != "none" or self._cfg.smtp.tls != "none":
+            # Loading the CA bundle reads files: once, off the loop.
+            self._tls = await asyncio.to_thread(ssl.create_default_context)
         if self._cfg.imap.tls == "starttls":
             log.error("inbox %s: IMAP STARTTLS is not supported by aioimaplib; use tls or none", self.inbox)
         else:
@@ -201,17 +205,22 @@ class EmailConnector:
                 )  # fmt: skip
                 await asyncio.sleep(delay)
 
-    def _client(self) -> Any:
+    async def _tls_context(self) -> ssl.SSLContext:
+        if self._tls is None:
+            self._tls = await asyncio.to_thread(ssl.create_default_context)
+        return self._tls
+
+    async def _client(self) -> Any:
         imap = self._cfg.imap
         if imap.tls == "tls":
             return aioimaplib.IMAP4_SSL(
-                host=imap.host, port=imap.effective_port, timeout=imap.timeout_s, ssl_context=_ssl_context()
+                host=imap.host, port=imap.effective_port, timeout=imap.timeout_s, ssl_context=await self._tls_context()
             )
         return aioimaplib.IMAP4(host=imap.host, port=imap.effective_port, timeout=imap.timeout_s)
 
     async def _session(self, folder: str) -> None:
         imap = self._cfg.imap
-        client = self._client()
+        client = await self._client()
         try:
             await client.wait_hello_from_server()
             _ok(await client.login(imap.user, imap.password), "LOGIN")
@@ -553,7 +562,7 @@ class EmailConnector:
                 use_tls=smtp.tls == "tls",
                 start_tls=smtp.tls == "starttls",
                 timeout=smtp.timeout_s,
-                tls_context=_ssl_context() if smtp.tls != "none" else None,
+                tls_context=await self._tls_context() if smtp.tls != "none" else None,
             )
         except aiosmtplib.SMTPRecipientsRefused as exc:
             codes = [r.code for r in exc.recipients]
@@ -610,7 +619,3 @@ class EmailConnector:
             )
         )
         await self._store.record_delivery(stored.id, delivery)
-
-
-def _ssl_context() -> ssl.SSLContext:
-    return ssl.create_default_context()

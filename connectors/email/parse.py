@@ -354,7 +354,6 @@ class _Collector:
         )
         self.attachments.append(MailPart(filename=name, content_type=ctype, data=data, content_id=cid, inline=inline))
 
-
     def _generic_name(self, ctype: str, cid: str | None) -> str:
         """A name for a part that has none: the Content-ID if it looks like a file name, else image.jpg & co."""
         local = cid.split("@")[0] if cid else ""
