@@ -177,8 +177,10 @@ _UNKNOWN = 0.7  # a query word the KB never uses counts against a match, like a 
 _A_BEST, _A_SECOND, _A_BM25, _A_FUZZ = 0.15, 0.05, 0.70, 0.10
 _KEYWORD_BONUS = 0.08
 _K1, _B = 1.2, 0.75
-_CANDIDATES = 64  # phrasings rescored exactly after the inverted-index pass
-_RARE_SHARE = 0.05  # features on more than this share of phrasings only rescore, they do not pick candidates
+_CANDIDATES = 40  # phrasings rescored exactly after the inverted-index pass
+# Candidates come from the rarest query features until this many postings are walked (always the rarest one):
+# common features then only rescore the candidates, so a query's cost does not grow with the KB.
+_POSTINGS_BUDGET = 1500
 _TYPO_CUTOFF = 84
 
 
@@ -255,23 +257,18 @@ class FaqIndex:
                     )
                 )
         self._postings = {f: tuple(p) for f, p in postings.items()}
+        self._inv_norm = [1.0 / ph.norm for ph in self._phrases]
         # BM25 over one document per entry (all its phrasings and keywords), a term's frequency being the number
         # of phrasings that hold it: a word most phrasings of an entry share is what that entry is about.
         lengths = [sum(tf.values()) for tf in tfs]
         avg = sum(lengths) / max(len(lengths), 1) or 1.0
         self._bm25 = {f: math.log(1 + (n - d + 0.5) / (d + 0.5)) * _KIND[f[0]] for f, d in df.items()}
         self._bm25_unknown = {k: w * math.log(1 + (n + 0.5) / 0.5) * _UNKNOWN for k, w in _KIND.items()}
-        entry_postings: dict[str, list[tuple[int, float]]] = defaultdict(list)
         self._entry_terms: list[dict[str, float]] = []
         for i, tf in enumerate(tfs):
             denom_len = _K1 * (1 - _B + _B * lengths[i] / avg)
             values = {f: self._bm25[f] * c * (_K1 + 1) / (c + denom_len) for f, c in tf.items()}
             self._entry_terms.append(values)
-            for f, v in values.items():
-                entry_postings[f].append((i, v))
-        self._entry_postings = {f: tuple(p) for f, p in entry_postings.items()}
-        self._rare_cap = max(32, int(_RARE_SHARE * len(self._phrases)))
-        self._rare_cap_entries = max(32, int(_RARE_SHARE * len(self._entries)))
 
     def _analyze(self, text: str) -> Analyzed:
         return analyze(self._tokenizer, text, self._synonyms)
@@ -318,26 +315,21 @@ class FaqIndex:
         # force a walk over most of the index; the candidates are then scored exactly on every feature.
         anchors.sort(key=lambda f: len(self._postings.get(f, ())))
         acc: dict[int, float] = defaultdict(float)
-        entry_acc: dict[int, float] = defaultdict(float)
-        for n, f in enumerate(anchors):
+        walked = 0
+        for f in anchors:
             plist = self._postings.get(f, ())
-            if n >= 3 and len(plist) > self._rare_cap:
+            if walked and walked + len(plist) > _POSTINGS_BUDGET:
                 break
+            walked += len(plist)
             w2 = self._weight2[f]
             for p in plist:
                 acc[p] += w2
-        for n, f in enumerate(anchors):
-            elist = self._entry_postings[f]
-            if n >= 3 and len(elist) > self._rare_cap_entries:
-                continue
-            for i, v in elist:
-                entry_acc[i] += v
-        top = heapq.nlargest(_CANDIDATES, acc.items(), key=lambda kv: kv[1] / self._phrases[kv[0]].norm)
-        candidates = {self._phrases[p].entry for p, _ in top}
-        candidates.update(i for i, _ in heapq.nlargest(_CANDIDATES // 2, entry_acc.items(), key=lambda kv: kv[1]))
+        inv = self._inv_norm
+        top = heapq.nlargest(_CANDIDATES, acc, key=lambda p: acc[p] * inv[p])
+        candidates = {self._phrases[p].entry for p in top}
         feat_set = frozenset(known)
         per_entry: dict[int, list[tuple[float, int]]] = {i: [] for i in candidates}
-        for p, _ in top:
+        for p in top:
             phrase = self._phrases[p]
             dot = sum(self._weight2[f] for f in feat_set & phrase.features)
             per_entry[phrase.entry].append((dot / (q_norm * phrase.norm), p))

@@ -244,6 +244,8 @@ class ImapConfig(_Model):
     move_to: str | None = None  # move processed mail to this folder
     timeout_s: Annotated[float, Field(gt=0)] = 30.0
     backoff_max_s: Annotated[float, Field(gt=0)] = 300.0
+    # How long the instance polling a mailbox holds it before another may take over (default: 3 polls, 30-300 s).
+    lease_ttl_s: Annotated[float, Field(gt=0)] | None = None
 
     @property
     def effective_port(self) -> int:

@@ -26,6 +26,7 @@ class BounceRecipient:
     status: str = ""  # DSN code, e.g. 5.1.1
     action: str = ""  # failed, delayed, delivered, relayed, expanded
     diagnostic: str = ""
+    reason: str = ""  # why it failed, in sisimai's taxonomy: userunknown, mailboxfull, filtered, expired...
     hard: bool = False  # permanent: stop mailing this address
 
 
@@ -54,62 +55,456 @@ _BOUNCE_SUBJECT = re.compile(
     r"(undeliver|undelivered|delivery (status )?notification|delivery fail|failure notice|returned mail|"
     r"mail delivery|delivery has failed|could not be delivered|non[- ]?delivery|nondeliverable|rejected|"
     r"warning: could not send|delivery problem|mail system error|退信|退回|投递失败|系统退信|"
-    r"unzustellbar|delivery report|returned to sender|message not delivered|delivery notification)",
+    r"unzustellbar|delivery report|returned to sender|message not delivered|delivery notification|"
+    r"メールエラー|配信エラー|送信エラー|配送エラー|不達)",
     re.IGNORECASE,
 )
-_BOUNCE_SENDER = re.compile(r"^(mailer-daemon|postmaster|mail-daemon|mailer|bounce[s]?|mdaemon|mail\.daemon)@", re.I)
+_BOUNCE_SENDER = re.compile(r"^(mailer-daemon|post_?master|mail-daemon|mailer|bounce[s]?|mdaemon|mail\.daemon)@", re.I)
 _STATUS = re.compile(r"\b([245])\.(\d{1,3})\.(\d{1,3})\b")
 _REPLY_CODE = re.compile(r"(?<![\d.])([45]\d\d)(?:[ -]|$)", re.MULTILINE)
 _EMAIL = re.compile(r"<?([A-Za-z0-9._%+'=/-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,})>?")
 
-# Why a mail could not be delivered, most specific first: the permanent ones sisimai calls hard bounces.
-_HARD_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
-    (
-        "hasmoved",
-        re.compile(r"(has moved|address (has )?changed|is no longer (valid|in use)|\b5\.1\.6\b)", re.I),
+# Why a mail could not be delivered --------------------------------------------------------------------------
+# The taxonomy is sisimai's (https://libsisimai.org/en/reason/), so our verdicts can be compared with it. Only
+# four reasons say the *address* is bad, and only those are hard bounces (we stop mailing the address):
+# userunknown, hostunknown, hasmoved, and notaccept when it is permanent (a null MX). Everything else (full
+# mailbox, spam or policy blocks, a rejected sender, a timeout, a filter after DATA) is soft.
+HARD_REASONS = frozenset({"userunknown", "hostunknown", "hasmoved"})
+
+
+def _phrases(*alternatives: str) -> re.Pattern[str]:
+    return re.compile("|".join(f"(?:{a})" for a in alternatives), re.IGNORECASE)
+
+
+# What each reason's diagnostic text says, in the words MTAs use. Matched against one recipient's diagnostic.
+_REASON_TEXT: dict[str, re.Pattern[str]] = {
+    "mailboxfull": _phrases(
+        r"mail ?box (is |was )?(full|over ?quota)",
+        r"over (the |their |his |her )?(storage |disk )?quota",
+        r"quota (exceeded|full|violation)",
+        r"exceed(s|ed)? (the |its |their |his |her )?(storage |disk |mailbox )?quota",
+        r"mailbox size limit",
+        r"mailfolder is full",
+        r"(account|inbox|mailbox) (is )?(full|out of (disk )?space)",
+        r"insufficient (user )?(disk|storage)",
+        r"not enough (storage|disk|space) (space )?(in|for) (the )?(user|mailbox)",
+        r"full mailbox",
+        r"user (is )?over (quota|limit)",
+        r"no space left (in|for) (the )?mailbox",
     ),
-    (
-        "hostunknown",
-        re.compile(
-            r"(host (or domain name )?not found|domain (name )?not found|unknown host|no such domain|"
-            r"unrouteable mail domain|host unknown|name service error|dns (lookup )?(failure|error)|"
-            r"domain does not exist|no mx|\b5\.1\.2\b|nxdomain|unroutable domain|domain .{0,40}not exist|"
-            r"invalid domain|domain is not reachable|\b5\.4\.4\b)",
-            re.I,
-        ),
+    "mesgtoobig": _phrases(
+        r"message (is |was )?too (big|large)",
+        r"message size (exceeds|too large|limit)",
+        r"size (limit )?exceeded",
+        r"exceeds? (the )?(maximum|max\.?) (message )?size",
+        r"message (length|size) exceeds? (fixed|maximum|limit)",
+        r"mail (is )?too large",
+        r"larger than (the )?(maximum|allowed)",
     ),
-    (
-        "notaccept",
-        re.compile(
-            r"(does not accept (any )?mail|null mx|not accept mail|no smtp service|\b5\.1\.10\b|\b5\.7\.27\b)", re.I
-        ),
+    "exceedlimit": _phrases(
+        r"message length exceeds administrative limit", r"exceeds? (the )?(per-?mailbox|administrative) limit"
     ),
-    (
-        "userunknown",
-        re.compile(
-            r"(user unknown|unknown user|no such user|user (does not|doesn't) exist|does not exist|doesn't exist|"
-            r"unknown recipient|recipient unknown|invalid recipient|recipient (address )?rejected: (user|unknown)|"
-            r"no (such )?mailbox|mailbox (not found|does not exist|unavailable|is unavailable)|user not found|"
-            r"recipient not found|no such recipient|not a valid (mailbox|recipient|user)|invalid mailbox|"
-            r"unknown (local[- ]part|address|mailbox)|address unknown|not our customer|unrouteable address|"
-            r"unknown or illegal alias|account (does not|doesn't) exist|no account|addressee unknown|"
-            r"mailbox (name )?(is )?(invalid|not exist)|user not exist|bad destination mailbox|recipnotfound|"
-            r"is not a known user|\b5\.1\.1\b|\b5\.1\.0\b|\b5\.1\.3\b|invalid address|no valid recipients|"
-            r"no mailbox here|not listed in|address rejected|unknown in (relay|local) recipient table|"
-            r"user invalid|account unavailable|not have an account|not recognized|invalid final delivery|"
-            r"doesn't have an? .{0,40} account|recipient address rejected\.?$)",
-            re.I,
-        ),
+    "suspend": _phrases(
+        r"suspended",
+        r"(account|mailbox|address|user) (has been |is )?(disabled|deactivated|inactive|locked|frozen|on hold|expired)",
+        r"(account|mailbox) (is )?not (currently )?(active|enabled)",
+        r"recipient (is )?(no longer )?(inactive|disabled)",
+        r"(account|mailbox) (has been )?(closed|terminated|archived)",
+        r"boite du destinataire (archivee|fermee)",
     ),
+    "hasmoved": _phrases(
+        r"has moved", r"no longer (on|at) (this )?server", r"(mailbox|address|domain) (owner )?has changed"
+    ),
+    "norelaying": _phrases(
+        r"relay(ing)? (access )?(denied|not (permitted|allowed|authori[sz]ed)|prohibited|refused)",
+        r"(unable|not (permitted|allowed|authori[sz]ed)) to relay",
+        r"we do not relay",
+        r"no relaying",
+        r"relay not permitted",
+        r"not (a )?(local|our) (domain|host)s?,? (and )?(relay|relaying)",
+    ),
+    "authfailure": _phrases(
+        r"\bspf\b",
+        r"\bdkim\b",
+        r"\bdmarc\b",
+        r"sender ?id (check )?fail",
+        r"sender policy framework",
+        r"(not|isn't|is not) (an? )?(permitted|authori[sz]ed) sender",
+        r"authentication results",
+    ),
+    "userunknown": _phrases(
+        r"user ?unknown",
+        r"unknown (user|recipient|mailbox|address|local[- ]?part|e-?mail address|alias)",
+        r"(no such|nonexistent|non-existent|invalid|bad|unknown) (user|recipient|mailbox|address|account|person)",
+        r"(no such|unknown) local user",
+        r"(user|recipient|mailbox|account|address|addressee)( name)? (does not|doesn't|not) (exist|found|known)",
+        r"(user|recipient|mailbox|address)( \S+)? (was )?not found",
+        r"(mailbox|user|recipient|address) (is )?(invalid|unknown|unavailable)",
+        r"not a (valid|known) (mailbox|recipient|user|address)",
+        r"is not a (valid|known) (mailbox|recipient|user)",
+        r"(no|not an?) (mail ?box|account) (here|by that name|available|found)",
+        r"address (unknown|not present|does not exist)",
+        r"address rejected\.?$",
+        r"recipient (address )?rejected: (user|unknown|invalid|access denied|userunknown)",
+        r"recipient not ok",
+        r"not (listed|known) in (the )?(address book|directory|domino directory|name directory)",
+        r"unrouteable address",
+        r"no valid recipients",
+        r"recipient (is )?(not local|not accepted|refuses)",
+        r"badrcptto",
+        r"bad destination mailbox",
+        r"unknown or illegal alias",
+        r"(user|recipient)( \S+)? (has )?no (account|mailbox)",
+        r"undeliverable address",
+        r"resolver\.adr\.recipnotfound",
+        r"recipnotfound",
+        r"this (e-?mail )?address (is wrong|no longer (valid|accepts))",
+        r"doesn'?t have an? \S+ (account|mailbox)",
+        r"the (e-?mail )?account (that )?you tried to reach does not exist",
+        r"no one (here|at this address)",
+        r"utilisateur inconnu",
+        r"user (is )?not (active|known)",
+        r"unknown in (relay|local|virtual \S+) recipient table",
+        r"invalid final delivery userid",
+        r"no such address",
+    ),
+    "filtered": _phrases(
+        r"filtered",
+        r"user reject",
+        r"refuses? to (accept|receive)",
+        r"refused due to recipient preferences",
+        r"blocked by (the )?recipient",
+        r"(is |are )?only accepting mail from",
+        r"not accepting (any )?mail from",
+        r"rejected (due to|by) (user|recipient) (rules|preferences|settings)",
+        r"recipient id refuse",
+    ),
+    "requireptr": _phrases(
+        r"\bptr\b",
+        r"reverse (dns|lookup|hostname|mapping)",
+        r"\brdns\b",
+        r"cannot find your (host ?name|reverse)",
+        r"(no|missing|without) (reverse|ptr)",
+        r"ip name lookup failed",
+        r"unresolvable (host|address|ip)",
+        r"(client|host) (name|address) (lookup|resolution) failed",
+        r"fcrdns",
+    ),
+    "notcompliantrfc": _phrases(
+        r"rfc ?(5322|2822|822|5321|2821)",
+        r"not (rfc[- ]?)?compliant",
+        r"(multiple|duplicate) (from|to|subject|date|message-id|sender)",
+    ),
+    "badreputation": _phrases(r"reputation"),
+    "contenterror": _phrases(
+        r"8-?bit data in (the )?(message )?header",
+        r"improper use of 8-?bit",
+        r"header (is |was )?too (long|large)",
+        r"too many (received|hops)",
+        r"invalid mime",
+        r"malformed (header|mime|message)",
+    ),
+    "rejected": _phrases(
+        r"sender (address |domain )?(is )?(rejected|denied|refused|blocked|not allowed|invalid|unknown)",
+        r"(invalid|bad|unknown|unverified) sender",
+        r"sender (verify|verification|validation|address verification) (failed|error)",
+        r"domain of (the )?sender",
+        r"sender domain (does not|must) (exist|resolve)",
+        r"mail from .{0,80}(rejected|refused|denied)",
+        r"(rejected|refused|denied) .{0,40}\b(envelope )?sender",
+        r"sender was rejected",
+        r"your (e-?mail )?address (is|has been) (blocked|blacklisted|banned|rejected)",
+        r"access denied",
+        r"not (allowed|permitted|authori[sz]ed) to send",
+    ),
+    "hostunknown": _phrases(
+        r"host (or domain name )?(not found|unknown)",
+        r"host \S+ not found",
+        r"domain (is )?(not reachable|unreachable)",
+        r"domain (name )?(not found|unknown|does not exist|doesn't exist|not exist)",
+        r"unknown (host|domain)",
+        r"no such (domain|host)",
+        r"unrouteable (mail )?domain",
+        r"unroutable (mail )?domain",
+        r"nxdomain",
+        r"name or service not known",
+        r"(invalid|bad|unresolvable|non-?existent) (recipient )?domain",
+        r"no mx (record|host)",
+        r"domain .{0,60}(does not exist|not exist|not found)",
+        r"(host|domain) name lookup failed",
+        r"recipient domain .{0,40}(not|unknown)",
+    ),
+    "spamdetected": _phrases(
+        r"spam",
+        r"\bu[bc]e\b",
+        r"junk ?mail",
+        r"bulk (e-?)?mail",
+        r"message content rejected",
+        r"content (filter|rejected)",
+        r"classified as",
+        r"suspicious",
+        r"blocked by (a |our )?(content )?filter",
+        r"unsolicited",
+        r"scored",
+        r"phish",
+    ),
+    "speeding": _phrases(
+        r"rate[- ]?limit",
+        r"(sending|receiving) (too )?(fast|quickly|many)",
+        r"throttl",
+        r"too many (messages|mails|emails)",
+        r"slow down",
+        r"exceeded .{0,30}(rate|per (hour|day|minute))",
+    ),
+    "toomanyconn": _phrases(
+        r"too many (connections|concurrent|simultaneous|sessions|smtp sessions)",
+        r"connection (limit|rate) (exceeded|reached)",
+        r"too many recipients",
+    ),
+    "blocked": _phrases(
+        r"black ?list",
+        r"block ?list",
+        r"deny ?list",
+        r"\brbl\b",
+        r"\bdnsbl\b",
+        r"spamhaus",
+        r"spamcop",
+        r"barracuda",
+        r"(ip|client|host|connection|your server|sending server|network)( address)?( \S+)? "
+        r"(is |has been |was )?(blocked|rejected|refused|denied|banned|not allowed|listed)",
+        r"listed (in|on|at|by) ",
+        r"banned",
+        r"\bblocked\b",
+    ),
+    "virusdetected": _phrases(r"virus", r"malware", r"infected", r"trojan", r"\bworm\b"),
+    "policyviolation": _phrases(
+        r"polic(y|ies)",
+        r"prohibited",
+        r"violat",
+        r"not allowed (by|in|on)",
+        r"(attachment|file) (type )?(is |are )?(not allowed|blocked|forbidden)",
+        r"forbidden",
+    ),
+    "systemerror": _phrases(
+        r"system (error|failure|not configured|configuration)",
+        r"internal (server )?error",
+        r"server error",
+        r"configuration error",
+        r"local (configuration )?error",
+        r"(mail|routing)? ?loop",
+        r"too many hops",
+        r"loops back to myself",
+        r"resources? (temporarily )?unavailable",
+    ),
+    "networkerror": _phrases(
+        r"network (error|unreachable|is unreachable)",
+        r"dns (lookup )?(failure|error|problem)",
+        r"no route to host",
+        r"host (is )?unreachable",
+        r"connection (timed out|refused|reset|lost|dropped)",
+        r"(could not|unable to|cannot|can't) connect",
+        r"lost connection",
+        r"host not found, try again",
+        r"timed? ?out",
+        r"temporary lookup failure",
+        r"malformed or unexpected name server reply",
+    ),
+    "systemfull": _phrases(
+        r"(mail )?system (is )?full",
+        r"disk (is )?full",
+        r"insufficient system (storage|resources)",
+        r"out of (disk )?space",
+        r"no space left on device",
+    ),
+    "notaccept": _phrases(
+        r"(does not|doesn't|do not) accept (any )?(e-?)?mail",
+        r"not accepting (any )?(e-?)?(mail|messages)",
+        r"null mx",
+        r"no smtp service",
+        r"accepts no (e-?)?mail",
+        r"does not receive (e-?)?mail",
+    ),
+    "expired": _phrases(
+        r"(delivery|retry|queue|message) (time|period|lifetime) (has )?(expired|exceeded)",
+        r"retry time(out)? (not reached|exceeded)",
+        r"(message|mail) (has been )?(expired|too old)",
+        r"giving up",
+        r"gave up",
+        r"(could not|has not been|not yet been) (be )?delivered (for|within|in the last) \d",
+        r"queued? (for )?too long",
+        r"was not delivered (for|within) \d",
+        r"delivery attempts? (will continue|have been|exceeded)",
+        r"(unable|failed) to deliver .{0,40}(for|within) \d+ (days|hours)",
+    ),
+    "failedstarttls": _phrases(r"starttls", r"tls (is )?required", r"requiretls", r"must issue a starttls"),
+    "securityerror": _phrases(
+        r"authentication (is )?(required|failed|credentials)",
+        r"(not|un)authori[sz]ed",
+        r"security",
+        r"certificate",
+        r"must (be )?authenticat",
+        r"sender (is )?not authenticated",
+        r"authentication mechanism",
+    ),
+    "mailererror": _phrases(
+        r"x-unix",
+        r"procmail",
+        r"mailer (error|program)",
+        r"command (died|failed|output)",
+        r"exit (code|status)",
+        r"pipe to",
+        r"exited with",
+        r"unknown mailer error",
+        r"\|/",
+    ),
+    "syntaxerror": _phrases(
+        r"syntax error",
+        r"command (unrecognized|not recognized|not implemented)",
+        r"unrecognized command",
+        r"bad sequence of commands",
+        r"invalid command",
+    ),
+}
+
+# RFC 3463 enhanced status codes and the reason each one names (the class digit of a 4.x.x is kept).
+_STATUS_REASON: dict[str, str] = {
+    "x.1.0": "userunknown", "x.1.1": "userunknown", "x.1.3": "userunknown", "x.1.2": "hostunknown",
+    "x.4.4": "hostunknown", "x.1.4": "filtered", "x.2.0": "filtered", "x.2.1": "filtered", "x.2.4": "filtered",
+    "x.1.6": "hasmoved", "x.7.17": "hasmoved", "x.7.18": "hasmoved", "x.1.7": "rejected", "x.1.8": "rejected",
+    "x.1.10": "notaccept", "x.3.2": "notaccept", "x.7.27": "notaccept", "x.2.2": "mailboxfull",
+    "x.2.3": "exceedlimit", "x.3.1": "systemfull", "x.4.5": "systemfull", "x.3.4": "mesgtoobig",
+    "x.7.16": "mesgtoobig", "x.1.9": "systemerror", "x.3.0": "systemerror", "x.3.3": "systemerror",
+    "x.3.5": "systemerror", "x.4.3": "systemerror", "x.5.4": "systemerror", "x.5.5": "systemerror",
+    "x.4.0": "networkerror", "x.4.2": "networkerror", "x.4.6": "networkerror", "x.4.8": "networkerror",
+    "x.4.1": "expired", "x.4.7": "expired", "x.5.2": "syntaxerror", "x.5.6": "syntaxerror",
+    "x.5.3": "toomanyconn", "x.7.13": "suspend", "x.7.20": "authfailure", "x.7.21": "authfailure",
+    "x.7.22": "authfailure", "x.7.23": "authfailure", "x.7.24": "authfailure", "x.7.26": "authfailure",
+    "x.7.29": "authfailure", "x.7.25": "requireptr", "x.7.28": "spamdetected", "x.7.30": "failedstarttls",
+}  # fmt: skip
+# Reasons a status code alone cannot settle: the diagnostic text gets the last word.
+_UNSETTLED = frozenset({"", "systemerror", "securityerror", "expired", "networkerror", "hostunknown", "userunknown"})
+# The first look: status code and text together, most specific first ...
+_FIRST_LOOK = (
+    "mailboxfull", "mesgtoobig", "exceedlimit", "suspend", "hasmoved", "norelaying", "authfailure", "userunknown",
+    "filtered", "requireptr", "notcompliantrfc", "badreputation", "contenterror", "rejected", "hostunknown",
+    "spamdetected", "speeding", "toomanyconn", "blocked",
+)  # fmt: skip
+# ... then, when that found nothing and the status code is unsettled, the text alone.
+_SECOND_LOOK = (
+    "mailboxfull", "authfailure", "badreputation", "speeding", "spamdetected", "virusdetected", "policyviolation",
+    "norelaying", "systemerror", "networkerror", "suspend", "contenterror", "systemfull", "notaccept", "expired",
+    "failedstarttls", "securityerror", "mailererror",
+)  # fmt: skip
+# A status code says "no such user", but the text names something else: the address may well be fine.
+_NOT_REALLY_UNKNOWN = (
+    "norelaying", "blocked", "mailboxfull", "hasmoved", "rejected", "notaccept", "speeding", "toomanyconn",
+)  # fmt: skip
+# SMTP commands sent before DATA: a rejection there cannot come from a filter reading the message.
+# Vendors' own words for "no such mailbox". No content filter answers with these, so they name an unknown user
+# whatever the SMTP command was (sisimai's per-vendor modules decide these the same way).
+_NO_SUCH_MAILBOX = _phrases(
+    r"recipient name is not recognized",  # Exchange 2000/2003
+    r"recip(ient)?notfound",  # Exchange, Microsoft 365: RESOLVER.ADR.RecipNotFound
+    r"recipient not found by smtp address lookup",  # Microsoft 365
+    r"not listed in (the )?(public )?(name (&|and) address book|domino directory)",  # Lotus Notes, Domino
+    r"invalid final delivery userid",  # IMail
+    r"this user doesn'?t have an? \S+ account",  # Yahoo
+    r"no mailbox here by that name",  # qmail
+    r"mail\.local: unknown user",  # sendmail's local delivery agent
 )
-# Signals that override a 5.x.x code: the address itself is fine (full mailbox, policy, spam, quota, suspension).
-_SOFT_OVERRIDE = re.compile(
-    r"(mailbox (is )?full|quota|insufficient|spam|blocked|blacklist|block list|policy|"
-    r"suspend|disabled|inactive|too many|rate limit|temporar|relay(ing)? (denied|not permitted)|"
-    r"authenticat|spf|dkim|dmarc|reverse dns|virus|too large|size limit|exceeds|timed? ?out|"
-    r"expired|connection refused|reputation|delayed)",
-    re.I,
+_BEFORE_DATA = frozenset({"CONN", "EHLO", "HELO", "MAIL", "RCPT"})
+# Where MTAs say which SMTP command the remote server answered with the error.
+_COMMAND_FORMS = tuple(
+    re.compile(form, re.IGNORECASE)
+    for form in (
+        r"in reply to (?P<c>RCPT TO|MAIL FROM|end of DATA|DATA|HELO|EHLO|STARTTLS) command",  # Postfix
+        r">>> ?(?P<c>RCPT|MAIL|DATA|HELO|EHLO|STARTTLS)\b",  # sendmail and Courier transcripts
+        r"\bafter (?P<c>RCPT(?: TO)?|MAIL(?: FROM)?|end of data|DATA|initial connection|HELO|EHLO)\b",  # Exim, GMX
+        r"\[(?P<c>RCPT_TO|MAIL_FROM|DATA)\]",  # Yahoo
+        r"did not like our (?P<c>RCPT TO|MAIL FROM|DATA)\b",  # DragonFly
+    )
 )
+
+
+def smtp_command(text: str) -> str:
+    """The last SMTP command a bounce says the remote server answered ("RCPT", "DATA"...), or ""."""
+    flat = " ".join(text.split())
+    found = [(m.start(), m.group("c")) for form in _COMMAND_FORMS for m in form.finditer(flat)]
+    if not found:
+        return ""
+    word = max(found)[1].upper().replace("_", " ")
+    return {"END OF DATA": "DATA", "INITIAL CONNECTION": "CONN"}.get(word, word.split()[0])
+
+
+def _status_reason(status: str) -> str:
+    if not _STATUS.fullmatch(status):
+        return ""
+    _, subject, detail = status.split(".")
+    return _STATUS_REASON.get(f"x.{int(subject)}.{int(detail)}", "")
+
+
+def failure_reason(status: str, text: str, *, command: str = "", action: str = "") -> str:
+    """The reason one recipient failed, in sisimai's taxonomy, from its status code, diagnostic and SMTP command."""
+    if status.startswith("2."):
+        return "delivered"
+    by_status = _status_reason(status)
+    said = " ".join(text[:4000].split())
+    # "Diagnostic-Code: X-Unix; ..." and the like: a local program failed, not an SMTP conversation.
+    local_error = bool(re.match(r"x-[\w-]+ ?;", said, re.I))
+
+    def says(reason: str) -> bool:
+        return bool(_REASON_TEXT[reason].search(said))
+
+    def first_look(reason: str) -> bool:
+        if reason == "userunknown":
+            if _NO_SUCH_MAILBOX.search(said):
+                return True
+            if by_status == "userunknown":
+                return not any(says(other) for other in _NOT_REALLY_UNKNOWN)
+            return command == "RCPT" and says("userunknown")
+        if reason == "filtered":
+            # "User unknown" after DATA (or from a mailer that does not say when) is a filter, not a bad address.
+            if by_status == "filtered":
+                return says("userunknown") or says("filtered")
+            return command not in _BEFORE_DATA and (says("filtered") or says("userunknown"))
+        if reason == "hostunknown" and by_status == "hostunknown":
+            return not says("networkerror")
+        return by_status == reason or says(reason)
+
+    for reason in () if local_error else _FIRST_LOOK:
+        if first_look(reason):
+            return reason
+    if by_status not in _UNSETTLED:
+        return by_status
+    for reason in _SECOND_LOOK:
+        if says(reason):
+            return reason
+    if by_status:
+        return by_status
+    if status[2:4] == "6.":
+        return "contenterror"
+    if status[2:4] == "7.":
+        return "securityerror"
+    if says("syntaxerror"):
+        return "syntaxerror"
+    if action in ("delayed", "expired"):
+        return "expired"
+    if command in ("EHLO", "HELO", "CONN"):
+        return "blocked"
+    return "onhold" if said.strip() else "undefined"
+
+
+def is_hard(reason: str, status: str) -> bool:
+    """A hard bounce: the address itself is bad, so mailing it again is pointless."""
+    if status.startswith(("2", "4")):
+        return False
+    return reason in HARD_REASONS or (reason == "notaccept" and not status.startswith("4"))
+
+
+def classify_failure(status: str, text: str, *, command: str = "", action: str = "") -> tuple[str, bool]:
+    """(reason, hard) for one failed recipient."""
+    reason = failure_reason(status, text, command=command, action=action)
+    return reason, is_hard(reason, status)
 
 
 def _header(headers: Mapping[str, str], name: str) -> str:
@@ -172,26 +567,6 @@ def _strip_type(value: str) -> str:
     return value.strip().strip("<>").strip()
 
 
-def classify_failure(status: str, text: str) -> tuple[str, bool]:
-    """(reason, hard) for one failed recipient, from its DSN status code and the diagnostic text.
-
-    Hard means the address itself is bad (unknown user or domain, moved, accepts no mail): mailing it again
-    is pointless. A full mailbox, a policy or spam block, a timeout are soft even with a 5.x.x code.
-    """
-    if status.startswith("4"):
-        return "temporary", False
-    if status.startswith("2"):
-        return "delivered", False
-    for line in text[:4000].splitlines() or [""]:
-        for reason, pattern in _HARD_PATTERNS:
-            if pattern.search(line) and not _SOFT_OVERRIDE.search(line):
-                return reason, True
-    for reason, pattern in _HARD_PATTERNS:
-        if pattern.search(status):
-            return reason, True
-    return "other", False
-
-
 def _original_message_id(msg: Message, text: str) -> str | None:
     for part in msg.walk():
         ctype = part.get_content_type()
@@ -230,8 +605,15 @@ def _explanation(body: str) -> str:
     return body[: cut.start()] if cut and cut.start() > 40 else body[:3000]
 
 
+def _around(text: str, rcpt: str, span: int = 800) -> str:
+    """The part of a bounce's prose that talks about one recipient: from where it is named on."""
+    at = text.lower().find(rcpt.lower()) if rcpt else -1
+    return text[at : at + span] if at >= 0 else ""
+
+
 def _recipients_from_dsn(msg: Message, body: str) -> tuple[BounceRecipient, ...]:
     out: list[BounceRecipient] = []
+    explanation = _explanation(body)
     for part in msg.walk():
         if part.get_content_type() not in ("message/delivery-status", "message/global-delivery-status"):
             continue
@@ -239,34 +621,49 @@ def _recipients_from_dsn(msg: Message, body: str) -> tuple[BounceRecipient, ...]
             rcpt = block.get("final-recipient") or block.get("original-recipient")
             if not rcpt:
                 continue
+            address = _strip_type(rcpt)
             status = (m.group(0) if (m := _STATUS.search(block.get("status", ""))) else "").strip()
             action = block.get("action", "").strip().lower()
             diagnostic = block.get("diagnostic-code", "")
             if not status and (code := _REPLY_CODE.search(diagnostic)):
                 status = f"{code.group(1)[0]}.0.0"
             if action in ("delivered", "relayed", "expanded"):
-                out.append(BounceRecipient(recipient=_strip_type(rcpt), status=status, action=action))
+                out.append(BounceRecipient(recipient=address, status=status, action=action, reason="delivered"))
                 continue
-            _, hard = classify_failure(status or "5.0.0", diagnostic or _explanation(body))
-            if action == "delayed" or status.startswith("4"):
+            nearby = _around(explanation, address)
+            command = smtp_command(diagnostic) or smtp_command(nearby) or smtp_command(explanation)
+            reason, hard = classify_failure(
+                status or "5.0.0", diagnostic or nearby or explanation, command=command, action=action
+            )
+            if action == "delayed":
                 hard = False
             out.append(
                 BounceRecipient(
-                    recipient=_strip_type(rcpt).lower(),
+                    recipient=address.lower(),
                     status=status,
                     action=action or "failed",
                     diagnostic=diagnostic.strip()[:500],
+                    reason=reason,
                     hard=hard,
                 )
             )
     return tuple(out)
 
 
+# Where a non-standard bounce starts quoting the returned mail (whose headers name the sender, not the recipient).
+_RETURNED_MAIL = re.compile(
+    r"^(-+ ?(original|undelivered|returned|unsent) message|content-type: message/rfc822|"
+    r"-+ ?this is a copy of the message|received: |original message follows|message headers follow|"
+    r"-* ?below this line is a copy|"
+    r"-* ?the header of the original message)",
+    re.IGNORECASE | re.MULTILINE,
+)
+
+
 def _recipients_from_text(body: str, sender: str) -> tuple[BounceRecipient, ...]:
     """Non-standard bounces (qmail, old Exchange…): addresses and codes in the prose."""
     # Ignore the quoted original mail's headers, which name the sender and not the failed recipient.
-    cut = re.search(r"^(-+ ?(original|undelivered|returned) message|content-type: message/rfc822|"
-                    r"-+ ?this is a copy of the message|received: )", body, re.I | re.M)  # fmt: skip
+    cut = _RETURNED_MAIL.search(body)
     scope = body[: cut.start()] if cut and cut.start() > 40 else body
     seen: dict[str, None] = {}
     for m in _EMAIL.finditer(scope):
@@ -290,10 +687,12 @@ def _recipients_from_text(body: str, sender: str) -> tuple[BounceRecipient, ...]
             status = f"{code.group(1)[0]}.0.0"
         if not status:
             status = "4.0.0" if temporary else "5.0.0"
-        _, hard = classify_failure(status, window)
-        out.append(
-            BounceRecipient(recipient=rcpt, status=status, action="delayed" if temporary else "failed", hard=hard)
-        )
+        action = "delayed" if temporary else "failed"
+        # The command may be named just before the recipient (">>> RCPT To:<rcpt>"), or once for all of them.
+        said_before = scope[max(begin - 120, 0) : begin + len(window)] if rcpt else scope
+        command = smtp_command(said_before) or smtp_command(scope)
+        reason, hard = classify_failure(status, window, command=command, action=action)
+        out.append(BounceRecipient(recipient=rcpt, status=status, action=action, reason=reason, hard=hard))
     return tuple(out)
 
 

@@ -181,6 +181,8 @@ class EmailConnector:
 
     @property
     def _lease_ttl_s(self) -> float:
+        if self._cfg.imap.lease_ttl_s is not None:
+            return self._cfg.imap.lease_ttl_s
         return max(30.0, min(self._cfg.imap.poll_interval_s * 3, 300.0))
 
     async def _folder_loop(self, folder: str) -> None:

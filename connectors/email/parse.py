@@ -120,6 +120,16 @@ def codec_for(label: str | None) -> str | None:
         return None
 
 
+# Undeclared 8-bit text whose every non-ASCII byte pair is one of GB2312's 3,755 common hanzi (lead byte
+# 0xB0-0xD7, trail 0xA1-0xFE) is GBK: Big5 and Shift_JIS text almost never fits that. Statistical detection
+# cannot tell from a few bytes (a bare 8-bit name in From: "武兰成" came out as Big5 "挕擘傖").
+_COMMON_HANZI = re.compile(rb"(?:[\x00-\x7f]|[\xb0-\xd7][\xa1-\xfe])+")
+
+
+def _all_common_hanzi(data: bytes) -> bool:
+    return _COMMON_HANZI.fullmatch(data) is not None
+
+
 def decode_bytes(data: bytes, label: str | None = None) -> str:
     """Decode with the declared charset if it fits, else detect; never raises."""
     codec = codec_for(label)
@@ -134,6 +144,8 @@ def decode_bytes(data: bytes, label: str | None = None) -> str:
         return data.decode("utf-8")
     except UnicodeDecodeError:
         pass
+    if _all_common_hanzi(data):
+        return data.decode("gb18030")
     best = charset_normalizer.from_bytes(data).best()
     if best is not None and best.encoding:
         detected = codec_for(best.encoding) or best.encoding
@@ -315,6 +327,10 @@ class _Collector:
             name = _described_name(part, ctype) or ctype.split("/")[1] + ".txt"
             self._attach(part, ctype, default_name=name, data=_flatten_payload(part))
             return
+        if ctype.startswith("multipart/") and isinstance(part.get_payload(), str):
+            # Its boundary never appears (a broken or hand-made mail): the body is all there is, read it as text.
+            self.texts.append(_part_text(part))
+            return
         if part.is_multipart():
             children = part.get_payload()
             if isinstance(children, list):
@@ -405,6 +421,9 @@ def _sender(msg: Message) -> Address | None:
         found = _addresses(_raw_values(msg, name))
         if found:
             return found[0]
+    if any(v.strip() == "<>" for name in ("from", "return-path") for v in _raw_values(msg, name)):
+        # The null reverse-path (RFC 5321 4.5.5): only the mail system itself sends from it, e.g. a bounce.
+        return Address(email="mailer-daemon", name="Mail Delivery System")
     for value in _raw_values(msg, "from"):
         m = _DAEMON.search(value)
         if m:

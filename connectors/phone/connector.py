@@ -51,10 +51,12 @@ from core.model import (
     Conversation,
     Delivery,
     DeliveryStatus,
+    Direction,
     OutboundReply,
     QuarantinedItem,
     Ticket,
 )
+from core.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -117,12 +119,23 @@ class ImportReport:
 
 
 async def import_parsed(
-    parsed: ParsedCdr, sink: InboundSink, *, inbox: str, region: str, clock: Clock = _utcnow
+    parsed: ParsedCdr,
+    sink: InboundSink,
+    *,
+    inbox: str,
+    region: str,
+    clock: Clock = _utcnow,
+    store: Store | None = None,
 ) -> ImportReport:
     """Hand each parsed call to intake; a call imported before (same external id) is a duplicate."""
     report = ImportReport(skipped=len(parsed.skipped), bad=list(parsed.bad))
     pending: list[asyncio.Task[None]] = []
     for line, record in parsed.records:
+        if store is not None and await store.find_message(
+            channel=Channel.PHONE, inbox=inbox, direction=Direction.INBOUND, external_id=record.external_id
+        ):
+            report.duplicates += 1  # a cheap read skips what an earlier import stored; intake would too
+            continue
         try:
             result = await sink(to_inbound(record, inbox=inbox, region=region, received_at=clock()))
         except Rejected as exc:

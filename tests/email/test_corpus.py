@@ -23,11 +23,25 @@ from tests.email.corpus import (
     zammad_mismatches,
 )
 
-# The rate we reach today; the test fails if a change makes it worse. The issue asks for all of them.
-# Zammad's remaining misses are its own quirks (an undecoded UTF-7 subject, a mis-decoded GBK name, a
-# "091.00.38.png" de-duplication, HTML bodies it files as document.html); see the report printed with -s.
-ZAMMAD_MIN_PASS = 0.90
-SISIMAI_MIN_RATE = 0.82
+# Where our parse differs from Zammad's expectation on purpose: Zammad's own quirks, each checked by hand. The
+# pass rate printed and recorded counts them as misses (78/85 = 91.8%); the test fails on any other miss.
+ZAMMAD_QUIRKS = {
+    "mail018.yml": "Zammad leaves the unicode-1-1-utf-7 encoded word undecoded ('+ANw-bermittlungsstatus'); we decode "
+    "it with Python's utf-7 codec to 'Übermittlungsstatus'",
+    "mail046.yml": "the From name is 8-bit GBK with no charset; Zammad shows it as Latin mojibake ('ÎäŔźłÉ'), we "
+    "decode it as GB18030: '武兰成'",
+    "mail062.yml": "Zammad files the text/html alternatives of the body as attachments document.html and "
+    "document1.html; we keep the HTML body as ParsedMail.html",
+    "mail076.yml": "From: '\"Millions Lottery Spain transfer\"@example.com>' has a stray '>'; Zammad keeps it in the "
+    "address and the name, we drop it (address without '>', no name)",
+    "mail087.yml": "From: 'Test test@example.com' has no angle brackets; Zammad makes the whole value the name, we "
+    "keep no name. And the second, untyped text part (the fax notice) is our body text; Zammad files it as 'file'",
+    "mail100.yml": "two unnamed parts share one Content-ID; we name both by it, Zammad names the second 'image.jpg'",
+    "mail102.yml": "two attachments share one file name; we keep both names, Zammad renames the second by inserting "
+    "a '1' before its first dot ('... at 091.00.38.png')",
+}
+ZAMMAD_MIN_PASS = 1 - len(ZAMMAD_QUIRKS) / 85
+SISIMAI_MIN_RATE = 0.95  # the issue's target (sisimai agreement on kind and hard/soft), not the measured rate
 
 
 @pytest.fixture(scope="module")
@@ -64,6 +78,8 @@ def test_zammad_expectations(corpora: Path, record_property: pytest.RecordProper
     print(f"zammad: {len(ymls) - len(failures)}/{len(ymls)} = {rate:.1%}")
     for name, problems in sorted(failures.items()):
         print(" ", name, problems)
+    unexplained = {name: problems for name, problems in failures.items() if name not in ZAMMAD_QUIRKS}
+    assert unexplained == {}
     assert rate >= ZAMMAD_MIN_PASS, failures
 
 
