@@ -13,7 +13,7 @@ import pytest
 from connectors.wechat.api import WechatApi
 from connectors.wechat.connector import unsubscribed_flag
 from connectors.wechat.parse import read_xml
-from core.model import Identity, IdentityKind, Message
+from core.model import Conversation, Identity, IdentityKind, Message
 from gateway.app import GATEWAY
 from gateway.intake import BotSetup
 from tests.conftest import Gateway, started
@@ -97,9 +97,9 @@ async def test_slow_bot_answers_success_at_once_then_through_customer_service_ap
         gate = asyncio.Event()
         handle = intake.handle
 
-        async def slow_handle(message: Message) -> None:
+        async def slow_handle(message: Message, known: Conversation | None = None) -> None:
             await gate.wait()  # the bot takes longer than the budget
-            await handle(message)
+            await handle(message, known)
 
         monkeypatch.setattr(intake, "handle", slow_handle)
         started_at = time.monotonic()
