@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -261,6 +262,37 @@ class Message:
     # Outbound only: what the channel said when we sent it (None until a send was attempted).
     delivery: DeliveryStatus | None = None
     delivery_error: str | None = None
+
+
+def outbound_message(
+    conversation: Conversation,
+    *,
+    author: Author,
+    text: str,
+    at: datetime,
+    external_id: str | None,
+    ticket_id: str | None = None,
+    meta: Mapping[str, Any] | None = None,
+) -> Message:
+    """A reply on ``conversation``, in its current episode and on its active ticket unless told otherwise.
+
+    ``external_id`` is the idempotency key: a reply derived from what it answers is stored once.
+    """
+    return Message(
+        id=f"msg_{uuid.uuid4().hex}",
+        conversation_id=conversation.id,
+        channel=conversation.channel,
+        inbox=conversation.inbox,
+        direction=Direction.OUTBOUND,
+        author=author,
+        kind=MessageKind.TEXT,
+        text=text,
+        created_at=at,
+        external_id=external_id,
+        ticket_id=ticket_id or conversation.ticket_id,
+        episode=conversation.episode,
+        meta=meta or {},
+    )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

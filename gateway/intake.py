@@ -28,11 +28,11 @@ from core.model import (
     HandoffReason,
     InboundMessage,
     Message,
-    MessageKind,
     Priority,
     Ticket,
     TicketRequest,
     TicketStatus,
+    outbound_message,
 )
 from core.store import Store, VersionConflict
 from core.tasks import TaskTracker
@@ -233,20 +233,8 @@ class Intake:
         self, conversation: Conversation, message: Message, text: str, now: datetime, meta: dict[str, object]
     ) -> Message:
         # One reply per inbound message: the unique key makes a retried handling write nothing new.
-        return Message(
-            id=f"msg_{uuid.uuid4().hex}",
-            conversation_id=conversation.id,
-            channel=conversation.channel,
-            inbox=conversation.inbox,
-            direction=Direction.OUTBOUND,
-            author=Author.BOT,
-            kind=MessageKind.TEXT,
-            text=text,
-            created_at=now,
-            external_id=f"reply:{message.id}",
-            ticket_id=conversation.ticket_id,
-            episode=conversation.episode,
-            meta=meta,
+        return outbound_message(
+            conversation, author=Author.BOT, text=text, at=now, external_id=f"reply:{message.id}", meta=meta
         )
 
     async def _handoff(

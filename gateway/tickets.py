@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,13 +11,12 @@ from core.model import (
     Author,
     Conversation,
     ConversationStatus,
-    Direction,
     DownstreamEvent,
     Message,
-    MessageKind,
     Priority,
     Ticket,
     TicketStatus,
+    outbound_message,
 )
 from core.store import NotFound, Store, VersionConflict
 from gateway.intake import Clock
@@ -97,20 +95,14 @@ class TicketService:
         ticket = await self._require(ticket_ref)
         conversation = await self._claim_conversation(ticket)
         now = self._clock()
-        message = Message(
-            id=f"msg_{uuid.uuid4().hex}",
-            conversation_id=conversation.id,
-            channel=conversation.channel,
-            inbox=conversation.inbox,
-            direction=Direction.OUTBOUND,
+        message = outbound_message(
+            conversation,
             author=Author.AGENT,
-            kind=MessageKind.TEXT,
             text=text,
-            created_at=now,
+            at=now,
             external_id=f"api:{ticket.id}:{idempotency_key}" if idempotency_key else None,
             ticket_id=ticket.id,
-            episode=conversation.episode,
-            meta={"agent": agent} if agent else {},
+            meta={"agent": agent} if agent else None,
         )
         stored, created = await self._store.add_message(message, [events.message_created(message)])
         if not created:

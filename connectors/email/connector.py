@@ -52,6 +52,7 @@ from core.model import (
     Ticket,
     TicketRequest,
     TicketStatus,
+    outbound_message,
 )
 from core.store.base import VersionConflict
 
@@ -597,19 +598,13 @@ class EmailConnector:
             return
         now = datetime.now(UTC)
         text = self._cfg.ack_template.format(number=ticket.number, subject=ticket.subject)
-        ack = Message(
-            id=f"msg_{uuid.uuid4().hex}",
-            conversation_id=conversation.id,
-            channel=Channel.EMAIL,
-            inbox=self.inbox,
-            direction=Direction.OUTBOUND,
+        ack = outbound_message(
+            conversation,
             author=Author.SYSTEM,
-            kind=MessageKind.TEXT,
             text=text,
-            created_at=now,
+            at=now,
             external_id=f"ack:{ticket.id}",
             ticket_id=ticket.id,
-            episode=conversation.episode,
             meta={"kind": "acknowledgement"},
         )
         stored, created = await self._store.add_message(ack, [events.message_created(ack)])
