@@ -177,11 +177,19 @@ _UNKNOWN = 0.7  # a query word the KB never uses counts against a match, like a 
 _A_BEST, _A_SECOND, _A_BM25, _A_FUZZ = 0.15, 0.05, 0.70, 0.10
 _KEYWORD_BONUS = 0.08
 _K1, _B = 1.2, 0.75
-_CANDIDATES = 40  # phrasings rescored exactly after the inverted-index pass
+_CANDIDATES = 16  # entries whose BM25 is completed on every query feature after the inverted-index pass
+_RESCORE = 6  # of those, the best are scored on their phrasings too
 # Candidates come from the rarest query features until this many postings are walked (always the rarest one):
 # common features then only rescore the candidates, so a query's cost does not grow with the KB.
-_POSTINGS_BUDGET = 1500
+_POSTINGS_BUDGET = 500
 _TYPO_CUTOFF = 84
+
+
+def _features_cached(a: Analyzed, cache: dict[Analyzed, frozenset[str]]) -> frozenset[str]:
+    feats = cache.get(a)
+    if feats is None:
+        feats = cache[a] = frozenset(_features(a))
+    return feats
 
 
 def _features(a: Analyzed) -> set[str]:
@@ -198,18 +206,18 @@ _KIND = {"w": _W_WORD, "b": _W_BIGRAM, "c": _W_CHAR, "p": _W_PAIR}
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class _Phrase:
-    entry: int
     question: str
     features: frozenset[str]
-    norm: float
+    inv_norm: float
     content: str
 
 
 class FaqIndex:
-    """An inverted index over every phrasing, with term weights learned from the KB itself.
+    """An inverted index over the entries, with term weights learned from the KB itself.
 
-    Built once (sync, pure); searching never scans every phrasing: rare query features pick candidates, and only
-    those are scored exactly, together with their entry's centroid and a rapidfuzz comparison.
+    Built once (sync, pure). Each entry is one BM25 document (all its phrasings and keywords); its postings hold
+    precomputed BM25 weights, so a query only walks the postings of its rarer features. The best few entries are
+    then scored exactly: every query feature, their best phrasings (weighted cosine) and a rapidfuzz comparison.
     """
 
     def __init__(self, entries: Sequence[FaqEntry], *, synonyms: Iterable[Iterable[str]] = ()) -> None:
@@ -223,52 +231,69 @@ class FaqIndex:
         user_words += [w for g in (*groups, *STARTER_SYNONYMS) for w in g]
         self._tokenizer = new_tokenizer(user_words)
         self._synonyms = merged(synonym_map(groups, normalize=_fold), synonym_map(STARTER_SYNONYMS, normalize=_fold))
-        analyzed = [[self._analyze(q) for q in e.questions] for e in self._entries]
-        self._keywords = [[self._analyze(k) for k in e.keywords] for e in self._entries]
-        phrase_feats = [[frozenset(_features(a)) for a in phrasings] for phrasings in analyzed]
-        keyword_feats = [[frozenset(_features(k)) for k in kws] for kws in self._keywords]
+        cache: dict[str, Analyzed] = {}
+        analyzed = [[self._analyze_cached(q, cache) for q in e.questions] for e in self._entries]
+        self._keywords = [[self._analyze_cached(k, cache) for k in e.keywords] for e in self._entries]
+        feats_cache: dict[Analyzed, frozenset[str]] = {}
+        phrase_feats = [[_features_cached(a, feats_cache) for a in phrasings] for phrasings in analyzed]
+        keyword_feats = [[_features_cached(k, feats_cache) for k in kws] for kws in self._keywords]
+        # A term's frequency in an entry is the number of its phrasings (and keywords) that hold it: a word most
+        # phrasings of an entry share is what that entry is about.
+        tfs: list[dict[str, int]] = []
         df: dict[str, int] = defaultdict(int)
         for i in range(len(self._entries)):
-            for f in set().union(*phrase_feats[i], *keyword_feats[i]):
-                df[f] += 1
-        n = max(len(self._entries), 1)
-        self._weight2 = {f: (_KIND[f[0]] * math.log(1 + n / d) ** _IDF_POWER) ** 2 for f, d in df.items()}
-        self._unknown2 = {k: (w * math.log(1 + n) ** _IDF_POWER * _UNKNOWN) ** 2 for k, w in _KIND.items()}
-        self._vocab = sorted({f[1:] for f in df if f[0] == "w" and not is_cjk(f[1:]) and f[1:].isalpha()})
-        self._typos: dict[str, str] = {}
-        self._phrases: list[_Phrase] = []
-        postings: dict[str, list[int]] = defaultdict(list)
-        tfs: list[dict[str, int]] = []
-        self._entry_phrases: list[tuple[int, int]] = []
-        for i, phrasings in enumerate(analyzed):
-            self._entry_phrases.append((len(self._phrases), len(self._phrases) + len(phrasings)))
             tf: dict[str, int] = defaultdict(int)
             for feats in (*phrase_feats[i], *keyword_feats[i]):
                 for f in feats:
                     tf[f] += 1
+            for f in tf:
+                df[f] += 1
             tfs.append(tf)
-            for k, (feats, a) in enumerate(zip(phrase_feats[i], phrasings, strict=True)):
-                norm = math.sqrt(sum(self._weight2[f] for f in feats)) or 1.0
-                for f in feats:
-                    postings[f].append(len(self._phrases))
-                self._phrases.append(
-                    _Phrase(
-                        entry=i, question=self._entries[i].questions[k], features=feats, norm=norm, content=a.content
-                    )
+        n = max(len(self._entries), 1)
+        self._n = n
+        self._weight2 = {f: (_KIND[f[0]] * math.log(1 + n / d) ** _IDF_POWER) ** 2 for f, d in df.items()}
+        self._unknown2 = {k: (w * math.log(1 + n) ** _IDF_POWER * _UNKNOWN) ** 2 for k, w in _KIND.items()}
+        self._vocab = sorted({f[1:] for f in df if f[0] == "w" and not is_cjk(f[1:]) and f[1:].isalpha()})
+        self._vocab_by_initial: dict[str, list[str]] = defaultdict(list)
+        for word in self._vocab:
+            self._vocab_by_initial[word[0]].append(word)
+        self._typos: dict[str, str] = {}
+        weight2 = self._weight2
+        self._phrases: list[tuple[_Phrase, ...]] = [
+            tuple(
+                _Phrase(
+                    question=self._entries[i].questions[k],
+                    features=feats,
+                    inv_norm=1.0 / (math.sqrt(sum(weight2[f] for f in feats)) or 1.0),
+                    content=a.content,
                 )
-        self._postings = {f: tuple(p) for f, p in postings.items()}
-        self._inv_norm = [1.0 / ph.norm for ph in self._phrases]
-        # BM25 over one document per entry (all its phrasings and keywords), a term's frequency being the number
-        # of phrasings that hold it: a word most phrasings of an entry share is what that entry is about.
+                for k, (feats, a) in enumerate(zip(phrase_feats[i], analyzed[i], strict=True))
+            )
+            for i in range(len(self._entries))
+        ]
         lengths = [sum(tf.values()) for tf in tfs]
         avg = sum(lengths) / max(len(lengths), 1) or 1.0
         self._bm25 = {f: math.log(1 + (n - d + 0.5) / (d + 0.5)) * _KIND[f[0]] for f, d in df.items()}
         self._bm25_unknown = {k: w * math.log(1 + (n + 0.5) / 0.5) * _UNKNOWN for k, w in _KIND.items()}
         self._entry_terms: list[dict[str, float]] = []
+        postings: dict[str, list[tuple[int, float]]] = defaultdict(list)
+        bm25 = self._bm25
         for i, tf in enumerate(tfs):
             denom_len = _K1 * (1 - _B + _B * lengths[i] / avg)
-            values = {f: self._bm25[f] * c * (_K1 + 1) / (c + denom_len) for f, c in tf.items()}
+            values = {f: bm25[f] * c * (_K1 + 1) / (c + denom_len) for f, c in tf.items()}
             self._entry_terms.append(values)
+            for f, v in values.items():
+                if f[0] != "c":  # single characters only support a match, they never find candidates
+                    postings[f].append((i, v))
+        self._postings: dict[str, tuple[tuple[int, float], ...]] = {
+            f: tuple(sorted(p, key=lambda iw: -iw[1])) for f, p in postings.items()
+        }
+
+    def _analyze_cached(self, text: str, cache: dict[str, Analyzed]) -> Analyzed:
+        a = cache.get(text)
+        if a is None:
+            a = cache[text] = self._analyze(text)
+        return a
 
     def _analyze(self, text: str) -> Analyzed:
         return analyze(self._tokenizer, text, self._synonyms)
@@ -287,10 +312,9 @@ class FaqIndex:
         for t in query.terms:
             if len(t) >= 4 and t.isalpha() and t.isascii() and ("w" + t) not in self._weight2:
                 if t not in self._typos:
-                    match = process.extractOne(t, self._vocab, scorer=fuzz.ratio, score_cutoff=_TYPO_CUTOFF)
+                    self._typos[t] = self._typo_fix(t)
                     if len(self._typos) > 10000:
                         self._typos.clear()
-                    self._typos[t] = match[0] if match else t
                 changed |= self._typos[t] != t
                 fixed.append(self._typos[t])
             else:
@@ -299,70 +323,78 @@ class FaqIndex:
             return query
         return Analyzed(terms=tuple(fixed), bigrams=query.bigrams, chars=query.chars, content=" ".join(fixed))
 
+    def _typo_fix(self, word: str) -> str:
+        """The closest KB word, if it is close: same first letter (typos rarely hit it, and "cold" is not "old"),
+        and not shorter unless the word is long ("titl" is not "til", "ruin" is not "run")."""
+        choices = self._vocab_by_initial.get(word[0], ())
+        for match, _, _ in process.extract(word, choices, scorer=fuzz.ratio, score_cutoff=_TYPO_CUTOFF, limit=3):
+            if len(match) >= len(word) or len(word) >= 6:
+                return match
+        return word
+
     def search(self, text: str, limit: int = 3) -> tuple[FaqHit, ...]:
         if limit <= 0:
             return ()
         query = self._fix_typos(self._analyze(text))
         feats = _features(query)
-        known = [f for f in feats if f in self._weight2]
+        postings = self._postings
         # Single characters only support a match: an entry must share a word or a character bigram.
-        anchors = [f for f in known if f[0] != "c"]
+        anchors = sorted((f for f in feats if f in postings), key=lambda f: len(postings[f]))
         if not anchors:
             return ()
-        q_norm = math.sqrt(sum(self._weight2.get(f) or self._unknown2[f[0]] for f in feats))
-        bm25_max = (_K1 + 1) * sum(self._bm25.get(f) or self._bm25_unknown[f[0]] for f in feats)
-        # Candidates come from the rarer features (always at least the three rarest), so common words never
-        # force a walk over most of the index; the candidates are then scored exactly on every feature.
-        anchors.sort(key=lambda f: len(self._postings.get(f, ())))
-        acc: dict[int, float] = defaultdict(float)
+        known = [f for f in feats if f in self._weight2]
+        # Candidates come from the rarer features (always the rarest one), so common words never force a walk over
+        # most of the index; the best candidates are then scored exactly on every feature.
+        acc: dict[int, float] = {}
+        get = acc.get
         walked = 0
+        complete: set[str] = set()  # features whose every posting is in acc
         for f in anchors:
-            plist = self._postings.get(f, ())
-            if walked and walked + len(plist) > _POSTINGS_BUDGET:
-                break
+            # Postings are in order of weight, so a cut keeps the entries where the feature counts most.
+            full = postings[f]
+            plist = full[: _POSTINGS_BUDGET - walked]
             walked += len(plist)
-            w2 = self._weight2[f]
-            for p in plist:
-                acc[p] += w2
-        inv = self._inv_norm
-        top = heapq.nlargest(_CANDIDATES, acc, key=lambda p: acc[p] * inv[p])
-        candidates = {self._phrases[p].entry for p in top}
+            for i, w in plist:
+                acc[i] = get(i, 0.0) + w
+            if len(plist) == len(full):
+                complete.add(f)
+            if walked >= _POSTINGS_BUDGET:
+                break
+        if len(acc) > _CANDIDATES:
+            candidates = heapq.nlargest(_CANDIDATES, acc, key=acc.__getitem__)
+        else:
+            candidates = list(acc)
+        # The candidates' BM25 on every query feature: what the walk left out, added from the entry's own terms.
+        rest = [f for f in known if f not in complete]
+        terms = self._entry_terms
+        exact = {}
+        for i in candidates:
+            values = terms[i]
+            exact[i] = acc[i] + sum([values[f] for f in rest if f in values])
+        rescore = heapq.nlargest(max(_RESCORE, limit), exact, key=exact.__getitem__)
+        bm25_max = (_K1 + 1) * sum(self._bm25.get(f) or self._bm25_unknown[f[0]] for f in feats)
+        weight2 = self._weight2
+        inv_q = 1.0 / math.sqrt(sum(weight2.get(f) or self._unknown2[f[0]] for f in feats))
         feat_set = frozenset(known)
-        per_entry: dict[int, list[tuple[float, int]]] = {i: [] for i in candidates}
-        for p in top:
-            phrase = self._phrases[p]
-            dot = sum(self._weight2[f] for f in feat_set & phrase.features)
-            per_entry[phrase.entry].append((dot / (q_norm * phrase.norm), p))
+        q_weight = {f: weight2[f] for f in known}.__getitem__
         hits: list[FaqHit] = []
-        for i, scored in per_entry.items():
-            if not scored:
-                p = self._best_phrase(i, feat_set)
-                scored = [
-                    (
-                        sum(self._weight2[f] for f in feat_set & self._phrases[p].features)
-                        / (q_norm * self._phrases[p].norm),
-                        p,
-                    )
-                ]
-            scored.sort(reverse=True)
-            best, p = scored[0]
+        for i in rescore:
+            scored = sorted(
+                [
+                    (sum(map(q_weight, feat_set & ph.features)) * ph.inv_norm * inv_q, k)
+                    for k, ph in enumerate(self._phrases[i])
+                ],
+                reverse=True,
+            )
+            best, k = scored[0]
             second = scored[1][0] if len(scored) > 1 else 0.0
-            bm25 = self._entry_bm25(i, known) / bm25_max
-            phrase = self._phrases[p]
+            phrase = self._phrases[i][k]
             fuzzy = fuzz.ratio(query.content, phrase.content) / 100
-            score = _A_BEST * best + _A_SECOND * second + _A_BM25 * bm25 + _A_FUZZ * fuzzy
+            score = _A_BEST * best + _A_SECOND * second + _A_BM25 * exact[i] / bm25_max + _A_FUZZ * fuzzy
             score += self._keyword_bonus(i, query)
             hits.append(FaqHit(entry_id=self._entries[i].id, question=phrase.question, score=round(min(score, 1.0), 4)))
         hits.sort(key=lambda h: -h.score)
         return tuple(hits[:limit])
-
-    def _entry_bm25(self, i: int, known: list[str]) -> float:
-        values = self._entry_terms[i]
-        return sum(values.get(f, 0.0) for f in known)
-
-    def _best_phrase(self, i: int, feats: frozenset[str]) -> int:
-        first, end = self._entry_phrases[i]
-        return max(range(first, end), key=lambda p: len(feats & self._phrases[p].features) / self._phrases[p].norm)
 
     def _keyword_bonus(self, i: int, query: Analyzed) -> float:
         """A KB author's keyword is strong evidence: all its words present, or (Chinese) it appears in the query."""

@@ -110,14 +110,23 @@ def stem(word: str) -> str:
     return word
 
 
-def new_tokenizer(user_words: Iterable[str] = ()) -> Any:
-    """A private jieba tokenizer, so our user words never leak into (or from) the global one."""
+@functools.cache
+def _base_dictionary() -> tuple[dict[str, int], int]:
+    """jieba's dictionary, loaded once per process (about a second); every tokenizer starts from a copy."""
     tokenizer = jieba.Tokenizer()
     tokenizer.initialize()
-    for word in user_words:
-        word = normalize(word)
-        if word and " " not in word and is_cjk(word):
-            tokenizer.add_word(word)
+    return tokenizer.FREQ, tokenizer.total
+
+
+def new_tokenizer(user_words: Iterable[str] = ()) -> Any:
+    """A private jieba tokenizer, so our user words never leak into (or from) the global one."""
+    freq, total = _base_dictionary()
+    words = sorted({w for w in (normalize(u) for u in user_words) if w and " " not in w and is_cjk(w)})
+    tokenizer = jieba.Tokenizer()
+    # A tokenizer without user words only reads the shared dictionary; add_word writes, so it gets its own copy.
+    tokenizer.FREQ, tokenizer.total, tokenizer.initialized = (dict(freq) if words else freq), total, True
+    for word in words:
+        tokenizer.add_word(word)
     return tokenizer
 
 
