@@ -183,6 +183,7 @@ _RESCORE = 6  # of those, the best are scored on their phrasings too
 # common features then only rescore the candidates, so a query's cost does not grow with the KB.
 _POSTINGS_BUDGET = 500
 _TYPO_CUTOFF = 84
+_UNCORROBORATED = 0.39  # the highest score of an entry that only one phrasing supports (below answering)
 
 
 def _features_cached(a: Analyzed, cache: dict[Analyzed, frozenset[str]]) -> frozenset[str]:
@@ -234,6 +235,12 @@ class FaqIndex:
         cache: dict[str, Analyzed] = {}
         analyzed = [[self._analyze_cached(q, cache) for q in e.questions] for e in self._entries]
         self._keywords = [[self._analyze_cached(k, cache) for k in e.keywords] for e in self._entries]
+        # A question typed exactly as one entry (and no other) words it.
+        verbatim: dict[str, int] = {}
+        for i, e in enumerate(self._entries):
+            for q in map(normalize, e.questions):
+                verbatim[q] = i if verbatim.get(q, i) == i else -1
+        self._verbatim = {q: i for q, i in verbatim.items() if i >= 0}
         feats_cache: dict[Analyzed, frozenset[str]] = {}
         phrase_feats = [[_features_cached(a, feats_cache) for a in phrasings] for phrasings in analyzed]
         keyword_feats = [[_features_cached(k, feats_cache) for k in kws] for kws in self._keywords]
@@ -360,10 +367,7 @@ class FaqIndex:
                 complete.add(f)
             if walked >= _POSTINGS_BUDGET:
                 break
-        if len(acc) > _CANDIDATES:
-            candidates = heapq.nlargest(_CANDIDATES, acc, key=acc.__getitem__)
-        else:
-            candidates = list(acc)
+        candidates = heapq.nlargest(_CANDIDATES, acc, key=acc.__getitem__) if len(acc) > _CANDIDATES else list(acc)
         # The candidates' BM25 on every query feature: what the walk left out, added from the entry's own terms.
         rest = [f for f in known if f not in complete]
         terms = self._entry_terms
@@ -377,7 +381,8 @@ class FaqIndex:
         inv_q = 1.0 / math.sqrt(sum(weight2.get(f) or self._unknown2[f[0]] for f in feats))
         feat_set = frozenset(known)
         q_weight = {f: weight2[f] for f in known}.__getitem__
-        hits: list[FaqHit] = []
+        verbatim = self._verbatim.get(normalize(text), -1)
+        ranked: list[tuple[float, FaqHit]] = []
         for i in rescore:
             scored = sorted(
                 [
@@ -391,10 +396,19 @@ class FaqIndex:
             phrase = self._phrases[i][k]
             fuzzy = fuzz.ratio(query.content, phrase.content) / 100
             score = _A_BEST * best + _A_SECOND * second + _A_BM25 * exact[i] / bm25_max + _A_FUZZ * fuzzy
-            score += self._keyword_bonus(i, query)
-            hits.append(FaqHit(entry_id=self._entries[i].id, question=phrase.question, score=round(min(score, 1.0), 4)))
-        hits.sort(key=lambda h: -h.score)
-        return tuple(hits[:limit])
+            bonus = self._keyword_bonus(i, query)
+            score += bonus
+            shown = score
+            if second <= 0.0 and not bonus and verbatim != i:
+                # Only one phrasing supports the entry (and no keyword), and the query is not that phrasing. In a KB
+                # of many near-duplicate one-phrasing entries that is no evidence to answer on, even when the
+                # content words are the same (afqmc-zh-dev: 95% of such answers were wrong), so it stays a
+                # suggestion. It still ranks by its full score.
+                shown = min(score, _UNCORROBORATED)
+            hit = FaqHit(entry_id=self._entries[i].id, question=phrase.question, score=round(min(shown, 1.0), 4))
+            ranked.append((score, hit))
+        ranked.sort(key=lambda sh: -sh[0])
+        return tuple(hit for _, hit in ranked[:limit])
 
     def _keyword_bonus(self, i: int, query: Analyzed) -> float:
         """A KB author's keyword is strong evidence: all its words present, or (Chinese) it appears in the query."""

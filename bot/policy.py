@@ -72,7 +72,7 @@ class BotPolicy:
 
     answer_threshold: float = 0.4
     suggest_threshold: float = 0.2
-    margin: float = 0.12
+    margin: float = 0.16
     max_suggestions: int = 3
     max_misses: int = 2
     human_phrases: tuple[str, ...] = DEFAULT_HUMAN_PHRASES

@@ -234,6 +234,7 @@ class ImapConfig(_Model):
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=1, le=65535)] | None = None  # default: 993 for tls, else 143
     tls: Literal["none", "starttls", "tls"] = "tls"
+    ca_file: str | None = None  # PEM CA bundle to verify the server with, instead of the system's
     user: str = ""
     password: str = ""
     folders: tuple[Annotated[str, Field(min_length=1)], ...] = ("INBOX",)
@@ -256,6 +257,7 @@ class SmtpConfig(_Model):
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=1, le=65535)] | None = None  # default: 465 for tls, 587 for starttls, else 25
     tls: Literal["none", "starttls", "tls"] = "starttls"
+    ca_file: str | None = None  # PEM CA bundle to verify the server with, instead of the system's
     user: str = ""
     password: str = ""
     timeout_s: Annotated[float, Field(gt=0)] = 30.0
@@ -315,6 +317,16 @@ class PhoneCdrConfig(_Model):
     watch_poll_s: Annotated[float, Field(gt=0)] = 5.0
 
 
+class VoicemailFaq(_Model):
+    """The bot answers a voicemail whose transcript matches a FAQ on the caller's written channel."""
+
+    enabled: bool = False
+    # The caller's conversations on these channels are tried in this order (the first one the bot may use).
+    channels: tuple[Literal["wechat", "email", "webchat"], ...] = ("wechat", "email", "webchat")
+    # True: resolve the callback ticket the voicemail opened once the answer went out; false: agents close it.
+    resolve: bool = False
+
+
 class PhoneInbox(_Model):
     """One call centre: CTI events in, CDR files imported."""
 
@@ -328,12 +340,16 @@ class PhoneInbox(_Model):
     caller_id_routes: tuple[PhoneCallerIdRoute, ...] = ()
     default_caller_id: str | None = None
     default_region: Annotated[str, Field(pattern=r"^[A-Z]{2}$")] = "CN"
+    # Regions a national number may also belong to (e.g. HK, MO): a number valid there but not in
+    # default_region is ambiguous, so it is flagged on a contact of its own and never merged.
+    other_regions: tuple[Annotated[str, Field(pattern=r"^[A-Z]{2}$")], ...] = ()
     timezone: str = "Asia/Shanghai"  # CDRs carry local times
     # A hangup that arrives before its newCall waits this long for it before the call is logged as is.
     settle_s: Annotated[float, Field(ge=0)] = 30.0
     max_body_bytes: Annotated[int, Field(gt=0, le=1 << 20)] = 64 * 1024
     # Agent names (the answer event's user) that mean the call went to voicemail.
     voicemail_users: tuple[str, ...] = ("voicemail",)
+    voicemail_faq: VoicemailFaq = VoicemailFaq()
     cdr: PhoneCdrConfig = PhoneCdrConfig()
 
     @field_validator("timezone")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from functools import lru_cache
 
 import phonenumbers
@@ -50,6 +51,76 @@ def to_e164(raw: str, region: str = "CN") -> str | None:
         if phonenumbers.is_possible_number(number):
             return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
     return None
+
+
+@dataclass(frozen=True, slots=True)
+class NumberReading:
+    """How sure we are of a number: one confident E.164, or the E.164 forms it may be, or nothing."""
+
+    text: str  # the dialable part, as cleaned
+    e164: str | None = None
+    candidates: tuple[str, ...] = ()
+
+    @property
+    def ambiguous(self) -> bool:
+        return self.e164 is None and bool(self.candidates)
+
+
+_EXPLICIT = frozenset(
+    {
+        phonenumbers.CountryCodeSource.FROM_NUMBER_WITH_PLUS_SIGN,
+        phonenumbers.CountryCodeSource.FROM_NUMBER_WITH_IDD,
+    }
+)
+
+
+def _parse(text: str, region: str | None) -> phonenumbers.PhoneNumber | None:
+    try:
+        return phonenumbers.parse(text, region, keep_raw_input=True)
+    except phonenumbers.NumberParseException:
+        return None
+
+
+def _e164(number: phonenumbers.PhoneNumber) -> str:
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+@lru_cache(maxsize=65536)
+def read_number(raw: str, region: str = "CN", other_regions: tuple[str, ...] = ()) -> NumberReading:
+    """Read a caller's number for identification, saying when it is uncertain.
+
+    Confident: valid in ``region``; or written with its country code (``+``/``00``) and at least possible;
+    or, written nationally, valid only when read as international without ``+`` (Zammad's form).
+    Ambiguous (the candidates it may be): a national number not valid in ``region`` but valid in one of
+    ``other_regions``, or one that is merely possible (short codes, unassigned blocks). Otherwise None.
+    """
+    text = clean(raw)
+    if text.lower() in _NOT_A_NUMBER or not re.fullmatch(r"\+?\d{3,17}", text):
+        return NumberReading(text=text)
+    national = _parse(text, region)
+    if national is not None and phonenumbers.is_valid_number(national):
+        return NumberReading(text=text, e164=_e164(national))
+    if national is not None and national.country_code_source in _EXPLICIT:
+        possible = phonenumbers.is_possible_number(national)
+        return NumberReading(text=text, e164=_e164(national) if possible else None)
+    valid: dict[str, bool] = {}  # E.164 -> read in another configured region
+    possible_forms: list[str] = []
+    if national is not None and phonenumbers.is_possible_number(national):
+        possible_forms.append(_e164(national))
+    readings = [("+" + text.lstrip("+"), None), *((text, r) for r in other_regions if r != region)]
+    for candidate, hint in readings:
+        number = _parse(candidate, hint)
+        if number is None:
+            continue
+        if phonenumbers.is_valid_number(number):
+            valid[_e164(number)] = valid.get(_e164(number), False) or hint is not None
+        elif phonenumbers.is_possible_number(number):
+            possible_forms.append(_e164(number))
+    if len(valid) == 1 and not any(valid.values()):
+        return NumberReading(text=text, e164=next(iter(valid)))
+    if valid:
+        return NumberReading(text=text, candidates=tuple(valid))
+    return NumberReading(text=text, candidates=tuple(dict.fromkeys(possible_forms)))
 
 
 def display(e164: str) -> str:

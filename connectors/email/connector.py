@@ -27,6 +27,7 @@ from aiohttp import web
 from connectors.base import ConnectorDeps, InboundSink, IntakeResult
 from connectors.email.auto import AutoKind
 from connectors.email.compose import Outgoing, compose
+from connectors.email.imap_tls import ImapTlsError, client_context, imap_starttls
 from connectors.email.parse import MailParseError, ParsedMail, normalize_line_endings, parse_mail
 from connectors.email.quote import extract_reply, strip_signature
 from connectors.email.threading import ThreadMatch, find_thread, stored_message_id
@@ -127,7 +128,9 @@ class EmailConnector:
         self._data_dir = deps.data_dir
         self._sink: InboundSink | None = None
         self._loops: list[asyncio.Task[None]] = []
-        self._tls: ssl.SSLContext | None = None
+        # Verifying TLS client contexts (system CAs, or the configured ca_file), built once, off the loop.
+        self._imap_tls: ssl.SSLContext | None = None
+        self._smtp_tls: ssl.SSLContext | None = None
         self._holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         # Seams for tests: awaited after a mail is stored and before its checkpoint moves (to kill us there),
         # and set after every completed sync of a folder.
@@ -141,14 +144,15 @@ class EmailConnector:
     @asynccontextmanager
     async def running(self, sink: InboundSink) -> AsyncIterator[None]:
         self._sink = sink
-        if self._cfg.imap.tls != "none" or self._cfg.smtp.tls != "none":
-            # Loading the CA bundle reads files: once, off the loop.
-            self._tls = await asyncio.to_thread(ssl.create_default_context)
-        if self._cfg.imap.tls == "starttls":
-            log.error("inbox %s: IMAP STARTTLS is not supported by aioimaplib; use tls or none", self.inbox)
-        else:
-            for folder in self._cfg.imap.folders:
-                self._loops.append(asyncio.create_task(self._folder_loop(folder), name=f"email:{self.inbox}:{folder}"))
+        try:  # a bad ca_file is reported now; the contexts are built again (and fail loudly) when needed
+            if self._cfg.imap.tls != "none":
+                await self._imap_context()
+            if self._cfg.smtp.tls != "none":
+                await self._smtp_context()
+        except (OSError, ssl.SSLError) as exc:
+            log.error("inbox %s: cannot load the TLS CA file: %s", self.inbox, exc)
+        for folder in self._cfg.imap.folders:
+            self._loops.append(asyncio.create_task(self._folder_loop(folder), name=f"email:{self.inbox}:{folder}"))
         try:
             yield
         finally:
@@ -208,16 +212,21 @@ class EmailConnector:
                 )  # fmt: skip
                 await asyncio.sleep(delay)
 
-    async def _tls_context(self) -> ssl.SSLContext:
-        if self._tls is None:
-            self._tls = await asyncio.to_thread(ssl.create_default_context)
-        return self._tls
+    async def _imap_context(self) -> ssl.SSLContext:
+        if self._imap_tls is None:
+            self._imap_tls = await client_context(self._cfg.imap.ca_file)
+        return self._imap_tls
+
+    async def _smtp_context(self) -> ssl.SSLContext:
+        if self._smtp_tls is None:
+            self._smtp_tls = await client_context(self._cfg.smtp.ca_file)
+        return self._smtp_tls
 
     async def _client(self) -> Any:
         imap = self._cfg.imap
         if imap.tls == "tls":
             return aioimaplib.IMAP4_SSL(
-                host=imap.host, port=imap.effective_port, timeout=imap.timeout_s, ssl_context=await self._tls_context()
+                host=imap.host, port=imap.effective_port, timeout=imap.timeout_s, ssl_context=await self._imap_context()
             )
         return aioimaplib.IMAP4(host=imap.host, port=imap.effective_port, timeout=imap.timeout_s)
 
@@ -225,7 +234,12 @@ class EmailConnector:
         imap = self._cfg.imap
         client = await self._client()
         try:
-            await client.wait_hello_from_server()
+            try:
+                await client.wait_hello_from_server()
+            except ssl.SSLError as exc:  # implicit TLS: the handshake (certificate check) fails here
+                raise ImapTlsError(f"IMAP TLS handshake with {imap.host}:{imap.effective_port} failed: {exc}") from exc
+            if imap.tls == "starttls":  # upgrade before the password goes out; ImapTlsError if we cannot
+                await imap_starttls(client, await self._imap_context(), imap.host)
             _ok(await client.login(imap.user, imap.password), "LOGIN")
             selected = _ok(await client.select(folder), f"SELECT {folder}")
             uidvalidity = next(
@@ -565,7 +579,7 @@ class EmailConnector:
                 use_tls=smtp.tls == "tls",
                 start_tls=smtp.tls == "starttls",
                 timeout=smtp.timeout_s,
-                tls_context=await self._tls_context() if smtp.tls != "none" else None,
+                tls_context=await self._smtp_context() if smtp.tls != "none" else None,
             )
         except aiosmtplib.SMTPRecipientsRefused as exc:
             codes = [r.code for r in exc.recipients]

@@ -8,8 +8,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from core.config import VoicemailFaq
 from core.model import Channel, HandoffReason, Identity, IdentityKind, InboundMessage, MessageKind, TicketRequest
-from normalizer.phone import display, to_e164
+from normalizer.phone import display, read_number
 
 
 class Disposition(enum.StrEnum):
@@ -131,18 +132,38 @@ def summary(record: CallRecord, shown_number: str) -> str:
     return text
 
 
-def to_inbound(record: CallRecord, *, inbox: str, region: str, received_at: datetime) -> InboundMessage:
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CallOptions:
+    """The inbox's settings that shape the call message."""
+
+    region: str = "CN"
+    other_regions: tuple[str, ...] = ()
+    voicemail_faq: VoicemailFaq | None = None  # None: the bot never answers a voicemail
+
+
+def ambiguous_flag(sender: Identity) -> str:
+    """The contact flag of a number we could not read with confidence: ``ambiguous:phone:raw:CN:91234567``."""
+    return f"ambiguous:{sender}"
+
+
+def to_inbound(record: CallRecord, *, inbox: str, options: CallOptions, received_at: datetime) -> InboundMessage:
     """The call as a message of kind ``call`` from the customer's E.164 identity, never for the bot.
 
     A missed inbound call carries a callback ticket request that escalates an open ticket (a repeat
     caller). A call from a withheld or unparseable number gets a per-call identity: we cannot call back,
     so it is logged but opens no ticket, and it never lumps strangers into one "anonymous" contact.
+    A number that is only possibly valid, or valid only in another configured region, is ambiguous: it
+    gets an identity of its own (``raw:<region>:<number>``, never an E.164 one, so it is never merged)
+    with its candidate E.164 forms in ``meta``, and the connector flags that contact.
     """
     number = record.customer_number
-    e164 = to_e164(number, region)
-    if e164 is not None:
-        sender = Identity(IdentityKind.PHONE, e164)
-        shown = display(e164)
+    reading = read_number(number, options.region, options.other_regions)
+    if reading.e164 is not None:
+        sender = Identity(IdentityKind.PHONE, reading.e164)
+        shown = display(reading.e164)
+    elif reading.ambiguous:
+        sender = Identity(IdentityKind.PHONE, f"raw:{options.region}:{reading.text}")
+        shown = reading.text
     else:
         sender = Identity(IdentityKind.PHONE, f"unknown:{inbox}:{record.external_id}")
         shown = number.strip() or "anonymous"
@@ -169,22 +190,34 @@ def to_inbound(record: CallRecord, *, inbox: str, region: str, received_at: date
     }
     meta.update({k: v for k, v in optional.items() if v})
     meta.update(record.extra)
+    text = summary(record, shown)
+    if reading.ambiguous:
+        meta["ambiguous_number"] = reading.text
+        meta["number_candidates"] = list(reading.candidates)
+        text += "\n号码不确定 / Uncertain number, may be: " + ", ".join(display(c) for c in reading.candidates)
     ticket = None
-    if record.missed and e164 is not None:
+    if record.missed and (reading.e164 is not None or reading.ambiguous):
         voicemail = record.disposition is Disposition.VOICEMAIL
+        uncertain = ("ambiguous-number",) if reading.ambiguous else ()
         ticket = TicketRequest(
             reason=HandoffReason.VOICEMAIL if voicemail else HandoffReason.MISSED_CALL,
             subject=("语音留言 / Voicemail from " if voicemail else "未接来电 / Missed call from ") + shown,
-            tags=("phone", "voicemail" if voicemail else "missed-call"),
+            tags=("phone", "voicemail" if voicemail else "missed-call", *uncertain),
             escalate=True,
         )
+        if record.transcript and options.voicemail_faq is not None and options.voicemail_faq.enabled:
+            # Intake may answer the transcript on the caller's written channel (see Intake._answer_voicemail).
+            meta["voicemail_faq"] = {
+                "channels": list(options.voicemail_faq.channels),
+                "resolve": options.voicemail_faq.resolve,
+            }
     return InboundMessage(
         channel=Channel.PHONE,
         inbox=inbox,
         external_id=record.external_id,
         sender=sender,
         sender_name=record.caller_name if record.direction == "in" else None,
-        text=summary(record, shown),
+        text=text,
         kind=MessageKind.CALL,
         sent_at=record.started_at or record.ended_at,
         received_at=received_at,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import fnmatch
 import hashlib
 import hmac
@@ -21,8 +22,8 @@ from zoneinfo import ZoneInfo
 
 from aiohttp import web
 
-from connectors.base import ConnectorDeps, InboundSink, Rejected
-from connectors.phone.call import to_inbound
+from connectors.base import ConnectorDeps, InboundSink, IntakeResult, Rejected
+from connectors.phone.call import CallOptions, ambiguous_flag, to_inbound
 from connectors.phone.cdr import (
     BadRow,
     CdrFormat,
@@ -52,6 +53,7 @@ from core.model import (
     Delivery,
     DeliveryStatus,
     Direction,
+    InboundMessage,
     OutboundReply,
     QuarantinedItem,
     Ticket,
@@ -123,7 +125,7 @@ async def import_parsed(
     sink: InboundSink,
     *,
     inbox: str,
-    region: str,
+    options: CallOptions,
     clock: Clock = _utcnow,
     store: Store | None = None,
 ) -> ImportReport:
@@ -137,7 +139,7 @@ async def import_parsed(
             report.duplicates += 1  # a cheap read skips what an earlier import stored; intake would too
             continue
         try:
-            result = await sink(to_inbound(record, inbox=inbox, region=region, received_at=clock()))
+            result = await sink(to_inbound(record, inbox=inbox, options=options, received_at=clock()))
         except Rejected as exc:
             report.bad.append(BadRow(line=line, reason=str(exc), text=""))
             continue
@@ -178,6 +180,11 @@ class PhoneConnector:
             _check_layout(cfg)  # a bad mapping fails at start-up, not at the first file
         self._options: CdrOptions | None = None  # loading the zone reads tzdata: done off the loop, once
         self._voicemail_users = frozenset(u.lower() for u in cfg.voicemail_users)
+        self._call_options = CallOptions(
+            region=cfg.default_region,
+            other_regions=cfg.other_regions,
+            voicemail_faq=cfg.voicemail_faq if cfg.voicemail_faq.enabled else None,
+        )
         self._sink: InboundSink | None = None
         self._running = False
         self._settling: dict[str, asyncio.Task[None]] = {}
@@ -339,7 +346,24 @@ class PhoneConnector:
         sink = self._sink
         if sink is None:
             return
-        await sink(to_inbound(record, inbox=self.inbox, region=self._cfg.default_region, received_at=self._clock()))
+        await self._flagging(sink)(
+            to_inbound(record, inbox=self.inbox, options=self._call_options, received_at=self._clock())
+        )
+
+    def _flagging(self, sink: InboundSink) -> InboundSink:
+        """``sink``, then flag the contact of an ambiguous number (``ambiguous:phone:raw:…``): agents must
+        check who called, and the contact is never merged with one whose number it may be."""
+
+        async def flagged(inbound: InboundMessage) -> IntakeResult:
+            result = await sink(inbound)
+            if inbound.meta.get("ambiguous_number"):
+                flag = ambiguous_flag(inbound.sender)
+                contact = await self._store.contact_for(inbound.sender, name=None, now=self._clock())
+                if flag not in contact.flags:
+                    await self._store.save_contact(dataclasses.replace(contact, flags=(*contact.flags, flag)))
+            return result
+
+        return flagged
 
     async def _settle_later(self, call_id: str) -> None:
         try:
@@ -368,7 +392,9 @@ class PhoneConnector:
             self._options = await asyncio.to_thread(cdr_options, self._cfg)
         options = self._options
         parsed = await asyncio.to_thread(lambda: parse_cdr(decode(data), fmt, options, first_line=first_line))
-        return await import_parsed(parsed, sink, inbox=self.inbox, region=self._cfg.default_region, clock=self._clock)
+        return await import_parsed(
+            parsed, self._flagging(sink), inbox=self.inbox, options=self._call_options, clock=self._clock
+        )
 
     @property
     def _lease_key(self) -> str:

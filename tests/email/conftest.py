@@ -28,20 +28,21 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 from connectors.email.connector import EmailConnector
 from core.config import Config
 from tests.conftest import Gateway, make_config, need
+from tests.email.certs import Pki, make_pki
 
 PASSWORD = "secret123"
 
 
-def _free_port() -> int:
+def _free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind((host, 0))
         return int(s.getsockname()[1])
 
 
-def _wait_port(port: int, timeout_s: float = 10) -> bool:
+def _wait_port(port: int, timeout_s: float = 10, host: str = "127.0.0.1") -> bool:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
+        with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=0.5):
             return True
         time.sleep(0.05)
     return False
@@ -51,13 +52,25 @@ def _wait_port(port: int, timeout_s: float = 10) -> bool:
 class Dovecot:
     port: int
     conf: Path
+    host: str = "127.0.0.1"
+    # With TLS (``run_dovecot(pki=…)``): the implicit-TLS port and the CA that signed the server certificate.
+    imaps_port: int | None = None
+    pki: Pki | None = None
+
+    @property
+    def log(self) -> Path:
+        return self.conf.parent / "dovecot.log"
 
     def user(self) -> str:
         """A fresh mailbox per test: the passdb accepts any user name with the one password."""
         return f"u{uuid.uuid4().hex[:12]}"
 
     def imap(self, user: str) -> imaplib.IMAP4:
-        client = imaplib.IMAP4("127.0.0.1", self.port)
+        if self.pki is not None:  # plaintext login is disabled there: STARTTLS first
+            client = imaplib.IMAP4(self.host, self.port)
+            client.starttls(self.pki.client_context())
+        else:
+            client = imaplib.IMAP4(self.host, self.port)
         client.login(user, PASSWORD)
         return client
 
@@ -88,7 +101,17 @@ class Dovecot:
             client.logout()
 
 
-def _dovecot_conf(state: Path, port: int, as_root: bool) -> str:
+def _ssl_conf(pki: Pki | None) -> str:
+    if pki is None:
+        return "ssl = no\ndisable_plaintext_auth = no\n"
+    # STARTTLS on the imap port, implicit TLS on imaps; no LOGIN before TLS (Dovecot treats a client on the
+    # server's own address as secure, which is why the TLS instance listens on 127.0.0.2).
+    return f"ssl = yes\nssl_cert = <{pki.cert_file}\nssl_key = <{pki.key_file}\ndisable_plaintext_auth = yes\n"
+
+
+def _dovecot_conf(
+    state: Path, port: int, as_root: bool, *, host: str = "127.0.0.1", pki: Pki | None = None, imaps_port: int = 0
+) -> str:
     if as_root:
         owner = "uid=vmail gid=vmail"
         users = ""
@@ -97,13 +120,11 @@ def _dovecot_conf(state: Path, port: int, as_root: bool) -> str:
         owner = f"uid={os.getuid()} gid={os.getgid()}"
         users = f"default_internal_user = {me}\ndefault_login_user = {me}\ndefault_internal_group = {me}\n"
     return f"""protocols = imap
-listen = 127.0.0.1
+listen = {host}
 base_dir = {state}/run
 log_path = {state}/dovecot.log
 info_log_path = {state}/dovecot.log
-ssl = no
-disable_plaintext_auth = no
-auth_mechanisms = plain login
+{_ssl_conf(pki)}auth_mechanisms = plain login
 mail_location = maildir:{state}/mail/%u
 first_valid_uid = 100
 {users}passdb {{
@@ -116,11 +137,12 @@ userdb {{
 }}
 service imap-login {{
   inet_listener imap {{
-    address = 127.0.0.1
+    address = {host}
     port = {port}
   }}
   inet_listener imaps {{
-    port = 0
+    address = {host}
+    port = {imaps_port}
   }}
 }}
 service anvil {{
@@ -143,8 +165,11 @@ class DovecotUnavailable(Exception):
 
 
 @contextlib.contextmanager
-def run_dovecot() -> Iterator[Dovecot]:
-    """A private Dovecot on a free loopback port (config, mail and sockets in a temp dir), stopped on exit."""
+def run_dovecot(*, pki: Pki | None = None, host: str = "127.0.0.1") -> Iterator[Dovecot]:
+    """A private Dovecot on a free loopback port (config, mail and sockets in a temp dir), stopped on exit.
+
+    With ``pki``: TLS with that server certificate, STARTTLS on the IMAP port and implicit TLS on another.
+    """
     binary = shutil.which("dovecot") or ("/usr/sbin/dovecot" if Path("/usr/sbin/dovecot").exists() else None)
     if binary is None:
         raise DovecotUnavailable("dovecot is not installed (apt-get install dovecot-imapd; .ci/run does it)")
@@ -157,17 +182,18 @@ def run_dovecot() -> Iterator[Dovecot]:
     (state / "mail").mkdir()
     if as_root:
         shutil.chown(state / "mail", "vmail", "vmail")
-    port = _free_port()
+    port = _free_port(host)
+    imaps_port = _free_port(host) if pki is not None else 0
     conf = state / "dovecot.conf"
-    conf.write_text(_dovecot_conf(state, port, as_root))
+    conf.write_text(_dovecot_conf(state, port, as_root, host=host, pki=pki, imaps_port=imaps_port))
     # Dovecot daemonizes and keeps its inherited descriptors: give it files, not pipes we would wait on.
     with (state / "start.log").open("wb") as out:
         started = subprocess.run([binary, "-c", str(conf)], stdin=subprocess.DEVNULL, stdout=out, stderr=out)
     try:
-        if started.returncode != 0 or not _wait_port(port):
+        if started.returncode != 0 or not _wait_port(port, host=host):
             logs = "".join(p.read_text() for p in (state / "start.log", state / "dovecot.log") if p.exists())
             raise DovecotUnavailable(f"dovecot did not start: {logs[-800:]}")
-        yield Dovecot(port=port, conf=conf)
+        yield Dovecot(port=port, conf=conf, host=host, imaps_port=imaps_port or None, pki=pki)
     finally:
         subprocess.run(["doveadm", "-c", str(conf), "stop"], stdin=subprocess.DEVNULL, capture_output=True)
         pid_file = state / "run" / "master.pid"
@@ -192,6 +218,34 @@ def dovecot() -> Iterator[Dovecot]:
         server.__exit__(None, None, None)
 
 
+TLS_HOST = "127.0.0.2"  # not the client's address: Dovecot would count a same-address client as secure
+
+
+@pytest.fixture(scope="session")
+def pki() -> Iterator[Pki]:
+    """A throwaway CA and a server certificate for localhost, 127.0.0.1 and 127.0.0.2."""
+    folder = Path(tempfile.mkdtemp(prefix="hl-pki-"))
+    try:
+        yield make_pki(folder)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def dovecot_tls(pki: Pki) -> Iterator[Dovecot]:
+    """A second private Dovecot with TLS: STARTTLS on ``port``, implicit TLS on ``imaps_port``, no plaintext LOGIN."""
+    try:
+        server = run_dovecot(pki=pki, host=TLS_HOST)
+        instance = server.__enter__()
+    except (DovecotUnavailable, OSError) as exc:
+        need(False, str(exc))
+        raise
+    try:
+        yield instance
+    finally:
+        server.__exit__(None, None, None)
+
+
 @dataclass
 class SmtpSink:
     """What our gateway sent, as parsed mails; a ``reject`` code makes the sink refuse RCPT like a real server."""
@@ -200,6 +254,7 @@ class SmtpSink:
     received: list[EmailMessage] = field(default_factory=list)
     reject: tuple[int, str] | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
+    tls: list[bool] = field(default_factory=list)  # per received mail: did it come over TLS
 
     async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope, address: str, options: Any) -> str:
         if self.reject is not None:
@@ -213,6 +268,7 @@ class SmtpSink:
         assert isinstance(msg, EmailMessage)
         with self.lock:
             self.received.append(msg)
+            self.tls.append(session.ssl is not None)
         return "250 Message accepted"
 
     async def wait_for(self, count: int, timeout_s: float = 15) -> list[EmailMessage]:
@@ -234,8 +290,30 @@ def smtp_sink() -> Iterator[SmtpSink]:
         controller.stop()
 
 
+@pytest.fixture
+def smtp_tls_sink(pki: Pki) -> Iterator[SmtpSink]:
+    """An SMTP sink that offers STARTTLS with the test certificate and refuses mail before it."""
+    port = _free_port()
+    sink = SmtpSink(port=port)
+    controller = Controller(
+        sink, hostname="127.0.0.1", port=port, tls_context=pki.server_context(), require_starttls=True
+    )
+    controller.start()
+    try:
+        yield sink
+    finally:
+        controller.stop()
+
+
 def email_config(
-    tmp_path: Path, dovecot: Dovecot, smtp: SmtpSink, user: str, *, imap_port: int | None = None, **inbox: Any
+    tmp_path: Path,
+    dovecot: Dovecot,
+    smtp: SmtpSink,
+    user: str,
+    *,
+    imap_port: int | None = None,
+    smtp_options: dict[str, Any] | None = None,
+    **inbox: Any,
 ) -> Config:
     imap = {
         "host": "127.0.0.1",
@@ -254,7 +332,7 @@ def email_config(
         "address": "support@example.test",
         "from_name": "Huiliu Support",
         "imap": imap,
-        "smtp": {"host": "127.0.0.1", "port": smtp.port, "tls": "none"},
+        "smtp": {"host": "127.0.0.1", "port": smtp.port, "tls": "none", **(smtp_options or {})},
         "ack_min_interval_s": 0,
         **inbox,
     }

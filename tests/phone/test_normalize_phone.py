@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from normalizer.phone import display, to_e164
+from normalizer.phone import display, read_number, to_e164
 
 
 @pytest.mark.parametrize(
@@ -31,3 +31,24 @@ def test_numbers_become_e164_with_a_configurable_default_region(raw: str, region
 
 def test_display_groups_the_number_for_agents() -> None:
     assert display("+8613800138000") == "+86 138 0013 8000"
+
+
+@pytest.mark.parametrize(
+    ("raw", "region", "others", "e164", "candidates"),
+    [
+        ("13800138000", "CN", ("HK",), "+8613800138000", ()),  # valid at home: confident
+        ("4930600000000", "CN", (), "+4930600000000", ()),  # valid only as international: Zammad's form
+        ("+49999992222222", "DE", (), "+49999992222222", ()),  # explicit country code: one reading
+        ("91234567", "CN", ("HK",), None, ("+85291234567",)),  # not Chinese, but a Hong Kong mobile
+        ("0912345678", "CN", ("TW",), None, ("+886912345678",)),
+        ("91234567", "CN", (), None, ("+8691234567", "+91234567")),  # possible, valid nowhere
+        ("201", "CN", (), None, ()),
+        ("anonymous", "CN", ("HK",), None, ()),
+    ],
+)
+def test_reading_says_when_a_number_is_ambiguous(
+    raw: str, region: str, others: tuple[str, ...], e164: str | None, candidates: tuple[str, ...]
+) -> None:
+    reading = read_number(raw, region, others)
+    assert (reading.e164, reading.candidates) == (e164, candidates)
+    assert reading.ambiguous == bool(candidates)
