@@ -118,6 +118,28 @@ def _write_files(folder: Path, files: Mapping[str, bytes]) -> None:
         tmp.replace(target)
 
 
+class _ExistsWatch:
+    """Notices every untagged EXISTS, whichever command's response carries it.
+
+    aioimaplib drops an EXISTS that arrives during a SEARCH or FETCH. A mail delivered while we searched
+    is announced exactly that way, and the server does not announce it again at IDLE: without this we
+    would only find it when IDLE next times out (up to a lease third later). Nothing is lost either way
+    (the UID checkpoint), but it is late.
+    """
+
+    def __init__(self, client: Any) -> None:
+        self.seen = False
+        protocol = client.protocol
+        original = protocol._untagged_response
+
+        def watch(line: bytes) -> Any:
+            if line.rstrip().upper().endswith(b"EXISTS"):
+                self.seen = True
+            return original(line)
+
+        protocol._untagged_response = watch
+
+
 class EmailConnector:
     channel: ClassVar[Channel] = Channel.EMAIL
 
@@ -248,8 +270,12 @@ class EmailConnector:
                 0,
             )  # fmt: skip
             use_idle = imap.idle and client.has_capability("IDLE")
+            arrivals = _ExistsWatch(client)
             while True:
+                arrivals.seen = False
                 await self._sync(client, folder, uidvalidity)
+                if arrivals.seen:
+                    continue  # mail came in while we searched: look again before going idle
                 self.synced.set()
                 if not await self._store.lease(self._lease_key(folder), self._holder, self._lease_ttl_s):
                     log.info("inbox %s folder %s: lease taken over; stepping back", self.inbox, folder)
