@@ -70,6 +70,10 @@ CONVERSATION_TRANSITIONS: Mapping[ConversationStatus, frozenset[ConversationStat
 }
 
 
+# The bot's latest tries kept on a conversation or ticket: an endless bot chat must not grow them without bound.
+MAX_FAQ_TRIES = 20
+
+
 class InvalidTransition(ValueError):
     pass
 

@@ -12,9 +12,11 @@ from aiohttp import web
 
 from bot.live import LiveIndex
 from bot.policy import BotPolicy
+from bot.setup import BotSetup
 from connectors import build_connectors
 from connectors.base import Connector, ConnectorDeps
 from connectors.webchat.connector import WebchatConnector
+from core.clock import Clock, utcnow
 from core.config import Config
 from core.model import Ticket
 from core.store import Store, open_store
@@ -22,7 +24,7 @@ from core.tasks import TaskTracker
 from gateway.api import Api, Handler, error
 from gateway.downstream.webhooks import WebhookDispatcher
 from gateway.faq_admin import FaqAdmin, answer_values
-from gateway.intake import BotSetup, Clock, Intake, utcnow
+from gateway.intake import Intake
 from gateway.outbound import Outbound
 from gateway.tickets import TicketService
 
@@ -90,8 +92,8 @@ def create_app(config: Config, bot: BotSetup, *, clock: Clock = utcnow) -> web.A
     tasks = TaskTracker()
     connectors = build_connectors(config, ConnectorDeps(store=store, tasks=tasks, data_dir=config.data_path))
     outbound = Outbound(store, connectors, tasks)
-    intake = Intake(store, bot, outbound, tasks, clock)
     tickets = TicketService(store, outbound, clock)
+    intake = Intake(store, bot, outbound, tasks, clock, tickets)
     webhooks = WebhookDispatcher(store, config.webhooks)
     gateway = Gateway(
         config=config,

@@ -6,23 +6,21 @@ import asyncio
 import dataclasses
 import logging
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
-from bot.faq import Matcher
 from bot.handoff import handoff_message
-from bot.policy import BotPolicy, Decision, Outcome, decide, decide_pick
+from bot.policy import Decision, Outcome, decide, decide_pick
+from bot.setup import BotSetup
 from connectors.base import IntakeResult, Rejected
 from core import events
+from core.clock import Clock, utcnow
 from core.codec import from_jsonable, to_jsonable
-from core.config import BotMessages, BusinessHours
 from core.model import (
+    MAX_FAQ_TRIES,
     Author,
     Conversation,
     ConversationStatus,
-    DeliveryStatus,
     Direction,
     DownstreamEvent,
     FaqTry,
@@ -38,37 +36,33 @@ from core.model import (
 from core.store import Store, VersionConflict
 from core.tasks import TaskTracker
 from gateway.outbound import Outbound
+from gateway.tickets import TicketChange, TicketService
+from gateway.voicemail import VoicemailAnswers
 from normalizer.text import clean_text
 
 log = logging.getLogger(__name__)
 
-Clock = Callable[[], datetime]
 _MAX_RETRIES = 8
-# The ticket shows agents the bot's latest tries; an endless bot chat must not grow the record without bound.
-MAX_FAQ_TRIES = 20
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class BotSetup:
-    index: Matcher  # a LiveIndex in the app: hot-reloaded KB
-    policy: BotPolicy
-    messages: BotMessages
-    hours: BusinessHours | None
+__all__ = ["MAX_FAQ_TRIES", "BotSetup", "Clock", "Intake", "utcnow"]
 
 
 class Intake:
     def __init__(
-        self, store: Store, bot: BotSetup, outbound: Outbound, tasks: TaskTracker, clock: Clock = utcnow
+        self,
+        store: Store,
+        bot: BotSetup,
+        outbound: Outbound,
+        tasks: TaskTracker,
+        clock: Clock = utcnow,
+        tickets: TicketService | None = None,
     ) -> None:
         self._store = store
         self._bot = bot
         self._outbound = outbound
         self._tasks = tasks
         self._clock = clock
+        self._tickets = tickets or TicketService(store, outbound, clock)
+        self._voicemail = VoicemailAnswers(store, bot, outbound, self._tickets, clock)
         self._locks: dict[str, asyncio.Lock] = {}
 
     async def receive(self, inbound: InboundMessage) -> IntakeResult:
@@ -176,12 +170,12 @@ class Intake:
             # A human holds the conversation: the bot stays silent.
             if request is not None and request.escalate and conversation.ticket_id:
                 await self._escalate(conversation.ticket_id)
-                await self._answer_voicemail(conversation, message, conversation.ticket_id, opened=False)
+                await self._voicemail.answer(conversation, message, conversation.ticket_id, opened=False)
             return False
         may_answer = bool(message.meta.get("bot", True))
         if request is not None and not (request.bot_first and may_answer):
             ticket, saved = await self._open_ticket(conversation, message, request)
-            await self._answer_voicemail(saved, message, ticket.id, opened=True)
+            await self._voicemail.answer(saved, message, ticket.id, opened=True)
             return False
         if not may_answer:
             return False
@@ -308,177 +302,9 @@ class Intake:
 
         return await self._store.create_ticket(ticket, waiting, ticket_events)
 
-    async def _answer_voicemail(
-        self, conversation: Conversation, message: Message, ticket_id: str, *, opened: bool
-    ) -> None:
-        """A voicemail whose transcript the bot answers with confidence: the answer goes to the caller on
-        their preferred written channel, and the callback ticket says what was sent where.
-
-        The phone connector asks for this (``meta.voicemail_faq``) only when the inbox enables it. The
-        ticket stays (agents still call back) unless the inbox resolves it and this voicemail opened it.
-        Anything short of a confident answer on a usable written conversation changes nothing. The ticket
-        is already saved here, so a failure is logged rather than retried with the whole handling.
-        """
-        wanted = message.meta.get("voicemail_faq")
-        transcript = clean_text(str(message.meta.get("transcript") or ""))
-        if not isinstance(wanted, dict) or not transcript:
-            return
-        try:
-            target = await self._written_conversation(conversation.contact_id, [str(c) for c in wanted["channels"]])
-            if target is None:
-                return
-            vip = self._bot.policy.vip_handoff and await self._is_vip(conversation.contact_id)
-            decision = decide(self._bot.index, transcript, consecutive_misses=0, policy=self._bot.policy, vip=vip)
-            if decision.outcome is not Outcome.ANSWER or decision.answer is None:
-                return
-            resolve = opened and bool(wanted.get("resolve"))
-            await self._send_voicemail_answer(conversation, message, ticket_id, target, decision, transcript, resolve)
-        except Exception:
-            log.exception("voicemail %s: answering it on a written channel failed", message.id)
-
-    async def _written_conversation(self, contact_id: str, channels: list[str]) -> Conversation | None:
-        """The contact's latest conversation on the first of ``channels`` that the bot may write on:
-        not held by a human (the bot is silent there), not unsubscribed or bounced."""
-        contact = await self._store.get_contact(contact_id)
-        flags = set(contact.flags) if contact is not None else set()
-        mine = await self._store.conversations_of(contact_id)
-        for channel in channels:
-            usable = [
-                c
-                for c in mine
-                if c.channel == channel
-                and c.status in (ConversationStatus.BOT, ConversationStatus.RESOLVED)
-                and f"unsubscribed:{c.channel}:{c.inbox}" not in flags
-                and f"bounced:{c.address.kind}:{c.address.value.lower()}" not in flags
-            ]
-            if usable:
-                return max(usable, key=lambda c: c.updated_at)
-        return None
-
-    async def _send_voicemail_answer(
-        self,
-        conversation: Conversation,
-        message: Message,
-        ticket_id: str,
-        target: Conversation,
-        decision: Decision,
-        transcript: str,
-        resolve: bool,
-    ) -> None:
-        assert decision.answer is not None
-        now = self._clock()
-        entry = decision.answer
-        where = {"channel": str(target.channel), "inbox": target.inbox, "conversation_id": target.id}
-        # Keyed on the voicemail message (itself stored once per call): a re-handled call answers nothing twice.
-        reply = outbound_message(
-            target,
-            author=Author.BOT,
-            text=entry.answer,
-            at=now,
-            external_id=f"voicemail:{message.id}",
-            meta={
-                "outcome": "answer",
-                "faq_id": entry.id,
-                "voicemail": {"message_id": message.id, "ticket_id": ticket_id},
-            },
-        )
-        stored, created = await self._store.add_message(reply, [events.message_created(reply)])
-        delivery = await self._outbound.send(stored, target) if created else None
-        failed = delivery is not None and delivery.status is DeliveryStatus.FAILED
-        status = f"{delivery.status}" if delivery is not None else "sent before"
-        note_text = (
-            f"机器人已在 {target.channel} ({target.inbox}) 回复这条留言 / "
-            f"The bot answered this voicemail on {target.channel} ({target.inbox}), {status}"
-            + (f" ({delivery.reason or delivery.error})" if failed and delivery is not None else "")
-            + f":\n{entry.answer}"
-        )
-        note = outbound_message(
-            conversation,
-            author=Author.SYSTEM,
-            text=note_text,
-            at=now,
-            external_id=f"voicemail-note:{message.id}",
-            ticket_id=ticket_id,
-            meta={
-                "kind": "voicemail_answer",
-                "faq_id": entry.id,
-                "answer_message_id": stored.id,
-                "delivery": str(delivery.status) if delivery is not None else None,
-                **where,
-            },
-        )
-        _, noted = await self._store.add_message(note, [events.message_created(note)])
-        if not noted:
-            return  # an earlier handling recorded it on the ticket
-        attempt = FaqTry(query=transcript, outcome=str(decision.outcome), hits=decision.hits)
-        ticket = await self._update_ticket(ticket_id, attempt, resolve=resolve and not failed)
-        if ticket is not None and not ticket.status.is_active:
-            await self._follow_resolved(ticket)
-
-    async def _update_ticket(self, ticket_id: str, attempt: FaqTry, *, resolve: bool) -> Ticket | None:
-        """The bot's try on the callback ticket (tag ``bot-answered``), and resolved when asked."""
-        for _ in range(_MAX_RETRIES):
-            ticket = await self._store.get_ticket(ticket_id)
-            if ticket is None:
-                return None
-            tags = ticket.tags if "bot-answered" in ticket.tags else (*ticket.tags, "bot-answered")
-            status = TicketStatus.RESOLVED if resolve and ticket.status.is_active else ticket.status
-            updated = dataclasses.replace(
-                ticket,
-                faq_tries=(*ticket.faq_tries, attempt)[-MAX_FAQ_TRIES:],
-                tags=tags,
-                status=status,
-                updated_at=self._clock(),
-            )
-            change: dict[str, Any] = {"faq_tries": {"added": to_jsonable(attempt)}}
-            if tags != ticket.tags:
-                change["tags"] = {"from": list(ticket.tags), "to": list(tags)}
-            if status != ticket.status:
-                change["status"] = {"from": ticket.status, "to": status}
-            try:
-                return await self._store.update_ticket(
-                    updated, [events.ticket_updated(dataclasses.replace(updated, version=updated.version + 1), change)]
-                )
-            except VersionConflict:
-                continue
-        return None
-
-    async def _follow_resolved(self, ticket: Ticket) -> None:
-        """The resolved ticket's conversation is resolved too (the next call starts a new episode)."""
-        for _ in range(_MAX_RETRIES):
-            conversation = await self._store.get_conversation(ticket.conversation_id)
-            if conversation is None or conversation.ticket_id != ticket.id:
-                return
-            if conversation.status is ConversationStatus.RESOLVED:
-                return
-            moved = dataclasses.replace(conversation.moved_to(ConversationStatus.RESOLVED), updated_at=self._clock())
-            try:
-                saved = await self._store.save_conversation(
-                    moved, [events.status_changed(moved, conversation.status, at=moved.updated_at)]
-                )
-            except VersionConflict:
-                continue
-            await self._outbound.status_changed(saved)
-            return
-
     async def _escalate(self, ticket_id: str) -> None:
         """A repeat (another missed call while a ticket is open) raises the ticket's priority one step."""
-        for _ in range(_MAX_RETRIES):
-            ticket = await self._store.get_ticket(ticket_id)
-            if ticket is None or not ticket.status.is_active or ticket.priority is Priority.URGENT:
-                return
-            order = list(Priority)
-            raised = dataclasses.replace(
-                ticket, priority=order[order.index(ticket.priority) + 1], updated_at=self._clock()
-            )
-            change = {"priority": {"from": ticket.priority, "to": raised.priority}}
-            try:
-                await self._store.update_ticket(
-                    raised, [events.ticket_updated(dataclasses.replace(raised, version=raised.version + 1), change)]
-                )
-                return
-            except VersionConflict:
-                continue
+        await self._tickets.change(ticket_id, TicketChange(raise_priority=True))
 
 
 def _intake_meta(inbound: InboundMessage) -> dict[str, Any]:

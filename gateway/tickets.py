@@ -7,11 +7,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from core import events
+from core.clock import Clock
 from core.model import (
+    MAX_FAQ_TRIES,
     Author,
     Conversation,
     ConversationStatus,
     DownstreamEvent,
+    FaqTry,
     Message,
     Priority,
     Ticket,
@@ -19,7 +22,6 @@ from core.model import (
     outbound_message,
 )
 from core.store import NotFound, Store, VersionConflict
-from gateway.intake import Clock
 from gateway.outbound import Outbound
 
 _MAX_RETRIES = 8
@@ -35,11 +37,16 @@ class IdempotencyMismatch(Exception):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TicketChange:
+    """Absolute values from an agent; relative ones (raise, add) from the system, applied to the current ticket."""
+
     status: TicketStatus | None = None
     priority: Priority | None = None
     tags: tuple[str, ...] | None = None
     assignee: str | None = None
     clear_assignee: bool = False
+    raise_priority: bool = False  # one step up (a repeat caller), never past urgent
+    add_tags: tuple[str, ...] = ()
+    faq_try: FaqTry | None = None  # the bot's try on the ticket's behalf (e.g. a voicemail it answered)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -61,10 +68,17 @@ class TicketService:
             diff: dict[str, Any] = {}
             if change.status is not None and change.status != ticket.status:
                 diff["status"] = {"from": ticket.status, "to": change.status}
-            if change.priority is not None and change.priority != ticket.priority:
-                diff["priority"] = {"from": ticket.priority, "to": change.priority}
-            if change.tags is not None and change.tags != ticket.tags:
-                diff["tags"] = {"from": list(ticket.tags), "to": list(change.tags)}
+            priority = change.priority or (_raised(ticket.priority) if change.raise_priority else ticket.priority)
+            if priority != ticket.priority:
+                diff["priority"] = {"from": ticket.priority, "to": priority}
+            tags = ticket.tags if change.tags is None else change.tags
+            tags = (*tags, *(t for t in change.add_tags if t not in tags))
+            if tags != ticket.tags:
+                diff["tags"] = {"from": list(ticket.tags), "to": list(tags)}
+            faq_tries = ticket.faq_tries
+            if change.faq_try is not None:
+                faq_tries = (*faq_tries, change.faq_try)[-MAX_FAQ_TRIES:]
+                diff["faq_tries"] = {"added": change.faq_try}
             assignee = None if change.clear_assignee else (change.assignee or ticket.assignee)
             if assignee != ticket.assignee:
                 diff["assignee"] = {"from": ticket.assignee, "to": assignee}
@@ -75,8 +89,9 @@ class TicketService:
             updated = dataclasses.replace(
                 ticket,
                 status=change.status or ticket.status,
-                priority=change.priority or ticket.priority,
-                tags=ticket.tags if change.tags is None else change.tags,
+                priority=priority,
+                tags=tags,
+                faq_tries=faq_tries,
                 assignee=assignee,
                 updated_at=self._clock(),
             )
@@ -179,3 +194,8 @@ class TicketService:
                 continue
             await self._outbound.status_changed(saved)
             return
+
+
+def _raised(priority: Priority) -> Priority:
+    order = list(Priority)
+    return order[min(order.index(priority) + 1, len(order) - 1)]

@@ -15,9 +15,10 @@ import pytest
 from aiohttp.test_utils import TestServer
 from blockbuster import BlockBuster, blockbuster_ctx
 
+from bot.setup import BotSetup
+from core.clock import Clock, utcnow
 from core.config import Config, parse_config
 from gateway.app import build_bot, create_app
-from gateway.intake import BotSetup, Clock, utcnow
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"
