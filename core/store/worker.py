@@ -21,7 +21,11 @@ class SerialWorker:
     hand-over; at a few hundred messages a second that overhead was most of the store's time.
     """
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, batch: Callable[[Any, Callable[[], None]], None] | None = None) -> None:
+        """``batch(resource, run_all)``, if given, wraps the running of every batch of two or more jobs
+        (SQLite: one transaction, so one commit serves them all). If it raises, every job of the batch
+        gets that error, even one whose own work went through, since none of it was kept."""
+        self._batch = batch
         self._jobs: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
         self._resource: Any = None
@@ -57,14 +61,28 @@ class SerialWorker:
                     self._jobs.put(None)  # stop after this batch
                     break
                 batch.append(job)
-            outcomes: list[tuple[asyncio.Future[Any], bool, Any]] = []
+            outcomes = self._run_batch(batch)
+            assert self._loop is not None
+            self._loop.call_soon_threadsafe(_settle, outcomes)
+
+    def _run_batch(self, batch: list[Job]) -> list[tuple[asyncio.Future[Any], bool, Any]]:
+        outcomes: list[tuple[asyncio.Future[Any], bool, Any]] = []
+
+        def run_all() -> None:
             for fn, future in batch:
                 try:
                     outcomes.append((future, True, fn(self._resource)))
                 except BaseException as exc:  # handed to the awaiting coroutine, never lost in this thread
                     outcomes.append((future, False, exc))
-            assert self._loop is not None
-            self._loop.call_soon_threadsafe(_settle, outcomes)
+
+        if self._batch is None or len(batch) == 1:
+            run_all()
+            return outcomes
+        try:
+            self._batch(self._resource, run_all)
+        except BaseException as exc:
+            return [(future, False, exc) for _, future in batch]
+        return outcomes
 
 
 def _settle(outcomes: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:
