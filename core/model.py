@@ -269,7 +269,7 @@ class Message:
 
 
 def outbound_message(
-    conversation: Conversation,
+    on: Conversation | Message,
     *,
     author: Author,
     text: str,
@@ -278,23 +278,28 @@ def outbound_message(
     ticket_id: str | None = None,
     meta: Mapping[str, Any] | None = None,
 ) -> Message:
-    """A reply on ``conversation``, in its current episode and on its active ticket unless told otherwise.
+    """A reply on a conversation (or on the conversation of the message it answers), in its current
+    episode and on its active ticket unless told otherwise.
 
     ``external_id`` is the idempotency key: a reply derived from what it answers is stored once.
     """
+    if isinstance(on, Message):
+        conversation_id, active_ticket = on.conversation_id, on.ticket_id
+    else:
+        conversation_id, active_ticket = on.id, on.ticket_id
     return Message(
         id=f"msg_{uuid.uuid4().hex}",
-        conversation_id=conversation.id,
-        channel=conversation.channel,
-        inbox=conversation.inbox,
+        conversation_id=conversation_id,
+        channel=on.channel,
+        inbox=on.inbox,
         direction=Direction.OUTBOUND,
         author=author,
         kind=MessageKind.TEXT,
         text=text,
         created_at=at,
         external_id=external_id,
-        ticket_id=ticket_id or conversation.ticket_id,
-        episode=conversation.episode,
+        ticket_id=ticket_id or active_ticket,
+        episode=on.episode,
         meta=meta or {},
     )
 

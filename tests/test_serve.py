@@ -6,8 +6,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -16,14 +14,7 @@ import pytest
 import yaml
 
 from tests.conftest import API_TOKEN, ROOT
-
-HUILIU = [sys.executable, "-m", "gateway.cli"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.processes import HUILIU, ready, serve
 
 
 def write_config(tmp_path: Path, **changes: object) -> Path:
@@ -83,33 +74,11 @@ async def test_missing_config_file_is_reported(tmp_path: Path) -> None:
 
 @pytest.fixture
 async def served(tmp_path: Path) -> AsyncIterator[tuple[asyncio.subprocess.Process, str, Path]]:
-    port = free_port()
     path = write_config(tmp_path)
-    proc = await asyncio.create_subprocess_exec(
-        *HUILIU,
-        "serve",
-        "-c",
-        str(path),
-        "--port",
-        str(port),
-        cwd=ROOT,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-        env={**os.environ, "TEST_API_TOKEN": API_TOKEN},
-    )
-    url = f"http://127.0.0.1:{port}"
-    async with aiohttp.ClientSession() as http:
-        for _ in range(300):
-            try:
-                async with http.get(url + "/healthz") as resp:
-                    if resp.status == 200:
-                        break
-            except aiohttp.ClientConnectionError:
-                await asyncio.sleep(0.1)
-        else:
-            proc.kill()
-            pytest.fail("huiliu serve did not come up")
+    proc, url = await serve(path, output=asyncio.subprocess.PIPE)
     try:
+        async with aiohttp.ClientSession() as http:
+            await ready(http, url, "/healthz")
         yield proc, url, path
     finally:
         if proc.returncode is None:
@@ -157,27 +126,11 @@ async def test_a_message_sent_right_before_sigterm_is_answered_once_after_restar
         proc.send_signal(signal.SIGTERM)
         await asyncio.wait_for(proc.wait(), 15)
         await ws.close()
-    port = free_port()
-    again = await asyncio.create_subprocess_exec(
-        *HUILIU,
-        "serve",
-        "-c",
-        str(path),
-        "--port",
-        str(port),
-        cwd=ROOT,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
-        env={**os.environ, "TEST_API_TOKEN": API_TOKEN},
-    )
+    again, url = await serve(path)
     try:
         async with aiohttp.ClientSession() as http:
-            for _ in range(300):
-                try:
-                    ws = await http.ws_connect(f"ws://127.0.0.1:{port}/chat/ws")
-                    break
-                except aiohttp.ClientConnectionError:
-                    await asyncio.sleep(0.1)
+            await ready(http, url)
+            ws = await http.ws_connect(url.replace("http", "ws") + "/chat/ws")
             await ws.send_json({"type": "hello", "token": token, "last_seq": 0})
             await ws.receive_json(timeout=10)
             # Resending after a reconnect is what the widget does for an unacknowledged message.

@@ -20,8 +20,8 @@ from core.config import Config, WebhookConfig
 from gateway.downstream.webhooks import Breaker, WebhookDispatcher, sign, verify
 from gateway.intake import BotSetup
 from tests.conftest import Gateway, make_config, started
+from tests.processes import free_port
 from tests.redis_util import REDIS_URL, redis_store
-from tests.test_serve import free_port
 
 NEW_SECRET = "whsec_new_0123456789abcdef"
 OLD_SECRET = "whsec_old_0123456789abcdef"

@@ -7,7 +7,6 @@ import dataclasses
 import hashlib
 import logging
 import time
-import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -31,7 +30,6 @@ from core.model import (
     Conversation,
     Delivery,
     DeliveryStatus,
-    Direction,
     IdentityKind,
     InboundMessage,
     Message,
@@ -39,6 +37,7 @@ from core.model import (
     OutboundReply,
     QuarantinedItem,
     Ticket,
+    outbound_message,
 )
 
 log = logging.getLogger(__name__)
@@ -290,19 +289,12 @@ class WechatConnector:
 
     async def _record_welcome(self, event: Message, now: datetime) -> None:
         """The welcome goes into the transcript like any bot reply (once: keyed on the subscribe event)."""
-        welcome = Message(
-            id=f"msg_{uuid.uuid4().hex}",
-            conversation_id=event.conversation_id,
-            channel=Channel.WECHAT,
-            inbox=self.inbox,
-            direction=Direction.OUTBOUND,
+        welcome = outbound_message(
+            event,
             author=Author.BOT,
-            kind=MessageKind.TEXT,
             text=self._cfg.welcome,
-            created_at=now,
+            at=now,
             external_id=f"welcome:{event.id}",
-            ticket_id=event.ticket_id,
-            episode=event.episode,
             meta={"outcome": "welcome"},
         )
         await self._store.add_message(welcome, [events.message_created(welcome)])

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import signal
 from collections import Counter
@@ -16,38 +15,15 @@ import aiohttp
 import pytest
 
 from core.store.redis import RedisStore
-from tests.conftest import API_TOKEN, ROOT
+from tests.conftest import API_TOKEN
 from tests.email.conftest import PASSWORD, Dovecot, SmtpSink, mail
+from tests.processes import Instance, ready, serve
 from tests.redis_util import REDIS_URL, redis_store
-from tests.test_serve import HUILIU, free_port, write_config
+from tests.test_serve import write_config
 
 AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
 LEASE_TTL_S = 2.0
 TOKEN = re.compile(r"handover mail (\d{3})")
-
-Instance = tuple[asyncio.subprocess.Process, str]
-
-
-async def _serve(config: Path) -> Instance:
-    port = free_port()
-    proc = await asyncio.create_subprocess_exec(
-        *HUILIU, "serve", "-c", str(config), "--port", str(port),
-        cwd=ROOT, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
-        env={**os.environ, "TEST_API_TOKEN": API_TOKEN},
-    )  # fmt: skip
-    return proc, f"http://127.0.0.1:{port}"
-
-
-async def _ready(http: aiohttp.ClientSession, url: str) -> None:
-    for _ in range(300):
-        try:
-            async with http.get(url + "/readyz") as resp:
-                if resp.status == 200:
-                    return
-        except aiohttp.ClientConnectionError:
-            pass
-        await asyncio.sleep(0.1)
-    pytest.fail(f"{url} did not become ready")
 
 
 @asynccontextmanager
@@ -55,10 +31,10 @@ async def _two_instances(
     tmp_path: Path, store: RedisStore, inbox: dict[str, Any]
 ) -> AsyncIterator[tuple[Instance, Instance]]:
     config = write_config(tmp_path, store={"backend": "redis", "url": REDIS_URL, "prefix": store.tag}, inboxes=[inbox])
-    a, b = await asyncio.gather(_serve(config), _serve(config))
+    a, b = await asyncio.gather(serve(config), serve(config))
     try:
         async with aiohttp.ClientSession() as http:
-            await asyncio.gather(_ready(http, a[1]), _ready(http, b[1]))
+            await asyncio.gather(ready(http, a[1]), ready(http, b[1]))
         yield a, b
     finally:
         for proc, _ in (a, b):

@@ -1,0 +1,46 @@
+"""Real `huiliu serve` processes for tests that need more than one instance or a real SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import sys
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from tests.conftest import API_TOKEN, ROOT
+
+HUILIU = [sys.executable, "-m", "gateway.cli"]
+Instance = tuple[asyncio.subprocess.Process, str]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def serve(config: Path, *, output: int | None = asyncio.subprocess.DEVNULL) -> Instance:
+    """Start ``huiliu serve -c config`` on a free port; the URL is returned at once (see ``ready``)."""
+    port = free_port()
+    proc = await asyncio.create_subprocess_exec(
+        *HUILIU, "serve", "-c", str(config), "--port", str(port),
+        cwd=ROOT, stdout=output, stderr=asyncio.subprocess.STDOUT if output is not None else None,
+        env={**os.environ, "TEST_API_TOKEN": API_TOKEN},
+    )  # fmt: skip
+    return proc, f"http://127.0.0.1:{port}"
+
+
+async def ready(http: aiohttp.ClientSession, url: str, path: str = "/readyz") -> None:
+    for _ in range(300):
+        try:
+            async with http.get(url + path) as resp:
+                if resp.status == 200:
+                    return
+        except aiohttp.ClientConnectionError:
+            pass
+        await asyncio.sleep(0.1)
+    pytest.fail(f"{url} did not become ready")
