@@ -72,21 +72,7 @@ def generate(rows: int, fmt: CdrFormat, customers: int) -> str:
             )
         else:
             lines.append(
-                json.dumps(
-                    {
-                        "variables": {
-                            "uuid": f"uuid-{i:08d}",
-                            "caller_id_number": caller,
-                            "destination_number": "4008001234",
-                            "start_stamp": stamp,
-                            "answer_stamp": answer,
-                            "end_stamp": end,
-                            "duration": str(wait + talk),
-                            "billsec": str(talk),
-                            "hangup_cause": CAUSES[disposition],
-                        }
-                    }
-                )
+                json.dumps({"variables": variables(i, caller, stamp, answer, end, wait + talk, talk, disposition)})
             )
     return "\n".join(lines) + "\n"
 

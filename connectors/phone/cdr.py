@@ -160,6 +160,13 @@ class ParsedCdr:
     bad: list[BadRow] = field(default_factory=list)
     skipped: list[SkippedRow] = field(default_factory=list)
 
+    def keep(self, line: int, record: CallRecord | None) -> None:
+        """A good row: a call with a customer, or an internal call (extension to extension) we skip."""
+        if record is None:
+            self.skipped.append(SkippedRow(line=line, reason="internal call (no customer number)"))
+        else:
+            self.records.append((line, record))
+
 
 def template_columns(template: str) -> tuple[str, ...]:
     """A cdr_csv template's variables in order, mapped to our fields ("-" where we have no use)."""
@@ -288,10 +295,7 @@ def _parse_csv(
         except RowError as exc:
             result.bad.append(BadRow(line=number, reason=str(exc), text=line))
             continue
-        if record is None:
-            result.skipped.append(SkippedRow(line=number, reason="internal call (no customer number)"))
-            continue
-        result.records.append((number, record))
+        result.keep(number, record)
     return result
 
 
@@ -631,8 +635,5 @@ def _parse_json(text: str, options: CdrOptions, first_line: int) -> ParsedCdr:
         except RowError as exc:
             result.bad.append(BadRow(line=number, reason=str(exc), text=""))
             continue
-        if record is None:
-            result.skipped.append(SkippedRow(line=number, reason="internal call (no customer number)"))
-            continue
-        result.records.append((number, record))
+        result.keep(number, record)
     return result

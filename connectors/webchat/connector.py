@@ -220,6 +220,7 @@ class WebchatConnector:
                 await asyncio.gather(*(self._send(s, frame) for s in self._live.get(address, set())))
             else:
                 await self._catch_up(address)
+        self._forget(address)  # a note for a visitor with no socket here must not leave a lock behind
 
     def _forget(self, address: Identity) -> None:
         """Per-visitor state lives only while a socket is open or a push is under way: no slow leak."""
