@@ -36,6 +36,8 @@ class ServerConfig(_Model):
     port: Annotated[int, Field(ge=0, le=65535)] = 8080
     max_body_bytes: Annotated[int, Field(gt=0)] = 1 << 20
     shutdown_grace_s: Annotated[float, Field(ge=0)] = 10.0
+    # How often expired claims (WeChat nonces, reply-quota slots, leases) are swept from the store.
+    sweep_interval_s: Annotated[float, Field(gt=0)] = 300.0
 
 
 class SqliteStoreConfig(_Model):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack
+from contextlib import AsyncExitStack, asynccontextmanager, suppress
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -135,8 +135,36 @@ async def _lifespan(app: web.Application) -> AsyncIterator[None]:
             await stack.enter_async_context(connector.running(gateway.intake.receive))
         gateway.tasks.spawn(gateway.intake.recover(), name="intake:recover")
         await stack.enter_async_context(gateway.webhooks.running())
+        await stack.enter_async_context(sweeping(gateway.store, gateway.config.server.sweep_interval_s))
         yield
         await gateway.tasks.drain(gateway.config.server.shutdown_grace_s)
+
+
+@asynccontextmanager
+async def sweeping(store: Store, interval_s: float, batch: int = 1000) -> AsyncIterator[None]:
+    """Sweep expired claims every ``interval_s`` while the gateway runs, a batch at a time."""
+
+    async def sweep() -> None:
+        while True:
+            await asyncio.sleep(interval_s)
+            purged = 0
+            try:
+                while (n := await store.purge_expired(batch)) > 0:
+                    purged += n
+                    if n < batch:
+                        break
+            except Exception:  # a store hiccup must not end the sweeping for good
+                log.exception("sweeping expired claims failed; trying again in %.0f s", interval_s)
+            if purged:
+                log.info("swept %d expired claims", purged)
+
+    task = asyncio.get_running_loop().create_task(sweep(), name="store:sweep")
+    try:
+        yield
+    finally:
+        task.cancel()
+        with suppress(asyncio.CancelledError):
+            await task
 
 
 async def _stop_connectors(app: web.Application) -> None:

@@ -207,8 +207,9 @@ class Intake:
             await self._handoff(updated, message, reason, now)
             return True  # the handoff message marked it handled
         reply = self._bot_reply(conversation, message, decision, now)
-        await self._store.save_conversation(updated)
-        await self._outbound.deliver_bot_reply(reply, conversation, in_reply_to=message.id, mark_handled=True)
+        await self._outbound.deliver_bot_reply(
+            reply, conversation, in_reply_to=message.id, mark_handled=True, saving=updated
+        )
         return True
 
     def _bot_reply(self, conversation: Conversation, message: Message, decision: Decision, now: datetime) -> Message:

@@ -60,14 +60,21 @@ class Outbound:
         self._retry_delays_s = retry_delays_s
 
     async def deliver_bot_reply(
-        self, reply: Message, conversation: Conversation, *, in_reply_to: str, mark_handled: bool
+        self,
+        reply: Message,
+        conversation: Conversation,
+        *,
+        in_reply_to: str,
+        mark_handled: bool,
+        saving: Conversation | None = None,
     ) -> Message:
         """Store the reply once (its external id is derived from the message it answers), then send it.
 
-        With ``mark_handled`` the answered message is marked handled in the same write.
+        With ``mark_handled`` the answered message is marked handled in the same write, and ``saving``
+        (the conversation as the bot's decision left it) is saved in it too, version-checked.
         """
         stored, created = await self._store.add_message(
-            reply, [events.message_created(reply)], answers=in_reply_to if mark_handled else None
+            reply, [events.message_created(reply)], answers=in_reply_to if mark_handled else None, saving=saving
         )
         if created:
             await self.send(stored, conversation, in_reply_to=in_reply_to)

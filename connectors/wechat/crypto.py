@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import secrets
 import struct
 
@@ -27,6 +28,13 @@ def aes_key(encoding_aes_key: str) -> bytes:
     return key
 
 
+@functools.lru_cache(maxsize=64)
+def _prp(key: bytes) -> PrpCrypto:
+    """One cipher per key: wechatpy's holds no per-message state (each call takes a fresh encryptor), and
+    building it costs as much as decrypting a short push."""
+    return PrpCrypto(key)
+
+
 def decrypt(encrypted: str, *, key: bytes, app_id: str) -> str:
     """The XML inside an ``Encrypt`` element; raises CryptoError unless it was encrypted for ``app_id``."""
     try:
@@ -35,7 +43,7 @@ def decrypt(encrypted: str, *, key: bytes, app_id: str) -> str:
         raise CryptoError("Encrypt is not base64") from None
     if not raw or len(raw) % 16:
         raise CryptoError("Encrypt is not a whole number of AES blocks")
-    cipher = PrpCrypto(key).cipher
+    cipher = _prp(key).cipher
     try:
         plain: bytes = cipher.decrypt(raw)
     except ValueError as exc:
@@ -60,7 +68,7 @@ def decrypt(encrypted: str, *, key: bytes, app_id: str) -> str:
 
 def encrypt(xml: str, *, key: bytes, app_id: str) -> str:
     """Base64 ciphertext of ``xml`` for ``app_id``, as WeChat expects in an ``Encrypt`` element."""
-    token: bytes = PrpCrypto(key).encrypt(xml, app_id)
+    token: bytes = _prp(key).encrypt(xml, app_id)
     return token.decode("ascii")
 
 

@@ -132,13 +132,20 @@ class Store(Protocol):
 
     # messages -----------------------------------------------------------
     async def add_message(
-        self, message: Message, events: Sequence[DownstreamEvent] = (), *, answers: str | None = None
+        self,
+        message: Message,
+        events: Sequence[DownstreamEvent] = (),
+        *,
+        answers: str | None = None,
+        saving: Conversation | None = None,
     ) -> tuple[Message, bool]:
         """Store a message once per (channel, inbox, direction, external_id).
 
         Returns (stored message, created). On a duplicate the earlier message is returned and
         nothing (not even the events) is written. ``answers`` names the inbound message this one
-        replies to: it is marked handled in the same transaction.
+        replies to: it is marked handled in the same transaction. ``saving`` is a conversation to
+        save with it, version-checked as in ``save_conversation`` (VersionConflict, and nothing
+        written, if it changed): a bot reply and the conversation it updates are one write.
         """
         ...
 
@@ -241,6 +248,14 @@ class Store(Protocol):
 
     async def release(self, key: str, holder: str) -> None:
         """Give a lease up early, if ``holder`` still holds it."""
+        ...
+
+    async def purge_expired(self, limit: int = 1000) -> int:
+        """Drop up to ``limit`` claims and leases past their expiry; returns how many went.
+
+        Every WeChat push claims its nonce and every reply a quota slot, so without a sweep these
+        would pile up for ever. Redis expires its keys itself and has nothing to do.
+        """
         ...
 
     async def get_secret(self, name: str, now: datetime) -> str | None: ...

@@ -21,7 +21,7 @@ from redis.driver_info import DriverInfo
 from redis.exceptions import RedisError
 
 from core.bus import BusHandler
-from core.codec import from_jsonable, to_jsonable
+from core.codec import dumps, loads
 from core.model import (
     Channel,
     Contact,
@@ -86,29 +86,38 @@ end
 """
 
 # ARGV: 4 id, 5 conversation, 6 unique key or '', 7 inbound 1/0, 8 episode, 9 ticket id, 10 data, 11 answers,
-# 12.. events
+# 12 conversation to save or '', 13 its expected version, 14 its new version, 15 its data, 16.. events
 _ADD_MESSAGE = (
     _PRELUDE
     + """
-local id, ext, answers = ARGV[4], ARGV[6], ARGV[11]
-if answers ~= '' and redis.call('EXISTS', P .. 'msg:' .. answers) == 1 then
-  redis.call('HSET', P .. 'msg:' .. answers, 'handled', '1')
-  redis.call('ZREM', P .. 'unhandled', answers)
+local id, ext, answers, saving = ARGV[4], ARGV[6], ARGV[11], ARGV[12]
+local function mark_answered()
+  if answers ~= '' and redis.call('EXISTS', P .. 'msg:' .. answers) == 1 then
+    redis.call('HSET', P .. 'msg:' .. answers, 'handled', '1')
+    redis.call('ZREM', P .. 'unhandled', answers)
+  end
 end
 if ext ~= '' then
-  if not redis.call('SET', P .. 'msgext:' .. ext, id, 'NX') then
-    local earlier = redis.call('GET', P .. 'msgext:' .. ext)
+  local earlier = redis.call('GET', P .. 'msgext:' .. ext)
+  if earlier then
+    mark_answered()
     local f = redis.call('HMGET', P .. 'msg:' .. earlier, 'data', 'ticket_id', 'delivery', 'delivery_error')
     return {0, f[1], f[2], f[3], f[4]}
   end
 end
+if saving ~= '' and redis.call('HGET', P .. 'conv:' .. saving, 'version') ~= ARGV[13] then return {2} end
+mark_answered()
+if ext ~= '' then redis.call('SET', P .. 'msgext:' .. ext, id) end
 redis.call('HSET', P .. 'msg:' .. id, 'data', ARGV[10], 'conv', ARGV[5], 'episode', ARGV[8],
   'ticket_id', ARGV[9], 'handled', ARGV[7] == '1' and '0' or '1', 'delivery', '', 'delivery_error', '')
 redis.call('RPUSH', P .. 'conv-msgs:' .. ARGV[5], id)
 if ARGV[7] == '1' then
   redis.call('ZADD', P .. 'unhandled', redis.call('INCR', P .. 'msgseq'), id)
 end
-append_events(12)
+if saving ~= '' then
+  redis.call('HSET', P .. 'conv:' .. saving, 'version', ARGV[14], 'data', ARGV[15])
+end
+append_events(16)
 return {1}
 """
 )
@@ -307,10 +316,6 @@ return redis.call('DEL', ARGV[1] .. 'dead:' .. ARGV[2])
 _COMMIT_RETRIES = 50
 
 
-def _dump(obj: Any) -> str:
-    return json.dumps(to_jsonable(obj), ensure_ascii=False, separators=(",", ":"))
-
-
 def _us(at: datetime) -> str:
     """Microseconds since the epoch, zero-padded so that byte order is time order (a lex index)."""
     return f"{max(0, int(at.timestamp() * 1_000_000)):020d}"
@@ -342,7 +347,7 @@ def event_from_entry(entry_id: str, fields: dict[str, str]) -> DownstreamEvent:
 
 def _load_message(data: str, ticket_id: str | None, delivery: str | None, error: str | None) -> Message:
     return dataclasses.replace(
-        from_jsonable(Message, json.loads(data)),
+        loads(Message, data),
         ticket_id=ticket_id or None,
         delivery=DeliveryStatus(delivery) if delivery else None,
         delivery_error=error or None,
@@ -513,7 +518,7 @@ class RedisStore:
 
     async def _load_contact(self, contact_id: str) -> tuple[Contact | None, str]:
         raw = await self.client.get(self.key(f"contact:{contact_id}"))
-        return (from_jsonable(Contact, json.loads(raw)), raw) if raw else (None, "")
+        return (loads(Contact, raw), raw) if raw else (None, "")
 
     async def _commit_contact(
         self,
@@ -548,7 +553,7 @@ class RedisStore:
                 identities.append(each)
                 links.append(str(each))
             updated = dataclasses.replace(contact, identities=tuple(identities), flags=tuple(flags))
-            new_data = _dump(updated) if updated != contact or not expected else ""
+            new_data = dumps(updated) if updated != contact or not expected else ""
             checks = [x for each, owner in zip(everyone, owners, strict=True) for x in (str(each), owner or "")]
             conv = conversation(updated) if conversation is not None else None
             result = await self._run(
@@ -559,7 +564,7 @@ class RedisStore:
                 new_data,
                 address_field,
                 conv.id if conv else "",
-                _dump(conv) if conv else "",
+                dumps(conv) if conv else "",
                 str(len(everyone)),
                 *checks,
                 str(len(links)),
@@ -591,7 +596,7 @@ class RedisStore:
             if stored is None:
                 raise NotFound(f"contact {contact.id} does not exist")
             kept = dataclasses.replace(contact, identities=stored.identities)
-            if await self._run("cas", raw, _dump(kept), keys=[self.key(f"contact:{contact.id}")]):
+            if await self._run("cas", raw, dumps(kept), keys=[self.key(f"contact:{contact.id}")]):
                 return
         raise StoreError(f"contact {contact.id} kept changing")
 
@@ -605,7 +610,7 @@ class RedisStore:
                 return owner == contact_id
             grown = dataclasses.replace(contact, identities=(*contact.identities, identity))
             result = await self._run(
-                "commit_contact", self.tag, contact_id, raw, _dump(grown), "", "", "", "1", str(identity), "", "1",
+                "commit_contact", self.tag, contact_id, raw, dumps(grown), "", "", "", "1", str(identity), "", "1",
                 str(identity),
             )  # fmt: skip
             if result[0] == "ok":
@@ -628,7 +633,7 @@ class RedisStore:
         for _ in range(_COMMIT_RETRIES):
             found = await self._run("find_conversation", self.tag, field)
             if found:
-                return from_jsonable(Conversation, json.loads(found))
+                return loads(Conversation, found)
             fresh_id = f"cv_{uuid.uuid4().hex}"
 
             def fresh(contact: Contact, fresh_id: str = fresh_id) -> Conversation:
@@ -653,11 +658,11 @@ class RedisStore:
 
     async def get_conversation(self, conversation_id: str) -> Conversation | None:
         raw = await self.client.hget(self.key(f"conv:{conversation_id}"), "data")
-        return from_jsonable(Conversation, json.loads(raw)) if raw else None
+        return loads(Conversation, raw) if raw else None
 
     async def find_conversation(self, inbox: str, address: Identity, thread: str = "") -> Conversation | None:
         found = await self._run("find_conversation", self.tag, _address_field(inbox, address, thread))
-        return from_jsonable(Conversation, json.loads(found)) if found else None
+        return loads(Conversation, found) if found else None
 
     async def conversations_of(self, contact_id: str) -> list[Conversation]:
         ids = await self.client.lrange(self.key(f"conv-of:{contact_id}"), 0, -1)
@@ -665,7 +670,7 @@ class RedisStore:
             for conversation_id in ids:
                 pipe.hget(self.key(f"conv:{conversation_id}"), "data")
             rows = await pipe.execute()
-        return [from_jsonable(Conversation, json.loads(r)) for r in rows if r]
+        return [loads(Conversation, r) for r in rows if r]
 
     async def save_conversation(
         self, conversation: Conversation, events: Sequence[DownstreamEvent] = ()
@@ -676,7 +681,7 @@ class RedisStore:
             conversation.id,
             str(conversation.version),
             str(saved.version),
-            _dump(saved),
+            dumps(saved),
             events=events,
         )
         if not ok:
@@ -685,8 +690,14 @@ class RedisStore:
 
     # messages -----------------------------------------------------------------
     async def add_message(
-        self, message: Message, events: Sequence[DownstreamEvent] = (), *, answers: str | None = None
+        self,
+        message: Message,
+        events: Sequence[DownstreamEvent] = (),
+        *,
+        answers: str | None = None,
+        saving: Conversation | None = None,
     ) -> tuple[Message, bool]:
+        saved = dataclasses.replace(saving, version=saving.version + 1) if saving is not None else None
         unique = (
             f"{message.channel}:{message.inbox}:{message.direction}:{message.external_id}"
             if message.external_id is not None
@@ -700,10 +711,17 @@ class RedisStore:
             "1" if message.direction is Direction.INBOUND else "0",
             str(message.episode),
             message.ticket_id or "",
-            _dump(message),
+            dumps(message),
             answers or "",
+            saving.id if saving is not None else "",
+            str(saving.version) if saving is not None else "",
+            str(saved.version) if saved is not None else "",
+            dumps(saved) if saved is not None else "",
             events=events,
         )
+        if result[0] == 2:
+            assert saving is not None
+            raise VersionConflict(f"conversation {saving.id} changed since version {saving.version}")
         if result[0] == 1:
             return message, True
         return _load_message(*result[1:5]), False
@@ -769,14 +787,14 @@ class RedisStore:
                 "create_ticket",
                 str(current),
                 ticket.id,
-                _dump(numbered),
+                dumps(numbered),
                 str(ticket.status),
                 str(ticket.channel),
                 _us(ticket.updated_at),
                 conversation.id,
                 str(conversation.version),
                 str(saved.version),
-                _dump(saved),
+                dumps(saved),
                 str(conversation.episode),
                 numbered.number,
                 events=events(numbered, saved),
@@ -789,7 +807,7 @@ class RedisStore:
 
     async def get_ticket(self, ticket_id_or_number: str) -> Ticket | None:
         raw = await self._run("get_ticket", self.tag, ticket_id_or_number)
-        return from_jsonable(Ticket, json.loads(raw)) if raw else None
+        return loads(Ticket, raw) if raw else None
 
     async def update_ticket(self, ticket: Ticket, events: Sequence[DownstreamEvent] = ()) -> Ticket:
         saved = dataclasses.replace(ticket, version=ticket.version + 1)
@@ -798,7 +816,7 @@ class RedisStore:
             ticket.id,
             str(ticket.version),
             str(saved.version),
-            _dump(saved),
+            dumps(saved),
             str(saved.status),
             _us(saved.updated_at),
             events=events,
@@ -839,7 +857,7 @@ class RedisStore:
             for member, raw in zip(members, rows, strict=True):
                 if not raw:
                     continue
-                ticket = from_jsonable(Ticket, json.loads(raw))
+                ticket = loads(Ticket, raw)
                 if query.channel is not None and ticket.channel is not query.channel:
                     continue
                 found.append((ticket, member))
@@ -918,7 +936,7 @@ class RedisStore:
 
     # dead letters -----------------------------------------------------------------
     async def add_dead_letter(self, letter: DeadLetter) -> bool:
-        return bool(await self._run("add_dead_letter", self.tag, letter.id, _dump(letter)))
+        return bool(await self._run("add_dead_letter", self.tag, letter.id, dumps(letter)))
 
     async def dead_letters(self, *, subscription: str | None = None, limit: int = 100) -> list[DeadLetter]:
         found: list[DeadLetter] = []
@@ -931,14 +949,14 @@ class RedisStore:
             rows = await self.client.mget([self.key(f"dead:{i}") for i in ids])
             for raw in rows:
                 if raw:
-                    letter = from_jsonable(DeadLetter, json.loads(raw))
+                    letter = loads(DeadLetter, raw)
                     if subscription is None or letter.subscription == subscription:
                         found.append(letter)
         return found[:limit]
 
     async def get_dead_letter(self, letter_id: str) -> DeadLetter | None:
         raw = await self.client.get(self.key(f"dead:{letter_id}"))
-        return from_jsonable(DeadLetter, json.loads(raw)) if raw else None
+        return loads(DeadLetter, raw) if raw else None
 
     async def remove_dead_letter(self, letter_id: str) -> bool:
         return bool(await self._run("remove_dead_letter", self.tag, letter_id))
@@ -954,6 +972,10 @@ class RedisStore:
 
     async def release(self, key: str, holder: str) -> None:
         await self._run("release", holder, keys=[self.key(f"claim:{key}")])
+
+    async def purge_expired(self, limit: int = 1000) -> int:
+        """Claims and leases are keys with a TTL: Redis drops them itself."""
+        return 0
 
     async def get_secret(self, name: str, now: datetime) -> str | None:
         row = await self.client.hmget(self.key(f"secret:{name}"), ["value", "expires_at"])

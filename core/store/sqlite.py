@@ -14,7 +14,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from core.codec import from_jsonable, to_jsonable
+from core.codec import dumps, loads
 from core.model import (
     Channel,
     Contact,
@@ -124,6 +124,7 @@ CREATE TABLE IF NOT EXISTS claims (
     expires_at REAL NOT NULL,
     holder TEXT NOT NULL DEFAULT ''
 ) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS claims_by_expiry ON claims (expires_at);
 CREATE TABLE IF NOT EXISTS secrets (
     name TEXT PRIMARY KEY,
     value TEXT NOT NULL,
@@ -140,10 +141,6 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     data TEXT NOT NULL
 );
 """
-
-
-def _dump(obj: Any) -> str:
-    return json.dumps(to_jsonable(obj), ensure_ascii=False, separators=(",", ":"))
 
 
 def _micros(at: datetime) -> int:
@@ -249,7 +246,7 @@ class SqliteStore:
 
     def _owner(self, db: sqlite3.Connection, identity: Identity) -> Contact | None:
         row = db.execute(self._CONTACT_BY_IDENTITY, (str(identity),)).fetchone()
-        return from_jsonable(Contact, json.loads(row[0])) if row else None
+        return loads(Contact, row[0]) if row else None
 
     def _contact(
         self,
@@ -265,7 +262,7 @@ class SqliteStore:
             contact = next((c for alias in aliases if (c := self._owner(db, alias)) is not None), None)
         if contact is None:
             contact = Contact(id=f"ct_{uuid.uuid4().hex}", name=name, identities=(), created_at=now)
-            db.execute("INSERT INTO contacts (id, data) VALUES (?, ?)", (contact.id, _dump(contact)))
+            db.execute("INSERT INTO contacts (id, data) VALUES (?, ?)", (contact.id, dumps(contact)))
         identities, flags = list(contact.identities), list(contact.flags)
         for each in (identity, *aliases):
             if each in identities:
@@ -278,7 +275,7 @@ class SqliteStore:
             identities.append(each)
         updated = dataclasses.replace(contact, identities=tuple(identities), flags=tuple(flags))
         if updated != contact:
-            db.execute("UPDATE contacts SET data = ? WHERE id = ?", (_dump(updated), contact.id))
+            db.execute("UPDATE contacts SET data = ? WHERE id = ?", (dumps(updated), contact.id))
         return updated
 
     async def contact_for(self, identity: Identity, *, name: str | None, now: datetime) -> Contact:
@@ -294,7 +291,7 @@ class SqliteStore:
     async def get_contact(self, contact_id: str) -> Contact | None:
         def run(db: sqlite3.Connection) -> Contact | None:
             row = db.execute("SELECT data FROM contacts WHERE id = ?", (contact_id,)).fetchone()
-            return from_jsonable(Contact, json.loads(row[0])) if row else None
+            return loads(Contact, row[0]) if row else None
 
         return await self._run(run)
 
@@ -304,9 +301,9 @@ class SqliteStore:
                 row = db.execute("SELECT data FROM contacts WHERE id = ?", (contact.id,)).fetchone()
                 if row is None:
                     raise NotFound(f"contact {contact.id} does not exist")
-                stored = from_jsonable(Contact, json.loads(row[0]))
+                stored = loads(Contact, row[0])
                 kept = dataclasses.replace(contact, identities=stored.identities)
-                db.execute("UPDATE contacts SET data = ? WHERE id = ?", (_dump(kept), contact.id))
+                db.execute("UPDATE contacts SET data = ? WHERE id = ?", (dumps(kept), contact.id))
 
         await self._run(run)
 
@@ -319,10 +316,10 @@ class SqliteStore:
                 owner = self._owner(db, identity)
                 if owner is not None:
                     return owner.id == contact_id
-                contact = from_jsonable(Contact, json.loads(row[0]))
+                contact = loads(Contact, row[0])
                 db.execute("INSERT INTO identities (identity, contact_id) VALUES (?, ?)", (str(identity), contact_id))
                 grown = dataclasses.replace(contact, identities=(*contact.identities, identity))
-                db.execute("UPDATE contacts SET data = ? WHERE id = ?", (_dump(grown), contact_id))
+                db.execute("UPDATE contacts SET data = ? WHERE id = ?", (dumps(grown), contact_id))
                 return True
 
         return await self._run(run)
@@ -362,10 +359,10 @@ class SqliteStore:
                     db.execute(
                         "INSERT INTO conversations (id, inbox, address, thread, contact_id, version, data)"
                         " VALUES (?, ?, ?, ?, ?, 1, ?) ON CONFLICT (inbox, address, thread) DO NOTHING",
-                        (fresh.id, *key, contact.id, _dump(fresh)),
+                        (fresh.id, *key, contact.id, dumps(fresh)),
                     )
                 row = db.execute(sql, key).fetchone()
-            return from_jsonable(Conversation, json.loads(row[0]))
+            return loads(Conversation, row[0])
 
         return await self._run(run)
 
@@ -375,20 +372,18 @@ class SqliteStore:
                 "SELECT data FROM conversations WHERE inbox = ? AND address = ? AND thread = ?",
                 (inbox, str(address), thread),
             ).fetchone()
-            return from_jsonable(Conversation, json.loads(row[0])) if row else None
+            return loads(Conversation, row[0]) if row else None
 
         return await self._run(run)
 
     async def conversations_of(self, contact_id: str) -> list[Conversation]:
         sql = "SELECT data FROM conversations WHERE contact_id = ? ORDER BY rowid"
-        return await self._run(
-            lambda db: [from_jsonable(Conversation, json.loads(d)) for (d,) in db.execute(sql, (contact_id,))]
-        )
+        return await self._run(lambda db: [loads(Conversation, d) for (d,) in db.execute(sql, (contact_id,))])
 
     async def get_conversation(self, conversation_id: str) -> Conversation | None:
         def run(db: sqlite3.Connection) -> Conversation | None:
             row = db.execute("SELECT data FROM conversations WHERE id = ?", (conversation_id,)).fetchone()
-            return from_jsonable(Conversation, json.loads(row[0])) if row else None
+            return loads(Conversation, row[0]) if row else None
 
         return await self._run(run)
 
@@ -397,7 +392,7 @@ class SqliteStore:
         saved = dataclasses.replace(conversation, version=conversation.version + 1)
         cur = db.execute(
             "UPDATE conversations SET version = ?, data = ? WHERE id = ? AND version = ?",
-            (saved.version, _dump(saved), conversation.id, conversation.version),
+            (saved.version, dumps(saved), conversation.id, conversation.version),
         )
         if cur.rowcount != 1:
             raise VersionConflict(f"conversation {conversation.id} changed since version {conversation.version}")
@@ -420,14 +415,19 @@ class SqliteStore:
     @staticmethod
     def _load_message(data: str, ticket_id: str | None, delivery: str | None, error: str | None) -> Message:
         return dataclasses.replace(
-            from_jsonable(Message, json.loads(data)),
+            loads(Message, data),
             ticket_id=ticket_id,
             delivery=DeliveryStatus(delivery) if delivery else None,
             delivery_error=error,
         )
 
     async def add_message(
-        self, message: Message, events: Sequence[DownstreamEvent] = (), *, answers: str | None = None
+        self,
+        message: Message,
+        events: Sequence[DownstreamEvent] = (),
+        *,
+        answers: str | None = None,
+        saving: Conversation | None = None,
     ) -> tuple[Message, bool]:
         def run(db: sqlite3.Connection) -> tuple[Message, bool]:
             with self._tx(db):
@@ -447,10 +447,12 @@ class SqliteStore:
                         message.ticket_id,
                         message.episode,
                         0 if message.direction is Direction.INBOUND else 1,
-                        _dump(message),
+                        dumps(message),
                     ),
                 )
                 if cur.rowcount == 1:
+                    if saving is not None:  # a conflict raises, and the transaction takes the message back
+                        self._save_conversation(db, saving)
                     self._append_events(db, events)
                     return message, True
             row = db.execute(
@@ -540,7 +542,7 @@ class SqliteStore:
                 numbered = dataclasses.replace(ticket, number=f"HL-{cur.lastrowid:06d}")
                 db.execute(
                     "UPDATE tickets SET number = ?, data = ? WHERE id = ?",
-                    (numbered.number, _dump(numbered), ticket.id),
+                    (numbered.number, dumps(numbered), ticket.id),
                 )
                 saved = self._save_conversation(db, dataclasses.replace(conversation, ticket_id=ticket.id))
                 db.execute(
@@ -557,7 +559,7 @@ class SqliteStore:
             row = db.execute(
                 "SELECT data FROM tickets WHERE id = ? OR number = ?", (ticket_id_or_number, ticket_id_or_number)
             ).fetchone()
-            return from_jsonable(Ticket, json.loads(row[0])) if row else None
+            return loads(Ticket, row[0]) if row else None
 
         return await self._run(run)
 
@@ -568,7 +570,7 @@ class SqliteStore:
             with self._tx(db):
                 cur = db.execute(
                     "UPDATE tickets SET status = ?, updated_us = ?, version = ?, data = ? WHERE id = ? AND version = ?",
-                    (saved.status, _micros(saved.updated_at), saved.version, _dump(saved), ticket.id, ticket.version),
+                    (saved.status, _micros(saved.updated_at), saved.version, dumps(saved), ticket.id, ticket.version),
                 )
                 if cur.rowcount != 1:
                     if db.execute("SELECT 1 FROM tickets WHERE id = ?", (ticket.id,)).fetchone() is None:
@@ -603,7 +605,7 @@ class SqliteStore:
             page = rows[: query.limit]
             more = len(rows) > query.limit
             cursor = encode_cursor(page[-1][1], page[-1][0]) if more and page else None
-            return TicketPage(tickets=tuple(from_jsonable(Ticket, json.loads(r[2])) for r in page), next_cursor=cursor)
+            return TicketPage(tickets=tuple(loads(Ticket, r[2]) for r in page), next_cursor=cursor)
 
         return await self._run(run)
 
@@ -614,7 +616,7 @@ class SqliteStore:
             "INSERT INTO events (idempotency_key, type, ticket_id, conversation_id, occurred_at, data)"
             " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (idempotency_key) DO NOTHING",
             [
-                (e.idempotency_key, e.type, e.ticket_id, e.conversation_id, e.occurred_at.isoformat(), _dump(e.data))
+                (e.idempotency_key, e.type, e.ticket_id, e.conversation_id, e.occurred_at.isoformat(), dumps(e.data))
                 for e in events
             ],
         )
@@ -734,7 +736,7 @@ class SqliteStore:
         def run(db: sqlite3.Connection) -> bool:
             cur = db.execute(
                 "INSERT INTO dead_letters (id, subscription, data) VALUES (?, ?, ?) ON CONFLICT (id) DO NOTHING",
-                (letter.id, letter.subscription, _dump(letter)),
+                (letter.id, letter.subscription, dumps(letter)),
             )
             return cur.rowcount == 1
 
@@ -748,12 +750,12 @@ class SqliteStore:
             args.append(subscription)
         sql += " ORDER BY seq LIMIT ?"
         args.append(limit)
-        return await self._run(lambda db: [from_jsonable(DeadLetter, json.loads(d)) for (d,) in db.execute(sql, args)])
+        return await self._run(lambda db: [loads(DeadLetter, d) for (d,) in db.execute(sql, args)])
 
     async def get_dead_letter(self, letter_id: str) -> DeadLetter | None:
         def run(db: sqlite3.Connection) -> DeadLetter | None:
             row = db.execute("SELECT data FROM dead_letters WHERE id = ?", (letter_id,)).fetchone()
-            return from_jsonable(DeadLetter, json.loads(row[0])) if row else None
+            return loads(DeadLetter, row[0]) if row else None
 
         return await self._run(run)
 
@@ -796,6 +798,17 @@ class SqliteStore:
             db.execute("DELETE FROM claims WHERE key = ? AND holder = ?", (key, holder))
 
         await self._run(run)
+
+    async def purge_expired(self, limit: int = 1000) -> int:
+        def run(db: sqlite3.Connection) -> int:
+            # In slices: one sweep must not hold the write lock (and the loop's store jobs) for long.
+            cur = db.execute(
+                "DELETE FROM claims WHERE key IN (SELECT key FROM claims WHERE expires_at <= ? LIMIT ?)",
+                (time.time(), limit),
+            )
+            return cur.rowcount
+
+        return await self._run(run)
 
     async def get_secret(self, name: str, now: datetime) -> str | None:
         def run(db: sqlite3.Connection) -> str | None:

@@ -268,6 +268,34 @@ async def test_claim_is_granted_once_until_it_expires(store: Store) -> None:
     assert await store.claim("nonce:short", 0.05)
 
 
+async def test_sweeping_drops_only_expired_claims(store: Store) -> None:
+    assert await store.claim("nonce:live", 60)
+    assert await store.lease("lease:live", "me", 60)
+    assert await store.claim("nonce:gone", 0.05)
+    await asyncio.sleep(0.1)
+    assert await store.purge_expired() in (0, 1)  # Redis expired it on its own
+    assert not await store.claim("nonce:live", 60)
+    assert not await store.lease("lease:live", "someone else", 60)
+    assert await store.claim("nonce:gone", 60)
+
+
+async def test_sqlite_sweeps_expired_claims_in_batches(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "s.sqlite3")
+    await store.open()
+    try:
+        for n in range(25):
+            assert await store.claim(f"nonce:{n}", 0.01)
+        assert await store.claim("nonce:live", 60)
+        await asyncio.sleep(0.05)
+        assert await store.purge_expired(limit=10) == 10
+        assert await store.purge_expired(limit=10) == 10
+        assert await store.purge_expired(limit=10) == 5
+        assert await store.purge_expired(limit=10) == 0
+        assert not await store.claim("nonce:live", 60)
+    finally:
+        await store.close()
+
+
 async def test_secrets_expire_and_checkpoints_persist(store: Store) -> None:
     await store.set_secret("token", "abc", NOW + timedelta(minutes=5))
     assert await store.get_secret("token", NOW) == "abc"
@@ -289,6 +317,36 @@ async def test_unhandled_inbound_messages_can_be_found_after_a_crash(store: Stor
     )
     await store.add_message(reply, answers=second.id)
     assert await store.unhandled_messages() == []
+
+
+async def test_a_reply_and_the_conversation_it_updates_are_one_write(store: Store) -> None:
+    conversation = await new_conversation(store)
+    question, _ = await store.add_message(inbound(conversation, "q"))
+
+    def reply(n: int) -> Message:
+        return dataclasses.replace(
+            inbound(conversation, f"reply:q{n}"), direction=Direction.OUTBOUND, author=Author.BOT, id=f"msg_r{n}"
+        )
+
+    updated = dataclasses.replace(conversation, consecutive_misses=1)
+    stored, created = await store.add_message(reply(1), answers=question.id, saving=updated)
+    assert created and stored.id == "msg_r1"
+    saved = await store.get_conversation(conversation.id)
+    assert saved == dataclasses.replace(updated, version=conversation.version + 1)
+    assert await store.unhandled_messages() == []
+
+    # A stale conversation: neither the reply nor the conversation is written.
+    stale = dataclasses.replace(conversation, consecutive_misses=7)
+    with pytest.raises(VersionConflict):
+        await store.add_message(reply(2), events=[events.message_created(reply(2))], saving=stale)
+    assert await store.get_conversation(conversation.id) == saved
+    assert [m.id for m in await store.messages(conversation.id)] == [question.id, "msg_r1"]
+    assert await store.events_after(0) == []
+
+    # A duplicate reply (handling ran twice) writes nothing, not even a stale conversation.
+    earlier, created = await store.add_message(dataclasses.replace(reply(1), id="msg_again"), saving=stale)
+    assert not created and earlier.id == "msg_r1"
+    assert await store.get_conversation(conversation.id) == saved
 
 
 async def test_sqlite_data_survives_reopening(tmp_path: Path) -> None:
