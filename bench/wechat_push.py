@@ -22,6 +22,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -144,12 +145,8 @@ async def _spawn(*args: str) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(sys.executable, *args, cwd=ROOT, env=os.environ.copy())
 
 
-def bare_server(port: int) -> None:
-    """The baseline: parse the body's XML and say success, nothing else."""
-
-    async def handler(request: web.Request) -> web.Response:
-        read_xml(await request.read())
-        return web.Response(text="success")
+def _serve_one(port: int, handler: Callable[[web.Request], Awaitable[web.Response]]) -> None:
+    """A one-route comparison server, with the /readyz the driver waits for."""
 
     async def ready(request: web.Request) -> web.Response:
         return web.Response(text="ok")
@@ -158,6 +155,16 @@ def bare_server(port: int) -> None:
     app.router.add_post("/wechat/bench", handler)
     app.router.add_get("/readyz", ready)
     web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
+
+
+def bare_server(port: int) -> None:
+    """The baseline: parse the body's XML and say success, nothing else."""
+
+    async def handler(request: web.Request) -> web.Response:
+        read_xml(await request.read())
+        return web.Response(text="success")
+
+    _serve_one(port, handler)
 
 
 def protocol_server(port: int) -> None:
@@ -180,13 +187,7 @@ def protocol_server(port: int) -> None:
             content_type="application/xml",
         )
 
-    async def ready(request: web.Request) -> web.Response:
-        return web.Response(text="ok")
-
-    app = web.Application()
-    app.router.add_post("/wechat/bench", handler)
-    app.router.add_get("/readyz", ready)
-    web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
+    _serve_one(port, handler)
 
 
 async def main() -> None:
