@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 import pytest
@@ -17,6 +18,7 @@ from connectors.wechat.signature import sign
 from tests.conftest import API_TOKEN
 from tests.processes import ready, serve
 from tests.redis_util import REDIS_URL, redis_store
+from tests.tcp_proxy import TcpProxy
 from tests.test_serve import write_config
 from tests.wechat.conftest import APP_ID, APP_SECRET, TOKEN, text_xml
 from tests.wechat.conftest import inbox as wechat_inbox
@@ -122,6 +124,50 @@ async def test_a_reply_posted_to_one_instance_reaches_the_visitor_on_the_other(t
         assert [f["seq"] for f in replayed] == list(range(1, len(replayed) + 1))
         await ws.close()
         await frames_after.close()
+
+
+async def test_a_reply_announced_while_an_instance_lost_redis_still_reaches_its_visitor(tmp_path: Path) -> None:
+    store = redis_store()  # skips without Redis; removes the prefix's keys afterwards
+    host, port = urlsplit(REDIS_URL).hostname or "127.0.0.1", urlsplit(REDIS_URL).port or 6379
+    proxy = TcpProxy(host, port)  # instance B reaches Redis only through it
+    await proxy.start()
+    inboxes = [{"name": "web", "channel": "webchat", "allowed_origins": ["*"]}]
+    url_via_proxy = urlunsplit(urlsplit(REDIS_URL)._replace(netloc=f"127.0.0.1:{proxy.port}"))
+    configs = []
+    for name, url in (("a", REDIS_URL), ("b", url_via_proxy)):
+        (tmp_path / name).mkdir()
+        configs.append(
+            write_config(tmp_path / name, store={"backend": "redis", "url": url, "prefix": store.tag}, inboxes=inboxes)
+        )
+    (a, url_a), (b, url_b) = await asyncio.gather(*(serve(c) for c in configs))
+    try:
+        async with aiohttp.ClientSession() as http:
+            await asyncio.gather(ready(http, url_a), ready(http, url_b))
+            ws, _ = await _hello(http, url_b, None)
+            await ws.send_json({"type": "message", "id": "c1", "text": "转人工"})
+            await _until(ws, "status", status="waiting_for_agent")
+            async with http.get(url_a + "/api/v1/tickets?status=new", headers=AUTH) as resp:
+                (ticket,) = (await resp.json())["tickets"]
+            proxy.cut()  # B's pub/sub connection is gone, and stays gone while A announces the reply
+            async with http.post(
+                url_a + f"/api/v1/tickets/{ticket['id']}/replies",
+                json={"text": "您好，久等了", "agent": "wang"},
+                headers=AUTH,
+            ) as resp:
+                assert resp.status == 201
+            await asyncio.sleep(1.0)
+            proxy.heal()
+            # No later frame comes to carry it: B's reconnect alone must bring it.
+            reply = await _until(ws, "message", author="agent")
+            assert reply["text"] == "您好，久等了"
+            await ws.close()
+    finally:
+        for proc in (a, b):
+            proc.terminate()
+        await asyncio.gather(a.wait(), b.wait())
+        await proxy.close()
+        await store.open()
+        await store.close()
 
 
 async def test_one_message_sent_to_both_instances_at_once_is_stored_and_answered_once(

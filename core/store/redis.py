@@ -367,6 +367,7 @@ class RedisBus:
         self._pubsub: PubSub | None = None
         self._handlers: dict[str, BusHandler] = {}
         self._reader: asyncio.Task[None] | None = None
+        self._resyncs: set[asyncio.Task[None]] = set()
 
     def channel(self, name: str) -> str:
         return self._tag + "bus:" + name
@@ -375,14 +376,48 @@ class RedisBus:
         self._pubsub = self._client.pubsub(ignore_subscribe_messages=True)
         # Always subscribed to something, so the reader has a connection to wait on.
         await self._pubsub.subscribe(self.channel("_alive"))
+        # redis-py reconnects and resubscribes on its own, often without an error reaching us; whatever was
+        # published in between is gone, so every handler is told to catch up from the store.
+        assert self._pubsub.connection is not None
+        self._pubsub.connection.register_connect_callback(self._reconnected)
         self._reader = asyncio.get_running_loop().create_task(self._read(), name="redis-bus")
+
+    RESYNC = json.dumps({"resync": True})  # what a handler gets after a reconnect: nothing specific, catch up
+
+    async def _reconnected(self, connection: object) -> None:
+        """Runs after redis-py's own resubscription; the catch-up goes on in the background."""
+        task = asyncio.get_running_loop().create_task(self._resync(), name="redis-bus:resync")
+        self._resyncs.add(task)
+        task.add_done_callback(self._resyncs.discard)
+
+    async def _resync(self, attempts: int = 8) -> None:
+        """Each handler until it has caught up: right after an outage the store's own pooled connections
+        may still be the dead ones, so a first try can fail where the next one works."""
+        pending = dict(self._handlers)
+        log.info("redis bus reconnected; %d subscribers catch up from the store", len(pending))
+        delay = 0.1
+        for attempt in range(1, attempts + 1):
+            for channel, handler in list(pending.items()):
+                if self._handlers.get(channel) is not handler:
+                    pending.pop(channel)  # unsubscribed meanwhile
+                    continue
+                try:
+                    await handler(self.RESYNC)
+                    pending.pop(channel)
+                except Exception as exc:
+                    if attempt == attempts:
+                        log.error("redis bus handler for %s could not catch up: %s", channel, exc)
+            if not pending:
+                return
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
 
     async def stop(self) -> None:
         reader, self._reader = self._reader, None
-        if reader is not None:
-            reader.cancel()
+        for task in [*self._resyncs, *([reader] if reader is not None else [])]:
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await reader
+                await task
         pubsub, self._pubsub = self._pubsub, None
         if pubsub is not None:
             await pubsub.aclose()  # type: ignore[no-untyped-call]
