@@ -187,11 +187,12 @@ _TYPO_CUTOFF = 84
 # The learned model (bot/learn.py) and how its logits combine with the lexical score: logit = model + _BETA *
 # lexical score, softmax over the rescored candidates and a "none of these" option at logit _NULL, so a query
 # that no candidate explains well gets a low probability even when one candidate beats the others.
-_TRAIN_NEGATIVES = 12  # confusable entries each phrasing is trained against (from the inverted index)
+_TRAIN_NEGATIVES = 8  # confusable entries each phrasing is trained against (from the inverted index)
+_TRAIN_BUDGET = 120  # postings walked to find them: a phrasing's rarest words find its confusable entries
 _ALPHA = 1.0
-_BETA = 4.0
-_NULL = 1.0
-_UNCORROBORATED = 0.39  # the highest score of an entry that only one phrasing supports (below answering)
+_BETA = 8.0
+_NULL = 4.0
+_UNCORROBORATED = 0.5  # the highest score of an entry that only one phrasing supports (below answering)
 
 
 def _features_cached(a: Analyzed, cache: dict[Analyzed, frozenset[str]]) -> frozenset[str]:
@@ -326,16 +327,18 @@ class FaqIndex:
         self._model_ids = {f: k for k, f in enumerate(df)}
         self._model_idf = {f: math.log((1 + total) / (1 + d)) + 1 for f, d in df.items()}
         rows: list[tuple[list[int], list[float]]] = []
-        gold: list[int] = []
-        negatives: list[list[int]] = []
+        classes: list[int] = []
+        negatives: dict[int, list[int]] = {}
         for i, phrasings in enumerate(model_feats):
             for feats, bm25_feats in zip(phrasings, phrase_feats[i], strict=True):
+                if len(phrasings) > 1:
+                    # An entry with one phrasing has nothing its phrasings share to learn: its centroid is it.
+                    acc, _ = self._walk(bm25_feats, _TRAIN_BUDGET)
+                    acc.pop(i, None)
+                    negatives[len(rows)] = heapq.nlargest(_TRAIN_NEGATIVES, acc, key=acc.__getitem__)
                 rows.append(self._model_row(feats))
-                gold.append(i)
-                acc, _ = self._walk(bm25_feats)
-                acc.pop(i, None)
-                negatives.append(heapq.nlargest(_TRAIN_NEGATIVES, acc, key=acc.__getitem__))
-        self._model: LinearModel = train(rows, gold, negatives, len(self._entries))
+                classes.append(i)
+        self._model: LinearModel = train(rows, classes, negatives, len(self._entries))
 
     def _model_row(self, feats: Iterable[str]) -> tuple[list[int], list[float]]:
         """Known features with IDF values, L2-normalized (unknown features say nothing to the model)."""
@@ -345,7 +348,7 @@ class FaqIndex:
         norm = math.sqrt(sum(v * v for v in values)) or 1.0
         return [ids[f] for f in known], [v / norm for v in values]
 
-    def _walk(self, feats: Iterable[str]) -> tuple[dict[int, float], set[str]]:
+    def _walk(self, feats: Iterable[str], budget: int = _POSTINGS_BUDGET) -> tuple[dict[int, float], set[str]]:
         """Candidates from the rarer features (always the rarest one), so common words never force a walk over
         most of the index; returns their partial BM25 and the features whose every posting was walked."""
         postings = self._postings
@@ -358,13 +361,13 @@ class FaqIndex:
         for f in anchors:
             # Postings are in order of weight, so a cut keeps the entries where the feature counts most.
             full = postings[f]
-            plist = full[: _POSTINGS_BUDGET - walked]
+            plist = full[: budget - walked]
             walked += len(plist)
             for i, w in plist:
                 acc[i] = get(i, 0.0) + w
             if len(plist) == len(full):
                 complete.add(f)
-            if walked >= _POSTINGS_BUDGET:
+            if walked >= budget:
                 break
         return acc, complete
 
