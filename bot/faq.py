@@ -439,7 +439,8 @@ class FaqIndex:
             values = terms[i]
             exact[i] = acc[i] + sum([values[f] for f in rest if f in values])
         bm25_max = (_K1 + 1) * sum(self._bm25.get(f) or self._bm25_unknown[f[0]] for f in feats)
-        model = dict(zip(candidates, self._model.logits(*self._model_row(_model_features(query)), candidates)))
+        logits = self._model.logits(*self._model_row(_model_features(query)), candidates)
+        model = dict(zip(candidates, logits, strict=True))
         pre = {i: _ALPHA * model[i] + _BETA * _A_BM25 * exact[i] / bm25_max for i in candidates}
         rescore = heapq.nlargest(max(_RESCORE, limit), pre, key=pre.__getitem__)
         weight2 = self._weight2

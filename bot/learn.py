@@ -72,9 +72,9 @@ def train(
     # Centroids.
     per_class = np.bincount(cls, minlength=n_classes).astype(np.float64)
     ckeys, cinv = np.unique(fid * n_classes + cls[row_of], return_inverse=True)
-    cval = np.bincount(cinv.ravel(), weights=val / per_class[cls[row_of]])
-    cnorm = np.sqrt(np.bincount(ckeys % n_classes, weights=cval * cval, minlength=n_classes))
-    cval /= cnorm[ckeys % n_classes]
+    raw = np.bincount(cinv.ravel(), weights=val / per_class[cls[row_of]]).astype(np.float64)
+    cnorm = np.sqrt(np.bincount(ckeys % n_classes, weights=raw * raw, minlength=n_classes))
+    cval: npt.NDArray[np.float64] = raw / cnorm[ckeys % n_classes]
     train_rows = [i for i in negatives if lengths[i]]
     if not train_rows:
         return LinearModel(keys=ckeys, weights=cval * _PRIOR, n_classes=n_classes)
