@@ -235,7 +235,7 @@ def calibrate(bench: Bench, preds: Sequence[Prediction], *, target_wrong: float)
         if not p.forced
     ]
     best: tuple[int, float, float, float] | None = None  # (correct, -wrong_rate, threshold, margin)
-    for margin in [m / 100 for m in range(0, 31)]:
+    for margin in [m / 100 for m in range(0, 81)]:
         kept = sorted(((b, ok) for b, d, ok in thresholdable if d >= margin), reverse=True)
         correct = wrong = 0
         for i, (b, ok) in enumerate(kept):

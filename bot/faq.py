@@ -16,6 +16,7 @@ from typing import Any, Protocol
 import yaml
 from rapidfuzz import fuzz, process
 
+from bot.learn import LinearModel, train
 from bot.synonyms import STARTER_SYNONYMS, merged, synonym_map
 from bot.text import Analyzed, analyze, is_cjk, new_tokenizer, normalize, stem
 from core.model import FaqHit
@@ -183,7 +184,15 @@ _RESCORE = 6  # of those, the best are scored on their phrasings too
 # common features then only rescore the candidates, so a query's cost does not grow with the KB.
 _POSTINGS_BUDGET = 500
 _TYPO_CUTOFF = 84
-_UNCORROBORATED = 0.39  # the highest score of an entry that only one phrasing supports (below answering)
+# The learned model (bot/learn.py) and how its logits combine with the lexical score: logit = model + _BETA *
+# lexical score, softmax over the rescored candidates and a "none of these" option at logit _NULL, so a query
+# that no candidate explains well gets a low probability even when one candidate beats the others.
+_TRAIN_NEGATIVES = 8  # confusable entries each phrasing is trained against (from the inverted index)
+_TRAIN_BUDGET = 120  # postings walked to find them: a phrasing's rarest words find its confusable entries
+_ALPHA = 1.0
+_BETA = 8.0
+_NULL = 4.0
+_UNCORROBORATED = 0.5  # the highest score of an entry that only one phrasing supports (below answering)
 
 
 def _features_cached(a: Analyzed, cache: dict[Analyzed, frozenset[str]]) -> frozenset[str]:
@@ -199,6 +208,14 @@ def _features(a: Analyzed) -> set[str]:
     feats.update("c" + c for c in a.chars)
     latin = [t for t in a.terms if not is_cjk(t)]
     feats.update("p" + x + " " + y for x, y in itertools.pairwise(latin))
+    return feats
+
+
+def _model_features(a: Analyzed) -> set[str]:
+    """The learned model's features: every word (stopwords too), and Chinese character bigrams and characters."""
+    feats = {"r" + t for t in a.words}
+    feats.update("b" + b for b in a.bigrams)
+    feats.update("c" + c for c in a.chars)
     return feats
 
 
@@ -295,6 +312,64 @@ class FaqIndex:
         self._postings: dict[str, tuple[tuple[int, float], ...]] = {
             f: tuple(sorted(p, key=lambda iw: -iw[1])) for f, p in postings.items()
         }
+        self._train_model(analyzed, phrase_feats)
+
+    def _train_model(self, analyzed: list[list[Analyzed]], phrase_feats: list[list[frozenset[str]]]) -> None:
+        """Learn per-entry feature weights from the phrasings: each phrasing is an example of its entry, told
+        apart from the entries the inverted index finds for it."""
+        model_feats = [[_model_features(a) for a in phrasings] for phrasings in analyzed]
+        df: dict[str, int] = defaultdict(int)
+        for phrasings in model_feats:
+            for feats in phrasings:
+                for f in feats:
+                    df[f] += 1
+        total = sum(len(p) for p in model_feats)
+        self._model_ids = {f: k for k, f in enumerate(df)}
+        self._model_idf = {f: math.log((1 + total) / (1 + d)) + 1 for f, d in df.items()}
+        rows: list[tuple[list[int], list[float]]] = []
+        classes: list[int] = []
+        negatives: dict[int, list[int]] = {}
+        for i, phrasings in enumerate(model_feats):
+            for feats, bm25_feats in zip(phrasings, phrase_feats[i], strict=True):
+                if len(phrasings) > 1:
+                    # An entry with one phrasing has nothing its phrasings share to learn: its centroid is it.
+                    acc, _ = self._walk(bm25_feats, _TRAIN_BUDGET)
+                    acc.pop(i, None)
+                    negatives[len(rows)] = heapq.nlargest(_TRAIN_NEGATIVES, acc, key=acc.__getitem__)
+                rows.append(self._model_row(feats))
+                classes.append(i)
+        self._model: LinearModel = train(rows, classes, negatives, len(self._entries))
+
+    def _model_row(self, feats: Iterable[str]) -> tuple[list[int], list[float]]:
+        """Known features with IDF values, L2-normalized (unknown features say nothing to the model)."""
+        ids = self._model_ids
+        known = [f for f in feats if f in ids]
+        values = [self._model_idf[f] for f in known]
+        norm = math.sqrt(sum(v * v for v in values)) or 1.0
+        return [ids[f] for f in known], [v / norm for v in values]
+
+    def _walk(self, feats: Iterable[str], budget: int = _POSTINGS_BUDGET) -> tuple[dict[int, float], set[str]]:
+        """Candidates from the rarer features (always the rarest one), so common words never force a walk over
+        most of the index; returns their partial BM25 and the features whose every posting was walked."""
+        postings = self._postings
+        # Single characters only support a match: an entry must share a word or a character bigram.
+        anchors = sorted((f for f in feats if f in postings), key=lambda f: len(postings[f]))
+        acc: dict[int, float] = {}
+        get = acc.get
+        walked = 0
+        complete: set[str] = set()
+        for f in anchors:
+            # Postings are in order of weight, so a cut keeps the entries where the feature counts most.
+            full = postings[f]
+            plist = full[: budget - walked]
+            walked += len(plist)
+            for i, w in plist:
+                acc[i] = get(i, 0.0) + w
+            if len(plist) == len(full):
+                complete.add(f)
+            if walked >= budget:
+                break
+        return acc, complete
 
     def _analyze_cached(self, text: str, cache: dict[str, Analyzed]) -> Analyzed:
         a = cache.get(text)
@@ -328,7 +403,14 @@ class FaqIndex:
                 fixed.append(t)
         if not changed:
             return query
-        return Analyzed(terms=tuple(fixed), bigrams=query.bigrams, chars=query.chars, content=" ".join(fixed))
+        typos = self._typos
+        return Analyzed(
+            terms=tuple(fixed),
+            bigrams=query.bigrams,
+            chars=query.chars,
+            content=" ".join(fixed),
+            words=tuple(typos.get(w, w) for w in query.words),
+        )
 
     def _typo_fix(self, word: str) -> str:
         """The closest KB word, if it is close: same first letter (typos rarely hit it, and "cold" is not "old"),
@@ -344,29 +426,10 @@ class FaqIndex:
             return ()
         query = self._fix_typos(self._analyze(text))
         feats = _features(query)
-        postings = self._postings
-        # Single characters only support a match: an entry must share a word or a character bigram.
-        anchors = sorted((f for f in feats if f in postings), key=lambda f: len(postings[f]))
-        if not anchors:
+        acc, complete = self._walk(feats)
+        if not acc:
             return ()
         known = [f for f in feats if f in self._weight2]
-        # Candidates come from the rarer features (always the rarest one), so common words never force a walk over
-        # most of the index; the best candidates are then scored exactly on every feature.
-        acc: dict[int, float] = {}
-        get = acc.get
-        walked = 0
-        complete: set[str] = set()  # features whose every posting is in acc
-        for f in anchors:
-            # Postings are in order of weight, so a cut keeps the entries where the feature counts most.
-            full = postings[f]
-            plist = full[: _POSTINGS_BUDGET - walked]
-            walked += len(plist)
-            for i, w in plist:
-                acc[i] = get(i, 0.0) + w
-            if len(plist) == len(full):
-                complete.add(f)
-            if walked >= _POSTINGS_BUDGET:
-                break
         candidates = heapq.nlargest(_CANDIDATES, acc, key=acc.__getitem__) if len(acc) > _CANDIDATES else list(acc)
         # The candidates' BM25 on every query feature: what the walk left out, added from the entry's own terms.
         rest = [f for f in known if f not in complete]
@@ -375,14 +438,17 @@ class FaqIndex:
         for i in candidates:
             values = terms[i]
             exact[i] = acc[i] + sum([values[f] for f in rest if f in values])
-        rescore = heapq.nlargest(max(_RESCORE, limit), exact, key=exact.__getitem__)
         bm25_max = (_K1 + 1) * sum(self._bm25.get(f) or self._bm25_unknown[f[0]] for f in feats)
+        logits = self._model.logits(*self._model_row(_model_features(query)), candidates)
+        model = dict(zip(candidates, logits, strict=True))
+        pre = {i: _ALPHA * model[i] + _BETA * _A_BM25 * exact[i] / bm25_max for i in candidates}
+        rescore = heapq.nlargest(max(_RESCORE, limit), pre, key=pre.__getitem__)
         weight2 = self._weight2
         inv_q = 1.0 / math.sqrt(sum(weight2.get(f) or self._unknown2[f[0]] for f in feats))
         feat_set = frozenset(known)
         q_weight = {f: weight2[f] for f in known}.__getitem__
         verbatim = self._verbatim.get(normalize(text), -1)
-        ranked: list[tuple[float, FaqHit]] = []
+        scored_entries: list[tuple[float, int, int, bool]] = []  # (logit, entry, best phrasing, corroborated)
         for i in rescore:
             scored = sorted(
                 [
@@ -395,20 +461,24 @@ class FaqIndex:
             second = scored[1][0] if len(scored) > 1 else 0.0
             phrase = self._phrases[i][k]
             fuzzy = fuzz.ratio(query.content, phrase.content) / 100
-            score = _A_BEST * best + _A_SECOND * second + _A_BM25 * exact[i] / bm25_max + _A_FUZZ * fuzzy
+            lexical = _A_BEST * best + _A_SECOND * second + _A_BM25 * exact[i] / bm25_max + _A_FUZZ * fuzzy
             bonus = self._keyword_bonus(i, query)
-            score += bonus
-            shown = score
-            if second <= 0.0 and not bonus and verbatim != i:
-                # Only one phrasing supports the entry (and no keyword), and the query is not that phrasing. In a KB
-                # of many near-duplicate one-phrasing entries that is no evidence to answer on, even when the
-                # content words are the same (afqmc-zh-dev: 95% of such answers were wrong), so it stays a
-                # suggestion. It still ranks by its full score.
-                shown = min(score, _UNCORROBORATED)
-            hit = FaqHit(entry_id=self._entries[i].id, question=phrase.question, score=round(min(shown, 1.0), 4))
-            ranked.append((score, hit))
-        ranked.sort(key=lambda sh: -sh[0])
-        return tuple(hit for _, hit in ranked[:limit])
+            # Only one phrasing supports the entry (and no keyword), and the query is not that phrasing. In a KB
+            # of many near-duplicate one-phrasing entries that is no evidence to answer on, even when the
+            # content words are the same (afqmc-zh-dev: 95% of such answers were wrong), so it stays a
+            # suggestion. It still ranks by its full score.
+            corroborated = second > 0.0 or bool(bonus) or verbatim == i
+            scored_entries.append((_ALPHA * model[i] + _BETA * (lexical + bonus), i, k, corroborated))
+        scored_entries.sort(key=lambda e: -e[0])
+        top = scored_entries[0][0]
+        norm = math.exp(_NULL - top) + sum(math.exp(logit - top) for logit, *_ in scored_entries)
+        hits: list[FaqHit] = []
+        for logit, i, k, corroborated in scored_entries[:limit]:
+            p = math.exp(logit - top) / norm
+            shown = p if corroborated else min(p, _UNCORROBORATED)
+            question = self._phrases[i][k].question
+            hits.append(FaqHit(entry_id=self._entries[i].id, question=question, score=round(min(shown, 1.0), 4)))
+        return tuple(hits)
 
     def _keyword_bonus(self, i: int, query: Analyzed) -> float:
         """A KB author's keyword is strong evidence: all its words present, or (Chinese) it appears in the query."""

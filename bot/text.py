@@ -136,6 +136,9 @@ class Analyzed:
     bigrams: frozenset[str]  # Chinese character bigrams over runs of content words
     chars: frozenset[str]  # Chinese characters of content words
     content: str  # the content words joined, for fuzzy string comparison
+    # Every word, stopwords kept (stemmed, synonyms folded): a learned model weighs them itself, and "my" vs
+    # "your" or "how" vs "when" often tell intents apart.
+    words: tuple[str, ...] = ()
 
 
 def words(tokenizer: Any, text: str) -> list[str]:
@@ -149,18 +152,18 @@ def analyze(tokenizer: Any, text: str, synonyms: Mapping[str, str] | None = None
     A stopword ends a run, so "密码怎么改" never yields the bigram "码改" that no phrasing would hold.
     """
     terms: list[str] = []
+    every: list[str] = []
     bigrams: set[str] = set()
     chars: set[str] = set()
     run = ""
     for raw in [*tokenizer.lcut(normalize(text), HMM=False), " "]:
-        if raw in STOPWORDS:
+        if not raw.strip():
             token = " "
         else:
-            token = stem(raw) if raw.isascii() else raw
-            if token in STOPWORDS:
-                token = " "
-            elif synonyms:
-                token = synonyms.get(token, token)
+            stemmed = stem(raw) if raw.isascii() else raw
+            folded = synonyms.get(stemmed, stemmed) if synonyms else stemmed
+            every.append(folded)
+            token = " " if raw in STOPWORDS or stemmed in STOPWORDS else folded
         if token == " " or not is_cjk(token):
             bigrams.update(run[i : i + 2] for i in range(len(run) - 1))
             chars.update(run)
@@ -170,4 +173,10 @@ def analyze(tokenizer: Any, text: str, synonyms: Mapping[str, str] | None = None
         terms.append(token)
         if is_cjk(token):
             run += token
-    return Analyzed(terms=tuple(terms), bigrams=frozenset(bigrams), chars=frozenset(chars), content=" ".join(terms))
+    return Analyzed(
+        terms=tuple(terms),
+        bigrams=frozenset(bigrams),
+        chars=frozenset(chars),
+        content=" ".join(terms),
+        words=tuple(every),
+    )

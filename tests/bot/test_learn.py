@@ -1,0 +1,103 @@
+"""The model learned from the KB's phrasings: what it lets customers get that term weighting alone did not."""
+
+from __future__ import annotations
+
+import pytest
+
+from bot.faq import FaqEntry, FaqIndex
+from bot.learn import train
+from bot.policy import BotPolicy, Outcome, decide
+
+# Two entries that share every content word and differ only in words a stopword list drops ("my" / "your"),
+# plus neighbours, each with several phrasings as a real KB has.
+ENTRIES = (
+    FaqEntry(
+        id="user_name",
+        questions=("what is my name", "do you know my name", "tell me my name", "say my name"),
+        answer="You are ...",
+    ),
+    FaqEntry(
+        id="bot_name",
+        questions=("what is your name", "do you have a name", "tell me your name", "what should i call you"),
+        answer="I am Huiliu.",
+    ),
+    FaqEntry(
+        id="order_status",
+        questions=("where is my order", "track my order", "has my order shipped", "order status"),
+        answer="Track it under My orders.",
+    ),
+    FaqEntry(
+        id="refund",
+        questions=("how do i get a refund", "i want my money back", "refund my purchase", "请问怎么退款", "我要退钱"),
+        answer="Refunds take 3-5 days.",
+    ),
+    FaqEntry(
+        id="invoice",
+        questions=("怎么开发票", "发票怎么开", "我要开票", "需要发票"),
+        answer="开票请在订单页申请。",
+    ),
+    FaqEntry(
+        id="delivery_time",
+        questions=("快递多久能到", "几天能送到", "物流要多久", "什么时候到货"),
+        answer="一般三天。",
+    ),
+)
+
+
+@pytest.fixture(scope="module")
+def index() -> FaqIndex:
+    return FaqIndex(ENTRIES)
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        # only the learned model sees "your" vs "my": both are stopwords to BM25
+        ("tell me what your name is", "bot_name"),
+        ("what's my name", "user_name"),
+        # English inflections
+        ("my orders were shipped?", "order_status"),
+        ("refunding purchases", "refund"),
+        # Chinese, with fillers and a segmentation trap
+        ("请问发票如何开", "invoice"),
+        ("快递几天能到啊", "delivery_time"),
+        # mixed Chinese and English
+        ("refund 怎么退钱", "refund"),
+    ],
+)
+def test_ranks_the_right_entry_first(index: FaqIndex, query: str, expected: str) -> None:
+    assert index.search(query)[0].entry_id == expected
+
+
+def test_scores_are_probabilities_that_leave_room_for_none_of_these(index: FaqIndex) -> None:
+    hits = index.search("tell me your name")
+    assert all(0.0 <= h.score <= 1.0 for h in hits)
+    assert sum(h.score for h in hits) <= 1.0
+    assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+
+
+def test_a_clear_question_is_answered_and_an_unrelated_one_is_not(index: FaqIndex) -> None:
+    policy = BotPolicy()
+    clear = decide(index, "where is my order", consecutive_misses=0, policy=policy)
+    assert clear.outcome is Outcome.ANSWER and clear.answer is not None and clear.answer.id == "order_status"
+    unrelated = decide(index, "name a good pizza place for my order of wine", consecutive_misses=0, policy=policy)
+    assert unrelated.outcome is not Outcome.ANSWER
+
+
+def test_training_separates_classes_that_share_features() -> None:
+    # Feature 0 is in both classes, feature 1 only in class 0, feature 2 only in class 1.
+    rows = [([0, 1], [0.6, 0.8]), ([0, 1], [0.8, 0.6]), ([0, 2], [0.6, 0.8]), ([0, 2], [0.8, 0.6])]
+    model = train(rows, [0, 0, 1, 1], {0: [1], 1: [1], 2: [0], 3: [0]}, 2)
+    mine, other = model.logits([0, 1], [0.6, 0.8], [0, 1])
+    assert mine > other
+    theirs, own = model.logits([2], [1.0], [0, 1])
+    assert own > theirs
+    assert model.logits([], [], [0, 1]) == [0.0, 0.0]
+    assert model.logits([0], [1.0], []) == []
+
+
+def test_an_entry_with_one_phrasing_is_scored_by_its_centroid_alone() -> None:
+    rows = [([0, 1], [0.6, 0.8]), ([2], [1.0])]
+    model = train(rows, [0, 1], {}, 2)
+    assert model.logits([1], [1.0], [0, 1])[0] > 0.0
+    assert model.logits([1], [1.0], [0, 1])[1] == 0.0
