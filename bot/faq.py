@@ -324,8 +324,8 @@ class FaqIndex:
                 for f in feats:
                     df[f] += 1
         total = sum(len(p) for p in model_feats)
-        self._model_ids = {f: k for k, f in enumerate(df)}
-        self._model_idf = {f: math.log((1 + total) / (1 + d)) + 1 for f, d in df.items()}
+        # feature -> (its column in the model, its IDF): one lookup per query feature
+        self._model_feats = {f: (k, math.log((1 + total) / (1 + d)) + 1) for k, (f, d) in enumerate(df.items())}
         rows: list[tuple[list[int], list[float]]] = []
         classes: list[int] = []
         negatives: dict[int, list[int]] = {}
@@ -342,11 +342,10 @@ class FaqIndex:
 
     def _model_row(self, feats: Iterable[str]) -> tuple[list[int], list[float]]:
         """Known features with IDF values, L2-normalized (unknown features say nothing to the model)."""
-        ids = self._model_ids
-        known = [f for f in feats if f in ids]
-        values = [self._model_idf[f] for f in known]
-        norm = math.sqrt(sum(v * v for v in values)) or 1.0
-        return [ids[f] for f in known], [v / norm for v in values]
+        table = self._model_feats
+        known = [found for f in feats if (found := table.get(f)) is not None]
+        norm = math.sqrt(sum(idf * idf for _, idf in known)) or 1.0
+        return [k for k, _ in known], [idf / norm for _, idf in known]
 
     def _walk(self, feats: Iterable[str], budget: int = _POSTINGS_BUDGET) -> tuple[dict[int, float], set[str]]:
         """Candidates from the rarer features (always the rarest one), so common words never force a walk over

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-# Full-batch Adam from zero weights; a fixed, short schedule is the regularizer (with a light L2), so training
+# Full-batch Adam from the centroids; a fixed, short schedule is the regularizer (with a light L2), so training
 # time is predictable. Settings were chosen on the shared dev sets and are not sensitive within 2x.
 _EPOCHS = 30
 _STEP = 0.2
