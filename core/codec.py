@@ -33,6 +33,15 @@ Encoder = Callable[[Any], Any]
 
 def to_jsonable(value: Any) -> Any:
     """Plain JSON types for any model value (dataclasses through their compiled encoder)."""
+    # Exact types first: a channel's ``meta`` is mostly plain dicts, strings and numbers, and the ABC
+    # checks below (Mapping) cost more than the rest of the walk.
+    kind = type(value)
+    if kind is str or kind is int or kind is float or kind is bool or value is None:
+        return value
+    if kind is dict:
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if kind is list or kind is tuple:
+        return [to_jsonable(v) for v in value]
     if isinstance(value, enum.Enum):
         return value.value
     if isinstance(value, (str, int, float)) or value is None:
