@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
+import os
 import pathlib
 import re
 from collections.abc import Callable, Mapping
@@ -11,7 +13,21 @@ from collections.abc import Callable, Mapping
 from bot.faq import FaqEntry, FaqIndex, KbError, KnowledgeBase, read_kb, write_kb
 from core.model import FaqHit
 
+log = logging.getLogger(__name__)
+
 _PLACEHOLDER = re.compile(r"\{(\w+)\}")
+
+# What tells that the KB file changed on disk: an edit in place changes the mtime or size, an editor's or a
+# deploy's atomic replace changes the inode. None: the file is not there.
+Stamp = tuple[int, int, int] | None
+
+
+def file_stamp(path: pathlib.Path) -> Stamp:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_mtime_ns, st.st_size, st.st_ino)
 
 
 def render_answer(answer: str, values: Mapping[str, str]) -> str:
@@ -28,17 +44,22 @@ class LiveIndex:
     """Searches whichever index is current. A search that started on the old index finishes on it, so a reload
     never drops or fails a request; the swap is one attribute assignment."""
 
-    def __init__(self, path: pathlib.Path, kb: KnowledgeBase, values: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self, path: pathlib.Path, kb: KnowledgeBase, values: Mapping[str, str] | None = None, *, stamp: Stamp = None
+    ) -> None:
+        """``stamp``: the file's stamp from before ``kb`` was read, so an edit made meanwhile is still seen."""
         self.path = path
         self._values = dict(values or {})
         self._kb = kb
         self._index = build_index(kb, self._values)
         self._lock = asyncio.Lock()
+        self._stamp = stamp
         self.reloads = 0
 
     @classmethod
     def load(cls, path: pathlib.Path, values: Mapping[str, str] | None = None) -> LiveIndex:
-        return cls(path, read_kb(path), values)
+        stamp = file_stamp(path)
+        return cls(path, read_kb(path), values, stamp=stamp)
 
     @property
     def kb(self) -> KnowledgeBase:
@@ -58,9 +79,26 @@ class LiveIndex:
     async def reload(self) -> KnowledgeBase:
         """Re-read the KB file; on a bad file the current index stays and KbError says why."""
         async with self._lock:
+            self._stamp = await asyncio.to_thread(file_stamp, self.path)
             kb = await asyncio.to_thread(read_kb, self.path)
             await self._swap(kb)
             return kb
+
+    async def reload_if_changed(self) -> bool:
+        """Reload when the file changed on disk since it was last read (an operator's edit, a deploy).
+
+        A file that fails to load is reported once, and the current index keeps answering until the file
+        changes again; it is not re-read (and re-reported) on every check.
+        """
+        if await asyncio.to_thread(file_stamp, self.path) == self._stamp:
+            return False
+        try:
+            kb = await self.reload()
+        except KbError as exc:
+            log.error("the changed KB file was not loaded; still answering from the previous one: %s", exc)
+            return False
+        log.info("KB file %s changed: reloaded, %d entries", self.path, len(kb.entries))
+        return True
 
     async def change(self, edit: Callable[[KnowledgeBase], KnowledgeBase]) -> KnowledgeBase:
         """Apply an edit to the KB, index it, write the file, then swap: the file and the index never disagree."""
@@ -68,6 +106,7 @@ class LiveIndex:
             kb = edit(self._kb)
             index = await asyncio.to_thread(build_index, kb, self._values)
             await asyncio.to_thread(write_kb, self.path, kb)
+            self._stamp = await asyncio.to_thread(file_stamp, self.path)  # our own write is no change to reload
             self._kb, self._index = kb, index
             self.reloads += 1
             return kb

@@ -158,6 +158,7 @@ class BotMessages(_Model):
 
 class BotConfig(_Model):
     kb: str = "kb/faq.yaml"
+    kb_watch_s: Annotated[float, Field(ge=0)] = 2.0  # how often the KB file is checked for changes; 0: never
     answer_threshold: Annotated[float, Field(ge=0, le=1)] | None = None
     suggest_threshold: Annotated[float, Field(ge=0, le=1)] | None = None
     margin: Annotated[float, Field(ge=0, le=1)] | None = None

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager, suppress
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager, suppress
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -40,6 +40,7 @@ class Gateway:
     connectors: dict[str, Connector]
     tasks: TaskTracker
     webhooks: WebhookDispatcher
+    bot: BotSetup
 
 
 GATEWAY = web.AppKey("gateway", Gateway)
@@ -103,6 +104,7 @@ def create_app(config: Config, bot: BotSetup, *, clock: Clock = utcnow) -> web.A
         connectors=connectors,
         tasks=tasks,
         webhooks=webhooks,
+        bot=bot,
     )
     app[GATEWAY] = gateway
 
@@ -136,35 +138,53 @@ async def _lifespan(app: web.Application) -> AsyncIterator[None]:
         gateway.tasks.spawn(gateway.intake.recover(), name="intake:recover")
         await stack.enter_async_context(gateway.webhooks.running())
         await stack.enter_async_context(sweeping(gateway.store, gateway.config.server.sweep_interval_s))
+        if isinstance(gateway.bot.index, LiveIndex) and gateway.config.bot.kb_watch_s > 0:
+            await stack.enter_async_context(watching_kb(gateway.bot.index, gateway.config.bot.kb_watch_s))
         yield
         await gateway.tasks.drain(gateway.config.server.shutdown_grace_s)
 
 
 @asynccontextmanager
-async def sweeping(store: Store, interval_s: float, batch: int = 1000) -> AsyncIterator[None]:
-    """Sweep expired claims every ``interval_s`` while the gateway runs, a batch at a time."""
+async def periodically(interval_s: float, job: Callable[[], Awaitable[object]], *, name: str) -> AsyncIterator[None]:
+    """Run ``job`` every ``interval_s`` while the gateway runs. A run that fails is logged and the next one
+    still comes: a store hiccup or a bad file must not end the background work for good."""
 
-    async def sweep() -> None:
+    async def run() -> None:
         while True:
             await asyncio.sleep(interval_s)
-            purged = 0
             try:
-                while (n := await store.purge_expired(batch)) > 0:
-                    purged += n
-                    if n < batch:
-                        break
-            except Exception:  # a store hiccup must not end the sweeping for good
-                log.exception("sweeping expired claims failed; trying again in %.0f s", interval_s)
-            if purged:
-                log.info("swept %d expired claims", purged)
+                await job()
+            except Exception:
+                log.exception("%s failed; trying again in %.0f s", name, interval_s)
 
-    task = asyncio.get_running_loop().create_task(sweep(), name="store:sweep")
+    task = asyncio.get_running_loop().create_task(run(), name=name)
     try:
         yield
     finally:
         task.cancel()
         with suppress(asyncio.CancelledError):
             await task
+
+
+def sweeping(store: Store, interval_s: float, batch: int = 1000) -> AbstractAsyncContextManager[None]:
+    """Sweep expired claims every ``interval_s`` while the gateway runs, a batch at a time."""
+
+    async def sweep() -> None:
+        purged = 0
+        while (n := await store.purge_expired(batch)) > 0:
+            purged += n
+            if n < batch:
+                break
+        if purged:
+            log.info("swept %d expired claims", purged)
+
+    return periodically(interval_s, sweep, name="store:sweep")
+
+
+def watching_kb(index: LiveIndex, interval_s: float) -> AbstractAsyncContextManager[None]:
+    """Reload the KB when its file changes on disk, checked every ``interval_s``: an operator edits faq.yaml
+    (or a deploy replaces it) and the bot answers from it without a restart or an API call."""
+    return periodically(interval_s, index.reload_if_changed, name="bot:kb-watch")
 
 
 async def _stop_connectors(app: web.Application) -> None:

@@ -120,6 +120,52 @@ async def test_reload_picks_up_a_hand_edit_and_keeps_the_old_kb_on_error(admin: 
     assert again["text"] == "前台可借雨伞。"
 
 
+async def test_a_hand_edit_is_picked_up_without_a_restart_or_an_api_call(tmp_path: pathlib.Path) -> None:
+    kb = tmp_path / "faq.yaml"
+    shutil.copy(ROOT / "kb" / "faq.yaml", kb)
+    config = await asyncio.to_thread(make_config, tmp_path, bot={"kb": str(kb), "kb_watch_s": 0.05})
+    bot = await asyncio.to_thread(build_bot, config)
+    assert isinstance(bot.index, LiveIndex)
+    live = bot.index
+
+    async def reloads_reach(n: int) -> None:
+        for _ in range(200):
+            if live.reloads >= n:
+                return
+            await asyncio.sleep(0.02)
+        raise AssertionError(f"the watcher reloaded {live.reloads} times, not {n}")
+
+    async with started(config, bot) as gw:
+        chat = await gw.chat()
+        text = await asyncio.to_thread(kb.read_text, encoding="utf-8")
+        extra = "\n  - id: umbrella\n    questions: [可以借雨伞吗]\n    answer: 前台可借雨伞。\n"
+        await asyncio.to_thread(kb.write_text, text + extra, encoding="utf-8")
+        await reloads_reach(1)
+        _, reply = await chat.say("可以借雨伞吗")
+        assert reply["text"] == "前台可借雨伞。"
+
+        # A broken save is not loaded: the bot keeps answering from the last good file, and the broken file is
+        # not re-read on every check.
+        await asyncio.to_thread(kb.write_text, "faqs: [\n", encoding="utf-8")
+        await asyncio.sleep(0.3)
+        _, again = await chat.say("可以借雨伞吗")
+        assert again["text"] == "前台可借雨伞。" and live.reloads == 1
+
+        # An atomic replace (what editors and deploys do) with the fixed file is picked up.
+        fixed = tmp_path / "faq.yaml.new"
+        await asyncio.to_thread(fixed.write_text, text, encoding="utf-8")
+        await asyncio.to_thread(fixed.replace, kb)
+        await reloads_reach(2)
+        _, gone = await chat.say("可以借雨伞吗")
+        assert gone["text"] != "前台可借雨伞。"
+
+        # The admin API's own write is no change to reload.
+        status, _ = await gw.api("POST", "/faqs", json=NEW_ENTRY)
+        assert status == 201 and live.reloads == 3
+        await asyncio.sleep(0.3)
+        assert live.reloads == 3
+
+
 async def test_reload_drops_no_request(tmp_path: pathlib.Path) -> None:
     kb = tmp_path / "faq.yaml"
     shutil.copy(ROOT / "kb" / "faq.yaml", kb)
