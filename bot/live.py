@@ -79,26 +79,31 @@ class LiveIndex:
     async def reload(self) -> KnowledgeBase:
         """Re-read the KB file; on a bad file the current index stays and KbError says why."""
         async with self._lock:
-            self._stamp = await asyncio.to_thread(file_stamp, self.path)
-            kb = await asyncio.to_thread(read_kb, self.path)
-            await self._swap(kb)
-            return kb
+            return await self._reload()
 
     async def reload_if_changed(self) -> bool:
         """Reload when the file changed on disk since it was last read (an operator's edit, a deploy).
 
         A file that fails to load is reported once, and the current index keeps answering until the file
-        changes again; it is not re-read (and re-reported) on every check.
+        changes again; it is not re-read (and re-reported) on every check. The check holds the lock, so an
+        edit through ``change()`` (which writes the file) is never taken for an outside one.
         """
-        if await asyncio.to_thread(file_stamp, self.path) == self._stamp:
-            return False
-        try:
-            kb = await self.reload()
-        except KbError as exc:
-            log.error("the changed KB file was not loaded; still answering from the previous one: %s", exc)
-            return False
+        async with self._lock:
+            if await asyncio.to_thread(file_stamp, self.path) == self._stamp:
+                return False
+            try:
+                kb = await self._reload()
+            except KbError as exc:
+                log.error("the changed KB file was not loaded; still answering from the previous one: %s", exc)
+                return False
         log.info("KB file %s changed: reloaded, %d entries", self.path, len(kb.entries))
         return True
+
+    async def _reload(self) -> KnowledgeBase:
+        self._stamp = await asyncio.to_thread(file_stamp, self.path)
+        kb = await asyncio.to_thread(read_kb, self.path)
+        await self._swap(kb)
+        return kb
 
     async def change(self, edit: Callable[[KnowledgeBase], KnowledgeBase]) -> KnowledgeBase:
         """Apply an edit to the KB, index it, write the file, then swap: the file and the index never disagree."""

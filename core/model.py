@@ -268,6 +268,12 @@ class Message:
     delivery_error: str | None = None
 
 
+def reply_key(message_id: str) -> str:
+    """The external id of the bot's one reply to a message: its unique key stores the reply once, however
+    often the message is handled, and lets a channel find the reply again (a WeChat retry answers with it)."""
+    return f"reply:{message_id}"
+
+
 def outbound_message(
     on: Conversation | Message,
     *,

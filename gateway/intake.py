@@ -32,6 +32,7 @@ from core.model import (
     TicketRequest,
     TicketStatus,
     outbound_message,
+    reply_key,
 )
 from core.store import Store, VersionConflict
 from core.tasks import TaskTracker
@@ -232,7 +233,7 @@ class Intake:
     ) -> Message:
         # One reply per inbound message: the unique key makes a retried handling write nothing new.
         return outbound_message(
-            conversation, author=Author.BOT, text=text, at=now, external_id=f"reply:{message.id}", meta=meta
+            conversation, author=Author.BOT, text=text, at=now, external_id=reply_key(message.id), meta=meta
         )
 
     async def _handoff(

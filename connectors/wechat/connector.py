@@ -30,6 +30,7 @@ from core.model import (
     Conversation,
     Delivery,
     DeliveryStatus,
+    Direction,
     IdentityKind,
     InboundMessage,
     Message,
@@ -38,6 +39,7 @@ from core.model import (
     QuarantinedItem,
     Ticket,
     outbound_message,
+    reply_key,
 )
 
 log = logging.getLogger(__name__)
@@ -45,6 +47,9 @@ log = logging.getLogger(__name__)
 SUCCESS = "success"  # WeChat's "received, no reply": it neither retries nor shows an error
 # How long a send() handed to a passive reply waits to hear whether the response went out.
 WRITE_WAIT_S = 5.0
+# How long the lease that says who delivers a bot reply (a retry's response or the customer-service API) is
+# kept: far longer than WeChat's retries (three, seconds apart) or a restart takes.
+DELIVERED_TTL_S = 2 * 86400
 # Errors that mean the customer cannot be reached this way now; never retried blindly.
 PERMANENT: dict[int, str] = {
     45015: "window_closed",
@@ -81,6 +86,7 @@ class WechatConnector:
         self._sink: InboundSink | None = None
         self._api: WechatApi | None = None
         self._waiters: dict[str, _Waiter] = {}
+        self._answering: set[str] = set()  # pushes whose first delivery is still being answered here
 
     # Connector interface ---------------------------------------------------------------------------
     def routes(self) -> list[web.RouteDef]:
@@ -141,6 +147,11 @@ class WechatConnector:
                 status=DeliveryStatus.FAILED, error=f"not a WeChat openid: {reply.address}", reason="invalid_recipient"
             )
         openid = reply.address.value
+        if reply.in_reply_to is not None and not await self._store.lease(
+            self._delivered_key(reply.message), "api", DELIVERED_TTL_S
+        ):
+            # A retry of the push already carried this reply back in its response.
+            return Delivery(status=DeliveryStatus.SENT, external_id=f"passive:{reply.in_reply_to}")
         verdict = await self._window.take(openid, datetime.now(UTC))
         if verdict in (Verdict.WINDOW_CLOSED, Verdict.QUOTA_EXHAUSTED):
             return Delivery(
@@ -210,7 +221,11 @@ class WechatConnector:
 
         result = await self._intake(sink, push.message)
         if result.duplicate:
-            return web.Response(text=SUCCESS)  # the first delivery answers; a retry only needs "received"
+            text = await self._answer_again(result.message)
+            if text is None:
+                return web.Response(text=SUCCESS)
+            return (await self._write_passive(request, push, text, encrypted))[0]
+        self._answering.add(result.message.id)
         waiter = None
         if result.handled is not None:
             loop = asyncio.get_running_loop()
@@ -229,9 +244,37 @@ class WechatConnector:
                 waiter.written.set_result(written)
             return response
         finally:
+            self._answering.discard(result.message.id)
             self._waiters.pop(result.message.id, None)
             if waiter is not None and not waiter.written.done():
                 waiter.written.set_result(False)
+
+    async def _answer_again(self, message: Message) -> str | None:
+        """What a retried push is answered with: the stored reply to it, if nobody delivered that yet.
+
+        WeChat retries a push only when it got no answer, so a reply stored for it never reached the customer
+        when the process died before writing the response, or when the response was lost on the way. The
+        retry's response carries it now. A lease in the store makes sure only one way delivers it: retries'
+        responses, or the customer-service API (a late reply, or recovery after a restart).
+        """
+        if message.id in self._answering:
+            return None  # the first delivery is still being answered (a concurrent retry): it answers
+        for key in (reply_key(message.id), f"welcome:{message.id}"):
+            reply = await self._store.find_message(
+                channel=Channel.WECHAT, inbox=self.inbox, direction=Direction.OUTBOUND, external_id=key
+            )
+            if reply is not None:
+                # Every retry gets it (each says the answer before did not arrive), until the API sends it.
+                if reply.delivery is not None or not await self._store.lease(
+                    self._delivered_key(reply), "retry", DELIVERED_TTL_S
+                ):
+                    return None
+                log.info("inbox %s: answering the retry of %s with its stored reply", self.inbox, message.id)
+                return render.plain_text(reply)
+        return None
+
+    def _delivered_key(self, reply: Message) -> str:
+        return f"wechat:delivered:{self.inbox}:{reply.id}"
 
     def _open(self, body: bytes, encrypted: bool, msg_signature: str, timestamp: str, nonce: str) -> bytes | str:
         """The push XML: decrypted (with its msg_signature checked) when WeChat encrypted it."""

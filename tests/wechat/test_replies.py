@@ -110,6 +110,9 @@ async def test_slow_bot_answers_success_at_once_then_through_customer_service_ap
         await eventually(lambda: len(fake_wechat.sent) == 1)
         (sent,) = fake_wechat.sent
         assert sent["touser"] == "oSlow" and sent["msgtype"] == "text" and "发票" in sent["text"]["content"]
+        # A later delivery of the same push gets "received" only: the reply already went by the API.
+        again = await WechatClient(gw).push(text_xml("怎么开发票", openid="oSlow", msg_id="11"))
+        assert (again.status, again.text) == (200, "success") and len(fake_wechat.sent) == 1
 
 
 async def test_three_concurrent_deliveries_make_one_message_one_reply_one_ticket(
@@ -139,7 +142,11 @@ async def test_subscribe_sends_the_welcome_and_unsubscribe_marks_the_contact(
         xml = event_xml("subscribe", openid="oSub", key="qrscene_42", created=1700000000)
         first = await client.push(xml)
         assert read_xml(first.text)["Content"] == "欢迎关注汇流！/ Welcome!"
-        assert (await client.push(xml)).text == "success"  # WeChat's retry: no second welcome
+        # WeChat retries only a push it got no answer to: the retry carries the same welcome, nothing new is
+        # stored, and nothing goes through the customer-service API.
+        for _ in range(2):
+            assert read_xml((await client.push(xml)).text)["Content"] == "欢迎关注汇流！/ Welcome!"
+        assert fake_wechat.send_calls == 0
         messages = await transcript(gw, "oa", "oSub")
         assert [(m.kind, m.author) for m in messages] == [("event", "customer"), ("text", "bot")]
         assert messages[0].meta["scene"] == "42"
