@@ -238,7 +238,8 @@ class PhoneConnector:
     async def notify(self, conversation: Conversation) -> None:
         return None
 
-    async def ticket_opened(self, ticket: Ticket, conversation: Conversation) -> None:
+    async def ticket_opened(self, ticket: Ticket, conversation: Conversation) -> OutboundReply | None:
+        """A call has no written channel back to the caller: agents call back."""
         return None
 
     def is_running(self) -> bool:
