@@ -60,8 +60,13 @@ class Connector(Protocol):
         """The conversation's status changed; live channels tell the customer, others ignore it."""
         ...
 
-    async def ticket_opened(self, ticket: Ticket, conversation: Conversation) -> None:
-        """A ticket was opened on this inbox (e.g. email sends an acknowledgement with its number)."""
+    async def ticket_opened(self, ticket: Ticket, conversation: Conversation) -> OutboundReply | None:
+        """A ticket was opened on this inbox: the message the channel wants sent about it (email: an
+        acknowledgement with its number), or None.
+
+        The connector only composes it. The gateway stores it once (by its external id) and sends it
+        like any reply, so a temporary failure is retried rather than lost.
+        """
         ...
 
     def is_running(self) -> bool: ...

@@ -349,6 +349,10 @@ class PhoneInbox(_Model):
     timezone: str = "Asia/Shanghai"  # CDRs carry local times
     # A hangup that arrives before its newCall waits this long for it before the call is logged as is.
     settle_s: Annotated[float, Field(ge=0)] = 30.0
+    # How long a call's CTI state (each event, kept once per call) stays in the store after it arrives:
+    # longer than any real call plus the late or repeated CTI/CDR events of it, so the store does not grow
+    # with every call ever taken. An event arriving after that is treated as the first of its kind.
+    call_state_ttl_s: Annotated[float, Field(gt=0)] = 7 * 86400.0
     max_body_bytes: Annotated[int, Field(gt=0, le=1 << 20)] = 64 * 1024
     # Agent names (the answer event's user) that mean the call went to voicemail.
     voicemail_users: tuple[str, ...] = ("voicemail",)
@@ -364,6 +368,8 @@ class PhoneInbox(_Model):
     def _authenticated(self) -> PhoneInbox:
         if self.cti_enabled and self.token is None and self.hmac_secret is None:
             raise ValueError("the CTI webhook needs token or hmac_secret (or set cti_enabled: false)")
+        if self.call_state_ttl_s <= self.settle_s:  # a hangup waiting for its newCall would lose its state
+            raise ValueError("call_state_ttl_s must be longer than settle_s")
         return self
 
 

@@ -25,7 +25,7 @@ from gateway.api import Api, Handler, error
 from gateway.downstream.webhooks import WebhookDispatcher
 from gateway.faq_admin import FaqAdmin, answer_values
 from gateway.intake import Intake
-from gateway.outbound import Outbound
+from gateway.outbound import RETRY_DELAYS_S, Outbound
 from gateway.tickets import TicketService
 
 log = logging.getLogger(__name__)
@@ -87,12 +87,15 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         return error(500, "internal", "internal error; it has been logged")
 
 
-def create_app(config: Config, bot: BotSetup, *, clock: Clock = utcnow) -> web.Application:
+def create_app(
+    config: Config, bot: BotSetup, *, clock: Clock = utcnow, retry_delays_s: tuple[float, ...] = RETRY_DELAYS_S
+) -> web.Application:
+    """``retry_delays_s``: the backoff between attempts of a retryable delivery (tests shorten it)."""
     app = web.Application(client_max_size=config.server.max_body_bytes, middlewares=[_errors])
     store = open_store(config)
     tasks = TaskTracker()
     connectors = build_connectors(config, ConnectorDeps(store=store, tasks=tasks, data_dir=config.data_path))
-    outbound = Outbound(store, connectors, tasks)
+    outbound = Outbound(store, connectors, tasks, retry_delays_s)
     tickets = TicketService(store, outbound, clock)
     intake = Intake(store, bot, outbound, tasks, clock, tickets)
     webhooks = WebhookDispatcher(store, config.webhooks)

@@ -139,6 +139,13 @@ class Outbound:
             await connector.notify(conversation)
 
     async def ticket_opened(self, ticket: Ticket, conversation: Conversation) -> None:
+        """Send what the inbox's connector wants said about a new ticket, stored once and retried like a reply."""
         connector = self._connectors.get(conversation.inbox)
-        if connector is not None:
-            await connector.ticket_opened(ticket, conversation)
+        if connector is None:
+            return
+        notice = await connector.ticket_opened(ticket, conversation)
+        if notice is None:
+            return
+        stored, created = await self._store.add_message(notice.message, [events.message_created(notice.message)])
+        if created:  # a repeat (a retried handling) finds it stored: it was sent, or is being retried, already
+            await self.send(stored, notice.conversation, in_reply_to=notice.in_reply_to)

@@ -19,6 +19,7 @@ from bot.setup import BotSetup
 from core.clock import Clock, utcnow
 from core.config import Config, parse_config
 from gateway.app import build_bot, create_app
+from gateway.outbound import RETRY_DELAYS_S
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"
@@ -150,9 +151,16 @@ async def gateway(tmp_path: Path, bot_setup: BotSetup) -> AsyncIterator[Gateway]
 class started:
     """Run the real app on a real loopback port."""
 
-    def __init__(self, config: Config, bot: BotSetup, clock: Clock = utcnow) -> None:
+    def __init__(
+        self,
+        config: Config,
+        bot: BotSetup,
+        clock: Clock = utcnow,
+        *,
+        retry_delays_s: tuple[float, ...] = RETRY_DELAYS_S,
+    ) -> None:
         self.config = config
-        self.server = TestServer(create_app(config, bot, clock=clock), host="127.0.0.1")
+        self.server = TestServer(create_app(config, bot, clock=clock, retry_delays_s=retry_delays_s), host="127.0.0.1")
         self.http: aiohttp.ClientSession | None = None
 
     async def __aenter__(self) -> Gateway:

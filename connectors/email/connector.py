@@ -624,35 +624,32 @@ class EmailConnector:
         log.info("inbox %s: sent %s", self.inbox, message_id)
         return Delivery(status=DeliveryStatus.SENT, external_id=f"{message_id}@{self._cfg.domain}")
 
-    async def ticket_opened(self, ticket: Ticket, conversation: Conversation) -> None:
-        """Acknowledge the customer's mail with the ticket number, threaded, at most once per sender per interval."""
+    async def ticket_opened(self, ticket: Ticket, conversation: Conversation) -> OutboundReply | None:
+        """Acknowledge the customer's mail with the ticket number, threaded, at most once per sender per interval.
+
+        Only composed here: the gateway stores it once (external id ``ack:<ticket>``) and sends it with
+        retries, so a greylisting or briefly unreachable SMTP server does not cost the customer their number.
+        """
         if not self._cfg.acknowledge:
-            return
+            return None
         history = await self._store.messages(conversation.id, ticket_id=ticket.id)
         inbound = [m for m in history if m.direction is Direction.INBOUND]
         if not inbound or inbound[-1].meta.get("auto") or not inbound[-1].meta.get("bot", True):
-            return  # never acknowledge a machine: that is how mail loops start
+            return None  # never acknowledge a machine: that is how mail loops start
         address = conversation.address.value
         interval = self._cfg.ack_min_interval_s
         if interval > 0 and not await self._store.claim(f"email:{self.inbox}:ack:{address.lower()}", interval):
-            return
-        now = datetime.now(UTC)
+            return None
         text = self._cfg.ack_template.format(number=ticket.number, subject=ticket.subject)
         ack = outbound_message(
             conversation,
             author=Author.SYSTEM,
             text=text,
-            at=now,
+            at=datetime.now(UTC),
             external_id=f"ack:{ticket.id}",
             ticket_id=ticket.id,
             meta={"kind": "acknowledgement"},
         )
-        stored, created = await self._store.add_message(ack, [events.message_created(ack)])
-        if not created:
-            return
-        delivery = await self.send(
-            OutboundReply(
-                message=stored, address=conversation.address, conversation=conversation, in_reply_to=inbound[-1].id
-            )
+        return OutboundReply(
+            message=ack, address=conversation.address, conversation=conversation, in_reply_to=inbound[-1].id
         )
-        await self._store.record_delivery(stored.id, delivery)

@@ -238,7 +238,8 @@ class PhoneConnector:
     async def notify(self, conversation: Conversation) -> None:
         return None
 
-    async def ticket_opened(self, ticket: Ticket, conversation: Conversation) -> None:
+    async def ticket_opened(self, ticket: Ticket, conversation: Conversation) -> OutboundReply | None:
+        """A call has no written channel back to the caller: agents call back."""
         return None
 
     def is_running(self) -> bool:
@@ -321,7 +322,10 @@ class PhoneConnector:
         key = self._key(event.call_id, event.event)
         if await self._store.get_checkpoint(key) is None:
             seen = {"event": event.to_json(), "at": self._clock().isoformat(), "blocked": blocked}
-            await self._store.set_checkpoint(key, json.dumps(seen, ensure_ascii=False))
+            # Call state expires (call_state_ttl_s): kept for every call, it would otherwise grow for ever.
+            await self._store.set_checkpoint(
+                key, json.dumps(seen, ensure_ascii=False), ttl_s=self._cfg.call_state_ttl_s
+            )
         # A repeat still tries to finish the call: the first delivery may have died before it did.
         await self._settle(event.call_id)
 

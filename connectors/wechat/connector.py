@@ -120,8 +120,9 @@ class WechatConnector:
     async def notify(self, conversation: Conversation) -> None:
         """WeChat users see replies, not status changes."""
 
-    async def ticket_opened(self, ticket: Ticket, conversation: Conversation) -> None:
+    async def ticket_opened(self, ticket: Ticket, conversation: Conversation) -> OutboundReply | None:
         """The bot's handoff reply already told the customer."""
+        return None
 
     async def send(self, reply: OutboundReply) -> Delivery:
         """Hand the reply to its push's POST response while that still waits; else the customer-service API."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Final
 
 from connectors.wechat.parse import Opens
 from core.store import Store
@@ -24,6 +25,12 @@ RULES: dict[Opens, Rule] = {
     Opens.MESSAGE: Rule(span=timedelta(hours=48), quota=5),
     Opens.EVENT: Rule(span=timedelta(minutes=1), quota=3),
 }
+
+
+# A window's opening is kept this much longer than the window itself, then it expires from the store. Until
+# then a send after the window is refused here (WINDOW_CLOSED); after it we know nothing of the user
+# (UNKNOWN) and WeChat decides, refusing with 45015, which fails the delivery the same way.
+KEPT_PAST_SPAN: Final = timedelta(hours=1)
 
 
 class Verdict(enum.StrEnum):
@@ -60,8 +67,13 @@ class ReplyWindow:
         return f"wechat:window:{self._inbox}:{openid}:{opens}"
 
     async def opened(self, openid: str, opens: Opens, at: datetime) -> None:
-        """The user wrote (or clicked, subscribed, scanned): a fresh allowance starts now."""
-        await self._store.set_checkpoint(self._key(openid, opens), at.isoformat())
+        """The user wrote (or clicked, subscribed, scanned): a fresh allowance starts now.
+
+        Kept for the window's span plus a margin (49 h for a message), not for ever: one per user who
+        ever wrote would grow the store without bound.
+        """
+        ttl = RULES[opens].span + KEPT_PAST_SPAN
+        await self._store.set_checkpoint(self._key(openid, opens), at.isoformat(), ttl_s=ttl.total_seconds())
 
     async def take(self, openid: str, now: datetime) -> Verdict:
         """Take one slot of an open allowance for a customer-service message."""

@@ -251,10 +251,11 @@ class Store(Protocol):
         ...
 
     async def purge_expired(self, limit: int = 1000) -> int:
-        """Drop up to ``limit`` claims and leases past their expiry; returns how many went.
+        """Drop up to ``limit`` claims, leases and checkpoints past their expiry; returns how many went.
 
-        Every WeChat push claims its nonce and every reply a quota slot, so without a sweep these
-        would pile up for ever. Redis expires its keys itself and has nothing to do.
+        Every WeChat push claims its nonce and every reply a quota slot, and every call leaves its CTI
+        state behind, so without a sweep these would pile up for ever. Redis expires its keys itself
+        and has nothing to do.
         """
         ...
 
@@ -264,4 +265,11 @@ class Store(Protocol):
 
     async def get_checkpoint(self, key: str) -> str | None: ...
 
-    async def set_checkpoint(self, key: str, value: str) -> None: ...
+    async def set_checkpoint(self, key: str, value: str, *, ttl_s: float | None = None) -> None:
+        """Write ``value`` under ``key``, replacing the earlier value and expiry.
+
+        With ``ttl_s`` it is gone (``get_checkpoint`` gives None) that many seconds from now: per-call and
+        per-user state would otherwise grow the store without bound. Without it the checkpoint is kept
+        until overwritten, as a position (IMAP UIDs, a file offset, a webhook cursor) must be.
+        """
+        ...

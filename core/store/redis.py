@@ -1009,7 +1009,7 @@ class RedisStore:
         await self._run("release", holder, keys=[self.key(f"claim:{key}")])
 
     async def purge_expired(self, limit: int = 1000) -> int:
-        """Claims and leases are keys with a TTL: Redis drops them itself."""
+        """Claims, leases and checkpoints with a TTL are keys with an expiry: Redis drops them itself."""
         return 0
 
     async def get_secret(self, name: str, now: datetime) -> str | None:
@@ -1028,5 +1028,7 @@ class RedisStore:
         value = await self.client.get(self.key(f"checkpoint:{key}"))
         return str(value) if value is not None else None
 
-    async def set_checkpoint(self, key: str, value: str) -> None:
-        await self.client.set(self.key(f"checkpoint:{key}"), value)
+    async def set_checkpoint(self, key: str, value: str, *, ttl_s: float | None = None) -> None:
+        # A plain SET also clears an earlier expiry: without ttl_s the checkpoint is kept.
+        px = max(1, int(ttl_s * 1000)) if ttl_s is not None else None
+        await self.client.set(self.key(f"checkpoint:{key}"), value, px=px)

@@ -132,7 +132,8 @@ CREATE TABLE IF NOT EXISTS secrets (
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS checkpoints (
     key TEXT PRIMARY KEY,
-    value TEXT NOT NULL
+    value TEXT NOT NULL,
+    expires_at REAL  -- unix time; NULL: kept until overwritten
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS dead_letters (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -141,6 +142,20 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     data TEXT NOT NULL
 );
 """
+
+
+def _migrate(db: sqlite3.Connection) -> None:
+    """Bring a database created by an earlier version up to ``_SCHEMA`` (which only creates what is missing).
+
+    Each step checks what is there, so it runs on every open and changes nothing the second time.
+    """
+    columns = {row[1] for row in db.execute("PRAGMA table_info(checkpoints)")}
+    if "expires_at" not in columns:  # checkpoints had no expiry before they could be given a TTL
+        db.execute("ALTER TABLE checkpoints ADD COLUMN expires_at REAL")
+    # Partial: the many checkpoints kept for ever (IMAP UIDs, cursors) stay out of the sweeper's index.
+    db.execute(
+        "CREATE INDEX IF NOT EXISTS checkpoints_by_expiry ON checkpoints (expires_at) WHERE expires_at IS NOT NULL"
+    )
 
 
 def _micros(at: datetime) -> int:
@@ -225,6 +240,7 @@ class SqliteStore:
             db.execute("PRAGMA busy_timeout=10000")
             db.execute("PRAGMA foreign_keys=ON")
             db.executescript(_SCHEMA)
+            _migrate(db)
             return db
 
         await self._worker.start(connect)
@@ -802,11 +818,19 @@ class SqliteStore:
     async def purge_expired(self, limit: int = 1000) -> int:
         def run(db: sqlite3.Connection) -> int:
             # In slices: one sweep must not hold the write lock (and the loop's store jobs) for long.
-            cur = db.execute(
-                "DELETE FROM claims WHERE key IN (SELECT key FROM claims WHERE expires_at <= ? LIMIT ?)",
-                (time.time(), limit),
-            )
-            return cur.rowcount
+            now = time.time()
+            with self._tx(db):
+                purged = db.execute(
+                    "DELETE FROM claims WHERE key IN (SELECT key FROM claims WHERE expires_at <= ? LIMIT ?)",
+                    (now, limit),
+                ).rowcount
+                if purged < limit:
+                    purged += db.execute(
+                        "DELETE FROM checkpoints WHERE key IN"
+                        " (SELECT key FROM checkpoints WHERE expires_at <= ? LIMIT ?)",
+                        (now, limit - purged),
+                    ).rowcount
+            return purged
 
         return await self._run(run)
 
@@ -831,17 +855,22 @@ class SqliteStore:
 
     async def get_checkpoint(self, key: str) -> str | None:
         def run(db: sqlite3.Connection) -> str | None:
-            row = db.execute("SELECT value FROM checkpoints WHERE key = ?", (key,)).fetchone()
+            # An expired row the sweeper has not reached yet is as good as gone.
+            row = db.execute(
+                "SELECT value FROM checkpoints WHERE key = ? AND (expires_at IS NULL OR expires_at > ?)",
+                (key, time.time()),
+            ).fetchone()
             return str(row[0]) if row else None
 
         return await self._run(run)
 
-    async def set_checkpoint(self, key: str, value: str) -> None:
+    async def set_checkpoint(self, key: str, value: str, *, ttl_s: float | None = None) -> None:
         def run(db: sqlite3.Connection) -> None:
+            expires_at = time.time() + ttl_s if ttl_s is not None else None
             db.execute(
-                "INSERT INTO checkpoints (key, value) VALUES (?, ?)"
-                " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                (key, value),
+                "INSERT INTO checkpoints (key, value, expires_at) VALUES (?, ?, ?)"
+                " ON CONFLICT (key) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at",
+                (key, value, expires_at),
             )
 
         await self._run(run)

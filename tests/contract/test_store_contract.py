@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import sqlite3
 import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
@@ -304,6 +305,83 @@ async def test_secrets_expire_and_checkpoints_persist(store: Store) -> None:
     await store.set_checkpoint("imap:inbox", "42")
     await store.set_checkpoint("imap:inbox", "43")
     assert await store.get_checkpoint("imap:inbox") == "43"
+
+
+async def test_checkpoint_with_a_ttl_is_gone_once_it_expires(store: Store) -> None:
+    await store.set_checkpoint("phone:call:c1:newCall", "state", ttl_s=0.05)
+    assert await store.get_checkpoint("phone:call:c1:newCall") == "state"
+    await asyncio.sleep(0.1)
+    assert await store.get_checkpoint("phone:call:c1:newCall") is None
+    assert await store.purge_expired() in (0, 1)  # Redis expired it on its own
+    assert await store.get_checkpoint("phone:call:c1:newCall") is None
+    await store.set_checkpoint("phone:call:c1:newCall", "again", ttl_s=60)  # a new write starts afresh
+    assert await store.get_checkpoint("phone:call:c1:newCall") == "again"
+
+
+async def test_checkpoint_without_a_ttl_is_kept_and_survives_the_sweep(store: Store) -> None:
+    await store.set_checkpoint("imap:inbox", "42")
+    await store.set_checkpoint("window:u1", "soon", ttl_s=0.05)
+    await store.set_checkpoint("window:u1", "kept")  # overwritten without a TTL: the expiry goes too
+    await asyncio.sleep(0.1)
+    assert await store.purge_expired() == 0
+    assert await store.get_checkpoint("imap:inbox") == "42"
+    assert await store.get_checkpoint("window:u1") == "kept"
+
+
+async def test_sqlite_sweep_deletes_expired_checkpoints_with_the_claims(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "s.sqlite3")
+    await store.open()
+    try:
+        for n in range(6):
+            await store.set_checkpoint(f"call:{n}", "x", ttl_s=0.01)
+            assert await store.claim(f"nonce:{n}", 0.01)
+        await store.set_checkpoint("call:live", "x", ttl_s=60)
+        await store.set_checkpoint("imap:inbox", "42")
+        await asyncio.sleep(0.05)
+        assert await store.purge_expired(limit=4) == 4  # claims first, in the same batch budget
+        assert await store.purge_expired(limit=4) == 4  # the last two claims, then two checkpoints
+        assert await store.purge_expired(limit=4) == 4
+        assert await store.purge_expired(limit=4) == 0
+    finally:
+        await store.close()
+    left = await asyncio.to_thread(_rows, tmp_path / "s.sqlite3", "SELECT key FROM checkpoints ORDER BY key")
+    assert left == [("call:live",), ("imap:inbox",)]
+
+
+def _rows(path: Path, sql: str) -> list[tuple[object, ...]]:
+    db = sqlite3.connect(path)
+    try:
+        return db.execute(sql).fetchall()
+    finally:
+        db.close()
+
+
+async def test_sqlite_database_from_before_checkpoint_ttls_still_opens(tmp_path: Path) -> None:
+    path = tmp_path / "old.sqlite3"
+
+    def old_database() -> None:  # the checkpoints table as earlier versions created it
+        db = sqlite3.connect(path)
+        db.executescript(
+            "CREATE TABLE checkpoints (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;"
+            "INSERT INTO checkpoints VALUES ('email:support:folder:INBOX', '{\"uidvalidity\": 1, \"last_uid\": 7}');"
+        )
+        db.commit()
+        db.close()
+
+    await asyncio.to_thread(old_database)
+    for _ in range(2):  # the migration runs on every open and is a no-op the second time
+        store = SqliteStore(path)
+        await store.open()
+        try:
+            assert await store.get_checkpoint("email:support:folder:INBOX") == '{"uidvalidity": 1, "last_uid": 7}'
+            await store.set_checkpoint("phone:call:c9:hangup", "x", ttl_s=0.01)
+            await asyncio.sleep(0.05)
+            assert await store.get_checkpoint("phone:call:c9:hangup") is None
+            assert await store.purge_expired() == 1
+        finally:
+            await store.close()
+    columns = await asyncio.to_thread(_rows, path, "SELECT name FROM pragma_table_info('checkpoints')")
+    assert ("expires_at",) in columns
 
 
 async def test_unhandled_inbound_messages_can_be_found_after_a_crash(store: Store) -> None:

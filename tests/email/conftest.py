@@ -248,17 +248,26 @@ def dovecot_tls(pki: Pki) -> Iterator[Dovecot]:
 
 @dataclass
 class SmtpSink:
-    """What our gateway sent, as parsed mails; a ``reject`` code makes the sink refuse RCPT like a real server."""
+    """What our gateway sent, as parsed mails; a ``reject`` code makes the sink refuse RCPT like a real server.
+
+    ``greylist`` refuses that many RCPTs with a temporary 451 before accepting, as a greylisting server does.
+    """
 
     port: int
     received: list[EmailMessage] = field(default_factory=list)
     reject: tuple[int, str] | None = None
+    greylist: int = 0
+    refused: int = 0  # RCPTs answered 451 because of ``greylist``
     lock: threading.Lock = field(default_factory=threading.Lock)
     tls: list[bool] = field(default_factory=list)  # per received mail: did it come over TLS
 
     async def handle_RCPT(self, server: SMTP, session: Session, envelope: Envelope, address: str, options: Any) -> str:
         if self.reject is not None:
             return f"{self.reject[0]} {self.reject[1]}"
+        with self.lock:
+            if self.refused < self.greylist:
+                self.refused += 1
+                return "451 4.7.1 Greylisted, please try again later"
         envelope.rcpt_tos.append(address)
         return "250 OK"
 
@@ -288,6 +297,31 @@ def smtp_sink() -> Iterator[SmtpSink]:
         yield sink
     finally:
         controller.stop()
+
+
+@dataclass
+class LateSmtp:
+    """An SMTP sink whose server is not up yet: connections to ``sink.port`` are refused until ``start()``."""
+
+    sink: SmtpSink
+    controller: Controller
+    up: bool = False
+
+    async def start(self) -> None:
+        await asyncio.to_thread(self.controller.start)
+        self.up = True
+
+
+@pytest.fixture
+def smtp_late() -> Iterator[LateSmtp]:
+    port = _free_port()
+    sink = SmtpSink(port=port)
+    late = LateSmtp(sink=sink, controller=Controller(sink, hostname="127.0.0.1", port=port))
+    try:
+        yield late
+    finally:
+        if late.up:
+            late.controller.stop()
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from core.model import DeliveryStatus, Direction, Message
+from core.model import DeliveryStatus, Direction, EventType, Message
 from gateway.app import GATEWAY
 from gateway.intake import BotSetup
 from tests.conftest import started
@@ -157,23 +157,26 @@ async def test_smtp_starttls_is_required_and_verified(
     user = dovecot.user()
     await asyncio.to_thread(dovecot.append, user, mail(message_id="<smtp-tls@example.org>"))
     config = email_config(tmp_path, dovecot, sink, user, smtp_options={"tls": "starttls"})
-    async with started(config, bot_setup) as gw:
+    async with started(config, bot_setup, retry_delays_s=(0.1, 0.1)) as gw:
         await _count_inbound(gw, 1, timeout_s=10)
         store = gw.server.app[GATEWAY].store
         outbound: list[Message] = []
 
-        async def delivery_recorded() -> bool:
+        async def delivery_given_up() -> bool:
             outbound[:] = [
                 m
                 for conv_id in await _conversation_ids(gw)
                 for m in await store.messages(conv_id)
-                if m.direction is Direction.OUTBOUND and m.delivery is not None
+                if m.direction is Direction.OUTBOUND and m.delivery is DeliveryStatus.FAILED
             ]
             return bool(outbound)
 
-        await _until(delivery_recorded, 15)
+        # Retried like any temporary failure (the server may be fixed), never in the clear; then given up.
+        await _until(delivery_given_up, 15)
         [ack] = outbound
-        assert ack.delivery is DeliveryStatus.RETRYABLE
+        assert ack.delivery_error == "retries_exhausted"
         expected = "STARTTLS extension not supported" if server == "no-starttls" else "certificate verify failed"
-        assert expected in (ack.delivery_error or "")
+        [failed] = [e for e in await store.events_after(0, limit=1000) if e.type == EventType.MESSAGE_DELIVERY_FAILED]
+        assert failed.data["message_id"] == ack.id
+        assert expected in failed.data["error"]
         assert sink.received == []

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from core.config import ConfigError, PhoneInbox
 from core.model import Author, Channel, Direction, HandoffReason, Identity, IdentityKind, Priority
 from gateway.intake import BotSetup
 from tests.conftest import Gateway, make_config, started
@@ -237,3 +238,37 @@ async def test_call_from_a_number_on_a_wechat_contact_lands_on_that_contact(gw: 
     assert contact is not None and contact.name == "李雷" and not contact.flags
     status, detail = await gw.api("GET", f"/tickets/{conversation.ticket_id}")
     assert status == 200 and detail["contact"]["id"] == wechat.contact_id
+
+
+async def test_call_state_expires_after_call_state_ttl_s_and_a_late_repeat_logs_nothing_new(
+    tmp_path: Path, bot_setup: BotSetup
+) -> None:
+    # Each event's state is kept call_state_ttl_s (7 days by default), then expires and is swept:
+    # a busy call centre no longer grows the store with every call ever taken.
+    inbox = phone_inbox("tel", settle_s=0.1, call_state_ttl_s=0.5)
+    async with started(make_config(tmp_path, inboxes=[inbox]), bot_setup) as gw:
+        store = store_of(gw)
+        assert await cti(gw, "tel", new_call("x1")) == (200, {})
+        assert await cti(gw, "tel", hangup("x1", "noAnswer")) == (200, {})
+        await settled(gw)
+        first = await call_message(gw, "tel", "x1")
+        assert first is not None
+        assert await store.get_checkpoint("phone:tel:call:x1:newCall") is not None
+        await asyncio.sleep(0.6)
+        assert await store.get_checkpoint("phone:tel:call:x1:newCall") is None
+        assert await store.get_checkpoint("phone:tel:call:x1:hangup") is None
+        assert await store.purge_expired() == 2  # both rows really go
+        # The PBX repeats the hangup a week later: state is gone, but the call is not logged twice.
+        assert await cti(gw, "tel", hangup("x1", "noAnswer")) == (200, {})
+        await asyncio.sleep(0.3)  # past settle_s: the lone hangup has been logged (as a repeat)
+        await settled(gw)
+        again = await call_message(gw, "tel", "x1")
+        assert again is not None and again.id == first.id
+        assert len(await tickets_of(gw, first)) == 1
+
+
+def test_call_state_ttl_defaults_to_a_week_and_must_outlast_settle_s(tmp_path: Path) -> None:
+    [inbox] = make_config(tmp_path, inboxes=[phone_inbox("tel")]).inboxes
+    assert isinstance(inbox, PhoneInbox) and inbox.call_state_ttl_s == 7 * 86400
+    with pytest.raises(ConfigError, match="call_state_ttl_s must be longer than settle_s"):
+        make_config(tmp_path, inboxes=[phone_inbox("tel", settle_s=60, call_state_ttl_s=30)])
