@@ -60,6 +60,11 @@ PERMANENT: dict[int, str] = {
 }
 
 
+def welcome_key(event_id: str) -> str:
+    """The external id of the welcome answering a subscribe: stored once, and found again by a retry."""
+    return f"welcome:{event_id}"
+
+
 def unsubscribed_flag(inbox: str) -> str:
     """Per inbox: with a unionid one contact may follow two Official Accounts and leave only one."""
     return f"unsubscribed:wechat:{inbox}"
@@ -260,16 +265,14 @@ class WechatConnector:
         """
         if message.id in self._answering:
             return None  # the first delivery is still being answered (a concurrent retry): it answers
-        for key in (reply_key(message.id), f"welcome:{message.id}"):
+        for key in (reply_key(message.id), welcome_key(message.id)):
             reply = await self._store.find_message(
                 channel=Channel.WECHAT, inbox=self.inbox, direction=Direction.OUTBOUND, external_id=key
             )
             if reply is not None:
                 # Every retry gets it (each says the answer before did not arrive), until the API sends it.
-                if reply.delivery is not None or not await self._store.lease(
-                    self._delivered_key(reply), "retry", DELIVERED_TTL_S
-                ):
-                    return None
+                if not await self._store.lease(self._delivered_key(reply), "retry", DELIVERED_TTL_S):
+                    return None  # the customer-service API has it (sent, or failed with a reason)
                 log.info("inbox %s: answering the retry of %s with its stored reply", self.inbox, message.id)
                 return render.plain_text(reply)
         return None
@@ -338,7 +341,7 @@ class WechatConnector:
             author=Author.BOT,
             text=self._cfg.welcome,
             at=now,
-            external_id=f"welcome:{event.id}",
+            external_id=welcome_key(event.id),
             meta={"outcome": "welcome"},
         )
         await self._store.add_message(welcome, [events.message_created(welcome)])
