@@ -38,6 +38,9 @@ class ServerConfig(_Model):
     shutdown_grace_s: Annotated[float, Field(ge=0)] = 10.0
     # How often expired claims (WeChat nonces, reply-quota slots, leases) are swept from the store.
     sweep_interval_s: Annotated[float, Field(gt=0)] = 300.0
+    # A reply whose delivery is still unknown this long after its send began (the process died mid-send) is
+    # sent again from the outbox, by this instance after a restart or by any other; checked 4 times as often.
+    resend_after_s: Annotated[float, Field(ge=1)] = 120.0
 
 
 class SqliteStoreConfig(_Model):

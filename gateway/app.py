@@ -41,6 +41,7 @@ class Gateway:
     tasks: TaskTracker
     webhooks: WebhookDispatcher
     bot: BotSetup
+    outbound: Outbound
 
 
 GATEWAY = web.AppKey("gateway", Gateway)
@@ -95,7 +96,7 @@ def create_app(
     store = open_store(config)
     tasks = TaskTracker()
     connectors = build_connectors(config, ConnectorDeps(store=store, tasks=tasks, data_dir=config.data_path))
-    outbound = Outbound(store, connectors, tasks, retry_delays_s)
+    outbound = Outbound(store, connectors, tasks, retry_delays_s, config.server.resend_after_s)
     tickets = TicketService(store, outbound, clock)
     intake = Intake(store, bot, outbound, tasks, clock, tickets)
     webhooks = WebhookDispatcher(store, config.webhooks)
@@ -108,6 +109,7 @@ def create_app(
         tasks=tasks,
         webhooks=webhooks,
         bot=bot,
+        outbound=outbound,
     )
     app[GATEWAY] = gateway
 
@@ -139,6 +141,9 @@ async def _lifespan(app: web.Application) -> AsyncIterator[None]:
         for connector in gateway.connectors.values():
             await stack.enter_async_context(connector.running(gateway.intake.receive))
         gateway.tasks.spawn(gateway.intake.recover(), name="intake:recover")
+        gateway.tasks.spawn(gateway.outbound.resend_unsent(), name="outbound:resend")
+        every = gateway.config.server.resend_after_s / 4
+        await stack.enter_async_context(periodically(every, gateway.outbound.resend_unsent, name="outbound:resend"))
         await stack.enter_async_context(gateway.webhooks.running())
         await stack.enter_async_context(sweeping(gateway.store, gateway.config.server.sweep_interval_s))
         if isinstance(gateway.bot.index, LiveIndex) and gateway.config.bot.kb_watch_s > 0:

@@ -11,7 +11,6 @@ from datetime import UTC, datetime
 from connectors.base import Connector
 from core import events
 from core.model import (
-    Author,
     Conversation,
     Delivery,
     DeliveryStatus,
@@ -22,11 +21,15 @@ from core.model import (
     Ticket,
 )
 from core.store import Store
+from core.store.base import Outgoing
 from core.tasks import TaskTracker
 
 log = logging.getLogger(__name__)
 
 RETRY_DELAYS_S = (1.0, 4.0, 15.0, 60.0)
+# How long a send may take before another sender (this process after a restart, or another instance) may
+# take the message from the outbox and send it: longer than one attempt with its timeouts.
+RESEND_AFTER_S = 120.0
 
 
 def delivery_failed(message: Message, delivery: Delivery, at: datetime) -> DownstreamEvent:
@@ -53,11 +56,13 @@ class Outbound:
         connectors: Mapping[str, Connector],
         tasks: TaskTracker,
         retry_delays_s: tuple[float, ...] = RETRY_DELAYS_S,
+        resend_after_s: float = RESEND_AFTER_S,
     ) -> None:
         self._store = store
         self._connectors = connectors
         self._tasks = tasks
         self._retry_delays_s = retry_delays_s
+        self._resend_after_s = resend_after_s
 
     async def deliver_bot_reply(
         self,
@@ -73,17 +78,39 @@ class Outbound:
         With ``mark_handled`` the answered message is marked handled in the same write, and ``saving``
         (the conversation as the bot's decision left it) is saved in it too, version-checked.
         """
-        stored, created = await self._store.add_message(
-            reply, [events.message_created(reply)], answers=in_reply_to if mark_handled else None, saving=saving
+        stored, _ = await self.store_and_send(
+            reply, conversation, in_reply_to=in_reply_to, answers=in_reply_to if mark_handled else None, saving=saving
         )
-        if created:
-            await self.send(stored, conversation, in_reply_to=in_reply_to)
         return stored
 
-    async def send(self, message: Message, conversation: Conversation, *, in_reply_to: str | None = None) -> Delivery:
-        """Send through the inbox's connector and record the outcome.
+    async def store_and_send(
+        self,
+        message: Message,
+        conversation: Conversation,
+        *,
+        in_reply_to: str | None = None,
+        answers: str | None = None,
+        saving: Conversation | None = None,
+    ) -> tuple[Message, Delivery | None]:
+        """Store an outbound message once, in the outbox, and send it; (the stored message, its delivery).
 
-        Agent messages always get their delivery state recorded; the many bot replies only when they fail.
+        A repeat (its external id already stored) sends nothing and gets None: the first one was sent, or
+        is being sent, or waits in the outbox for ``resend_unsent`` because its sender died.
+        """
+        stored, created = await self._store.add_message(
+            message,
+            [events.message_created(message)],
+            answers=answers,
+            saving=saving,
+            outgoing=Outgoing(in_reply_to=in_reply_to, hold_s=self._resend_after_s),
+        )
+        if not created:
+            return stored, None
+        return stored, await self.send(stored, conversation, in_reply_to=in_reply_to)
+
+    async def send(self, message: Message, conversation: Conversation, *, in_reply_to: str | None = None) -> Delivery:
+        """Send through the inbox's connector and record the outcome (which takes it out of the outbox).
+
         A retryable failure is retried in the background with backoff; a permanent one raises
         ``message.delivery_failed`` so the helpdesk can choose another channel.
         """
@@ -95,6 +122,20 @@ class Outbound:
             self._tasks.spawn(self._retry(reply), name=f"outbound-retry:{message.id}")
         await self._record(message, delivery)
         return delivery
+
+    async def resend_unsent(self) -> int:
+        """Send what waits in the outbox with nobody sending it: its sender died between storing and a final
+        delivery (killed mid-send, or during the retries). Runs at start-up and then every little while."""
+        taken = await self._store.take_outgoing(self._resend_after_s)
+        for message, in_reply_to in taken:
+            conversation = await self._store.get_conversation(message.conversation_id)
+            if conversation is None:
+                gone = Delivery(status=DeliveryStatus.FAILED, error="no conversation", reason="no_conversation")
+                await self._record(message, gone)
+                continue
+            log.warning("sending %s again: its sender stopped before the delivery was known", message.id)
+            await self.send(message, conversation, in_reply_to=in_reply_to)
+        return len(taken)
 
     async def _attempt(self, reply: OutboundReply) -> Delivery:
         connector = self._connectors.get(reply.conversation.inbox)
@@ -115,7 +156,9 @@ class Outbound:
     async def _retry(self, reply: OutboundReply) -> None:
         delivery = Delivery(status=DeliveryStatus.RETRYABLE)
         for delay in self._retry_delays_s:
-            await asyncio.sleep(delay * random.uniform(0.8, 1.2))
+            wait = delay * random.uniform(0.8, 1.2)
+            await self._store.hold_outgoing(reply.message.id, wait + self._resend_after_s)
+            await asyncio.sleep(wait)
             delivery = await self._attempt(reply)
             if delivery.status is not DeliveryStatus.RETRYABLE:
                 break
@@ -127,9 +170,8 @@ class Outbound:
 
     async def _record(self, message: Message, delivery: Delivery) -> None:
         failed = delivery.status is DeliveryStatus.FAILED
-        if failed or delivery.status is DeliveryStatus.RETRYABLE or message.author is not Author.BOT:
-            log_events = [delivery_failed(message, delivery, datetime.now(UTC))] if failed else []
-            await self._store.record_delivery(message.id, delivery, log_events)
+        log_events = [delivery_failed(message, delivery, datetime.now(UTC))] if failed else []
+        await self._store.record_delivery(message.id, delivery, log_events)
         if failed:
             log.warning("message %s not delivered: %s (%s)", message.id, delivery.reason, delivery.error)
 
@@ -144,8 +186,5 @@ class Outbound:
         if connector is None:
             return
         notice = await connector.ticket_opened(ticket, conversation)
-        if notice is None:
-            return
-        stored, created = await self._store.add_message(notice.message, [events.message_created(notice.message)])
-        if created:  # a repeat (a retried handling) finds it stored: it was sent, or is being retried, already
-            await self.send(stored, notice.conversation, in_reply_to=notice.in_reply_to)
+        if notice is not None:  # a repeat (a retried handling) finds it stored, and sends nothing
+            await self.store_and_send(notice.message, notice.conversation, in_reply_to=notice.in_reply_to)

@@ -119,12 +119,11 @@ class TicketService:
             ticket_id=ticket.id,
             meta={"agent": agent} if agent else None,
         )
-        stored, created = await self._store.add_message(message, [events.message_created(message)])
-        if not created:
+        stored, delivery = await self._outbound.store_and_send(message, conversation)
+        if delivery is None:
             if stored.text != message.text:
                 raise IdempotencyMismatch("this Idempotency-Key was already used for a different reply on this ticket")
             return ReplyResult(message=stored, created=False, delivery=None)
-        delivery = await self._outbound.send(stored, conversation)
         stored = dataclasses.replace(stored, delivery=delivery.status, delivery_error=delivery.reason or delivery.error)
         if ticket.status is not TicketStatus.OPEN and ticket.status is not TicketStatus.PENDING:
             await self.change(ticket.id, TicketChange(status=TicketStatus.OPEN, assignee=agent))

@@ -110,8 +110,7 @@ class VoicemailAnswers:
                 "voicemail": {"message_id": message.id, "ticket_id": ticket_id},
             },
         )
-        stored, created = await self._store.add_message(reply, [events.message_created(reply)])
-        delivery = await self._outbound.send(stored, target) if created else None
+        stored, delivery = await self._outbound.store_and_send(reply, target)
         failed = delivery is not None and delivery.status is DeliveryStatus.FAILED
         status = f"{delivery.status}" if delivery is not None else "sent before"
         note_text = (

@@ -67,6 +67,18 @@ class DeadLetter:
     failed_at: datetime
 
 
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """An outbound message that is to be sent: it waits in the outbox until its delivery is final (sent,
+    queued or failed), so a send the process died in is sent again by ``take_outgoing`` instead of lost.
+
+    ``hold_s``: nobody takes it from the outbox for that long (the sender is still at it).
+    """
+
+    in_reply_to: str | None
+    hold_s: float
+
+
 TicketEvents = Callable[[Ticket, Conversation], Sequence[DownstreamEvent]]
 
 
@@ -138,6 +150,7 @@ class Store(Protocol):
         *,
         answers: str | None = None,
         saving: Conversation | None = None,
+        outgoing: Outgoing | None = None,
     ) -> tuple[Message, bool]:
         """Store a message once per (channel, inbox, direction, external_id).
 
@@ -146,6 +159,7 @@ class Store(Protocol):
         replies to: it is marked handled in the same transaction. ``saving`` is a conversation to
         save with it, version-checked as in ``save_conversation`` (VersionConflict, and nothing
         written, if it changed): a bot reply and the conversation it updates are one write.
+        ``outgoing`` puts a new message in the outbox in the same write.
         """
         ...
 
@@ -160,7 +174,19 @@ class Store(Protocol):
     async def record_delivery(
         self, message_id: str, delivery: Delivery, events: Sequence[DownstreamEvent] = ()
     ) -> None:
-        """What the channel said when an outbound message was sent, with its events, in one write."""
+        """What the channel said when an outbound message was sent, with its events, in one write.
+
+        A final delivery (anything but retryable) takes the message out of the outbox.
+        """
+        ...
+
+    async def hold_outgoing(self, message_id: str, hold_s: float) -> None:
+        """Keep an outbox message from ``take_outgoing`` for ``hold_s`` more seconds (a retry is scheduled)."""
+        ...
+
+    async def take_outgoing(self, hold_s: float, limit: int = 100) -> list[tuple[Message, str | None]]:
+        """Outbox messages nobody holds (their sender died), each with what it answers; the caller now holds
+        them for ``hold_s``, so two instances never both take one."""
         ...
 
     async def messages(

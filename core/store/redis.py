@@ -8,6 +8,7 @@ import contextlib
 import dataclasses
 import json
 import logging
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from datetime import datetime
@@ -40,6 +41,7 @@ from core.model import (
 from core.store.base import (
     DeadLetter,
     NotFound,
+    Outgoing,
     StoredFrame,
     StoreError,
     TicketEvents,
@@ -86,7 +88,8 @@ end
 """
 
 # ARGV: 4 id, 5 conversation, 6 unique key or '', 7 inbound 1/0, 8 episode, 9 ticket id, 10 data, 11 answers,
-# 12 conversation to save or '', 13 its expected version, 14 its new version, 15 its data, 16.. events
+# 12 conversation to save or '', 13 its expected version, 14 its new version, 15 its data, 16 outbox due or '',
+# 17 what it answers (for the outbox), 18.. events
 _ADD_MESSAGE = (
     _PRELUDE
     + """
@@ -117,7 +120,11 @@ end
 if saving ~= '' then
   redis.call('HSET', P .. 'conv:' .. saving, 'version', ARGV[14], 'data', ARGV[15])
 end
-append_events(16)
+if ARGV[16] ~= '' then
+  redis.call('ZADD', P .. 'outbox', ARGV[16], id)
+  redis.call('HSET', P .. 'outbox-for', id, ARGV[17])
+end
+append_events(18)
 return {1}
 """
 )
@@ -240,10 +247,32 @@ _RECORD_DELIVERY = (
 if redis.call('EXISTS', P .. 'msg:' .. ARGV[4]) == 1 then
   redis.call('HSET', P .. 'msg:' .. ARGV[4], 'delivery', ARGV[5], 'delivery_error', ARGV[6])
 end
+if ARGV[5] ~= 'retryable' then
+  redis.call('ZREM', P .. 'outbox', ARGV[4])
+  redis.call('HDEL', P .. 'outbox-for', ARGV[4])
+end
 append_events(7)
 return 1
 """
 )
+
+# ARGV: 1 key tag, 2 message id, 3 new due (only if it is still in the outbox)
+_HOLD_OUTGOING = """
+redis.call('ZADD', ARGV[1] .. 'outbox', 'XX', ARGV[3], ARGV[2])
+return 1
+"""
+
+# ARGV: 1 key tag, 2 now, 3 new due, 4 limit; returns id, in_reply_to pairs
+_TAKE_OUTGOING = """
+local ids = redis.call('ZRANGEBYSCORE', ARGV[1] .. 'outbox', '-inf', ARGV[2], 'LIMIT', 0, tonumber(ARGV[4]))
+local out = {}
+for _, id in ipairs(ids) do
+  redis.call('ZADD', ARGV[1] .. 'outbox', ARGV[3], id)
+  out[#out + 1] = id
+  out[#out + 1] = redis.call('HGET', ARGV[1] .. 'outbox-for', id) or ''
+end
+return out
+"""
 
 _APPEND_EVENTS = _PRELUDE + "\nappend_events(4)\nreturn 1\n"
 
@@ -512,6 +541,8 @@ class RedisStore:
             "record_delivery": _RECORD_DELIVERY,
             "append_events": _APPEND_EVENTS,
             "mark_handled": _MARK_HANDLED,
+            "hold_outgoing": _HOLD_OUTGOING,
+            "take_outgoing": _TAKE_OUTGOING,
             "find_message": _FIND_MESSAGE,
             "quarantine": _QUARANTINE,
             "mark_replayed": _MARK_REPLAYED,
@@ -731,6 +762,7 @@ class RedisStore:
         *,
         answers: str | None = None,
         saving: Conversation | None = None,
+        outgoing: Outgoing | None = None,
     ) -> tuple[Message, bool]:
         saved = dataclasses.replace(saving, version=saving.version + 1) if saving is not None else None
         unique = (
@@ -752,6 +784,8 @@ class RedisStore:
             str(saving.version) if saving is not None else "",
             str(saved.version) if saved is not None else "",
             dumps(saved) if saved is not None else "",
+            repr(time.time() + outgoing.hold_s) if outgoing is not None else "",
+            (outgoing.in_reply_to or "") if outgoing is not None else "",
             events=events,
         )
         if result[0] == 2:
@@ -783,6 +817,15 @@ class RedisStore:
             delivery.reason or delivery.error or "",
             events=events,
         )
+
+    async def hold_outgoing(self, message_id: str, hold_s: float) -> None:
+        await self._run("hold_outgoing", self.tag, message_id, repr(time.time() + hold_s))
+
+    async def take_outgoing(self, hold_s: float, limit: int = 100) -> list[tuple[Message, str | None]]:
+        now = time.time()
+        flat = await self._run("take_outgoing", self.tag, repr(now), repr(now + hold_s), str(limit))
+        pairs = dict(zip(flat[::2], flat[1::2], strict=True))
+        return [(m, pairs[m.id] or None) for m, _ in await self._messages(list(pairs))]
 
     async def _messages(self, ids: Sequence[str]) -> list[tuple[Message, str]]:
         async with self.client.pipeline(transaction=False) as pipe:

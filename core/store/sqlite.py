@@ -33,6 +33,7 @@ from core.model import (
 from core.store.base import (
     DeadLetter,
     NotFound,
+    Outgoing,
     StoredFrame,
     StoreError,
     TicketEvents,
@@ -135,6 +136,12 @@ CREATE TABLE IF NOT EXISTS checkpoints (
     value TEXT NOT NULL,
     expires_at REAL  -- unix time; NULL: kept until overwritten
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS outbox (
+    message_id TEXT PRIMARY KEY,
+    in_reply_to TEXT,
+    due REAL NOT NULL  -- unix time from which another sender may take it
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS outbox_by_due ON outbox (due);
 CREATE TABLE IF NOT EXISTS dead_letters (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     id TEXT NOT NULL UNIQUE,
@@ -444,6 +451,7 @@ class SqliteStore:
         *,
         answers: str | None = None,
         saving: Conversation | None = None,
+        outgoing: Outgoing | None = None,
     ) -> tuple[Message, bool]:
         def run(db: sqlite3.Connection) -> tuple[Message, bool]:
             with self._tx(db):
@@ -469,6 +477,11 @@ class SqliteStore:
                 if cur.rowcount == 1:
                     if saving is not None:  # a conflict raises, and the transaction takes the message back
                         self._save_conversation(db, saving)
+                    if outgoing is not None:
+                        db.execute(
+                            "INSERT INTO outbox (message_id, in_reply_to, due) VALUES (?, ?, ?)",
+                            (message.id, outgoing.in_reply_to, time.time() + outgoing.hold_s),
+                        )
                     self._append_events(db, events)
                     return message, True
             row = db.execute(
@@ -509,9 +522,31 @@ class SqliteStore:
                     "UPDATE messages SET delivery = ?, delivery_error = ? WHERE id = ?",
                     (delivery.status, delivery.reason or delivery.error, message_id),
                 )
+                if delivery.status is not DeliveryStatus.RETRYABLE:
+                    db.execute("DELETE FROM outbox WHERE message_id = ?", (message_id,))
                 self._append_events(db, events)
 
         await self._run(run)
+
+    async def hold_outgoing(self, message_id: str, hold_s: float) -> None:
+        def run(db: sqlite3.Connection) -> None:
+            db.execute("UPDATE outbox SET due = ? WHERE message_id = ?", (time.time() + hold_s, message_id))
+
+        await self._run(run)
+
+    async def take_outgoing(self, hold_s: float, limit: int = 100) -> list[tuple[Message, str | None]]:
+        def run(db: sqlite3.Connection) -> list[tuple[Message, str | None]]:
+            now = time.time()
+            with self._tx(db):
+                rows = db.execute(
+                    "SELECT m.data, m.ticket_id, m.delivery, m.delivery_error, o.in_reply_to, o.message_id"
+                    " FROM outbox o JOIN messages m ON m.id = o.message_id WHERE o.due <= ? ORDER BY o.due LIMIT ?",
+                    (now, limit),
+                ).fetchall()
+                db.executemany("UPDATE outbox SET due = ? WHERE message_id = ?", [(now + hold_s, r[5]) for r in rows])
+            return [(self._load_message(*row[:4]), row[4]) for row in rows]
+
+        return await self._run(run)
 
     async def messages(
         self, conversation_id: str, *, ticket_id: str | None = None, episode: int | None = None

@@ -254,6 +254,8 @@ class FakeGateway:
         if "?" in text or "？" in text:
             reply["suggestions"] = [{"faq_id": k, "question": q} for k, q in FAQS.items()]
         await self._durable(v, reply)
+        if "sent-twice" in text:  # as after a server died between sending the reply and recording that it did
+            await self._durable(v, {**reply, "message_id": v.durable[-1]["message_id"]})
         await self._broadcast(v, {"type": "typing", "seq": v.seq, "author": "bot", "on": False})
 
     # ------------------------------------------------------------------ sending

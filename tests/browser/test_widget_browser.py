@@ -293,6 +293,19 @@ async def test_unacked_message_is_resent_after_reconnect(
         assert len(seqs) == len(set(seqs)), seqs
 
 
+async def test_a_reply_sent_twice_is_shown_once(
+    page: Any, fake_gateway: tuple[str, FakeGateway], tmp_path: Path
+) -> None:
+    url, _gateway = fake_gateway
+    async with screenshot_on_failure(page, tmp_path):
+        await _open(page, url)
+        await _ask(page, "sent-twice 你好")  # the reply's frame comes twice: same message id, two seqs
+        await _wait_bot_count(page, 1)
+        await _ask(page, "之后")
+        await _wait_bot_count(page, 2)  # the frame after the repeat still renders
+        assert await _bot_texts(page) == ["答: sent-twice 你好", "答: 之后"]
+
+
 async def test_status_and_handoff(page: Any, fake_gateway: tuple[str, FakeGateway], tmp_path: Path) -> None:
     url, _gateway = fake_gateway
     async with screenshot_on_failure(page, tmp_path):

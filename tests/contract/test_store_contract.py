@@ -32,7 +32,7 @@ from core.model import (
     TicketStatus,
 )
 from core.store import Store, TicketQuery, VersionConflict
-from core.store.base import DeadLetter
+from core.store.base import DeadLetter, Outgoing
 from core.store.sqlite import SqliteStore
 from tests.redis_util import redis_store
 
@@ -532,6 +532,36 @@ async def test_delivery_is_recorded_with_its_events(store: Store) -> None:
         channel=conversation.channel, inbox=conversation.inbox, direction=Direction.OUTBOUND, external_id="out-1"
     )
     assert found == stored
+
+
+async def test_an_unsent_reply_waits_in_the_outbox_until_its_delivery_is_final(store: Store) -> None:
+    conversation = await new_conversation(store)
+    question, _ = await store.add_message(inbound(conversation, "q"))
+
+    def outbound(key: str) -> Message:
+        return dataclasses.replace(
+            inbound(conversation, key), direction=Direction.OUTBOUND, author=Author.BOT, id=f"msg_{key}"
+        )
+
+    held, _ = await store.add_message(outbound("held"), outgoing=Outgoing(in_reply_to=question.id, hold_s=60))
+    orphan, _ = await store.add_message(outbound("orphan"), outgoing=Outgoing(in_reply_to=question.id, hold_s=0))
+    retried, _ = await store.add_message(outbound("retried"), outgoing=Outgoing(in_reply_to=None, hold_s=0))
+    _, again = await store.add_message(outbound("orphan"), outgoing=Outgoing(in_reply_to=None, hold_s=0))
+    assert not again
+    await store.add_message(outbound("transcript-only"))  # stored, never to be sent (a passive welcome)
+    await store.record_delivery(retried.id, Delivery(status=DeliveryStatus.RETRYABLE, error="451 try later"))
+    # Whose sender died (the hold ran out): the orphan and the one still retrying, each once, with what it answers.
+    taken = await store.take_outgoing(hold_s=60)
+    assert sorted((m.id, answers) for m, answers in taken) == [(orphan.id, question.id), (retried.id, None)]
+    assert dict((m.id, m) for m, _ in taken)[orphan.id] == orphan
+    assert await store.take_outgoing(hold_s=60) == []  # the taker holds them now: another instance gets none
+    await store.hold_outgoing(held.id, 0)
+    await store.record_delivery(orphan.id, Delivery(status=DeliveryStatus.SENT))
+    await store.record_delivery(retried.id, Delivery(status=DeliveryStatus.FAILED, error="550", reason="rejected"))
+    await store.hold_outgoing(retried.id, 0)  # a final delivery took it out; a late hold puts nothing back
+    assert [(m.id, answers) for m, answers in await store.take_outgoing(hold_s=0)] == [(held.id, question.id)]
+    await store.record_delivery(held.id, Delivery(status=DeliveryStatus.QUEUED))
+    assert await store.take_outgoing(hold_s=0) == []
 
 
 async def test_quarantine_keeps_raw_input_once_until_replayed(store: Store) -> None:

@@ -33,6 +33,9 @@ class FakeWechat:
     # openid → messages WeChat still allows (absent: unlimited); 0 answers 45047.
     quota: dict[str, int] = field(default_factory=dict)
     token_delay_s: float = 0.0
+    # While set, a custom/send is held and never answered nor delivered (as if it never reached WeChat).
+    blackhole: bool = False
+    held: int = 0
     sent: list[dict[str, Any]] = field(default_factory=list)
     token_fetches: int = 0
     send_calls: int = 0
@@ -82,6 +85,9 @@ class FakeWechat:
 
     async def _custom_send(self, request: web.Request) -> web.Response:
         self.send_calls += 1
+        if self.blackhole:
+            self.held += 1
+            await asyncio.Event().wait()  # until the caller gives up or the server closes
         token = request.query.get("access_token")
         if not token:
             return web.json_response({"errcode": TOKEN_MISSING, "errmsg": "access_token missing"})

@@ -5,16 +5,19 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import secrets
 import signal
 import sqlite3
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
 from connectors.wechat.signature import sign
-from tests.conftest import ROOT
+from tests.conftest import API_TOKEN, ROOT
 from tests.processes import ready, serve
 from tests.test_serve import write_config
 from tests.wechat.conftest import TOKEN, inbox, text_xml
@@ -123,3 +126,76 @@ async def test_sigkill_mid_load_loses_and_doubles_nothing(tmp_path: Path, fake_w
     received = passive + collections.Counter(m["touser"] for m in fake_wechat.sent)
     expected = collections.Counter(openid for openid, _ in pushes)
     assert received == expected  # every customer got one reply per message: none lost, none twice
+
+
+async def _wait_for(check: Callable[[], bool], timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        assert time.monotonic() < deadline, f"{what} did not happen within {timeout_s} s"
+        await asyncio.sleep(0.05)
+
+
+async def test_an_agent_reply_whose_sender_was_killed_mid_send_is_sent_once_after_the_restart(
+    tmp_path: Path, fake_wechat: FakeWechat
+) -> None:
+    """The agent's reply is stored and its customer-service API call is in flight when the process is killed:
+    the restarted gateway finds it in the outbox and sends it exactly once, and the helpdesk repeating its
+    request (it never got an answer) gets the same reply back without a second send."""
+    config = write_config(
+        tmp_path,
+        server={"host": "127.0.0.1", "port": 8080, "shutdown_grace_s": 5, "resend_after_s": 1},
+        inboxes=[inbox(api_base=fake_wechat.url)],
+        bot={"kb": str(ROOT / "kb" / "faq.yaml")},
+    )
+    headers = {"Authorization": f"Bearer {API_TOKEN}"}
+    reply = {"text": "您好，我是客服小王，马上为您处理。", "agent": "wang"}
+    proc, url = await serve(config)
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
+            await ready(http, url)
+            xml = text_xml("转人工", openid="oKilled", msg_id="8200000000000000001")
+            async with http.post(f"{url}/wechat/oa", params=_signed(), data=xml.encode()) as resp:
+                assert resp.status == 200  # the handoff reply; a ticket opens
+            tickets: list[dict[str, Any]] = []
+            deadline = time.monotonic() + 10
+            while not tickets:
+                assert time.monotonic() < deadline, "no ticket opened"
+                await asyncio.sleep(0.05)
+                async with http.get(f"{url}/api/v1/tickets", params={"channel": "wechat"}, headers=headers) as resp:
+                    tickets = (await resp.json())["tickets"]
+            replies = f"/api/v1/tickets/{tickets[0]['id']}/replies"
+
+            fake_wechat.blackhole = True
+            posting = asyncio.ensure_future(
+                http.post(url + replies, json=reply, headers={**headers, "Idempotency-Key": "kill-1"})
+            )
+            await _wait_for(lambda: fake_wechat.held == 1, 10, "the API call in flight")
+            proc.send_signal(signal.SIGKILL)
+            await proc.wait()
+            with contextlib.suppress(aiohttp.ClientError):
+                (await posting).close()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert fake_wechat.sent == []  # nothing got through
+
+    fake_wechat.blackhole = False
+    again, url = await serve(config)
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
+            await ready(http, url)
+            await _wait_for(lambda: len(fake_wechat.sent) == 1, 15, "the reply sent after the restart")
+            async with http.post(url + replies, json=reply, headers={**headers, "Idempotency-Key": "kill-1"}) as resp:
+                body = await resp.json()
+                assert resp.status == 200 and body["duplicate"] is True and body["message"]["delivery"] == "sent"
+            await asyncio.sleep(2.5)  # past the resend interval twice: a second send would arrive meanwhile
+    finally:
+        again.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(again.wait(), 15)
+
+    assert fake_wechat.sent == [{"touser": "oKilled", "msgtype": "text", "text": {"content": reply["text"]}}]
+    with sqlite3.connect(tmp_path / "data" / "huiliu.sqlite3") as conn:
+        states = conn.execute("SELECT delivery, COUNT(*) FROM messages WHERE direction = 'outbound' GROUP BY 1")
+        assert dict(states.fetchall()) == {"sent": 2}  # the handoff reply and the agent's
+        assert conn.execute("SELECT COUNT(*) FROM outbox").fetchone() == (0,)

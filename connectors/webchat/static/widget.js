@@ -322,6 +322,17 @@
       if (s) { s.textContent = T.state[state]; s.title = T.state[state]; }
     }
 
+    _shown(messageId) {
+      if (!messageId) return false;
+      var nodes = this.logEl.querySelectorAll('[data-hl="msg"][data-message-id]');
+      for (var i = 0; i < nodes.length; i++) {
+        if (nodes[i].getAttribute('data-author') !== 'customer' && nodes[i].getAttribute('data-message-id') === messageId) {
+          return true;
+        }
+      }
+      return false;
+    }
+
     _renderMessage(f) {
       var author = DURABLE_AUTHORS[f.author] ? f.author : 'system';
       var msg = el('div', {
@@ -540,7 +551,8 @@
       this.lastSeq = seq;
       this._save();
       if (f.type === 'message') {
-        this._renderMessage(f);
+        // A reply sent again after the server died mid-send comes as a new frame with the same message.
+        if (!this._shown(f.message_id)) this._renderMessage(f);
       } else if (STATUSES[f.status]) {
         var changed = f.status !== this.status;
         this._setStatus(f.status);
