@@ -293,6 +293,7 @@ class EmailInbox(_Model):
     ack_min_interval_s: Annotated[float, Field(ge=0)] = 600.0  # at most one acknowledgement per sender per interval
     bot_answer: bool = False  # let the FAQ bot answer when it is sure (TicketRequest.bot_first)
     resolved_reply: Literal["reopen", "new"] = "new"  # a reply to a resolved ticket reopens it or opens a new one
+    reply_all: bool = True  # an agent's reply is copied (Cc) to everyone else on the mail it answers
     max_attachment_bytes: Annotated[int, Field(gt=0)] = 10 << 20
     max_attachments_total_bytes: Annotated[int, Field(gt=0)] = 25 << 20
 

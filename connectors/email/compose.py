@@ -21,6 +21,7 @@ class Outgoing:
     from_address: str
     from_name: str
     to: str
+    cc: Sequence[str] = ()  # everyone else on the mail an agent answers (reply all)
     subject: str  # the thread's subject, as the customer wrote it
     text: str
     sent_at: datetime
@@ -40,6 +41,8 @@ def compose(out: Outgoing) -> EmailMessage:
     msg = EmailMessage()
     msg["From"] = formataddr((out.from_name, out.from_address)) if out.from_name else out.from_address
     msg["To"] = out.to
+    if out.cc:
+        msg["Cc"] = ", ".join(out.cc)
     msg["Subject"] = reply_subject(out.subject, out.ticket_number)
     msg["Date"] = format_datetime(out.sent_at)
     msg["Message-ID"] = f"<{outgoing_message_id(out.message_id, out.domain)}>"

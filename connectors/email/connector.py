@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from email.utils import formataddr, getaddresses
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -405,6 +406,16 @@ class EmailConnector:
                 sender, sender_name = match.conversation.address, None
         if match is None:
             match = await find_thread(self._store, inbox=self.inbox, domain=self._cfg.domain, mail=mail, sender=sender)
+        participant = (
+            not automatic
+            and match.via == "chain"
+            and match.conversation is not None
+            and match.conversation.address != sender
+        )
+        if participant and match.conversation is not None:
+            # Someone else on the thread (copied in, or forwarded to) answers in it: the mail belongs to that
+            # customer's ticket, not to a new one. Its real sender stays in meta; no contacts are merged.
+            sender, sender_name = match.conversation.address, None
         if (
             not automatic
             and match.via != "stored"
@@ -426,6 +437,7 @@ class EmailConnector:
                 "in_reply_to": list(mail.in_reply_to),
                 "references": list(mail.references)[-50:],
                 "thread_via": match.via,
+                "participant": participant,
                 **files_meta,
             },
             "full_text": full[:_FULL_TEXT_LIMIT],
@@ -568,21 +580,39 @@ class EmailConnector:
         ticket = await self._store.get_ticket(message.ticket_id) if message.ticket_id else None
         subject = (ticket.subject if ticket else "") or str((answered.meta.get("subject") if answered else "") or "")
         email_meta: Mapping[str, Any] = answered.meta.get("email", {}) if answered else {}
+        automatic = message.author in (Author.BOT, Author.SYSTEM)
         outgoing = Outgoing(
             message_id=message.id,
             domain=self._cfg.domain,
             from_address=self._cfg.address,
             from_name=self._cfg.from_name,
             to=address,
+            # Automatic mail answers the sender alone (RFC 3834); people reply to all.
+            cc=self._everyone_else(email_meta, address) if self._cfg.reply_all and not automatic else (),
             subject=subject,
             text=message.text,
             sent_at=message.created_at,
             ticket_number=ticket.number if ticket else None,
             in_reply_to=email_meta.get("message_id") or (answered.external_id if answered else None),
             references=tuple(email_meta.get("references") or ()),
-            automatic=message.author in (Author.BOT, Author.SYSTEM),
+            automatic=automatic,
         )
         return await self._smtp_send(compose(outgoing), message.id)
+
+    def _everyone_else(self, email_meta: Mapping[str, Any], customer: str) -> tuple[str, ...]:
+        """The answered mail's sender and recipients, without the customer, this inbox, or anyone twice."""
+        fields = [
+            str(email_meta.get("from") or ""),
+            *map(str, email_meta.get("to") or ()),
+            *map(str, email_meta.get("cc") or ()),
+        ]
+        seen = {customer.lower(), self._cfg.address.lower()}
+        out: list[str] = []
+        for name, addr in getaddresses(fields):
+            if "@" in addr and addr.lower() not in seen:
+                seen.add(addr.lower())
+                out.append(formataddr((name, addr)) if name else addr)
+        return tuple(out)
 
     async def _answered(self, reply: OutboundReply) -> Message | None:
         """The customer mail this reply answers: the one named, else the latest one in the conversation."""

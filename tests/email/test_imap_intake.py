@@ -149,6 +149,52 @@ async def test_agent_reply_reaches_the_customer_with_threading_headers(
         assert sent.get_content().strip() == "已为您退款。"
 
 
+async def test_a_copied_colleague_who_replies_joins_the_ticket_and_the_agent_replies_to_all(
+    tmp_path: Path, dovecot: Dovecot, smtp_sink: SmtpSink, bot_setup: BotSetup
+) -> None:
+    user = dovecot.user()
+    config = email_config(tmp_path, dovecot, smtp_sink, user, imap={"poll_interval_s": 600})
+    async with started(config, bot_setup) as gw:
+        first = mail(message_id="<cc1@example.org>", headers={"Cc": "老板 <boss@example.org>"})
+        await asyncio.to_thread(dovecot.append, user, first)
+        [ack] = await smtp_sink.wait_for(1)
+        assert ack["To"] == "customer@example.org" and "Cc" not in ack  # an automatic mail answers the sender only
+        # The boss answers all on the customer's mail, copying a third person in.
+        boss = mail(
+            sender="老板 <boss@example.org>",
+            subject="Re: 订单 12345 退款问题",
+            body="请尽快处理，谢谢。\n\n> 你好，我想申请退款。",
+            message_id="<cc2@example.org>",
+            in_reply_to="<cc1@example.org>",
+            references="<cc1@example.org>",
+            headers={"Cc": "customer@example.org, Finance <finance@example.org>, support@example.test"},
+        )
+        await asyncio.to_thread(dovecot.append, user, boss)
+        by_id = {m.external_id: m for m in await _count_inbound(gw, 2)}
+        customer, colleague = by_id["cc1@example.org"], by_id["cc2@example.org"]
+        assert colleague.conversation_id == customer.conversation_id
+        assert colleague.ticket_id == customer.ticket_id is not None
+        assert colleague.text == "请尽快处理，谢谢。"
+        assert colleague.meta["email"]["participant"] is True and "boss@example.org" in colleague.meta["email"]["from"]
+        assert customer.meta["email"]["participant"] is False
+        _status, tickets = await gw.api("GET", "/tickets")
+        [ticket] = tickets["tickets"]
+        store = gw.server.app[GATEWAY].store
+        conversation = await store.get_conversation(customer.conversation_id)
+        assert conversation is not None and conversation.address.value == "customer@example.org"
+        assert len(smtp_sink.received) == 1  # no second acknowledgement
+
+        status, body = await gw.api(
+            "POST", f"/tickets/{ticket['id']}/replies", json={"text": "已安排退款。", "agent": "wang"},
+            headers={"Idempotency-Key": "cc-r1"},
+        )  # fmt: skip
+        assert status in (200, 201), body
+        _ack, sent = await smtp_sink.wait_for(2)
+        assert sent["To"] == "customer@example.org"
+        assert [a.addr_spec for a in sent["Cc"].addresses] == ["boss@example.org", "finance@example.org"]
+        assert sent["In-Reply-To"] == "<cc2@example.org>"
+
+
 async def test_permanent_smtp_rejection_fails_the_delivery_without_retry(
     tmp_path: Path, dovecot: Dovecot, smtp_sink: SmtpSink, bot_setup: BotSetup
 ) -> None:
