@@ -183,6 +183,11 @@ _RESCORE = 6  # of those, the best are scored on their phrasings too
 # Candidates come from the rarest query features until this many postings are walked (always the rarest one):
 # common features then only rescore the candidates, so a query's cost does not grow with the KB.
 _POSTINGS_BUDGET = 500
+# Single Chinese characters find candidates only as a fallback, for a query whose words and bigrams reach few
+# postings (massive-zh-dev: 14% of queries share no word or bigram with their entry, only characters, as 下雪 and
+# 雪). They are walked after every word and bigram, and only while fewer postings than this have been walked.
+_CHAR_BUDGET = 60
+_CHAR_MIN = 2
 _TYPO_CUTOFF = 84
 # The learned model (bot/learn.py) and how its logits combine with the lexical score: logit = model + _BETA *
 # lexical score, softmax over the rescored candidates and a "none of these" option at logit _NULL, so a query
@@ -307,8 +312,7 @@ class FaqIndex:
             values = {f: bm25[f] * c * (_K1 + 1) / (c + denom_len) for f, c in tf.items()}
             self._entry_terms.append(values)
             for f, v in values.items():
-                if f[0] != "c":  # single characters only support a match, they never find candidates
-                    postings[f].append((i, v))
+                postings[f].append((i, v))
         self._postings: dict[str, tuple[tuple[int, float], ...]] = {
             f: tuple(sorted(p, key=lambda iw: -iw[1])) for f, p in postings.items()
         }
@@ -351,16 +355,25 @@ class FaqIndex:
         """Candidates from the rarer features (always the rarest one), so common words never force a walk over
         most of the index; returns their partial BM25 and the features whose every posting was walked."""
         postings = self._postings
-        # Single characters only support a match: an entry must share a word or a character bigram.
-        anchors = sorted((f for f in feats if f in postings), key=lambda f: len(postings[f]))
+        # Words and bigrams first, rarest first; single characters last and only as a fallback (_CHAR_BUDGET).
+        anchors = sorted((f for f in feats if f in postings), key=lambda f: (f[0] == "c", len(postings[f])))
         acc: dict[int, float] = {}
         get = acc.get
         walked = 0
         complete: set[str] = set()
+        char_budget = min(budget, _CHAR_BUDGET)
+        found_by_word: set[int] | None = None
         for f in anchors:
             # Postings are in order of weight, so a cut keeps the entries where the feature counts most.
             full = postings[f]
-            plist = full[: budget - walked]
+            if f[0] == "c":
+                if walked >= char_budget:
+                    break
+                if found_by_word is None:
+                    found_by_word = set(acc)
+                plist = full[: char_budget - walked]
+            else:
+                plist = full[: budget - walked]
             walked += len(plist)
             for i, w in plist:
                 acc[i] = get(i, 0.0) + w
@@ -368,6 +381,14 @@ class FaqIndex:
                 complete.add(f)
             if walked >= budget:
                 break
+        if found_by_word is not None:
+            # An entry that shares only one character with the query (天 in 今天 and 几天) is no candidate.
+            chars = [f for f in anchors if f[0] == "c"]
+            terms = self._entry_terms
+            for i in [i for i in acc if i not in found_by_word]:
+                values = terms[i]
+                if sum(f in values for f in chars) < _CHAR_MIN:
+                    del acc[i]
         return acc, complete
 
     def _analyze_cached(self, text: str, cache: dict[str, Analyzed]) -> Analyzed:
