@@ -194,6 +194,11 @@ _TYPO_CUTOFF = 84
 # that no candidate explains well gets a low probability even when one candidate beats the others.
 _TRAIN_NEGATIVES = 8  # confusable entries each phrasing is trained against (from the inverted index)
 _TRAIN_BUDGET = 120  # postings walked to find them: a phrasing's rarest words find its confusable entries
+# The model's word and bigram inputs are damped IDF values (the square root): the weights it learns say which words
+# tell entries apart, and a full IDF let rare words (a name, a typo in one phrasing) outweigh what it learned. Single
+# characters keep their full IDF: one character is shared by many unrelated words, and only its rarity says how
+# much it tells. All four dev sets rank better (top1: clinc150 +0.010, banking77 +0.012, massive +0.006, afqmc +0.004).
+_MODEL_IDF_POWER = 0.5
 _ALPHA = 1.0
 _BETA = 8.0
 _NULL = 4.0
@@ -328,8 +333,11 @@ class FaqIndex:
                 for f in feats:
                     df[f] += 1
         total = sum(len(p) for p in model_feats)
-        # feature -> (its column in the model, its IDF): one lookup per query feature
-        self._model_feats = {f: (k, math.log((1 + total) / (1 + d)) + 1) for k, (f, d) in enumerate(df.items())}
+        # feature -> (its column in the model, its damped IDF): one lookup per query feature
+        self._model_feats = {
+            f: (k, (math.log((1 + total) / (1 + d)) + 1) ** (1.0 if f[0] == "c" else _MODEL_IDF_POWER))
+            for k, (f, d) in enumerate(df.items())
+        }
         rows: list[tuple[list[int], list[float]]] = []
         classes: list[int] = []
         negatives: dict[int, list[int]] = {}
