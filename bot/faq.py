@@ -7,6 +7,7 @@ import itertools
 import math
 import os
 import pathlib
+import re
 import tempfile
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -215,8 +216,18 @@ def _features_cached(a: Analyzed, cache: dict[Analyzed, frozenset[str]]) -> froz
     return feats
 
 
+_DIGITS = re.compile(r"[0-9]+")
+
+
+def _shapes(tokens: Iterable[str]) -> set[str]:
+    """Tokens with digits stand for their shape too ("5pm" and "7pm" both are "0pm", "50" and "2000" are "0"):
+    a KB's phrasings hold a few example numbers, and customers type others."""
+    return {_DIGITS.sub("0", t) for t in tokens if any(c.isdigit() for c in t)}
+
+
 def _features(a: Analyzed) -> set[str]:
     feats = {"w" + t for t in a.terms}
+    feats.update("w" + t for t in _shapes(a.terms))
     feats.update("b" + b for b in a.bigrams)
     feats.update("c" + c for c in a.chars)
     latin = [t for t in a.terms if not is_cjk(t)]
@@ -227,6 +238,7 @@ def _features(a: Analyzed) -> set[str]:
 def _model_features(a: Analyzed) -> set[str]:
     """The learned model's features: every word (stopwords too), and Chinese character bigrams and characters."""
     feats = {"r" + t for t in a.words}
+    feats.update("r" + t for t in _shapes(a.words))
     feats.update("b" + b for b in a.bigrams)
     feats.update("c" + c for c in a.chars)
     return feats
