@@ -95,14 +95,18 @@ def train(
     valid = cand >= 0
     pair = tfid[:, None] * n_classes + cand[trow]
     pair_valid = valid[trow]
-    keys = np.union1d(ckeys, pair[pair_valid])
+    # One sort finds the parameters (the centroids' pairs and the training pairs) and where each pair is.
+    keys, inv = np.unique(np.concatenate((ckeys, pair[pair_valid])), return_inverse=True)
+    inv = inv.ravel()
     theta = np.zeros(len(keys) + 1)  # the last weight is the padding slots', and stays zero
-    theta[np.searchsorted(keys, ckeys)] = cval * _PRIOR
+    theta[inv[: len(ckeys)]] = cval * _PRIOR
     pidx = np.full(pair.shape, len(keys), dtype=np.int64)
-    pidx[pair_valid] = np.searchsorted(keys, pair[pair_valid])
+    pidx[pair_valid] = inv[len(ckeys) :]
     # Only the parameters that training touches are updated.
-    used, local = np.unique(pidx, return_inverse=True)
-    local = local.reshape(pidx.shape)
+    touched = np.zeros(len(keys) + 1, dtype=bool)
+    touched[pidx.ravel()] = True
+    used = np.flatnonzero(touched)
+    local = (np.cumsum(touched) - 1)[pidx]
     flat = local.ravel()
     w = theta[used]
     prior = w.copy()
