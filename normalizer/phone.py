@@ -123,6 +123,7 @@ def read_number(raw: str, region: str = "CN", other_regions: tuple[str, ...] = (
     return NumberReading(text=text, candidates=tuple(dict.fromkeys(possible_forms)))
 
 
+@lru_cache(maxsize=65536)  # a summary shows the hotline's number on every call
 def display(e164: str) -> str:
     """``+86 138 0013 8000``: how agents read a number in a summary."""
     try:
