@@ -142,8 +142,14 @@ async def _lifespan(app: web.Application) -> AsyncIterator[None]:
             await stack.enter_async_context(connector.running(gateway.intake.receive))
         gateway.tasks.spawn(gateway.intake.recover(), name="intake:recover")
         gateway.tasks.spawn(gateway.outbound.resend_unsent(), name="outbound:resend")
-        every = gateway.config.server.resend_after_s / 4
+        stuck_after = gateway.config.server.resend_after_s
+        every = stuck_after / 4
         await stack.enter_async_context(periodically(every, gateway.outbound.resend_unsent, name="outbound:resend"))
+
+        async def recover_stuck() -> None:
+            await gateway.intake.recover(older_than_s=stuck_after)
+
+        await stack.enter_async_context(periodically(every, recover_stuck, name="intake:recover"))
         await stack.enter_async_context(gateway.webhooks.running())
         await stack.enter_async_context(sweeping(gateway.store, gateway.config.server.sweep_interval_s))
         if isinstance(gateway.bot.index, LiveIndex) and gateway.config.bot.kb_watch_s > 0:

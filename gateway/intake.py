@@ -6,7 +6,7 @@ import asyncio
 import dataclasses
 import logging
 import uuid
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from bot.handoff import handoff_message
@@ -44,6 +44,7 @@ from normalizer.text import clean_text
 log = logging.getLogger(__name__)
 
 _MAX_RETRIES = 8
+_STUCK_TRIES = 3  # recoveries of a message whose handling keeps failing, before it waits for a restart
 __all__ = ["MAX_FAQ_TRIES", "BotSetup", "Clock", "Intake", "utcnow"]
 
 
@@ -65,6 +66,7 @@ class Intake:
         self._tickets = tickets or TicketService(store, outbound, clock)
         self._voicemail = VoicemailAnswers(store, bot, outbound, self._tickets, clock)
         self._locks: dict[str, asyncio.Lock] = {}
+        self._tries: dict[str, int] = {}  # message id -> recoveries that failed
 
     async def receive(self, inbound: InboundMessage) -> IntakeResult:
         """Store first; the bot's answer follows in a tracked task, so the channel can acknowledge at once."""
@@ -110,11 +112,27 @@ class Intake:
         task = self._tasks.spawn(self.handle(stored, conversation), name=f"intake:{stored.id}")
         return IntakeResult(message=stored, duplicate=False, handled=task)
 
-    async def recover(self) -> int:
-        """Finish messages that were stored but never handled (the process died in between)."""
+    async def recover(self, *, older_than_s: float | None = None) -> int:
+        """Finish messages that were stored but never handled; returns how many were tried.
+
+        At start-up (no ``older_than_s``) every one: the process died between storing and answering. Then,
+        periodically, those stored more than ``older_than_s`` ago, which no live handler still holds: their
+        handling failed (the store went away mid-way, say). One that keeps failing is left for a restart after
+        ``_STUCK_TRIES`` tries, and one that fails never keeps the others waiting.
+        """
         pending = await self._store.unhandled_messages()
+        if older_than_s is not None:
+            cutoff = self._clock() - timedelta(seconds=older_than_s)
+            pending = [m for m in pending if m.created_at <= cutoff and self._tries.get(m.id, 0) < _STUCK_TRIES]
         for message in pending:
-            await self.handle(message)
+            try:
+                await self.handle(message)
+            except Exception:
+                self._tries[message.id] = tries = self._tries.get(message.id, 0) + 1
+                given_up = " (giving up until a restart)" if tries >= _STUCK_TRIES else ""
+                log.exception("handling message %s failed again%s", message.id, given_up)
+            else:
+                self._tries.pop(message.id, None)
         return len(pending)
 
     async def handle(self, message: Message, known: Conversation | None = None) -> None:

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import dataclasses
 from datetime import UTC, datetime
 from pathlib import Path
 
+from bot.faq import FaqEntry, Matcher
 from core.model import (
     Author,
     Channel,
+    FaqHit,
     HandoffReason,
     Identity,
     IdentityKind,
@@ -96,6 +99,49 @@ async def test_message_stored_before_a_crash_is_answered_after_restart(tmp_path:
         chat = await gw.chat(token=token, last_seq=0)
         answer = await chat.expect("message")
         assert answer["author"] == "bot" and "发票" in answer["text"]
+
+
+@dataclasses.dataclass
+class FailingFirst:
+    """The real index, but a search fails for the texts in ``failures`` (as many times as listed): handling a
+    message breaks half-way after it was stored, as when the store goes away during the bot's reply."""
+
+    index: Matcher
+    failures: collections.Counter[str]
+
+    def search(self, text: str, limit: int = 3) -> tuple[FaqHit, ...]:
+        if self.failures[text] > 0:
+            self.failures[text] -= 1
+            raise ConnectionError("store connection lost")
+        return self.index.search(text, limit)
+
+    def entry(self, entry_id: str) -> FaqEntry | None:
+        return self.index.entry(entry_id)
+
+
+async def test_a_message_whose_handling_failed_is_answered_by_the_next_recovery(
+    tmp_path: Path, bot_setup: BotSetup
+) -> None:
+    failures = collections.Counter({"怎么开发票": 1, "我想退款": 10**6})  # one hiccup, and one that never heals
+    bot = dataclasses.replace(bot_setup, index=FailingFirst(bot_setup.index, failures))
+    config = make_config(tmp_path, server={"resend_after_s": 1})
+    async with started(config, bot) as gw:
+        store = gw.server.app[GATEWAY].store
+        chat = await gw.chat()
+        await chat.ws.send_json({"type": "message", "id": "c1", "text": "我想退款"})
+        await chat.ws.send_json({"type": "message", "id": "c2", "text": "怎么开发票"})
+        acks = [await chat.expect("ack"), await chat.expect("ack")]
+        answer = await chat.expect("message", wait_s=10)  # a recovery a second or so later answers it
+        assert answer["author"] == "bot" and "发票" in answer["text"]
+        await asyncio.sleep(4)  # more recoveries: the poisoned one is tried a few times, then left alone
+        assert failures["我想退款"] == 10**6 - 1 - 3  # its first handling, then three recoveries
+        [stuck] = await store.unhandled_messages()
+        assert stuck.id == next(a["message_id"] for a in acks if a["id"] == "c1")
+        conversation = await store.get_conversation(stuck.conversation_id)
+        assert conversation is not None
+        texts = [(m.author, m.text) for m in await store.messages(conversation.id)]
+        assert [a for a, _ in texts].count(Author.BOT) == 1  # answered once, the stuck one kept unanswered
+        assert not [f for f in chat.frames if f["type"] == "message" and f is not answer]
 
 
 async def test_a_long_bot_chat_keeps_only_the_latest_tries_on_the_conversation(gateway: Gateway) -> None:
