@@ -209,6 +209,9 @@ def parse_cdr(text: str, fmt: CdrFormat, options: CdrOptions, *, first_line: int
 # ---------------------------------------------------------------------------- CSV
 
 
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
+
+
 def _strict(line: str, delimiter: str) -> list[str] | None:
     try:
         return next(csv.reader((line,), delimiter=delimiter, strict=True))
@@ -245,7 +248,10 @@ def _repairs(line: str, delimiter: str) -> list[list[str]]:
     def unquote_field(value: str) -> str:
         return value.strip().strip('"').replace('""', '"')
 
-    lenient = next(csv.reader((line,), delimiter=delimiter), [])
+    try:
+        lenient = next(csv.reader((line,), delimiter=delimiter), [])
+    except csv.Error:  # a NUL or a line break inside a field: no lenient reading either
+        lenient = []
     return [[unquote_field(f) for f in glued], [unquote_field(f) for f in pieces], lenient]
 
 
@@ -279,8 +285,8 @@ def _parse_csv(
     result = ParsedCdr()
     width = {len(fixed)} if fixed is not None else set(ASTERISK_BY_COUNT)
     want = f"{len(fixed)}" if fixed is not None else "16 to 21"
-    for number, raw_line in enumerate(text.split("\n"), start=first_line):
-        line = raw_line.rstrip("\r")
+    # A bare CR ends a line too (files saved on old Macs, or a stray one), as csv would read it.
+    for number, line in enumerate(_LINE_BREAK.split(text), start=first_line):
         if not line.strip():
             continue
         fields = _strict(line, options.delimiter)

@@ -243,3 +243,12 @@ def test_the_corpus_mod_json_cdr_record_reads_as_an_answered_call() -> None:
     # 1001 calling 1002 is two extensions talking: no customer, so no call record.
     parsed = parse(Path(path).read_text(), CdrFormat.FREESWITCH_JSON)
     assert parsed.records == [] and [s.reason for s in parsed.skipped] == ["internal call (no customer number)"]
+
+
+def test_bare_carriage_returns_end_lines_and_a_stray_one_only_spoils_its_row() -> None:
+    rows = [asterisk(uniqueid=f"1709254800.{n}", linkedid=f"1709254800.{n}") for n in range(3)]
+    mac = parse("\r".join(rows))  # a file saved with old Mac line endings
+    assert len(mac.records) == 3 and not mac.bad
+    stray = parse("\n".join([rows[0], rows[1][:40] + "\r" + rows[1][40:], rows[2]]))
+    assert len(stray.records) == 2
+    assert [b.line for b in stray.bad] == [2, 3]  # the broken row's two halves, reported with their lines

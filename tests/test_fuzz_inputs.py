@@ -1,0 +1,212 @@
+"""Broken input never crashes a parser: real samples, mutated at random, give a result or the documented error.
+
+Each parser either reads what it is given or raises its one error type, which the connector turns into a clear
+refusal or a quarantined item. Any other exception would be a 500 or a stuck mailbox, so it fails the test.
+The runs are derandomized: CI sees the same cases every time, and a failure shrinks to a small example.
+"""
+
+from __future__ import annotations
+
+import collections
+import random
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from urllib.parse import parse_qsl
+from zoneinfo import ZoneInfo
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from connectors.email.parse import MailParseError, ParsedMail, parse_mail
+from connectors.phone.cdr import CdrFormat, CdrOptions, ParsedCdr, parse_cdr
+from connectors.phone.cti import CtiError, form_params, parse_params
+from connectors.webchat.protocol import FrameError, parse_frame
+from connectors.wechat.parse import Push, PushError, parse_push
+from connectors.wechat.signature import sign
+from gateway.app import GATEWAY
+from gateway.intake import BotSetup
+from tests.conftest import SHARED, make_config, need, started
+from tests.email.corpus import mail_files
+from tests.phone.rows import asterisk, freeswitch, fs_json
+
+FUZZ = settings(
+    max_examples=300, derandomize=True, database=None, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+WECHAT = SHARED / "corpora" / "wechat" / "plain"
+NOW = datetime(2026, 12, 1, tzinfo=UTC)
+WECHAT_TOKEN = "fuzz-token"
+CTI_TOKEN = "cti-fuzz-token-0123456789"
+# Bytes that matter to the formats: markup, quoting, line structure, encodings.
+SPECIAL = [b"<", b">", b"/", b"&", b"<![CDATA[", b"]]>", b'"', b",", b"\r\n", b"\n", b"=?", b"?=", b"\x00", b"\xff",
+           b"\xe4\xbd\xa0", b"--", b":", b";", b"{", b"}", b"<!DOCTYPE x [<!ENTITY a 'b'>]>", b"&a;"]  # fmt: skip
+
+
+@st.composite
+def mutated(draw: st.DrawFn, samples: list[bytes]) -> bytes:
+    """A sample with a few random edits: bytes flipped, cut, repeated or inserted, or the tail dropped."""
+    data = bytearray(draw(st.sampled_from(samples)))
+    for _ in range(draw(st.integers(1, 5))):
+        at = draw(st.integers(0, len(data)))
+        op = draw(st.sampled_from(["flip", "cut", "repeat", "insert", "special", "truncate"]))
+        if op == "flip" and at < len(data):
+            data[at] = draw(st.integers(0, 255))
+        elif op == "cut":
+            del data[at : at + draw(st.integers(1, 64))]
+        elif op == "repeat":
+            data[at:at] = data[at : at + draw(st.integers(1, 200))]
+        elif op == "insert":
+            data[at:at] = draw(st.binary(min_size=1, max_size=24))
+        elif op == "special":
+            data[at:at] = draw(st.sampled_from(SPECIAL))
+        else:
+            del data[at:]
+    return bytes(data)
+
+
+def _wechat_samples() -> list[bytes]:
+    need(WECHAT.is_dir(), f"the WeChat corpus is not at {WECHAT}")
+    return [p.read_bytes() for p in sorted(WECHAT.rglob("*.xml"))]
+
+
+@FUZZ
+@given(data=st.data())
+def test_a_mangled_wechat_push_parses_or_is_refused_with_a_push_error(data: st.DataObject) -> None:
+    body = data.draw(mutated(_wechat_samples()))
+    try:
+        push = parse_push(body, inbox="oa", received_at=NOW, menu_faq={"MENU_A": "invoice"})
+    except PushError as exc:
+        assert exc.code and exc.message
+    else:
+        assert isinstance(push, Push) and push.message.external_id
+
+
+def _mail_samples() -> list[bytes]:
+    files = mail_files()
+    need(bool(files), "the email corpora are not in ../shared/corpora/email")
+    # Every 8th file of the corpora (bounces, replies, charsets, MIME), kept small so the run stays quick.
+    return [p.read_bytes()[:20_000] for p in files[::8]]
+
+
+@FUZZ
+@given(data=st.data())
+def test_a_mangled_mail_parses_or_is_quarantined_with_a_reason(data: st.DataObject) -> None:
+    raw = data.draw(mutated(_mail_samples()))
+    try:
+        mail = parse_mail(raw)
+    except MailParseError as exc:
+        assert str(exc)
+    else:
+        assert isinstance(mail, ParsedMail) and mail.dedupe_key
+
+
+_CDR = {
+    CdrFormat.ASTERISK_CSV: "\n".join([asterisk(), asterisk(src="", disposition="NO ANSWER", answer=""), asterisk()]),
+    CdrFormat.FREESWITCH_CSV: "\n".join([freeswitch(), freeswitch(billsec="0", answer_stamp="")]),
+    CdrFormat.FREESWITCH_JSON: "\n".join([fs_json(), fs_json()]),
+}
+
+
+@FUZZ
+@given(fmt=st.sampled_from(list(_CDR)), data=st.data())
+def test_a_mangled_cdr_file_reports_bad_rows_and_never_raises(fmt: CdrFormat, data: st.DataObject) -> None:
+    text = data.draw(mutated([_CDR[fmt].encode()])).decode("utf-8", "replace")
+    parsed = parse_cdr(text, fmt, CdrOptions(timezone=ZoneInfo("Asia/Shanghai")))
+    assert isinstance(parsed, ParsedCdr)
+    assert all(bad.line >= 1 and bad.reason for bad in parsed.bad)
+
+
+_CTI = (
+    b"event=newCall&from=013800138000&to=4008001234&direction=in&callId=abc-1&user%5B%5D=Li&user%5B%5D=Wang",
+    b"event=hangup&cause=normalClearing&callId=abc-1&from=013800138000&to=4008001234&direction=in&answeringNumber=201",
+    b"event=answer&callId=abc-1&user=Li&from=013800138000&to=4008001234&direction=in",
+)
+
+
+@FUZZ
+@given(data=st.data())
+def test_a_mangled_cti_event_is_read_or_refused_with_a_cti_error(data: st.DataObject) -> None:
+    body = data.draw(mutated(list(_CTI))).decode("utf-8", "replace")
+    try:
+        parse_params(form_params(parse_qsl(body, keep_blank_values=True)))
+    except CtiError as exc:
+        assert str(exc)
+
+
+_FRAMES = (
+    b'{"type": "hello", "token": null, "last_seq": 0}',
+    b'{"type": "message", "id": "c1", "text": "\\u6211\\u60f3\\u9000\\u6b3e"}',
+    b'{"type": "pick", "id": "c2", "faq_id": "refund"}',
+    b'{"type": "typing", "on": true}',
+)
+
+
+@FUZZ
+@given(data=st.data())
+def test_a_mangled_chat_frame_is_read_or_refused_with_a_frame_error(data: st.DataObject) -> None:
+    frame = data.draw(mutated(list(_FRAMES)))
+    try:
+        parse_frame(frame, max_bytes=8192, max_text_chars=2000)
+    except FrameError as exc:
+        assert str(exc)
+
+
+def test_the_fuzzed_samples_are_there() -> None:
+    """The mutations start from real input: a run over an empty corpus would prove nothing."""
+    assert len(_wechat_samples()) >= 40
+    assert len(_mail_samples()) >= 20
+    assert Path(__file__).exists()
+
+
+def _mangle(rng: random.Random, sample: bytes) -> bytes:
+    """The same kinds of edits as ``mutated``, from a seeded generator, for the end-to-end runs."""
+    data = bytearray(sample)
+    for _ in range(rng.randint(1, 5)):
+        at = rng.randint(0, len(data))
+        op = rng.choice(["flip", "cut", "repeat", "insert", "special", "truncate"])
+        if op == "flip" and at < len(data):
+            data[at] = rng.randrange(256)
+        elif op == "cut":
+            del data[at : at + rng.randint(1, 64)]
+        elif op == "repeat":
+            data[at:at] = data[at : at + rng.randint(1, 200)]
+        elif op == "insert":
+            data[at:at] = rng.randbytes(rng.randint(1, 24))
+        elif op == "special":
+            data[at:at] = rng.choice(SPECIAL)
+        else:
+            del data[at:]
+    return bytes(data)
+
+
+async def test_the_gateway_answers_mangled_pushes_and_cti_events_without_a_server_error(
+    tmp_path: Path, bot_setup: BotSetup
+) -> None:
+    """Through the real HTTP server, signed and authenticated, so the bodies reach the connectors' own code:
+    every answer is a success or a clear 4xx, never a 500, and the gateway is still ready afterwards."""
+    rng = random.Random(20261203)
+    wechat = _wechat_samples()
+    config = make_config(
+        tmp_path,
+        inboxes=[
+            {"name": "oa", "channel": "wechat", "token": WECHAT_TOKEN, "app_id": "wx0123456789abcdef",
+             "app_secret": "secret", "api_base": "http://127.0.0.1:9"},
+            {"name": "tel", "channel": "phone", "token": CTI_TOKEN, "settle_s": 0.1},
+        ],
+    )  # fmt: skip
+    statuses: collections.Counter[int] = collections.Counter()
+    async with started(config, bot_setup) as gw:
+        for n in range(300):
+            timestamp, nonce = str(int(time.time())), f"fuzz{n}"
+            query = {"timestamp": timestamp, "nonce": nonce, "signature": sign(WECHAT_TOKEN, timestamp, nonce)}
+            async with gw.http.post(f"{gw.url}/wechat/oa", params=query, data=_mangle(rng, rng.choice(wechat))) as r:
+                statuses[r.status] += 1
+            body = _mangle(rng, rng.choice(_CTI))
+            headers = {"Content-Type": "application/x-www-form-urlencoded"}
+            async with gw.http.post(f"{gw.url}/cti/tel?token={CTI_TOKEN}", data=body, headers=headers) as r:
+                statuses[r.status] += 1
+        async with gw.http.get(f"{gw.url}/readyz") as r:
+            assert r.status == 200
+        await gw.server.app[GATEWAY].tasks.drain(10)
+    assert all(status < 500 for status in statuses), statuses
+    assert statuses[200] > 30 and statuses[400] > 30, statuses  # the edits both kept and broke bodies
