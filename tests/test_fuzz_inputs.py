@@ -210,3 +210,21 @@ async def test_the_gateway_answers_mangled_pushes_and_cti_events_without_a_serve
         await gw.server.app[GATEWAY].tasks.drain(10)
     assert all(status < 500 for status in statuses), statuses
     assert statuses[200] > 30 and statuses[400] > 30, statuses  # the edits both kept and broke bodies
+
+
+async def test_a_chat_socket_fed_mangled_frames_stays_usable(tmp_path: Path, bot_setup: BotSetup) -> None:
+    """Garbage on a visitor's socket gets error frames (or, at worst, a closed socket), and the visitor's next
+    good message is still taken in."""
+    rng = random.Random(7)
+    web = {"name": "web", "channel": "webchat", "allowed_origins": ["*"], "frames_per_minute": 10_000}
+    async with started(make_config(tmp_path, inboxes=[web]), bot_setup) as gw:
+        chat = await gw.chat()
+        for _ in range(200):
+            await chat.send_raw(_mangle(rng, rng.choice(_FRAMES)).decode("utf-8", "replace"))
+        if chat.ws.closed:
+            chat = await gw.chat(token=chat.token)
+        await chat.ws.send_json({"type": "message", "id": "after-fuzz", "text": "怎么开发票"})
+        while (await chat.expect("ack"))["id"] != "after-fuzz":  # acks of mangled frames that still read
+            pass
+        errors = [f for f in chat.frames if f["type"] == "error"]
+        assert errors and all(f["code"] and f["message"] for f in errors)
