@@ -19,6 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from connectors.email.parse import MailParseError, ParsedMail, parse_mail
+from connectors.email.quote import extract_reply, strip_signature
 from connectors.phone.cdr import CdrFormat, CdrOptions, ParsedCdr, parse_cdr
 from connectors.phone.cti import CtiError, form_params, parse_params
 from connectors.webchat.protocol import FrameError, parse_frame
@@ -228,3 +229,15 @@ async def test_a_chat_socket_fed_mangled_frames_stays_usable(tmp_path: Path, bot
             pass
         errors = [f for f in chat.frames if f["type"] == "error"]
         assert errors and all(f["code"] and f["message"] for f in errors)
+
+
+@FUZZ
+@given(data=st.data())
+def test_reply_extraction_never_fails_on_a_mangled_mail_body(data: st.DataObject) -> None:
+    raw = data.draw(mutated(_mail_samples()))
+    try:
+        text = parse_mail(raw).text
+    except MailParseError:
+        return
+    reply = strip_signature(extract_reply(text))
+    assert isinstance(reply, str) and len(reply) <= len(text) + 1
