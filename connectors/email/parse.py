@@ -10,6 +10,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email import policy
+from email.errors import HeaderParseError
 from email.header import decode_header
 from email.message import EmailMessage, Message
 from email.parser import BytesParser
@@ -116,7 +117,7 @@ def codec_for(label: str | None) -> str | None:
     name = CHARSET_ALIASES.get(name, name)
     try:
         return codecs.lookup(name).name
-    except LookupError:
+    except (LookupError, ValueError):  # ValueError: a NUL in a mangled label
         return None
 
 
@@ -163,7 +164,7 @@ def decode_header_value(raw: str) -> str:
         return _from_surrogates(raw).strip()
     try:
         chunks = decode_header(raw)
-    except (ValueError, IndexError, AssertionError):
+    except (ValueError, IndexError, AssertionError, HeaderParseError):  # a broken encoded word stays as written
         return _from_surrogates(raw).strip()
     out: list[str] = []
     for chunk, charset in chunks:

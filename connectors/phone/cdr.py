@@ -588,7 +588,12 @@ def _epoch(value: str) -> datetime | None:
         seconds = float(value)
     except ValueError:
         return None
-    return datetime.fromtimestamp(seconds, UTC) if seconds > 0 else None
+    if not seconds > 0:  # 0 (and NaN) mean "never", as for an unanswered call
+        return None
+    try:
+        return datetime.fromtimestamp(seconds, UTC)
+    except (ValueError, OverflowError, OSError):
+        raise RowError(f"epoch {value!r} is not a time we can read") from None
 
 
 def json_row(obj: Mapping[str, Any]) -> dict[str, str]:

@@ -160,3 +160,14 @@ def test_full_mailbox_is_a_soft_bounce() -> None:
 def test_base_subject_drops_reply_prefixes_and_ticket_tags() -> None:
     assert base_subject("Re: 回复：RE: [HL-000123] 订单退款") == "订单退款"
     assert base_subject("AW: Fwd: question") == "question"
+
+
+def test_a_charset_label_with_a_nul_byte_falls_back_to_detection() -> None:
+    raw = b'From: a@example.org\nSubject: x\nContent-Type: text/plain; charset="utf\x00-8"\n\n' + "你好\n".encode()
+    assert parse_mail(raw).text.strip() == "你好"
+
+
+def test_a_broken_base64_encoded_word_is_kept_as_written() -> None:
+    raw = b"From: a@example.org\nSubject: =?utf-8?b?5L2g5?= ok\nMessage-ID: <b64@example.org>\n\nhello\n"
+    mail = parse_mail(raw)
+    assert mail.subject == "=?utf-8?b?5L2g5?= ok" and mail.text.strip() == "hello"

@@ -252,3 +252,11 @@ def test_bare_carriage_returns_end_lines_and_a_stray_one_only_spoils_its_row() -
     stray = parse("\n".join([rows[0], rows[1][:40] + "\r" + rows[1][40:], rows[2]]))
     assert len(stray.records) == 2
     assert [b.line for b in stray.bad] == [2, 3]  # the broken row's two halves, reported with their lines
+
+
+def test_an_epoch_out_of_range_makes_its_row_bad_not_the_file() -> None:
+    good, absurd = fs_json(), fs_json(end_epoch="1701709258465000")
+    parsed = parse("\n".join([good, absurd]), CdrFormat.FREESWITCH_JSON)
+    assert len(parsed.records) == 1
+    [bad] = parsed.bad
+    assert bad.line == 2 and "1701709258465000" in bad.reason
