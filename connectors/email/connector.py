@@ -103,9 +103,23 @@ def _fetched_bytes(lines: list[Any]) -> bytes | None:
     return None
 
 
+_NAME_BYTES = 180  # file systems allow 255 bytes per name; room is left for a "12-" prefix and ".part"
+
+
+POISON_TRIES = 3  # a mail that fails this often in a row is quarantined, so it cannot block its folder
+
+
 def _safe_name(name: str) -> str:
+    """A file name for an attachment: no path or odd characters, and short enough in bytes for the file
+    system (85 Chinese characters already pass 255 bytes), keeping the extension when shortened."""
     cleaned = re.sub(r"[^\w.\- ()\[\]]+", "_", name, flags=re.UNICODE).strip(" .")
-    return cleaned[:120] or "attachment"
+    if len(cleaned.encode()) > _NAME_BYTES:
+        stem, dot, ext = cleaned.rpartition(".")
+        ext = dot + ext if dot and len(ext) <= 10 else ""
+        stem = stem if ext else cleaned
+        budget = _NAME_BYTES - len(ext.encode())
+        cleaned = stem.encode()[:budget].decode("utf-8", "ignore").rstrip(" .") + ext
+    return cleaned or "attachment"
 
 
 def _write_files(folder: Path, files: Mapping[str, bytes]) -> None:
@@ -155,6 +169,7 @@ class EmailConnector:
         self._imap_tls: ssl.SSLContext | None = None
         self._smtp_tls: ssl.SSLContext | None = None
         self._holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._failures: dict[tuple[str, int, int], int] = {}  # (folder, UIDVALIDITY, UID) -> failed tries
         # Seams for tests: awaited after a mail is stored and before its checkpoint moves (to kill us there),
         # and set after every completed sync of a folder.
         self.before_checkpoint: Callable[[int], Awaitable[None]] | None = None
@@ -335,12 +350,29 @@ class EmailConnector:
             raw = _fetched_bytes(fetched.lines)
             if raw is None:
                 raise ImapError(f"UID FETCH {uid} returned no message body")
-            await self.ingest(raw)
+            try:
+                await self.ingest(raw)
+            except Exception as exc:
+                if not await self._give_up_on(folder, uidvalidity, uid, raw, exc):
+                    raise  # the session backs off and comes back to this mail
             if self.before_checkpoint is not None:
                 await self.before_checkpoint(uid)
             checkpoint = Checkpoint(uidvalidity=uidvalidity, last_uid=uid)
             await self._store.set_checkpoint(key, checkpoint.dump())
             await self._after_processing(client, uid)
+
+    async def _give_up_on(self, folder: str, uidvalidity: int, uid: int, raw: bytes, exc: Exception) -> bool:
+        """True when a mail has failed ``POISON_TRIES`` times in a row: it is quarantined with the error, so
+        the mailbox moves on instead of stopping at it for ever. A store outage fails the quarantine too, and
+        then the mail is simply tried again later; nothing is lost either way."""
+        key = (folder, uidvalidity, uid)
+        tries = self._failures[key] = self._failures.get(key, 0) + 1
+        if tries < POISON_TRIES:
+            return False
+        await self._quarantine(raw, f"taking it in failed {tries} times: {type(exc).__name__}: {exc}")
+        log.error("inbox %s folder %s: UID %d quarantined after %d failures", self.inbox, folder, uid, tries)
+        del self._failures[key]
+        return True
 
     async def _after_processing(self, client: Any, uid: int) -> None:
         imap = self._cfg.imap

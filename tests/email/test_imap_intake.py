@@ -5,8 +5,11 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import Awaitable, Callable
+from email import message_from_bytes, policy
+from email.message import EmailMessage
 from pathlib import Path
 
+from connectors.email.parse import parse_mail
 from core.model import Author, Channel, Direction, Message
 from gateway.app import GATEWAY
 from gateway.intake import BotSetup
@@ -193,6 +196,50 @@ async def test_a_copied_colleague_who_replies_joins_the_ticket_and_the_agent_rep
         assert sent["To"] == "customer@example.org"
         assert [a.addr_spec for a in sent["Cc"].addresses] == ["boss@example.org", "finance@example.org"]
         assert sent["In-Reply-To"] == "<cc2@example.org>"
+
+
+async def test_attachments_are_filed_under_the_data_dir_even_with_a_very_long_chinese_name(
+    tmp_path: Path, dovecot: Dovecot, smtp_sink: SmtpSink, bot_setup: BotSetup
+) -> None:
+    user = dovecot.user()
+    config = email_config(tmp_path, dovecot, smtp_sink, user, acknowledge=False)
+    name = "2024年度增值税专用发票" * 8 + ".pdf"  # 121 characters, 353 bytes: more than a file name may hold
+    msg = message_from_bytes(mail(message_id="<att@example.org>"), policy=policy.default)
+    assert isinstance(msg, EmailMessage)
+    msg.add_attachment(b"%PDF-1.4 invoice", maintype="application", subtype="pdf", filename=name)
+    msg.add_attachment(b"\x89PNG screenshot", maintype="image", subtype="png", filename="截图.png")
+    async with started(config, bot_setup) as gw:
+        await asyncio.to_thread(dovecot.append, user, msg.as_bytes(policy=policy.SMTP))
+        [message] = await _count_inbound(gw, 1)
+    pdf, png = message.attachments
+    assert (pdf.name, pdf.content_type, pdf.size) == (name, "application/pdf", 16)
+    assert png.name == "截图.png"
+    for attachment, data in ((pdf, b"%PDF-1.4 invoice"), (png, b"\x89PNG screenshot")):
+        assert attachment.media_id is not None
+        assert (config.data_path / attachment.media_id).read_bytes() == data
+    assert Path(pdf.media_id or "").suffix == ".pdf" and len(Path(pdf.media_id or "").name.encode()) <= 255
+
+
+async def test_a_mail_that_keeps_failing_is_quarantined_and_the_mailbox_moves_on(
+    tmp_path: Path, dovecot: Dovecot, smtp_sink: SmtpSink, bot_setup: BotSetup
+) -> None:
+    user = dovecot.user()
+    config = email_config(tmp_path, dovecot, smtp_sink, user, acknowledge=False)
+    msg = message_from_bytes(mail(message_id="<poison@example.org>"), policy=policy.default)
+    assert isinstance(msg, EmailMessage)
+    msg.add_attachment(b"%PDF-1.4", maintype="application", subtype="pdf", filename="invoice.pdf")
+    poison = msg.as_bytes(policy=policy.SMTP)
+    # Filing its attachment fails every time: a directory stands where the file must go (disk trouble).
+    sha = parse_mail(poison).raw_sha256
+    (config.data_path / "email" / "support" / sha[:2] / sha / "invoice.pdf").mkdir(parents=True)
+    async with started(config, bot_setup) as gw:
+        await asyncio.to_thread(dovecot.append, user, poison)
+        await asyncio.to_thread(dovecot.append, user, mail(message_id="<after@example.org>"))
+        [after] = await _count_inbound(gw, 1, timeout_s=30)  # the next mail gets through
+        assert after.external_id == "after@example.org"
+        [item] = await gw.server.app[GATEWAY].store.quarantined()
+    assert item.raw == poison
+    assert "failed 3 times" in item.reason and "IsADirectoryError" in item.reason
 
 
 async def test_permanent_smtp_rejection_fails_the_delivery_without_retry(
