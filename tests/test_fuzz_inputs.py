@@ -26,6 +26,7 @@ from connectors.email.quote import extract_reply, strip_signature
 from connectors.phone.cdr import CdrFormat, CdrOptions, ParsedCdr, parse_cdr
 from connectors.phone.cti import CtiError, form_params, parse_params
 from connectors.webchat.protocol import FrameError, parse_frame
+from connectors.wechat import crypto
 from connectors.wechat.parse import Push, PushError, parse_push
 from connectors.wechat.signature import sign
 from gateway.app import GATEWAY
@@ -245,3 +246,25 @@ def test_reply_extraction_never_fails_on_a_mangled_mail_body(data: st.DataObject
         return
     reply = strip_signature(extract_reply(text))
     assert isinstance(reply, str) and len(reply) <= len(text) + 1
+
+
+def _vectors() -> list[dict[str, Any]]:
+    from tests.wechat.test_parse import vectors
+
+    found = vectors()
+    need(bool(found), "the WeChat encrypted vectors are not in ../shared/corpora/wechat/encrypted")
+    return found
+
+
+@FUZZ
+@given(data=st.data())
+def test_a_mangled_ciphertext_is_refused_with_a_crypto_error(data: st.DataObject) -> None:
+    vector = data.draw(st.sampled_from(_vectors()))
+    encrypt = data.draw(mutated([vector["encrypt"].encode()])).decode("latin-1")
+    key = crypto.aes_key(vector["encoding_aes_key"])
+    try:
+        plain = crypto.decrypt(encrypt, key=key, app_id=vector["appid"])
+    except crypto.CryptoError as exc:
+        assert str(exc)
+    else:
+        assert plain == vector["decrypted_plaintext"]  # an edit that changed nothing (a dropped trailing "=")

@@ -39,7 +39,7 @@ def decrypt(encrypted: str, *, key: bytes, app_id: str) -> str:
     """The XML inside an ``Encrypt`` element; raises CryptoError unless it was encrypted for ``app_id``."""
     try:
         raw = base64.b64decode(encrypted, validate=True)
-    except binascii.Error:
+    except ValueError:  # binascii.Error, or characters outside ASCII
         raise CryptoError("Encrypt is not base64") from None
     if not raw or len(raw) % 16:
         raise CryptoError("Encrypt is not a whole number of AES blocks")

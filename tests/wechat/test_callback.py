@@ -14,7 +14,7 @@ from core.model import Channel, Direction
 from gateway.app import GATEWAY
 from gateway.intake import BotSetup
 from tests.conftest import SHARED, Gateway, need, started
-from tests.wechat.conftest import AES_KEY, CORPUS, WechatClient, inbox, manifest, text_xml, wechat_config
+from tests.wechat.conftest import AES_KEY, CORPUS, TOKEN, WechatClient, inbox, manifest, text_xml, wechat_config
 from tests.wechat.fake_api import FakeWechat
 from tests.wechat.test_parse import BOMB, XXE
 
@@ -202,6 +202,25 @@ async def test_malformed_but_signed_push_is_quarantined_with_a_clear_error(
         assert pushed.status == 400
         (item,) = await gw.server.app[GATEWAY].store.quarantined()
         assert item.reason.startswith("bad_xml")
+
+
+async def test_a_signed_push_whose_ciphertext_is_not_base64_is_quarantined_not_a_server_error(
+    tmp_path: Path, bot_setup: BotSetup, fake_wechat: FakeWechat
+) -> None:
+    config = wechat_config(tmp_path, fake_wechat, inbox(encoding_aes_key=AES_KEY, mode="safe"))
+    async with started(config, bot_setup) as gw:
+        client = WechatClient(gw)
+        encrypt = "密文" + "A" * 42  # not ASCII: base64 cannot even start on it
+        params = client.query()
+        params |= {
+            "encrypt_type": "aes",
+            "msg_signature": sign(TOKEN, params["timestamp"], params["nonce"], encrypt),
+        }
+        body = f"<xml><ToUserName><![CDATA[gh_huiliu]]></ToUserName><Encrypt><![CDATA[{encrypt}]]></Encrypt></xml>"
+        pushed = await client.post(body.encode(), params)
+        assert pushed.status == 400 and "decrypt" in pushed.text
+        (item,) = await gw.server.app[GATEWAY].store.quarantined()
+        assert item.reason.startswith("undecryptable") and item.raw == body.encode()
 
 
 async def test_pushes_to_two_inboxes_are_checked_with_each_inbox_token(
