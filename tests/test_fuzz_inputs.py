@@ -7,7 +7,9 @@ The runs are derandomized: CI sees the same cases every time, and a failure shri
 
 from __future__ import annotations
 
+import asyncio
 import collections
+import json
 import os
 import random
 import time
@@ -29,7 +31,7 @@ from connectors.webchat.protocol import FrameError, parse_frame
 from connectors.wechat import crypto
 from connectors.wechat.parse import Push, PushError, parse_push
 from connectors.wechat.signature import sign
-from gateway.app import GATEWAY
+from gateway.app import GATEWAY, build_bot
 from gateway.intake import BotSetup
 from tests.conftest import SHARED, make_config, need, started
 from tests.email.corpus import mail_files
@@ -268,3 +270,57 @@ def test_a_mangled_ciphertext_is_refused_with_a_crypto_error(data: st.DataObject
         assert str(exc)
     else:
         assert plain == vector["decrypted_plaintext"]  # an edit that changed nothing (a dropped trailing "=")
+
+
+def _json_value(rng: random.Random, depth: int = 0) -> Any:
+    """Any JSON value: what a confused or hostile API client might send where an object is expected."""
+    kinds = ["null", "bool", "int", "float", "str"] + (["list", "dict"] * 2 if depth < 3 else [])
+    kind = rng.choice(kinds)
+    if kind == "null":
+        return None
+    if kind == "bool":
+        return rng.random() < 0.5
+    if kind == "int":
+        return rng.choice([0, -1, 1, 2**31, 2**63, -(2**70), rng.randint(-1000, 1000)])
+    if kind == "float":
+        return rng.choice([0.5, -1e308, 1e308, rng.uniform(-10, 10)])
+    if kind == "str":
+        return rng.choice(["", " ", "退款", "open", "high", "x" * 5000, "\u0000", "HL-000001", "wang", "🙂"])
+    if kind == "list":
+        return [_json_value(rng, depth + 1) for _ in range(rng.randint(0, 3))]
+    keys = ["text", "agent", "status", "priority", "assignee", "tags", "id", "questions", "answer", "keywords"]
+    return {rng.choice(keys): _json_value(rng, depth + 1) for _ in range(rng.randint(0, 4))}
+
+
+async def test_the_rest_api_answers_any_json_with_a_clear_status_never_a_server_error(
+    tmp_path: Path, bot_setup: BotSetup
+) -> None:
+    rng = random.Random(42)
+    kb = tmp_path / "faq.yaml"
+    kb.write_text((Path(__file__).parent.parent / "kb" / "faq.yaml").read_text(encoding="utf-8"), encoding="utf-8")
+    config = make_config(tmp_path, bot={"kb": str(kb)})
+    statuses: collections.Counter[int] = collections.Counter()
+    bot = await asyncio.to_thread(build_bot, config)
+    async with started(config, bot) as gw:
+        chat = await gw.chat()
+        await chat.say("转人工")  # a ticket to act on
+        _, body = await gw.api("GET", "/tickets")
+        ticket = body["tickets"][0]["id"]
+        targets = [
+            ("PATCH", f"/tickets/{ticket}"),
+            ("POST", f"/tickets/{ticket}/replies"),
+            ("POST", f"/tickets/{ticket}/typing"),
+            ("POST", "/faqs"),
+            ("PUT", "/faqs/refund"),
+        ]
+        for n in range(int(os.environ.get("HUILIU_FUZZ_EXAMPLES", "400"))):
+            method, path = rng.choice(targets)
+            payload = json.dumps(_json_value(rng), ensure_ascii=False)
+            if n % 5 == 0:
+                payload = payload[: rng.randint(0, len(payload))]  # cut short: not JSON at all
+            headers = {"Content-Type": "application/json", "Idempotency-Key": f"k{n % 7}"}
+            status, _ = await gw.api(method, path, data=payload.encode(), headers=headers)
+            statuses[status] += 1
+        assert (await gw.api("GET", "/tickets"))[0] == 200
+    assert all(status < 500 for status in statuses), statuses
+    assert statuses[400] + statuses[422] > 100, statuses
