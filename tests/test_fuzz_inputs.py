@@ -23,6 +23,7 @@ from zoneinfo import ZoneInfo
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from bot.text import normalize
 from connectors.email.parse import MailParseError, ParsedMail, parse_mail
 from connectors.email.quote import extract_reply, strip_signature
 from connectors.phone.cdr import CdrFormat, CdrOptions, ParsedCdr, parse_cdr
@@ -33,6 +34,8 @@ from connectors.wechat.parse import Push, PushError, parse_push
 from connectors.wechat.signature import sign
 from gateway.app import GATEWAY, build_bot
 from gateway.intake import BotSetup
+from normalizer.phone import display, read_number, to_e164
+from normalizer.text import clean_text
 from tests.conftest import SHARED, make_config, need, started
 from tests.email.corpus import mail_files
 from tests.phone.rows import asterisk, freeswitch, fs_json
@@ -324,3 +327,32 @@ async def test_the_rest_api_answers_any_json_with_a_clear_status_never_a_server_
         assert (await gw.api("GET", "/tickets"))[0] == 200
     assert all(status < 500 for status in statuses), statuses
     assert statuses[400] + statuses[422] > 100, statuses
+
+
+NUMBERISH = st.text(alphabet="0123456789+()- .#*;@:telsipx\u3000０１２３", max_size=24)
+
+
+@FUZZ
+@given(raw=st.one_of(NUMBERISH, st.text(max_size=24)), region=st.sampled_from(["CN", "HK", "US", "ZZ", ""]))
+def test_any_caller_id_reads_as_a_number_or_as_none(raw: str, region: str) -> None:
+    e164 = to_e164(raw, region)
+    reading = read_number(raw, region, ("HK", "TW"))
+    for found in (e164, reading.e164, *reading.candidates):
+        assert found is None or (found.startswith("+") and found[1:].isdigit())
+        assert found is None or display(found)
+
+
+@FUZZ
+@given(text=st.text(max_size=200))
+def test_any_text_cleans_to_text_and_analyzes_for_the_bot(text: str) -> None:
+    cleaned = clean_text(text)
+    assert isinstance(cleaned, str)
+    assert isinstance(normalize(cleaned), str)
+
+
+@FUZZ
+@given(text=st.one_of(st.text(max_size=300), st.sampled_from(["", " ", "？？？", "我想退款" * 200, "a" * 2000])))
+def test_the_bot_ranks_any_text_without_failing(bot_setup: BotSetup, text: str) -> None:
+    hits = bot_setup.index.search(text, limit=3)
+    assert len(hits) <= 3 and all(0.0 <= h.score <= 1.0 for h in hits)
+    assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
