@@ -7,11 +7,20 @@ from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar, Protocol
+from typing import ClassVar, Protocol, runtime_checkable
 
 from aiohttp import web
 
-from core.model import Channel, Conversation, Delivery, InboundMessage, Message, OutboundReply, Ticket
+from core.model import (
+    Channel,
+    Conversation,
+    Delivery,
+    InboundMessage,
+    Message,
+    OutboundReply,
+    QuarantinedItem,
+    Ticket,
+)
 from core.store.base import Store
 from core.tasks import TaskTracker
 
@@ -74,3 +83,16 @@ class Connector(Protocol):
     async def drain(self) -> None:
         """Shutdown began: let go of long-lived connections so in-flight requests can finish."""
         ...
+
+
+@runtime_checkable
+class Replays(Protocol):
+    """A connector that can take its quarantined input in again (``huiliu quarantine replay``, after a fix)."""
+
+    async def replay(self, item: QuarantinedItem, sink: InboundSink) -> str | None:
+        """What the item became (for the operator), or None when it still cannot be read: it stays quarantined."""
+        ...
+
+
+def stored_as(result: IntakeResult) -> str:
+    return f"{'duplicate of' if result.duplicate else 'stored as'} message {result.message.id}"

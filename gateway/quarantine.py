@@ -5,8 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from connectors import build_connectors
-from connectors.base import ConnectorDeps
-from connectors.email.connector import EmailConnector
+from connectors.base import ConnectorDeps, Replays
 from core.config import Config
 from core.model import QuarantinedItem
 from core.store import open_store
@@ -37,7 +36,7 @@ async def replay(config: Config, bot: BotSetup, item_ids: list[str]) -> list[Rep
     """Parse each item again (after a parser fix) and hand it to intake, as ``serve`` would; no pollers run.
 
     It works offline against the store: a ticket's acknowledgement that cannot be mailed is recorded as failed.
-    An item that still cannot be parsed stays quarantined (with its first reason).
+    An item that still cannot be read stays quarantined (with its first reason).
     """
     store = open_store(config)
     await store.open()
@@ -52,16 +51,15 @@ async def replay(config: Config, bot: BotSetup, item_ids: list[str]) -> list[Rep
                 results.append(ReplayResult(item_id=item_id, ok=False, detail="no such quarantined item"))
                 continue
             connector = connectors.get(item.inbox)
-            if not isinstance(connector, EmailConnector):
+            if not isinstance(connector, Replays):
                 results.append(ReplayResult(item_id=item_id, ok=False, detail=f"inbox {item.inbox!r} cannot replay"))
                 continue
-            outcome = await connector.ingest(item.raw, sink=intake.receive, quarantine=False)
-            if outcome is None:
-                results.append(ReplayResult(item_id=item_id, ok=False, detail="still cannot be parsed"))
+            detail = await connector.replay(item, intake.receive)
+            if detail is None:
+                results.append(ReplayResult(item_id=item_id, ok=False, detail="still cannot be read"))
                 continue
             await store.mark_replayed(item_id)
-            state = "duplicate of" if outcome.duplicate else "stored as"
-            results.append(ReplayResult(item_id=item_id, ok=True, detail=f"{state} message {outcome.message.id}"))
+            results.append(ReplayResult(item_id=item_id, ok=True, detail=detail))
         await tasks.drain(config.server.shutdown_grace_s)
     finally:
         await store.close()

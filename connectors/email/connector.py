@@ -25,7 +25,7 @@ import aioimaplib
 import aiosmtplib
 from aiohttp import web
 
-from connectors.base import ConnectorDeps, InboundSink, IntakeResult
+from connectors.base import ConnectorDeps, InboundSink, IntakeResult, stored_as
 from connectors.email.auto import AutoKind
 from connectors.email.compose import Outgoing, compose
 from connectors.email.imap_tls import ImapTlsError, client_context, imap_starttls
@@ -409,6 +409,10 @@ class EmailConnector:
             return None
         inbound = await self.to_inbound(mail, raw)
         return await target(inbound)
+
+    async def replay(self, item: QuarantinedItem, sink: InboundSink) -> str | None:
+        outcome = await self.ingest(item.raw, sink=sink, quarantine=False)
+        return stored_as(outcome) if outcome is not None else None
 
     async def _quarantine(self, raw: bytes, reason: str) -> None:
         digest = hashlib.sha256(normalize_line_endings(raw)).hexdigest()[:32]

@@ -399,6 +399,16 @@ class PhoneConnector:
         )
 
     # -- CDR import -----------------------------------------------------------------
+    async def replay(self, item: QuarantinedItem, sink: InboundSink) -> str | None:
+        """A CDR row quarantined by the watched folder, imported again (after a fix to the parser or the
+        inbox's column mapping). CTI events are not replayed: their moment has passed, and the CDR has them."""
+        if not item.id.startswith("cdr:"):
+            return None
+        report = await self.import_cdr(item.raw, CdrFormat(self._cfg.cdr.format), sink)
+        if report.bad:
+            return None
+        return f"imported {report.imported} call(s), {report.duplicates} already there"
+
     async def import_cdr(self, data: bytes, fmt: CdrFormat, sink: InboundSink, *, first_line: int = 1) -> ImportReport:
         """Parse (off the loop: 100,000 rows take a while) and import one file's rows."""
         if self._options is None:

@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 import aiohttp
 from aiohttp import web
 
-from connectors.base import ConnectorDeps, InboundSink, IntakeResult, Rejected
+from connectors.base import ConnectorDeps, InboundSink, IntakeResult, Rejected, stored_as
 from connectors.wechat import crypto, render
 from connectors.wechat.api import ApiError, ApiUnavailable, WechatApi
 from connectors.wechat.parse import Action, Push, PushError, parse_push, read_xml
@@ -372,6 +372,25 @@ class WechatConnector:
             log.info("inbox %s: passive reply not written: %s", self.inbox, exc)
             return response, False
         return response, True
+
+    async def replay(self, item: QuarantinedItem, sink: InboundSink) -> str | None:
+        """A quarantined push (its HTTP body, encrypted or not), taken in as if WeChat pushed it now; a reply
+        goes out through the customer-service API. Its signatures were checked when it arrived."""
+        now = datetime.now(UTC)
+        try:
+            envelope = read_xml(item.raw)
+            encrypt = envelope.get("Encrypt")
+            if isinstance(encrypt, str) and "MsgType" not in envelope and self._key is not None:
+                xml: bytes | str = crypto.decrypt(encrypt, key=self._key, app_id=self._cfg.app_id)
+            else:
+                xml = item.raw
+            push = parse_push(xml, inbox=self.inbox, received_at=now, menu_faq=self._cfg.menu_faq)
+            result = await self._intake(sink, push.message)
+        except (PushError, crypto.CryptoError, web.HTTPBadRequest):
+            return None
+        if not result.duplicate:
+            await self._after_intake(push, result, now)
+        return stored_as(result)
 
     async def _quarantine(self, body: bytes, reason: str, now: datetime) -> None:
         digest = hashlib.sha256(body).hexdigest()[:32]

@@ -85,7 +85,7 @@ def test_list_then_replay_stores_the_mail_and_marks_the_item(
     assert main(["quarantine", "replay", "email:support:aaa", "email:support:bbb", "-c", str(config)]) == 1
     out = capsys.readouterr().out
     assert "email:support:aaa\tok\tstored as message msg_" in out
-    assert "email:support:bbb\tfailed\tstill cannot be parsed" in out
+    assert "email:support:bbb\tfailed\tstill cannot be read" in out
     items, stored = asyncio.run(_state(load_config(config)))
     assert stored
     assert {i.id: i.replayed for i in items} == {"email:support:aaa": True, "email:support:bbb": False}
