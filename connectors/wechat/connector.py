@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import hashlib
 import logging
@@ -225,7 +226,16 @@ class WechatConnector:
             await self._quarantine(body, f"undecryptable: {exc}", now)
             raise web.HTTPBadRequest(text=f"cannot decrypt: {exc}") from None
 
-        result = await self._intake(sink, push.message)
+        try:
+            result = await self._intake(sink, push.message)
+        except web.HTTPException:
+            raise
+        except Exception as exc:
+            # WeChat retries three times and then drops the push: keep it for ``huiliu quarantine replay``
+            # (when the store itself failed, this fails too, and the retries are what is left).
+            with contextlib.suppress(Exception):
+                await self._quarantine(body, f"intake failed: {type(exc).__name__}: {exc}", now)
+            raise
         if result.duplicate:
             text = await self._answer_again(result.message)
             if text is None:

@@ -3,17 +3,27 @@
 from __future__ import annotations
 
 import asyncio
+import secrets
+import time
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
 
+from connectors.base import ConnectorDeps, IntakeResult, Rejected
+from connectors.wechat.connector import WechatConnector
 from connectors.wechat.parse import read_xml
 from connectors.wechat.signature import sign
-from core.model import Channel, Direction
+from core.config import WechatInbox
+from core.model import Channel, Direction, InboundMessage
+from core.store.sqlite import SqliteStore
+from core.tasks import TaskTracker
 from gateway.app import GATEWAY
 from gateway.intake import BotSetup
-from tests.conftest import SHARED, Gateway, need, started
+from tests.conftest import SHARED, Gateway, make_config, need, started
 from tests.wechat.conftest import AES_KEY, CORPUS, TOKEN, WechatClient, inbox, manifest, text_xml, wechat_config
 from tests.wechat.fake_api import FakeWechat
 from tests.wechat.test_parse import BOMB, XXE
@@ -233,3 +243,44 @@ async def test_pushes_to_two_inboxes_are_checked_with_each_inbox_token(
         assert pushed.status == 200
         results = await asyncio.gather(inbound(gw, "1", "oa2"), inbound(gw, "1", "oa"))
         assert results[0] is not None and results[1] is None
+
+
+async def test_a_push_that_intake_fails_on_is_kept_for_replay_while_wechat_retries(tmp_path: Path) -> None:
+    """The connector on its own, on a real server, with an intake that breaks (a bug): WeChat gets a 500 and
+    will retry, and the push is in the quarantine already, so it survives WeChat giving up."""
+    config = make_config(tmp_path, inboxes=[inbox()])
+    box = config.inboxes[0]
+    assert isinstance(box, WechatInbox)
+    store = SqliteStore(tmp_path / "store.sqlite3")
+    await store.open()
+    connector = WechatConnector(box, ConnectorDeps(store=store, tasks=TaskTracker(), data_dir=tmp_path))
+    app = web.Application()
+    app.router.add_routes(connector.routes())
+
+    async def broken(message: InboundMessage) -> IntakeResult:
+        raise RuntimeError("intake bug")
+
+    stored: list[InboundMessage] = []
+
+    async def working(message: InboundMessage) -> IntakeResult:
+        stored.append(message)
+        raise Rejected("enough to see it arrive")
+
+    xml = text_xml("在吗", openid="oBug", msg_id="7777")
+    try:
+        async with (
+            TestServer(app, host="127.0.0.1") as server,
+            aiohttp.ClientSession() as http,
+            connector.running(broken),
+        ):
+            for _ in range(2):  # the first delivery and a retry
+                timestamp, nonce = str(int(time.time())), secrets.token_hex(4)
+                query = {"timestamp": timestamp, "nonce": nonce, "signature": sign(TOKEN, timestamp, nonce)}
+                async with http.post(server.make_url("/wechat/oa"), params=query, data=xml.encode()) as resp:
+                    assert resp.status == 500
+        (item,) = await store.quarantined()  # once, however often WeChat retried
+        assert item.raw == xml.encode() and item.reason == "intake failed: RuntimeError: intake bug"
+        assert await connector.replay(item, working) is None  # this sink refuses it: still not taken in
+        assert [m.external_id for m in stored] == ["7777"] and stored[0].text == "在吗"
+    finally:
+        await store.close()
