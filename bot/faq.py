@@ -207,6 +207,22 @@ _ALPHA = 1.0
 _BETA = 8.0
 _NULL = 4.0
 _UNCORROBORATED = 0.5  # the highest score of an entry that only one phrasing supports (below answering)
+# A KB's own temperature on the logits (and the null), so a probability means the same in every KB: how sure the
+# index may be depends on how alike its entries are (massive-zh-dev's near-identical intents make confident wrong
+# answers that clinc150-en-dev's distinct ones do not). It is fitted when the index is built, by holding a third
+# of the phrasings of every entry with enough of them out of a second index and asking that index for them: the
+# temperature that gives those held-out phrasings the highest likelihood (their own entry, or "none of these" when
+# the index does not offer it). Only for a KB with this many phrasings per entry on average, and enough held-out
+# phrasings to say anything; otherwise 1. A temperature rather than thresholds per KB: one number fitted on the
+# whole likelihood is stable where thresholds read off a few dozen held-out phrasings were not. Even so, ~50
+# held-out phrasings gave massive-zh-dev anything from 0.8 to 1.4 depending on which were held out (~150: 1.0 to
+# 1.15), and the 25-entry sample KB a meaningless 1.9: below _CALIBRATE_MIN_HELD the temperature stays 1.
+_CALIBRATE_MIN_PHRASINGS = 3.0
+_CALIBRATE_MIN_HELD = 120
+# The highest score shown: "none of these" always keeps some probability, so a 1.0 would only be rounding (and
+# answer_threshold 1.0 must still mean "never answer").
+_MAX_SCORE = 0.9999
+_TEMPERATURES = tuple(0.5 + 0.05 * k for k in range(31))  # 0.5 .. 2.0
 
 
 def _features_cached(a: Analyzed, cache: dict[Analyzed, frozenset[str]]) -> frozenset[str]:
@@ -265,7 +281,9 @@ class FaqIndex:
     then scored exactly: every query feature, their best phrasings (weighted cosine) and a rapidfuzz comparison.
     """
 
-    def __init__(self, entries: Sequence[FaqEntry], *, synonyms: Iterable[Iterable[str]] = ()) -> None:
+    def __init__(
+        self, entries: Sequence[FaqEntry], *, synonyms: Iterable[Iterable[str]] = (), calibrate: bool = True
+    ) -> None:
         self._entries = tuple(entries)
         self._by_id = {e.id: e for e in self._entries}
         if len(self._by_id) != len(self._entries):
@@ -339,6 +357,51 @@ class FaqIndex:
             f: tuple(sorted(p, key=lambda iw: -iw[1])) for f, p in postings.items()
         }
         self._train_model(analyzed, phrase_feats)
+        self._groups = groups
+        self._temperature = self._fit_temperature() if calibrate else 1.0
+
+    @property
+    def temperature(self) -> float:
+        """The KB's own temperature on the logits (1 when the KB is too small or too thin to fit one)."""
+        return self._temperature
+
+    def _fit_temperature(self) -> float:
+        """Hold a third of the phrasings of each entry (with at least three) out of a second index, and pick the
+        temperature under which that index's probabilities best predict where those phrasings belong."""
+        entries = self._entries
+        if sum(len(e.questions) for e in entries) < _CALIBRATE_MIN_PHRASINGS * len(entries):
+            return 1.0
+        held: list[tuple[str, int]] = []
+        kept: list[FaqEntry] = []
+        for i, e in enumerate(entries):
+            n = len(e.questions)
+            if n >= 3:
+                # A third of its phrasings, spread over the list and not always from its start (deterministic).
+                out = {(i + j * 3) % n for j in range(n // 3)}
+                held += [(q, i) for k, q in enumerate(e.questions) if k in out]
+                rest = tuple(q for k, q in enumerate(e.questions) if k not in out)
+                e = FaqEntry(id=e.id, questions=rest, answer=e.answer, keywords=e.keywords)
+            kept.append(e)
+        if len(held) < _CALIBRATE_MIN_HELD:
+            return 1.0
+        other = FaqIndex(kept, synonyms=self._groups, calibrate=False)
+        examples: list[tuple[list[float], int]] = []  # (logits, position of the right one; -1: none of these)
+        for text, i in held:
+            ranked = other._rank(text, _RESCORE)
+            logits = [logit for logit, *_ in ranked]
+            gold = next((n for n, (_, j, _, _) in enumerate(ranked) if j == i), -1)
+            examples.append((logits, gold))
+
+        def nll(t: float) -> float:
+            total = 0.0
+            for logits, gold in examples:
+                top = max(logits, default=_NULL)
+                null = (_NULL - top) / t
+                zs = [(x - top) / t for x in logits]
+                total += math.log(math.exp(null) + sum(map(math.exp, zs))) - (zs[gold] if gold >= 0 else null)
+            return total
+
+        return min(_TEMPERATURES, key=nll)
 
     def _train_model(self, analyzed: list[list[Analyzed]], phrase_feats: list[list[frozenset[str]]]) -> None:
         """Learn per-entry feature weights from the phrasings: each phrasing is an example of its entry, told
@@ -469,11 +532,27 @@ class FaqIndex:
     def search(self, text: str, limit: int = 3) -> tuple[FaqHit, ...]:
         if limit <= 0:
             return ()
+        scored_entries = self._rank(text, limit)
+        if not scored_entries:
+            return ()
+        t = self._temperature
+        top = scored_entries[0][0]
+        norm = math.exp((_NULL - top) / t) + sum(math.exp((logit - top) / t) for logit, *_ in scored_entries)
+        hits: list[FaqHit] = []
+        for logit, i, k, corroborated in scored_entries[:limit]:
+            p = math.exp((logit - top) / t) / norm
+            shown = p if corroborated else min(p, _UNCORROBORATED)
+            question = self._phrases[i][k].question
+            hits.append(FaqHit(entry_id=self._entries[i].id, question=question, score=round(min(shown, _MAX_SCORE), 4)))
+        return tuple(hits)
+
+    def _rank(self, text: str, limit: int) -> list[tuple[float, int, int, bool]]:
+        """The rescored candidates, best first: (logit, entry, its best phrasing, corroborated)."""
         query = self._fix_typos(self._analyze(text))
         feats = _features(query)
         acc, complete = self._walk(feats)
         if not acc:
-            return ()
+            return []
         known = [f for f in feats if f in self._weight2]
         candidates = heapq.nlargest(_CANDIDATES, acc, key=acc.__getitem__) if len(acc) > _CANDIDATES else list(acc)
         # The candidates' BM25 on every query feature: what the walk left out, added from the entry's own terms.
@@ -515,15 +594,7 @@ class FaqIndex:
             corroborated = second > 0.0 or bool(bonus) or verbatim == i
             scored_entries.append((_ALPHA * model[i] + _BETA * (lexical + bonus), i, k, corroborated))
         scored_entries.sort(key=lambda e: -e[0])
-        top = scored_entries[0][0]
-        norm = math.exp(_NULL - top) + sum(math.exp(logit - top) for logit, *_ in scored_entries)
-        hits: list[FaqHit] = []
-        for logit, i, k, corroborated in scored_entries[:limit]:
-            p = math.exp(logit - top) / norm
-            shown = p if corroborated else min(p, _UNCORROBORATED)
-            question = self._phrases[i][k].question
-            hits.append(FaqHit(entry_id=self._entries[i].id, question=question, score=round(min(shown, 1.0), 4)))
-        return tuple(hits)
+        return scored_entries
 
     def _keyword_bonus(self, i: int, query: Analyzed) -> float:
         """A KB author's keyword is strong evidence: all its words present, or (Chinese) it appears in the query."""
