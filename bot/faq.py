@@ -223,7 +223,7 @@ _CALIBRATE_MIN_HELD = 120
 # answer_threshold 1.0 must still mean "never answer").
 _MAX_SCORE = 0.9999
 _FOLDS = 1  # held-out indexes pooled for the temperature (see _fit_temperature)
-_TEMPERATURES = tuple(0.5 + 0.05 * k for k in range(31))  # 0.5 .. 2.0
+_T_MIN, _T_MAX = 0.5, 2.0  # the temperatures a KB may get
 
 
 def _features_cached(a: Analyzed, cache: dict[Analyzed, frozenset[str]]) -> frozenset[str]:
@@ -416,16 +416,30 @@ class FaqIndex:
                 gold = next((n for n, (_, j, _, _) in enumerate(ranked) if j == i), -1)
                 examples.append((logits, gold))
 
-        def nll(t: float) -> float:
+        def nll(inv_t: float) -> float:
             total = 0.0
             for logits, gold in examples:
                 top = max(logits, default=_NULL)
-                null = (_NULL - top) / t
-                zs = [(x - top) / t for x in logits]
+                null = (_NULL - top) * inv_t
+                zs = [(x - top) * inv_t for x in logits]
                 total += math.log(math.exp(null) + sum(map(math.exp, zs))) - (zs[gold] if gold >= 0 else null)
             return total
 
-        return min(_TEMPERATURES, key=nll)
+        # The likelihood is convex in 1/T (a log-sum-exp of linear functions minus a linear one): golden section.
+        lo, hi = 1.0 / _T_MAX, 1.0 / _T_MIN
+        ratio = (math.sqrt(5) - 1) / 2
+        a, b = hi - ratio * (hi - lo), lo + ratio * (hi - lo)
+        fa, fb = nll(a), nll(b)
+        while hi - lo > 1e-3:
+            if fa < fb:
+                hi, b, fb = b, a, fa
+                a = hi - ratio * (hi - lo)
+                fa = nll(a)
+            else:
+                lo, a, fa = a, b, fb
+                b = lo + ratio * (hi - lo)
+                fb = nll(b)
+        return round(2.0 / (lo + hi), 3)
 
     def _train_model(self, analyzed: list[list[Analyzed]], phrase_feats: list[list[frozenset[str]]]) -> None:
         """Learn per-entry feature weights from the phrasings: each phrasing is an example of its entry, told
