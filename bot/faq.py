@@ -482,7 +482,9 @@ class FaqIndex:
         most of the index; returns their partial BM25 and the features whose every posting was walked."""
         postings = self._postings
         # Words and bigrams first, rarest first; single characters last and only as a fallback (_CHAR_BUDGET).
-        anchors = sorted((f for f in feats if f in postings), key=lambda f: (f[0] == "c", len(postings[f])))
+        # Ties go by the feature itself: in set order, which a budget cut then depends on, the candidates (and
+        # the model's training negatives) changed with PYTHONHASHSEED, and every metric by about 0.001.
+        anchors = sorted((f for f in feats if f in postings), key=lambda f: (f[0] == "c", len(postings[f]), f))
         acc: dict[int, float] = {}
         get = acc.get
         walked = 0
