@@ -207,6 +207,29 @@ _ALPHA = 1.0
 _BETA = 8.0
 _NULL = 4.0
 _UNCORROBORATED = 0.5  # the highest score of an entry that only one phrasing supports (below answering)
+# A KB's own temperature on the logits (and the null), so a probability means the same in every KB: how sure the
+# index may be depends on how alike its entries are (massive-zh-dev's near-identical intents make confident wrong
+# answers that clinc150-en-dev's distinct ones do not). It is fitted when the index is built, by holding a third
+# of the phrasings of every entry with enough of them out of a second index and asking that index for them: the
+# temperature that gives those held-out phrasings the highest likelihood (their own entry, or "none of these" when
+# the index does not offer it). Only for a KB with this many phrasings per entry on average, and enough held-out
+# phrasings to say anything; otherwise 1. A temperature rather than thresholds per KB: one number fitted on the
+# whole likelihood is stable where thresholds read off a few dozen held-out phrasings were not. Even so, ~50
+# held-out phrasings gave massive-zh-dev anything from 0.8 to 1.4 depending on which were held out (~150: 1.0 to
+# 1.15), and the 25-entry sample KB a meaningless 1.9: below _CALIBRATE_MIN_HELD the temperature stays 1.
+_CALIBRATE_MIN_PHRASINGS = 3.0
+_CALIBRATE_MIN_HELD = 120
+# The highest score shown: "none of these" always keeps some probability, so a 1.0 would only be rounding (and
+# answer_threshold 1.0 must still mean "never answer").
+_MAX_SCORE = 0.9999
+# Held-out folds pooled for the temperature: up to _MAX_FOLDS, until _HELD_TARGET phrasings are held out. One fold
+# of a dev KB (150-450 phrasings) gave temperatures that moved with which third was held out (clinc150 0.68-0.77,
+# banking77 0.83-0.92, massive-zh 0.98-1.16), and with them answered_correct at the same thresholds (clinc150
+# 0.57-0.60). Three folds pooled: 0.73-0.74, 0.89-0.90 and 1.05-1.12 (clinc150 0.593-0.598 at 0.85). A large KB
+# reaches the target in one fold, so its build pays for one held-out index only.
+_MAX_FOLDS = 3
+_HELD_TARGET = 1000
+_T_MIN, _T_MAX = 0.5, 2.0  # the temperatures a KB may get
 
 
 def _features_cached(a: Analyzed, cache: dict[Analyzed, frozenset[str]]) -> frozenset[str]:
@@ -257,6 +280,15 @@ class _Phrase:
     content: str
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Analysis:
+    """How an index analyzes text, and what it has analyzed: shared with the held-out indexes cut from it."""
+
+    tokenizer: Any
+    synonyms: dict[str, str]
+    cache: dict[str, Analyzed]
+
+
 class FaqIndex:
     """An inverted index over the entries, with term weights learned from the KB itself.
 
@@ -265,18 +297,31 @@ class FaqIndex:
     then scored exactly: every query feature, their best phrasings (weighted cosine) and a rapidfuzz comparison.
     """
 
-    def __init__(self, entries: Sequence[FaqEntry], *, synonyms: Iterable[Iterable[str]] = ()) -> None:
+    def __init__(
+        self,
+        entries: Sequence[FaqEntry],
+        *,
+        synonyms: Iterable[Iterable[str]] = (),
+        calibrate: bool = True,
+        _analysis: _Analysis | None = None,
+    ) -> None:
+        """``_analysis``: the tokenizer, synonyms and analyzed texts of the index a held-out index is cut from, so
+        fitting the temperature neither builds a second tokenizer nor segments the same phrasings again."""
         self._entries = tuple(entries)
         self._by_id = {e.id: e for e in self._entries}
         if len(self._by_id) != len(self._entries):
             raise ValueError("FAQ entry ids must be unique")
         groups = [tuple(g) for g in synonyms]
-        user_words = [k for e in self._entries for k in e.keywords]
-        user_words += [q for e in self._entries for q in e.questions if 2 <= len(normalize(q)) <= 4]
-        user_words += [w for g in (*groups, *STARTER_SYNONYMS) for w in g]
-        self._tokenizer = new_tokenizer(user_words)
-        self._synonyms = merged(synonym_map(groups, normalize=_fold), synonym_map(STARTER_SYNONYMS, normalize=_fold))
-        cache: dict[str, Analyzed] = {}
+        if _analysis is None:
+            user_words = [k for e in self._entries for k in e.keywords]
+            user_words += [q for e in self._entries for q in e.questions if 2 <= len(normalize(q)) <= 4]
+            user_words += [w for g in (*groups, *STARTER_SYNONYMS) for w in g]
+            tokenizer = new_tokenizer(user_words)
+            folds = merged(synonym_map(groups, normalize=_fold), synonym_map(STARTER_SYNONYMS, normalize=_fold))
+            _analysis = _Analysis(tokenizer=tokenizer, synonyms=folds, cache={})
+        self._tokenizer = _analysis.tokenizer
+        self._synonyms = _analysis.synonyms
+        cache = _analysis.cache
         analyzed = [[self._analyze_cached(q, cache) for q in e.questions] for e in self._entries]
         self._keywords = [[self._analyze_cached(k, cache) for k in e.keywords] for e in self._entries]
         # A question typed exactly as one entry (and no other) words it.
@@ -339,6 +384,68 @@ class FaqIndex:
             f: tuple(sorted(p, key=lambda iw: -iw[1])) for f, p in postings.items()
         }
         self._train_model(analyzed, phrase_feats)
+        self._temperature = self._fit_temperature(_analysis) if calibrate else 1.0
+
+    @property
+    def temperature(self) -> float:
+        """The KB's own temperature on the logits (1 when the KB is too small or too thin to fit one)."""
+        return self._temperature
+
+    def _fit_temperature(self, analysis: _Analysis) -> float:
+        """Hold a third of the phrasings of each entry (with at least three) out of a held-out index, and pick the
+        temperature under which that index's probabilities best predict where those phrasings belong. Folds after
+        the first hold out the next third each, pooled, until _HELD_TARGET phrasings are held out (see _MAX_FOLDS)."""
+        entries = self._entries
+        if sum(len(e.questions) for e in entries) < _CALIBRATE_MIN_PHRASINGS * len(entries):
+            return 1.0
+        if sum(len(e.questions) // 3 for e in entries) < _CALIBRATE_MIN_HELD:
+            return 1.0
+        examples: list[tuple[list[float], int]] = []  # (logits, position of the right one; -1: none of these)
+        for fold in range(_MAX_FOLDS):
+            if len(examples) >= _HELD_TARGET:
+                break
+            held: list[tuple[str, int]] = []
+            kept: list[FaqEntry] = []
+            for i, e in enumerate(entries):
+                n = len(e.questions)
+                if n >= 3:
+                    # A third of its phrasings, spread over the list and not always from its start.
+                    out = {(i + fold + j * 3) % n for j in range(n // 3)}
+                    held += [(q, i) for k, q in enumerate(e.questions) if k in out]
+                    rest = tuple(q for k, q in enumerate(e.questions) if k not in out)
+                    e = FaqEntry(id=e.id, questions=rest, answer=e.answer, keywords=e.keywords)
+                kept.append(e)
+            other = FaqIndex(kept, calibrate=False, _analysis=analysis)
+            for text, i in held:
+                ranked = other._rank(text, _RESCORE, analysis.cache.get(text))
+                logits = [logit for logit, *_ in ranked]
+                gold = next((n for n, (_, j, _, _) in enumerate(ranked) if j == i), -1)
+                examples.append((logits, gold))
+
+        def nll(inv_t: float) -> float:
+            total = 0.0
+            for logits, gold in examples:
+                top = max(logits, default=_NULL)
+                null = (_NULL - top) * inv_t
+                zs = [(x - top) * inv_t for x in logits]
+                total += math.log(math.exp(null) + sum(map(math.exp, zs))) - (zs[gold] if gold >= 0 else null)
+            return total
+
+        # The likelihood is convex in 1/T (a log-sum-exp of linear functions minus a linear one): golden section.
+        lo, hi = 1.0 / _T_MAX, 1.0 / _T_MIN
+        ratio = (math.sqrt(5) - 1) / 2
+        a, b = hi - ratio * (hi - lo), lo + ratio * (hi - lo)
+        fa, fb = nll(a), nll(b)
+        while hi - lo > 1e-3:
+            if fa < fb:
+                hi, b, fb = b, a, fa
+                a = hi - ratio * (hi - lo)
+                fa = nll(a)
+            else:
+                lo, a, fa = a, b, fb
+                b = lo + ratio * (hi - lo)
+                fb = nll(b)
+        return round(2.0 / (lo + hi), 3)
 
     def _train_model(self, analyzed: list[list[Analyzed]], phrase_feats: list[list[frozenset[str]]]) -> None:
         """Learn per-entry feature weights from the phrasings: each phrasing is an example of its entry, told
@@ -381,7 +488,9 @@ class FaqIndex:
         most of the index; returns their partial BM25 and the features whose every posting was walked."""
         postings = self._postings
         # Words and bigrams first, rarest first; single characters last and only as a fallback (_CHAR_BUDGET).
-        anchors = sorted((f for f in feats if f in postings), key=lambda f: (f[0] == "c", len(postings[f])))
+        # Ties go by the feature itself: in set order, which a budget cut then depends on, the candidates (and
+        # the model's training negatives) changed with PYTHONHASHSEED, and every metric by about 0.001.
+        anchors = sorted((f for f in feats if f in postings), key=lambda f: (f[0] == "c", len(postings[f]), f))
         acc: dict[int, float] = {}
         get = acc.get
         walked = 0
@@ -469,11 +578,27 @@ class FaqIndex:
     def search(self, text: str, limit: int = 3) -> tuple[FaqHit, ...]:
         if limit <= 0:
             return ()
-        query = self._fix_typos(self._analyze(text))
+        scored_entries = self._rank(text, limit)
+        if not scored_entries:
+            return ()
+        t = self._temperature
+        top = scored_entries[0][0]
+        norm = math.exp((_NULL - top) / t) + sum(math.exp((logit - top) / t) for logit, *_ in scored_entries)
+        hits: list[FaqHit] = []
+        for logit, i, k, corroborated in scored_entries[:limit]:
+            p = math.exp((logit - top) / t) / norm
+            shown = p if corroborated else min(p, _UNCORROBORATED)
+            question = self._phrases[i][k].question
+            hits.append(FaqHit(entry_id=self._entries[i].id, question=question, score=round(min(shown, _MAX_SCORE), 4)))
+        return tuple(hits)
+
+    def _rank(self, text: str, limit: int, analyzed: Analyzed | None = None) -> list[tuple[float, int, int, bool]]:
+        """The rescored candidates, best first: (logit, entry, its best phrasing, corroborated)."""
+        query = self._fix_typos(analyzed or self._analyze(text))
         feats = _features(query)
         acc, complete = self._walk(feats)
         if not acc:
-            return ()
+            return []
         known = [f for f in feats if f in self._weight2]
         candidates = heapq.nlargest(_CANDIDATES, acc, key=acc.__getitem__) if len(acc) > _CANDIDATES else list(acc)
         # The candidates' BM25 on every query feature: what the walk left out, added from the entry's own terms.
@@ -515,15 +640,7 @@ class FaqIndex:
             corroborated = second > 0.0 or bool(bonus) or verbatim == i
             scored_entries.append((_ALPHA * model[i] + _BETA * (lexical + bonus), i, k, corroborated))
         scored_entries.sort(key=lambda e: -e[0])
-        top = scored_entries[0][0]
-        norm = math.exp(_NULL - top) + sum(math.exp(logit - top) for logit, *_ in scored_entries)
-        hits: list[FaqHit] = []
-        for logit, i, k, corroborated in scored_entries[:limit]:
-            p = math.exp(logit - top) / norm
-            shown = p if corroborated else min(p, _UNCORROBORATED)
-            question = self._phrases[i][k].question
-            hits.append(FaqHit(entry_id=self._entries[i].id, question=question, score=round(min(shown, 1.0), 4)))
-        return tuple(hits)
+        return scored_entries
 
     def _keyword_bonus(self, i: int, query: Analyzed) -> float:
         """A KB author's keyword is strong evidence: all its words present, or (Chinese) it appears in the query."""

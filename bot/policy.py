@@ -70,9 +70,12 @@ class Outcome(enum.StrEnum):
 class BotPolicy:
     """Defaults chosen with ``huiliu faq eval --calibrate`` on the shared dev sets (see README, "FAQ bot")."""
 
-    # Scores are probabilities (bot/faq.py), so answering at 0.86 already implies a runner-up below 0.14; the
-    # margin is kept as its own check for matchers (and configs) whose scores are not.
-    answer_threshold: float = 0.86
+    # Scores are probabilities (bot/faq.py), so answering at 0.85 already implies a runner-up below 0.15; the
+    # margin is kept as its own check for matchers (and configs) whose scores are not. 0.85 is the lowest threshold
+    # that keeps every dev set's wrong answers at its goal (clinc150 <= 5%, banking77 and massive-zh <= 10%).
+    # A margin near 0.8 as well answers a few more right there (0.82 / 0.77: +0.002 clinc150, +0.009 massive-zh),
+    # too little and too finely tuned to ship.
+    answer_threshold: float = 0.85
     suggest_threshold: float = 0.1
     margin: float = 0.3
     max_suggestions: int = 3

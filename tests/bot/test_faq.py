@@ -131,3 +131,45 @@ def test_index_rejects_duplicate_ids() -> None:
     entry = FaqEntry(id="a", questions=("q",), answer="a")
     with pytest.raises(ValueError, match="unique"):
         FaqIndex([entry, entry])
+
+
+def _synthetic_kb(*, twins: bool) -> list[FaqEntry]:
+    """60 entries of 9 phrasings from made-up words; with ``twins``, entries come in pairs that use the same words."""
+    import random
+
+    rng = random.Random(7)
+    letters = "bcdfghjklmnpqrstvwz"
+
+    def word() -> str:
+        return "".join(rng.choice(letters) + rng.choice("aeiou") for _ in range(3))
+
+    vocab = [[word() for _ in range(6)] for _ in range(60)]
+    entries = []
+    for i in range(60):
+        words = vocab[i - i % 2] if twins else vocab[i]
+        questions = tuple(" ".join(["how", "do", "i", *rng.sample(words, 3)]) for _ in range(9))
+        entries.append(FaqEntry(id=f"e{i}", questions=questions, answer=f"answer {i}"))
+    return entries
+
+
+def test_kb_of_look_alike_entries_is_trusted_less() -> None:
+    """The temperature comes from the KB's own held-out phrasings: entries that cannot be told apart get a higher
+    one (flatter probabilities) than distinct entries, so the same answer threshold means the same in both."""
+    distinct = FaqIndex(_synthetic_kb(twins=False))
+    twins = FaqIndex(_synthetic_kb(twins=True))
+    assert distinct.temperature < twins.temperature
+    text = distinct.entries[10].questions[0]
+    assert distinct.search(text)[0].score > twins.search(twins.entries[10].questions[0])[0].score
+    assert FaqIndex(_synthetic_kb(twins=True), calibrate=False).temperature == 1.0
+
+
+def test_small_kb_keeps_temperature_one(index: FaqIndex) -> None:
+    """Too few held-out phrasings say nothing reliable (the sample KB's own fit was a meaningless 1.9)."""
+    assert index.temperature == 1.0
+
+
+def test_a_score_never_reads_as_certain() -> None:
+    """A "none of these" option always keeps some probability: answer_threshold 1.0 must mean never answering."""
+    kb = _synthetic_kb(twins=False)
+    index = FaqIndex(kb)
+    assert all(h.score < 1.0 for e in kb[:10] for h in index.search(e.questions[0]))
