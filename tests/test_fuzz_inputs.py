@@ -272,7 +272,9 @@ def test_a_mangled_ciphertext_is_refused_with_a_crypto_error(data: st.DataObject
     except crypto.CryptoError as exc:
         assert str(exc)
     else:
-        assert plain == vector["decrypted_plaintext"]  # an edit that changed nothing (a dropped trailing "=")
+        # AES-CBC has no integrity of its own (msg_signature over the ciphertext is WeChat's): an edit may still
+        # decrypt, to text that differs where the edit hit.
+        assert isinstance(plain, str)
 
 
 def _json_value(rng: random.Random, depth: int = 0) -> Any:
