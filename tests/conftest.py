@@ -18,6 +18,8 @@ from blockbuster import BlockBuster, blockbuster_ctx
 from bot.setup import BotSetup
 from core.clock import Clock, utcnow
 from core.config import Config, parse_config
+from core.model import QuarantinedItem
+from core.store import open_store
 from gateway.app import build_bot, create_app
 from gateway.outbound import RETRY_DELAYS_S
 
@@ -172,6 +174,17 @@ class started:
         assert self.http is not None
         await self.http.close()
         await self.server.close()
+
+
+async def quarantine_items(config: Config, items: list[QuarantinedItem]) -> None:
+    """Put items in the configured store's quarantine, as a connector would have (for the replay CLI tests)."""
+    store = open_store(config)
+    await store.open()
+    try:
+        for item in items:
+            await store.quarantine(item)
+    finally:
+        await store.close()
 
 
 def dumps(obj: Any) -> str:

@@ -13,11 +13,10 @@ import yaml
 from wechatpy.crypto import WeChatCrypto
 
 from connectors.wechat.parse import read_xml
-from core.config import Config, load_config
+from core.config import load_config
 from core.model import Channel, QuarantinedItem
-from core.store import open_store
 from gateway.cli import main
-from tests.conftest import ROOT
+from tests.conftest import ROOT, quarantine_items
 from tests.phone.rows import asterisk
 from tests.wechat.conftest import AES_KEY, APP_ID, TOKEN, text_xml
 
@@ -44,16 +43,6 @@ def _item(item_id: str, channel: Channel, inbox: str, raw: bytes) -> Quarantined
     )
 
 
-async def _seed(config: Config, items: list[QuarantinedItem]) -> None:
-    store = open_store(config)
-    await store.open()
-    try:
-        for item in items:
-            await store.quarantine(item)
-    finally:
-        await store.close()
-
-
 def _encrypted(xml: str) -> bytes:
     """The HTTP body WeChat posts in safe mode, made with wechatpy's own crypto."""
     encrypt = read_xml(WeChatCrypto(TOKEN, AES_KEY, APP_ID).encrypt_message(xml, "nonce", "1700000000"))["Encrypt"]
@@ -70,7 +59,7 @@ def test_replay_takes_in_wechat_pushes_and_cdr_rows_once(tmp_path: Path, capsys:
         _item("cdr:tel:Master.csv:1:7", Channel.PHONE, "tel", asterisk(disposition="NO ANSWER", answer="").encode()),
         _item("cti:tel:abc", Channel.PHONE, "tel", b'{"event": "newCall"}'),
     ]
-    asyncio.run(_seed(config, items))
+    asyncio.run(quarantine_items(config, items))
     ids = [i.id for i in items]
 
     assert main(["quarantine", "replay", *ids, "-c", str(path)]) == 1  # some still fail

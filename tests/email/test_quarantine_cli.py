@@ -13,7 +13,7 @@ from core.config import Config, load_config
 from core.model import Channel, Direction, QuarantinedItem
 from core.store import open_store
 from gateway.cli import main
-from tests.conftest import ROOT
+from tests.conftest import ROOT, quarantine_items
 from tests.email.conftest import mail
 
 
@@ -35,16 +35,6 @@ def _config_file(tmp_path: Path) -> Path:
     }
     path.write_text(yaml.safe_dump(data))
     return path
-
-
-async def _seed(config: Config, items: list[QuarantinedItem]) -> None:
-    store = open_store(config)
-    await store.open()
-    try:
-        for item in items:
-            await store.quarantine(item)
-    finally:
-        await store.close()
 
 
 async def _state(config: Config) -> tuple[list[QuarantinedItem], bool]:
@@ -76,7 +66,7 @@ def test_list_then_replay_stores_the_mail_and_marks_the_item(
     config = _config_file(tmp_path)
     good = _item("email:support:aaa", mail(message_id="<fixed@example.org>"))  # parses now (a fixed parser)
     bad = _item("email:support:bbb", b"Subject: still no sender\r\n\r\nx")
-    asyncio.run(_seed(load_config(config), [good, bad]))
+    asyncio.run(quarantine_items(load_config(config), [good, bad]))
 
     assert main(["quarantine", "list", "-c", str(config)]) == 0
     listed = capsys.readouterr().out
