@@ -142,8 +142,9 @@ class Intake:
         async with lock:
             for _ in range(_MAX_RETRIES):
                 conversation, known = known or await self._store.get_conversation(message.conversation_id), None
-                if conversation is None:
-                    log.error("message %s has no conversation", message.id)
+                if conversation is None:  # nothing to answer on, now or later: recoveries need not try again
+                    log.error("message %s has no conversation; left unanswered", message.id)
+                    await self._store.mark_handled(message.id)
                     return
                 try:
                     settled = await self._respond(conversation, message)

@@ -144,6 +144,19 @@ async def test_a_message_whose_handling_failed_is_answered_by_the_next_recovery(
         assert not [f for f in chat.frames if f["type"] == "message" and f is not answer]
 
 
+async def test_a_message_without_its_conversation_is_set_aside_not_retried_for_ever(gateway: Gateway) -> None:
+    store = gateway.server.app[GATEWAY].store
+    intake = gateway.server.app[GATEWAY].intake
+    now = datetime.now(UTC)
+    address = Identity(IdentityKind.WEBCHAT_VISITOR, "cd" * 16)
+    conversation = await store.conversation_for(address, channel=Channel.WEBCHAT, inbox="web", name=None, now=now)
+    orphan = dataclasses.replace(conversation, id="cv_gone")  # as if its conversation were lost
+    await store.add_message(stored_inbound(orphan, "orphan-1", "怎么开发票"))
+    assert await intake.recover() == 1
+    assert await store.unhandled_messages() == []  # the next recovery does not try it again
+    assert await intake.recover() == 0
+
+
 async def test_a_long_bot_chat_keeps_only_the_latest_tries_on_the_conversation(gateway: Gateway) -> None:
     chat = await gateway.chat()
     for n in range(MAX_FAQ_TRIES + 5):
