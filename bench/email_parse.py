@@ -45,7 +45,9 @@ async def run(mails: list[bytes], rounds: int) -> None:
         await store.open()
         tasks = TaskTracker()
         connectors = build_connectors(config, ConnectorDeps(store=store, tasks=tasks, data_dir=config.data_path))
-        intake = Intake(store, bot, Outbound(store, connectors, tasks), tasks)
+        intake = Intake(
+            store, bot, Outbound(store, connectors, tasks, resend_after_s=config.server.resend_after_s), tasks
+        )
         email = connectors["support"]
         assert isinstance(email, EmailConnector)
 

@@ -96,7 +96,9 @@ def create_app(
     store = open_store(config)
     tasks = TaskTracker()
     connectors = build_connectors(config, ConnectorDeps(store=store, tasks=tasks, data_dir=config.data_path))
-    outbound = Outbound(store, connectors, tasks, retry_delays_s, config.server.resend_after_s)
+    outbound = Outbound(
+        store, connectors, tasks, resend_after_s=config.server.resend_after_s, retry_delays_s=retry_delays_s
+    )
     tickets = TicketService(store, outbound, clock)
     intake = Intake(store, bot, outbound, tasks, clock, tickets)
     webhooks = WebhookDispatcher(store, config.webhooks)

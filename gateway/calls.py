@@ -44,7 +44,9 @@ async def import_calls(
     tasks = TaskTracker()
     try:
         connectors = build_connectors(config, ConnectorDeps(store=store, tasks=tasks, data_dir=config.data_path))
-        intake = Intake(store, bot, Outbound(store, connectors, tasks), tasks)
+        intake = Intake(
+            store, bot, Outbound(store, connectors, tasks, resend_after_s=config.server.resend_after_s), tasks
+        )
         phone = connectors[target.name]
         assert isinstance(phone, PhoneConnector)
         report = await phone.import_cdr(data, fmt or CdrFormat(target.cdr.format), intake.receive)

@@ -27,9 +27,6 @@ from core.tasks import TaskTracker
 log = logging.getLogger(__name__)
 
 RETRY_DELAYS_S = (1.0, 4.0, 15.0, 60.0)
-# How long a send may take before another sender (this process after a restart, or another instance) may
-# take the message from the outbox and send it: longer than one attempt with its timeouts.
-RESEND_AFTER_S = 120.0
 
 
 def delivery_failed(message: Message, delivery: Delivery, at: datetime) -> DownstreamEvent:
@@ -55,9 +52,12 @@ class Outbound:
         store: Store,
         connectors: Mapping[str, Connector],
         tasks: TaskTracker,
+        *,
+        resend_after_s: float,
         retry_delays_s: tuple[float, ...] = RETRY_DELAYS_S,
-        resend_after_s: float = RESEND_AFTER_S,
     ) -> None:
+        """``resend_after_s`` (``server.resend_after_s``): how long a send may take before another sender (this
+        process after a restart, or another instance) may take the message from the outbox and send it."""
         self._store = store
         self._connectors = connectors
         self._tasks = tasks

@@ -44,7 +44,9 @@ async def replay(config: Config, bot: BotSetup, item_ids: list[str]) -> list[Rep
     results: list[ReplayResult] = []
     try:
         connectors = build_connectors(config, ConnectorDeps(store=store, tasks=tasks, data_dir=config.data_path))
-        intake = Intake(store, bot, Outbound(store, connectors, tasks), tasks)
+        intake = Intake(
+            store, bot, Outbound(store, connectors, tasks, resend_after_s=config.server.resend_after_s), tasks
+        )
         for item_id in item_ids:
             item = await store.get_quarantined(item_id)
             if item is None:
