@@ -6,7 +6,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_NO_CACHE_DIR=1
 
 WORKDIR /app
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md requirements.lock ./
 COPY core ./core
 COPY connectors ./connectors
 COPY normalizer ./normalizer
@@ -15,7 +15,7 @@ COPY gateway ./gateway
 COPY kb ./kb
 COPY config.yaml ./config.yaml
 
-RUN pip install . \
+RUN pip install -c requirements.lock . \
     && useradd --system --uid 10001 --home-dir /app huiliu \
     && mkdir -p /app/data && chown huiliu:huiliu /app/data
 

@@ -449,7 +449,7 @@ class RedisBus:
                 await task
         pubsub, self._pubsub = self._pubsub, None
         if pubsub is not None:
-            await pubsub.aclose()  # type: ignore[no-untyped-call]
+            await pubsub.aclose()
 
     async def publish(self, name: str, payload: str) -> int:
         """Returns how many instances are subscribed to ``name``."""
