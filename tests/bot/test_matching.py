@@ -58,7 +58,7 @@ def test_customer_phrasings_are_answered(index: FaqIndex, query: str, expected: 
 
 
 def test_a_brand_name_in_a_chinese_question_finds_its_entry(index: FaqIndex) -> None:
-    """"alipay可以用吗" ranks payment_methods first (0.91). Since the shipped threshold also bounds how often
+    """ "alipay可以用吗" ranks payment_methods first (0.91). Since the shipped threshold also bounds how often
     questions the KB lacks are answered (0.85 -> 0.92), the 25-entry sample KB (too small to fit a temperature)
     offers it as a suggestion rather than answering."""
     decision = decide(index, "alipay可以用吗", consecutive_misses=0, policy=POLICY)

@@ -64,7 +64,7 @@ def bank() -> FaqIndex:
 
 
 def test_a_definition_question_is_not_answered_with_a_procedure(bank: FaqIndex) -> None:
-    """"什么是柜面通" shares its topic word with "柜面通怎么开通", but the answer to one does not answer the other:
+    """ "什么是柜面通" shares its topic word with "柜面通怎么开通", but the answer to one does not answer the other:
     the bot offers the entry as a suggestion instead of answering with it."""
     asked = decide(bank, "什么是柜面通", consecutive_misses=0, policy=POLICY)
     assert asked.outcome is Outcome.SUGGEST
