@@ -344,11 +344,13 @@ class FaqIndex:
         if len(self._by_id) != len(self._entries):
             raise ValueError("FAQ entry ids must be unique")
         groups = [tuple(g) for g in synonyms]
+        self._user_words: tuple[str, ...] = ()
         if _analysis is None:
             user_words = [k for e in self._entries for k in e.keywords]
             user_words += [q for e in self._entries for q in e.questions if 2 <= len(normalize(q)) <= 4]
             user_words += [w for g in (*groups, *STARTER_SYNONYMS) for w in g]
             tokenizer = new_tokenizer(user_words)
+            self._user_words = tuple(user_words)
             folds = merged(synonym_map(groups, normalize=_fold), synonym_map(STARTER_SYNONYMS, normalize=_fold))
             _analysis = _Analysis(tokenizer=tokenizer, synonyms=folds, cache={})
         self._tokenizer = _analysis.tokenizer
@@ -418,6 +420,17 @@ class FaqIndex:
         }
         self._train_model(analyzed, phrase_feats)
         self._temperature, self._siblings = self._fit_confidence(_analysis) if calibrate else (1.0, frozenset())
+
+    def __getstate__(self) -> dict[str, Any]:
+        """An index built in another process (bot/aside.py) crosses over without its jieba tokenizer: that holds
+        a lock and a copy of jieba's whole dictionary, and is rebuilt from the KB's user words on arrival."""
+        state = dict(self.__dict__)
+        del state["_tokenizer"]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._tokenizer = new_tokenizer(self._user_words)
 
     @property
     def temperature(self) -> float:
