@@ -319,6 +319,7 @@ class _Analysis:
     tokenizer: Any
     synonyms: dict[str, str]
     cache: dict[str, Analyzed]
+    normalized: dict[str, str]  # phrasing -> normalize(phrasing)
 
 
 class FaqIndex:
@@ -346,25 +347,29 @@ class FaqIndex:
         groups = [tuple(g) for g in synonyms]
         self._user_words: tuple[str, ...] = ()
         if _analysis is None:
+            normal = {q: normalize(q) for e in self._entries for q in e.questions}
             user_words = [k for e in self._entries for k in e.keywords]
-            user_words += [q for e in self._entries for q in e.questions if 2 <= len(normalize(q)) <= 4]
+            user_words += [q for e in self._entries for q in e.questions if 2 <= len(normal[q]) <= 4]
             user_words += [w for g in (*groups, *STARTER_SYNONYMS) for w in g]
             tokenizer = new_tokenizer(user_words)
             self._user_words = tuple(user_words)
             folds = merged(synonym_map(groups, normalize=_fold), synonym_map(STARTER_SYNONYMS, normalize=_fold))
-            _analysis = _Analysis(tokenizer=tokenizer, synonyms=folds, cache={})
+            _analysis = _Analysis(tokenizer=tokenizer, synonyms=folds, cache={}, normalized=normal)
         self._tokenizer = _analysis.tokenizer
         self._synonyms = _analysis.synonyms
         cache = _analysis.cache
         analyzed = [[self._analyze_cached(q, cache) for q in e.questions] for e in self._entries]
         self._keywords = [[self._analyze_cached(k, cache) for k in e.keywords] for e in self._entries]
         # A question typed exactly as one entry (and no other) words it.
+        normal = _analysis.normalized
         verbatim: dict[str, int] = {}
         for i, e in enumerate(self._entries):
-            for q in map(normalize, e.questions):
-                verbatim[q] = i if verbatim.get(q, i) == i else -1
+            for q in e.questions:
+                verbatim[normal[q]] = i if verbatim.get(normal[q], i) == i else -1
         self._verbatim = {q: i for q, i in verbatim.items() if i >= 0}
-        self._qtypes = [union(question_types(normalize(q)) for q in e.questions) for e in self._entries]
+        # Each distinct phrasing's question types, once (held-out indexes share the texts).
+        kinds = {q: question_types(normal[q]) for e in self._entries for q in e.questions}
+        self._qtypes = [union(kinds[q] for q in e.questions) for e in self._entries]
         feats_cache: dict[Analyzed, frozenset[str]] = {}
         phrase_feats = [[_features_cached(a, feats_cache) for a in phrasings] for phrasings in analyzed]
         keyword_feats = [[_features_cached(k, feats_cache) for k in kws] for kws in self._keywords]
