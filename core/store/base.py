@@ -20,6 +20,7 @@ from core.model import (
     Ticket,
     TicketStatus,
 )
+from core.store.audit import AuditLog
 
 
 class StoreError(Exception):
@@ -82,7 +83,7 @@ class Outgoing:
 TicketEvents = Callable[[Ticket, Conversation], Sequence[DownstreamEvent]]
 
 
-class Store(Protocol):
+class Store(AuditLog, Protocol):
     async def open(self) -> None: ...
 
     async def close(self) -> None: ...
