@@ -939,6 +939,8 @@ class RedisStore(RedisAuditLog):
                 ticket = loads(Ticket, raw)
                 if query.channel is not None and ticket.channel is not query.channel:
                     continue
+                if query.inboxes is not None and ticket.inbox not in query.inboxes:
+                    continue
                 found.append((ticket, member))
         page = found[: query.limit]
         cursor = None

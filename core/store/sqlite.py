@@ -628,6 +628,10 @@ class SqliteStore(SqliteAuditLog):
         if query.channel is not None:
             sql += " AND channel = ?"
             args.append(query.channel)
+        if query.inboxes is not None:
+            inboxes = sorted(query.inboxes)
+            sql += f" AND json_extract(data, '$.inbox') IN ({', '.join('?' * len(inboxes)) or 'NULL'})"
+            args += inboxes
         if query.updated_since is not None:
             sql += " AND updated_us >= ?"
             args.append(_micros(query.updated_since))

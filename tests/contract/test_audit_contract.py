@@ -46,7 +46,10 @@ async def test_an_entry_reads_back_whole_with_its_sequence(store: Store) -> None
     assert 0 < first.seq < second.seq
     page = await store.audit_entries(AuditQuery())
     assert page.entries == (second, first) and page.next_cursor is None
-    assert page.entries[1].who == "li via zendesk-sync" and page.entries[1].after == {"status": "open", "note": "已处理"}
+    assert page.entries[1].who == "li via zendesk-sync" and page.entries[1].after == {
+        "status": "open",
+        "note": "已处理",
+    }
 
 
 async def test_pages_walk_every_entry_once_newest_first(store: Store) -> None:
