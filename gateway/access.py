@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import logging
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -154,3 +155,28 @@ class Access:
         if not response.prepared:  # a web socket or stream has sent its headers already
             response.headers["X-Request-Id"] = request[REQUEST_ID]
         return response
+
+
+def is_loopback(host: str) -> bool:
+    """Only this machine can connect. A host name other than localhost counts as reachable: it may resolve to
+    anything."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def exposure_problem(host: str, tokens: Sequence[ApiToken]) -> str | None:
+    """Why serving on ``host`` with these tokens would hand the API to anyone who guesses; None if it would not."""
+    if is_loopback(host):
+        return None
+    for i, token in enumerate(tokens):
+        weakness = token.weakness()
+        if weakness is not None:
+            return (
+                f"refusing to serve on {host or 'every address'}: api.tokens[{i}] ({token.name}) {weakness}; "
+                "set a strong one (e.g. HUILIU_API_TOKEN=$(huiliu token new --raw)), or listen on 127.0.0.1"
+            )
+    return None
