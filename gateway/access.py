@@ -119,13 +119,15 @@ class Access:
 
     def add(self, router: web.UrlDispatcher, routes: Iterable[Guarded]) -> None:
         for guarded in routes:
-            for route in guarded.route.register(router):  # a GET brings its HEAD along
+            for route in guarded.route.register(router):
                 assert route.resource is not None
                 self._table[(route.method.upper(), route.resource.canonical)] = guarded.needs
 
     def requirement(self, method: str, canonical: str) -> Requirement | None:
-        """What the route at ``canonical`` (the router's template) needs; None if it declares nothing."""
-        return self._table.get((method.upper(), canonical)) or self._table.get(("*", canonical))
+        """What the route at ``canonical`` (the router's template) needs; None if it declares nothing.
+        A HEAD route is the one aiohttp adds beside each GET, and needs what the GET needs."""
+        method = "GET" if method.upper() == "HEAD" else method.upper()
+        return self._table.get((method, canonical)) or self._table.get(("*", canonical))
 
     @web.middleware
     async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
