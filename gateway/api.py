@@ -24,29 +24,29 @@ from gateway.tickets import IdempotencyMismatch, TicketChange, TicketConflict, T
 
 PREFIX = "/api/v1"
 OPENAPI_PATH = Path(__file__).with_name("openapi.json")
-__all__ = ["PREFIX", "Api", "Handler", "error"]
+__all__ = ["PREFIX", "Api", "Body", "Forbidden", "Handler", "error", "json_body", "json_errors"]
 
 
-class _Body(BaseModel):
+class Body(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 Tag = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
 
 
-class TicketPatch(_Body):
+class TicketPatch(Body):
     status: TicketStatus | None = None
     priority: Priority | None = None
     tags: Annotated[list[Tag], Field(max_length=50)] | None = None
     assignee: Annotated[str, StringConstraints(min_length=1, max_length=200)] | None = None
 
 
-class ReplyBody(_Body):
+class ReplyBody(Body):
     text: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=20000)]
     agent: Annotated[str, StringConstraints(min_length=1, max_length=200)] | None = None
 
 
-class TypingBody(_Body):
+class TypingBody(Body):
     on: bool
 
 
@@ -61,7 +61,7 @@ class _BadJson(Exception):
     pass
 
 
-async def _json_body(request: web.Request, model: type[BaseModel]) -> Any:
+async def json_body(request: web.Request, model: type[BaseModel]) -> Any:
     try:
         raw = await request.json(loads=json.loads)
     except (ValueError, UnicodeDecodeError):
@@ -86,9 +86,33 @@ def ticket_view(ticket: Ticket) -> dict[str, Any]:
     return dict(to_jsonable(ticket))
 
 
-class _Forbidden(Exception):
+class Forbidden(Exception):
+    """The token may not do this with this body (API: 403)."""
+
     def __init__(self, message: str) -> None:
         self.message = message
+
+
+def json_errors(handler: Handler) -> Handler:
+    """The domain's exceptions as JSON errors (the access middleware has checked the token and scope)."""
+
+    async def guarded(request: web.Request) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except _BadJson:
+            return error(400, "bad_json", "request body is not valid JSON")
+        except _Invalid as exc:
+            return error(422, "invalid", exc.message)
+        except NotFound as exc:
+            return error(404, "not_found", str(exc))
+        except (VersionConflict, TicketConflict) as exc:
+            return error(409, "conflict", str(exc))
+        except IdempotencyMismatch as exc:
+            return error(422, "idempotency_key_reused", str(exc))
+        except Forbidden as exc:
+            return error(403, "forbidden", exc.message)
+
+    return guarded
 
 
 class Api:
@@ -108,7 +132,7 @@ class Api:
         self._audit = auditor
 
     def routes(self) -> list[Guarded]:
-        j = self._json_errors
+        j = json_errors
         return [
             needs(PUBLIC, web.get(f"{PREFIX}/openapi.json", self.openapi)),
             needs(Scope.TICKETS_READ, web.get(f"{PREFIX}/tickets", j(self.list_tickets))),
@@ -123,28 +147,6 @@ class Api:
                 web.post(f"{PREFIX}/webhooks/dead-letters/{{letter}}/replay", j(self.replay_dead_letter)),
             ),
         ]
-
-    @staticmethod
-    def _json_errors(handler: Handler) -> Handler:
-        """The domain's exceptions as JSON errors (the access middleware has checked the token and scope)."""
-
-        async def guarded(request: web.Request) -> web.StreamResponse:
-            try:
-                return await handler(request)
-            except _BadJson:
-                return error(400, "bad_json", "request body is not valid JSON")
-            except _Invalid as exc:
-                return error(422, "invalid", exc.message)
-            except NotFound as exc:
-                return error(404, "not_found", str(exc))
-            except (VersionConflict, TicketConflict) as exc:
-                return error(409, "conflict", str(exc))
-            except IdempotencyMismatch as exc:
-                return error(422, "idempotency_key_reused", str(exc))
-            except _Forbidden as exc:
-                return error(403, "forbidden", exc.message)
-
-        return guarded
 
     async def _ticket(self, request: web.Request) -> Ticket:
         """The path's ticket, if the token may see its inbox: one it may not see is as absent as a missing one."""
@@ -206,7 +208,7 @@ class Api:
         return web.json_response(body)
 
     async def patch_ticket(self, request: web.Request) -> web.StreamResponse:
-        patch, raw = await _json_body(request, TicketPatch)
+        patch, raw = await json_body(request, TicketPatch)
         assert isinstance(patch, TicketPatch)
         change = TicketChange(
             status=patch.status,
@@ -233,7 +235,7 @@ class Api:
         key = request.headers.get("Idempotency-Key")
         if key is not None and not (0 < len(key) <= 200 and key.isprintable()):
             return error(400, "bad_header", "Idempotency-Key must be 1-200 printable characters")
-        body, _ = await _json_body(request, ReplyBody)
+        body, _ = await json_body(request, ReplyBody)
         assert isinstance(body, ReplyBody)
         ticket = await self._ticket(request)
         principal = request[PRINCIPAL]
@@ -253,7 +255,7 @@ class Api:
         )
 
     async def post_typing(self, request: web.Request) -> web.StreamResponse:
-        body, _ = await _json_body(request, TypingBody)
+        body, _ = await json_body(request, TypingBody)
         assert isinstance(body, TypingBody)
         ticket = await self._ticket(request)
         delivered = await self._typing(ticket, body.on)
@@ -346,7 +348,7 @@ def _author(principal: Principal, named: str | None) -> tuple[str, str | None]:
     if named is None or named == principal.name:
         return principal.name, None
     if not principal.may(Scope.AGENTS_ACT_AS):
-        raise _Forbidden(
+        raise Forbidden(
             f"agent: this token ({principal.name}) may only reply as itself; "
             f"replying for {named!r} needs the scope {Scope.AGENTS_ACT_AS}"
         )

@@ -24,6 +24,7 @@ from core.tasks import TaskTracker
 from gateway.access import CHANNEL, PUBLIC, Access, Tokens, needs
 from gateway.api import Api, Handler, error
 from gateway.audit import Auditor
+from gateway.contacts_api import ContactsApi
 from gateway.downstream.webhooks import WebhookDispatcher
 from gateway.faq_admin import FaqAdmin, answer_values
 from gateway.intake import Intake
@@ -132,6 +133,7 @@ def create_app(
     api = Api(store, tickets, typing, gateway.auditor, webhooks=webhooks)
     access.add(app.router, api.routes())
     access.add(app.router, gateway.auditor.routes())
+    access.add(app.router, ContactsApi(store, gateway.auditor).routes())
     if isinstance(bot.index, LiveIndex):
         access.add(app.router, FaqAdmin(bot.index, gateway.auditor).routes())
     for connector in connectors.values():

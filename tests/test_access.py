@@ -24,12 +24,13 @@ from gateway.api import PREFIX
 from gateway.app import ACCESS, GATEWAY, build_bot
 from tests.conftest import API_TOKEN, ROOT, ChatClient, Gateway, make_config, started
 from tests.test_api import all_tickets, open_ticket
-from tests.test_openapi import DOC, METHODS
+from tests.test_openapi import DOC, METHODS, assert_documented
 
 SCOPE_TOKENS = {scope: f"tok-{scope.value.replace(':', '-')}-0123456789" for scope in Scope}
 WANG = "wang-token-0123456789"
 ZENDESK = "zendesk-token-0123456789"
 SHOP_DESK = "shop-desk-token-0123456789"
+SHOP_CRM = "shop-crm-token-0123456789"
 OPS = API_TOKEN  # the shared helpers (open_ticket, all_tickets) use it: here an admin given by its hash
 CTI_TOKEN = "cti-token-0123456789"
 
@@ -43,6 +44,7 @@ def tokens() -> list[dict[str, Any]]:
         {"name": "wang", "token": WANG, "scopes": ["tickets:write"]},
         {"name": "zendesk-sync", "token": ZENDESK, "scopes": ["tickets:write", "agents:act_as"]},
         {"name": "shop-desk", "token": SHOP_DESK, "scopes": ["tickets:write"], "inboxes": ["shop"]},
+        {"name": "shop-crm", "token": SHOP_CRM, "scopes": ["contacts:write"], "inboxes": ["shop"]},
         {"name": "ops", "token_sha256": hashlib.sha256(OPS.encode()).hexdigest(), "scopes": ["admin"]},
     ]
 
@@ -412,3 +414,47 @@ async def test_tokens_are_compared_by_digest_against_every_entry() -> None:
     for bad in (f"Bearer {WANG}x", f"Basic {WANG}", WANG, "Bearer ", "", f"Bearer {WANG[:-1]}"):
         assert book.authenticate(bad) is None, bad
     await asyncio.sleep(0)
+
+
+# contacts ------------------------------------------------------------------------------------------------------
+
+
+async def test_contacts_are_read_and_changed_with_their_scopes_and_audited(gw: Gateway) -> None:
+    chat, ticket = await open_ticket(gw)
+    contact = f"/contacts/{ticket['contact_id']}"
+    reader, writer = SCOPE_TOKENS[Scope.CONTACTS_READ], SCOPE_TOKENS[Scope.CONTACTS_WRITE]
+    status, body = await gw.api("GET", contact, token=reader)
+    assert status == 200 and body["id"] == ticket["contact_id"] and body["vip"] is False
+    assert [c["id"] for c in body["conversations"]] == [ticket["conversation_id"]]
+    assert_documented("GET", f"{PREFIX}/contacts/{{contact}}", status, body)
+
+    status, body = await gw.api("PATCH", contact, token=writer, json={"name": "李女士", "vip": True})
+    assert status == 200 and (body["name"], body["vip"]) == ("李女士", True)
+    assert_documented("PATCH", f"{PREFIX}/contacts/{{contact}}", status, body)
+    for bad in ({"name": "  "}, {"vip": "yes"}, {"identities": []}):
+        status, body = await gw.api("PATCH", contact, token=writer, json=bad)
+        assert status == 422, bad
+        assert_documented("PATCH", f"{PREFIX}/contacts/{{contact}}", status, body)
+    status, body = await gw.api("GET", "/contacts/ct_nope", token=reader)
+    assert status == 404
+    assert_documented("GET", f"{PREFIX}/contacts/{{contact}}", status, body)
+
+    _, audit = await gw.api("GET", "/audit", token=OPS, params={"target": f"contact:{ticket['contact_id']}"})
+    (entry,) = audit["entries"]
+    assert entry["action"] == "contact.update" and entry["actor"] == "only-contacts-write"
+    assert entry["before"] == {"name": None, "vip": False} and entry["after"] == {"name": "李女士", "vip": True}
+    await chat.close()
+
+
+async def test_an_inbox_limited_token_sees_a_contact_only_through_its_inboxes(gw: Gateway) -> None:
+    web_chat, web_ticket = await open_ticket(gw)
+    shop_chat, shop = await shop_ticket(gw)
+    limited = SHOP_CRM
+    status, _ = await gw.api("GET", f"/contacts/{web_ticket['contact_id']}", token=limited)
+    assert status == 404
+    status, _ = await gw.api("PATCH", f"/contacts/{web_ticket['contact_id']}", token=limited, json={"vip": True})
+    assert status == 404
+    status, body = await gw.api("GET", f"/contacts/{shop['contact_id']}", token=limited)
+    assert status == 200 and {c["inbox"] for c in body["conversations"]} == {"shop"}
+    await web_chat.close()
+    await shop_chat.close()
