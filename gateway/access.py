@@ -131,7 +131,6 @@ class Access:
 
     @web.middleware
     async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        request[REQUEST_ID] = _request_id(request)
         route = request.match_info.route
         if request.match_info.http_exception is not None or route.resource is None:
             return await handler(request)  # 404 / 405: the router's own answer
@@ -139,17 +138,19 @@ class Access:
         if needed is None:
             log.error("route %s %s declares no scope; refused", request.method, route.resource.canonical)
             return error(500, "undeclared_route", "this route declares no access rule; it has been logged")
-        if isinstance(needed, Scope):
-            principal = self._tokens.authenticate(request.headers.get("Authorization", ""))
-            if principal is None:
-                response = error(401, "unauthorized", "missing or invalid bearer token")
-                response.headers["WWW-Authenticate"] = 'Bearer realm="huiliu"'
-                return self._tagged(request, response)
-            if not principal.may(needed):
-                return self._tagged(
-                    request, error(403, "forbidden", f"this token ({principal.name}) lacks the scope {needed}")
-                )
-            request[PRINCIPAL] = principal
+        if not isinstance(needed, Scope):
+            return await handler(request)  # a channel's hot path pays for one lookup, nothing more
+        request[REQUEST_ID] = _request_id(request)
+        principal = self._tokens.authenticate(request.headers.get("Authorization", ""))
+        if principal is None:
+            response = error(401, "unauthorized", "missing or invalid bearer token")
+            response.headers["WWW-Authenticate"] = 'Bearer realm="huiliu"'
+            return self._tagged(request, response)
+        if not principal.may(needed):
+            return self._tagged(
+                request, error(403, "forbidden", f"this token ({principal.name}) lacks the scope {needed}")
+            )
+        request[PRINCIPAL] = principal
         return self._tagged(request, await handler(request))
 
     @staticmethod

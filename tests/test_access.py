@@ -458,3 +458,14 @@ async def test_an_inbox_limited_token_sees_a_contact_only_through_its_inboxes(gw
     assert status == 200 and {c["inbox"] for c in body["conversations"]} == {"shop"}
     await web_chat.close()
     await shop_chat.close()
+
+
+async def test_the_request_id_is_echoed_or_made_up(gw: Gateway) -> None:
+    headers = {"Authorization": f"Bearer {OPS}"}
+    async with gw.http.get(gw.url + "/api/v1/tickets", headers={**headers, "X-Request-Id": "lb-7f3a"}) as resp:
+        assert resp.headers["X-Request-Id"] == "lb-7f3a"
+    for odd in ("has space", "x" * 200, ""):
+        async with gw.http.get(gw.url + "/api/v1/tickets", headers={**headers, "X-Request-Id": odd}) as resp:
+            assert resp.status == 200 and resp.headers["X-Request-Id"] not in (odd, "")
+    async with gw.http.get(gw.url + "/api/v1/tickets") as resp:
+        assert resp.status == 401 and resp.headers["X-Request-Id"]
