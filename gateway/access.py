@@ -1,9 +1,4 @@
-"""Who may call which route: bearer tokens to principals, a route table of required scopes, one middleware.
-
-Every route is declared with what it needs (a scope, ``PUBLIC`` or ``CHANNEL``); the middleware refuses a
-route that declares nothing, and a test walks the router so none slips through. Other modules add their
-routes the same way: ``access.add(app.router, [needs(Scope.METRICS, web.get("/metrics", handler))])``.
-"""
+"""Who may call which route: bearer tokens to principals, a table of what each route needs, one middleware."""
 
 from __future__ import annotations
 
@@ -111,7 +106,13 @@ def _request_id(request: web.Request) -> str:
 
 
 class Access:
-    """The route table and the middleware that enforces it."""
+    """The route table and the middleware that enforces it.
+
+    Every route is declared with what it needs (a scope, ``PUBLIC`` or ``CHANNEL``); the middleware refuses
+    a route that declares nothing, and a test walks the router so none slips through. Other modules add
+    their routes the same way: ``access.add(app.router, [needs(Scope.METRICS, web.get("/metrics", handler))])``
+    and read the caller from ``request[PRINCIPAL]``.
+    """
 
     def __init__(self, tokens: Tokens) -> None:
         self._tokens = tokens
