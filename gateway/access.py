@@ -144,15 +144,28 @@ class Access:
         request[REQUEST_ID] = _request_id(request)
         principal = self._tokens.authenticate(request.headers.get("Authorization", ""))
         if principal is None:
+            log.info("refused %s %s: no valid token", request.method, request.path, extra=self._ids(request))
             response = error(401, "unauthorized", "missing or invalid bearer token")
             response.headers["WWW-Authenticate"] = 'Bearer realm="huiliu"'
             return self._tagged(request, response)
         if not principal.may(needed):
+            log.info(
+                "refused %s %s: token %s lacks %s",
+                request.method,
+                request.path,
+                principal.name,
+                needed,
+                extra=self._ids(request),
+            )
             return self._tagged(
                 request, error(403, "forbidden", f"this token ({principal.name}) lacks the scope {needed}")
             )
         request[PRINCIPAL] = principal
         return self._tagged(request, await handler(request))
+
+    @staticmethod
+    def _ids(request: web.Request) -> dict[str, str]:
+        return {"request_id": request[REQUEST_ID], "remote": request.remote or ""}
 
     @staticmethod
     def _tagged(request: web.Request, response: web.StreamResponse) -> web.StreamResponse:
