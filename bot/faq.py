@@ -400,7 +400,7 @@ class FaqIndex:
                 _Phrase(
                     question=self._entries[i].questions[k],
                     features=feats,
-                    inv_norm=1.0 / (math.sqrt(sum(weight2[f] for f in feats)) or 1.0),
+                    inv_norm=1.0 / (math.sqrt(math.fsum(weight2[f] for f in feats)) or 1.0),
                     content=a.content,
                 )
                 for k, (feats, a) in enumerate(zip(phrase_feats[i], analyzed[i], strict=True))
@@ -524,7 +524,7 @@ class FaqIndex:
         # feature -> (its column in the model, its damped IDF): one lookup per query feature
         self._model_feats = {
             f: (k, (math.log((1 + total) / (1 + d)) + 1) ** (1.0 if f[0] == "c" else _MODEL_IDF_POWER))
-            for k, (f, d) in enumerate(df.items())
+            for k, (f, d) in enumerate(sorted(df.items()))
         }
         rows: list[tuple[list[int], list[float]]] = []
         classes: list[int] = []
@@ -545,8 +545,9 @@ class FaqIndex:
     def _model_row(self, feats: Iterable[str]) -> tuple[list[int], list[float]]:
         """Known features with IDF values, L2-normalized (unknown features say nothing to the model)."""
         table = self._model_feats
-        known = [found for f in feats if (found := table.get(f)) is not None]
-        norm = math.sqrt(sum(idf * idf for _, idf in known)) or 1.0
+        # In column order: a set's order changes with PYTHONHASHSEED, and with it the float sums (and near-ties).
+        known = sorted(found for f in feats if (found := table.get(f)) is not None)
+        norm = math.sqrt(math.fsum(idf * idf for _, idf in known)) or 1.0
         return [k for k, _ in known], [idf / norm for _, idf in known]
 
     def _walk(self, feats: Iterable[str], budget: int = _POSTINGS_BUDGET) -> tuple[dict[int, float], set[str]]:
@@ -684,14 +685,14 @@ class FaqIndex:
         exact = {}
         for i in candidates:
             values = terms[i]
-            exact[i] = acc[i] + sum([values[f] for f in rest if f in values])
-        bm25_max = (_K1 + 1) * sum(self._bm25.get(f) or self._bm25_unknown[f[0]] for f in feats)
+            exact[i] = acc[i] + math.fsum([values[f] for f in rest if f in values])
+        bm25_max = (_K1 + 1) * math.fsum(self._bm25.get(f) or self._bm25_unknown[f[0]] for f in feats)
         logits = self._model.logits(*self._model_row(_model_features(query)), candidates)
         model = dict(zip(candidates, logits, strict=True))
         pre = {i: _ALPHA * model[i] + _BETA * _A_BM25 * exact[i] / bm25_max for i in candidates}
         rescore = heapq.nlargest(max(_RESCORE, limit), pre, key=pre.__getitem__)
         weight2 = self._weight2
-        inv_q = 1.0 / math.sqrt(sum(weight2.get(f) or self._unknown2[f[0]] for f in feats))
+        inv_q = 1.0 / math.sqrt(math.fsum(weight2.get(f) or self._unknown2[f[0]] for f in feats))
         feat_set = frozenset(known)
         q_weight = {f: weight2[f] for f in known}.__getitem__
         normalized = normalize(text)
@@ -701,7 +702,7 @@ class FaqIndex:
         for i in rescore:
             scored = sorted(
                 [
-                    (sum(map(q_weight, feat_set & ph.features)) * ph.inv_norm * inv_q, k)
+                    (math.fsum(map(q_weight, feat_set & ph.features)) * ph.inv_norm * inv_q, k)
                     for k, ph in enumerate(self._phrases[i])
                 ],
                 reverse=True,
