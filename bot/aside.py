@@ -5,12 +5,13 @@ from __future__ import annotations
 import gc
 import math
 import multiprocessing
+import pathlib
 import pickle
 from collections.abc import Mapping
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
-from bot.faq import FaqIndex, KnowledgeBase
+from bot.faq import FaqIndex, KnowledgeBase, read_kb
 
 # A build in a thread holds the GIL for most of its 1-4 s, and every request waits for it. A child process builds
 # instead. Children fork from a server process that has already imported the bot and loaded jieba's dictionary
@@ -31,10 +32,27 @@ def build_aside(kb: KnowledgeBase, values: Mapping[str, str]) -> FaqIndex:
     return assemble(slices)
 
 
+def load_aside(path: pathlib.Path, values: Mapping[str, str]) -> tuple[KnowledgeBase, FaqIndex]:
+    """Read the KB file and build its index in a child process (KbError if the file is bad). Blocking.
+
+    The file is read there too: parsing a large YAML file makes a million short-lived objects, and the full
+    collections they set off here scan the live index as well (100-750 ms with the GIL held, measured at 10,000
+    phrasings), which was most of what a reload still cost the loop once the build had moved out.
+    """
+    with ProcessPoolExecutor(max_workers=1, mp_context=_CONTEXT) as pool:
+        kb, slices = pool.submit(_load_sliced, path, dict(values)).result()
+    return kb, assemble(slices)
+
+
 def _build_sliced(kb: KnowledgeBase, values: dict[str, str]) -> list[Slice]:
     from bot.live import build_index
 
     return sliced(build_index(kb, values))
+
+
+def _load_sliced(path: pathlib.Path, values: dict[str, str]) -> tuple[KnowledgeBase, list[Slice]]:
+    kb = read_kb(path)
+    return kb, _build_sliced(kb, values)
 
 
 def sliced(index: FaqIndex) -> list[Slice]:
@@ -47,7 +65,7 @@ def sliced(index: FaqIndex) -> list[Slice]:
             items = list(value.items())
             step = math.ceil(len(items) / parts)
             out += [(name, pickle.dumps(dict(items[k : k + step]), 5)) for k in range(0, len(items), step)]
-        elif parts > 1 and isinstance(value, list):
+        elif parts > 1 and isinstance(value, list | tuple):
             step = math.ceil(len(value) / parts)
             out += [(name, pickle.dumps(value[k : k + step], 5)) for k in range(0, len(value), step)]
         else:

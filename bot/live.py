@@ -10,7 +10,7 @@ import pathlib
 import re
 from collections.abc import Callable, Mapping
 
-from bot.aside import build_aside
+from bot.aside import build_aside, load_aside
 from bot.faq import FaqEntry, FaqIndex, KbError, KnowledgeBase, read_kb, write_kb
 from core.model import FaqHit
 
@@ -116,9 +116,17 @@ class LiveIndex:
 
     async def _reload(self) -> KnowledgeBase:
         self._stamp = await asyncio.to_thread(file_stamp, self.path)
-        kb = await asyncio.to_thread(read_kb, self.path)
-        await self._swap(kb)
+        kb, index = await asyncio.to_thread(self._load)
+        self._kb, self._index = kb, index
+        self.reloads += 1
         return kb
+
+    def _load(self) -> tuple[KnowledgeBase, FaqIndex]:
+        """The KB file and its index; by default both read and built in a child process (bot/aside.py)."""
+        if self._builder is build_aside:
+            return load_aside(self.path, self._values)
+        kb = read_kb(self.path)
+        return kb, self._builder(kb, self._values)
 
     async def change(self, edit: Callable[[KnowledgeBase], KnowledgeBase]) -> KnowledgeBase:
         """Apply an edit to the KB, index it, write the file, then swap: the file and the index never disagree."""
@@ -130,11 +138,6 @@ class LiveIndex:
             self._kb, self._index = kb, index
             self.reloads += 1
             return kb
-
-    async def _swap(self, kb: KnowledgeBase) -> None:
-        index = await asyncio.to_thread(self._builder, kb, self._values)
-        self._kb, self._index = kb, index
-        self.reloads += 1
 
 
 __all__ = ["KbError", "LiveIndex", "build_index", "render_answer"]

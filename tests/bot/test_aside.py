@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import pathlib
 
+import pytest
+
 from bot.aside import assemble, build_aside, sliced
-from bot.faq import FaqIndex, KnowledgeBase, read_kb
+from bot.faq import FaqIndex, KbError, KnowledgeBase, read_kb
 from bot.live import LiveIndex, build_index
 from tests.bot.test_faq import _synthetic_kb
 
@@ -45,3 +48,19 @@ def test_slices_put_back_together_make_the_same_index() -> None:
 def test_a_live_index_reloads_through_a_child_process_by_default() -> None:
     live = LiveIndex(KB, read_kb(KB))
     assert live._builder is build_aside
+
+
+async def test_a_reload_reads_the_file_there_and_a_bad_file_keeps_the_index(tmp_path: pathlib.Path) -> None:
+    path = tmp_path / "faq.yaml"
+    text = await asyncio.to_thread(KB.read_text, encoding="utf-8")
+    await asyncio.to_thread(path.write_text, text, encoding="utf-8")
+    live = await asyncio.to_thread(LiveIndex.load, path)
+    before = live.current
+    await asyncio.to_thread(path.write_text, "faqs: [\n", encoding="utf-8")
+    with pytest.raises(KbError, match="invalid YAML"):
+        await live.reload()
+    assert live.current is before
+    await asyncio.to_thread(path.write_text, text.replace("怎么修改密码", "密码怎样才能改"), encoding="utf-8")
+    kb = await live.reload()
+    assert live.current is not before and live.kb is kb
+    assert "密码怎样才能改" in live.current.entry("password_reset").questions  # type: ignore[union-attr]
