@@ -192,6 +192,29 @@ class InboundMessage:
     meta: Mapping[str, Any] = field(default_factory=dict)
 
 
+class Language(enum.StrEnum):
+    ZH = "zh"
+    EN = "en"
+    UNKNOWN = "unknown"  # no letters to tell (an emoji, a number, an empty call summary)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NormalizedMessage:
+    """An inbound message after the normalizer: the one form intake and the rules read.
+
+    ``inbound`` stays as the channel gave it (raw payload, channel extras, facts); the fields here are the
+    cleaned and canonical values that replace its text, sender and aliases from now on.
+    """
+
+    inbound: InboundMessage
+    text: str
+    sender: Identity
+    aliases: tuple[Identity, ...] = ()
+    language: Language = Language.UNKNOWN
+    # Which conversation the message belongs to, as one string: inbox, canonical address and thread.
+    thread_key: str = ""
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Contact:
     id: str

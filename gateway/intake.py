@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import logging
 import uuid
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -39,7 +40,7 @@ from core.tasks import TaskTracker
 from gateway.outbound import Outbound
 from gateway.tickets import TicketChange, TicketService
 from gateway.voicemail import VoicemailAnswers
-from normalizer.text import clean_text
+from normalizer import DEFAULT_STEPS, Step, normalize
 
 log = logging.getLogger(__name__)
 
@@ -57,12 +58,14 @@ class Intake:
         tasks: TaskTracker,
         clock: Clock = utcnow,
         tickets: TicketService | None = None,
+        steps: Sequence[Step] = DEFAULT_STEPS,
     ) -> None:
         self._store = store
         self._bot = bot
         self._outbound = outbound
         self._tasks = tasks
         self._clock = clock
+        self._steps = steps
         self._tickets = tickets or TicketService(store, outbound, clock)
         self._voicemail = VoicemailAnswers(store, bot, outbound, self._tickets, clock)
         self._locks: dict[str, asyncio.Lock] = {}
@@ -71,22 +74,23 @@ class Intake:
     async def receive(self, inbound: InboundMessage) -> IntakeResult:
         """Store first; the bot's answer follows in a tracked task, so the channel can acknowledge at once."""
         now = self._clock()
+        normalized = normalize(inbound, self._steps)
         picked = self._bot.index.entry(inbound.picked_faq) if inbound.picked_faq else None
         if inbound.picked_faq and picked is None:
             raise Rejected(f"there is no FAQ entry {inbound.picked_faq!r} to pick")
         conversation = await self._store.conversation_for(
-            inbound.sender,
+            normalized.sender,
             channel=inbound.channel,
             inbox=inbound.inbox,
             name=inbound.sender_name,
             now=now,
             thread=inbound.thread,
-            aliases=inbound.aliases,
+            aliases=normalized.aliases,
         )
         if conversation.status is ConversationStatus.RESOLVED:
             conversation = await self._reopen_for_bot(conversation)
             await self._outbound.status_changed(conversation)
-        text = clean_text(inbound.text)
+        text = normalized.text
         if picked is not None and not text:  # the transcript shows the question the customer picked
             text = picked.questions[0]
         message = Message(
