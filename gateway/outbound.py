@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from connectors.base import Connector
 from core import events
 from core.model import (
+    Author,
     Conversation,
     Delivery,
     DeliveryStatus,
@@ -19,6 +20,8 @@ from core.model import (
     Message,
     OutboundReply,
     Ticket,
+    greeting_key,
+    outbound_message,
 )
 from core.store import Store
 from core.store.base import Outgoing
@@ -107,6 +110,21 @@ class Outbound:
         if not created:
             return stored, None
         return stored, await self.send(stored, conversation, in_reply_to=in_reply_to)
+
+    async def record_greeting(self, answering: Message, text: str, at: datetime) -> Message:
+        """A greeting the channel delivers itself, in the same exchange as the message it answers (a WeChat
+        welcome in the push's response): stored once in the transcript (keyed on that message, so a retry
+        finds it), and not put in the outbox."""
+        greeting = outbound_message(
+            answering,
+            author=Author.BOT,
+            text=text,
+            at=at,
+            external_id=greeting_key(answering.id),
+            meta={"outcome": "welcome"},
+        )
+        stored, _ = await self._store.add_message(greeting, [events.message_created(greeting)])
+        return stored
 
     async def send(self, message: Message, conversation: Conversation, *, in_reply_to: str | None = None) -> Delivery:
         """Send through the inbox's connector and record the outcome (which takes it out of the outbox).

@@ -32,12 +32,13 @@ from connectors.email.imap_tls import ImapTlsError, client_context, imap_starttl
 from connectors.email.parse import MailParseError, ParsedMail, normalize_line_endings, parse_mail
 from connectors.email.quote import extract_reply, strip_signature
 from connectors.email.threading import ThreadMatch, find_thread, stored_message_id
-from core import events
 from core.config import EmailInbox
+from core.meta import intake_facts
 from core.model import (
     Attachment,
     Author,
     Channel,
+    ContactFlag,
     Conversation,
     ConversationStatus,
     Delivery,
@@ -51,12 +52,11 @@ from core.model import (
     MessageKind,
     OutboundReply,
     QuarantinedItem,
+    ReopenRequest,
     Ticket,
     TicketRequest,
-    TicketStatus,
     outbound_message,
 )
-from core.store.base import VersionConflict
 
 log = logging.getLogger(__name__)
 
@@ -153,6 +153,19 @@ class _ExistsWatch:
             return original(line)
 
         protocol._untagged_response = watch
+
+
+def bounced_flags(mail: ParsedMail) -> tuple[ContactFlag, ...]:
+    """After a permanent failure we stop mailing the address: its contact gets ``bounced:email:<addr>``."""
+    return tuple(
+        ContactFlag(identity=Identity(IdentityKind.EMAIL, rcpt.recipient.lower()), flag=bounced_flag(rcpt.recipient))
+        for rcpt in mail.auto.recipients
+        if rcpt.hard and rcpt.recipient and "@" in rcpt.recipient
+    )
+
+
+def bounced_flag(address: str) -> str:
+    return f"bounced:email:{address.lower()}"
 
 
 class EmailConnector:
@@ -435,9 +448,9 @@ class EmailConnector:
         report = mail.auto
         automatic = report.kind is not AutoKind.NONE and report.kind is not AutoKind.BULK
         match: ThreadMatch | None = None
+        reopen: ReopenRequest | None = None
         if report.kind in (AutoKind.BOUNCE, AutoKind.COMPLAINT):
             match = await self._bounce_thread(mail)
-            await self._flag_bounced(mail)
             if match is not None and match.conversation is not None:
                 sender, sender_name = match.conversation.address, None
         if match is None:
@@ -459,7 +472,7 @@ class EmailConnector:
             and match.conversation.status is ConversationStatus.RESOLVED
             and self._cfg.resolved_reply == "reopen"
         ):
-            await self._reopen(match.conversation, now)
+            reopen = ReopenRequest(conversation_id=match.conversation.id)
         attachments, files_meta = await self._file_parts(mail, raw)
         full = mail.text
         text = strip_signature(full) if match.via == "new" else strip_signature(extract_reply(full))
@@ -508,6 +521,8 @@ class EmailConnector:
             subject=mail.subject or None,
             ticket=ticket,
             bot=not automatic and report.kind is not AutoKind.BULK,
+            contact_flags=bounced_flags(mail),
+            reopen=reopen,
             meta=meta,
         )
 
@@ -524,47 +539,6 @@ class EmailConnector:
         if conversation is None:
             return None
         return ThreadMatch(thread=conversation.thread, via="bounce", conversation=conversation)
-
-    async def _flag_bounced(self, mail: ParsedMail) -> None:
-        """After a permanent failure we stop mailing the address: its contact gets ``bounced:email:<addr>``."""
-        for rcpt in mail.auto.recipients:
-            if not (rcpt.hard and rcpt.recipient and "@" in rcpt.recipient):
-                continue
-            contact = await self._store.contact_for(
-                Identity(IdentityKind.EMAIL, rcpt.recipient.lower()), name=None, now=datetime.now(UTC)
-            )
-            flag = f"bounced:email:{rcpt.recipient.lower()}"
-            if flag not in contact.flags:
-                await self._store.save_contact(dataclasses.replace(contact, flags=(*contact.flags, flag)))
-
-    async def _reopen(self, conversation: Conversation, now: datetime) -> None:
-        """resolved_reply = reopen: the customer's reply puts the resolved ticket back in front of agents."""
-        if conversation.ticket_id is None:
-            return
-        for _ in range(5):
-            ticket = await self._store.get_ticket(conversation.ticket_id)
-            if ticket is None or ticket.status.is_active:
-                break
-            reopened = dataclasses.replace(ticket, status=TicketStatus.OPEN, updated_at=now)
-            change = {"status": {"from": ticket.status, "to": TicketStatus.OPEN}}
-            try:
-                await self._store.update_ticket(
-                    reopened,
-                    [events.ticket_updated(dataclasses.replace(reopened, version=reopened.version + 1), change)],
-                )
-                break
-            except VersionConflict:
-                continue
-        for _ in range(5):
-            fresh = await self._store.get_conversation(conversation.id)
-            if fresh is None or fresh.status is not ConversationStatus.RESOLVED:
-                return
-            moved = dataclasses.replace(fresh.moved_to(ConversationStatus.OPEN), updated_at=now)
-            try:
-                await self._store.save_conversation(moved, [events.status_changed(moved, fresh.status, at=now)])
-                return
-            except VersionConflict:
-                continue
 
     async def _file_parts(self, mail: ParsedMail, raw: bytes) -> tuple[tuple[Attachment, ...], dict[str, Any]]:
         """Keep the raw .eml and the attachments (within the size limits) under data_dir, by content hash."""
@@ -606,7 +580,7 @@ class EmailConnector:
         message = reply.message
         address = reply.address.value
         contact = await self._store.get_contact(reply.conversation.contact_id)
-        if contact is not None and f"bounced:email:{address.lower()}" in contact.flags:
+        if contact is not None and bounced_flag(address) in contact.flags:
             return Delivery(
                 status=DeliveryStatus.FAILED,
                 error=f"{address} bounced permanently before; not mailing it again",
@@ -614,7 +588,7 @@ class EmailConnector:
             )
         answered = await self._answered(reply)
         ticket = await self._store.get_ticket(message.ticket_id) if message.ticket_id else None
-        subject = (ticket.subject if ticket else "") or str((answered.meta.get("subject") if answered else "") or "")
+        subject = (ticket.subject if ticket else "") or ((intake_facts(answered).subject if answered else None) or "")
         email_meta: Mapping[str, Any] = answered.meta.get("email", {}) if answered else {}
         automatic = message.author in (Author.BOT, Author.SYSTEM)
         outgoing = Outgoing(
@@ -700,7 +674,7 @@ class EmailConnector:
             return None
         history = await self._store.messages(conversation.id, ticket_id=ticket.id)
         inbound = [m for m in history if m.direction is Direction.INBOUND]
-        if not inbound or inbound[-1].meta.get("auto") or not inbound[-1].meta.get("bot", True):
+        if not inbound or inbound[-1].meta.get("auto") or not intake_facts(inbound[-1]).bot:
             return None  # never acknowledge a machine: that is how mail loops start
         address = conversation.address.value
         interval = self._cfg.ack_min_interval_s

@@ -33,6 +33,7 @@ from connectors.webchat.protocol import (
 )
 from core.bus import Bus, bus_of
 from core.config import WebchatInbox
+from core.meta import suggestions_json, suggestions_of
 from core.model import (
     Channel,
     Conversation,
@@ -150,9 +151,9 @@ class WebchatConnector:
             "text": message.text,
             "at": message.created_at.isoformat(),
         }
-        suggestions = message.meta.get("suggestions")
+        suggestions = suggestions_of(message)
         if suggestions:
-            frame["suggestions"] = suggestions
+            frame["suggestions"] = suggestions_json(suggestions)
         live = await self._push(reply.address, frame)
         return Delivery(status=DeliveryStatus.SENT if live else DeliveryStatus.QUEUED, external_id=message.id)
 
