@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 
 from connectors.base import Connector
+from connectors.capabilities import AcknowledgesTickets, Notifies
 from core import events
 from core.model import (
     Author,
@@ -195,13 +196,13 @@ class Outbound:
 
     async def status_changed(self, conversation: Conversation) -> None:
         connector = self._connectors.get(conversation.inbox)
-        if connector is not None:
+        if isinstance(connector, Notifies):
             await connector.notify(conversation)
 
     async def ticket_opened(self, ticket: Ticket, conversation: Conversation) -> None:
         """Send what the inbox's connector wants said about a new ticket, stored once and retried like a reply."""
         connector = self._connectors.get(conversation.inbox)
-        if connector is None:
+        if not isinstance(connector, AcknowledgesTickets):
             return
         notice = await connector.ticket_opened(ticket, conversation)
         if notice is not None:  # a repeat (a retried handling) finds it stored, and sends nothing

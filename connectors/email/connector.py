@@ -222,12 +222,6 @@ class EmailConnector:
     def is_running(self) -> bool:
         return self._sink is not None and all(not t.done() for t in self._loops)
 
-    async def drain(self) -> None:
-        """IMAP loops hold no request open; they stop when ``running`` exits."""
-
-    async def notify(self, conversation: Conversation) -> None:
-        """Status changes are not mailed to the customer."""
-
     # Intake ---------------------------------------------------------------------------------------------
     def _lease_key(self, folder: str) -> str:
         return f"email:{self.inbox}:poll:{folder}"

@@ -49,13 +49,11 @@ from connectors.phone.cti import (
 from core.config import ConfigError, PhoneInbox
 from core.model import (
     Channel,
-    Conversation,
     Delivery,
     DeliveryStatus,
     Direction,
     OutboundReply,
     QuarantinedItem,
-    Ticket,
 )
 from core.store import Store
 
@@ -233,18 +231,8 @@ class PhoneConnector:
             reason="channel_cannot_reply",
         )
 
-    async def notify(self, conversation: Conversation) -> None:
-        return None
-
-    async def ticket_opened(self, ticket: Ticket, conversation: Conversation) -> OutboundReply | None:
-        """A call has no written channel back to the caller: agents call back."""
-        return None
-
     def is_running(self) -> bool:
         return self._running
-
-    async def drain(self) -> None:
-        return None
 
     # -- CTI webhook ----------------------------------------------------------------
     async def _cti(self, request: web.Request) -> web.StreamResponse:

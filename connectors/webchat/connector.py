@@ -44,7 +44,6 @@ from core.model import (
     InboundMessage,
     MessageKind,
     OutboundReply,
-    Ticket,
 )
 
 log = logging.getLogger(__name__)
@@ -159,10 +158,6 @@ class WebchatConnector:
 
     async def notify(self, conversation: Conversation) -> None:
         await self._push(conversation.address, {"type": "status", "status": str(conversation.status)})
-
-    async def ticket_opened(self, ticket: Ticket, conversation: Conversation) -> OutboundReply | None:
-        """The widget learns of the handoff from the status frame; nothing more to send."""
-        return None
 
     async def typing(self, address: Identity, *, author: str, on: bool) -> bool:
         """An ephemeral typing frame to the visitor's open sockets; False when none is open."""

@@ -27,7 +27,6 @@ from core.config import WechatInbox
 from core.model import (
     Channel,
     ContactFlag,
-    Conversation,
     Delivery,
     DeliveryStatus,
     Direction,
@@ -37,7 +36,6 @@ from core.model import (
     MessageKind,
     OutboundReply,
     QuarantinedItem,
-    Ticket,
     greeting_key,
     reply_key,
 )
@@ -113,16 +111,6 @@ class WechatConnector:
 
     def is_running(self) -> bool:
         return self._sink is not None
-
-    async def drain(self) -> None:
-        """Nothing long-lived: every exchange is one HTTP request."""
-
-    async def notify(self, conversation: Conversation) -> None:
-        """WeChat users see replies, not status changes."""
-
-    async def ticket_opened(self, ticket: Ticket, conversation: Conversation) -> OutboundReply | None:
-        """The bot's handoff reply already told the customer."""
-        return None
 
     async def send(self, reply: OutboundReply) -> Delivery:
         """Hand the reply to its push's POST response while that still waits; else the customer-service API."""
