@@ -18,7 +18,7 @@ from core.model import (
     Message,
     OutboundReply,
 )
-from core.store.base import Store
+from core.store.base import ChannelStore
 from core.tasks import TaskTracker
 
 
@@ -26,7 +26,7 @@ from core.tasks import TaskTracker
 class ConnectorDeps:
     """What every connector is given; nothing else of the app is reachable from a connector."""
 
-    store: Store
+    store: ChannelStore  # its own state and the reads that thread its messages; never domain writes
     tasks: TaskTracker  # background work that shutdown must await
     data_dir: Path  # for files a connector keeps (attachments, watched folders' state)
 

@@ -16,7 +16,7 @@ from core.codec import to_jsonable
 from core.model import Channel, Message, Priority, Ticket, TicketStatus
 from core.store import NotFound, Store, TicketQuery, VersionConflict
 from core.store.base import DeadLetter
-from core.store.sqlite import decode_cursor
+from core.store.cursor import decode_cursor
 from gateway.downstream.webhooks import UnknownSubscription, WebhookDispatcher
 from gateway.tickets import IdempotencyMismatch, TicketChange, TicketConflict, TicketService
 

@@ -55,7 +55,7 @@ from core.model import (
     OutboundReply,
     QuarantinedItem,
 )
-from core.store import Store
+from core.store.base import ChannelStore
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +124,7 @@ async def import_parsed(
     inbox: str,
     options: CallOptions,
     clock: Clock = _utcnow,
-    store: Store | None = None,
+    store: ChannelStore | None = None,
 ) -> ImportReport:
     """Hand each parsed call to intake; a call imported before (same external id) is a duplicate.
 

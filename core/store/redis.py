@@ -49,7 +49,7 @@ from core.store.base import (
     TicketQuery,
     VersionConflict,
 )
-from core.store.sqlite import decode_cursor, encode_cursor
+from core.store.cursor import decode_cursor, encode_cursor
 
 log = logging.getLogger(__name__)
 
@@ -667,6 +667,8 @@ class RedisStore:
         raise StoreError(f"contact {contact.id} kept changing")
 
     async def add_identity(self, contact_id: str, identity: Identity) -> bool:
+        """Test support, outside the Store protocol: link a verified identity to a contact; False (and nothing
+        changed) if another contact owns it. The gateway links identities only through conversation_for."""
         for _ in range(_COMMIT_RETRIES):
             contact, raw = await self._load_contact(contact_id)
             if contact is None:
@@ -948,6 +950,8 @@ class RedisStore:
 
     # events -------------------------------------------------------------------
     async def append_events(self, events: Sequence[DownstreamEvent]) -> None:
+        """Test support, outside the Store protocol: events with no record change (the gateway writes events
+        only together with the change they report)."""
         if events:
             await self._write("append_events", events=events)
 

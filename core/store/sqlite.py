@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 import json
 import sqlite3
@@ -41,6 +40,7 @@ from core.store.base import (
     TicketQuery,
     VersionConflict,
 )
+from core.store.cursor import decode_cursor, encode_cursor
 from core.store.worker import SerialWorker
 
 T = TypeVar("T")
@@ -167,21 +167,6 @@ def _migrate(db: sqlite3.Connection) -> None:
 
 def _micros(at: datetime) -> int:
     return int(at.timestamp() * 1_000_000)
-
-
-def encode_cursor(*parts: int) -> str:
-    return base64.urlsafe_b64encode(".".join(map(str, parts)).encode()).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str, arity: int) -> tuple[int, ...]:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        parts = tuple(int(p) for p in raw.split("."))
-    except (ValueError, UnicodeDecodeError):
-        raise ValueError("cursor is not one this server issued") from None
-    if len(parts) != arity:
-        raise ValueError("cursor is not one this server issued")
-    return parts
 
 
 class SqliteStore:
@@ -331,6 +316,9 @@ class SqliteStore:
         await self._run(run)
 
     async def add_identity(self, contact_id: str, identity: Identity) -> bool:
+        """Test support, outside the Store protocol: link a verified identity to a contact; False (and nothing
+        changed) if another contact owns it. The gateway links identities only through conversation_for."""
+
         def run(db: sqlite3.Connection) -> bool:
             with self._tx(db):
                 row = db.execute("SELECT data FROM contacts WHERE id = ?", (contact_id,)).fetchone()
@@ -673,6 +661,9 @@ class SqliteStore:
         )
 
     async def append_events(self, events: Sequence[DownstreamEvent]) -> None:
+        """Test support, outside the Store protocol: events with no record change (the gateway writes events
+        only together with the change they report)."""
+
         def run(db: sqlite3.Connection) -> None:
             with self._tx(db):
                 self._append_events(db, events)
