@@ -1,4 +1,4 @@
-"""The small interface every channel connector implements."""
+"""The small interface every channel connector implements, and what it is given (ConnectorDeps)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The one path every inbound message takes: store it once, then let the bot answer or hand off."""
+"""The one path every inbound message takes: normalize, store it once, apply its facts, then let the bot answer
+or hand off."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Email over IMAP (IDLE or polling, UID checkpoints, one poller per mailbox) and SMTP for replies."""
+"""Email over IMAP (IDLE or polling, UID checkpoints, one poller per mailbox) and SMTP for replies: the I/O class
+over the pure pieces (parse, auto, threading, quote, files, imap, inbound, compose)."""
 
 from __future__ import annotations
 
