@@ -1,5 +1,4 @@
-"""The one path every inbound message takes: normalize, store it once, apply its facts, then let the bot answer
-or hand off."""
+"""The one path every inbound message takes: normalize, store once, apply its facts, then answer or hand off."""
 
 from __future__ import annotations
 

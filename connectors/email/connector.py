@@ -1,5 +1,4 @@
-"""Email over IMAP (IDLE or polling, UID checkpoints, one poller per mailbox) and SMTP for replies: the I/O class
-over the pure pieces (parse, auto, threading, quote, files, imap, inbound, compose)."""
+"""Email's I/O: IMAP in (IDLE or polling, UID checkpoints, one poller per mailbox), SMTP out; pure pieces beside."""
 
 from __future__ import annotations
 
