@@ -41,7 +41,7 @@ from core.store.base import (
     VersionConflict,
 )
 from core.store.cursor import decode_cursor, encode_cursor
-from core.store.worker import SerialWorker
+from core.store.sqlite.worker import SerialWorker
 
 T = TypeVar("T")
 
