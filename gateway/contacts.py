@@ -7,10 +7,10 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from core.model import ContactFlag
-from core.store import Store
+from core.store.roles import Contacts
 
 
-async def apply_flags(store: Store, changes: Sequence[ContactFlag], now: datetime) -> None:
+async def apply_flags(store: Contacts, changes: Sequence[ContactFlag], now: datetime) -> None:
     """Set or clear each flag on the contact of its address (created if the address is new); a flag already
     as wanted writes nothing, so a repeat is free."""
     for change in changes:

@@ -7,6 +7,7 @@ import logging
 import random
 from collections.abc import Mapping
 from datetime import UTC, datetime
+from typing import Protocol
 
 from connectors.base import Connector
 from connectors.capabilities import AcknowledgesTickets, Notifies
@@ -24,13 +25,17 @@ from core.model import (
     greeting_key,
     outbound_message,
 )
-from core.store import Store
 from core.store.base import Outgoing
+from core.store.roles import Conversations, Outbox, Transcript
 from core.tasks import TaskTracker
 
 log = logging.getLogger(__name__)
 
 RETRY_DELAYS_S = (1.0, 4.0, 15.0, 60.0)
+
+
+class OutboundStore(Transcript, Outbox, Conversations, Protocol):
+    """The roles replies go through: the transcript, its outbox, and the conversation a reply is on."""
 
 
 def delivery_failed(message: Message, delivery: Delivery, at: datetime) -> DownstreamEvent:
@@ -53,7 +58,7 @@ def delivery_failed(message: Message, delivery: Delivery, at: datetime) -> Downs
 class Outbound:
     def __init__(
         self,
-        store: Store,
+        store: OutboundStore,
         connectors: Mapping[str, Connector],
         tasks: TaskTracker,
         *,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from core import events
 from core.clock import Clock
@@ -21,10 +21,15 @@ from core.model import (
     TicketStatus,
     outbound_message,
 )
-from core.store import NotFound, Store, VersionConflict
+from core.store import NotFound, VersionConflict
+from core.store.roles import Conversations, Tickets
 from gateway.outbound import Outbound
 
 _MAX_RETRIES = 8
+
+
+class TicketStore(Tickets, Conversations, Protocol):
+    """The roles ticket changes use: tickets, and the conversation that follows its ticket."""
 
 
 class TicketConflict(Exception):
@@ -57,7 +62,7 @@ class ReplyResult:
 
 
 class TicketService:
-    def __init__(self, store: Store, outbound: Outbound, clock: Clock) -> None:
+    def __init__(self, store: TicketStore, outbound: Outbound, clock: Clock) -> None:
         self._store = store
         self._outbound = outbound
         self._clock = clock

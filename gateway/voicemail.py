@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Protocol
 
 from bot.policy import Decision, Outcome, decide
 from bot.setup import BotSetup
@@ -19,7 +20,7 @@ from core.model import (
     TicketStatus,
     outbound_message,
 )
-from core.store import Store
+from core.store.roles import Contacts, Conversations, Transcript
 from gateway.outbound import Outbound
 from gateway.tickets import TicketChange, TicketService
 from normalizer.text import clean_text
@@ -27,8 +28,14 @@ from normalizer.text import clean_text
 log = logging.getLogger(__name__)
 
 
+class VoicemailStore(Contacts, Conversations, Transcript, Protocol):
+    """The roles a voicemail answer reads and writes: the caller's contact, conversations and transcript."""
+
+
 class VoicemailAnswers:
-    def __init__(self, store: Store, bot: BotSetup, outbound: Outbound, tickets: TicketService, clock: Clock) -> None:
+    def __init__(
+        self, store: VoicemailStore, bot: BotSetup, outbound: Outbound, tickets: TicketService, clock: Clock
+    ) -> None:
         self._store = store
         self._bot = bot
         self._outbound = outbound
