@@ -1,4 +1,4 @@
-"""The normalizer stage: channel input to NormalizedMessage through small pure steps (see pipeline.py)."""
+"""The normalizer stage: channel input to NormalizedMessage through small pure steps, then rules (pipeline.py)."""
 
 from __future__ import annotations
 
