@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import dataclasses
 import hashlib
@@ -85,6 +86,9 @@ class WechatConnector:
         self._api: WechatApi | None = None
         self._waiters: dict[str, _Waiter] = {}
         self._answering: set[str] = set()  # pushes whose first delivery is still being answered here
+        # External ids of pushes intake is still taking in here: intake stores a greeting before it returns,
+        # and a concurrent retry must not answer with it while the first delivery will.
+        self._receiving: collections.Counter[str] = collections.Counter()
 
     # Connector interface ---------------------------------------------------------------------------
     def routes(self) -> list[web.RouteDef]:
@@ -210,7 +214,13 @@ class WechatConnector:
 
         try:
             inbound = self._reported(push)
-            result = await self._intake(sink, inbound)
+            self._receiving[inbound.external_id] += 1  # counted: a concurrent retry takes it in too
+            try:
+                result = await self._intake(sink, inbound)
+            finally:
+                self._receiving[inbound.external_id] -= 1
+                if self._receiving[inbound.external_id] <= 0:
+                    del self._receiving[inbound.external_id]
         except web.HTTPException:
             raise
         except Exception as exc:
@@ -256,7 +266,7 @@ class WechatConnector:
         retry's response carries it now. A lease in the store makes sure only one way delivers it: retries'
         responses, or the customer-service API (a late reply, or recovery after a restart).
         """
-        if message.id in self._answering:
+        if message.id in self._answering or message.external_id in self._receiving:
             return None  # the first delivery is still being answered (a concurrent retry): it answers
         for key in (reply_key(message.id), greeting_key(message.id)):
             reply = await self._store.find_message(
