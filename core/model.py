@@ -217,7 +217,7 @@ class InboundMessage:
     ticket: TicketRequest | None = None
     # False for messages the bot must not answer (events, calls, auto-replies).
     bot: bool = True
-    # Facts intake acts on once the message is stored (never on a repeat delivery); connectors only report them.
+    # Facts intake acts on, never on a repeat delivery of a stored message; connectors only report them.
     contact_flags: tuple[ContactFlag, ...] = ()
     reopen: ReopenRequest | None = None
     greeting: str | None = None  # sent in reply to this message (a WeChat welcome on a follow)

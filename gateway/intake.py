@@ -78,7 +78,10 @@ class Intake:
         picked = self._bot.index.entry(inbound.picked_faq) if inbound.picked_faq else None
         if inbound.picked_faq and picked is None:
             raise Rejected(f"there is no FAQ entry {inbound.picked_faq!r} to pick")
-        if inbound.reopen is not None and not await self._seen(inbound):
+        # Facts that are safe to apply twice go before the message is stored, so a crash in between loses none
+        # (the channel's redelivery applies them again); a repeat of a stored message applies nothing.
+        seen = await self._seen(inbound) if inbound.reopen is not None or inbound.contact_flags else False
+        if inbound.reopen is not None and not seen:
             await self._tickets.reopen_resolved(inbound.reopen.conversation_id)
         conversation = await self._store.conversation_for(
             normalized.sender,
@@ -112,11 +115,12 @@ class Intake:
             episode=conversation.episode,
             meta=intake_meta(inbound),
         )
+        if inbound.contact_flags and not seen:
+            await apply_flags(self._store, inbound.contact_flags, now)
         stored, created = await self._store.add_message(message, [events.message_created(message)])
         if not created:
             return IntakeResult(message=stored, duplicate=True, handled=None)
-        await apply_flags(self._store, inbound.contact_flags, now)
-        if inbound.greeting:
+        if inbound.greeting:  # keyed on the stored message, so it follows it
             await self._outbound.record_greeting(stored, inbound.greeting, now)
         task = self._tasks.spawn(self.handle(stored, conversation), name=f"intake:{stored.id}")
         return IntakeResult(message=stored, duplicate=False, handled=task)

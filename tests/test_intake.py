@@ -259,7 +259,7 @@ async def test_a_reply_the_channel_cannot_deliver_is_recorded_and_announced(gate
     assert failed[0]["ticket_id"] == ticket["id"]
 
 
-async def test_contact_flags_a_connector_reports_are_set_once_the_message_is_stored_never_on_a_repeat(
+async def test_contact_flags_a_connector_reports_are_set_and_never_again_on_a_repeat(
     gateway: Gateway,
 ) -> None:
     intake = gateway.server.app[GATEWAY].intake
