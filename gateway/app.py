@@ -16,17 +16,20 @@ from core.clock import Clock, utcnow
 from core.config import Config
 from core.model import Ticket
 from core.store import Store
+from gateway.access import CHANNEL, PUBLIC, Access, Tokens, needs
 from gateway.api import Api, Handler, error
+from gateway.contacts_api import ContactsApi
 from gateway.faq_admin import FaqAdmin
 from gateway.outbound import RETRY_DELAYS_S
 from gateway.wiring import Gateway, bot_policy, build_bot, build_gateway
 
 log = logging.getLogger(__name__)
 
-__all__ = ["GATEWAY", "Gateway", "bot_policy", "build_bot", "create_app"]  # the CLI and tests import these here
+__all__ = ["ACCESS", "GATEWAY", "Gateway", "bot_policy", "build_bot", "create_app"]  # the CLI and tests import these
 
 
 GATEWAY = web.AppKey("gateway", Gateway)
+ACCESS = web.AppKey("access", Access)
 
 
 @web.middleware
@@ -50,10 +53,12 @@ def create_app(
     config: Config, bot: BotSetup, *, clock: Clock = utcnow, retry_delays_s: tuple[float, ...] = RETRY_DELAYS_S
 ) -> web.Application:
     """``retry_delays_s``: the backoff between attempts of a retryable delivery (tests shorten it)."""
-    app = web.Application(client_max_size=config.server.max_body_bytes, middlewares=[_errors])
+    access = Access(Tokens(config.api.tokens))
+    app = web.Application(client_max_size=config.server.max_body_bytes, middlewares=[access.middleware, _errors])
     gateway = build_gateway(config, bot, clock=clock, retry_delays_s=retry_delays_s)
     store, connectors, tickets, webhooks = gateway.store, gateway.connectors, gateway.tickets, gateway.webhooks
     app[GATEWAY] = gateway
+    app[ACCESS] = access
 
     async def typing(ticket: Ticket, on: bool) -> bool:
         conversation = await store.get_conversation(ticket.conversation_id)
@@ -62,14 +67,15 @@ def create_app(
             return False
         return await connector.typing(conversation.address, author="agent", on=on)
 
-    api = Api(store, tickets, config.api.tokens, typing, webhooks=webhooks)
-    app.router.add_routes(api.routes())
+    api = Api(store, tickets, typing, gateway.auditor, webhooks=webhooks)
+    access.add(app.router, api.routes())
+    access.add(app.router, gateway.auditor.routes())
+    access.add(app.router, ContactsApi(store, gateway.auditor).routes())
     if isinstance(bot.index, LiveIndex):
-        app.router.add_routes(FaqAdmin(bot.index).routes(api.guard))
+        access.add(app.router, FaqAdmin(bot.index, gateway.auditor).routes())
     for connector in connectors.values():
-        app.router.add_routes(connector.routes())
-    app.router.add_get("/healthz", _healthz)
-    app.router.add_get("/readyz", _readyz)
+        access.add(app.router, (needs(CHANNEL, route) for route in connector.routes()))
+    access.add(app.router, [needs(PUBLIC, web.get("/healthz", _healthz)), needs(PUBLIC, web.get("/readyz", _readyz))])
     app.cleanup_ctx.append(_lifespan)
     app.on_shutdown.append(_stop_connectors)
     return app
@@ -94,6 +100,9 @@ async def _lifespan(app: web.Application) -> AsyncIterator[None]:
         await stack.enter_async_context(periodically(every, recover_stuck, name="intake:recover"))
         await stack.enter_async_context(gateway.webhooks.running())
         await stack.enter_async_context(sweeping(gateway.store, gateway.config.server.sweep_interval_s))
+        await stack.enter_async_context(
+            periodically(gateway.config.server.sweep_interval_s, gateway.auditor.sweep, name="audit:sweep")
+        )
         if isinstance(gateway.bot.index, LiveIndex) and gateway.config.bot.kb_watch_s > 0:
             await stack.enter_async_context(watching_kb(gateway.bot.index, gateway.config.bot.kb_watch_s))
         yield

@@ -15,6 +15,7 @@ from core.clock import Clock, utcnow
 from core.config import Config
 from core.store import Store, open_store
 from core.tasks import TaskTracker
+from gateway.audit import Auditor
 from gateway.downstream.webhooks import WebhookDispatcher
 from gateway.faq_admin import answer_values
 from gateway.intake import Intake
@@ -35,6 +36,7 @@ class Gateway:
     webhooks: WebhookDispatcher
     bot: BotSetup
     outbound: Outbound
+    auditor: Auditor
 
 
 def build_bot(config: Config) -> BotSetup:
@@ -84,6 +86,7 @@ def build_gateway(
         webhooks=WebhookDispatcher(store, config.webhooks),
         bot=bot,
         outbound=outbound,
+        auditor=Auditor(store, clock, retention_days=config.api.audit_retention_days),
     )
 
 

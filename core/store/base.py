@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from core.model import Channel, Contact, Conversation, Direction, Identity, Message, Ticket
+from core.store.audit import AuditLog
 from core.store.roles import (
     Checkpoints,
     Contacts,
@@ -65,6 +66,7 @@ class Store(
     Coordination,
     Secrets,
     Checkpoints,
+    AuditLog,
     Protocol,
 ):
     """Every role: what the gateway's wiring opens and hands out in parts."""

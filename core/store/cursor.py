@@ -1,4 +1,4 @@
-"""Page cursors: opaque to clients, a few integers (time, sequence) to the backends that issue them."""
+"""Opaque page cursors: a few integers, base64url-encoded, checked on the way back in."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ def encode_cursor(*parts: int) -> str:
 
 
 def decode_cursor(cursor: str, arity: int) -> tuple[int, ...]:
-    """ValueError for anything this server did not issue (a client's typo is a 400, not a 500)."""
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         parts = tuple(int(p) for p in raw.split("."))

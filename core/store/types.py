@@ -35,6 +35,7 @@ class TicketQuery:
     updated_since: datetime | None = None
     cursor: str | None = None
     limit: int = 50
+    inboxes: frozenset[str] | None = None  # None: every inbox
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -50,6 +50,7 @@ from core.store.base import (
     VersionConflict,
 )
 from core.store.cursor import decode_cursor, encode_cursor
+from core.store.redis.audit import RedisAuditLog
 
 log = logging.getLogger(__name__)
 
@@ -488,7 +489,7 @@ class RedisBus:
                     log.exception("redis bus handler for %s failed", message["channel"])
 
 
-class RedisStore:
+class RedisStore(RedisAuditLog):
     def __init__(
         self,
         url: str,
@@ -939,6 +940,8 @@ class RedisStore:
                     continue
                 ticket = loads(Ticket, raw)
                 if query.channel is not None and ticket.channel is not query.channel:
+                    continue
+                if query.inboxes is not None and ticket.inbox not in query.inboxes:
                     continue
                 found.append((ticket, member))
         page = found[: query.limit]

@@ -41,6 +41,7 @@ from core.store.base import (
     VersionConflict,
 )
 from core.store.cursor import decode_cursor, encode_cursor
+from core.store.sqlite.audit import AUDIT_SCHEMA, SqliteAuditLog
 from core.store.sqlite.schema import SCHEMA, migrate
 from core.store.sqlite.worker import SerialWorker
 
@@ -51,7 +52,7 @@ def _micros(at: datetime) -> int:
     return int(at.timestamp() * 1_000_000)
 
 
-class SqliteStore:
+class SqliteStore(SqliteAuditLog):
     def __init__(self, path: Path) -> None:
         self._path = path
         self._worker = SerialWorker("huiliu-sqlite", batch=self._group_commit)
@@ -114,6 +115,7 @@ class SqliteStore:
             db.execute("PRAGMA busy_timeout=10000")
             db.execute("PRAGMA foreign_keys=ON")
             db.executescript(SCHEMA)
+            db.executescript(AUDIT_SCHEMA)
             migrate(db)
             return db
 
@@ -511,6 +513,10 @@ class SqliteStore:
         if query.channel is not None:
             sql += " AND channel = ?"
             args.append(query.channel)
+        if query.inboxes is not None:
+            inboxes = sorted(query.inboxes)
+            sql += f" AND json_extract(data, '$.inbox') IN ({', '.join('?' * len(inboxes)) or 'NULL'})"
+            args += inboxes
         if query.updated_since is not None:
             sql += " AND updated_us >= ?"
             args.append(_micros(query.updated_since))
