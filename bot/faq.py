@@ -20,8 +20,9 @@ from rapidfuzz import fuzz, process
 from bot.learn import LinearModel, train
 from bot.qtype import disagree, question_types, union
 from bot.synonyms import STARTER_SYNONYMS, merged, synonym_map
-from bot.text import Analyzed, analyze, is_cjk, new_tokenizer, normalize, stem
+from bot.text import Analyzed, analyze, is_cjk, new_tokenizer, stem
 from core.model import FaqHit
+from normalizer.text import fold_for_matching
 
 
 class KbError(Exception):
@@ -103,7 +104,7 @@ def parse_entry(raw: object, where: str) -> FaqEntry:
         raise KbError(f"{where}: unknown field(s) {', '.join(unknown)}; allowed: {', '.join(sorted(_FIELDS))}")
     questions = _strings(raw.get("questions"), "questions", where, required=True)
     for n, question in enumerate(questions, start=1):
-        if not normalize(question):
+        if not fold_for_matching(question):
             raise KbError(f"{where}: question #{n} is empty")
     answer = raw.get("answer")
     if not isinstance(answer, str) or not answer.strip():
@@ -319,7 +320,7 @@ class _Analysis:
     tokenizer: Any
     synonyms: dict[str, str]
     cache: dict[str, Analyzed]
-    normalized: dict[str, str]  # phrasing -> normalize(phrasing)
+    normalized: dict[str, str]  # phrasing -> fold_for_matching(phrasing)
 
 
 class FaqIndex:
@@ -347,7 +348,7 @@ class FaqIndex:
         groups = [tuple(g) for g in synonyms]
         self._user_words: tuple[str, ...] = ()
         if _analysis is None:
-            normal = {q: normalize(q) for e in self._entries for q in e.questions}
+            normal = {q: fold_for_matching(q) for e in self._entries for q in e.questions}
             user_words = [k for e in self._entries for k in e.keywords]
             user_words += [q for e in self._entries for q in e.questions if 2 <= len(normal[q]) <= 4]
             user_words += [w for g in (*groups, *STARTER_SYNONYMS) for w in g]
@@ -695,9 +696,9 @@ class FaqIndex:
         inv_q = 1.0 / math.sqrt(math.fsum(weight2.get(f) or self._unknown2[f[0]] for f in feats))
         feat_set = frozenset(known)
         q_weight = {f: weight2[f] for f in known}.__getitem__
-        normalized = normalize(text)
-        verbatim = self._verbatim.get(normalized, -1)
-        asked = question_types(normalized)
+        folded = fold_for_matching(text)
+        verbatim = self._verbatim.get(folded, -1)
+        asked = question_types(folded)
         scored_entries: list[_Scored] = []
         for i in rescore:
             scored = sorted(
@@ -739,5 +740,5 @@ class FaqIndex:
 
 def _fold(word: str) -> str:
     """How a synonym list's word is compared with analyzed tokens: normalized, English stemmed."""
-    word = normalize(word)
+    word = fold_for_matching(word)
     return stem(word) if word.isascii() else word

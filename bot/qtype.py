@@ -1,7 +1,7 @@
 """What kind of question a text asks: what is / how to / how long / why / can I / how much / where (zh and en).
 
 Two texts can share every topic word and still ask different things: "什么是柜面通" wants a definition, "柜面通怎么
-开通" a procedure, and the answer to one does not answer the other. The types are read from the normalized text
+开通" a procedure, and the answer to one does not answer the other. The types are read from the folded text
 with a few patterns; a text can ask several (or none: "play some jazz").
 """
 
@@ -10,9 +10,9 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-# Types, each a pattern over normalized text (casefolded, simplified Chinese, punctuation as spaces, "what's" as
-# "whats"). English patterns match whole words; "how long" is a duration, not a procedure, so "how" only counts
-# as one when a verb of asking follows it.
+# Types, each a pattern over text folded for matching (normalizer.text.fold_for_matching: casefolded, simplified
+# Chinese, punctuation as spaces, "what's" as "whats"). English patterns match whole words; "how long" is a
+# duration, not a procedure, so "how" only counts as one when a verb of asking follows it.
 _PATTERNS: dict[str, tuple[str, str]] = {  # a kind: (Chinese, English)
     "what": (
         r"什么是|是什么|啥是|是啥|什么叫|指什么|什么意思|是指",
@@ -31,9 +31,9 @@ _PATTERNS: dict[str, tuple[str, str]] = {  # a kind: (Chinese, English)
 _COMPILED = tuple((name, re.compile(rf"{zh}|\b(?:{en})\b")) for name, (zh, en) in _PATTERNS.items())
 
 
-def question_types(normalized: str) -> frozenset[str]:
-    """The kinds of question a normalized text asks; empty when it asks none of them."""
-    return frozenset(name for name, pattern in _COMPILED if pattern.search(normalized))
+def question_types(folded: str) -> frozenset[str]:
+    """The kinds of question a folded text asks; empty when it asks none of them."""
+    return frozenset(name for name, pattern in _COMPILED if pattern.search(folded))
 
 
 def disagree(asked: frozenset[str], offered: frozenset[str]) -> bool:
