@@ -82,6 +82,24 @@ class Outgoing:
 TicketEvents = Callable[[Ticket, Conversation], Sequence[DownstreamEvent]]
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Gauges:
+    """What the store holds right now, for metrics and health: read at scrape time, so every instance
+    reports the same numbers."""
+
+    tickets_by_status: dict[str, int]
+    quarantine_pending: int
+    quarantined_since: int  # pending items received at or after the ``since`` asked for
+    outbox_size: int
+    outbox_oldest: datetime | None  # when the oldest message still waiting in the outbox was written
+
+
+class GaugeReader(Protocol):
+    """The store role the metrics endpoint and the health checks read."""
+
+    async def gauges(self, *, since: datetime) -> Gauges: ...
+
+
 class Store(Protocol):
     async def open(self) -> None: ...
 
@@ -290,6 +308,10 @@ class Store(Protocol):
     async def set_secret(self, name: str, value: str, expires_at: datetime | None) -> None: ...
 
     async def get_checkpoint(self, key: str) -> str | None: ...
+
+    async def gauges(self, *, since: datetime) -> Gauges:
+        """Counts for metrics and health (``GaugeReader``); ``since`` bounds ``quarantined_since``."""
+        ...
 
     async def set_checkpoint(self, key: str, value: str, *, ttl_s: float | None = None) -> None:
         """Write ``value`` under ``key``, replacing the earlier value and expiry.
