@@ -21,6 +21,7 @@ from core.model import (
     QuarantinedItem,
     Ticket,
 )
+from core.observe import NO_OBSERVER, Observer
 from core.store.base import Store
 from core.tasks import TaskTracker
 
@@ -32,6 +33,7 @@ class ConnectorDeps:
     store: Store
     tasks: TaskTracker  # background work that shutdown must await
     data_dir: Path  # for files a connector keeps (attachments, watched folders' state)
+    observer: Observer = NO_OBSERVER  # counts what the connector sees (a channel API's errors)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -19,12 +19,15 @@ from connectors.webchat.connector import WebchatConnector
 from core.clock import Clock, utcnow
 from core.config import Config
 from core.model import Ticket
+from core.observe import NO_OBSERVER
 from core.store import Store, open_store
 from core.tasks import TaskTracker
 from gateway.api import Api, Handler, error
 from gateway.downstream.webhooks import WebhookDispatcher
 from gateway.faq_admin import FaqAdmin, answer_values
+from gateway.health import Health, readiness
 from gateway.intake import Intake
+from gateway.metrics import Metrics
 from gateway.outbound import RETRY_DELAYS_S, Outbound
 from gateway.tickets import TicketService
 
@@ -42,6 +45,8 @@ class Gateway:
     webhooks: WebhookDispatcher
     bot: BotSetup
     outbound: Outbound
+    metrics: Metrics
+    health: Health
 
 
 GATEWAY = web.AppKey("gateway", Gateway)
@@ -95,13 +100,22 @@ def create_app(
     app = web.Application(client_max_size=config.server.max_body_bytes, middlewares=[_errors])
     store = open_store(config)
     tasks = TaskTracker()
-    connectors = build_connectors(config, ConnectorDeps(store=store, tasks=tasks, data_dir=config.data_path))
+    metrics = Metrics()
+    observer = metrics if config.ops.metrics else NO_OBSERVER
+    deps = ConnectorDeps(store=store, tasks=tasks, data_dir=config.data_path, observer=observer)
+    connectors = build_connectors(config, deps)
     outbound = Outbound(
-        store, connectors, tasks, resend_after_s=config.server.resend_after_s, retry_delays_s=retry_delays_s
+        store,
+        connectors,
+        tasks,
+        resend_after_s=config.server.resend_after_s,
+        retry_delays_s=retry_delays_s,
+        observer=observer,
     )
     tickets = TicketService(store, outbound, clock)
     intake = Intake(store, bot, outbound, tasks, clock, tickets)
-    webhooks = WebhookDispatcher(store, config.webhooks)
+    webhooks = WebhookDispatcher(store, config.webhooks, observer=observer)
+    health = Health(config, store, connectors, webhooks, clock, started_at=clock())
     gateway = Gateway(
         config=config,
         store=store,
@@ -112,6 +126,8 @@ def create_app(
         webhooks=webhooks,
         bot=bot,
         outbound=outbound,
+        metrics=metrics,
+        health=health,
     )
     app[GATEWAY] = gateway
 
@@ -130,6 +146,8 @@ def create_app(
         app.router.add_routes(connector.routes())
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/readyz", _readyz)
+    if config.ops.metrics:
+        app.router.add_get("/metrics", scoped("metrics", api.guard, metrics.handler(health)))
     app.cleanup_ctx.append(_lifespan)
     app.on_shutdown.append(_stop_connectors)
     return app
@@ -140,8 +158,9 @@ async def _lifespan(app: web.Application) -> AsyncIterator[None]:
     await gateway.store.open()
     async with AsyncExitStack() as stack:
         stack.push_async_callback(gateway.store.close)
+        sink = gateway.metrics.timed(gateway.intake.receive) if gateway.config.ops.metrics else gateway.intake.receive
         for connector in gateway.connectors.values():
-            await stack.enter_async_context(connector.running(gateway.intake.receive))
+            await stack.enter_async_context(connector.running(sink))
         gateway.tasks.spawn(gateway.intake.recover(), name="intake:recover")
         gateway.tasks.spawn(gateway.outbound.resend_unsent(), name="outbound:resend")
         stuck_after = gateway.config.server.resend_after_s
@@ -154,6 +173,9 @@ async def _lifespan(app: web.Application) -> AsyncIterator[None]:
         await stack.enter_async_context(periodically(every, recover_stuck, name="intake:recover"))
         await stack.enter_async_context(gateway.webhooks.running())
         await stack.enter_async_context(sweeping(gateway.store, gateway.config.server.sweep_interval_s))
+        await stack.enter_async_context(alarming(gateway.health, gateway.config.ops.alarms.check_interval_s))
+        if gateway.config.ops.metrics_port is not None:
+            await stack.enter_async_context(metrics_site(gateway))
         if isinstance(gateway.bot.index, LiveIndex) and gateway.config.bot.kb_watch_s > 0:
             await stack.enter_async_context(watching_kb(gateway.bot.index, gateway.config.bot.kb_watch_s))
         yield
@@ -214,15 +236,41 @@ async def _healthz(request: web.Request) -> web.StreamResponse:
 
 
 async def _readyz(request: web.Request) -> web.StreamResponse:
-    gateway = request.app[GATEWAY]
-    store_ok = await gateway.store.ping()
-    connectors = {name: "running" if c.is_running() else "stopped" for name, c in gateway.connectors.items()}
-    ready = store_ok and all(state == "running" for state in connectors.values())
-    return web.json_response(
-        {
-            "status": "ready" if ready else "not_ready",
-            "store": "ok" if store_ok else "unreachable",
-            "connectors": connectors,
-        },
-        status=200 if ready else 503,
-    )
+    """Each component's state and the firing alarms; 503 only when the store or a connector is down."""
+    snapshot = await request.app[GATEWAY].health.snapshot()
+    return web.json_response(readiness(snapshot), status=200 if snapshot.ready else 503)
+
+
+def scoped(scope: str, guard: Callable[[Handler], Handler], handler: Handler) -> Handler:
+    """``handler`` for a bearer token allowed ``scope`` (metrics, reports:read, admin).
+
+    Every configured token is allowed every scope until named, scoped tokens exist; the scope is declared
+    here so each route says what it needs.
+    """
+    return guard(handler)
+
+
+def alarming(health: Health, interval_s: float) -> AbstractAsyncContextManager[None]:
+    """Check the health alarms every ``interval_s`` and write ``system.alarm`` events as they begin and end."""
+
+    async def check() -> None:
+        await health.notify(await health.snapshot())
+
+    return periodically(interval_s, check, name="health:alarms")
+
+
+@asynccontextmanager
+async def metrics_site(gateway: Gateway) -> AsyncIterator[None]:
+    """/metrics without a token on a loopback port, for a Prometheus agent on the same host."""
+    app = web.Application()
+    app.router.add_get("/metrics", gateway.metrics.handler(gateway.health))
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    ops = gateway.config.ops
+    site = web.TCPSite(runner, ops.metrics_host, ops.metrics_port)
+    await site.start()
+    log.info("metrics on http://%s:%s/metrics", ops.metrics_host, ops.metrics_port)
+    try:
+        yield
+    finally:
+        await runner.cleanup()

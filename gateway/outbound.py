@@ -20,6 +20,7 @@ from core.model import (
     OutboundReply,
     Ticket,
 )
+from core.observe import NO_OBSERVER, Observer
 from core.store import Store
 from core.store.base import Outgoing
 from core.tasks import TaskTracker
@@ -55,6 +56,7 @@ class Outbound:
         *,
         resend_after_s: float,
         retry_delays_s: tuple[float, ...] = RETRY_DELAYS_S,
+        observer: Observer = NO_OBSERVER,
     ) -> None:
         """``resend_after_s`` (``server.resend_after_s``): how long a send may take before another sender (this
         process after a restart, or another instance) may take the message from the outbox and send it."""
@@ -63,6 +65,7 @@ class Outbound:
         self._tasks = tasks
         self._retry_delays_s = retry_delays_s
         self._resend_after_s = resend_after_s
+        self._observer = observer
 
     async def deliver_bot_reply(
         self,
@@ -106,6 +109,7 @@ class Outbound:
         )
         if not created:
             return stored, None
+        self._observer.message_stored(stored)
         return stored, await self.send(stored, conversation, in_reply_to=in_reply_to)
 
     async def send(self, message: Message, conversation: Conversation, *, in_reply_to: str | None = None) -> Delivery:
@@ -182,6 +186,7 @@ class Outbound:
 
     async def ticket_opened(self, ticket: Ticket, conversation: Conversation) -> None:
         """Send what the inbox's connector wants said about a new ticket, stored once and retried like a reply."""
+        self._observer.ticket_opened(ticket)
         connector = self._connectors.get(conversation.inbox)
         if connector is None:
             return

@@ -31,8 +31,8 @@ from core.model import (
     Ticket,
 )
 from core.store.base import (
-    Gauges,
     DeadLetter,
+    Gauges,
     NotFound,
     Outgoing,
     StoredFrame,
@@ -893,10 +893,12 @@ class SqliteStore:
         def run(db: sqlite3.Connection) -> Gauges:
             statuses = {str(s): n for s, n in db.execute("SELECT status, count(*) FROM tickets GROUP BY status")}
             # Compared as datetimes, not as text: an offset other than UTC would sort wrong.
-            received = [datetime.fromisoformat(r) for (r,) in db.execute(
-                "SELECT received_at FROM quarantine WHERE replayed = 0")]  # fmt: skip
-            waiting = [datetime.fromisoformat(c) for (c,) in db.execute(
-                "SELECT json_extract(m.data, '$.created_at') FROM outbox o JOIN messages m ON m.id = o.message_id")]  # fmt: skip
+            quarantined = db.execute("SELECT received_at FROM quarantine WHERE replayed = 0")
+            received = [datetime.fromisoformat(r) for (r,) in quarantined]
+            outbox = db.execute(
+                "SELECT json_extract(m.data, '$.created_at') FROM outbox o JOIN messages m ON m.id = o.message_id"
+            )
+            waiting = [datetime.fromisoformat(c) for (c,) in outbox]
             return Gauges(
                 tickets_by_status=statuses,
                 quarantine_pending=len(received),

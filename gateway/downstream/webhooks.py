@@ -21,6 +21,7 @@ import aiohttp
 
 from core.config import WebhookConfig
 from core.model import DownstreamEvent
+from core.observe import NO_OBSERVER, Observer
 from core.store import Store
 from core.store.base import DeadLetter
 
@@ -153,8 +154,16 @@ class UnknownSubscription(Exception):
 
 
 class WebhookDispatcher:
-    def __init__(self, store: Store, subscriptions: Sequence[WebhookConfig], *, instance: str | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        subscriptions: Sequence[WebhookConfig],
+        *,
+        instance: str | None = None,
+        observer: Observer = NO_OBSERVER,
+    ) -> None:
         self._store = store
+        self._observer = observer
         self.subscriptions = {s.key: Subscription(s) for s in subscriptions}
         self._instance = instance or uuid.uuid4().hex
         self._http: aiohttp.ClientSession | None = None
@@ -249,6 +258,7 @@ class WebhookDispatcher:
             await sub.breaker.admit()
             attempt += 1
             outcome = await self._post(sub, event, attempt)
+            self._observer.webhook_attempt(sub.key, "delivered" if outcome.ok else "failed")
             if outcome.ok:
                 sub.breaker.succeeded()
                 sub.delivered += 1
@@ -339,7 +349,8 @@ class WebhookDispatcher:
             error=error,
             failed_at=datetime.now(UTC),
         )
-        await self._store.add_dead_letter(letter)
+        if await self._store.add_dead_letter(letter):
+            self._observer.webhook_attempt(sub.key, "dead_lettered")
         log.warning("webhook %s: event %s dead-lettered after %d attempts: %s", sub.key, event.seq, attempts, error)
         return letter.id
 

@@ -1,0 +1,103 @@
+"""/readyz per component, and the health alarms as metrics and as system.alarm events."""
+
+from __future__ import annotations
+
+import socket
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from bot.setup import BotSetup
+from core.model import Channel, QuarantinedItem
+from core.observe import mail_fetched_key
+from gateway.app import GATEWAY
+from tests.conftest import Gateway, make_config, started
+from tests.test_metrics import parse, scrape, value
+
+START = datetime(2026, 12, 1, 8, 0, tzinfo=UTC)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = START
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def mail_inbox() -> dict[str, object]:
+    return {
+        "name": "mail",
+        "channel": "email",
+        "address": "help@example.com",
+        "imap": {"host": "127.0.0.1", "port": closed_port(), "tls": "none", "backoff_max_s": 60},
+        "smtp": {"host": "127.0.0.1", "port": closed_port(), "tls": "none"},
+    }
+
+
+async def test_readyz_reports_each_component(gateway: Gateway) -> None:
+    async with gateway.http.get(gateway.url + "/readyz") as resp:
+        assert resp.status == 200
+        body = await resp.json()
+    assert body["status"] == "ready" and body["alarms"] == []
+    assert body["components"]["store"] == {"status": "ok"}
+    assert body["components"]["inbox:web"] == {"status": "running"}
+    assert body["components"]["outbox"] == {"waiting": 0, "oldest_age_s": None}
+    assert body["components"]["quarantine"] == {"pending": 0}
+
+
+async def test_a_stale_mailbox_raises_an_alarm_and_an_event_until_it_fetches_again(
+    tmp_path: Path, bot_setup: BotSetup
+) -> None:
+    clock = Clock()
+    config = make_config(tmp_path, inboxes=[mail_inbox()], ops={"alarms": {"mail_stale_s": 600}})
+    async with started(config, bot_setup, clock=clock) as gw:
+        gateway = gw.server.app[GATEWAY]
+        assert (await gateway.health.snapshot()).alarms == ()  # just started: not stale yet
+        clock.now = START + timedelta(minutes=11)
+        async with gw.http.get(gw.url + "/readyz") as resp:
+            body = await resp.json()
+        assert body["alarms"] == [
+            {"name": "mailbox_stale", "subject": "mail", "detail": "last successful fetch: never"}
+        ]
+        assert body["components"]["inbox:mail"]["last_fetch"] is None
+        m = parse((await scrape(gw))[1])
+        assert value(m, "huiliu_alarm", alarm="mailbox_stale", subject="mail") == 1
+        assert value(m, "huiliu_imap_last_fetch_timestamp_seconds", inbox="mail") == 0
+
+        assert await gateway.health.notify(await gateway.health.snapshot()) == 1
+        assert await gateway.health.notify(await gateway.health.snapshot()) == 1  # the same event: stored once
+        await gateway.store.set_checkpoint(mail_fetched_key("mail"), clock.now.isoformat())
+        assert await gateway.health.notify(await gateway.health.snapshot()) == 1  # resolved
+        assert await gateway.health.notify(await gateway.health.snapshot()) == 0
+        status, feed = await gw.api("GET", "/events?limit=1000")
+        alarms = [e["data"] for e in feed["events"] if e["type"] == "system.alarm"]
+        assert [(a["alarm"], a["subject"], a["state"]) for a in alarms] == [
+            ("mailbox_stale", "mail", "firing"),
+            ("mailbox_stale", "mail", "resolved"),
+        ]
+        m = parse((await scrape(gw))[1])
+        assert value(m, "huiliu_imap_last_fetch_timestamp_seconds", inbox="mail") == clock.now.timestamp()
+        assert value(m, "huiliu_alarm", alarm="mailbox_stale", subject="mail") == 0
+
+
+async def test_quarantine_growth_raises_an_alarm(tmp_path: Path, bot_setup: BotSetup) -> None:
+    clock = Clock()
+    config = make_config(tmp_path, ops={"alarms": {"quarantine_growth": 3}})
+    async with started(config, bot_setup, clock=clock) as gw:
+        store = gw.server.app[GATEWAY].store
+        for n in range(3):
+            item = QuarantinedItem(
+                id=f"q{n}", channel=Channel.EMAIL, inbox="mail", reason="unreadable", raw=b"x", received_at=START
+            )
+            await store.quarantine(item)
+        async with gw.http.get(gw.url + "/readyz") as resp:
+            body = await resp.json()
+        assert resp.status == 200  # an alarm is not unreadiness
+        assert [a["name"] for a in body["alarms"]] == ["quarantine_growing"]
+        assert body["components"]["quarantine"] == {"pending": 3}
