@@ -75,7 +75,7 @@ async def test_a_stale_mailbox_raises_an_alarm_and_an_event_until_it_fetches_aga
         await gateway.store.set_checkpoint(mail_fetched_key("mail"), clock.now.isoformat())
         assert await gateway.health.notify(await gateway.health.snapshot()) == 1  # resolved
         assert await gateway.health.notify(await gateway.health.snapshot()) == 0
-        status, feed = await gw.api("GET", "/events?limit=1000")
+        _, feed = await gw.api("GET", "/events?limit=1000")
         alarms = [e["data"] for e in feed["events"] if e["type"] == "system.alarm"]
         assert [(a["alarm"], a["subject"], a["state"]) for a in alarms] == [
             ("mailbox_stale", "mail", "firing"),
