@@ -29,6 +29,7 @@ from gateway.health import Health, readiness
 from gateway.intake import Intake
 from gateway.metrics import Metrics
 from gateway.outbound import RETRY_DELAYS_S, Outbound
+from gateway.reports_api import ReportsApi
 from gateway.tickets import TicketService
 
 log = logging.getLogger(__name__)
@@ -146,6 +147,9 @@ def create_app(
         app.router.add_routes(connector.routes())
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/readyz", _readyz)
+    hours = config.bot.business_hours
+    reports = ReportsApi(store, clock, hours.timezone if hours else "UTC")
+    app.router.add_routes(reports.routes(lambda h: scoped("reports:read", api.guard, h)))
     if config.ops.metrics:
         app.router.add_get("/metrics", scoped("metrics", api.guard, metrics.handler(health)))
     app.cleanup_ctx.append(_lifespan)
