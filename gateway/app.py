@@ -14,7 +14,7 @@ from bot.live import LiveIndex
 from bot.policy import BotPolicy
 from bot.setup import BotSetup
 from connectors import build_connectors
-from connectors.base import Connector, ConnectorDeps
+from connectors.base import Connector, ConnectorDeps, InboundSink
 from connectors.webchat.connector import WebchatConnector
 from core.clock import Clock, utcnow
 from core.config import Config
@@ -22,6 +22,7 @@ from core.model import Ticket
 from core.observe import NO_OBSERVER
 from core.store import Store, open_store
 from core.tasks import TaskTracker
+from gateway.admin import AdminPage
 from gateway.api import Api, Handler, error
 from gateway.downstream.webhooks import WebhookDispatcher
 from gateway.faq_admin import FaqAdmin, answer_values
@@ -29,6 +30,7 @@ from gateway.health import Health, readiness
 from gateway.intake import Intake
 from gateway.metrics import Metrics
 from gateway.outbound import RETRY_DELAYS_S, Outbound
+from gateway.quarantine_api import QuarantineApi
 from gateway.reports_api import ReportsApi
 from gateway.tickets import TicketService
 
@@ -48,6 +50,7 @@ class Gateway:
     outbound: Outbound
     metrics: Metrics
     health: Health
+    sink: InboundSink  # intake as connectors call it (timed and counted when metrics are on)
 
 
 GATEWAY = web.AppKey("gateway", Gateway)
@@ -129,6 +132,7 @@ def create_app(
         outbound=outbound,
         metrics=metrics,
         health=health,
+        sink=metrics.timed(intake.receive) if config.ops.metrics else intake.receive,
     )
     app[GATEWAY] = gateway
 
@@ -145,8 +149,12 @@ def create_app(
         app.router.add_routes(FaqAdmin(bot.index).routes(api.guard))
     for connector in connectors.values():
         app.router.add_routes(connector.routes())
+    app.router.add_routes(AdminPage().routes())
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/readyz", _readyz)
+    app.router.add_routes(
+        QuarantineApi(store, connectors, gateway.sink).routes(lambda h: scoped("admin", api.guard, h))
+    )
     hours = config.bot.business_hours
     reports = ReportsApi(store, clock, hours.timezone if hours else "UTC")
     app.router.add_routes(reports.routes(lambda h: scoped("reports:read", api.guard, h)))
@@ -162,9 +170,8 @@ async def _lifespan(app: web.Application) -> AsyncIterator[None]:
     await gateway.store.open()
     async with AsyncExitStack() as stack:
         stack.push_async_callback(gateway.store.close)
-        sink = gateway.metrics.timed(gateway.intake.receive) if gateway.config.ops.metrics else gateway.intake.receive
         for connector in gateway.connectors.values():
-            await stack.enter_async_context(connector.running(sink))
+            await stack.enter_async_context(connector.running(gateway.sink))
         gateway.tasks.spawn(gateway.intake.recover(), name="intake:recover")
         gateway.tasks.spawn(gateway.outbound.resend_unsent(), name="outbound:resend")
         stuck_after = gateway.config.server.resend_after_s
