@@ -90,6 +90,7 @@ def summarize(events: Iterable[DownstreamEvent], window: Window) -> dict[str, An
     conversations: dict[str, set[tuple[str, int]]] = defaultdict(set)
     outcomes: Counter[str] = Counter()
     bot_episodes: set[tuple[str, int]] = set()
+    answered_episodes: set[tuple[str, int]] = set()
     ticketed_episodes: set[tuple[str, int]] = set()
     daily: dict[tuple[date, str], Counter[str]] = defaultdict(Counter)
     groups: list[_Group] = []
@@ -108,6 +109,8 @@ def summarize(events: Iterable[DownstreamEvent], window: Window) -> dict[str, An
         if outcome in _OUTCOMES:
             outcomes[outcome] += 1
             bot_episodes.add(episode)
+            if outcome == "answer":
+                answered_episodes.add(episode)
             daily[(day, m["channel"])][outcome] += 1
             reason = m["meta"].get("reason")
             if outcome == "miss" or (outcome == "handoff" and reason in _GAP_REASONS):
@@ -124,7 +127,8 @@ def summarize(events: Iterable[DownstreamEvent], window: Window) -> dict[str, An
         replied = first_agent_reply.get(t["id"])
         if replied is not None:
             waits.append((replied - t["at"]).total_seconds())
-    deflected = len(bot_episodes - ticketed_episodes)
+    # Deflected: the bot answered and no human was needed. A customer who gave up after a miss is not one.
+    deflected = len(answered_episodes - ticketed_episodes)
     channels = sorted({*by_channel, *conversations, *(c for _, c in daily)})
     return {
         "from": window.start.isoformat(),

@@ -192,13 +192,13 @@
     chart("outcomes", {
       type: "doughnut",
       data: { labels: outcomes.map(([k]) => t(k)), datasets: [{ data: outcomes.map(([, v]) => v), backgroundColor: COLORS }] },
-      options: { animation: false },
+      options: { animation: false, aspectRatio: 2 },
     });
     const reasons = Object.entries(report.handoff_reasons);
     chart("handoffs", {
       type: "bar",
       data: { labels: reasons.map(([k]) => k), datasets: [{ label: t("tickets"), data: reasons.map(([, v]) => v), backgroundColor: COLORS[2] }] },
-      options: { animation: false, indexAxis: "y", plugins: { legend: { display: false } }, scales: { x: { beginAtZero: true, ticks: { precision: 0 } } } },
+      options: { animation: false, aspectRatio: 2, indexAxis: "y", plugins: { legend: { display: false } }, scales: { x: { beginAtZero: true, ticks: { precision: 0 } } } },
     });
   }
 

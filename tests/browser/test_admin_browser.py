@@ -21,7 +21,7 @@ from tests.conftest import API_TOKEN, ROOT, Gateway, make_config, started
 from tests.wechat.conftest import inbox as wechat_inbox
 from tests.wechat.conftest import text_xml
 
-from .test_widget_browser import browser, chromium, page, screenshot_on_failure  # noqa: F401 (fixtures)
+from .test_widget_browser import screenshot_on_failure
 
 WEATHER = "今天天气怎么样"
 WEATHER_ANSWER = "我们不提供天气预报，请查看手机上的天气应用。"
