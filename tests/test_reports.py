@@ -16,6 +16,7 @@ from bot.setup import BotSetup
 from gateway.reports import normalize_question, percentile
 from tests.conftest import API_TOKEN, Gateway, make_config, started
 from tests.test_health import START, Clock
+from tests.test_openapi import assert_documented
 
 
 async def _ticket_number(gw: Gateway, conversation_text: str) -> str:
@@ -56,6 +57,7 @@ async def history(tmp_path: Path, bot_setup: BotSetup) -> AsyncIterator[Gateway]
 async def test_summary_counts_the_known_conversations(history: Gateway) -> None:
     status, report = await history.api("GET", "/reports/summary?from=2026-12-01&to=2026-12-02")
     assert status == 200, report
+    assert_documented("GET", "/api/v1/reports/summary", 200, report)
     assert report["messages"] == {"webchat": {"inbound": 5, "outbound": 7}}
     assert report["conversations"] == {"webchat": 4}
     assert report["bot"] == {
