@@ -48,6 +48,11 @@ def mail_fetched_key(inbox: str) -> str:
     return f"health:mail_fetched:{inbox}"
 
 
+def breaker_key(subscription: str) -> str:
+    """``open`` or ``closed``: a webhook subscription's circuit breaker, as the instance dispatching it sees it."""
+    return f"health:breaker:{subscription}"
+
+
 def token_refresh_key(inbox: str) -> str:
     """JSON ``{"ok": bool, "at": ISO 8601, "error": str}`` of an inbox's last access-token refresh."""
     return f"health:token_refresh:{inbox}"

@@ -47,7 +47,7 @@ class Snapshot:
     connectors: dict[str, str]  # inbox -> running / stopped
     mail_fetched: dict[str, datetime | None]  # email inbox -> last successful fetch
     token_refresh: dict[str, TokenRefresh | None]  # WeChat inbox -> last access-token refresh
-    breakers: dict[str, str]  # webhook subscription -> closed / open / half_open (as this process sees it)
+    breakers: dict[str, str]  # webhook subscription -> closed / open (as the instance dispatching it last saw)
     alarms: tuple[Alarm, ...]
 
     @property
@@ -79,13 +79,13 @@ class Health:
         now = self._clock()
         alarms_cfg = self._config.ops.alarms
         connectors = {name: "running" if c.is_running() else "stopped" for name, c in self._connectors.items()}
-        breakers = {key: sub.breaker.state for key, sub in self._webhooks.subscriptions.items()}
         store_ok = await self._store.ping()
         gauges: Gauges | None = None
         dead: dict[str, int] = {}
         recent_dead = 0
         fetched: dict[str, datetime | None] = {}
         tokens: dict[str, TokenRefresh | None] = {}
+        breakers = dict.fromkeys(self._webhooks.subscriptions, "closed")
         if store_ok:
             try:
                 gauges = await self._store.gauges(since=now - timedelta(seconds=alarms_cfg.quarantine_window_s))
@@ -101,6 +101,8 @@ class Health:
                     elif isinstance(inbox, WechatInbox):
                         raw = await self._store.get_checkpoint(observe.token_refresh_key(inbox.name))
                         tokens[inbox.name] = _token(raw)
+                for key in breakers:
+                    breakers[key] = await self._store.get_checkpoint(observe.breaker_key(key)) or "closed"
             except Exception:  # a store that answers ping but fails a read: report it, never a 500
                 log.exception("reading the store for the health snapshot failed")
                 store_ok = False
@@ -121,8 +123,9 @@ class Health:
     async def notify(self, snapshot: Snapshot) -> int:
         """Write ``system.alarm`` events for alarms that began or ended; returns how many were written.
 
-        Safe on every instance at once: an alarm's start is kept in a checkpoint, and each event's idempotency
-        key names the alarm and its start (or the renotify period), so the store writes each one once.
+        Safe on every instance at once: one instance claims an alarm's start and keeps it in a checkpoint, and
+        each event's idempotency key names the alarm and its start (and the renotify period), so the store
+        writes each one once.
         """
         cfg = self._config.ops.alarms
         written: list[DownstreamEvent] = []
@@ -131,6 +134,9 @@ class Health:
             key = _alarm_key(name, subject)
             since = await self._store.get_checkpoint(key)
             if not since:
+                # One instance starts the alarm (the others would each name another start time).
+                if not await self._store.claim(f"{key}:starting", cfg.check_interval_s):
+                    continue
                 since = snapshot.at.isoformat()
                 await self._store.set_checkpoint(key, since)
             period = int(snapshot.at.timestamp() // cfg.renotify_s)

@@ -157,7 +157,7 @@ class _SnapshotCollector(Collector):
             token.add_metric([inbox], 1.0 if refresh is None or refresh.ok else 0.0)
         yield token
         breaker = GaugeMetricFamily(
-            "huiliu_webhook_breaker_open", "1 while a subscription's circuit breaker is open (in this process)",
+            "huiliu_webhook_breaker_open", "1 while a subscription's circuit breaker is open",
             labels=["subscription"],
         )  # fmt: skip
         for subscription, state in sorted(s.breakers.items()):

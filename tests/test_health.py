@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -10,6 +11,7 @@ from bot.setup import BotSetup
 from core.model import Channel, QuarantinedItem
 from core.observe import mail_fetched_key
 from gateway.app import GATEWAY
+from gateway.health import Health
 from tests.conftest import Gateway, make_config, started
 from tests.test_metrics import parse, scrape, value
 
@@ -101,3 +103,60 @@ async def test_quarantine_growth_raises_an_alarm(tmp_path: Path, bot_setup: BotS
         assert resp.status == 200  # an alarm is not unreadiness
         assert [a["name"] for a in body["alarms"]] == ["quarantine_growing"]
         assert body["components"]["quarantine"] == {"pending": 3}
+
+
+async def test_instances_on_redis_write_each_alarm_event_once(tmp_path: Path, bot_setup: BotSetup) -> None:
+    from tests.redis_util import REDIS_URL, redis_store
+
+    store = redis_store()  # skips without Redis; removes the prefix's keys afterwards
+    config = make_config(
+        tmp_path,
+        store={"backend": "redis", "url": REDIS_URL, "prefix": store.tag},
+        ops={"alarms": {"quarantine_growth": 1}},
+    )
+    try:
+        async with started(config, bot_setup) as a, started(config, bot_setup) as b:
+            item = QuarantinedItem(
+                id="q",
+                channel=Channel.EMAIL,
+                inbox="mail",
+                reason="unreadable",
+                raw=b"x",
+                received_at=datetime.now(UTC),
+            )
+            await a.server.app[GATEWAY].store.quarantine(item)
+            healths = [gw.server.app[GATEWAY].health for gw in (a, b, a, b)]
+
+            async def check(health: Health) -> None:
+                await health.notify(await health.snapshot())
+
+            await asyncio.gather(*(check(h) for h in healths))
+            await b.server.app[GATEWAY].store.mark_replayed("q")
+            await asyncio.gather(*(check(h) for h in healths))
+            _, feed = await a.api("GET", "/events?limit=1000")
+            alarms = [(e["data"]["alarm"], e["data"]["state"]) for e in feed["events"] if e["type"] == "system.alarm"]
+            assert alarms == [("quarantine_growing", "firing"), ("quarantine_growing", "resolved")]
+    finally:
+        await store.open()
+        await store.close()
+
+
+async def test_an_open_breaker_is_seen_by_every_instance(tmp_path: Path, bot_setup: BotSetup) -> None:
+    from tests.test_webhooks import hook
+
+    port = closed_port()
+    config = make_config(tmp_path, webhooks=[hook(f"http://127.0.0.1:{port}/hook", breaker_cooldown_s=30)])
+    async with started(config, bot_setup) as gw:
+        chat = await gw.chat()
+        await chat.say("转人工")
+        await chat.close()
+        async with asyncio.timeout(15):
+            while True:
+                m = parse((await scrape(gw))[1])
+                if value(m, "huiliu_webhook_breaker_open", subscription="crm") == 1:
+                    break
+                await asyncio.sleep(0.05)
+        assert value(m, "huiliu_alarm", alarm="webhook_breaker_open", subject="crm") == 1
+        async with gw.http.get(gw.url + "/readyz") as resp:
+            body = await resp.json()
+        assert body["components"]["webhook:crm"] == {"status": "open"}

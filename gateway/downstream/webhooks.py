@@ -21,7 +21,7 @@ import aiohttp
 
 from core.config import WebhookConfig
 from core.model import DownstreamEvent
-from core.observe import NO_OBSERVER, Observer
+from core.observe import NO_OBSERVER, Observer, breaker_key
 from core.store import Store
 from core.store.base import DeadLetter
 
@@ -130,6 +130,7 @@ class Subscription:
         self.cfg = cfg
         self.key = cfg.key
         self.breaker = Breaker(cfg.breaker_threshold, cfg.breaker_cooldown_s)
+        self.noted_state = "closed"  # the breaker state last written to the store for the health checks
         self.delivered = 0
 
     @property
@@ -261,12 +262,15 @@ class WebhookDispatcher:
             self._observer.webhook_attempt(sub.key, "delivered" if outcome.ok else "failed")
             if outcome.ok:
                 sub.breaker.succeeded()
+                await self._note_breaker(sub)
                 sub.delivered += 1
                 return attempt, None
             if not outcome.retryable:
                 sub.breaker.succeeded()  # the endpoint answered: it is up, it just refuses this event
+                await self._note_breaker(sub)
                 return attempt, outcome.error
             sub.breaker.failed()
+            await self._note_breaker(sub)
             if attempt >= sub.cfg.max_attempts:
                 return attempt, outcome.error
             delay = sub.backoff_s(attempt)
@@ -354,6 +358,14 @@ class WebhookDispatcher:
         log.warning("webhook %s: event %s dead-lettered after %d attempts: %s", sub.key, event.seq, attempts, error)
         return letter.id
 
+    async def _note_breaker(self, sub: Subscription) -> None:
+        """Keep the breaker's state in the store when it changes: only the instance dispatching a subscription
+        knows it, and every instance's /readyz and /metrics should tell the same."""
+        state = "closed" if sub.breaker.state == "closed" else "open"
+        if state != sub.noted_state:
+            sub.noted_state = state
+            await self._store.set_checkpoint(breaker_key(sub.key), state)
+
     # operator ---------------------------------------------------------------------
     async def replay(self, letter: DeadLetter) -> ReplayResult:
         """One POST now, with the original delivery id; the letter is dropped only once it is delivered."""
@@ -364,6 +376,7 @@ class WebhookDispatcher:
         if outcome.ok:
             await self._store.remove_dead_letter(letter.id)
             sub.breaker.succeeded()
+            await self._note_breaker(sub)
         return ReplayResult(delivered=outcome.ok, error=outcome.error, status=outcome.status)
 
 
