@@ -165,6 +165,8 @@ class WechatApi:
 
     async def _note_refresh(self, *, error: str) -> None:
         if self._health_key is not None:
+            # Shown in /readyz: never the secret, should an error echo the request's URL.
+            error = error.replace(self._app_secret, "***")
             state = {"ok": not error, "at": self._clock().isoformat(), "error": error}
             await self._store.set_checkpoint(self._health_key, json.dumps(state))
 
