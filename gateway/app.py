@@ -22,16 +22,14 @@ from core.model import Ticket
 from core.observe import NO_OBSERVER
 from core.store import Store, open_store
 from core.tasks import TaskTracker
-from gateway.admin import AdminPage
 from gateway.api import Api, Handler, error
 from gateway.downstream.webhooks import WebhookDispatcher
 from gateway.faq_admin import FaqAdmin, answer_values
-from gateway.health import Health, readiness
+from gateway.health import Health
 from gateway.intake import Intake
 from gateway.metrics import Metrics
+from gateway.ops import ops_routes, ops_running
 from gateway.outbound import RETRY_DELAYS_S, Outbound
-from gateway.quarantine_api import QuarantineApi
-from gateway.reports_api import ReportsApi
 from gateway.tickets import TicketService
 
 log = logging.getLogger(__name__)
@@ -149,17 +147,11 @@ def create_app(
         app.router.add_routes(FaqAdmin(bot.index).routes(api.guard))
     for connector in connectors.values():
         app.router.add_routes(connector.routes())
-    app.router.add_routes(AdminPage().routes())
     app.router.add_get("/healthz", _healthz)
-    app.router.add_get("/readyz", _readyz)
     app.router.add_routes(
-        QuarantineApi(store, connectors, gateway.sink).routes(lambda h: scoped("admin", api.guard, h))
-    )
-    hours = config.bot.business_hours
-    reports = ReportsApi(store, clock, hours.timezone if hours else "UTC")
-    app.router.add_routes(reports.routes(lambda h: scoped("reports:read", api.guard, h)))
-    if config.ops.metrics:
-        app.router.add_get("/metrics", scoped("metrics", api.guard, metrics.handler(health)))
+        ops_routes(config=config, store=store, connectors=connectors, sink=gateway.sink, metrics=metrics,
+                   health=health, clock=clock, guard=api.guard)
+    )  # fmt: skip
     app.cleanup_ctx.append(_lifespan)
     app.on_shutdown.append(_stop_connectors)
     return app
@@ -184,9 +176,7 @@ async def _lifespan(app: web.Application) -> AsyncIterator[None]:
         await stack.enter_async_context(periodically(every, recover_stuck, name="intake:recover"))
         await stack.enter_async_context(gateway.webhooks.running())
         await stack.enter_async_context(sweeping(gateway.store, gateway.config.server.sweep_interval_s))
-        await stack.enter_async_context(alarming(gateway.health, gateway.config.ops.alarms.check_interval_s))
-        if gateway.config.ops.metrics_port is not None:
-            await stack.enter_async_context(metrics_site(gateway))
+        await stack.enter_async_context(ops_running(gateway.config, gateway.metrics, gateway.health))
         if isinstance(gateway.bot.index, LiveIndex) and gateway.config.bot.kb_watch_s > 0:
             await stack.enter_async_context(watching_kb(gateway.bot.index, gateway.config.bot.kb_watch_s))
         yield
@@ -244,44 +234,3 @@ async def _stop_connectors(app: web.Application) -> None:
 
 async def _healthz(request: web.Request) -> web.StreamResponse:
     return web.json_response({"status": "ok"})
-
-
-async def _readyz(request: web.Request) -> web.StreamResponse:
-    """Each component's state and the firing alarms; 503 only when the store or a connector is down."""
-    snapshot = await request.app[GATEWAY].health.snapshot()
-    return web.json_response(readiness(snapshot), status=200 if snapshot.ready else 503)
-
-
-def scoped(scope: str, guard: Callable[[Handler], Handler], handler: Handler) -> Handler:
-    """``handler`` for a bearer token allowed ``scope`` (metrics, reports:read, admin).
-
-    Every configured token is allowed every scope until named, scoped tokens exist; the scope is declared
-    here so each route says what it needs.
-    """
-    return guard(handler)
-
-
-def alarming(health: Health, interval_s: float) -> AbstractAsyncContextManager[None]:
-    """Check the health alarms every ``interval_s`` and write ``system.alarm`` events as they begin and end."""
-
-    async def check() -> None:
-        await health.notify(await health.snapshot())
-
-    return periodically(interval_s, check, name="health:alarms")
-
-
-@asynccontextmanager
-async def metrics_site(gateway: Gateway) -> AsyncIterator[None]:
-    """/metrics without a token on a loopback port, for a Prometheus agent on the same host."""
-    app = web.Application()
-    app.router.add_get("/metrics", gateway.metrics.handler(gateway.health))
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    ops = gateway.config.ops
-    site = web.TCPSite(runner, ops.metrics_host, ops.metrics_port)
-    await site.start()
-    log.info("metrics on http://%s:%s/metrics", ops.metrics_host, ops.metrics_port)
-    try:
-        yield
-    finally:
-        await runner.cleanup()
