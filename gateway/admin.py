@@ -7,7 +7,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from gateway.api import Handler
+from gateway.access import Handler
 
 STATIC_DIR = Path(__file__).with_name("static")
 _FILES = {

@@ -13,7 +13,7 @@ from prometheus_client.registry import Collector
 
 from connectors.base import InboundSink, IntakeResult
 from core.model import Author, Channel, InboundMessage, Message, Ticket, TicketStatus
-from gateway.api import Handler
+from gateway.access import Handler
 from gateway.health import Health, Snapshot
 
 CONTENT_TYPE = CONTENT_TYPE_PLAIN_0_0_4

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 
 from aiohttp import web
@@ -11,27 +11,17 @@ from aiohttp import web
 from connectors.base import Connector, InboundSink
 from core.clock import Clock
 from core.config import Config
+from core.scopes import Scope
 from core.store import Store
+from gateway.access import PUBLIC, Guarded, needs
 from gateway.admin import AdminPage
-from gateway.api import Handler
+from gateway.audit import Auditor
 from gateway.health import Health, readiness
 from gateway.metrics import Metrics
 from gateway.quarantine_api import QuarantineApi
 from gateway.reports_api import ReportsApi
 
 log = logging.getLogger(__name__)
-
-Guard = Callable[[Handler], Handler]
-
-
-def scoped(scope: str, guard: Guard) -> Guard:
-    """``guard`` for a bearer token allowed ``scope`` (``metrics``, ``reports:read``, ``admin``).
-
-    Every configured token is allowed every scope until named, scoped tokens exist; the scope is declared
-    here so each route says what it needs.
-    """
-    del scope
-    return guard
 
 
 def ops_routes(
@@ -43,8 +33,10 @@ def ops_routes(
     metrics: Metrics,
     health: Health,
     clock: Clock,
-    guard: Guard,
-) -> list[web.RouteDef]:
+    auditor: Auditor,
+) -> list[Guarded]:
+    """Each route with what it needs: /readyz and the dashboard's static page are public (the page shows
+    nothing until the API answers it with a token); the data behind them needs a scope."""
     hours = config.bot.business_hours
     reports = ReportsApi(store, clock, hours.timezone if hours else "UTC")
 
@@ -54,13 +46,13 @@ def ops_routes(
         return web.json_response(readiness(snapshot), status=200 if snapshot.ready else 503)
 
     routes = [
-        web.get("/readyz", readyz),
-        *AdminPage().routes(),
-        *QuarantineApi(store, connectors, sink).routes(scoped("admin", guard)),
-        *reports.routes(scoped("reports:read", guard)),
+        needs(PUBLIC, web.get("/readyz", readyz)),
+        *(needs(PUBLIC, route) for route in AdminPage().routes()),
+        *QuarantineApi(store, connectors, sink, auditor).routes(),
+        *reports.routes(),
     ]
     if config.ops.metrics:
-        routes.append(web.get("/metrics", scoped("metrics", guard)(metrics.handler(health))))
+        routes.append(needs(Scope.METRICS, web.get("/metrics", metrics.handler(health))))
     return routes
 
 

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import base64
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from aiohttp import web
 
 from connectors.base import Connector, InboundSink, Replays
 from core.model import QuarantinedItem
+from core.scopes import Scope
 from core.store import NotFound, Store
-from gateway.api import PREFIX, Handler, error
+from gateway.access import Guarded, error, needs
+from gateway.api import PREFIX, json_errors
+from gateway.audit import Auditor
 
 _PREVIEW_BYTES = 2000
 
@@ -31,17 +34,20 @@ def quarantined_view(item: QuarantinedItem) -> dict[str, Any]:
 
 
 class QuarantineApi:
-    def __init__(self, store: Store, connectors: Mapping[str, Connector], sink: InboundSink) -> None:
+    def __init__(self, store: Store, connectors: Mapping[str, Connector], sink: InboundSink, auditor: Auditor) -> None:
         """``sink``: intake as the running connectors use it, so a replay is counted like any message."""
         self._store = store
         self._connectors = connectors
         self._sink = sink
+        self._audit = auditor
 
-    def routes(self, guard: Callable[[Handler], Handler]) -> list[web.RouteDef]:
+    def routes(self) -> list[Guarded]:
+        """Raw customer input (mail, pushes) and taking it in again: for ``admin`` tokens only."""
+        j = json_errors
         return [
-            web.get(f"{PREFIX}/quarantine", guard(self.list_items)),
-            web.get(f"{PREFIX}/quarantine/{{item}}", guard(self.get_item)),
-            web.post(f"{PREFIX}/quarantine/{{item}}/replay", guard(self.replay)),
+            needs(Scope.ADMIN, web.get(f"{PREFIX}/quarantine", j(self.list_items))),
+            needs(Scope.ADMIN, web.get(f"{PREFIX}/quarantine/{{item}}", j(self.get_item))),
+            needs(Scope.ADMIN, web.post(f"{PREFIX}/quarantine/{{item}}/replay", j(self.replay))),
         ]
 
     async def list_items(self, request: web.Request) -> web.StreamResponse:
@@ -69,6 +75,8 @@ class QuarantineApi:
         if detail is None:
             return error(422, "still_unreadable", "it still cannot be read; it stays quarantined")
         await self._store.mark_replayed(item.id)
+        await self._audit.record(request, action="quarantine.replay", target=f"quarantine:{item.id}",
+                                 after={"detail": detail})  # fmt: skip
         return web.json_response({"id": item.id, "replayed": True, "detail": detail})
 
     async def _require(self, request: web.Request) -> QuarantinedItem:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
-from collections.abc import Callable
 from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -13,8 +12,10 @@ from aiohttp import web
 
 from core.clock import Clock
 from core.model import Channel, DownstreamEvent
+from core.scopes import Scope
 from core.store import Store
-from gateway.api import PREFIX, Handler, error
+from gateway.access import Guarded, error, needs
+from gateway.api import PREFIX
 from gateway.reports import Window, csv_rows, summarize
 
 _PAGE = 1000
@@ -68,8 +69,8 @@ class ReportsApi:
         self._clock = clock
         self._default_tz = default_tz
 
-    def routes(self, guard: Callable[[Handler], Handler]) -> list[web.RouteDef]:
-        return [web.get(f"{PREFIX}/reports/summary", guard(self.summary))]
+    def routes(self) -> list[Guarded]:
+        return [needs(Scope.REPORTS_READ, web.get(f"{PREFIX}/reports/summary", self.summary))]
 
     async def summary(self, request: web.Request) -> web.StreamResponse:
         try:

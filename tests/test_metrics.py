@@ -104,3 +104,23 @@ async def test_two_instances_on_redis_report_the_same_gauges(tmp_path: Path, bot
     finally:
         await store.open()
         await store.close()
+
+
+async def test_each_operator_route_asks_for_its_scope(tmp_path: Path, bot_setup: BotSetup) -> None:
+    """A monitoring agent's token reads /metrics only; a reporting tool's, the report only; the quarantine
+    (raw customer input) needs admin."""
+    metrics_token, reports_token = "metrics-token-0123456789", "reports-token-0123456789"
+    tokens = [
+        API_TOKEN,
+        {"name": "prometheus", "token": metrics_token, "scopes": ["metrics"]},
+        {"name": "bi", "token": reports_token, "scopes": ["reports:read"]},
+    ]
+    async with started(make_config(tmp_path, api={"tokens": tokens}), bot_setup) as gw:
+        assert (await scrape(gw, token=metrics_token))[0] == 200
+        assert (await scrape(gw, token=reports_token))[0] == 403
+        assert (await gw.api("GET", "/reports/summary", token=reports_token))[0] == 200
+        assert (await gw.api("GET", "/reports/summary", token=metrics_token))[0] == 403
+        assert (await gw.api("GET", "/quarantine", token=reports_token))[0] == 403
+        assert (await gw.api("GET", "/quarantine"))[0] == 200  # the admin token
+        async with gw.http.get(gw.url + "/admin/") as resp:  # the page itself holds no data
+            assert resp.status == 200 and "Content-Security-Policy" in resp.headers

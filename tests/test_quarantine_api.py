@@ -47,5 +47,7 @@ async def test_list_show_and_replay_once(tmp_path: Path, bot_setup: BotSetup) ->
 
         _, listing = await gw.api("GET", "/quarantine")
         assert [i["id"] for i in listing["items"]] == ["broken"]
+        _, audit = await gw.api("GET", "/audit?action=quarantine.replay")
+        assert [e["target"] for e in audit["entries"]] == ["quarantine:good"]
         assert (await gw.api("GET", "/quarantine?limit=0"))[0] == 400
         assert (await gw.api("GET", "/quarantine", token="nope-nope-nope"))[0] == 401
