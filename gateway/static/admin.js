@@ -321,7 +321,7 @@
     lang = lang === "zh" ? "en" : "zh";
     localStorage.setItem("huiliu.lang", lang);
     applyLanguage();
-    if (report) { renderReport(); renderFaqs(); renderUnanswered(); }
+    if (report) refresh(); // every list and chart again, in the new language
   });
   applyLanguage();
   if (token) login(token);

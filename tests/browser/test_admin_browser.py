@@ -105,6 +105,8 @@ async def test_dashboard_shows_nothing_before_login_then_charts_with_data(
 
         await page.click('[data-hl="lang"]')
         assert await page.locator('[data-i18n="volume"]').text_content() == "Volume by channel per day"
+        await page.wait_for_selector('[data-hl="quarantine"] [data-hl="replay"]:has-text("Replay")')
+        assert "No alarms" in await page.locator('[data-hl="alarms"]').text_content()
         await _shot(page, tmp_path, "3-english")
 
 
