@@ -8,7 +8,8 @@ from typing import Any
 
 from aiohttp import web
 
-from connectors.base import Connector, InboundSink, Replays
+from connectors.base import Connector, InboundSink
+from connectors.capabilities import Replays
 from core.model import QuarantinedItem
 from core.scopes import Scope
 from core.store import NotFound, Store
