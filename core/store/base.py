@@ -36,11 +36,39 @@ class NotFound(StoreError):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TicketQuery:
+    """Without ``sla`` tickets come in update order; with it (``at_risk`` or ``breached``) by due time."""
+
     status: TicketStatus | None = None
     channel: Channel | None = None
     updated_since: datetime | None = None
+    queue: str | None = None
+    category: str | None = None
+    assignee: str | None = None
+    sla: str | None = None
     cursor: str | None = None
     limit: int = 50
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Assignment:
+    """Ask the store to pick the ticket's assignee among a queue's agents, in the write that creates it, so two
+    instances creating tickets at once still take turns (round_robin) or balance (least_open: fewest active
+    tickets of that queue)."""
+
+    queue: str
+    agents: tuple[str, ...]
+    mode: str = "round_robin"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DueTimer:
+    key: str
+    due_at: datetime
+
+
+def ticket_timer(ticket_id: str) -> str:
+    """The timer every ticket write keeps at the ticket's next SLA check (``TicketSla.next_check_at``)."""
+    return f"ticket:{ticket_id}"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -82,7 +110,20 @@ class Outgoing:
 TicketEvents = Callable[[Ticket, Conversation], Sequence[DownstreamEvent]]
 
 
-class Store(Protocol):
+class Timers(Protocol):
+    """A due-time index: timers survive restarts, and a due one is claimed by one instance at a time."""
+
+    async def set_timer(self, key: str, due_at: datetime | None) -> None:
+        """Set (or move) the timer ``key``; None removes it."""
+        ...
+
+    async def claim_due_timers(self, now: datetime, hold_s: float, limit: int = 100) -> list[DueTimer]:
+        """Timers due by ``now``, each moved ``hold_s`` past ``now`` so no other caller takes it meanwhile; the
+        caller moves or removes it once it acted (if it dies, the timer comes due again after ``hold_s``)."""
+        ...
+
+
+class Store(Timers, Protocol):
     async def open(self) -> None: ...
 
     async def close(self) -> None: ...
@@ -203,11 +244,19 @@ class Store(Protocol):
 
     # tickets ------------------------------------------------------------
     async def create_ticket(
-        self, ticket: Ticket, conversation: Conversation, events: TicketEvents
+        self,
+        ticket: Ticket,
+        conversation: Conversation,
+        events: TicketEvents,
+        *,
+        assign: Assignment | None = None,
     ) -> tuple[Ticket, Conversation]:
         """One transaction: number the ticket, attach the conversation's current-episode messages,
         save the conversation (version-checked, with ``ticket_id`` set) and write the events that
         ``events`` builds from the numbered ticket and the saved conversation (the outbox).
+
+        With ``assign`` (and no assignee on the ticket) the store picks the assignee in the same write.
+        Every ticket write also sets the ticket's timer (``ticket_timer``) to its next SLA check.
         """
         ...
 

@@ -10,7 +10,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -29,9 +29,12 @@ from core.model import (
     Message,
     QuarantinedItem,
     Ticket,
+    TicketStatus,
 )
 from core.store.base import (
+    Assignment,
     DeadLetter,
+    DueTimer,
     NotFound,
     Outgoing,
     StoredFrame,
@@ -40,6 +43,7 @@ from core.store.base import (
     TicketPage,
     TicketQuery,
     VersionConflict,
+    ticket_timer,
 )
 from core.store.worker import SerialWorker
 
@@ -142,6 +146,15 @@ CREATE TABLE IF NOT EXISTS outbox (
     due REAL NOT NULL  -- unix time from which another sender may take it
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS outbox_by_due ON outbox (due);
+CREATE TABLE IF NOT EXISTS timers (
+    key TEXT PRIMARY KEY,
+    due REAL NOT NULL  -- unix time
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS timers_by_due ON timers (due);
+CREATE TABLE IF NOT EXISTS queue_turns (
+    queue TEXT PRIMARY KEY,
+    turn INTEGER NOT NULL
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS dead_letters (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     id TEXT NOT NULL UNIQUE,
@@ -159,10 +172,67 @@ def _migrate(db: sqlite3.Connection) -> None:
     columns = {row[1] for row in db.execute("PRAGMA table_info(checkpoints)")}
     if "expires_at" not in columns:  # checkpoints had no expiry before they could be given a TTL
         db.execute("ALTER TABLE checkpoints ADD COLUMN expires_at REAL")
+    ticket_columns = {row[1] for row in db.execute("PRAGMA table_info(tickets)")}
+    for column, kind in _RULE_COLUMNS:  # service rules: the list filters and the due-time order
+        if column not in ticket_columns:
+            db.execute(f"ALTER TABLE tickets ADD COLUMN {column} {kind}")
+    db.execute("CREATE INDEX IF NOT EXISTS tickets_by_due ON tickets (sla_flag, due_us, seq) WHERE sla_flag != ''")
+    db.execute("CREATE INDEX IF NOT EXISTS tickets_by_assignee ON tickets (queue, assignee, status)")
     # Partial: the many checkpoints kept for ever (IMAP UIDs, cursors) stay out of the sweeper's index.
     db.execute(
         "CREATE INDEX IF NOT EXISTS checkpoints_by_expiry ON checkpoints (expires_at) WHERE expires_at IS NOT NULL"
     )
+
+
+_RULE_COLUMNS = (
+    ("queue", "TEXT"),
+    ("category", "TEXT"),
+    ("assignee", "TEXT"),
+    ("due_us", "INTEGER"),
+    ("sla_flag", "TEXT NOT NULL DEFAULT ''"),
+)
+_ACTIVE = tuple(str(s) for s in TicketStatus if s.is_active)
+
+
+def _rule_values(ticket: Ticket) -> tuple[Any, ...]:
+    due = ticket.sla.earliest_due_at() if ticket.sla else None
+    flag = ticket.sla.flag() if ticket.sla and ticket.status.is_active else ""
+    return (ticket.queue, ticket.category, ticket.assignee, _micros(due) if due else None, flag)
+
+
+def _set_ticket_timer(db: sqlite3.Connection, ticket: Ticket) -> None:
+    at = ticket.sla.next_check_at() if ticket.sla is not None and ticket.status.is_active else None
+    _set_timer(db, ticket_timer(ticket.id), at)
+
+
+def _set_timer(db: sqlite3.Connection, key: str, at: datetime | None) -> None:
+    if at is None:
+        db.execute("DELETE FROM timers WHERE key = ?", (key,))
+    else:
+        db.execute(
+            "INSERT INTO timers (key, due) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET due = excluded.due",
+            (key, at.timestamp()),
+        )
+
+
+def _pick_agent(db: sqlite3.Connection, assign: Assignment) -> str | None:
+    if not assign.agents:
+        return None
+    if assign.mode == "least_open":
+        marks = ",".join("?" * len(_ACTIVE))
+        counts = dict(
+            db.execute(
+                f"SELECT assignee, COUNT(*) FROM tickets WHERE queue = ? AND status IN ({marks}) GROUP BY assignee",
+                (assign.queue, *_ACTIVE),
+            ).fetchall()
+        )
+        return min(assign.agents, key=lambda a: (counts.get(a, 0), assign.agents.index(a)))
+    (turn,) = db.execute(
+        "INSERT INTO queue_turns (queue, turn) VALUES (?, 1) ON CONFLICT (queue) DO UPDATE SET turn = turn + 1"
+        " RETURNING turn",
+        (assign.queue,),
+    ).fetchone()
+    return assign.agents[(int(turn) - 1) % len(assign.agents)]
 
 
 def _micros(at: datetime) -> int:
@@ -574,13 +644,22 @@ class SqliteStore:
 
     # tickets ------------------------------------------------------------------
     async def create_ticket(
-        self, ticket: Ticket, conversation: Conversation, events: TicketEvents
+        self,
+        ticket: Ticket,
+        conversation: Conversation,
+        events: TicketEvents,
+        *,
+        assign: Assignment | None = None,
     ) -> tuple[Ticket, Conversation]:
         def run(db: sqlite3.Connection) -> tuple[Ticket, Conversation]:
             with self._tx(db):
+                assigned = ticket
+                if assign is not None and ticket.assignee is None:
+                    assigned = dataclasses.replace(ticket, assignee=_pick_agent(db, assign))
                 cur = db.execute(
-                    "INSERT INTO tickets (id, number, status, channel, updated_us, version, data)"
-                    " VALUES (?, ?, ?, ?, ?, ?, '')",
+                    "INSERT INTO tickets (id, number, status, channel, updated_us, version, data,"
+                    " queue, category, assignee, due_us, sla_flag)"
+                    " VALUES (?, ?, ?, ?, ?, ?, '', ?, ?, ?, ?, ?)",
                     (
                         ticket.id,
                         f"pending-{ticket.id}",
@@ -588,9 +667,10 @@ class SqliteStore:
                         ticket.channel,
                         _micros(ticket.updated_at),
                         ticket.version,
+                        *_rule_values(assigned),
                     ),
                 )
-                numbered = dataclasses.replace(ticket, number=f"HL-{cur.lastrowid:06d}")
+                numbered = dataclasses.replace(assigned, number=f"HL-{cur.lastrowid:06d}")
                 db.execute(
                     "UPDATE tickets SET number = ?, data = ? WHERE id = ?",
                     (numbered.number, dumps(numbered), ticket.id),
@@ -600,6 +680,7 @@ class SqliteStore:
                     "UPDATE messages SET ticket_id = ? WHERE conversation_id = ? AND episode = ? AND ticket_id IS NULL",
                     (ticket.id, conversation.id, conversation.episode),
                 )
+                _set_ticket_timer(db, numbered)
                 self._append_events(db, events(numbered, saved))
                 return numbered, saved
 
@@ -620,35 +701,54 @@ class SqliteStore:
         def run(db: sqlite3.Connection) -> Ticket:
             with self._tx(db):
                 cur = db.execute(
-                    "UPDATE tickets SET status = ?, updated_us = ?, version = ?, data = ? WHERE id = ? AND version = ?",
-                    (saved.status, _micros(saved.updated_at), saved.version, dumps(saved), ticket.id, ticket.version),
+                    "UPDATE tickets SET status = ?, updated_us = ?, version = ?, data = ?,"
+                    " queue = ?, category = ?, assignee = ?, due_us = ?, sla_flag = ? WHERE id = ? AND version = ?",
+                    (
+                        saved.status,
+                        _micros(saved.updated_at),
+                        saved.version,
+                        dumps(saved),
+                        *_rule_values(saved),
+                        ticket.id,
+                        ticket.version,
+                    ),
                 )
                 if cur.rowcount != 1:
                     if db.execute("SELECT 1 FROM tickets WHERE id = ?", (ticket.id,)).fetchone() is None:
                         raise NotFound(f"ticket {ticket.id} does not exist")
                     raise VersionConflict(f"ticket {ticket.id} changed since version {ticket.version}")
+                _set_ticket_timer(db, saved)
                 self._append_events(db, events)
                 return saved
 
         return await self._run(run)
 
     async def list_tickets(self, query: TicketQuery) -> TicketPage:
-        sql = "SELECT seq, updated_us, data FROM tickets WHERE 1 = 1"
+        by_due = query.sla is not None
+        order = "due_us" if by_due else "updated_us"
+        sql = f"SELECT seq, {order}, data FROM tickets WHERE 1 = 1"
         args: list[Any] = []
-        if query.status is not None:
-            sql += " AND status = ?"
-            args.append(query.status)
-        if query.channel is not None:
-            sql += " AND channel = ?"
-            args.append(query.channel)
+        for column, value in (
+            ("status", query.status),
+            ("channel", query.channel),
+            ("queue", query.queue),
+            ("category", query.category),
+            ("assignee", query.assignee),
+            ("sla_flag", query.sla),
+        ):
+            if value is not None:
+                sql += f" AND {column} = ?"
+                args.append(value)
+        if by_due:
+            sql += " AND due_us IS NOT NULL"
         if query.updated_since is not None:
             sql += " AND updated_us >= ?"
             args.append(_micros(query.updated_since))
         if query.cursor is not None:
             after_us, after_seq = decode_cursor(query.cursor, 2)
-            sql += " AND (updated_us > ? OR (updated_us = ? AND seq > ?))"
+            sql += f" AND ({order} > ? OR ({order} = ? AND seq > ?))"
             args += [after_us, after_us, after_seq]
-        sql += " ORDER BY updated_us, seq LIMIT ?"
+        sql += f" ORDER BY {order}, seq LIMIT ?"
         args.append(query.limit + 1)
 
         def run(db: sqlite3.Connection) -> TicketPage:
@@ -813,6 +913,27 @@ class SqliteStore:
     async def remove_dead_letter(self, letter_id: str) -> bool:
         def run(db: sqlite3.Connection) -> bool:
             return db.execute("DELETE FROM dead_letters WHERE id = ?", (letter_id,)).rowcount == 1
+
+        return await self._run(run)
+
+    # timers ---------------------------------------------------------------------
+    async def set_timer(self, key: str, due_at: datetime | None) -> None:
+        def run(db: sqlite3.Connection) -> None:
+            with self._tx(db):
+                _set_timer(db, key, due_at)
+
+        await self._run(run)
+
+    async def claim_due_timers(self, now: datetime, hold_s: float, limit: int = 100) -> list[DueTimer]:
+        def run(db: sqlite3.Connection) -> list[DueTimer]:
+            with self._tx(db):
+                rows = db.execute(
+                    "SELECT key, due FROM timers WHERE due <= ? ORDER BY due LIMIT ?", (now.timestamp(), limit)
+                ).fetchall()
+                db.executemany(
+                    "UPDATE timers SET due = ? WHERE key = ?", [(now.timestamp() + hold_s, k) for k, _ in rows]
+                )
+            return [DueTimer(key=k, due_at=datetime.fromtimestamp(d, UTC)) for k, d in rows]
 
         return await self._run(run)
 
