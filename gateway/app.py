@@ -26,7 +26,9 @@ from gateway.downstream.webhooks import WebhookDispatcher
 from gateway.faq_admin import FaqAdmin, answer_values
 from gateway.intake import Intake
 from gateway.outbound import RETRY_DELAYS_S, Outbound
+from gateway.sla_runner import SlaRunner
 from gateway.tickets import TicketService
+from normalizer.rules.engine import ServiceRules
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +44,7 @@ class Gateway:
     webhooks: WebhookDispatcher
     bot: BotSetup
     outbound: Outbound
+    sla: SlaRunner
 
 
 GATEWAY = web.AppKey("gateway", Gateway)
@@ -99,7 +102,8 @@ def create_app(
     outbound = Outbound(
         store, connectors, tasks, resend_after_s=config.server.resend_after_s, retry_delays_s=retry_delays_s
     )
-    tickets = TicketService(store, outbound, clock)
+    rules = ServiceRules.from_config(config)
+    tickets = TicketService(store, outbound, clock, None if rules.empty else rules)
     intake = Intake(store, bot, outbound, tasks, clock, tickets)
     webhooks = WebhookDispatcher(store, config.webhooks)
     gateway = Gateway(
@@ -112,6 +116,7 @@ def create_app(
         webhooks=webhooks,
         bot=bot,
         outbound=outbound,
+        sla=SlaRunner(store, tickets, clock),
     )
     app[GATEWAY] = gateway
 
@@ -153,6 +158,10 @@ async def _lifespan(app: web.Application) -> AsyncIterator[None]:
 
         await stack.enter_async_context(periodically(every, recover_stuck, name="intake:recover"))
         await stack.enter_async_context(gateway.webhooks.running())
+        gateway.tasks.spawn(gateway.sla.run_once(), name="sla:catch-up")  # breaches due while we were down
+        await stack.enter_async_context(
+            periodically(gateway.config.sla.scan_interval_s, gateway.sla.run_once, name="sla")
+        )
         await stack.enter_async_context(sweeping(gateway.store, gateway.config.server.sweep_interval_s))
         if isinstance(gateway.bot.index, LiveIndex) and gateway.config.bot.kb_watch_s > 0:
             await stack.enter_async_context(watching_kb(gateway.bot.index, gateway.config.bot.kb_watch_s))

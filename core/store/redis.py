@@ -460,7 +460,11 @@ def _matches(ticket: Ticket, query: TicketQuery) -> bool:
         return False
     if query.channel is not None and ticket.channel is not query.channel:
         return False
-    for wanted, value in ((query.queue, ticket.queue), (query.category, ticket.category), (query.assignee, ticket.assignee)):
+    for wanted, value in (
+        (query.queue, ticket.queue),
+        (query.category, ticket.category),
+        (query.assignee, ticket.assignee),
+    ):
         if wanted is not None and wanted != value:
             return False
     if query.sla is not None:
@@ -1040,9 +1044,7 @@ class RedisStore:
             cursor = encode_cursor(int(us), int(seq))
         return TicketPage(tickets=tuple(t for t, _ in page), next_cursor=cursor)
 
-    async def _scan(
-        self, index: str, start: str, query: TicketQuery, want: int | None
-    ) -> list[tuple[Ticket, str]]:
+    async def _scan(self, index: str, start: str, query: TicketQuery, want: int | None) -> list[tuple[Ticket, str]]:
         found: list[tuple[Ticket, str]] = []
         batch = max((want or 0) + 1, 50)
         offset = 0
@@ -1184,7 +1186,8 @@ class RedisStore:
         t = now.timestamp()
         flat = await self._run("claim_timers", self.tag, repr(t), repr(t + hold_s), str(limit))
         return [
-            DueTimer(key=flat[i], due_at=datetime.fromtimestamp(float(flat[i + 1]), UTC)) for i in range(0, len(flat), 2)
+            DueTimer(key=flat[i], due_at=datetime.fromtimestamp(float(flat[i + 1]), UTC))
+            for i in range(0, len(flat), 2)
         ]
 
     # small shared state ---------------------------------------------------------

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from core.model import SlaTarget, TicketSla
 from core.rules_config import RuleSet, SlaConfig, SlaPolicy, duration_parts
@@ -100,7 +100,11 @@ def start(plan: Plan, at: datetime, *, reply_window_closes_at: datetime | None =
 
 def _set(sla: TicketSla, target: SlaTarget, due: datetime | None, warn: datetime | None) -> TicketSla:
     kept = tuple(t for t in sla.warned if t is not target)
-    return dataclasses.replace(sla, **{f"{target}_due_at": due, f"{target}_warn_at": warn}, warned=kept)
+    if target is SlaTarget.FIRST_RESPONSE:
+        return dataclasses.replace(sla, first_response_due_at=due, first_response_warn_at=warn, warned=kept)
+    if target is SlaTarget.NEXT_RESPONSE:
+        return dataclasses.replace(sla, next_response_due_at=due, next_response_warn_at=warn, warned=kept)
+    return dataclasses.replace(sla, resolution_due_at=due, resolution_warn_at=warn, warned=kept)
 
 
 def agent_replied(sla: TicketSla, at: datetime) -> TicketSla:
@@ -194,6 +198,3 @@ def at_risk(sla: TicketSla | None, now: datetime) -> bool:
     if sla is None:
         return False
     return any(f.kind == "warning" for f in due_now(sla, now)) or sla.flag() == "at_risk"
-
-
-REPLY_WINDOW = timedelta(hours=48)

@@ -20,9 +20,7 @@ async def test_a_due_timer_is_claimed_once_until_its_hold_runs_out(store: Store)
     await store.set_timer("b", NOW + timedelta(minutes=5))
     await store.set_timer("gone", NOW)
     await store.set_timer("gone", None)
-    first, second = await asyncio.gather(
-        store.claim_due_timers(NOW, hold_s=30), store.claim_due_timers(NOW, hold_s=30)
-    )
+    first, second = await asyncio.gather(store.claim_due_timers(NOW, hold_s=30), store.claim_due_timers(NOW, hold_s=30))
     claimed = [t.key for t in (*first, *second)]
     assert claimed == ["a"]
     assert (first or second)[0].due_at == NOW
