@@ -142,6 +142,8 @@ def create_app(
 
 async def _lifespan(app: web.Application) -> AsyncIterator[None]:
     gateway = app[GATEWAY]
+    if gateway.tickets.rules is not None:
+        await asyncio.to_thread(gateway.tickets.rules.warm_up, utcnow().date())
     await gateway.store.open()
     async with AsyncExitStack() as stack:
         stack.push_async_callback(gateway.store.close)

@@ -209,6 +209,13 @@ def test_schemas_are_not_vacuous() -> None:
         "handoff_reason": "asked_for_human",
         "faq_tries": [],
         "version": 1,
+        "fields": {"order_number": "20261201123456"},
+        "category": "billing",
+        "language": "zh",
+        "queue": "billing",
+        "skills": [],
+        "routing": ["invoices"],
+        "sla": None,
     }
     component("Ticket").validate(ticket)
     for bad in ({**ticket, "status": "done"}, {**ticket, "extra": 1}, {k: v for k, v in ticket.items() if k != "id"}):

@@ -52,13 +52,26 @@ def _country(code: str) -> holidays.HolidayBase:
     return holidays.country_holidays(code)
 
 
+@lru_cache(maxsize=16)
+def _zone(name: str) -> ZoneInfo:
+    return ZoneInfo(name)
+
+
+def warm_up(calendar: Calendar, around: date) -> None:
+    """Load the timezone and the holidays of the years around ``around``: file reads and imports, which
+    belong off the event loop, before the first message needs them."""
+    if isinstance(calendar, BusinessCalendar):
+        for year in (around.year - 1, around.year, around.year + 1):
+            calendar.is_workday(date(year, 6, 1))
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class BusinessCalendar:
     """Working hours on working days. A day is a working day if the company says so (``workdays``), else not if
     the company is off (``days_off``), else if the country moved a weekend to work (调休), else not on a public
     holiday, else by the weekday."""
 
-    zone: ZoneInfo
+    timezone: str
     weekdays: frozenset[int]
     start: time
     end: time
@@ -66,6 +79,10 @@ class BusinessCalendar:
     country: str = ""
     days_off: frozenset[date] = field(default_factory=frozenset)
     workdays: frozenset[date] = field(default_factory=frozenset)
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return _zone(self.timezone)
 
     @property
     def day_seconds(self) -> float:
@@ -136,7 +153,7 @@ def _span(a: time, b: time) -> float:
 
 def business_calendar(hours: SlaHours, sla: SlaConfig) -> BusinessCalendar:
     return BusinessCalendar(
-        zone=ZoneInfo(hours.timezone),
+        timezone=hours.timezone,
         weekdays=frozenset(_WEEKDAYS.index(d) for d in hours.days),
         start=hours.start,
         end=hours.end,

@@ -6,13 +6,13 @@ import dataclasses
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 
 from core.config import Config
 from core.model import Channel, Priority, Ticket
 from core.rules_config import QueueConfig, RuleSet, SlaConfig
 from normalizer.rules import sla as sla_clock
-from normalizer.rules.calendar import Calendar, calendar_for
+from normalizer.rules.calendar import Calendar, calendar_for, warm_up
 from normalizer.rules.extract import compile_patterns, extract_fields, merge_fields
 from normalizer.rules.routing import CompiledRule, Facts, compile_rules, route
 from normalizer.rules.sla import Plan
@@ -50,6 +50,11 @@ class ServiceRules:
     @property
     def empty(self) -> bool:
         return not (self.patterns or self.routing or self.plans)
+
+    def warm_up(self, today: date) -> None:
+        """Blocking file reads (timezone, holiday tables) done once, off the event loop."""
+        for calendar in (self.hours, *(p.calendar for p in self.plans)):
+            warm_up(calendar, today)
 
     def plan(self, name: str | None) -> Plan | None:
         return next((p for p in self.plans if p.name == name), None)
