@@ -119,9 +119,7 @@ async def test_warning_then_breach_each_once_and_the_breach_escalates(tmp_path: 
         assert len(await sla_events(app.store)) == 2
 
 
-async def test_a_breach_due_while_the_gateway_was_down_fires_once_at_start(
-    tmp_path: Path, bot_setup: BotSetup
-) -> None:
+async def test_a_breach_due_while_the_gateway_was_down_fires_once_at_start(tmp_path: Path, bot_setup: BotSetup) -> None:
     clock = ManualClock(TUESDAY_9)
     config = make_config(tmp_path, **RULES)
     async with started(config, bot_setup, clock) as gw:
