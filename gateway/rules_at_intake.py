@@ -70,6 +70,8 @@ class IntakeRules:
         messages = await self._store.messages(conversation.id, ticket_id=ticket.id)
         texts = _customer_texts(ticket.subject, [*messages, message] if message not in messages else messages)
         customer = await self._customer(ticket.contact_id, texts, ticket.faq_tries, message)
+        # The fields of the earlier messages are on the ticket already: only this one is new.
+        customer = dataclasses.replace(customer, new_texts=(message.text,))
         await self._tickets.revise(ticket.id, lambda current: assess(rules, current, customer, now, new=False))
 
     async def _customer(

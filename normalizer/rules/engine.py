@@ -71,6 +71,7 @@ class Customer:
     """What the rules know about the customer and their words, gathered by intake."""
 
     texts: tuple[str, ...]  # the customer's messages up to the first agent reply, subject first
+    new_texts: tuple[str, ...] | None = None  # those not yet looked at for fields (None: all of them)
     vip: bool
     tags: tuple[str, ...]
     language: str | None
@@ -81,7 +82,7 @@ def assess(rules: ServiceRules, ticket: Ticket, customer: Customer, now: datetim
     """The ticket with the rules applied: fields, category, language, routing (and queue, priority, tags,
     skills, assignee) and, for a new ticket, its SLA clocks. A routing rule never lowers what an agent set:
     on an existing ticket an assignee stays."""
-    fields = rules.fields(customer.texts, ticket.fields)
+    fields = rules.fields(customer.texts if customer.new_texts is None else customer.new_texts, ticket.fields)
     text = "\n".join(customer.texts)
     language = customer.language or ticket.language or language_of(text)
     facts = Facts(

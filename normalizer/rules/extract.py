@@ -15,6 +15,9 @@ _MONEY = re.compile(
     r"|(?:(?P<a2>\d{1,3}(?:,\d{3})+|\d+)(?:\.(?P<c2>\d{1,2}))?\s?(?P<post>块钱|人民币|元|块|RMB|CNY|美元))",
     re.IGNORECASE,
 )
+# A phone number has at least seven digits in a row (spaces, dashes and dots between them allowed): text
+# without such a run is not worth phonenumbers' matcher, the costliest step here.
+_DIGIT_RUN = re.compile(r"\d(?:[\s.-]?\d){6}")
 PHONE_REGION = "CN"
 
 
@@ -48,9 +51,11 @@ def builtin_fields(text: str, region: str = PHONE_REGION) -> dict[str, str]:
     if email is not None:
         found["email"] = email.group(0).lower()
     # Leniency VALID: only numbers that could be dialled; an order number is not a phone number.
-    for match in phonenumbers.PhoneNumberMatcher(text, region, leniency=phonenumbers.Leniency.VALID, max_tries=20):
-        found["phone"] = phonenumbers.format_number(match.number, phonenumbers.PhoneNumberFormat.E164)
-        break
+    if _DIGIT_RUN.search(text):
+        matches = phonenumbers.PhoneNumberMatcher(text, region, leniency=phonenumbers.Leniency.VALID, max_tries=20)
+        for match in matches:
+            found["phone"] = phonenumbers.format_number(match.number, phonenumbers.PhoneNumberFormat.E164)
+            break
     money = _MONEY.search(text)
     if money is not None:
         whole = money.group("a1") or money.group("a2")
