@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
+from datetime import timedelta
 
 from bot.setup import BotSetup
 from core.clock import Clock
-from core.model import Author, Conversation, FaqTry, Message, Ticket, TicketStatus
+from core.model import Author, Channel, Conversation, FaqTry, Message, Ticket, TicketStatus
 from core.store import Store
 from core.store.base import Assignment
 from gateway.tickets import TicketChange, TicketService
@@ -59,20 +60,25 @@ class IntakeRules:
         now = self._clock()
         if answered:
             plan = rules.plan(ticket.sla.policy) if ticket.sla else None
+            wechat = ticket.channel is Channel.WECHAT
+            window = now + timedelta(hours=rules.sla.wechat_window_h) if wechat else None
 
             def next_response(current: Ticket) -> Ticket:
                 if current.sla is None:
                     return current
-                return dataclasses.replace(current, sla=sla_clock.customer_wrote(current.sla, plan, now))
+                clocks = sla_clock.customer_wrote(current.sla, plan, now, reply_window_closes_at=window)
+                return dataclasses.replace(current, sla=clocks)
 
-            await self._tickets.revise(ticket.id, next_response)
+            await self._tickets.revise(ticket.id, next_response, known=ticket)
             return
         messages = await self._store.messages(conversation.id, ticket_id=ticket.id)
         texts = _customer_texts(ticket.subject, [*messages, message] if message not in messages else messages)
         customer = await self._customer(ticket.contact_id, texts, ticket.faq_tries, message)
         # The fields of the earlier messages are on the ticket already: only this one is new.
         customer = dataclasses.replace(customer, new_texts=(message.text,))
-        await self._tickets.revise(ticket.id, lambda current: assess(rules, current, customer, now, new=False))
+        await self._tickets.revise(
+            ticket.id, lambda current: assess(rules, current, customer, now, new=False), known=ticket
+        )
 
     async def _customer(
         self, contact_id: str, texts: tuple[str, ...], tries: Sequence[FaqTry], latest: Message

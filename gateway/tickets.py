@@ -139,11 +139,14 @@ class TicketService:
             return sla_clock.pause(sla, plan, now)
         return sla_clock.resume(sla, plan, now)
 
-    async def revise(self, ticket_ref: str, revise: Callable[[Ticket], Ticket]) -> Ticket:
+    async def revise(
+        self, ticket_ref: str, revise: Callable[[Ticket], Ticket], *, known: Ticket | None = None
+    ) -> Ticket:
         """Save what ``revise`` makes of the current ticket (the rules re-applied to a new customer message,
-        a new response clock), with a ``ticket.updated`` naming what changed; nothing if nothing did."""
+        a new response clock), with a ``ticket.updated`` naming what changed; nothing if nothing did.
+        ``known``: the ticket as just read (a stale one fails the version check and is read again)."""
         for _ in range(_MAX_RETRIES):
-            ticket = await self._require(ticket_ref)
+            ticket, known = known or await self._require(ticket_ref), None
             updated = revise(ticket)
             diff = _differences(ticket, updated)
             if not diff:

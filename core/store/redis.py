@@ -209,12 +209,25 @@ end
 local function set_timer(key, due)
   if due == '' then redis.call('ZREM', P .. 'timers', key) else redis.call('ZADD', P .. 'timers', due, key) end
 end
+-- "timer;flag;due": the ticket's next SLA check (score), and its at_risk/breached index entry by due time
+local function set_sla(tkey, id, tail, packed)
+  local timer, flag, due = string.match(packed, '^([^;]*);([^;]*);([^;]*)$')
+  set_timer('ticket:' .. id, timer)
+  local old = redis.call('HMGET', tkey, 'slaflag', 'slamember')
+  if old[1] and old[1] ~= '' then redis.call('ZREM', P .. 'tix:sla:' .. old[1], old[2]) end
+  local member = ''
+  if flag ~= '' then
+    member = due .. ':' .. tail
+    redis.call('ZADD', P .. 'tix:sla:' .. flag, 0, member)
+  end
+  redis.call('HSET', tkey, 'slaflag', flag, 'slamember', member)
+end
 """
 
 # ARGV: 4 expected ticket counter, 5 ticket id, 6 ticket data, 7 status, 8 channel, 9 updated (20 digits),
 # 10 conversation id, 11 expected conversation version, 12 new version, 13 conversation data, 14 episode,
-# 15 number, 16 queue, 17 assignee, 18 active 1/0, 19 timer due, 20 assign mode ('' none), 21 placeholder,
-# 22 n agents, then the agents, then each one JSON-quoted, then the events
+# 15 number, 16 queue, 17 assignee, 18 active 1/0, 19 timer;sla flag;due (see set_sla), 20 assign mode ('' none),
+# 21 placeholder, 22 n agents, then the agents, then each one JSON-quoted, then the events
 _CREATE_TICKET = (
     _PRELUDE
     + _TICKET_INDEX
@@ -252,7 +265,7 @@ redis.call('HSET', P .. 'ticket:' .. ARGV[5], 'data', ARGV[6], 'version', '1', '
 redis.call('SET', P .. 'ticketnum:' .. ARGV[15], ARGV[5])
 index(member, ARGV[7], ARGV[8], true)
 if ARGV[18] == '1' then load(queue, assignee, ARGV[5], true) end
-set_timer('ticket:' .. ARGV[5], ARGV[19])
+set_sla(P .. 'ticket:' .. ARGV[5], ARGV[5], string.sub(member, 22), ARGV[19])
 redis.call('HSET', ckey, 'version', ARGV[12], 'data', ARGV[13])
 for _, mid in ipairs(redis.call('LRANGE', P .. 'conv-msgs:' .. ARGV[10], 0, -1)) do
   local f = redis.call('HMGET', P .. 'msg:' .. mid, 'episode', 'ticket_id')
@@ -266,7 +279,7 @@ return {'ok', assignee}
 )
 
 # ARGV: 4 id, 5 expected version, 6 new version, 7 data, 8 status, 9 updated (20 digits), 10 queue, 11 assignee,
-# 12 active 1/0, 13 timer due, 14.. events
+# 12 active 1/0, 13 timer;sla flag;due, 14.. events
 _UPDATE_TICKET = (
     _PRELUDE
     + _TICKET_INDEX
@@ -281,7 +294,7 @@ local member = ARGV[9] .. string.sub(f[4], 21)
 index(member, ARGV[8], f[3], true)
 if f[7] == '1' then load(f[5] or '', f[6] or '', ARGV[4], false) end
 if ARGV[12] == '1' then load(ARGV[10], ARGV[11], ARGV[4], true) end
-set_timer('ticket:' .. ARGV[4], ARGV[13])
+set_sla(key, ARGV[4], string.sub(member, 22), ARGV[13])
 redis.call('HSET', key, 'version', ARGV[6], 'data', ARGV[7], 'status', ARGV[8], 'member', member,
   'queue', ARGV[10], 'assignee', ARGV[11], 'active', ARGV[12])
 append_events(14)
@@ -451,8 +464,15 @@ def _load_message(data: str, ticket_id: str | None, delivery: str | None, error:
 
 
 def _timer_score(ticket: Ticket) -> str:
-    at = ticket.sla.next_check_at() if ticket.sla is not None and ticket.status.is_active else None
-    return "" if at is None else repr(at.timestamp())
+    """The ticket's SLA index entries for the scripts: "<next check score>;<flag>;<earliest due, 20 digits>"."""
+    if ticket.sla is None or not ticket.status.is_active:
+        return ";;"
+    at = ticket.sla.next_check_at()
+    flag = ticket.sla.flag()
+    due = ticket.sla.earliest_due_at()
+    if due is None:
+        flag = ""
+    return f"{'' if at is None else repr(at.timestamp())};{flag};{_us(due) if due is not None else ''}"
 
 
 def _matches(ticket: Ticket, query: TicketQuery) -> bool:
@@ -467,6 +487,8 @@ def _matches(ticket: Ticket, query: TicketQuery) -> bool:
     ):
         if wanted is not None and wanted != value:
             return False
+    if query.updated_since is not None and ticket.updated_at < query.updated_since:
+        return False
     if query.sla is not None:
         flag = ticket.sla.flag() if ticket.sla is not None and ticket.status.is_active else ""
         return flag == query.sla
@@ -1066,21 +1088,19 @@ class RedisStore:
         return found
 
     async def _tickets_by_due(self, query: TicketQuery) -> TicketPage:
-        """At-risk or breached tickets by due time: few at any moment, so they are gathered and sorted here."""
-        index = self.key(f"tix:status:{query.status}") if query.status is not None else self.key("tix")
-        start = f"[{_us(query.updated_since)}:" if query.updated_since is not None else "-"
-        found = []
-        for ticket, member in await self._scan(index, start, query, None):
-            due = ticket.sla.earliest_due_at() if ticket.sla else None
-            if due is not None:
-                found.append((int(_us(due)), int(member.split(":", 2)[1]), ticket))
-        found.sort(key=lambda f: (f[0], f[1]))
+        """At-risk or breached tickets by due time, from their index (members "<due>:<seq>:<id>")."""
+        index = self.key(f"tix:sla:{query.sla}")
+        start = "-"
         if query.cursor is not None:
-            after = decode_cursor(query.cursor, 2)
-            found = [f for f in found if (f[0], f[1]) > after]
+            after_us, after_seq = decode_cursor(query.cursor, 2)
+            start = f"[{after_us:020d}:{after_seq:012d};"
+        found = await self._scan(index, start, query, query.limit + 1)
         page = found[: query.limit]
-        cursor = encode_cursor(page[-1][0], page[-1][1]) if len(found) > query.limit and page else None
-        return TicketPage(tickets=tuple(t for _, _, t in page), next_cursor=cursor)
+        cursor = None
+        if len(found) > query.limit and page:
+            us, seq, _ = page[-1][1].split(":", 2)
+            cursor = encode_cursor(int(us), int(seq))
+        return TicketPage(tickets=tuple(t for t, _ in page), next_cursor=cursor)
 
     # events -------------------------------------------------------------------
     async def append_events(self, events: Sequence[DownstreamEvent]) -> None:

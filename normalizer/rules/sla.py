@@ -115,13 +115,18 @@ def agent_replied(sla: TicketSla, at: datetime) -> TicketSla:
     return sla
 
 
-def customer_wrote(sla: TicketSla, plan: Plan | None, at: datetime) -> TicketSla:
-    """A customer message after the first reply starts the next-response clock, unless one already runs."""
+def customer_wrote(
+    sla: TicketSla, plan: Plan | None, at: datetime, *, reply_window_closes_at: datetime | None = None
+) -> TicketSla:
+    """A customer message after the first reply starts the next-response clock, unless one already runs; on
+    WeChat it is due before the reply window this message opened closes."""
     if plan is None or plan.next_response_s is None or sla.first_responded_at is None:
         return sla
     if sla.next_response_due_at is not None:
         return sla
     due, warn = _due(plan, SlaTarget.NEXT_RESPONSE, at)
+    if reply_window_closes_at is not None and reply_window_closes_at < due:
+        due, warn = reply_window_closes_at, min(warn, at + (reply_window_closes_at - at) * plan.warn_at)
     return _set(sla, SlaTarget.NEXT_RESPONSE, due, warn)
 
 

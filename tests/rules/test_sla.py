@@ -145,3 +145,12 @@ def test_the_sample_config_rules_load() -> None:
 
     config = load_config(Path(__file__).resolve().parents[2] / "config.yaml", env={})
     assert config.routing and config.queues and config.sla.policies and config.extract
+
+
+def test_on_wechat_a_next_response_is_due_before_the_window_closes() -> None:
+    answered = sla.agent_replied(sla.start(plan("default"), at(2026, 12, 4, 9, 0)), at(2026, 12, 4, 9, 30))
+    friday_evening = at(2026, 12, 4, 17, 30)  # 4 h of work: Monday 12:00, past the 48-hour window
+    capped = sla.customer_wrote(
+        answered, plan("default"), friday_evening, reply_window_closes_at=friday_evening + timedelta(hours=48)
+    )
+    assert capped.next_response_due_at == friday_evening + timedelta(hours=48)
