@@ -25,7 +25,7 @@ from core.model import (
     outbound_message,
 )
 from core.store import NotFound, Store, VersionConflict
-from core.store.base import ticket_timer
+from core.store.base import Assignment, ticket_timer
 from gateway.outbound import Outbound
 from normalizer.rules import sla as sla_clock
 from normalizer.rules.engine import ServiceRules, apply_rule_set
@@ -154,10 +154,21 @@ class TicketService:
             updated = dataclasses.replace(updated, updated_at=self._clock())
             saved_as = dataclasses.replace(updated, version=updated.version + 1)
             try:
-                return await self._store.update_ticket(updated, [events.ticket_updated(saved_as, diff)])
+                return await self._store.update_ticket(
+                    updated, [events.ticket_updated(saved_as, diff)], assign=self._assignment(ticket, updated)
+                )
             except VersionConflict:
                 continue
         raise VersionConflict(f"ticket {ticket_ref} kept changing")
+
+    def _assignment(self, before: Ticket, after: Ticket) -> Assignment | None:
+        """A ticket the rules moved to a queue with agents gets one of them, picked by the store."""
+        if self._rules is None or after.assignee is not None or after.queue == before.queue:
+            return None
+        queue = self._rules.queues.get(after.queue or "")
+        if queue is None or not queue.agents:
+            return None
+        return Assignment(queue=queue.name, agents=queue.agents, mode=queue.assign)
 
     async def fire_sla(self, ticket_ref: str) -> list[str]:
         """Record the SLA warnings and breaches due now, with their events and any ``on_breach`` escalation,
@@ -184,7 +195,7 @@ class TicketService:
             if escalated:
                 out.append(events.ticket_updated(saved_as, escalated))
             try:
-                await self._store.update_ticket(updated, out)
+                await self._store.update_ticket(updated, out, assign=self._assignment(ticket, updated))
             except VersionConflict:
                 continue
             return [f"{f.target}:{f.kind}" for f in fired]

@@ -54,3 +54,29 @@ async def test_webchat_ticket_carries_fields_queue_assignee_and_sla(tmp_path: Pa
         assert resumed["sla"]["resolution_due_at"] is not None
         await chat.close()
         await other.close()
+
+
+async def test_a_later_message_before_the_first_reply_reroutes_and_assigns(tmp_path: Path, bot_setup: BotSetup) -> None:
+    config = await asyncio.to_thread(make_config, tmp_path, **sample_rules())
+    async with started(config, bot_setup) as gw:
+        chat = await gw.chat()
+        await chat.say("转人工")
+        [ticket] = (await gw.api("GET", "/tickets"))[1]["tickets"]
+        assert ticket["queue"] == "general" and ticket["assignee"] is None and ticket["fields"] == {}
+        await chat.ws.send_json({"type": "message", "id": "c2", "text": "发票开错了，订单号 20261201123456"})
+        await chat.expect("ack")
+        await gw.server.app[GATEWAY].tasks.drain(5)
+        status, now = await gw.api("GET", f"/tickets/{ticket['number']}")
+        assert now["queue"] == "billing" and now["assignee"] == "li"
+        assert now["routing"] == ["general", "invoices"]
+        assert now["fields"]["order_number"] == "20261201123456"
+        feed = (await gw.api("GET", "/events", params={"limit": "1000"}))[1]["events"]
+        [update] = [e for e in feed if e["type"] == "ticket.updated"]
+        assert {"queue", "assignee", "fields", "routing"} <= set(update["data"]["changes"])
+        # After an agent's reply the rules leave the ticket where it is.
+        await gw.api("POST", f"/tickets/{ticket['number']}/replies", json={"text": "好的", "agent": "li"})
+        await chat.ws.send_json({"type": "message", "id": "c3", "text": "我要投诉"})
+        await chat.expect("ack")
+        await gw.server.app[GATEWAY].tasks.drain(5)
+        assert (await gw.api("GET", f"/tickets/{ticket['number']}"))[1]["queue"] == "billing"
+        await chat.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -64,6 +65,22 @@ class Assignment:
 class DueTimer:
     key: str
     due_at: datetime
+
+
+def fill_assignee(events: Sequence[DownstreamEvent], assignee: str) -> list[DownstreamEvent]:
+    """Events written with a ticket whose assignee the store picks in the same write: each names ``assignee``
+    (a ``ticket.updated`` also lists it among its changes). Redis passes a placeholder its script fills in."""
+    out = []
+    for event in events:
+        data = dict(event.data)
+        ticket = data.get("ticket")
+        if isinstance(ticket, dict) and ticket.get("assignee") is None:
+            data["ticket"] = {**ticket, "assignee": assignee}
+            changes = data.get("changes")
+            if isinstance(changes, dict) and "assignee" not in changes:
+                data["changes"] = {**changes, "assignee": {"from": None, "to": assignee}}
+        out.append(dataclasses.replace(event, data=data))
+    return out
 
 
 def ticket_timer(ticket_id: str) -> str:
@@ -262,8 +279,11 @@ class Store(Timers, Protocol):
 
     async def get_ticket(self, ticket_id_or_number: str) -> Ticket | None: ...
 
-    async def update_ticket(self, ticket: Ticket, events: Sequence[DownstreamEvent] = ()) -> Ticket:
-        """Version-checked like conversations."""
+    async def update_ticket(
+        self, ticket: Ticket, events: Sequence[DownstreamEvent] = (), *, assign: Assignment | None = None
+    ) -> Ticket:
+        """Version-checked like conversations. With ``assign`` (and no assignee on the ticket) the store picks
+        one as ``create_ticket`` does, and the events name it."""
         ...
 
     async def list_tickets(self, query: TicketQuery) -> TicketPage: ...

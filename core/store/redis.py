@@ -50,6 +50,7 @@ from core.store.base import (
     TicketPage,
     TicketQuery,
     VersionConflict,
+    fill_assignee,
 )
 from core.store.sqlite import decode_cursor, encode_cursor
 
@@ -209,6 +210,32 @@ end
 local function set_timer(key, due)
   if due == '' then redis.call('ZREM', P .. 'timers', key) else redis.call('ZADD', P .. 'timers', due, key) end
 end
+-- The store picks the assignee: ARGV[at] mode ('' none), [at+1] the placeholder standing for it in the ticket's
+-- JSON (ARGV[data_at]) and in the events, [at+2] n agents, then the agents, then each one JSON-quoted. Returns
+-- the assignee ('' for none, nil when not asked) and where the events begin.
+local function assign_from(queue, at, data_at)
+  local mode, placeholder, n = ARGV[at], ARGV[at + 1], tonumber(ARGV[at + 2])
+  local events_at = at + 3 + 2 * n
+  if mode == '' then return nil, events_at end
+  local pick = nil
+  if n > 0 and mode == 'least_open' then
+    local best = nil
+    for i = 1, n do
+      local c = redis.call('SCARD', P .. 'load:' .. queue .. ':' .. ARGV[at + 2 + i])
+      if best == nil or c < best then best, pick = c, i end
+    end
+  elseif n > 0 then
+    pick = (redis.call('INCR', P .. 'turn:' .. queue) - 1) % n + 1
+  end
+  local assignee, quoted = '', 'null'
+  if pick then assignee, quoted = ARGV[at + 2 + pick], ARGV[at + 2 + n + pick] end
+  ARGV[data_at] = replace_all(ARGV[data_at], placeholder, quoted)
+  for i = 0, tonumber(ARGV[events_at]) - 1 do
+    local e = events_at + 3 + i * 3
+    ARGV[e] = replace_all(ARGV[e], placeholder, quoted)
+  end
+  return assignee, events_at
+end
 -- "timer;flag;due": the ticket's next SLA check (score), and its at_risk/breached index entry by due time
 local function set_sla(tkey, id, tail, packed)
   local timer, flag, due = string.match(packed, '^([^;]*);([^;]*);([^;]*)$')
@@ -237,27 +264,9 @@ if (redis.call('GET', P .. 'ticketseq') or '0') ~= ARGV[4] then return {'retry'}
 local ckey = P .. 'conv:' .. ARGV[10]
 local v = redis.call('HGET', ckey, 'version')
 if not v or v ~= ARGV[11] then return {'conflict'} end
-local queue, assignee, n = ARGV[16], ARGV[17], tonumber(ARGV[22])
-local events_at = 23 + 2 * n
-if ARGV[20] ~= '' then
-  local pick = nil
-  if n > 0 and ARGV[20] == 'least_open' then
-    local best = nil
-    for i = 1, n do
-      local c = redis.call('SCARD', P .. 'load:' .. queue .. ':' .. ARGV[22 + i])
-      if best == nil or c < best then best, pick = c, i end
-    end
-  elseif n > 0 then
-    pick = (redis.call('INCR', P .. 'turn:' .. queue) - 1) % n + 1
-  end
-  local quoted = 'null'
-  if pick then assignee, quoted = ARGV[22 + pick], ARGV[22 + n + pick] end
-  ARGV[6] = replace_all(ARGV[6], ARGV[21], quoted)
-  for i = 0, tonumber(ARGV[events_at]) - 1 do
-    local at = events_at + 3 + i * 3
-    ARGV[at] = replace_all(ARGV[at], ARGV[21], quoted)
-  end
-end
+local queue = ARGV[16]
+local picked, events_at = assign_from(queue, 20, 6)
+local assignee = picked or ARGV[17]
 local seq = redis.call('INCR', P .. 'ticketseq')
 local member = ARGV[9] .. ':' .. string.format('%012d', seq) .. ':' .. ARGV[5]
 redis.call('HSET', P .. 'ticket:' .. ARGV[5], 'data', ARGV[6], 'version', '1', 'status', ARGV[7],
@@ -279,7 +288,8 @@ return {'ok', assignee}
 )
 
 # ARGV: 4 id, 5 expected version, 6 new version, 7 data, 8 status, 9 updated (20 digits), 10 queue, 11 assignee,
-# 12 active 1/0, 13 timer;sla flag;due, 14.. events
+# 12 active 1/0, 13 timer;sla flag;due, 14 assign mode ('' none), 15 placeholder, 16 n agents, then the agents,
+# then each one JSON-quoted, then the events
 _UPDATE_TICKET = (
     _PRELUDE
     + _TICKET_INDEX
@@ -287,18 +297,20 @@ _UPDATE_TICKET = (
     + """
 local key = P .. 'ticket:' .. ARGV[4]
 local f = redis.call('HMGET', key, 'version', 'status', 'channel', 'member', 'queue', 'assignee', 'active')
-if not f[1] then return 'missing' end
-if f[1] ~= ARGV[5] then return 'conflict' end
+if not f[1] then return {'missing'} end
+if f[1] ~= ARGV[5] then return {'conflict'} end
 index(f[4], f[2], f[3], false)
 local member = ARGV[9] .. string.sub(f[4], 21)
 index(member, ARGV[8], f[3], true)
 if f[7] == '1' then load(f[5] or '', f[6] or '', ARGV[4], false) end
-if ARGV[12] == '1' then load(ARGV[10], ARGV[11], ARGV[4], true) end
+local picked, events_at = assign_from(ARGV[10], 14, 7)
+local assignee = picked or ARGV[11]
+if ARGV[12] == '1' then load(ARGV[10], assignee, ARGV[4], true) end
 set_sla(key, ARGV[4], string.sub(member, 22), ARGV[13])
 redis.call('HSET', key, 'version', ARGV[6], 'data', ARGV[7], 'status', ARGV[8], 'member', member,
-  'queue', ARGV[10], 'assignee', ARGV[11], 'active', ARGV[12])
-append_events(14)
-return 'ok'
+  'queue', ARGV[10], 'assignee', assignee, 'active', ARGV[12])
+append_events(events_at)
+return {'ok', assignee}
 """
 )
 
@@ -1019,27 +1031,38 @@ class RedisStore:
         raw = await self._run("get_ticket", self.tag, ticket_id_or_number)
         return loads(Ticket, raw) if raw else None
 
-    async def update_ticket(self, ticket: Ticket, events: Sequence[DownstreamEvent] = ()) -> Ticket:
+    async def update_ticket(
+        self, ticket: Ticket, events: Sequence[DownstreamEvent] = (), *, assign: Assignment | None = None
+    ) -> Ticket:
+        picking = assign is not None and ticket.assignee is None
+        placeholder = f"@@assignee-{uuid.uuid4().hex}@@"
         saved = dataclasses.replace(ticket, version=ticket.version + 1)
+        draft = dataclasses.replace(saved, assignee=placeholder) if picking else saved
+        agents = assign.agents if assign is not None and picking else ()
         outcome = await self._write(
             "update_ticket",
             ticket.id,
             str(ticket.version),
             str(saved.version),
-            dumps(saved),
+            dumps(draft),
             str(saved.status),
             _us(saved.updated_at),
             saved.queue or "",
             saved.assignee or "",
             "1" if saved.status.is_active else "0",
             _timer_score(saved),
-            events=events,
+            assign.mode if assign is not None and picking else "",
+            f'"{placeholder}"',
+            str(len(agents)),
+            *agents,
+            *(json.dumps(a, ensure_ascii=False) for a in agents),
+            events=fill_assignee(events, placeholder) if agents else events,
         )
-        if outcome == "missing":
+        if outcome[0] == "missing":
             raise NotFound(f"ticket {ticket.id} does not exist")
-        if outcome == "conflict":
+        if outcome[0] == "conflict":
             raise VersionConflict(f"ticket {ticket.id} changed since version {ticket.version}")
-        return saved
+        return dataclasses.replace(saved, assignee=outcome[1] or None)
 
     async def list_tickets(self, query: TicketQuery) -> TicketPage:
         if query.sla is not None:

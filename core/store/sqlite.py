@@ -43,6 +43,7 @@ from core.store.base import (
     TicketPage,
     TicketQuery,
     VersionConflict,
+    fill_assignee,
     ticket_timer,
 )
 from core.store.worker import SerialWorker
@@ -695,11 +696,16 @@ class SqliteStore:
 
         return await self._run(run)
 
-    async def update_ticket(self, ticket: Ticket, events: Sequence[DownstreamEvent] = ()) -> Ticket:
-        saved = dataclasses.replace(ticket, version=ticket.version + 1)
-
+    async def update_ticket(
+        self, ticket: Ticket, events: Sequence[DownstreamEvent] = (), *, assign: Assignment | None = None
+    ) -> Ticket:
         def run(db: sqlite3.Connection) -> Ticket:
+            saved = dataclasses.replace(ticket, version=ticket.version + 1)
+            written = events
             with self._tx(db):
+                if assign is not None and ticket.assignee is None and assign.agents:
+                    saved = dataclasses.replace(saved, assignee=_pick_agent(db, assign))
+                    written = fill_assignee(events, saved.assignee or "")
                 cur = db.execute(
                     "UPDATE tickets SET status = ?, updated_us = ?, version = ?, data = ?,"
                     " queue = ?, category = ?, assignee = ?, due_us = ?, sla_flag = ? WHERE id = ? AND version = ?",
@@ -718,7 +724,7 @@ class SqliteStore:
                         raise NotFound(f"ticket {ticket.id} does not exist")
                     raise VersionConflict(f"ticket {ticket.id} changed since version {ticket.version}")
                 _set_ticket_timer(db, saved)
-                self._append_events(db, events)
+                self._append_events(db, written)
                 return saved
 
         return await self._run(run)

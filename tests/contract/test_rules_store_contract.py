@@ -124,3 +124,18 @@ async def test_tickets_filter_by_queue_category_assignee_and_sla_sorted_by_due(s
     assert [t.number for t in rest.tickets] == [number[1]] and rest.next_cursor is None
     await store.update_ticket(dataclasses.replace(made[1], status=TicketStatus.RESOLVED))
     assert await ids(TicketQuery(sla="at_risk")) == [number[2]]  # a resolved ticket is at risk of nothing
+
+
+async def test_an_update_moving_a_ticket_to_a_queue_gets_an_assignee_picked_by_the_store(store: Store) -> None:
+    conversation = await new_conversation(store)
+    ticket, _ = await store.create_ticket(draft_ticket(conversation), conversation, lambda t, c: [])
+    moved = dataclasses.replace(ticket, queue="billing")
+    change = events.ticket_updated(dataclasses.replace(moved, version=moved.version + 1), {"queue": {"to": "billing"}})
+    assign = Assignment(queue="billing", agents=("li", "wang"), mode="round_robin")
+    saved = await store.update_ticket(moved, [change], assign=assign)
+    assert saved.assignee == "li"
+    stored = await store.get_ticket(ticket.id)
+    assert stored is not None and stored.assignee == "li" and stored.version == saved.version
+    [event] = [e for e in await store.events_after(0) if e.type == "ticket.updated"]
+    assert event.data["ticket"]["assignee"] == "li"
+    assert event.data["changes"]["assignee"] == {"from": None, "to": "li"}
