@@ -67,7 +67,7 @@ async def test_a_later_message_before_the_first_reply_reroutes_and_assigns(tmp_p
         await chat.expect("ack")
         await gw.server.app[GATEWAY].tasks.drain(5)
         status, now = await gw.api("GET", f"/tickets/{ticket['number']}")
-        assert now["queue"] == "billing" and now["assignee"] == "li"
+        assert status == 200 and now["queue"] == "billing" and now["assignee"] == "li"
         assert now["routing"] == ["general", "invoices"]
         assert now["fields"]["order_number"] == "20261201123456"
         feed = (await gw.api("GET", "/events", params={"limit": "1000"}))[1]["events"]
