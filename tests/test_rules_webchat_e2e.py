@@ -80,3 +80,16 @@ async def test_a_later_message_before_the_first_reply_reroutes_and_assigns(tmp_p
         await gw.server.app[GATEWAY].tasks.drain(5)
         assert (await gw.api("GET", f"/tickets/{ticket['number']}"))[1]["queue"] == "billing"
         await chat.close()
+
+
+async def test_the_category_comes_from_the_faq_entry_the_bot_answered(tmp_path: Path, bot_setup: BotSetup) -> None:
+    config = await asyncio.to_thread(make_config, tmp_path, **sample_rules())
+    async with started(config, bot_setup) as gw:
+        chat = await gw.chat()
+        _, answer = await chat.say("退款多久到账")
+        assert "原路退回" in answer["text"]  # the refund entry answered
+        await chat.say("转人工")
+        [ticket] = (await gw.api("GET", "/tickets"))[1]["tickets"]
+        assert ticket["category"] == "refund"  # kb/faq.yaml: the refund entry's category
+        assert ticket["language"] == "zh"
+        await chat.close()
