@@ -176,6 +176,7 @@ class TicketService:
         for _ in range(_MAX_RETRIES):
             ticket = await self._store.get_ticket(ticket_ref)
             if ticket is None or ticket.sla is None or not ticket.status.is_active:
+                await self._store.set_timer(ticket_timer(ticket_ref), _check_at(ticket) if ticket else None)
                 return []
             now = self._clock()
             fired = sla_clock.due_now(ticket.sla, now)

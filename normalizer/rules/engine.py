@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
 from core.config import Config
-from core.model import Channel, Priority, Ticket
+from core.model import Channel, Priority, Ticket, TicketStatus
 from core.rules_config import QueueConfig, RuleSet, SlaConfig
 from normalizer.rules import sla as sla_clock
 from normalizer.rules.calendar import Calendar, calendar_for, warm_up
@@ -111,17 +111,22 @@ def assess(rules: ServiceRules, ticket: Ticket, customer: Customer, now: datetim
         assignee=ticket.assignee or routed.assignee,
         routing=_union(ticket.routing, routed.fired),
     )
-    if new:
+    # The policy is chosen at creation, and again while no agent has answered: a later message may show a
+    # complaint or a VIP. A changed policy's clocks run from the ticket's creation.
+    unanswered = ticket.sla is None or ticket.sla.first_responded_at is None
+    if new or (unanswered and ticket.status is TicketStatus.NEW):
         chosen = sla_clock.choose(
             rules.plans,
             dataclasses.replace(facts, priority=str(updated.priority), category=updated.category),
             max_chars=rules.max_chars,
         )
-        if chosen is not None:
+        current = ticket.sla.policy if ticket.sla is not None else None
+        if chosen is not None and (new or chosen.name != current):
+            start = now if new else ticket.created_at
             # WeChat lets us answer only within 48 hours of the customer's last message (this one).
             wechat = ticket.channel is Channel.WECHAT
             window = now + timedelta(hours=rules.sla.wechat_window_h) if wechat else None
-            updated = dataclasses.replace(updated, sla=sla_clock.start(chosen, now, reply_window_closes_at=window))
+            updated = dataclasses.replace(updated, sla=sla_clock.start(chosen, start, reply_window_closes_at=window))
     return updated
 
 
