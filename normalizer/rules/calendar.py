@@ -107,13 +107,8 @@ class BusinessCalendar:
                 return False
         return day.weekday() in self.weekdays
 
-    def _windows(self, day: date) -> list[tuple[datetime, datetime]]:
-        if not self.is_workday(day):
-            return []
-        return [
-            (datetime.combine(day, a, self.zone).astimezone(UTC), datetime.combine(day, b, self.zone).astimezone(UTC))
-            for a, b in self._periods()
-        ]
+    def _windows(self, day: date) -> tuple[tuple[datetime, datetime], ...]:
+        return _day_windows(self, day)
 
     def is_working(self, at: datetime) -> bool:
         day = at.astimezone(self.zone).date()
@@ -145,6 +140,18 @@ class BusinessCalendar:
                     total += (hi - lo).total_seconds()
             day += timedelta(days=1)
         return total
+
+
+@lru_cache(maxsize=4096)
+def _day_windows(calendar: BusinessCalendar, day: date) -> tuple[tuple[datetime, datetime], ...]:
+    """A day's working periods in UTC; cached, as every due time walks the same few days."""
+    if not calendar.is_workday(day):
+        return ()
+    zone = calendar.zone
+    return tuple(
+        (datetime.combine(day, a, zone).astimezone(UTC), datetime.combine(day, b, zone).astimezone(UTC))
+        for a, b in calendar._periods()
+    )
 
 
 def _span(a: time, b: time) -> float:
