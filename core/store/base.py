@@ -21,6 +21,7 @@ from core.model import (
     Ticket,
     TicketStatus,
 )
+from core.store.audit import AuditLog
 
 
 class StoreError(Exception):
@@ -48,6 +49,7 @@ class TicketQuery:
     sla: str | None = None
     cursor: str | None = None
     limit: int = 50
+    inboxes: frozenset[str] | None = None  # None: every inbox
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -140,7 +142,7 @@ class Timers(Protocol):
         ...
 
 
-class Store(Timers, Protocol):
+class Store(Timers, AuditLog, Protocol):
     async def open(self) -> None: ...
 
     async def close(self) -> None: ...

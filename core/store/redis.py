@@ -52,7 +52,8 @@ from core.store.base import (
     VersionConflict,
     fill_assignee,
 )
-from core.store.sqlite import decode_cursor, encode_cursor
+from core.store.cursor import decode_cursor, encode_cursor
+from core.store.redis_audit import RedisAuditLog
 
 log = logging.getLogger(__name__)
 
@@ -492,6 +493,8 @@ def _matches(ticket: Ticket, query: TicketQuery) -> bool:
         return False
     if query.channel is not None and ticket.channel is not query.channel:
         return False
+    if query.inboxes is not None and ticket.inbox not in query.inboxes:
+        return False
     for wanted, value in (
         (query.queue, ticket.queue),
         (query.category, ticket.category),
@@ -612,7 +615,7 @@ class RedisBus:
                     log.exception("redis bus handler for %s failed", message["channel"])
 
 
-class RedisStore:
+class RedisStore(RedisAuditLog):
     def __init__(
         self,
         url: str,
