@@ -9,11 +9,14 @@ from connectors import build_connectors
 from connectors.base import ConnectorDeps
 from connectors.phone.cdr import CdrFormat
 from connectors.phone.connector import ImportReport, PhoneConnector
+from core.clock import utcnow
 from core.config import Config, ConfigError, PhoneInbox
 from core.store import open_store
 from core.tasks import TaskTracker
 from gateway.intake import BotSetup, Intake
 from gateway.outbound import Outbound
+from gateway.rules_at_intake import load_rules
+from gateway.tickets import TicketService
 
 
 def phone_inbox(config: Config, name: str | None) -> PhoneInbox:
@@ -44,9 +47,9 @@ async def import_calls(
     tasks = TaskTracker()
     try:
         connectors = build_connectors(config, ConnectorDeps(store=store, tasks=tasks, data_dir=config.data_path))
-        intake = Intake(
-            store, bot, Outbound(store, connectors, tasks, resend_after_s=config.server.resend_after_s), tasks
-        )
+        outbound = Outbound(store, connectors, tasks, resend_after_s=config.server.resend_after_s)
+        tickets = TicketService(store, outbound, utcnow, await load_rules(config))
+        intake = Intake(store, bot, outbound, tasks, utcnow, tickets)
         phone = connectors[target.name]
         assert isinstance(phone, PhoneConnector)
         report = await phone.import_cdr(data, fmt or CdrFormat(target.cdr.format), intake.receive)

@@ -6,12 +6,15 @@ from dataclasses import dataclass
 
 from connectors import build_connectors
 from connectors.base import ConnectorDeps, Replays
+from core.clock import utcnow
 from core.config import Config
 from core.model import QuarantinedItem
 from core.store import open_store
 from core.tasks import TaskTracker
 from gateway.intake import BotSetup, Intake
 from gateway.outbound import Outbound
+from gateway.rules_at_intake import load_rules
+from gateway.tickets import TicketService
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -44,9 +47,9 @@ async def replay(config: Config, bot: BotSetup, item_ids: list[str]) -> list[Rep
     results: list[ReplayResult] = []
     try:
         connectors = build_connectors(config, ConnectorDeps(store=store, tasks=tasks, data_dir=config.data_path))
-        intake = Intake(
-            store, bot, Outbound(store, connectors, tasks, resend_after_s=config.server.resend_after_s), tasks
-        )
+        outbound = Outbound(store, connectors, tasks, resend_after_s=config.server.resend_after_s)
+        tickets = TicketService(store, outbound, utcnow, await load_rules(config))
+        intake = Intake(store, bot, outbound, tasks, utcnow, tickets)
         for item_id in item_ids:
             item = await store.get_quarantined(item_id)
             if item is None:

@@ -2,18 +2,31 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from collections.abc import Sequence
 from datetime import timedelta
 
 from bot.setup import BotSetup
-from core.clock import Clock
+from core.clock import Clock, utcnow
+from core.config import Config
 from core.model import Author, Channel, Conversation, FaqTry, Message, Ticket, TicketStatus
 from core.store import Store
 from core.store.base import Assignment
 from gateway.tickets import TicketChange, TicketService
 from normalizer.rules import sla as sla_clock
 from normalizer.rules.engine import Customer, ServiceRules, assess
+
+
+async def load_rules(config: Config) -> ServiceRules | None:
+    """The configured rules, their timezone and holiday tables read off the loop; None when there are none.
+    For the CLI commands that build intake themselves (CDR import, quarantine replay): their tickets get the
+    same fields, queue and SLA as ``serve``'s."""
+    rules = ServiceRules.from_config(config)
+    if rules.empty:
+        return None
+    await asyncio.to_thread(rules.warm_up, utcnow().date())
+    return rules
 
 
 class IntakeRules:
