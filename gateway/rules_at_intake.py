@@ -2,31 +2,19 @@
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 from collections.abc import Sequence
 from datetime import timedelta
 
 from bot.setup import BotSetup
-from core.clock import Clock, utcnow
-from core.config import Config
+from core.clock import Clock
+from core.meta import message_language
 from core.model import Author, Channel, Conversation, FaqTry, Message, Ticket, TicketStatus
 from core.store import Store
-from core.store.base import Assignment
+from core.store.types import Assignment
 from gateway.tickets import TicketChange, TicketService
 from normalizer.rules import sla as sla_clock
 from normalizer.rules.engine import Customer, ServiceRules, assess
-
-
-async def load_rules(config: Config) -> ServiceRules | None:
-    """The configured rules, their timezone and holiday tables read off the loop; None when there are none.
-    For the CLI commands that build intake themselves (CDR import, quarantine replay): their tickets get the
-    same fields, queue and SLA as ``serve``'s."""
-    rules = ServiceRules.from_config(config)
-    if rules.empty:
-        return None
-    await asyncio.to_thread(rules.warm_up, utcnow().date())
-    return rules
 
 
 class IntakeRules:
@@ -97,12 +85,11 @@ class IntakeRules:
         self, contact_id: str, texts: tuple[str, ...], tries: Sequence[FaqTry], latest: Message
     ) -> Customer:
         contact = await self._store.get_contact(contact_id)
-        language = latest.meta.get("language")
         return Customer(
             texts=texts,
             vip=contact.vip if contact else False,
             tags=contact.flags if contact else (),
-            language=language if isinstance(language, str) else None,
+            language=message_language(latest),
             category=self._category(tries),
         )
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 from core.clock import Clock
-from core.store.base import Timers
+from core.store.roles import Timers
 from gateway.tickets import TicketService
 
 log = logging.getLogger(__name__)

@@ -9,7 +9,7 @@ from datetime import timedelta
 from core import events
 from core.model import SlaTarget, Ticket, TicketSla, TicketStatus
 from core.store import Store, TicketQuery
-from core.store.base import Assignment, ticket_timer
+from core.store.types import Assignment, ticket_timer
 from tests.contract.test_store_contract import NOW, draft_ticket, new_conversation, store
 
 __all__ = ["store"]  # the backend-parametrized fixture
