@@ -508,6 +508,7 @@ class EventType(enum.StrEnum):
     CONVERSATION_HANDOFF = "conversation.handoff"
     CONVERSATION_STATUS_CHANGED = "conversation.status_changed"
     MESSAGE_DELIVERY_FAILED = "message.delivery_failed"
+    SYSTEM_ALARM = "system.alarm"
     TICKET_SLA_WARNING = "ticket.sla_warning"
     TICKET_SLA_BREACHED = "ticket.sla_breached"
 
