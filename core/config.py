@@ -78,6 +78,11 @@ _EVENT_TYPES = (
     "conversation.handoff",
     "conversation.status_changed",
     "message.delivery_failed",
+    "ticket.rated",
+    "ticket.callback_requested",
+    "contact.updated",
+    "contact.identity_linked",
+    "contact.merged",
 )
 
 

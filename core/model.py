@@ -201,6 +201,9 @@ class Contact:
     vip: bool = False
     # e.g. "unsubscribed:wechat", "bounced:email:a@b.com", "ambiguous:phone:+86..."; connectors set them.
     flags: tuple[str, ...] = ()
+    tags: tuple[str, ...] = ()  # an agent's labels (API)
+    version: int = 1  # bumped on every save: a PATCH may name the version it read
+    merged_into: str | None = None  # merged into that contact: this record stays only to point there
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -311,6 +314,25 @@ def outbound_message(
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Csat:
+    """The customer's satisfaction rating of a resolved ticket (1-5)."""
+
+    score: int
+    comment: str | None
+    at: datetime
+    channel: Channel
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Survey:
+    """The one satisfaction survey a ticket gets, sent when it was resolved; a rating counts until ``expires_at``."""
+
+    sent_at: datetime
+    expires_at: datetime
+    channel: Channel
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Ticket:
     id: str
     number: str  # human-readable, e.g. HL-000123
@@ -328,6 +350,8 @@ class Ticket:
     handoff_reason: HandoffReason | None = None
     faq_tries: tuple[FaqTry, ...] = ()
     version: int = 1
+    survey: Survey | None = None
+    csat: Csat | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -370,6 +394,11 @@ class EventType(enum.StrEnum):
     CONVERSATION_HANDOFF = "conversation.handoff"
     CONVERSATION_STATUS_CHANGED = "conversation.status_changed"
     MESSAGE_DELIVERY_FAILED = "message.delivery_failed"
+    TICKET_RATED = "ticket.rated"
+    TICKET_CALLBACK = "ticket.callback_requested"
+    CONTACT_UPDATED = "contact.updated"
+    CONTACT_IDENTITY_LINKED = "contact.identity_linked"
+    CONTACT_MERGED = "contact.merged"
 
 
 EVENT_VERSION = 1

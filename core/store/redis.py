@@ -49,6 +49,7 @@ from core.store.base import (
     TicketQuery,
     VersionConflict,
 )
+from core.store.contacts import merged_contact
 from core.store.sqlite import decode_cursor, encode_cursor
 
 log = logging.getLogger(__name__)
@@ -171,6 +172,55 @@ end
 return {'ok'}
 """
 
+# Commit a merge computed in Python if both contacts, every conversation and every ticket are as read.
+# ARGV: 4 source id, 5 its expected data, 6 its new data (the pointer), 7 target id, 8 its expected data,
+# 9 its new data, 10 n identities, identities..., n conversations, (id, expected version, data)...,
+# n tickets, (id, expected version, data)..., events
+_MERGE_CONTACTS = (
+    _PRELUDE
+    + """
+local src, dst = ARGV[4], ARGV[7]
+if (redis.call('GET', P .. 'contact:' .. src) or '') ~= ARGV[5] then return 0 end
+if (redis.call('GET', P .. 'contact:' .. dst) or '') ~= ARGV[8] then return 0 end
+local at = 10
+local n = tonumber(ARGV[at])
+local idents = {}
+for i = 1, n do idents[i] = ARGV[at + i] end
+at = at + n + 1
+local nc = tonumber(ARGV[at])
+for i = 0, nc - 1 do
+  if redis.call('HGET', P .. 'conv:' .. ARGV[at + 1 + 3 * i], 'version') ~= ARGV[at + 2 + 3 * i] then return 0 end
+end
+local convs_at = at
+at = at + 3 * nc + 1
+local nt = tonumber(ARGV[at])
+for i = 0, nt - 1 do
+  if redis.call('HGET', P .. 'ticket:' .. ARGV[at + 1 + 3 * i], 'version') ~= ARGV[at + 2 + 3 * i] then return 0 end
+end
+if #redis.call('LRANGE', P .. 'conv-of:' .. src, 0, -1) ~= nc then return 0 end
+if redis.call('ZCARD', P .. 'tix-of:' .. src) ~= nt then return 0 end
+for _, ident in ipairs(idents) do redis.call('SET', P .. 'ident:' .. ident, dst) end
+for i = 0, nc - 1 do
+  local id = ARGV[convs_at + 1 + 3 * i]
+  redis.call('HSET', P .. 'conv:' .. id, 'version', tonumber(ARGV[convs_at + 2 + 3 * i]) + 1,
+    'data', ARGV[convs_at + 3 + 3 * i])
+  redis.call('RPUSH', P .. 'conv-of:' .. dst, id)
+end
+redis.call('DEL', P .. 'conv-of:' .. src)
+for i = 0, nt - 1 do
+  local id = ARGV[at + 1 + 3 * i]
+  redis.call('HSET', P .. 'ticket:' .. id, 'version', tonumber(ARGV[at + 2 + 3 * i]) + 1,
+    'data', ARGV[at + 3 + 3 * i])
+end
+redis.call('ZUNIONSTORE', P .. 'tix-of:' .. dst, 2, P .. 'tix-of:' .. dst, P .. 'tix-of:' .. src, 'AGGREGATE', 'MIN')
+redis.call('DEL', P .. 'tix-of:' .. src)
+redis.call('SET', P .. 'contact:' .. src, ARGV[6])
+redis.call('SET', P .. 'contact:' .. dst, ARGV[9])
+append_events(at + 3 * nt + 1)
+return 1
+"""
+)
+
 _FIND_CONVERSATION = """
 local id = redis.call('HGET', ARGV[1] .. 'conv-by-addr', ARGV[2])
 if not id then return false end
@@ -187,7 +237,7 @@ end
 
 # ARGV: 4 expected ticket counter, 5 ticket id, 6 ticket data, 7 status, 8 channel, 9 updated (20 digits),
 # 10 conversation id, 11 expected conversation version, 12 new version, 13 conversation data, 14 episode,
-# 15 number, 16.. events
+# 15 number, 16 contact id, 17.. events
 _CREATE_TICKET = (
     _PRELUDE
     + _TICKET_INDEX
@@ -201,6 +251,7 @@ local member = ARGV[9] .. ':' .. string.format('%012d', seq) .. ':' .. ARGV[5]
 redis.call('HSET', P .. 'ticket:' .. ARGV[5], 'data', ARGV[6], 'version', '1', 'status', ARGV[7],
   'channel', ARGV[8], 'member', member)
 redis.call('SET', P .. 'ticketnum:' .. ARGV[15], ARGV[5])
+redis.call('ZADD', P .. 'tix-of:' .. ARGV[16], seq, ARGV[5])
 index(member, ARGV[7], ARGV[8], true)
 redis.call('HSET', ckey, 'version', ARGV[12], 'data', ARGV[13])
 for _, mid in ipairs(redis.call('LRANGE', P .. 'conv-msgs:' .. ARGV[10], 0, -1)) do
@@ -209,7 +260,7 @@ for _, mid in ipairs(redis.call('LRANGE', P .. 'conv-msgs:' .. ARGV[10], 0, -1))
     redis.call('HSET', P .. 'msg:' .. mid, 'ticket_id', ARGV[5])
   end
 end
-append_events(16)
+append_events(17)
 return 'ok'
 """
 )
@@ -534,6 +585,7 @@ class RedisStore:
             "add_message": _ADD_MESSAGE,
             "save_conversation": _SAVE_CONVERSATION,
             "commit_contact": _COMMIT_CONTACT,
+            "merge_contacts": _MERGE_CONTACTS,
             "find_conversation": _FIND_CONVERSATION,
             "create_ticket": _CREATE_TICKET,
             "update_ticket": _UPDATE_TICKET,
@@ -656,15 +708,82 @@ class RedisStore:
         contact, _ = await self._load_contact(contact_id)
         return contact
 
-    async def save_contact(self, contact: Contact) -> None:
+    async def save_contact(self, contact: Contact, *, expected_version: int | None = None) -> Contact:
         for _ in range(_COMMIT_RETRIES):
             stored, raw = await self._load_contact(contact.id)
             if stored is None:
                 raise NotFound(f"contact {contact.id} does not exist")
-            kept = dataclasses.replace(contact, identities=stored.identities)
+            if expected_version is not None and stored.version != expected_version:
+                raise VersionConflict(f"contact {contact.id} changed since version {expected_version}")
+            kept = dataclasses.replace(contact, identities=stored.identities, version=stored.version + 1)
             if await self._run("cas", raw, dumps(kept), keys=[self.key(f"contact:{contact.id}")]):
-                return
+                return kept
         raise StoreError(f"contact {contact.id} kept changing")
+
+    async def contact_by_identity(self, identity: Identity) -> Contact | None:
+        (owner,) = await self._owners([identity])
+        if not owner:
+            return None
+        contact, _ = await self._load_contact(owner)
+        return contact
+
+    async def tickets_of(self, contact_id: str) -> list[Ticket]:
+        ids = await self.client.zrange(self.key(f"tix-of:{contact_id}"), 0, -1)
+        async with self.client.pipeline(transaction=False) as pipe:
+            for ticket_id in ids:
+                pipe.hget(self.key(f"ticket:{ticket_id}"), "data")
+            rows = await pipe.execute()
+        return [loads(Ticket, r) for r in rows if r]
+
+    async def merge_contacts(self, source_id: str, into_id: str, *, events: Sequence[DownstreamEvent] = ()) -> Contact:
+        for _ in range(_COMMIT_RETRIES):
+            source, source_raw = await self._load_contact(source_id)
+            into, into_raw = await self._load_contact(into_id)
+            for contact, wanted in ((source, source_id), (into, into_id)):
+                if contact is None:
+                    raise NotFound(f"contact {wanted} does not exist")
+            assert source is not None and into is not None
+            merged = merged_contact(source, into)
+            pointer = dataclasses.replace(source, identities=(), merged_into=into_id, version=source.version + 1)
+            conversations = await self.conversations_of(source_id)
+            tickets = await self.tickets_of(source_id)
+            conv_args = [
+                x
+                for c in conversations
+                for x in (
+                    c.id,
+                    str(c.version),
+                    dumps(dataclasses.replace(c, contact_id=into_id, version=c.version + 1)),
+                )
+            ]
+            ticket_args = [
+                x
+                for t in tickets
+                for x in (
+                    t.id,
+                    str(t.version),
+                    dumps(dataclasses.replace(t, contact_id=into_id, version=t.version + 1)),
+                )
+            ]
+            done = await self._write(
+                "merge_contacts",
+                source_id,
+                source_raw,
+                dumps(pointer),
+                into_id,
+                into_raw,
+                dumps(merged),
+                str(len(source.identities)),
+                *(str(i) for i in source.identities),
+                str(len(conversations)),
+                *conv_args,
+                str(len(tickets)),
+                *ticket_args,
+                events=events,
+            )
+            if done:
+                return merged
+        raise StoreError(f"contacts {source_id} and {into_id} kept changing")
 
     async def add_identity(self, contact_id: str, identity: Identity) -> bool:
         for _ in range(_COMMIT_RETRIES):
@@ -875,6 +994,7 @@ class RedisStore:
                 dumps(saved),
                 str(conversation.episode),
                 numbered.number,
+                ticket.contact_id,
                 events=events(numbered, saved),
             )
             if outcome == "ok":

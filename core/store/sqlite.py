@@ -41,6 +41,7 @@ from core.store.base import (
     TicketQuery,
     VersionConflict,
 )
+from core.store.contacts import merged_contact
 from core.store.worker import SerialWorker
 
 T = TypeVar("T")
@@ -90,6 +91,7 @@ CREATE TABLE IF NOT EXISTS tickets (
     number TEXT NOT NULL UNIQUE,
     status TEXT NOT NULL,
     channel TEXT NOT NULL,
+    contact_id TEXT,
     updated_us INTEGER NOT NULL,
     version INTEGER NOT NULL,
     data TEXT NOT NULL
@@ -159,6 +161,11 @@ def _migrate(db: sqlite3.Connection) -> None:
     columns = {row[1] for row in db.execute("PRAGMA table_info(checkpoints)")}
     if "expires_at" not in columns:  # checkpoints had no expiry before they could be given a TTL
         db.execute("ALTER TABLE checkpoints ADD COLUMN expires_at REAL")
+    ticket_columns = {row[1] for row in db.execute("PRAGMA table_info(tickets)")}
+    if "contact_id" not in ticket_columns:  # tickets were found by contact only once customers could ask
+        db.execute("ALTER TABLE tickets ADD COLUMN contact_id TEXT")
+        db.execute("UPDATE tickets SET contact_id = json_extract(data, '$.contact_id') WHERE data != ''")
+    db.execute("CREATE INDEX IF NOT EXISTS tickets_by_contact ON tickets (contact_id, seq)")
     # Partial: the many checkpoints kept for ever (IMAP UIDs, cursors) stay out of the sweeper's index.
     db.execute(
         "CREATE INDEX IF NOT EXISTS checkpoints_by_expiry ON checkpoints (expires_at) WHERE expires_at IS NOT NULL"
@@ -318,17 +325,62 @@ class SqliteStore:
 
         return await self._run(run)
 
-    async def save_contact(self, contact: Contact) -> None:
-        def run(db: sqlite3.Connection) -> None:
+    async def save_contact(self, contact: Contact, *, expected_version: int | None = None) -> Contact:
+        def run(db: sqlite3.Connection) -> Contact:
             with self._tx(db):
                 row = db.execute("SELECT data FROM contacts WHERE id = ?", (contact.id,)).fetchone()
                 if row is None:
                     raise NotFound(f"contact {contact.id} does not exist")
                 stored = loads(Contact, row[0])
-                kept = dataclasses.replace(contact, identities=stored.identities)
+                if expected_version is not None and stored.version != expected_version:
+                    raise VersionConflict(f"contact {contact.id} changed since version {expected_version}")
+                kept = dataclasses.replace(contact, identities=stored.identities, version=stored.version + 1)
                 db.execute("UPDATE contacts SET data = ? WHERE id = ?", (dumps(kept), contact.id))
+                return kept
 
-        await self._run(run)
+        return await self._run(run)
+
+    async def contact_by_identity(self, identity: Identity) -> Contact | None:
+        return await self._run(lambda db: self._owner(db, identity))
+
+    async def tickets_of(self, contact_id: str) -> list[Ticket]:
+        sql = "SELECT data FROM tickets WHERE contact_id = ? ORDER BY seq"
+        return await self._run(lambda db: [loads(Ticket, d) for (d,) in db.execute(sql, (contact_id,))])
+
+    async def merge_contacts(self, source_id: str, into_id: str, *, events: Sequence[DownstreamEvent] = ()) -> Contact:
+        def load(db: sqlite3.Connection, contact_id: str) -> Contact:
+            row = db.execute("SELECT data FROM contacts WHERE id = ?", (contact_id,)).fetchone()
+            if row is None:
+                raise NotFound(f"contact {contact_id} does not exist")
+            return loads(Contact, row[0])
+
+        def run(db: sqlite3.Connection) -> Contact:
+            with self._tx(db):
+                source, into = load(db, source_id), load(db, into_id)
+                merged = merged_contact(source, into)
+                db.execute("UPDATE identities SET contact_id = ? WHERE contact_id = ?", (into_id, source_id))
+                moved_rows = db.execute("SELECT data FROM conversations WHERE contact_id = ?", (source_id,)).fetchall()
+                for (data,) in moved_rows:
+                    moved = loads(Conversation, data)
+                    moved = dataclasses.replace(moved, contact_id=into_id, version=moved.version + 1)
+                    db.execute(
+                        "UPDATE conversations SET contact_id = ?, version = ?, data = ? WHERE id = ?",
+                        (into_id, moved.version, dumps(moved), moved.id),
+                    )
+                for (data,) in db.execute("SELECT data FROM tickets WHERE contact_id = ?", (source_id,)).fetchall():
+                    ticket = loads(Ticket, data)
+                    ticket = dataclasses.replace(ticket, contact_id=into_id, version=ticket.version + 1)
+                    db.execute(
+                        "UPDATE tickets SET contact_id = ?, version = ?, data = ? WHERE id = ?",
+                        (into_id, ticket.version, dumps(ticket), ticket.id),
+                    )
+                pointer = dataclasses.replace(source, identities=(), merged_into=into_id, version=source.version + 1)
+                db.execute("UPDATE contacts SET data = ? WHERE id = ?", (dumps(pointer), source_id))
+                db.execute("UPDATE contacts SET data = ? WHERE id = ?", (dumps(merged), into_id))
+                self._append_events(db, events)
+                return merged
+
+        return await self._run(run)
 
     async def add_identity(self, contact_id: str, identity: Identity) -> bool:
         def run(db: sqlite3.Connection) -> bool:
@@ -579,13 +631,14 @@ class SqliteStore:
         def run(db: sqlite3.Connection) -> tuple[Ticket, Conversation]:
             with self._tx(db):
                 cur = db.execute(
-                    "INSERT INTO tickets (id, number, status, channel, updated_us, version, data)"
-                    " VALUES (?, ?, ?, ?, ?, ?, '')",
+                    "INSERT INTO tickets (id, number, status, channel, contact_id, updated_us, version, data)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, '')",
                     (
                         ticket.id,
                         f"pending-{ticket.id}",
                         ticket.status,
                         ticket.channel,
+                        ticket.contact_id,
                         _micros(ticket.updated_at),
                         ticket.version,
                     ),
