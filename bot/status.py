@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from zoneinfo import ZoneInfo
+from datetime import tzinfo
 
 from core.model import Ticket, TicketStatus
 
@@ -86,9 +86,9 @@ def status_name(status: TicketStatus) -> str:
     return _STATUS_NAMES.get(status, str(status))
 
 
-def describe_ticket(ticket: Ticket, *, queue: str | None, timezone: str) -> str:
+def describe_ticket(ticket: Ticket, *, queue: str | None, timezone: tzinfo) -> str:
     """One ticket as the customer is told: number, status, queue (when there is one) and last update."""
-    local = ticket.updated_at.astimezone(ZoneInfo(timezone))
+    local = ticket.updated_at.astimezone(timezone)
     parts = [f"工单 Ticket {ticket.number}：{status_name(ticket.status)}"]
     if queue:
         parts.append(f"队列 Queue：{queue}")
@@ -97,7 +97,7 @@ def describe_ticket(ticket: Ticket, *, queue: str | None, timezone: str) -> str:
 
 
 def status_answer(
-    question: StatusQuestion, tickets: list[Ticket], *, queue_of: dict[str, str], timezone: str, limit: int = 3
+    question: StatusQuestion, tickets: list[Ticket], *, queue_of: dict[str, str], timezone: tzinfo, limit: int = 3
 ) -> str:
     """The answer from the customer's own ``tickets`` (never anyone else's): the one named, else the active
     ones (most recently updated first), else the latest one."""

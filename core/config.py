@@ -162,6 +162,42 @@ class BotMessages(_Model):
         "抱歉，我没有理解您的问题，请换个说法，或输入“转人工”。/ Sorry, I didn't get that. Rephrase, or type 'human'."
     )
     welcome: str = ""
+    # Added to the handoff message, so every channel's customer learns the number of the ticket just opened.
+    ticket_number: str = (
+        "您的工单号是 {number}，发送“工单进度”可随时查询。/ Your ticket is {number}; ask 'where is my ticket' any time."
+    )
+    followup_joined: str = "已将您的消息补充到工单 {number}。/ Added to your ticket {number}."
+
+
+class FollowupConfig(_Model):
+    """A customer with an active ticket who writes again, on any channel, joins it instead of opening another."""
+
+    # Only a ticket updated within this long is joined; 0: never join (every new matter gets its own ticket).
+    window_s: Annotated[float, Field(ge=0)] = 30 * 86400.0
+
+
+class SurveyConfig(_Model):
+    """The satisfaction survey (CSAT) a customer gets once their ticket is resolved."""
+
+    enabled: bool = True
+    expires_s: Annotated[float, Field(gt=0)] = 7 * 86400.0  # a rating after this no longer counts
+    low_score: Annotated[int, Field(ge=0, le=5)] = 2  # at or below: the ticket reopens for a callback (回访)
+    callback_tag: Annotated[str, Field(min_length=1, max_length=64)] = "回访"
+    # Where the email survey's one-click links point: this gateway's public URL (no link when unset).
+    public_url: Annotated[str, Field(pattern=r"^https?://[^\s]+$")] | None = None
+    question: str = (
+        "您的问题已解决，请为本次服务打分：回复 1-5（5 为非常满意），或回复 满意 / 一般 / 不满意。/ "
+        "Your ticket {number} is resolved. How did we do? Reply 1-5 (5 = very satisfied)."
+    )
+    thanks: str = "感谢您的评价！/ Thank you for your rating!"
+    callback: str = "很抱歉没能让您满意，我们会尽快回访。/ Sorry we fell short; an agent will call you back."
+
+
+class CustomerConfig(_Model):
+    """What the customer hears about their tickets after the handoff."""
+
+    followup: FollowupConfig = FollowupConfig()
+    survey: SurveyConfig = SurveyConfig()
 
 
 class BotConfig(_Model):
@@ -391,6 +427,7 @@ class Config(_Model):
     store: StoreConfig = SqliteStoreConfig()
     api: ApiConfig = ApiConfig()
     bot: BotConfig = BotConfig()
+    customer: CustomerConfig = CustomerConfig()
     inboxes: tuple[Annotated[InboxConfig, Field(discriminator="channel")], ...] = ()
     webhooks: tuple[WebhookConfig, ...] = ()
     base_dir: Path = Path(".")  # the config file's folder: relative paths resolve against it

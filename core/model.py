@@ -116,6 +116,7 @@ class HandoffReason(enum.StrEnum):
     MISSED_CALL = "missed_call"
     VOICEMAIL = "voicemail"
     CHANNEL_EVENT = "channel_event"
+    FOLLOW_UP = "follow_up"  # a conversation joined the customer's active ticket
 
 
 @dataclass(frozen=True, slots=True)

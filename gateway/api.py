@@ -183,7 +183,7 @@ class Api:
         if ticket is None:
             raise NotFound(f"no ticket {request.match_info['ticket']!r}")
         include_raw = request.query.get("include_raw") in ("1", "true")
-        messages = await self._store.messages(ticket.conversation_id, ticket_id=ticket.id)
+        messages = await ticket_transcript(self._store, ticket)
         conversation = await self._store.get_conversation(ticket.conversation_id)
         contact = await self._store.get_contact(ticket.contact_id)
         body = ticket_view(ticket)
@@ -258,6 +258,19 @@ class Api:
         if not result.delivered:
             return error(502, "delivery_failed", f"the receiver did not take it: {result.error}")
         return web.json_response({"id": letter.id, "delivered": True, "status": result.status})
+
+
+async def ticket_transcript(store: Store, ticket: Ticket) -> list[Message]:
+    """The ticket's messages on its own conversation, then those of follow-ups that joined it from the customer's
+    other conversations, in time order."""
+    own = await store.messages(ticket.conversation_id, ticket_id=ticket.id)
+    joined = [
+        m
+        for c in await store.conversations_of(ticket.contact_id)
+        if c.id != ticket.conversation_id
+        for m in await store.messages(c.id, ticket_id=ticket.id)
+    ]
+    return sorted([*own, *joined], key=lambda m: m.created_at) if joined else own
 
 
 def dead_letter_view(letter: DeadLetter) -> dict[str, Any]:

@@ -100,7 +100,7 @@ def create_app(
         store, connectors, tasks, resend_after_s=config.server.resend_after_s, retry_delays_s=retry_delays_s
     )
     tickets = TicketService(store, outbound, clock)
-    intake = Intake(store, bot, outbound, tasks, clock, tickets)
+    intake = Intake(store, bot, outbound, tasks, clock, tickets, config.customer)
     webhooks = WebhookDispatcher(store, config.webhooks)
     gateway = Gateway(
         config=config,

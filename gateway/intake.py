@@ -8,14 +8,17 @@ import logging
 import uuid
 from datetime import datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from bot.handoff import handoff_message
 from bot.policy import Decision, Outcome, decide, decide_pick
 from bot.setup import BotSetup
+from bot.status import status_question
 from connectors.base import IntakeResult, Rejected
 from core import events
 from core.clock import Clock, utcnow
 from core.codec import from_jsonable, to_jsonable
+from core.config import CustomerConfig
 from core.model import (
     MAX_FAQ_TRIES,
     Author,
@@ -27,6 +30,7 @@ from core.model import (
     HandoffReason,
     InboundMessage,
     Message,
+    MessageKind,
     Priority,
     Ticket,
     TicketRequest,
@@ -37,6 +41,7 @@ from core.model import (
 from core.store import Store, VersionConflict
 from core.tasks import TaskTracker
 from gateway.outbound import Outbound
+from gateway.status import CHINA, StatusAnswers
 from gateway.tickets import TicketChange, TicketService
 from gateway.voicemail import VoicemailAnswers
 from normalizer.text import clean_text
@@ -57,8 +62,12 @@ class Intake:
         tasks: TaskTracker,
         clock: Clock = utcnow,
         tickets: TicketService | None = None,
+        customer: CustomerConfig | None = None,
     ) -> None:
         self._store = store
+        self._customer = customer or CustomerConfig()
+        # The business hours' zone was loaded when the config was read; the customer reads times in it.
+        self._status = StatusAnswers(store, zone=ZoneInfo(bot.hours.timezone) if bot.hours else CHINA)
         self._bot = bot
         self._outbound = outbound
         self._tasks = tasks
@@ -186,14 +195,24 @@ class Intake:
         request = _ticket_request(message)
         if message.author is not Author.CUSTOMER:
             return False
+        may_answer = bool(message.meta.get("bot", True))
+        question = status_question(message.text) if may_answer and message.kind is MessageKind.TEXT else None
+        if question is not None:
+            # The one thing the bot still says once a human holds the conversation; the agent sees it too.
+            text = await self._status.answer(conversation, question)
+            meta: dict[str, object] = {"outcome": "status"}
+            reply = self._reply_message(conversation, message, text, self._clock(), meta)
+            await self._outbound.deliver_bot_reply(reply, conversation, in_reply_to=message.id, mark_handled=True)
+            return True
         if conversation.status is not ConversationStatus.BOT:
             # A human holds the conversation: the bot stays silent.
             if request is not None and request.escalate and conversation.ticket_id:
                 await self._escalate(conversation.ticket_id)
                 await self._voicemail.answer(conversation, message, conversation.ticket_id, opened=False)
             return False
-        may_answer = bool(message.meta.get("bot", True))
         if request is not None and not (request.bot_first and may_answer):
+            if await self._follow_up(conversation, message, request):
+                return True
             ticket, saved = await self._open_ticket(conversation, message, request)
             await self._voicemail.answer(saved, message, ticket.id, opened=True)
             return False
@@ -212,6 +231,8 @@ class Intake:
             # The channel wants humans unless the bot is sure: no suggestions or "please rephrase" here.
             attempt = FaqTry(query=message.text, outcome=str(decision.outcome), hits=decision.hits)
             tried = dataclasses.replace(conversation, faq_tries=(*conversation.faq_tries, attempt)[-MAX_FAQ_TRIES:])
+            if await self._follow_up(tried, message, request):
+                return True
             await self._open_ticket(tried, message, request)
             return False
         attempt = FaqTry(query=message.text, outcome=str(decision.outcome), hits=decision.hits)
@@ -224,6 +245,8 @@ class Intake:
         )
         if decision.outcome is Outcome.HANDOFF:
             reason = decision.handoff_reason or HandoffReason.NO_MATCH
+            if await self._follow_up(updated, message, TicketRequest(reason=reason)):
+                return True
             await self._handoff(updated, message, reason, now)
             return True  # the handoff message marked it handled
         reply = self._bot_reply(conversation, message, decision, now)
@@ -265,9 +288,51 @@ class Intake:
         # customer never gets the handoff message twice. The message then joins the ticket.
         created, saved = await self._create_ticket(conversation, message, request, now)
         text = handoff_message(self._bot.messages, self._bot.hours, now)
-        reply = self._reply_message(saved, message, text, now, {"outcome": "handoff", "reason": str(reason)})
+        number = self._bot.messages.ticket_number.format(number=created.number)
+        text = f"{text}\n{number}" if number else text
+        meta: dict[str, object] = {"outcome": "handoff", "reason": str(reason), "ticket_number": created.number}
+        reply = self._reply_message(saved, message, text, now, meta)
         await self._outbound.deliver_bot_reply(reply, saved, in_reply_to=message.id, mark_handled=True)
         await self._announce(created, saved)
+
+    async def _follow_up(self, conversation: Conversation, message: Message, request: TicketRequest) -> bool:
+        """A customer with an active ticket (updated within the follow-up window) who now needs a human again, on
+        any channel, joins that ticket instead of getting a new one; True when it did (the message is handled)."""
+        window = self._customer.followup.window_s
+        if window <= 0:
+            return False
+        now = self._clock()
+        active = [
+            t
+            for t in await self._store.tickets_of(conversation.contact_id)
+            if t.status.is_active and (now - t.updated_at).total_seconds() <= window
+        ]
+        if not active:
+            return False
+        ticket = max(active, key=lambda t: t.updated_at)
+        joined = dataclasses.replace(
+            conversation.moved_to(ConversationStatus.WAITING_FOR_AGENT), ticket_id=ticket.id, updated_at=now
+        )
+        saved = await self._store.join_ticket(
+            joined,
+            [
+                events.conversation_handoff(joined, ticket, HandoffReason.FOLLOW_UP),
+                events.status_changed(joined, conversation.status, at=now),
+            ],
+        )
+        await self._outbound.status_changed(saved)
+        if request.escalate:
+            await self._escalate(ticket.id)
+        joined_message = dataclasses.replace(message, ticket_id=ticket.id)
+        if bool(message.meta.get("bot", True)):
+            text = self._bot.messages.followup_joined.format(number=ticket.number)
+            meta: dict[str, object] = {"outcome": "followup", "ticket_number": ticket.number}
+            reply = self._reply_message(saved, joined_message, text, now, meta)
+            await self._outbound.deliver_bot_reply(reply, saved, in_reply_to=message.id, mark_handled=True)
+        else:
+            await self._voicemail.answer(saved, joined_message, ticket.id, opened=False)
+            await self._store.mark_handled(message.id)
+        return True
 
     async def _is_vip(self, contact_id: str) -> bool:
         contact = await self._store.get_contact(contact_id)

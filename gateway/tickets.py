@@ -103,6 +103,7 @@ class TicketService:
                 continue
             if "status" in diff and not saved.status.is_active:
                 await self._follow(saved, ConversationStatus.RESOLVED)
+                await self._release_follow_ups(saved)
             return saved
         raise VersionConflict(f"ticket {ticket_ref} kept changing")
 
@@ -193,6 +194,29 @@ class TicketService:
                 continue
             await self._outbound.status_changed(saved)
             return
+
+    async def _release_follow_ups(self, ticket: Ticket) -> None:
+        """Conversations that joined the ticket as follow-ups (other channels) are resolved with it, so the
+        bot speaks there again instead of staying silent for a ticket that is done."""
+        for conversation in await self._store.conversations_of(ticket.contact_id):
+            if conversation.id == ticket.conversation_id or conversation.ticket_id != ticket.id:
+                continue
+            for _ in range(_MAX_RETRIES):
+                fresh = await self._store.get_conversation(conversation.id)
+                if fresh is None or fresh.ticket_id != ticket.id or fresh.status is ConversationStatus.RESOLVED:
+                    break
+                try:
+                    moved = dataclasses.replace(fresh.moved_to(ConversationStatus.RESOLVED), updated_at=self._clock())
+                except ValueError:
+                    break
+                try:
+                    saved = await self._store.save_conversation(
+                        moved, [events.status_changed(moved, fresh.status, at=moved.updated_at)]
+                    )
+                except VersionConflict:
+                    continue
+                await self._outbound.status_changed(saved)
+                break
 
 
 def _raised(priority: Priority) -> Priority:

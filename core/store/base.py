@@ -231,6 +231,11 @@ class Store(Protocol):
         """
         ...
 
+    async def join_ticket(self, conversation: Conversation, events: Sequence[DownstreamEvent] = ()) -> Conversation:
+        """A follow-up on another conversation joins an open ticket: save ``conversation`` (version-checked, its
+        ``ticket_id`` naming the ticket) and attach its current-episode messages that have no ticket, in one write."""
+        ...
+
     async def get_ticket(self, ticket_id_or_number: str) -> Ticket | None: ...
 
     async def update_ticket(self, ticket: Ticket, events: Sequence[DownstreamEvent] = ()) -> Ticket:

@@ -265,6 +265,25 @@ return 'ok'
 """
 )
 
+# ARGV: 4 conversation id, 5 expected version, 6 new version, 7 data, 8 episode, 9 ticket id, 10.. events
+_JOIN_TICKET = (
+    _PRELUDE
+    + """
+local ckey = P .. 'conv:' .. ARGV[4]
+local v = redis.call('HGET', ckey, 'version')
+if not v or v ~= ARGV[5] then return 0 end
+redis.call('HSET', ckey, 'version', ARGV[6], 'data', ARGV[7])
+for _, mid in ipairs(redis.call('LRANGE', P .. 'conv-msgs:' .. ARGV[4], 0, -1)) do
+  local f = redis.call('HMGET', P .. 'msg:' .. mid, 'episode', 'ticket_id')
+  if f[1] == ARGV[8] and f[2] == '' then
+    redis.call('HSET', P .. 'msg:' .. mid, 'ticket_id', ARGV[9])
+  end
+end
+append_events(10)
+return 1
+"""
+)
+
 # ARGV: 4 id, 5 expected version, 6 new version, 7 data, 8 status, 9 updated (20 digits), 10.. events
 _UPDATE_TICKET = (
     _PRELUDE
@@ -589,6 +608,7 @@ class RedisStore:
             "find_conversation": _FIND_CONVERSATION,
             "create_ticket": _CREATE_TICKET,
             "update_ticket": _UPDATE_TICKET,
+            "join_ticket": _JOIN_TICKET,
             "get_ticket": _GET_TICKET,
             "record_delivery": _RECORD_DELIVERY,
             "append_events": _APPEND_EVENTS,
@@ -1002,6 +1022,22 @@ class RedisStore:
             if outcome == "conflict":
                 raise VersionConflict(f"conversation {conversation.id} changed since version {conversation.version}")
         raise StoreError("too many tickets created at once; try again")
+
+    async def join_ticket(self, conversation: Conversation, events: Sequence[DownstreamEvent] = ()) -> Conversation:
+        saved = dataclasses.replace(conversation, version=conversation.version + 1)
+        ok = await self._write(
+            "join_ticket",
+            conversation.id,
+            str(conversation.version),
+            str(saved.version),
+            dumps(saved),
+            str(conversation.episode),
+            conversation.ticket_id or "",
+            events=events,
+        )
+        if not ok:
+            raise VersionConflict(f"conversation {conversation.id} changed since version {conversation.version}")
+        return saved
 
     async def get_ticket(self, ticket_id_or_number: str) -> Ticket | None:
         raw = await self._run("get_ticket", self.tag, ticket_id_or_number)

@@ -658,6 +658,19 @@ class SqliteStore:
 
         return await self._run(run)
 
+    async def join_ticket(self, conversation: Conversation, events: Sequence[DownstreamEvent] = ()) -> Conversation:
+        def run(db: sqlite3.Connection) -> Conversation:
+            with self._tx(db):
+                saved = self._save_conversation(db, conversation)
+                db.execute(
+                    "UPDATE messages SET ticket_id = ? WHERE conversation_id = ? AND episode = ? AND ticket_id IS NULL",
+                    (conversation.ticket_id, conversation.id, conversation.episode),
+                )
+                self._append_events(db, events)
+                return saved
+
+        return await self._run(run)
+
     async def get_ticket(self, ticket_id_or_number: str) -> Ticket | None:
         def run(db: sqlite3.Connection) -> Ticket | None:
             row = db.execute(

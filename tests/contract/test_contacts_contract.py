@@ -10,7 +10,7 @@ import pytest
 from core.model import DownstreamEvent, EventType, Identity, IdentityKind
 from core.store import Store, VersionConflict
 from core.store.base import NotFound
-from tests.contract.test_store_contract import NOW, draft_ticket, new_conversation, store, visitor
+from tests.contract.test_store_contract import NOW, draft_ticket, inbound, new_conversation, store, visitor
 
 __all__ = ["store"]
 
@@ -101,3 +101,18 @@ async def test_merge_refuses_itself_a_pointer_and_strangers(store: Store) -> Non
     with pytest.raises(ValueError):
         await store.merge_contacts(a.id, b.id)
     assert await store.events_after(0) == []
+
+
+async def test_a_follow_up_conversation_joins_a_ticket_with_its_messages(store: Store) -> None:
+    first = await new_conversation(store, 1)
+    ticket, _ = await store.create_ticket(draft_ticket(first), first, lambda t, c: [])
+    later = await store.conversation_for(
+        Identity(IdentityKind.EMAIL, "x@example.com"), channel=first.channel, inbox="mail", name=None, now=NOW
+    )
+    question, _ = await store.add_message(inbound(later, "again"))
+    joined = await store.join_ticket(dataclasses.replace(later, ticket_id=ticket.id))
+    assert joined.ticket_id == ticket.id and joined.version == later.version + 1
+    assert [m.ticket_id for m in await store.messages(later.id)] == [ticket.id]
+    assert [m.id for m in await store.messages(later.id, ticket_id=ticket.id)] == [question.id]
+    with pytest.raises(VersionConflict):
+        await store.join_ticket(dataclasses.replace(later, ticket_id=ticket.id))
