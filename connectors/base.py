@@ -15,6 +15,7 @@ from core.model import (
     Channel,
     Conversation,
     Delivery,
+    Identity,
     InboundMessage,
     Message,
     OutboundReply,
@@ -91,6 +92,16 @@ class Replays(Protocol):
 
     async def replay(self, item: QuarantinedItem, sink: InboundSink) -> str | None:
         """What the item became (for the operator), or None when it still cannot be read: it stays quarantined."""
+        ...
+
+
+@runtime_checkable
+class SendsCodes(Protocol):
+    """A connector that can send a one-time code to an address nobody has written from yet (email: SMTP), so a
+    customer can prove an address they want linked to themself."""
+
+    async def send_code(self, to: Identity, text: str) -> Delivery:
+        """Send ``text`` to ``to`` outside any conversation; FAILED for an address of another kind."""
         ...
 
 

@@ -14,14 +14,16 @@ from bot.live import LiveIndex
 from bot.policy import BotPolicy
 from bot.setup import BotSetup
 from connectors import build_connectors
-from connectors.base import Connector, ConnectorDeps
+from connectors.base import Connector, ConnectorDeps, SendsCodes
 from connectors.webchat.connector import WebchatConnector
 from core.clock import Clock, utcnow
 from core.config import Config
-from core.model import Ticket
+from core.model import Delivery, Identity, Ticket
 from core.store import Store, open_store
 from core.tasks import TaskTracker
 from gateway.api import Api, Handler, error
+from gateway.contacts import CodeSender, ContactService
+from gateway.contacts_api import ContactsApi
 from gateway.downstream.webhooks import WebhookDispatcher
 from gateway.faq_admin import FaqAdmin, answer_values
 from gateway.intake import Intake
@@ -100,7 +102,8 @@ def create_app(
         store, connectors, tasks, resend_after_s=config.server.resend_after_s, retry_delays_s=retry_delays_s
     )
     tickets = TicketService(store, outbound, clock)
-    intake = Intake(store, bot, outbound, tasks, clock, tickets, config.customer)
+    contacts = ContactService(store, clock, _code_sender(connectors))
+    intake = Intake(store, bot, outbound, tasks, clock, tickets, config.customer, contacts)
     webhooks = WebhookDispatcher(store, config.webhooks)
     gateway = Gateway(
         config=config,
@@ -124,6 +127,7 @@ def create_app(
 
     api = Api(store, tickets, config.api.tokens, typing, webhooks=webhooks)
     app.router.add_routes(api.routes())
+    app.router.add_routes(ContactsApi(store, contacts).routes(api.guard))
     if isinstance(bot.index, LiveIndex):
         app.router.add_routes(FaqAdmin(bot.index).routes(api.guard))
     for connector in connectors.values():
@@ -133,6 +137,19 @@ def create_app(
     app.cleanup_ctx.append(_lifespan)
     app.on_shutdown.append(_stop_connectors)
     return app
+
+
+def _code_sender(connectors: dict[str, Connector]) -> CodeSender | None:
+    """The first inbox that can send a customer a one-time code (an email inbox), or None: no linking by code."""
+    sender = next((c for c in connectors.values() if isinstance(c, SendsCodes)), None)
+    if sender is None:
+        return None
+
+    async def send(to: Identity, text: str) -> Delivery | None:
+        assert sender is not None
+        return await sender.send_code(to, text)
+
+    return send
 
 
 async def _lifespan(app: web.Application) -> AsyncIterator[None]:

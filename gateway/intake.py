@@ -11,6 +11,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from bot.handoff import handoff_message
+from bot.linking import code_entry, link_request
 from bot.policy import Decision, Outcome, decide, decide_pick
 from bot.setup import BotSetup
 from bot.status import status_question
@@ -40,6 +41,7 @@ from core.model import (
 )
 from core.store import Store, VersionConflict
 from core.tasks import TaskTracker
+from gateway.contacts import ContactService, parse_identity
 from gateway.outbound import Outbound
 from gateway.status import CHINA, StatusAnswers
 from gateway.tickets import TicketChange, TicketService
@@ -63,9 +65,11 @@ class Intake:
         clock: Clock = utcnow,
         tickets: TicketService | None = None,
         customer: CustomerConfig | None = None,
+        contacts: ContactService | None = None,
     ) -> None:
         self._store = store
         self._customer = customer or CustomerConfig()
+        self._contacts = contacts or ContactService(store, clock)
         # The business hours' zone was loaded when the config was read; the customer reads times in it.
         self._status = StatusAnswers(store, zone=ZoneInfo(bot.hours.timezone) if bot.hours else CHINA)
         self._bot = bot
@@ -200,9 +204,13 @@ class Intake:
         if question is not None:
             # The one thing the bot still says once a human holds the conversation; the agent sees it too.
             text = await self._status.answer(conversation, question)
-            meta: dict[str, object] = {"outcome": "status"}
-            reply = self._reply_message(conversation, message, text, self._clock(), meta)
-            await self._outbound.deliver_bot_reply(reply, conversation, in_reply_to=message.id, mark_handled=True)
+            await self._say(conversation, message, text, {"outcome": "status"})
+            return True
+        linking = (
+            await self._linking(conversation, message) if may_answer and message.kind is MessageKind.TEXT else None
+        )
+        if linking is not None:
+            await self._say(conversation, message, linking, {"outcome": "link_identity"})
             return True
         if conversation.status is not ConversationStatus.BOT:
             # A human holds the conversation: the bot stays silent.
@@ -294,6 +302,27 @@ class Intake:
         reply = self._reply_message(saved, message, text, now, meta)
         await self._outbound.deliver_bot_reply(reply, saved, in_reply_to=message.id, mark_handled=True)
         await self._announce(created, saved)
+
+    async def _say(self, conversation: Conversation, message: Message, text: str, meta: dict[str, object]) -> None:
+        """The bot's one reply to ``message``, leaving the conversation as it is."""
+        reply = self._reply_message(conversation, message, text, self._clock(), meta)
+        await self._outbound.deliver_bot_reply(reply, conversation, in_reply_to=message.id, mark_handled=True)
+
+    async def _linking(self, conversation: Conversation, message: Message) -> str | None:
+        """A customer linking an address: "绑定邮箱 a@b.com" sends a code there, the code entered in chat links it."""
+        claimed = link_request(message.text)
+        if claimed is not None:
+            try:
+                identity = parse_identity(claimed)
+            except ValueError:
+                return _LINK_TEXTS["invalid"]
+            result = await self._contacts.request_code(conversation.contact_id, identity)
+            return _LINK_TEXTS[result.outcome].format(identity=identity.value)
+        code = code_entry(message.text)
+        if code is None or not await self._contacts.pending_code(conversation.contact_id):
+            return None
+        result = await self._contacts.enter_code(conversation.contact_id, code)
+        return _LINK_TEXTS[result.outcome].format(identity=result.identity.value if result.identity else "")
 
     async def _follow_up(self, conversation: Conversation, message: Message, request: TicketRequest) -> bool:
         """A customer with an active ticket (updated within the follow-up window) who now needs a human again, on
@@ -391,6 +420,20 @@ class Intake:
     async def _escalate(self, ticket_id: str) -> None:
         """A repeat (another missed call while a ticket is open) raises the ticket's priority one step."""
         await self._tickets.change(ticket_id, TicketChange(raise_priority=True))
+
+
+_LINK_TEXTS = {
+    "sent": "验证码已发送到 {identity}，10 分钟内有效，请直接回复 6 位验证码。/ "
+    "A code is on its way to {identity}; reply with its 6 digits within 10 minutes.",
+    "wait": "验证码刚刚发送过，请稍后再试。/ A code was sent a moment ago; please try again in a minute.",
+    "unsupported": "暂时只能验证邮箱地址。/ Only email addresses can be verified here for now.",
+    "undeliverable": "验证码未能发送到 {identity}，请检查地址。/ The code could not be sent to {identity}.",
+    "invalid": "这不是有效的邮箱地址或手机号。/ That is not a valid email address or phone number.",
+    "linked": "已绑定 {identity}。/ {identity} is now linked to you.",
+    "wrong": "验证码不正确，请重试。/ That code is not right; please try again.",
+    "expired": "验证码已失效，请重新获取。/ That code has expired; ask for a new one.",
+    "too_many": "尝试次数过多，请重新获取验证码。/ Too many tries; ask for a new code.",
+}
 
 
 def _intake_meta(inbound: InboundMessage) -> dict[str, Any]:
