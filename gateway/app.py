@@ -18,7 +18,7 @@ from connectors.base import Connector, ConnectorDeps, SendsCodes
 from connectors.webchat.connector import WebchatConnector
 from core.clock import Clock, utcnow
 from core.config import Config
-from core.model import Delivery, Identity, Ticket
+from core.model import Delivery, Identity, Ticket, TicketStatus
 from core.store import Store, open_store
 from core.tasks import TaskTracker
 from gateway.api import Api, Handler, error
@@ -28,7 +28,9 @@ from gateway.downstream.webhooks import WebhookDispatcher
 from gateway.faq_admin import FaqAdmin, answer_values
 from gateway.intake import Intake
 from gateway.outbound import RETRY_DELAYS_S, Outbound
-from gateway.tickets import TicketService
+from gateway.survey import SurveyLinks, SurveyService
+from gateway.survey_page import SurveyPage
+from gateway.tickets import TicketChange, TicketService
 
 log = logging.getLogger(__name__)
 
@@ -101,9 +103,17 @@ def create_app(
     outbound = Outbound(
         store, connectors, tasks, resend_after_s=config.server.resend_after_s, retry_delays_s=retry_delays_s
     )
-    tickets = TicketService(store, outbound, clock)
+    surveys = SurveyService(
+        store, outbound, clock, config.customer.survey, SurveyLinks(store, config.customer.survey.public_url)
+    )
+    tickets = TicketService(store, outbound, clock, on_resolved=surveys.on_resolved)
+
+    async def reopen_for_callback(ticket: Ticket, tag: str) -> Ticket:
+        return await tickets.change(ticket.id, TicketChange(status=TicketStatus.OPEN, add_tags=(tag,)))
+
+    surveys.reopening_with(reopen_for_callback)
     contacts = ContactService(store, clock, _code_sender(connectors))
-    intake = Intake(store, bot, outbound, tasks, clock, tickets, config.customer, contacts)
+    intake = Intake(store, bot, outbound, tasks, clock, tickets, config.customer, contacts, surveys)
     webhooks = WebhookDispatcher(store, config.webhooks)
     gateway = Gateway(
         config=config,
@@ -128,6 +138,7 @@ def create_app(
     api = Api(store, tickets, config.api.tokens, typing, webhooks=webhooks)
     app.router.add_routes(api.routes())
     app.router.add_routes(ContactsApi(store, contacts).routes(api.guard))
+    app.router.add_routes(SurveyPage(surveys, clock).routes())
     if isinstance(bot.index, LiveIndex):
         app.router.add_routes(FaqAdmin(bot.index).routes(api.guard))
     for connector in connectors.values():

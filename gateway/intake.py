@@ -15,6 +15,7 @@ from bot.linking import code_entry, link_request
 from bot.policy import Decision, Outcome, decide, decide_pick
 from bot.setup import BotSetup
 from bot.status import status_question
+from bot.survey import OutOfRange, read_rating
 from connectors.base import IntakeResult, Rejected
 from core import events
 from core.clock import Clock, utcnow
@@ -44,6 +45,7 @@ from core.tasks import TaskTracker
 from gateway.contacts import ContactService, parse_identity
 from gateway.outbound import Outbound
 from gateway.status import CHINA, StatusAnswers
+from gateway.survey import RateOutcome, SurveyService
 from gateway.tickets import TicketChange, TicketService
 from gateway.voicemail import VoicemailAnswers
 from normalizer.text import clean_text
@@ -66,10 +68,12 @@ class Intake:
         tickets: TicketService | None = None,
         customer: CustomerConfig | None = None,
         contacts: ContactService | None = None,
+        surveys: SurveyService | None = None,
     ) -> None:
         self._store = store
         self._customer = customer or CustomerConfig()
         self._contacts = contacts or ContactService(store, clock)
+        self._surveys = surveys
         # The business hours' zone was loaded when the config was read; the customer reads times in it.
         self._status = StatusAnswers(store, zone=ZoneInfo(bot.hours.timezone) if bot.hours else CHINA)
         self._bot = bot
@@ -96,10 +100,11 @@ class Intake:
             thread=inbound.thread,
             aliases=inbound.aliases,
         )
-        if conversation.status is ConversationStatus.RESOLVED:
+        text = clean_text(inbound.text)
+        survey_reply = await self._survey_reply(conversation, inbound, text)
+        if conversation.status is ConversationStatus.RESOLVED and survey_reply is None:
             conversation = await self._reopen_for_bot(conversation)
             await self._outbound.status_changed(conversation)
-        text = clean_text(inbound.text)
         if picked is not None and not text:  # the transcript shows the question the customer picked
             text = picked.questions[0]
         message = Message(
@@ -117,13 +122,51 @@ class Intake:
             raw=inbound.raw,
             ticket_id=conversation.ticket_id,
             episode=conversation.episode,
-            meta=_intake_meta(inbound),
+            meta={**_intake_meta(inbound), **({"survey_reply": survey_reply} if survey_reply else {})},
         )
         stored, created = await self._store.add_message(message, [events.message_created(message)])
         if not created:
             return IntakeResult(message=stored, duplicate=True, handled=None)
         task = self._tasks.spawn(self.handle(stored, conversation), name=f"intake:{stored.id}")
         return IntakeResult(message=stored, duplicate=False, handled=task)
+
+    async def _survey_reply(
+        self, conversation: Conversation, inbound: InboundMessage, text: str
+    ) -> dict[str, Any] | None:
+        """A reply to the resolved ticket's open survey: what to record (the conversation stays resolved), or None
+        for anything else, which is a normal message."""
+        if (
+            self._surveys is None
+            or conversation.status is not ConversationStatus.RESOLVED
+            or inbound.kind is not MessageKind.TEXT
+            or not inbound.bot
+        ):
+            return None
+        rating = read_rating(text)
+        if rating is None:
+            return None
+        ticket = await self._surveys.pending(conversation.ticket_id)
+        if ticket is None:
+            return None
+        if isinstance(rating, OutOfRange):
+            return {"ticket_id": ticket.id, "out_of_range": rating.given}
+        return {"ticket_id": ticket.id, "score": rating.score, "comment": rating.comment}
+
+    async def _record_rating(self, conversation: Conversation, message: Message, reply: dict[str, Any]) -> None:
+        assert self._surveys is not None
+        cfg = self._surveys.config
+        if "out_of_range" in reply:
+            text = "请回复 1-5 之间的数字，或 满意 / 一般 / 不满意。/ Please reply with a number from 1 to 5."
+        else:
+            outcome = await self._surveys.rate(
+                str(reply["ticket_id"]), int(reply["score"]), reply.get("comment"), message.channel
+            )
+            text = {
+                RateOutcome.RECORDED: cfg.thanks,
+                RateOutcome.CALLBACK: cfg.callback,
+                RateOutcome.ALREADY: "您已评价过，感谢！/ You already rated this ticket, thank you!",
+            }.get(outcome, "该评价已失效。/ This survey has closed.")
+        await self._say(conversation, message, text, {"outcome": "survey"})
 
     async def recover(self, *, older_than_s: float | None = None) -> int:
         """Finish messages that were stored but never handled; returns how many were tried.
@@ -199,6 +242,10 @@ class Intake:
         request = _ticket_request(message)
         if message.author is not Author.CUSTOMER:
             return False
+        survey_reply = message.meta.get("survey_reply")
+        if isinstance(survey_reply, dict) and self._surveys is not None:
+            await self._record_rating(conversation, message, survey_reply)
+            return True
         may_answer = bool(message.meta.get("bot", True))
         question = status_question(message.text) if may_answer and message.kind is MessageKind.TEXT else None
         if question is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,11 +57,18 @@ class ReplyResult:
     delivery: str | None
 
 
+OnResolved = Callable[[Ticket], Awaitable[None]]
+
+
 class TicketService:
-    def __init__(self, store: Store, outbound: Outbound, clock: Clock) -> None:
+    def __init__(
+        self, store: Store, outbound: Outbound, clock: Clock, *, on_resolved: OnResolved | None = None
+    ) -> None:
+        """``on_resolved``: what follows a ticket's resolution for the customer (the satisfaction survey)."""
         self._store = store
         self._outbound = outbound
         self._clock = clock
+        self._on_resolved = on_resolved
 
     async def change(self, ticket_ref: str, change: TicketChange) -> Ticket:
         for _ in range(_MAX_RETRIES):
@@ -104,6 +112,8 @@ class TicketService:
             if "status" in diff and not saved.status.is_active:
                 await self._follow(saved, ConversationStatus.RESOLVED)
                 await self._release_follow_ups(saved)
+                if saved.status is TicketStatus.RESOLVED and self._on_resolved is not None:
+                    await self._on_resolved(saved)
             return saved
         raise VersionConflict(f"ticket {ticket_ref} kept changing")
 
