@@ -63,7 +63,7 @@ async def test_a_wechat_follow_up_joins_the_ticket_open_on_web_chat(
     config = make_config(tmp_path, inboxes=[{**inbox(reply_budget_s=3), "api_base": fake_wechat.url}, web])
     async with started(config, bot_setup) as gw:
         chat = await gw.chat()
-        _, handoff = await chat.say("转人工")
+        await chat.say("转人工")
         await chat.expect("status")
         [ticket] = (await gw.api("GET", "/tickets"))[1]["tickets"]
         status, _ = await gw.api(
