@@ -202,6 +202,8 @@ class ContactService:
         if not raw:
             return CodeResult(outcome="expired")
         record = json.loads(raw)
+        if record.get("used"):
+            return CodeResult(outcome="expired")  # replayed: the code already did its work
         identity = Identity.parse(record["identity"])
         nonce = record["nonce"]
         for attempt in range(CODE_TRIES):  # each entry, right or wrong, takes one of the code's slots
@@ -214,7 +216,8 @@ class ContactService:
             return CodeResult(outcome="wrong", identity=identity)
         if not await self._store.claim(f"link-code:used:{nonce}", CODE_TTL.total_seconds()):
             return CodeResult(outcome="expired", identity=identity)  # the same code, entered twice at once
-        await self._store.set_secret(self._secret_name(contact_id), "", self._clock())
+        used = json.dumps({"used": True})  # kept till the code would have expired, so a replay gets an answer
+        await self._store.set_secret(self._secret_name(contact_id), used, self._clock() + CODE_TTL)
         owner = await self._store.contact_by_identity(identity)
         if owner is not None and owner.id != contact_id:
             # The customer proved the address another contact holds: both are this person.
