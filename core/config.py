@@ -193,11 +193,31 @@ class SurveyConfig(_Model):
     callback: str = "很抱歉没能让您满意，我们会尽快回访。/ Sorry we fell short; an agent will call you back."
 
 
+_NOTICE_STATUSES = ("new", "open", "pending", "resolved", "closed")
+
+DEFAULT_NOTICES: dict[str, str] = {
+    "pending": "您的工单 {number} 需要您补充信息，请直接回复本消息。/ "
+    "Your ticket {number} is waiting for details from you; just reply here.",
+    "closed": "您的工单 {number} 已关闭。如需帮助，请随时联系我们。/ Your ticket {number} is closed.",
+}
+
+
 class CustomerConfig(_Model):
     """What the customer hears about their tickets after the handoff."""
 
     followup: FollowupConfig = FollowupConfig()
     survey: SurveyConfig = SurveyConfig()
+    # A short message on the customer's own channel when an agent moves the ticket to one of these statuses
+    # ({number} is the ticket number); a status left out says nothing. Resolved tickets get the survey.
+    notices: dict[str, str] = DEFAULT_NOTICES
+
+    @field_validator("notices")
+    @classmethod
+    def _known_statuses(cls, value: dict[str, str]) -> dict[str, str]:
+        for status in value:
+            if status not in _NOTICE_STATUSES:
+                raise ValueError(f"unknown ticket status {status!r}; known: {', '.join(_NOTICE_STATUSES)}")
+        return value
 
 
 class BotConfig(_Model):

@@ -27,6 +27,7 @@ from gateway.contacts_api import ContactsApi
 from gateway.downstream.webhooks import WebhookDispatcher
 from gateway.faq_admin import FaqAdmin, answer_values
 from gateway.intake import Intake
+from gateway.notices import ProgressNotices
 from gateway.outbound import RETRY_DELAYS_S, Outbound
 from gateway.survey import SurveyLinks, SurveyService
 from gateway.survey_page import SurveyPage
@@ -106,7 +107,14 @@ def create_app(
     surveys = SurveyService(
         store, outbound, clock, config.customer.survey, SurveyLinks(store, config.customer.survey.public_url)
     )
-    tickets = TicketService(store, outbound, clock, on_resolved=surveys.on_resolved)
+    notices = ProgressNotices(store, outbound, config.customer.notices)
+
+    async def after_status(ticket: Ticket, previous: TicketStatus) -> None:
+        await notices.on_status(ticket, previous)
+        if ticket.status is TicketStatus.RESOLVED:
+            await surveys.on_resolved(ticket)
+
+    tickets = TicketService(store, outbound, clock, on_status=after_status)
 
     async def reopen_for_callback(ticket: Ticket, tag: str) -> Ticket:
         return await tickets.change(ticket.id, TicketChange(status=TicketStatus.OPEN, add_tags=(tag,)))

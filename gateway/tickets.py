@@ -57,18 +57,16 @@ class ReplyResult:
     delivery: str | None
 
 
-OnResolved = Callable[[Ticket], Awaitable[None]]
+# What follows a ticket's status change for the customer (a progress notice, the survey): saved ticket, old status.
+OnStatus = Callable[[Ticket, TicketStatus], Awaitable[None]]
 
 
 class TicketService:
-    def __init__(
-        self, store: Store, outbound: Outbound, clock: Clock, *, on_resolved: OnResolved | None = None
-    ) -> None:
-        """``on_resolved``: what follows a ticket's resolution for the customer (the satisfaction survey)."""
+    def __init__(self, store: Store, outbound: Outbound, clock: Clock, *, on_status: OnStatus | None = None) -> None:
         self._store = store
         self._outbound = outbound
         self._clock = clock
-        self._on_resolved = on_resolved
+        self._on_status = on_status
 
     async def change(self, ticket_ref: str, change: TicketChange) -> Ticket:
         for _ in range(_MAX_RETRIES):
@@ -112,8 +110,8 @@ class TicketService:
             if "status" in diff and not saved.status.is_active:
                 await self._follow(saved, ConversationStatus.RESOLVED)
                 await self._release_follow_ups(saved)
-                if saved.status is TicketStatus.RESOLVED and self._on_resolved is not None:
-                    await self._on_resolved(saved)
+            if "status" in diff and self._on_status is not None:
+                await self._on_status(saved, ticket.status)
             return saved
         raise VersionConflict(f"ticket {ticket_ref} kept changing")
 

@@ -3,6 +3,7 @@ and a WeChat follow-up of a customer whose ticket is open elsewhere joins that t
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -84,3 +85,22 @@ async def test_a_wechat_follow_up_joins_the_ticket_open_on_web_chat(
         await gw.api("PATCH", f"/tickets/{ticket['id']}", json={"status": "resolved"})
         answer = await _passive(WechatClient(gw), "怎么开发票", "oSame", "10")
         assert "发票" in answer
+
+
+async def test_a_notice_outside_the_48_hour_window_fails_with_an_event_and_is_not_forced(
+    tmp_path: Path, bot_setup: BotSetup, fake_wechat: FakeWechat
+) -> None:
+    async with started(wechat_config(tmp_path, fake_wechat, inbox(reply_budget_s=3)), bot_setup) as gw:
+        ticket = await handed_off(gw, WechatClient(gw), "oAway", "1")
+        await gw.api("PATCH", f"/tickets/{ticket['id']}", json={"status": "pending"})
+        await eventually(lambda: len(fake_wechat.sent_to("oAway")) == 1)
+        assert "补充" in fake_wechat.sent_to("oAway")[0]["text"]["content"]
+        # 48 hours later (as the store records it) WeChat would refuse: the notice fails, with an event.
+        store = gw.server.app[GATEWAY].store
+        await store.set_checkpoint(
+            "wechat:window:oa:oAway:message", (datetime.now(UTC) - timedelta(hours=49)).isoformat()
+        )
+        await gw.api("PATCH", f"/tickets/{ticket['id']}", json={"status": "closed"})
+        failed = [e for e in await _events(gw, "message.delivery_failed") if e["ticket_id"] == ticket["id"]]
+        assert [e["data"]["reason"] for e in failed] == ["window_closed"]
+        assert len(fake_wechat.sent_to("oAway")) == 1
