@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
-from tests.conftest import ChatClient, Gateway
+from bot.setup import BotSetup
+from tests.conftest import ChatClient, Gateway, make_config, started
 
 
 async def _events(gw: Gateway, kind: str) -> list[dict[str, Any]]:
@@ -70,3 +73,27 @@ async def test_a_low_rating_reopens_the_ticket_for_a_callback(gateway: Gateway) 
     assert status == 200
     _, transcript = await gateway.api("GET", f"/tickets/{ticket['id']}")
     assert sum(m["meta"].get("kind") == "survey" for m in transcript["messages"]) == 1
+
+
+class _Clock:
+    """A clock the test moves forward."""
+
+    def __init__(self) -> None:
+        self.now = datetime.now(UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+async def test_a_survey_expires_and_a_late_score_is_an_ordinary_message(tmp_path: Path, bot_setup: BotSetup) -> None:
+    clock = _Clock()
+    config = make_config(tmp_path, customer={"survey": {"expires_s": 3600}})
+    async with started(config, bot_setup, clock=clock) as gw:
+        chat, ticket = await _handed_off(gw)
+        await _resolve(gw, chat, ticket)
+        clock.now += timedelta(hours=2)
+        _, late = await chat.say("5")
+        assert "感谢" not in late["text"]  # the bot's ordinary answer
+        _, after = await gw.api("GET", f"/tickets/{ticket['id']}")
+        assert after["csat"] is None and after["status"] == "resolved"
+        assert await _events(gw, "ticket.rated") == []
