@@ -207,6 +207,9 @@ class CustomerConfig(_Model):
 
     followup: FollowupConfig = FollowupConfig()
     survey: SurveyConfig = SurveyConfig()
+    # A customer who writes again within this long of their ticket's resolution reopens it (the agent sees the
+    # message on it); later, or with 0, the bot takes the message and a new matter gets a new ticket.
+    reopen_window_s: Annotated[float, Field(ge=0)] = 0.0
     # A short message on the customer's own channel when an agent moves the ticket to one of these statuses
     # ({number} is the ticket number); a status left out says nothing. Resolved tickets get the survey.
     notices: dict[str, str] = DEFAULT_NOTICES

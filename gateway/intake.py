@@ -103,8 +103,12 @@ class Intake:
         text = clean_text(inbound.text)
         survey_reply = await self._survey_reply(conversation, inbound, text)
         if conversation.status is ConversationStatus.RESOLVED and survey_reply is None:
-            conversation = await self._reopen_for_bot(conversation)
-            await self._outbound.status_changed(conversation)
+            reopened = await self._reopen_ticket(conversation)  # the ticket took the conversation back (and said so)
+            if reopened is not None:
+                conversation = reopened
+            else:
+                conversation = await self._reopen_for_bot(conversation)
+                await self._outbound.status_changed(conversation)
         if picked is not None and not text:  # the transcript shows the question the customer picked
             text = picked.questions[0]
         message = Message(
@@ -214,6 +218,20 @@ class Intake:
                 await self._store.mark_handled(message.id)
         if not lock.locked():
             self._locks.pop(message.conversation_id, None)
+
+    async def _reopen_ticket(self, conversation: Conversation) -> Conversation | None:
+        """The customer answers soon after their ticket was resolved (``customer.reopen_window_s``): the ticket
+        reopens and takes the conversation back, so the answer reaches the agent. None when it does not apply."""
+        window = self._customer.reopen_window_s
+        if window <= 0 or conversation.ticket_id is None:
+            return None
+        ticket = await self._store.get_ticket(conversation.ticket_id)
+        if ticket is None or ticket.status is not TicketStatus.RESOLVED:
+            return None
+        if (self._clock() - ticket.updated_at).total_seconds() > window:
+            return None
+        await self._tickets.change(ticket.id, TicketChange(status=TicketStatus.OPEN))
+        return await self._store.get_conversation(conversation.id)
 
     async def _reopen_for_bot(self, conversation: Conversation) -> Conversation:
         for _ in range(_MAX_RETRIES):

@@ -145,7 +145,7 @@ class SurveyService:
                 return
             now = self._clock()
             survey = Survey(sent_at=now, expires_at=now + timedelta(seconds=self._cfg.expires_s), channel=fresh.channel)
-            marked = dataclasses.replace(fresh, survey=survey)
+            marked = dataclasses.replace(fresh, survey=survey, updated_at=now)
             change = {"survey": survey}
             try:
                 saved = await self._store.update_ticket(
@@ -202,7 +202,7 @@ class SurveyService:
             if now >= ticket.survey.expires_at:
                 return RateOutcome.EXPIRED
             csat = Csat(score=score, comment=comment, at=now, channel=channel)
-            rated = dataclasses.replace(ticket, csat=csat)
+            rated = dataclasses.replace(ticket, csat=csat, updated_at=now)
             saved_as = dataclasses.replace(rated, version=rated.version + 1)
             try:
                 saved = await self._store.update_ticket(

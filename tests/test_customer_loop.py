@@ -97,3 +97,24 @@ async def test_a_survey_expires_and_a_late_score_is_an_ordinary_message(tmp_path
         _, after = await gw.api("GET", f"/tickets/{ticket['id']}")
         assert after["csat"] is None and after["status"] == "resolved"
         assert await _events(gw, "ticket.rated") == []
+
+
+async def test_an_answer_soon_after_resolution_reopens_the_ticket(tmp_path: Path, bot_setup: BotSetup) -> None:
+    clock = _Clock()
+    config = make_config(tmp_path, customer={"reopen_window_s": 3600})
+    async with started(config, bot_setup, clock=clock) as gw:
+        chat, ticket = await _handed_off(gw)
+        await _resolve(gw, chat, ticket)
+        await chat.ws.send_json({"type": "message", "id": "again", "text": "还是不行，退款没到账"})
+        ack = await chat.expect("ack")
+        # back with the agent, not the bot (said before the ack)
+        assert [f["status"] for f in chat.frames if f["type"] == "status"][-2:] == ["resolved", "open"]
+        _, reopened = await gw.api("GET", f"/tickets/{ticket['id']}")
+        assert reopened["status"] == "open" and reopened["messages"][-1]["id"] == ack["message_id"]
+        # Later than the window, the bot takes the message as before.
+        await gw.api("PATCH", f"/tickets/{ticket['id']}", json={"status": "resolved"})
+        await chat.expect("status")
+        clock.now += timedelta(hours=2)
+        _, answer = await chat.say("我想退款")
+        assert answer["author"] == "bot" and "退款" in answer["text"]
+        assert (await gw.api("GET", f"/tickets/{ticket['id']}"))[1]["status"] == "resolved"
