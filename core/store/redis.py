@@ -625,8 +625,31 @@ class RedisStore:
             "remove_dead_letter": _REMOVE_DEAD_LETTER,
         }
         self._scripts = {name: client.register_script(src) for name, src in sources.items()}
+        await self._index_tickets_by_contact()
         self.bus = RedisBus(client, self.tag)
         await self.bus.start()
+
+    async def _index_tickets_by_contact(self, batch: int = 500) -> None:
+        """Tickets created before they were indexed by contact (``tix-of:<contact>``) get indexed, once per
+        store: the marker is set only when every ticket was done, so an interrupted run just starts over."""
+        marker = self.key("tix-of:indexed")
+        if await self.client.exists(marker):
+            return
+        offset = 0
+        while members := await self.client.zrange(self.key("tix"), offset, offset + batch - 1):
+            offset += len(members)
+            async with self.client.pipeline(transaction=False) as pipe:
+                for member in members:
+                    pipe.hget(self.key(f"ticket:{member.split(':', 2)[2]}"), "data")
+                rows = await pipe.execute()
+            async with self.client.pipeline(transaction=False) as pipe:
+                for member, raw in zip(members, rows, strict=True):
+                    if raw:
+                        ticket = loads(Ticket, raw)
+                        seq = int(member.split(":", 2)[1])
+                        pipe.zadd(self.key(f"tix-of:{ticket.contact_id}"), {ticket.id: seq}, nx=True)
+                await pipe.execute()
+        await self.client.set(marker, "1")
 
     async def close(self) -> None:
         bus, self.bus = self.bus, None

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+from pathlib import Path
 
 import pytest
 
 from core.model import DownstreamEvent, EventType, Identity, IdentityKind
 from core.store import Store, VersionConflict
 from core.store.base import NotFound
+from core.store.redis import RedisStore
 from tests.contract.test_store_contract import NOW, draft_ticket, inbound, new_conversation, store, visitor
+from tests.redis_util import REDIS_URL, redis_store
 
 __all__ = ["store"]
 
@@ -116,3 +119,23 @@ async def test_a_follow_up_conversation_joins_a_ticket_with_its_messages(store: 
     assert [m.id for m in await store.messages(later.id, ticket_id=ticket.id)] == [question.id]
     with pytest.raises(VersionConflict):
         await store.join_ticket(dataclasses.replace(later, ticket_id=ticket.id))
+
+
+async def test_redis_indexes_tickets_made_before_the_contact_index_once(tmp_path: Path) -> None:
+    store = redis_store(tmp_path)
+    await store.open()
+    try:
+        conversation = await new_conversation(store, 1)
+        ticket, _ = await store.create_ticket(draft_ticket(conversation), conversation, lambda t, c: [])
+        assert isinstance(store, RedisStore)
+        # As an older version left it: no index by contact, no marker.
+        await store.client.delete(store.key(f"tix-of:{conversation.contact_id}"), store.key("tix-of:indexed"))
+        assert await store.tickets_of(conversation.contact_id) == []
+        upgraded = RedisStore(REDIS_URL, prefix=store.tag)  # the new version starting on that data
+        await upgraded.open()
+        try:
+            assert [t.id for t in await upgraded.tickets_of(conversation.contact_id)] == [ticket.id]
+        finally:
+            await upgraded.close()
+    finally:
+        await store.close()
