@@ -7,6 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from bot.setup import BotSetup
+from gateway.app import GATEWAY
+from gateway.survey import SurveyLinks
 from tests.conftest import ChatClient, Gateway, make_config, started
 
 
@@ -118,3 +120,17 @@ async def test_an_answer_soon_after_resolution_reopens_the_ticket(tmp_path: Path
         _, answer = await chat.say("我想退款")
         assert answer["author"] == "bot" and "退款" in answer["text"]
         assert (await gw.api("GET", f"/tickets/{ticket['id']}"))[1]["status"] == "resolved"
+
+
+async def test_survey_links_are_refused_when_expired_forged_or_for_another_ticket(gateway: Gateway) -> None:
+    links = SurveyLinks(gateway.server.app[GATEWAY].store, None)  # the key is the store's, shared by every instance
+    now = datetime.now(UTC)
+    good = await links.token("tk_a", now + timedelta(hours=1))
+    assert await links.verify(good, now) == "tk_a"
+    assert await links.verify(good, now + timedelta(hours=2)) is None  # expired
+    ticket_id, expiry, mac = good.split(".")
+    assert await links.verify(f"tk_b.{expiry}.{mac}", now) is None  # another ticket
+    assert await links.verify(f"{ticket_id}.{int(expiry) + 86400}.{mac}", now) is None  # a longer life
+    assert await links.verify(f"{ticket_id}.{expiry}.{mac[:-1]}x", now) is None
+    for junk in ("", "a", "a.b.c", "tk.1.", "." * 400):
+        assert await links.verify(junk, now) is None
