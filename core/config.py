@@ -193,6 +193,25 @@ class SurveyConfig(_Model):
     callback: str = "很抱歉没能让您满意，我们会尽快回访。/ Sorry we fell short; an agent will call you back."
 
 
+class AutoCloseConfig(_Model):
+    """A ``pending`` ticket (waiting on the customer) with no answer: one reminder, then closed."""
+
+    enabled: bool = True
+    remind_after_days: Annotated[float, Field(gt=0)] = 2  # business days after it went pending
+    after_days: Annotated[float, Field(gt=0)] = 3  # business days after it went pending: closed
+    tag: Annotated[str, Field(min_length=1, max_length=64)] = "auto-closed"
+    reminder: str = (
+        "您的工单 {number} 仍在等待您的回复，{days} 个工作日内未回复将自动关闭。/ "
+        "Your ticket {number} is waiting for your reply; it closes after {days} business days without one."
+    )
+
+    @model_validator(mode="after")
+    def _reminder_first(self) -> AutoCloseConfig:
+        if self.remind_after_days >= self.after_days:
+            raise ValueError("remind_after_days must be less than after_days")
+        return self
+
+
 _NOTICE_STATUSES = ("new", "open", "pending", "resolved", "closed")
 
 DEFAULT_NOTICES: dict[str, str] = {
@@ -207,6 +226,7 @@ class CustomerConfig(_Model):
 
     followup: FollowupConfig = FollowupConfig()
     survey: SurveyConfig = SurveyConfig()
+    autoclose: AutoCloseConfig = AutoCloseConfig()
     # A customer who writes again within this long of their ticket's resolution reopens it (the agent sees the
     # message on it); later, or with 0, the bot takes the message and a new matter gets a new ticket.
     reopen_window_s: Annotated[float, Field(ge=0)] = 0.0
