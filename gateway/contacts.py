@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from bot.linking import code_entry, link_request
 from core.clock import Clock
 from core.codec import to_jsonable
 from core.model import Contact, Delivery, DeliveryStatus, DownstreamEvent, EventType, Identity, IdentityKind
@@ -27,6 +28,20 @@ _EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,190}\.[^@\s]{1,63}$")
 CODE_TTL = timedelta(minutes=10)
 CODE_RESEND_S = 60.0  # one code per contact (and per claimed address) a minute
 CODE_TRIES = 5  # wrong entries before a code is burnt
+
+
+LINK_TEXTS = {
+    "sent": "验证码已发送到 {identity}，10 分钟内有效，请直接回复 6 位验证码。/ "
+    "A code is on its way to {identity}; reply with its 6 digits within 10 minutes.",
+    "wait": "验证码刚刚发送过，请稍后再试。/ A code was sent a moment ago; please try again in a minute.",
+    "unsupported": "暂时只能验证邮箱地址。/ Only email addresses can be verified here for now.",
+    "undeliverable": "验证码未能发送到 {identity}，请检查地址。/ The code could not be sent to {identity}.",
+    "invalid": "这不是有效的邮箱地址或手机号。/ That is not a valid email address or phone number.",
+    "linked": "已绑定 {identity}。/ {identity} is now linked to you.",
+    "wrong": "验证码不正确，请重试。/ That code is not right; please try again.",
+    "expired": "验证码已失效，请重新获取。/ That code has expired; ask for a new one.",
+    "too_many": "尝试次数过多，请重新获取验证码。/ Too many tries; ask for a new code.",
+}
 
 
 class IdentityTaken(Exception):
@@ -194,6 +209,24 @@ class ContactService:
 
     async def pending_code(self, contact_id: str) -> bool:
         return bool(await self._store.get_secret(self._secret_name(contact_id), self._clock()))
+
+    async def chat_step(self, contact_id: str, text: str) -> str | None:
+        """A customer linking an address in chat: "绑定邮箱 a@b.com" sends a code there, the code typed back links
+        it. What to answer, or None when the message is no step of linking (a six-digit number with no code
+        pending is an ordinary message)."""
+        claimed = link_request(text)
+        if claimed is not None:
+            try:
+                identity = parse_identity(claimed)
+            except ValueError:
+                return LINK_TEXTS["invalid"]
+            result = await self.request_code(contact_id, identity)
+            return LINK_TEXTS[result.outcome].format(identity=identity.value)
+        code = code_entry(text)
+        if code is None or not await self.pending_code(contact_id):
+            return None
+        result = await self.enter_code(contact_id, code)
+        return LINK_TEXTS[result.outcome].format(identity=result.identity.value if result.identity else "")
 
     async def enter_code(self, contact_id: str, code: str) -> CodeResult:
         """Check a code the customer entered: right once (then linked, or the two contacts merged if the address

@@ -11,11 +11,9 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from bot.handoff import handoff_message
-from bot.linking import code_entry, link_request
 from bot.policy import Decision, Outcome, decide, decide_pick
 from bot.setup import BotSetup
 from bot.status import status_question
-from bot.survey import OutOfRange, read_rating
 from connectors.base import IntakeResult, Rejected
 from core import events
 from core.clock import Clock, utcnow
@@ -42,10 +40,10 @@ from core.model import (
 )
 from core.store import Store, VersionConflict
 from core.tasks import TaskTracker
-from gateway.contacts import ContactService, parse_identity
+from gateway.contacts import ContactService
 from gateway.outbound import Outbound
 from gateway.status import CHINA, StatusAnswers
-from gateway.survey import RateOutcome, SurveyService
+from gateway.survey import SurveyService
 from gateway.tickets import TicketChange, TicketService
 from gateway.voicemail import VoicemailAnswers
 from normalizer.text import clean_text
@@ -101,7 +99,11 @@ class Intake:
             aliases=inbound.aliases,
         )
         text = clean_text(inbound.text)
-        survey_reply = await self._survey_reply(conversation, inbound, text)
+        survey_reply = (
+            await self._surveys.reply_in(conversation, text)
+            if self._surveys is not None and inbound.bot and inbound.kind is MessageKind.TEXT
+            else None
+        )
         if conversation.status is ConversationStatus.RESOLVED and survey_reply is None:
             reopened = await self._reopen_ticket(conversation)  # the ticket took the conversation back (and said so)
             if reopened is not None:
@@ -133,44 +135,6 @@ class Intake:
             return IntakeResult(message=stored, duplicate=True, handled=None)
         task = self._tasks.spawn(self.handle(stored, conversation), name=f"intake:{stored.id}")
         return IntakeResult(message=stored, duplicate=False, handled=task)
-
-    async def _survey_reply(
-        self, conversation: Conversation, inbound: InboundMessage, text: str
-    ) -> dict[str, Any] | None:
-        """A reply to the resolved ticket's open survey: what to record (the conversation stays resolved), or None
-        for anything else, which is a normal message."""
-        if (
-            self._surveys is None
-            or conversation.status is not ConversationStatus.RESOLVED
-            or inbound.kind is not MessageKind.TEXT
-            or not inbound.bot
-        ):
-            return None
-        rating = read_rating(text)
-        if rating is None:
-            return None
-        ticket = await self._surveys.pending(conversation.ticket_id)
-        if ticket is None:
-            return None
-        if isinstance(rating, OutOfRange):
-            return {"ticket_id": ticket.id, "out_of_range": rating.given}
-        return {"ticket_id": ticket.id, "score": rating.score, "comment": rating.comment}
-
-    async def _record_rating(self, conversation: Conversation, message: Message, reply: dict[str, Any]) -> None:
-        assert self._surveys is not None
-        cfg = self._surveys.config
-        if "out_of_range" in reply:
-            text = "请回复 1-5 之间的数字，或 满意 / 一般 / 不满意。/ Please reply with a number from 1 to 5."
-        else:
-            outcome = await self._surveys.rate(
-                str(reply["ticket_id"]), int(reply["score"]), reply.get("comment"), message.channel
-            )
-            text = {
-                RateOutcome.RECORDED: cfg.thanks,
-                RateOutcome.CALLBACK: cfg.callback,
-                RateOutcome.ALREADY: "您已评价过，感谢！/ You already rated this ticket, thank you!",
-            }.get(outcome, "该评价已失效。/ This survey has closed.")
-        await self._say(conversation, message, text, {"outcome": "survey"})
 
     async def recover(self, *, older_than_s: float | None = None) -> int:
         """Finish messages that were stored but never handled; returns how many were tried.
@@ -262,7 +226,8 @@ class Intake:
             return False
         survey_reply = message.meta.get("survey_reply")
         if isinstance(survey_reply, dict) and self._surveys is not None:
-            await self._record_rating(conversation, message, survey_reply)
+            text = await self._surveys.record(survey_reply, message.channel)
+            await self._say(conversation, message, text, {"outcome": "survey"})
             return True
         may_answer = bool(message.meta.get("bot", True))
         question = status_question(message.text) if may_answer and message.kind is MessageKind.TEXT else None
@@ -272,7 +237,9 @@ class Intake:
             await self._say(conversation, message, text, {"outcome": "status"})
             return True
         linking = (
-            await self._linking(conversation, message) if may_answer and message.kind is MessageKind.TEXT else None
+            await self._contacts.chat_step(conversation.contact_id, message.text)
+            if may_answer and message.kind is MessageKind.TEXT
+            else None
         )
         if linking is not None:
             await self._say(conversation, message, linking, {"outcome": "link_identity"})
@@ -373,22 +340,6 @@ class Intake:
         reply = self._reply_message(conversation, message, text, self._clock(), meta)
         await self._outbound.deliver_bot_reply(reply, conversation, in_reply_to=message.id, mark_handled=True)
 
-    async def _linking(self, conversation: Conversation, message: Message) -> str | None:
-        """A customer linking an address: "绑定邮箱 a@b.com" sends a code there, the code entered in chat links it."""
-        claimed = link_request(message.text)
-        if claimed is not None:
-            try:
-                identity = parse_identity(claimed)
-            except ValueError:
-                return _LINK_TEXTS["invalid"]
-            result = await self._contacts.request_code(conversation.contact_id, identity)
-            return _LINK_TEXTS[result.outcome].format(identity=identity.value)
-        code = code_entry(message.text)
-        if code is None or not await self._contacts.pending_code(conversation.contact_id):
-            return None
-        result = await self._contacts.enter_code(conversation.contact_id, code)
-        return _LINK_TEXTS[result.outcome].format(identity=result.identity.value if result.identity else "")
-
     async def _follow_up(self, conversation: Conversation, message: Message, request: TicketRequest) -> bool:
         """A customer with an active ticket (updated within the follow-up window) who now needs a human again, on
         any channel, joins that ticket instead of getting a new one; True when it did (the message is handled)."""
@@ -485,20 +436,6 @@ class Intake:
     async def _escalate(self, ticket_id: str) -> None:
         """A repeat (another missed call while a ticket is open) raises the ticket's priority one step."""
         await self._tickets.change(ticket_id, TicketChange(raise_priority=True))
-
-
-_LINK_TEXTS = {
-    "sent": "验证码已发送到 {identity}，10 分钟内有效，请直接回复 6 位验证码。/ "
-    "A code is on its way to {identity}; reply with its 6 digits within 10 minutes.",
-    "wait": "验证码刚刚发送过，请稍后再试。/ A code was sent a moment ago; please try again in a minute.",
-    "unsupported": "暂时只能验证邮箱地址。/ Only email addresses can be verified here for now.",
-    "undeliverable": "验证码未能发送到 {identity}，请检查地址。/ The code could not be sent to {identity}.",
-    "invalid": "这不是有效的邮箱地址或手机号。/ That is not a valid email address or phone number.",
-    "linked": "已绑定 {identity}。/ {identity} is now linked to you.",
-    "wrong": "验证码不正确，请重试。/ That code is not right; please try again.",
-    "expired": "验证码已失效，请重新获取。/ That code has expired; ask for a new one.",
-    "too_many": "尝试次数过多，请重新获取验证码。/ Too many tries; ask for a new code.",
-}
 
 
 def _intake_meta(inbound: InboundMessage) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from bot.survey import BUTTONS
+from bot.survey import BUTTONS, OutOfRange, read_rating
 from core import events
 from core.clock import Clock
 from core.codec import to_jsonable
@@ -22,6 +22,7 @@ from core.model import (
     Author,
     Channel,
     Conversation,
+    ConversationStatus,
     Csat,
     DownstreamEvent,
     EventType,
@@ -180,6 +181,32 @@ class SurveyService:
             meta=meta,
         )
         await self._outbound.store_and_send(message, conversation)
+
+    async def reply_in(self, conversation: Conversation, text: str) -> dict[str, Any] | None:
+        """A reply to the open survey of the resolved conversation's ticket: what to record (the conversation
+        stays resolved), or None for anything else, which is an ordinary message."""
+        if conversation.status is not ConversationStatus.RESOLVED:
+            return None
+        rating = read_rating(text)
+        if rating is None:
+            return None
+        ticket = await self.pending(conversation.ticket_id)
+        if ticket is None:
+            return None
+        if isinstance(rating, OutOfRange):
+            return {"ticket_id": ticket.id, "out_of_range": rating.given}
+        return {"ticket_id": ticket.id, "score": rating.score, "comment": rating.comment}
+
+    async def record(self, reply: dict[str, Any], channel: Channel) -> str:
+        """Record a reply ``reply_in`` found; what to tell the customer."""
+        if "out_of_range" in reply:
+            return "请回复 1-5 之间的数字，或 满意 / 一般 / 不满意。/ Please reply with a number from 1 to 5."
+        outcome = await self.rate(str(reply["ticket_id"]), int(reply["score"]), reply.get("comment"), channel)
+        return {
+            RateOutcome.RECORDED: self._cfg.thanks,
+            RateOutcome.CALLBACK: self._cfg.callback,
+            RateOutcome.ALREADY: "您已评价过，感谢！/ You already rated this ticket, thank you!",
+        }.get(outcome, "该评价已失效。/ This survey has closed.")
 
     async def pending(self, ticket_id: str | None) -> Ticket | None:
         """The ticket if it has a survey that still takes a rating."""
