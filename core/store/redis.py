@@ -237,7 +237,7 @@ end
 
 # ARGV: 4 expected ticket counter, 5 ticket id, 6 ticket data, 7 status, 8 channel, 9 updated (20 digits),
 # 10 conversation id, 11 expected conversation version, 12 new version, 13 conversation data, 14 episode,
-# 15 number, 16 contact id, 17.. events
+# 15 number, 16.. events
 _CREATE_TICKET = (
     _PRELUDE
     + _TICKET_INDEX
@@ -251,7 +251,7 @@ local member = ARGV[9] .. ':' .. string.format('%012d', seq) .. ':' .. ARGV[5]
 redis.call('HSET', P .. 'ticket:' .. ARGV[5], 'data', ARGV[6], 'version', '1', 'status', ARGV[7],
   'channel', ARGV[8], 'member', member)
 redis.call('SET', P .. 'ticketnum:' .. ARGV[15], ARGV[5])
-redis.call('ZADD', P .. 'tix-of:' .. ARGV[16], seq, ARGV[5])
+redis.call('ZADD', P .. 'tix-of:' .. cjson.decode(ARGV[6])['contact_id'], seq, ARGV[5])
 index(member, ARGV[7], ARGV[8], true)
 redis.call('HSET', ckey, 'version', ARGV[12], 'data', ARGV[13])
 for _, mid in ipairs(redis.call('LRANGE', P .. 'conv-msgs:' .. ARGV[10], 0, -1)) do
@@ -260,7 +260,7 @@ for _, mid in ipairs(redis.call('LRANGE', P .. 'conv-msgs:' .. ARGV[10], 0, -1))
     redis.call('HSET', P .. 'msg:' .. mid, 'ticket_id', ARGV[5])
   end
 end
-append_events(17)
+append_events(16)
 return 'ok'
 """
 )
@@ -1037,7 +1037,6 @@ class RedisStore:
                 dumps(saved),
                 str(conversation.episode),
                 numbered.number,
-                ticket.contact_id,
                 events=events(numbered, saved),
             )
             if outcome == "ok":
