@@ -1,60 +1,78 @@
-"""The contacts part of the REST API: read and edit a contact, its tickets, link identities, merge."""
+"""The contacts API (``/api/v1/contacts``): read a contact with its conversations and tickets, find one by identity,
+change name, VIP mark and tags, link an identity, merge two; every write audited and evented."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import dataclasses
 from typing import Annotated, Any
 
 from aiohttp import web
 from pydantic import Field, StrictBool, StrictInt, StringConstraints
 
 from core.codec import to_jsonable
-from core.model import Contact
-from core.store import Store
-from gateway.api import PREFIX, Handler, Tag, _Body, _json_body, error, ticket_view
+from core.model import Contact, Conversation
+from core.scopes import Scope
+from core.store import NotFound, Store
+from gateway.access import PRINCIPAL, Guarded, needs
+from gateway.api import PREFIX, Body, Tag, error, json_body, json_errors, ticket_view
+from gateway.audit import Auditor
 from gateway.contacts import ContactPatch, ContactService, IdentityTaken, parse_identity
 
-Agent = Annotated[str, StringConstraints(min_length=1, max_length=200)]
 
-
-class ContactPatchBody(_Body):
+class ContactPatchBody(Body):
     name: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)] | None = None
     vip: StrictBool | None = None
     tags: Annotated[list[Tag], Field(max_length=50)] | None = None
     version: Annotated[StrictInt, Field(ge=1)] | None = None
-    agent: Agent | None = None
 
 
-class LinkBody(_Body):
+class LinkBody(Body):
     identity: Annotated[str, StringConstraints(min_length=3, max_length=300)]
-    agent: Agent
 
 
-class MergeBody(_Body):
+class MergeBody(Body):
     # The contact merged into this one (it stays behind as a pointer to this one).
     source: Annotated[str, StringConstraints(min_length=1, max_length=100)]
-    agent: Agent
 
 
-def contact_view(contact: Contact) -> dict[str, Any]:
-    return dict(to_jsonable(contact))
+def _view(contact: Contact, conversations: list[Conversation]) -> dict[str, Any]:
+    return {**to_jsonable(contact), "conversations": [to_jsonable(c) for c in conversations]}
 
 
 class ContactsApi:
-    def __init__(self, store: Store, contacts: ContactService) -> None:
+    def __init__(self, store: Store, contacts: ContactService, auditor: Auditor) -> None:
         self._store = store
         self._contacts = contacts
+        self._audit = auditor
 
-    def routes(self, guard: Callable[[Handler], Handler]) -> list[web.RouteDef]:
-        """``guard``: the API's bearer check and JSON errors, wrapped around every handler."""
+    def routes(self) -> list[Guarded]:
+        one = f"{PREFIX}/contacts/{{contact}}"
+        read, write = Scope.CONTACTS_READ, Scope.CONTACTS_WRITE
         return [
-            web.get(f"{PREFIX}/contacts", guard(self.search)),
-            web.get(f"{PREFIX}/contacts/{{contact}}", guard(self.get_contact)),
-            web.patch(f"{PREFIX}/contacts/{{contact}}", guard(self.patch_contact)),
-            web.get(f"{PREFIX}/contacts/{{contact}}/tickets", guard(self.tickets)),
-            web.post(f"{PREFIX}/contacts/{{contact}}/identities", guard(self.link)),
-            web.post(f"{PREFIX}/contacts/{{contact}}/merge", guard(self.merge)),
+            needs(read, web.get(f"{PREFIX}/contacts", json_errors(self.search))),
+            needs(read, web.get(one, json_errors(self.get_contact))),
+            needs(write, web.patch(one, json_errors(self.patch_contact))),
+            needs(read, web.get(f"{one}/tickets", json_errors(self.tickets))),
+            needs(write, web.post(f"{one}/identities", json_errors(self.link))),
+            needs(write, web.post(f"{one}/merge", json_errors(self.merge))),
         ]
+
+    async def _visible(self, request: web.Request, ref: str | None = None) -> tuple[Contact, list[Conversation]]:
+        """The contact and the conversations the token may see. An inbox-limited token sees a contact only
+        through its inboxes' conversations, and only the addresses those use: the customer's phone number
+        from another inbox is not its business."""
+        ref = ref or request.match_info["contact"]
+        contact = await self._store.get_contact(ref)
+        if contact is None:
+            raise NotFound(f"no contact {ref!r}")
+        principal = request[PRINCIPAL]
+        conversations = [c for c in await self._store.conversations_of(contact.id) if principal.sees(c.inbox)]
+        if principal.inboxes is None:
+            return contact, conversations
+        if not conversations:
+            raise NotFound(f"no contact {ref!r}")
+        used = {c.address for c in conversations}
+        return dataclasses.replace(contact, identities=tuple(i for i in contact.identities if i in used)), conversations
 
     async def search(self, request: web.Request) -> web.StreamResponse:
         raw = request.query.get("identity")
@@ -65,15 +83,25 @@ class ContactsApi:
         except ValueError as exc:
             return error(400, "bad_query", str(exc))
         found = await self._store.contact_by_identity(identity)
-        return web.json_response({"contacts": [contact_view(found)] if found else []})
+        if found is None:
+            return web.json_response({"contacts": []})
+        try:
+            contact, conversations = await self._visible(request, found.id)
+        except NotFound:
+            return web.json_response({"contacts": []})
+        if identity not in contact.identities:  # an inbox-limited token learns nothing of other inboxes' addresses
+            return web.json_response({"contacts": []})
+        return web.json_response({"contacts": [_view(contact, conversations)]})
 
     async def get_contact(self, request: web.Request) -> web.StreamResponse:
-        contact = await self._contacts.require(request.match_info["contact"])
-        return web.json_response(contact_view(contact))
+        contact, conversations = await self._visible(request)
+        return web.json_response(_view(contact, conversations))
 
     async def patch_contact(self, request: web.Request) -> web.StreamResponse:
-        body, raw = await _json_body(request, ContactPatchBody)
+        body, raw = await json_body(request, ContactPatchBody)
         assert isinstance(body, ContactPatchBody)
+        before, conversations = await self._visible(request)
+        actor = request[PRINCIPAL].name
         patch = ContactPatch(
             name=body.name,
             clear_name=isinstance(raw, dict) and "name" in raw and raw["name"] is None,
@@ -81,33 +109,58 @@ class ContactsApi:
             tags=tuple(dict.fromkeys(body.tags)) if body.tags is not None else None,
             version=body.version,
         )
-        contact = await self._contacts.patch(request.match_info["contact"], patch, agent=body.agent)
-        return web.json_response(contact_view(contact))
+        saved = await self._contacts.patch(before.id, patch, agent=actor)
+        changed = [f for f in ("name", "vip", "tags") if getattr(before, f) != getattr(saved, f)]
+        if changed:
+            await self._audit.record(
+                request,
+                action="contact.update",
+                target=f"contact:{before.id}",
+                before={f: getattr(before, f) for f in changed},
+                after={f: getattr(saved, f) for f in changed},
+            )
+        contact, conversations = await self._visible(request)
+        return web.json_response(_view(contact, conversations))
 
     async def tickets(self, request: web.Request) -> web.StreamResponse:
-        contact = await self._contacts.require(request.match_info["contact"])
-        found = await self._store.tickets_of(contact.id)
+        contact, _ = await self._visible(request)
+        principal = request[PRINCIPAL]
+        found = [t for t in await self._store.tickets_of(contact.id) if principal.sees(t.inbox)]
         return web.json_response({"tickets": [ticket_view(t) for t in found]})
 
     async def link(self, request: web.Request) -> web.StreamResponse:
-        body, _ = await _json_body(request, LinkBody)
+        body, _ = await json_body(request, LinkBody)
         assert isinstance(body, LinkBody)
         try:
             identity = parse_identity(body.identity)
         except ValueError as exc:
-            return error(422, "invalid", str(exc))
+            return error(422, "invalid", f"identity: {exc}")
+        contact, _ = await self._visible(request)
         try:
-            contact = await self._contacts.link(request.match_info["contact"], identity, by=body.agent, how="agent")
+            await self._contacts.link(contact.id, identity, by=request[PRINCIPAL].name, how="agent")
         except IdentityTaken as exc:
             return error(409, "identity_taken", str(exc))
-        return web.json_response(contact_view(contact), status=201)
+        await self._audit.record(
+            request, action="contact.link_identity", target=f"contact:{contact.id}", after={"identity": str(identity)}
+        )
+        linked, conversations = await self._visible(request)
+        return web.json_response(_view(linked, conversations), status=201)
 
     async def merge(self, request: web.Request) -> web.StreamResponse:
-        body, _ = await _json_body(request, MergeBody)
+        body, _ = await json_body(request, MergeBody)
         assert isinstance(body, MergeBody)
-        into = request.match_info["contact"]
+        into, _ = await self._visible(request)
+        source, _ = await self._visible(request, body.source)  # a token must see both
         try:
-            merged = await self._contacts.merge(body.source, into, by=body.agent, how="agent")
+            await self._contacts.merge(source.id, into.id, by=request[PRINCIPAL].name, how="agent")
         except ValueError as exc:
             return error(422, "invalid", str(exc))
-        return web.json_response(contact_view(merged))
+        await self._audit.record(
+            request,
+            action="contact.merge",
+            target=f"contact:{into.id}",
+            before={"source": source.id, "identities": [str(i) for i in source.identities]},
+            after={"merged_into": into.id},
+        )
+        merged, conversations = await self._visible(request)
+        return web.json_response(_view(merged, conversations))

@@ -20,7 +20,7 @@ async def test_a_missed_call_joins_the_open_web_chat_ticket_and_raises_no_second
         await chat.expect("status")
         [ticket] = (await gw.api("GET", "/tickets"))[1]["tickets"]
         linked = await gw.api(
-            "POST", f"/contacts/{ticket['contact_id']}/identities", json={"identity": f"phone:{E164}", "agent": "li"}
+            "POST", f"/contacts/{ticket['contact_id']}/identities", json={"identity": f"phone:{E164}"}
         )
         assert linked[0] == 201
         await cti(gw, "tel", new_call("f1", caller=CALLER))
