@@ -1,5 +1,5 @@
-"""What agents and customers do to contacts: edit, link an identity (an agent's word or a customer's one-time
-code), merge; every change leaves an event."""
+"""What is done to contacts: flags that connectors report, set by intake; an agent's edits, links and merges, and a
+customer's link by one-time code; every change an agent or customer makes leaves an event."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import json
 import re
 import secrets
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -18,8 +18,18 @@ from typing import Any
 from bot.linking import code_entry, link_request
 from core.clock import Clock
 from core.codec import to_jsonable
-from core.model import Contact, Delivery, DeliveryStatus, DownstreamEvent, EventType, Identity, IdentityKind
+from core.model import (
+    Contact,
+    ContactFlag,
+    Delivery,
+    DeliveryStatus,
+    DownstreamEvent,
+    EventType,
+    Identity,
+    IdentityKind,
+)
 from core.store import NotFound, Store, VersionConflict
+from core.store.roles import Contacts
 from normalizer.phone import to_e164
 
 _MAX_RETRIES = 8
@@ -50,6 +60,19 @@ class IdentityTaken(Exception):
     def __init__(self, owner: str) -> None:
         super().__init__(f"identity belongs to contact {owner}; merge the contacts instead")
         self.owner = owner
+
+
+async def apply_flags(store: Contacts, changes: Sequence[ContactFlag], now: datetime) -> None:
+    """Set or clear each flag on the contact of its address (created if the address is new); a flag already
+    as wanted writes nothing, so a repeat is free."""
+    for change in changes:
+        contact = await store.contact_for(change.identity, name=None, now=now)
+        present = change.flag in contact.flags
+        if change.on and not present:
+            await store.save_contact(dataclasses.replace(contact, flags=(*contact.flags, change.flag)))
+        elif not change.on and present:
+            flags = tuple(f for f in contact.flags if f != change.flag)
+            await store.save_contact(dataclasses.replace(contact, flags=flags))
 
 
 def parse_identity(text: str, *, region: str = "CN") -> Identity:

@@ -9,7 +9,7 @@ import enum
 import hashlib
 import hmac
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -197,7 +197,7 @@ class SurveyService:
             return {"ticket_id": ticket.id, "out_of_range": rating.given}
         return {"ticket_id": ticket.id, "score": rating.score, "comment": rating.comment}
 
-    async def record(self, reply: dict[str, Any], channel: Channel) -> str:
+    async def record(self, reply: Mapping[str, Any], channel: Channel) -> str:
         """Record a reply ``reply_in`` found; what to tell the customer."""
         if "out_of_range" in reply:
             return "请回复 1-5 之间的数字，或 满意 / 一般 / 不满意。/ Please reply with a number from 1 to 5."

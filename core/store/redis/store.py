@@ -37,9 +37,11 @@ from core.model import (
     Message,
     QuarantinedItem,
     Ticket,
+    TicketStatus,
 )
 from core.store.base import (
     DeadLetter,
+    Gauges,
     NotFound,
     Outgoing,
     StoredFrame,
@@ -51,7 +53,7 @@ from core.store.base import (
 )
 from core.store.contacts import merged_contact
 from core.store.cursor import decode_cursor, encode_cursor
-from core.store.redis_audit import RedisAuditLog
+from core.store.redis.audit import RedisAuditLog
 
 log = logging.getLogger(__name__)
 
@@ -414,6 +416,7 @@ return redis.call('DEL', ARGV[1] .. 'dead:' .. ARGV[2])
 """
 
 _COMMIT_RETRIES = 50
+_GAUGE_SAMPLE = 1000  # items read for the quarantine trend and the outbox age
 
 
 def _us(at: datetime) -> str:
@@ -830,6 +833,8 @@ class RedisStore(RedisAuditLog):
         raise StoreError(f"contacts {source_id} and {into_id} kept changing")
 
     async def add_identity(self, contact_id: str, identity: Identity) -> bool:
+        """Test support, outside the Store protocol: link a verified identity to a contact; False (and nothing
+        changed) if another contact owns it. The gateway links identities only through conversation_for."""
         for _ in range(_COMMIT_RETRIES):
             contact, raw = await self._load_contact(contact_id)
             if contact is None:
@@ -1129,6 +1134,8 @@ class RedisStore(RedisAuditLog):
 
     # events -------------------------------------------------------------------
     async def append_events(self, events: Sequence[DownstreamEvent]) -> None:
+        """Test support, outside the Store protocol: events with no record change (the gateway writes events
+        only together with the change they report)."""
         if events:
             await self._write("append_events", events=events)
 
@@ -1246,6 +1253,28 @@ class RedisStore(RedisAuditLog):
         await self.client.hset(
             self.key(f"secret:{name}"),
             mapping={"value": value, "expires_at": expires_at.isoformat() if expires_at else ""},
+        )
+
+    async def gauges(self, *, since: datetime) -> Gauges:
+        async with self.client.pipeline(transaction=False) as pipe:
+            for status in TicketStatus:
+                pipe.zcard(self.key(f"tix:status:{status}"))
+            pipe.zcard(self.key("quarantine-pending"))
+            pipe.zrange(self.key("quarantine-pending"), -_GAUGE_SAMPLE, -1)
+            pipe.zcard(self.key("outbox"))
+            pipe.zrange(self.key("outbox"), 0, _GAUGE_SAMPLE - 1)
+            *counts, pending, newest, size, waiting = await pipe.execute()
+        statuses = {str(s): int(n) for s, n in zip(TicketStatus, counts, strict=True) if n}
+        # The newest pending items and the outbox's first due: enough for the trend and the age an operator
+        # acts on, without reading a large backlog on every scrape.
+        recent = [q for q in await self._quarantined(newest) if q.received_at >= since]
+        created = [m.created_at for m, _ in await self._messages(waiting)]
+        return Gauges(
+            tickets_by_status=statuses,
+            quarantine_pending=int(pending),
+            quarantined_since=len(recent),
+            outbox_size=int(size),
+            outbox_oldest=min(created, default=None),
         )
 
     async def get_checkpoint(self, key: str) -> str | None:
