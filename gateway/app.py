@@ -23,7 +23,7 @@ from gateway.faq_admin import FaqAdmin
 from gateway.ops import ops_routes, ops_running
 from gateway.outbound import RETRY_DELAYS_S
 from gateway.survey_page import SurveyPage
-from gateway.wiring import Gateway, bot_policy, build_bot, build_gateway
+from gateway.wiring import Gateway, bot_policy, build_bot, build_gateway, warm_up
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +91,7 @@ def create_app(
 
 async def _lifespan(app: web.Application) -> AsyncIterator[None]:
     gateway = app[GATEWAY]
+    await warm_up(gateway)
     await gateway.store.open()
     async with AsyncExitStack() as stack:
         stack.push_async_callback(gateway.store.close)
@@ -107,6 +108,10 @@ async def _lifespan(app: web.Application) -> AsyncIterator[None]:
 
         await stack.enter_async_context(periodically(every, recover_stuck, name="intake:recover"))
         await stack.enter_async_context(gateway.webhooks.running())
+        gateway.tasks.spawn(gateway.sla.run_once(), name="sla:catch-up")  # breaches due while we were down
+        await stack.enter_async_context(
+            periodically(gateway.config.sla.scan_interval_s, gateway.sla.run_once, name="sla")
+        )
         await stack.enter_async_context(sweeping(gateway.store, gateway.config.server.sweep_interval_s))
         await stack.enter_async_context(
             periodically(gateway.config.server.sweep_interval_s, gateway.auditor.sweep, name="audit:sweep")

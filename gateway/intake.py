@@ -42,6 +42,7 @@ from core.store import Store, VersionConflict
 from core.tasks import TaskTracker
 from gateway.contacts import ContactService, apply_flags
 from gateway.outbound import Outbound
+from gateway.rules_at_intake import IntakeRules
 from gateway.status import CHINA, StatusAnswers
 from gateway.survey import SurveyService
 from gateway.tickets import TicketChange, TicketService
@@ -82,6 +83,7 @@ class Intake:
         self._steps = steps
         self._tickets = tickets or TicketService(store, outbound, clock)
         self._voicemail = VoicemailAnswers(store, bot, outbound, self._tickets, clock)
+        self._rules = IntakeRules(store, bot, self._tickets, clock)
         self._locks: dict[str, asyncio.Lock] = {}
         self._tries: dict[str, int] = {}  # message id -> recoveries that failed
 
@@ -136,7 +138,7 @@ class Intake:
             raw=inbound.raw,
             ticket_id=conversation.ticket_id,
             episode=conversation.episode,
-            meta={**intake_meta(inbound), **survey_reply_meta(survey_reply)},
+            meta={**intake_meta(inbound, normalized.language), **survey_reply_meta(survey_reply)},
         )
         if inbound.contact_flags and not seen:
             await apply_flags(self._store, inbound.contact_flags, now)
@@ -265,7 +267,9 @@ class Intake:
             await self._say(conversation, message, linking, {"outcome": "link_identity"})
             return True
         if conversation.status is not ConversationStatus.BOT:
-            # A human holds the conversation: the bot stays silent.
+            # A human holds the conversation: the bot stays silent, the service rules look at the message.
+            if conversation.ticket_id:
+                await self._rules.customer_wrote(conversation.ticket_id, conversation, message)
             if request is not None and request.escalate and conversation.ticket_id:
                 await self._escalate(conversation.ticket_id)
                 await self._voicemail.answer(conversation, message, conversation.ticket_id, opened=False)
@@ -418,14 +422,8 @@ class Intake:
     async def _create_ticket(
         self, conversation: Conversation, message: Message, request: TicketRequest, now: datetime
     ) -> tuple[Ticket, Conversation]:
-        first = next(
-            (
-                m
-                for m in await self._store.messages(conversation.id, episode=conversation.episode)
-                if m.author is Author.CUSTOMER
-            ),
-            message,
-        )
+        transcript = await self._store.messages(conversation.id, episode=conversation.episode)
+        first = next((m for m in transcript if m.author is Author.CUSTOMER), message)
         ticket = Ticket(
             id=f"tk_{uuid.uuid4().hex}",
             number="",
@@ -442,6 +440,7 @@ class Intake:
             handoff_reason=request.reason,
             faq_tries=conversation.faq_tries,
         )
+        ticket, assign = await self._rules.new_ticket(ticket, conversation, transcript, message)
         waiting = dataclasses.replace(conversation.moved_to(ConversationStatus.WAITING_FOR_AGENT), updated_at=now)
 
         def ticket_events(numbered: Ticket, saved: Conversation) -> list[DownstreamEvent]:
@@ -451,7 +450,7 @@ class Intake:
                 events.status_changed(dataclasses.replace(waiting, ticket_id=numbered.id), conversation.status, at=now),
             ]
 
-        return await self._store.create_ticket(ticket, waiting, ticket_events)
+        return await self._store.create_ticket(ticket, waiting, ticket_events, assign=assign)
 
     async def _escalate(self, ticket_id: str) -> None:
         """A repeat (another missed call while a ticket is open) raises the ticket's priority one step."""

@@ -10,9 +10,8 @@ from core.store import Store
 
 
 def ticket_queue(ticket: Ticket) -> str | None:
-    """The ticket's queue, once tickets carry one (routing rules set it); None before."""
-    queue = getattr(ticket, "queue", None)
-    return queue if isinstance(queue, str) and queue else None
+    """The ticket's queue when routing set one."""
+    return ticket.queue or None
 
 
 # China Standard Time has had no daylight saving since 1991: a fixed offset is exact and needs no tz database read.
