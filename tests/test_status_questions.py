@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import pytest
 
+from bot.setup import BotSetup
 from bot.status import StatusQuestion, status_question
-from tests.conftest import ChatClient, Gateway
+from gateway.app import GATEWAY
+from tests.conftest import ChatClient, Gateway, make_config, started
+from tests.rules.sample import sample_rules
 
 
 @pytest.mark.parametrize(
@@ -84,3 +88,17 @@ async def test_another_customers_ticket_number_is_not_found_and_shows_nothing(ga
     _, missing = await stranger.say("HL-999999 进度")
     assert "未找到工单 HL-999999" in missing["text"]
     assert len((await gateway.api("GET", "/tickets"))[1]["tickets"]) == 1
+
+
+async def test_the_answer_names_the_queue_routing_chose(tmp_path: Path, bot_setup: BotSetup) -> None:
+    config = await asyncio.to_thread(make_config, tmp_path, **sample_rules())
+    async with started(config, bot_setup) as gw:
+        chat = await gw.chat()
+        await chat.say("转人工")
+        await chat.ws.send_json({"type": "message", "id": "x1", "text": "发票开错了，订单号 20261201123456"})
+        await chat.expect("ack")
+        await gw.server.app[GATEWAY].tasks.drain(5)
+        [ticket] = (await gw.api("GET", "/tickets"))[1]["tickets"]
+        assert ticket["queue"]
+        _, answer = await chat.say("我的工单进度")
+        assert f"队列 Queue：{ticket['queue']}" in answer["text"]
