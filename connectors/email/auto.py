@@ -72,12 +72,40 @@ _EMAIL = re.compile(r"<?([A-Za-z0-9._%+'=/-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,})>?")
 HARD_REASONS = frozenset({"userunknown", "hostunknown", "hasmoved"})
 
 
-def _phrases(*alternatives: str) -> re.Pattern[str]:
-    return re.compile("|".join(f"(?:{a})" for a in alternatives), re.IGNORECASE)
+# What could make a pattern match differently once it runs case-sensitively over lowercased text: a capital, a
+# character given by its code, an inline flag, or a non-ASCII character (IGNORECASE folds four onto ASCII letters).
+_CASE_SENSITIVE_BITS = re.compile(r"[A-Z]|\\[xuUN0]|\(\?[a-zA-Z-]|[^\x00-\x7f]")
+
+
+@dataclass(frozen=True, slots=True)
+class Phrases:
+    """Case-insensitive phrases, searched for cheaply in ASCII text.
+
+    re cannot skip ahead over text on a case-insensitive literal, so it tries every alternative at every position.
+    On ASCII text, ignoring case is exactly lowercasing it: a pattern with no capitals, no escaped code points and no
+    inline flags finds a match in the lowercased text just where the case-insensitive one does in the text. That is
+    about 3x cheaper; any other text (or pattern) takes the case-insensitive search.
+    """
+
+    ignorecase: re.Pattern[str]
+    lowercase: re.Pattern[str] | None
+
+    def found_in(self, text: str, lowered: str | None) -> bool:
+        """Whether the text says it; ``lowered`` is ``text.lower()`` when the text is ASCII, else None."""
+        if lowered is not None and self.lowercase is not None:
+            return self.lowercase.search(lowered) is not None
+        return self.ignorecase.search(text) is not None
+
+
+def _phrases(*alternatives: str) -> Phrases:
+    pattern = "|".join(f"(?:{a})" for a in alternatives)
+    without_escapes = re.sub(r"\\[^xuUN0]", "", pattern)
+    safe = _CASE_SENSITIVE_BITS.search(without_escapes) is None
+    return Phrases(ignorecase=re.compile(pattern, re.IGNORECASE), lowercase=re.compile(pattern) if safe else None)
 
 
 # What each reason's diagnostic text says, in the words MTAs use. Matched against one recipient's diagnostic.
-_REASON_TEXT: dict[str, re.Pattern[str]] = {
+_REASON_TEXT: dict[str, Phrases] = {
     "mailboxfull": _phrases(
         r"mail ?box (is |was )?(full|over ?quota)",
         r"over (the |their |his |her )?(storage |disk )?quota",
@@ -449,15 +477,22 @@ def failure_reason(status: str, text: str, *, command: str = "", action: str = "
         return "delivered"
     by_status = _status_reason(status)
     said = " ".join(text[:4000].split())
+    lowered = said.lower() if said.isascii() else None
     # "Diagnostic-Code: X-Unix; ..." and the like: a local program failed, not an SMTP conversation.
     local_error = bool(re.match(r"x-[\w-]+ ?;", said, re.I))
 
+    heard: dict[str, bool] = {}
+
     def says(reason: str) -> bool:
-        return bool(_REASON_TEXT[reason].search(said))
+        # The looks below ask about the same reason several times; each ask is a search over up to 4,000 chars.
+        found = heard.get(reason)
+        if found is None:
+            found = heard[reason] = _REASON_TEXT[reason].found_in(said, lowered)
+        return found
 
     def first_look(reason: str) -> bool:
         if reason == "userunknown":
-            if _NO_SUCH_MAILBOX.search(said):
+            if _NO_SUCH_MAILBOX.found_in(said, lowered):
                 return True
             if by_status == "userunknown":
                 return not any(says(other) for other in _NOT_REALLY_UNKNOWN)
