@@ -16,6 +16,7 @@ from bot.setup import BotSetup
 from connectors import build_connectors
 from connectors.base import Connector, ConnectorDeps
 from connectors.webchat.connector import WebchatConnector
+from core import heap
 from core.clock import Clock, utcnow
 from core.config import Config
 from core.model import Ticket
@@ -94,9 +95,16 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
 
 
 def create_app(
-    config: Config, bot: BotSetup, *, clock: Clock = utcnow, retry_delays_s: tuple[float, ...] = RETRY_DELAYS_S
+    config: Config,
+    bot: BotSetup,
+    *,
+    clock: Clock = utcnow,
+    retry_delays_s: tuple[float, ...] = RETRY_DELAYS_S,
+    settle_heap: bool = False,
 ) -> web.Application:
-    """``retry_delays_s``: the backoff between attempts of a retryable delivery (tests shorten it)."""
+    """``retry_delays_s``: the backoff between attempts of a retryable delivery (tests shorten it).
+    ``settle_heap``: once started, freeze what is alive out of the garbage collector's sight (``core.heap``);
+    ``serve`` does, a test process (whose heap is the test run's) does not."""
     access = Access(Tokens(config.api.tokens))
     app = web.Application(client_max_size=config.server.max_body_bytes, middlewares=[access.middleware, _errors])
     store = open_store(config)
@@ -140,8 +148,14 @@ def create_app(
         access.add(app.router, (needs(CHANNEL, route) for route in connector.routes()))
     access.add(app.router, [needs(PUBLIC, web.get("/healthz", _healthz)), needs(PUBLIC, web.get("/readyz", _readyz))])
     app.cleanup_ctx.append(_lifespan)
+    if settle_heap:
+        app.on_startup.append(_settle_heap)
     app.on_shutdown.append(_stop_connectors)
     return app
+
+
+async def _settle_heap(app: web.Application) -> None:
+    heap.settle()
 
 
 async def _lifespan(app: web.Application) -> AsyncIterator[None]:
