@@ -22,6 +22,14 @@ from pydantic import (
     model_validator,
 )
 
+from core.rules_config import (
+    QueueConfig,
+    Regex,
+    RoutingRule,
+    RulesLimits,
+    SlaConfig,
+    check_rule_references,
+)
 from core.scopes import Scope
 
 
@@ -80,6 +88,9 @@ _EVENT_TYPES = (
     "conversation.handoff",
     "conversation.status_changed",
     "message.delivery_failed",
+    "system.alarm",
+    "ticket.sla_warning",
+    "ticket.sla_breached",
 )
 
 
@@ -453,6 +464,27 @@ class PhoneInbox(_Model):
 InboxConfig = WebchatInbox | WechatInbox | EmailInbox | PhoneInbox
 
 
+class AlarmsConfig(_Model):
+    """When a health alarm fires (``/readyz``, ``huiliu_alarm`` and a ``system.alarm`` event)."""
+
+    check_interval_s: Annotated[float, Field(gt=0)] = 60.0
+    mail_stale_s: Annotated[float, Field(gt=0)] = 900.0  # a mailbox with no successful fetch for this long
+    dead_letter_window_s: Annotated[float, Field(gt=0)] = 900.0  # new dead letters within this window
+    quarantine_window_s: Annotated[float, Field(gt=0)] = 3600.0
+    quarantine_growth: Annotated[int, Field(ge=1)] = 5  # this many newly quarantined items within the window
+    renotify_s: Annotated[float, Field(gt=0)] = 3600.0  # a firing alarm's event is repeated this often
+
+
+class OpsConfig(_Model):
+    """The operator's view: metrics, alarms and the admin dashboard."""
+
+    metrics: bool = True
+    # Also serve /metrics without a token on this loopback port (for a local Prometheus agent); None: off.
+    metrics_port: Annotated[int, Field(ge=0, le=65535)] | None = None
+    metrics_host: Literal["127.0.0.1", "::1", "localhost"] = "127.0.0.1"
+    alarms: AlarmsConfig = AlarmsConfig()
+
+
 class Config(_Model):
     data_dir: str = "data"
     server: ServerConfig = ServerConfig()
@@ -461,6 +493,13 @@ class Config(_Model):
     bot: BotConfig = BotConfig()
     inboxes: tuple[Annotated[InboxConfig, Field(discriminator="channel")], ...] = ()
     webhooks: tuple[WebhookConfig, ...] = ()
+    # Operator rules applied at intake (see README "Service rules"): fields, routing and assignment, SLA.
+    extract: dict[Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,63}$")], Regex] = {}
+    routing: tuple[RoutingRule, ...] = ()
+    queues: tuple[QueueConfig, ...] = ()
+    sla: SlaConfig = SlaConfig()
+    rules: RulesLimits = RulesLimits()
+    ops: OpsConfig = OpsConfig()
     base_dir: Path = Path(".")  # the config file's folder: relative paths resolve against it
 
     @model_validator(mode="after")
@@ -546,9 +585,13 @@ def parse_config(data: Any, *, base_dir: Path = Path("."), env: dict[str, str] |
         raise ConfigError("<root>: expected a mapping of settings")
     expanded = _expand_env(data, "", dict(os.environ) if env is None else env)
     try:
-        return Config.model_validate({**expanded, "base_dir": base_dir})
+        config = Config.model_validate({**expanded, "base_dir": base_dir})
     except ValidationError as exc:
         raise ConfigError("invalid config:\n  " + "\n  ".join(_describe(dict(e)) for e in exc.errors())) from None
+    problems = check_rule_references(config.routing, config.queues, config.sla)
+    if problems:
+        raise ConfigError("invalid config:\n  " + "\n  ".join(problems))
+    return config
 
 
 def load_config(path: Path, env: dict[str, str] | None = None) -> Config:

@@ -164,6 +164,34 @@ class TicketRequest:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ContactFlag:
+    """A connector's fact about an address: its contact gets (``on``) or loses a flag, e.g.
+    ``bounced:email:a@b.com`` after a hard bounce, ``unsubscribed:wechat:<inbox>`` on an unfollow."""
+
+    identity: Identity
+    flag: str
+    on: bool = True
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReopenRequest:
+    """The customer wrote again on a resolved conversation that this inbox puts back in front of agents
+    (email ``resolved_reply: reopen``): its resolved ticket and the conversation go back to open."""
+
+    conversation_id: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class VoicemailRequest:
+    """A voicemail's transcript the bot may answer on the caller's written channels (``channels``, first
+    usable wins); with ``resolve`` the callback ticket it opened is resolved when the answer went out."""
+
+    transcript: str
+    channels: tuple[str, ...]
+    resolve: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class InboundMessage:
     """What a connector hands to intake: one customer message as the channel gave it."""
 
@@ -189,7 +217,36 @@ class InboundMessage:
     ticket: TicketRequest | None = None
     # False for messages the bot must not answer (events, calls, auto-replies).
     bot: bool = True
+    # Facts intake acts on, never on a repeat delivery of a stored message; connectors only report them.
+    contact_flags: tuple[ContactFlag, ...] = ()
+    reopen: ReopenRequest | None = None
+    greeting: str | None = None  # sent in reply to this message (a WeChat welcome on a follow)
+    voicemail: VoicemailRequest | None = None
+    # Channel extras no other part reads (headers, call details), kept on the stored message.
     meta: Mapping[str, Any] = field(default_factory=dict)
+
+
+class Language(enum.StrEnum):
+    ZH = "zh"
+    EN = "en"
+    UNKNOWN = "unknown"  # no letters to tell (an emoji, a number, an empty call summary)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NormalizedMessage:
+    """An inbound message after the normalizer: the one form intake and the rules read.
+
+    ``inbound`` stays as the channel gave it (raw payload, channel extras, facts); the fields here are the
+    cleaned and canonical values that replace its text, sender and aliases from now on.
+    """
+
+    inbound: InboundMessage
+    text: str
+    sender: Identity
+    aliases: tuple[Identity, ...] = ()
+    language: Language = Language.UNKNOWN
+    # Which conversation the message belongs to, as one string: inbox, canonical address and thread.
+    thread_key: str = ""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -199,7 +256,8 @@ class Contact:
     identities: tuple[Identity, ...]
     created_at: datetime
     vip: bool = False
-    # e.g. "unsubscribed:wechat", "bounced:email:a@b.com", "ambiguous:phone:+86..."; connectors set them.
+    # e.g. "unsubscribed:wechat", "bounced:email:a@b.com", "ambiguous:phone:+86..."; connectors report them
+    # (InboundMessage.contact_flags) and intake sets them.
     flags: tuple[str, ...] = ()
 
 
@@ -274,6 +332,12 @@ def reply_key(message_id: str) -> str:
     return f"reply:{message_id}"
 
 
+def greeting_key(message_id: str) -> str:
+    """The external id of the greeting answering a message (a WeChat welcome on a follow): stored once, and
+    found again by a retried push."""
+    return f"welcome:{message_id}"
+
+
 def outbound_message(
     on: Conversation | Message,
     *,
@@ -310,6 +374,72 @@ def outbound_message(
     )
 
 
+class SlaTarget(enum.StrEnum):
+    FIRST_RESPONSE = "first_response"
+    NEXT_RESPONSE = "next_response"
+    RESOLUTION = "resolution"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TicketSla:
+    """The ticket's service targets under one policy: when each is due, which were warned about or missed.
+
+    A met or paused target has no due time. ``resolution_left_s``: working seconds the resolution target had
+    left when the ticket went ``pending`` (waiting on the customer); the clock restarts from it on resume.
+    ``first_response_capped``: the first response is due earlier than the policy says because WeChat's
+    48-hour reply window closes first.
+    """
+
+    policy: str
+    calendar: str = "default"
+    first_response_due_at: datetime | None = None
+    first_response_warn_at: datetime | None = None
+    next_response_due_at: datetime | None = None
+    next_response_warn_at: datetime | None = None
+    resolution_due_at: datetime | None = None
+    resolution_warn_at: datetime | None = None
+    first_responded_at: datetime | None = None
+    first_response_capped: str | None = None  # "wechat_window" when the reply window closes first
+    breached: tuple[SlaTarget, ...] = ()
+    warned: tuple[SlaTarget, ...] = ()
+    paused: bool = False
+    resolution_left_s: float | None = None
+
+    def _clocks(self) -> list[tuple[SlaTarget, datetime, datetime | None]]:
+        out = []
+        for target, due, warn in (
+            (SlaTarget.FIRST_RESPONSE, self.first_response_due_at, self.first_response_warn_at),
+            (SlaTarget.NEXT_RESPONSE, self.next_response_due_at, self.next_response_warn_at),
+            (SlaTarget.RESOLUTION, self.resolution_due_at, self.resolution_warn_at),
+        ):
+            if due is not None:
+                out.append((target, due, warn))
+        return out
+
+    def next_check_at(self) -> datetime | None:
+        """When the SLA runner must look at the ticket next: its earliest warning or breach not yet recorded."""
+        times: list[datetime] = []
+        for target, due, warn in self._clocks():
+            if target in self.breached:
+                continue
+            times.append(due)
+            if warn is not None and target not in self.warned:
+                times.append(warn)
+        return min(times, default=None)
+
+    def earliest_due_at(self) -> datetime | None:
+        """The earliest target still running (breached ones too): what tickets are sorted by."""
+        return min((due for _, due, _ in self._clocks()), default=None)
+
+    def flag(self) -> str:
+        """``breached`` if a target was missed, ``at_risk`` if a running one was warned about, else ``""``."""
+        if self.breached:
+            return "breached"
+        if any(t in self.warned for t, _, _ in self._clocks()):
+            return "at_risk"
+        return ""
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Ticket:
     id: str
@@ -328,6 +458,14 @@ class Ticket:
     handoff_reason: HandoffReason | None = None
     faq_tries: tuple[FaqTry, ...] = ()
     version: int = 1
+    # Service rules (config ``extract``, ``routing``, ``queues``, ``sla``): what the ticket is, who takes it, by when.
+    fields: Mapping[str, str] = field(default_factory=dict)
+    category: str | None = None
+    language: str | None = None
+    queue: str | None = None
+    skills: tuple[str, ...] = ()
+    routing: tuple[str, ...] = ()  # the routing rules that fired, in order
+    sla: TicketSla | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -370,6 +508,9 @@ class EventType(enum.StrEnum):
     CONVERSATION_HANDOFF = "conversation.handoff"
     CONVERSATION_STATUS_CHANGED = "conversation.status_changed"
     MESSAGE_DELIVERY_FAILED = "message.delivery_failed"
+    SYSTEM_ALARM = "system.alarm"
+    TICKET_SLA_WARNING = "ticket.sla_warning"
+    TICKET_SLA_BREACHED = "ticket.sla_breached"
 
 
 EVENT_VERSION = 1

@@ -1,4 +1,4 @@
-"""create_app: wires config, store, connectors, intake, bot and API into one aiohttp application."""
+"""create_app: the wired gateway (gateway/wiring.py) served over HTTP, with its background work."""
 
 from __future__ import annotations
 
@@ -6,75 +6,32 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager, suppress
-from dataclasses import dataclass
 
 from aiohttp import web
 
 from bot.live import LiveIndex
-from bot.policy import BotPolicy
 from bot.setup import BotSetup
-from connectors import build_connectors
-from connectors.base import Connector, ConnectorDeps
-from connectors.webchat.connector import WebchatConnector
+from connectors.capabilities import Drains, ShowsTyping
 from core import heap
 from core.clock import Clock, utcnow
 from core.config import Config
 from core.model import Ticket
-from core.store import Store, open_store
-from core.tasks import TaskTracker
+from core.store import Store
 from gateway.access import CHANNEL, PUBLIC, Access, Tokens, needs
 from gateway.api import Api, Handler, error
-from gateway.audit import Auditor
 from gateway.contacts_api import ContactsApi
-from gateway.downstream.webhooks import WebhookDispatcher
-from gateway.faq_admin import FaqAdmin, answer_values
-from gateway.intake import Intake
-from gateway.outbound import RETRY_DELAYS_S, Outbound
-from gateway.tickets import TicketService
+from gateway.faq_admin import FaqAdmin
+from gateway.ops import ops_routes, ops_running
+from gateway.outbound import RETRY_DELAYS_S
+from gateway.wiring import Gateway, bot_policy, build_bot, build_gateway, warm_up
 
 log = logging.getLogger(__name__)
 
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Gateway:
-    config: Config
-    store: Store
-    intake: Intake
-    tickets: TicketService
-    connectors: dict[str, Connector]
-    tasks: TaskTracker
-    webhooks: WebhookDispatcher
-    bot: BotSetup
-    outbound: Outbound
-    auditor: Auditor
+__all__ = ["ACCESS", "GATEWAY", "Gateway", "bot_policy", "build_bot", "create_app"]  # the CLI and tests import these
 
 
 GATEWAY = web.AppKey("gateway", Gateway)
 ACCESS = web.AppKey("access", Access)
-
-
-def build_bot(config: Config) -> BotSetup:
-    """Load and index the knowledge base; raises KbError naming the file and the problem."""
-    bot = config.bot
-    index = LiveIndex.load(config.resolve(bot.kb), answer_values(bot.business_hours))
-    return BotSetup(index=index, policy=bot_policy(config), messages=bot.messages, hours=bot.business_hours)
-
-
-def bot_policy(config: Config) -> BotPolicy:
-    """The configured thresholds and handoff triggers, the shipped defaults where the config is silent."""
-    bot = config.bot
-    defaults = BotPolicy()
-    policy = BotPolicy(
-        answer_threshold=bot.answer_threshold if bot.answer_threshold is not None else defaults.answer_threshold,
-        suggest_threshold=bot.suggest_threshold if bot.suggest_threshold is not None else defaults.suggest_threshold,
-        margin=bot.margin if bot.margin is not None else defaults.margin,
-        max_suggestions=bot.max_suggestions,
-        max_misses=bot.max_misses,
-        human_phrases=bot.human_phrases if bot.human_phrases is not None else defaults.human_phrases,
-        negative_phrases=bot.negative_phrases if bot.negative_phrases is not None else defaults.negative_phrases,
-        vip_handoff=bot.vip_handoff,
-    )
-    return policy
 
 
 @web.middleware
@@ -107,34 +64,15 @@ def create_app(
     ``serve`` does, a test process (whose heap is the test run's) does not."""
     access = Access(Tokens(config.api.tokens))
     app = web.Application(client_max_size=config.server.max_body_bytes, middlewares=[access.middleware, _errors])
-    store = open_store(config)
-    tasks = TaskTracker()
-    connectors = build_connectors(config, ConnectorDeps(store=store, tasks=tasks, data_dir=config.data_path))
-    outbound = Outbound(
-        store, connectors, tasks, resend_after_s=config.server.resend_after_s, retry_delays_s=retry_delays_s
-    )
-    tickets = TicketService(store, outbound, clock)
-    intake = Intake(store, bot, outbound, tasks, clock, tickets)
-    webhooks = WebhookDispatcher(store, config.webhooks)
-    gateway = Gateway(
-        config=config,
-        store=store,
-        intake=intake,
-        tickets=tickets,
-        connectors=connectors,
-        tasks=tasks,
-        webhooks=webhooks,
-        bot=bot,
-        outbound=outbound,
-        auditor=Auditor(store, clock, retention_days=config.api.audit_retention_days),
-    )
+    gateway = build_gateway(config, bot, clock=clock, retry_delays_s=retry_delays_s)
+    store, connectors, tickets, webhooks = gateway.store, gateway.connectors, gateway.tickets, gateway.webhooks
     app[GATEWAY] = gateway
     app[ACCESS] = access
 
     async def typing(ticket: Ticket, on: bool) -> bool:
         conversation = await store.get_conversation(ticket.conversation_id)
         connector = connectors.get(ticket.inbox)
-        if conversation is None or not isinstance(connector, WebchatConnector):
+        if conversation is None or not isinstance(connector, ShowsTyping):
             return False
         return await connector.typing(conversation.address, author="agent", on=on)
 
@@ -146,7 +84,12 @@ def create_app(
         access.add(app.router, FaqAdmin(bot.index, gateway.auditor).routes())
     for connector in connectors.values():
         access.add(app.router, (needs(CHANNEL, route) for route in connector.routes()))
-    access.add(app.router, [needs(PUBLIC, web.get("/healthz", _healthz)), needs(PUBLIC, web.get("/readyz", _readyz))])
+    access.add(app.router, [needs(PUBLIC, web.get("/healthz", _healthz))])
+    access.add(
+        app.router,
+        ops_routes(config=config, store=store, connectors=connectors, sink=gateway.sink, metrics=gateway.metrics,
+                   health=gateway.health, clock=clock, auditor=gateway.auditor),
+    )  # fmt: skip
     app.cleanup_ctx.append(_lifespan)
     if settle_heap:
         app.on_startup.append(_settle_heap)
@@ -160,11 +103,12 @@ async def _settle_heap(app: web.Application) -> None:
 
 async def _lifespan(app: web.Application) -> AsyncIterator[None]:
     gateway = app[GATEWAY]
+    await warm_up(gateway)
     await gateway.store.open()
     async with AsyncExitStack() as stack:
         stack.push_async_callback(gateway.store.close)
         for connector in gateway.connectors.values():
-            await stack.enter_async_context(connector.running(gateway.intake.receive))
+            await stack.enter_async_context(connector.running(gateway.sink))
         gateway.tasks.spawn(gateway.intake.recover(), name="intake:recover")
         gateway.tasks.spawn(gateway.outbound.resend_unsent(), name="outbound:resend")
         stuck_after = gateway.config.server.resend_after_s
@@ -176,10 +120,15 @@ async def _lifespan(app: web.Application) -> AsyncIterator[None]:
 
         await stack.enter_async_context(periodically(every, recover_stuck, name="intake:recover"))
         await stack.enter_async_context(gateway.webhooks.running())
+        gateway.tasks.spawn(gateway.sla.run_once(), name="sla:catch-up")  # breaches due while we were down
+        await stack.enter_async_context(
+            periodically(gateway.config.sla.scan_interval_s, gateway.sla.run_once, name="sla")
+        )
         await stack.enter_async_context(sweeping(gateway.store, gateway.config.server.sweep_interval_s))
         await stack.enter_async_context(
             periodically(gateway.config.server.sweep_interval_s, gateway.auditor.sweep, name="audit:sweep")
         )
+        await stack.enter_async_context(ops_running(gateway.config, gateway.metrics, gateway.health))
         if isinstance(gateway.bot.index, LiveIndex) and gateway.config.bot.kb_watch_s > 0:
             await stack.enter_async_context(watching_kb(gateway.bot.index, gateway.config.bot.kb_watch_s))
         yield
@@ -232,23 +181,9 @@ def watching_kb(index: LiveIndex, interval_s: float) -> AbstractAsyncContextMana
 async def _stop_connectors(app: web.Application) -> None:
     """On shutdown, let long-lived sockets go so in-flight requests can finish within the grace period."""
     for connector in app[GATEWAY].connectors.values():
-        await connector.drain()
+        if isinstance(connector, Drains):
+            await connector.drain()
 
 
 async def _healthz(request: web.Request) -> web.StreamResponse:
     return web.json_response({"status": "ok"})
-
-
-async def _readyz(request: web.Request) -> web.StreamResponse:
-    gateway = request.app[GATEWAY]
-    store_ok = await gateway.store.ping()
-    connectors = {name: "running" if c.is_running() else "stopped" for name, c in gateway.connectors.items()}
-    ready = store_ok and all(state == "running" for state in connectors.values())
-    return web.json_response(
-        {
-            "status": "ready" if ready else "not_ready",
-            "store": "ok" if store_ok else "unreachable",
-            "connectors": connectors,
-        },
-        status=200 if ready else 503,
-    )

@@ -7,10 +7,13 @@ import logging
 import random
 from collections.abc import Mapping
 from datetime import UTC, datetime
+from typing import Protocol
 
 from connectors.base import Connector
+from connectors.capabilities import AcknowledgesTickets, Notifies
 from core import events
 from core.model import (
+    Author,
     Conversation,
     Delivery,
     DeliveryStatus,
@@ -19,14 +22,21 @@ from core.model import (
     Message,
     OutboundReply,
     Ticket,
+    greeting_key,
+    outbound_message,
 )
-from core.store import Store
+from core.observe import NO_OBSERVER, Observer
 from core.store.base import Outgoing
+from core.store.roles import Conversations, Outbox, Transcript
 from core.tasks import TaskTracker
 
 log = logging.getLogger(__name__)
 
 RETRY_DELAYS_S = (1.0, 4.0, 15.0, 60.0)
+
+
+class OutboundStore(Transcript, Outbox, Conversations, Protocol):
+    """The roles replies go through: the transcript, its outbox, and the conversation a reply is on."""
 
 
 def delivery_failed(message: Message, delivery: Delivery, at: datetime) -> DownstreamEvent:
@@ -49,12 +59,13 @@ def delivery_failed(message: Message, delivery: Delivery, at: datetime) -> Downs
 class Outbound:
     def __init__(
         self,
-        store: Store,
+        store: OutboundStore,
         connectors: Mapping[str, Connector],
         tasks: TaskTracker,
         *,
         resend_after_s: float,
         retry_delays_s: tuple[float, ...] = RETRY_DELAYS_S,
+        observer: Observer = NO_OBSERVER,
     ) -> None:
         """``resend_after_s`` (``server.resend_after_s``): how long a send may take before another sender (this
         process after a restart, or another instance) may take the message from the outbox and send it."""
@@ -63,6 +74,7 @@ class Outbound:
         self._tasks = tasks
         self._retry_delays_s = retry_delays_s
         self._resend_after_s = resend_after_s
+        self._observer = observer
 
     async def deliver_bot_reply(
         self,
@@ -106,7 +118,25 @@ class Outbound:
         )
         if not created:
             return stored, None
+        self._observer.message_stored(stored)
         return stored, await self.send(stored, conversation, in_reply_to=in_reply_to)
+
+    async def record_greeting(self, answering: Message, text: str, at: datetime) -> Message:
+        """A greeting the channel delivers itself, in the same exchange as the message it answers (a WeChat
+        welcome in the push's response): stored once in the transcript (keyed on that message, so a retry
+        finds it), and not put in the outbox."""
+        greeting = outbound_message(
+            answering,
+            author=Author.BOT,
+            text=text,
+            at=at,
+            external_id=greeting_key(answering.id),
+            meta={"outcome": "welcome"},
+        )
+        stored, created = await self._store.add_message(greeting, [events.message_created(greeting)])
+        if created:
+            self._observer.message_stored(stored)
+        return stored
 
     async def send(self, message: Message, conversation: Conversation, *, in_reply_to: str | None = None) -> Delivery:
         """Send through the inbox's connector and record the outcome (which takes it out of the outbox).
@@ -177,13 +207,14 @@ class Outbound:
 
     async def status_changed(self, conversation: Conversation) -> None:
         connector = self._connectors.get(conversation.inbox)
-        if connector is not None:
+        if isinstance(connector, Notifies):
             await connector.notify(conversation)
 
     async def ticket_opened(self, ticket: Ticket, conversation: Conversation) -> None:
         """Send what the inbox's connector wants said about a new ticket, stored once and retried like a reply."""
+        self._observer.ticket_opened(ticket)
         connector = self._connectors.get(conversation.inbox)
-        if connector is None:
+        if not isinstance(connector, AcknowledgesTickets):
             return
         notice = await connector.ticket_opened(ticket, conversation)
         if notice is not None:  # a repeat (a retried handling) finds it stored, and sends nothing

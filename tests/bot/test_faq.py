@@ -7,7 +7,8 @@ import pathlib
 import pytest
 
 from bot.faq import FaqEntry, FaqIndex, KbError, load_kb
-from bot.text import normalize, stem
+from bot.text import stem
+from normalizer.text import fold_for_matching
 
 KB = pathlib.Path(__file__).resolve().parents[2] / "kb" / "faq.yaml"
 
@@ -75,9 +76,9 @@ def test_bad_entry(tmp_path: pathlib.Path, entry: str, problem: str) -> None:
     assert problem in str(caught.value)
 
 
-def test_normalize() -> None:
-    assert normalize("能开发票吗？") == "能开发票吗"
-    assert normalize("ＡＢＣ，“你好”（Hi!）") == "abc 你好 hi"
+def test_fold_for_matching() -> None:
+    assert fold_for_matching("能开发票吗？") == "能开发票吗"
+    assert fold_for_matching("ＡＢＣ，“你好”（Hi!）") == "abc 你好 hi"
 
 
 def test_stem() -> None:
@@ -173,3 +174,13 @@ def test_a_score_never_reads_as_certain() -> None:
     kb = _synthetic_kb(twins=False)
     index = FaqIndex(kb)
     assert all(h.score < 1.0 for e in kb[:10] for h in index.search(e.questions[0]))
+
+
+def test_a_kb_entry_may_name_its_category() -> None:
+    from bot.faq import KbError, kb_document, parse_kb
+
+    kb = parse_kb({"faqs": [{"id": "a", "questions": ["发票"], "answer": "x", "category": "billing"}]}, "t")
+    assert kb.entries[0].category == "billing"
+    assert kb_document(kb)["faqs"][0]["category"] == "billing"
+    with pytest.raises(KbError, match="category"):
+        parse_kb({"faqs": [{"id": "a", "questions": ["q"], "answer": "x", "category": ""}]}, "t")

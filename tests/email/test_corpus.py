@@ -9,8 +9,10 @@ from pathlib import Path
 import pytest
 
 import connectors.email.parse as parse_module
-from connectors.email.auto import _NO_SUCH_MAILBOX, _REASON_TEXT, AutoKind, fold_case
+from connectors.email.auto import AutoKind
+from connectors.email.bounce_phrases import NO_SUCH_MAILBOX, REASON_TEXT
 from connectors.email.parse import ParsedMail, html_to_text, parse_mail
+from connectors.email.phrases import fold_case
 from connectors.email.quote import extract_reply
 from tests.conftest import need
 from tests.email.corpus import (
@@ -182,7 +184,7 @@ def test_memoised_header_policy_parses_every_corpus_mail_as_the_default_policy_d
 def test_bounce_phrases_match_lowercased_ascii_text_as_they_match_any_case(corpora: Path) -> None:
     """Reason phrases run case-sensitively over case-folded text (a speed-up): the same verdicts as ignoring case,
     in any casing and with the four non-ASCII letters that fold onto ASCII ones (İ ı ſ K)."""
-    assert all(p.lowercase is not None for p in (*_REASON_TEXT.values(), _NO_SUCH_MAILBOX))
+    assert all(p.lowercase is not None for p in (*REASON_TEXT.values(), NO_SUCH_MAILBOX))
     texts: list[str] = []
     for path in sorted((SISIMAI / "bsd").glob("*.eml"))[:150]:
         parsed = try_parse(path.read_bytes())
@@ -194,7 +196,7 @@ def test_bounce_phrases_match_lowercased_ascii_text_as_they_match_any_case(corpo
     assert any(not text.isascii() for text in texts[::4])
     disagree = [
         (reason, text[:80])
-        for reason, phrases in (*_REASON_TEXT.items(), ("no such mailbox", _NO_SUCH_MAILBOX))
+        for reason, phrases in (*REASON_TEXT.items(), ("no such mailbox", NO_SUCH_MAILBOX))
         for text in texts
         if phrases.found_in(text, fold_case(text)) != (phrases.ignorecase.search(text) is not None)
     ]

@@ -9,7 +9,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -28,9 +28,17 @@ from core.model import (
     Message,
     QuarantinedItem,
     Ticket,
+    TicketStatus,
 )
-from core.store.base import (
+from core.store.cursor import decode_cursor, encode_cursor
+from core.store.sqlite.audit import AUDIT_SCHEMA, SqliteAuditLog
+from core.store.sqlite.schema import SCHEMA, migrate
+from core.store.sqlite.worker import SerialWorker
+from core.store.types import (
+    Assignment,
     DeadLetter,
+    DueTimer,
+    Gauges,
     NotFound,
     Outgoing,
     StoredFrame,
@@ -39,131 +47,55 @@ from core.store.base import (
     TicketPage,
     TicketQuery,
     VersionConflict,
+    fill_assignee,
+    ticket_timer,
 )
-from core.store.cursor import decode_cursor, encode_cursor
-from core.store.sqlite_audit import AUDIT_SCHEMA, SqliteAuditLog
-from core.store.worker import SerialWorker
 
 T = TypeVar("T")
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS contacts (
-    id TEXT PRIMARY KEY,
-    data TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS identities (
-    identity TEXT PRIMARY KEY,
-    contact_id TEXT NOT NULL REFERENCES contacts(id)
-);
-CREATE TABLE IF NOT EXISTS conversations (
-    id TEXT PRIMARY KEY,
-    inbox TEXT NOT NULL,
-    address TEXT NOT NULL,
-    thread TEXT NOT NULL,
-    contact_id TEXT NOT NULL,
-    version INTEGER NOT NULL,
-    data TEXT NOT NULL,
-    UNIQUE (inbox, address, thread)
-);
-CREATE INDEX IF NOT EXISTS conversations_by_contact ON conversations (contact_id);
-CREATE TABLE IF NOT EXISTS messages (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    id TEXT NOT NULL UNIQUE,
-    conversation_id TEXT NOT NULL,
-    channel TEXT NOT NULL,
-    inbox TEXT NOT NULL,
-    direction TEXT NOT NULL,
-    external_id TEXT,
-    ticket_id TEXT,
-    episode INTEGER NOT NULL,
-    handled INTEGER NOT NULL DEFAULT 0,
-    delivery TEXT,
-    delivery_error TEXT,
-    data TEXT NOT NULL,
-    UNIQUE (channel, inbox, direction, external_id)
-);
-CREATE INDEX IF NOT EXISTS messages_by_conversation ON messages (conversation_id, episode);
-CREATE INDEX IF NOT EXISTS messages_by_ticket ON messages (ticket_id);
-CREATE INDEX IF NOT EXISTS messages_unhandled ON messages (handled) WHERE handled = 0;
-CREATE TABLE IF NOT EXISTS tickets (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    id TEXT NOT NULL UNIQUE,
-    number TEXT NOT NULL UNIQUE,
-    status TEXT NOT NULL,
-    channel TEXT NOT NULL,
-    updated_us INTEGER NOT NULL,
-    version INTEGER NOT NULL,
-    data TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS tickets_by_update ON tickets (updated_us, seq);
-CREATE TABLE IF NOT EXISTS events (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    idempotency_key TEXT NOT NULL UNIQUE,
-    type TEXT NOT NULL,
-    ticket_id TEXT,
-    conversation_id TEXT,
-    occurred_at TEXT NOT NULL,
-    data TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS frames (
-    address TEXT NOT NULL,
-    seq INTEGER NOT NULL,
-    body TEXT NOT NULL,
-    PRIMARY KEY (address, seq)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS quarantine (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    id TEXT NOT NULL UNIQUE,
-    channel TEXT NOT NULL,
-    inbox TEXT NOT NULL,
-    reason TEXT NOT NULL,
-    raw BLOB NOT NULL,
-    received_at TEXT NOT NULL,
-    replayed INTEGER NOT NULL DEFAULT 0
-);
-CREATE TABLE IF NOT EXISTS claims (
-    key TEXT PRIMARY KEY,
-    expires_at REAL NOT NULL,
-    holder TEXT NOT NULL DEFAULT ''
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS claims_by_expiry ON claims (expires_at);
-CREATE TABLE IF NOT EXISTS secrets (
-    name TEXT PRIMARY KEY,
-    value TEXT NOT NULL,
-    expires_at TEXT
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS checkpoints (
-    key TEXT PRIMARY KEY,
-    value TEXT NOT NULL,
-    expires_at REAL  -- unix time; NULL: kept until overwritten
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS outbox (
-    message_id TEXT PRIMARY KEY,
-    in_reply_to TEXT,
-    due REAL NOT NULL  -- unix time from which another sender may take it
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS outbox_by_due ON outbox (due);
-CREATE TABLE IF NOT EXISTS dead_letters (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    id TEXT NOT NULL UNIQUE,
-    subscription TEXT NOT NULL,
-    data TEXT NOT NULL
-);
-"""
+
+_ACTIVE = tuple(str(s) for s in TicketStatus if s.is_active)
 
 
-def _migrate(db: sqlite3.Connection) -> None:
-    """Bring a database created by an earlier version up to ``_SCHEMA`` (which only creates what is missing).
+def _rule_values(ticket: Ticket) -> tuple[Any, ...]:
+    due = ticket.sla.earliest_due_at() if ticket.sla else None
+    flag = ticket.sla.flag() if ticket.sla and ticket.status.is_active else ""
+    return (ticket.queue, ticket.category, ticket.assignee, _micros(due) if due else None, flag)
 
-    Each step checks what is there, so it runs on every open and changes nothing the second time.
-    """
-    columns = {row[1] for row in db.execute("PRAGMA table_info(checkpoints)")}
-    if "expires_at" not in columns:  # checkpoints had no expiry before they could be given a TTL
-        db.execute("ALTER TABLE checkpoints ADD COLUMN expires_at REAL")
-    # Partial: the many checkpoints kept for ever (IMAP UIDs, cursors) stay out of the sweeper's index.
-    db.execute(
-        "CREATE INDEX IF NOT EXISTS checkpoints_by_expiry ON checkpoints (expires_at) WHERE expires_at IS NOT NULL"
-    )
+
+def _set_ticket_timer(db: sqlite3.Connection, ticket: Ticket) -> None:
+    at = ticket.sla.next_check_at() if ticket.sla is not None and ticket.status.is_active else None
+    _set_timer(db, ticket_timer(ticket.id), at)
+
+
+def _set_timer(db: sqlite3.Connection, key: str, at: datetime | None) -> None:
+    if at is None:
+        db.execute("DELETE FROM timers WHERE key = ?", (key,))
+    else:
+        db.execute(
+            "INSERT INTO timers (key, due) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET due = excluded.due",
+            (key, at.timestamp()),
+        )
+
+
+def _pick_agent(db: sqlite3.Connection, assign: Assignment) -> str | None:
+    if not assign.agents:
+        return None
+    if assign.mode == "least_open":
+        marks = ",".join("?" * len(_ACTIVE))
+        counts = dict(
+            db.execute(
+                f"SELECT assignee, COUNT(*) FROM tickets WHERE queue = ? AND status IN ({marks}) GROUP BY assignee",
+                (assign.queue, *_ACTIVE),
+            ).fetchall()
+        )
+        return min(assign.agents, key=lambda a: (counts.get(a, 0), assign.agents.index(a)))
+    (turn,) = db.execute(
+        "INSERT INTO queue_turns (queue, turn) VALUES (?, 1) ON CONFLICT (queue) DO UPDATE SET turn = turn + 1"
+        " RETURNING turn",
+        (assign.queue,),
+    ).fetchone()
+    return assign.agents[(int(turn) - 1) % len(assign.agents)]
 
 
 def _micros(at: datetime) -> int:
@@ -232,9 +164,9 @@ class SqliteStore(SqliteAuditLog):
             db.execute("PRAGMA synchronous=NORMAL")
             db.execute("PRAGMA busy_timeout=10000")
             db.execute("PRAGMA foreign_keys=ON")
-            db.executescript(_SCHEMA)
+            db.executescript(SCHEMA)
             db.executescript(AUDIT_SCHEMA)
-            _migrate(db)
+            migrate(db)
             return db
 
         await self._worker.start(connect)
@@ -318,6 +250,9 @@ class SqliteStore(SqliteAuditLog):
         await self._run(run)
 
     async def add_identity(self, contact_id: str, identity: Identity) -> bool:
+        """Test support, outside the Store protocol: link a verified identity to a contact; False (and nothing
+        changed) if another contact owns it. The gateway links identities only through conversation_for."""
+
         def run(db: sqlite3.Connection) -> bool:
             with self._tx(db):
                 row = db.execute("SELECT data FROM contacts WHERE id = ?", (contact_id,)).fetchone()
@@ -561,13 +496,22 @@ class SqliteStore(SqliteAuditLog):
 
     # tickets ------------------------------------------------------------------
     async def create_ticket(
-        self, ticket: Ticket, conversation: Conversation, events: TicketEvents
+        self,
+        ticket: Ticket,
+        conversation: Conversation,
+        events: TicketEvents,
+        *,
+        assign: Assignment | None = None,
     ) -> tuple[Ticket, Conversation]:
         def run(db: sqlite3.Connection) -> tuple[Ticket, Conversation]:
             with self._tx(db):
+                assigned = ticket
+                if assign is not None and ticket.assignee is None:
+                    assigned = dataclasses.replace(ticket, assignee=_pick_agent(db, assign))
                 cur = db.execute(
-                    "INSERT INTO tickets (id, number, status, channel, updated_us, version, data)"
-                    " VALUES (?, ?, ?, ?, ?, ?, '')",
+                    "INSERT INTO tickets (id, number, status, channel, updated_us, version, data,"
+                    " queue, category, assignee, due_us, sla_flag)"
+                    " VALUES (?, ?, ?, ?, ?, ?, '', ?, ?, ?, ?, ?)",
                     (
                         ticket.id,
                         f"pending-{ticket.id}",
@@ -575,9 +519,10 @@ class SqliteStore(SqliteAuditLog):
                         ticket.channel,
                         _micros(ticket.updated_at),
                         ticket.version,
+                        *_rule_values(assigned),
                     ),
                 )
-                numbered = dataclasses.replace(ticket, number=f"HL-{cur.lastrowid:06d}")
+                numbered = dataclasses.replace(assigned, number=f"HL-{cur.lastrowid:06d}")
                 db.execute(
                     "UPDATE tickets SET number = ?, data = ? WHERE id = ?",
                     (numbered.number, dumps(numbered), ticket.id),
@@ -587,6 +532,7 @@ class SqliteStore(SqliteAuditLog):
                     "UPDATE messages SET ticket_id = ? WHERE conversation_id = ? AND episode = ? AND ticket_id IS NULL",
                     (ticket.id, conversation.id, conversation.episode),
                 )
+                _set_ticket_timer(db, numbered)
                 self._append_events(db, events(numbered, saved))
                 return numbered, saved
 
@@ -601,33 +547,57 @@ class SqliteStore(SqliteAuditLog):
 
         return await self._run(run)
 
-    async def update_ticket(self, ticket: Ticket, events: Sequence[DownstreamEvent] = ()) -> Ticket:
-        saved = dataclasses.replace(ticket, version=ticket.version + 1)
-
+    async def update_ticket(
+        self, ticket: Ticket, events: Sequence[DownstreamEvent] = (), *, assign: Assignment | None = None
+    ) -> Ticket:
         def run(db: sqlite3.Connection) -> Ticket:
+            saved = dataclasses.replace(ticket, version=ticket.version + 1)
+            written = events
             with self._tx(db):
+                if assign is not None and ticket.assignee is None and assign.agents:
+                    saved = dataclasses.replace(saved, assignee=_pick_agent(db, assign))
+                    written = fill_assignee(events, saved.assignee or "")
                 cur = db.execute(
-                    "UPDATE tickets SET status = ?, updated_us = ?, version = ?, data = ? WHERE id = ? AND version = ?",
-                    (saved.status, _micros(saved.updated_at), saved.version, dumps(saved), ticket.id, ticket.version),
+                    "UPDATE tickets SET status = ?, updated_us = ?, version = ?, data = ?,"
+                    " queue = ?, category = ?, assignee = ?, due_us = ?, sla_flag = ? WHERE id = ? AND version = ?",
+                    (
+                        saved.status,
+                        _micros(saved.updated_at),
+                        saved.version,
+                        dumps(saved),
+                        *_rule_values(saved),
+                        ticket.id,
+                        ticket.version,
+                    ),
                 )
                 if cur.rowcount != 1:
                     if db.execute("SELECT 1 FROM tickets WHERE id = ?", (ticket.id,)).fetchone() is None:
                         raise NotFound(f"ticket {ticket.id} does not exist")
                     raise VersionConflict(f"ticket {ticket.id} changed since version {ticket.version}")
-                self._append_events(db, events)
+                _set_ticket_timer(db, saved)
+                self._append_events(db, written)
                 return saved
 
         return await self._run(run)
 
     async def list_tickets(self, query: TicketQuery) -> TicketPage:
-        sql = "SELECT seq, updated_us, data FROM tickets WHERE 1 = 1"
+        by_due = query.sla is not None
+        order = "due_us" if by_due else "updated_us"
+        sql = f"SELECT seq, {order}, data FROM tickets WHERE 1 = 1"
         args: list[Any] = []
-        if query.status is not None:
-            sql += " AND status = ?"
-            args.append(query.status)
-        if query.channel is not None:
-            sql += " AND channel = ?"
-            args.append(query.channel)
+        for column, value in (
+            ("status", query.status),
+            ("channel", query.channel),
+            ("queue", query.queue),
+            ("category", query.category),
+            ("assignee", query.assignee),
+            ("sla_flag", query.sla),
+        ):
+            if value is not None:
+                sql += f" AND {column} = ?"
+                args.append(value)
+        if by_due:
+            sql += " AND due_us IS NOT NULL"
         if query.inboxes is not None:
             inboxes = sorted(query.inboxes)
             sql += f" AND json_extract(data, '$.inbox') IN ({', '.join('?' * len(inboxes)) or 'NULL'})"
@@ -637,9 +607,9 @@ class SqliteStore(SqliteAuditLog):
             args.append(_micros(query.updated_since))
         if query.cursor is not None:
             after_us, after_seq = decode_cursor(query.cursor, 2)
-            sql += " AND (updated_us > ? OR (updated_us = ? AND seq > ?))"
+            sql += f" AND ({order} > ? OR ({order} = ? AND seq > ?))"
             args += [after_us, after_us, after_seq]
-        sql += " ORDER BY updated_us, seq LIMIT ?"
+        sql += f" ORDER BY {order}, seq LIMIT ?"
         args.append(query.limit + 1)
 
         def run(db: sqlite3.Connection) -> TicketPage:
@@ -664,6 +634,9 @@ class SqliteStore(SqliteAuditLog):
         )
 
     async def append_events(self, events: Sequence[DownstreamEvent]) -> None:
+        """Test support, outside the Store protocol: events with no record change (the gateway writes events
+        only together with the change they report)."""
+
         def run(db: sqlite3.Connection) -> None:
             with self._tx(db):
                 self._append_events(db, events)
@@ -807,6 +780,27 @@ class SqliteStore(SqliteAuditLog):
 
         return await self._run(run)
 
+    # timers ---------------------------------------------------------------------
+    async def set_timer(self, key: str, due_at: datetime | None) -> None:
+        def run(db: sqlite3.Connection) -> None:
+            with self._tx(db):
+                _set_timer(db, key, due_at)
+
+        await self._run(run)
+
+    async def claim_due_timers(self, now: datetime, hold_s: float, limit: int = 100) -> list[DueTimer]:
+        def run(db: sqlite3.Connection) -> list[DueTimer]:
+            with self._tx(db):
+                rows = db.execute(
+                    "SELECT key, due FROM timers WHERE due <= ? ORDER BY due LIMIT ?", (now.timestamp(), limit)
+                ).fetchall()
+                db.executemany(
+                    "UPDATE timers SET due = ? WHERE key = ?", [(now.timestamp() + hold_s, k) for k, _ in rows]
+                )
+            return [DueTimer(key=k, due_at=datetime.fromtimestamp(d, UTC)) for k, d in rows]
+
+        return await self._run(run)
+
     # small shared state ---------------------------------------------------------
     async def claim(self, key: str, ttl_s: float) -> bool:
         def run(db: sqlite3.Connection) -> bool:
@@ -878,6 +872,26 @@ class SqliteStore(SqliteAuditLog):
             )
 
         await self._run(run)
+
+    async def gauges(self, *, since: datetime) -> Gauges:
+        def run(db: sqlite3.Connection) -> Gauges:
+            statuses = {str(s): n for s, n in db.execute("SELECT status, count(*) FROM tickets GROUP BY status")}
+            # Compared as datetimes, not as text: an offset other than UTC would sort wrong.
+            quarantined = db.execute("SELECT received_at FROM quarantine WHERE replayed = 0")
+            received = [datetime.fromisoformat(r) for (r,) in quarantined]
+            outbox = db.execute(
+                "SELECT json_extract(m.data, '$.created_at') FROM outbox o JOIN messages m ON m.id = o.message_id"
+            )
+            waiting = [datetime.fromisoformat(c) for (c,) in outbox]
+            return Gauges(
+                tickets_by_status=statuses,
+                quarantine_pending=len(received),
+                quarantined_since=sum(1 for at in received if at >= since),
+                outbox_size=len(waiting),
+                outbox_oldest=min(waiting, default=None),
+            )
+
+        return await self._run(run)
 
     async def get_checkpoint(self, key: str) -> str | None:
         def run(db: sqlite3.Connection) -> str | None:

@@ -1,0 +1,134 @@
+"""The Store's value types and errors, shared by its roles, its backends and their callers."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from core.model import (
+    Channel,
+    Conversation,
+    DownstreamEvent,
+    Ticket,
+    TicketStatus,
+)
+
+
+class StoreError(Exception):
+    pass
+
+
+class VersionConflict(StoreError):
+    """Someone else saved the record first: reload and try again."""
+
+
+class NotFound(StoreError):
+    pass
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TicketQuery:
+    """Without ``sla`` tickets come in update order; with it (``at_risk`` or ``breached``) by due time."""
+
+    status: TicketStatus | None = None
+    channel: Channel | None = None
+    updated_since: datetime | None = None
+    queue: str | None = None
+    category: str | None = None
+    assignee: str | None = None
+    sla: str | None = None
+    cursor: str | None = None
+    limit: int = 50
+    inboxes: frozenset[str] | None = None  # None: every inbox
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Assignment:
+    """Ask the store to pick the ticket's assignee among a queue's agents, in the write that creates it, so two
+    instances creating tickets at once still take turns (round_robin) or balance (least_open: fewest active
+    tickets of that queue)."""
+
+    queue: str
+    agents: tuple[str, ...]
+    mode: str = "round_robin"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DueTimer:
+    key: str
+    due_at: datetime
+
+
+def fill_assignee(events: Sequence[DownstreamEvent], assignee: str) -> list[DownstreamEvent]:
+    """Events written with a ticket whose assignee the store picks in the same write: each names ``assignee``
+    (a ``ticket.updated`` also lists it among its changes). Redis passes a placeholder its script fills in."""
+    out = []
+    for event in events:
+        data = dict(event.data)
+        ticket = data.get("ticket")
+        if isinstance(ticket, dict) and ticket.get("assignee") is None:
+            data["ticket"] = {**ticket, "assignee": assignee}
+            changes = data.get("changes")
+            if isinstance(changes, dict) and "assignee" not in changes:
+                data["changes"] = {**changes, "assignee": {"from": None, "to": assignee}}
+        out.append(dataclasses.replace(event, data=data))
+    return out
+
+
+def ticket_timer(ticket_id: str) -> str:
+    """The timer every ticket write keeps at the ticket's next SLA check (``TicketSla.next_check_at``)."""
+    return f"ticket:{ticket_id}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TicketPage:
+    tickets: tuple[Ticket, ...]
+    next_cursor: str | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StoredFrame:
+    seq: int
+    body: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeadLetter:
+    """An event a webhook subscription gave up on, kept for an operator to inspect and replay."""
+
+    id: str
+    subscription: str
+    event: DownstreamEvent
+    attempts: int
+    error: str
+    failed_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """An outbound message that is to be sent: it waits in the outbox until its delivery is final (sent,
+    queued or failed), so a send the process died in is sent again by ``take_outgoing`` instead of lost.
+
+    ``hold_s``: nobody takes it from the outbox for that long (the sender is still at it).
+    """
+
+    in_reply_to: str | None
+    hold_s: float
+
+
+TicketEvents = Callable[[Ticket, Conversation], Sequence[DownstreamEvent]]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Gauges:
+    """What the store holds right now, for metrics and health: read at scrape time, so every instance
+    reports the same numbers."""
+
+    tickets_by_status: dict[str, int]
+    quarantine_pending: int
+    quarantined_since: int  # pending items received at or after the ``since`` asked for
+    outbox_size: int
+    outbox_oldest: datetime | None  # when the oldest message still waiting in the outbox was written
