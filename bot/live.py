@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping
 
 from bot.aside import build_aside, load_aside
 from bot.faq import FaqEntry, FaqIndex, KbError, KnowledgeBase, read_kb, write_kb
+from core import heap
 from core.model import FaqHit
 
 log = logging.getLogger(__name__)
@@ -119,6 +120,7 @@ class LiveIndex:
         kb, index = await asyncio.to_thread(self._load)
         self._kb, self._index = kb, index
         self.reloads += 1
+        heap.resettle()
         return kb
 
     def _load(self) -> tuple[KnowledgeBase, FaqIndex]:
@@ -137,7 +139,8 @@ class LiveIndex:
             self._stamp = await asyncio.to_thread(file_stamp, self.path)  # our own write is no change to reload
             self._kb, self._index = kb, index
             self.reloads += 1
-            return kb
+        heap.resettle()
+        return kb
 
 
 __all__ = ["KbError", "LiveIndex", "build_index", "render_answer"]
