@@ -30,7 +30,7 @@ from connectors.phone.cdr import CdrFormat, CdrOptions, ParsedCdr, parse_cdr
 from connectors.phone.cti import CtiError, form_params, parse_params
 from connectors.webchat.protocol import FrameError, parse_frame
 from connectors.wechat import crypto
-from connectors.wechat.parse import Push, PushError, parse_push
+from connectors.wechat.parse import MAX_DEPTH, Push, PushError, parse_push
 from connectors.wechat.signature import sign
 from gateway.app import GATEWAY, build_bot
 from gateway.intake import BotSetup
@@ -112,6 +112,25 @@ def test_a_mangled_wechat_push_parses_or_is_refused_with_a_push_error(data: st.D
         assert exc.code and exc.message
     else:
         assert isinstance(push, Push) and push.message.external_id
+
+
+def nested(sample: bytes, depth: int, tag: bytes = b"a") -> bytes:
+    """A sample with elements nested ``depth`` deep inside its root: hostile shape, validly formed."""
+    at = sample.rfind(b"</xml>")
+    at = at if at >= 0 else len(sample)
+    return sample[:at] + b"<%s>" % tag * depth + b"x" + b"</%s>" % tag * depth + sample[at:]
+
+
+@FUZZ
+@given(data=st.data(), depth=st.integers(1, 3000))
+def test_a_deeply_nested_wechat_push_parses_or_is_refused_with_a_push_error(data: st.DataObject, depth: int) -> None:
+    body = nested(data.draw(st.sampled_from(_wechat_samples())), depth)
+    try:
+        push = parse_push(body, inbox="oa", received_at=NOW, menu_faq={"MENU_A": "invoice"})
+    except PushError as exc:
+        assert exc.code == "bad_xml" and depth + 1 > MAX_DEPTH  # the root is the first level
+    else:
+        assert isinstance(push, Push) and depth + 1 <= MAX_DEPTH
 
 
 def _mail_samples() -> list[bytes]:

@@ -155,6 +155,19 @@ async def test_xml_bombs_are_refused_and_quarantined_not_stored(
         assert item.raw == body and item.reason.startswith("xml_forbidden")
 
 
+async def test_a_signed_push_nested_a_thousand_deep_is_400_and_quarantined(
+    tmp_path: Path, bot_setup: BotSetup, fake_wechat: FakeWechat
+) -> None:
+    """Deep nesting is refused like any unreadable push, and kept: it used to overflow the stack (a 500)."""
+    body = text_xml("hi", msg_id="deep1", extra="<a>" * 1000 + "x" + "</a>" * 1000).encode()
+    async with started(wechat_config(tmp_path, fake_wechat), bot_setup) as gw:
+        pushed = await WechatClient(gw).push(body)
+        assert pushed.status == 400 and "nested" in pushed.text
+        assert await inbound(gw, "deep1") is None
+        (item,) = await gw.server.app[GATEWAY].store.quarantined()
+        assert item.raw == body and item.reason.startswith("bad_xml")
+
+
 async def test_the_shared_encrypted_vector_goes_end_to_end(
     tmp_path: Path, bot_setup: BotSetup, fake_wechat: FakeWechat
 ) -> None:
