@@ -219,6 +219,51 @@ async def test_oversized_body_and_switched_off_cti_are_refused(gw: Gateway) -> N
     assert (status, body) == (422, {"error": "Feature not configured, please contact your admin!"})
 
 
+def multipart(fields: list[tuple[str, str]], boundary: str = "cti-boundary-1") -> tuple[bytes, dict[str, str]]:
+    parts = [
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode()
+        for name, value in fields
+    ]
+    body = b"".join(parts) + f"--{boundary}--\r\n".encode()
+    return body, {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+
+
+async def test_a_multipart_event_is_read_and_a_truncated_one_is_400_and_quarantined(gw: Gateway) -> None:
+    fields = [(k, str(v)) for k, v in new_call("m1").items()] + [("user[]", "李"), ("user[]", "Wang")]
+    body, headers = multipart(fields)
+    async with gw.http.post(f"{gw.url}/cti/tel?token={TOKEN}", data=body, headers=headers) as resp:
+        assert resp.status == 200
+    seen = await store_of(gw).get_checkpoint("phone:tel:call:m1:newCall")
+    assert seen is not None and "李" in seen
+    cut = body[: len(body) - 30]  # the closing boundary and part of the last field are gone
+    async with gw.http.post(f"{gw.url}/cti/tel?token={TOKEN}", data=cut, headers=headers) as resp:
+        assert resp.status == 400 and "multipart" in (await resp.json())["error"]
+    (item,) = await store_of(gw).quarantined()
+    assert item.raw == cut and "multipart" in item.reason
+
+
+async def test_a_multipart_body_is_not_parsed_before_the_token_is_checked(gw: Gateway) -> None:
+    body, headers = multipart([(k, str(v)) for k, v in new_call("m2").items()])
+    async with gw.http.post(f"{gw.url}/cti/tel?token=wrong-token-0000", data=body[:-10], headers=headers) as resp:
+        assert resp.status == 401
+    assert await store_of(gw).quarantined() == []
+
+
+async def test_a_chunked_body_past_the_cap_is_413_whatever_its_type(gw: Gateway) -> None:
+    """A chunked body declares no length: the cap is enforced as it streams in."""
+    big, headers = multipart([*((k, str(v)) for k, v in new_call("m3").items()), ("pad", "x" * 100_000)])
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for at in range(0, len(big), 8192):
+            yield big[at : at + 8192]
+
+    for content_type in (headers["Content-Type"], "application/json"):
+        url = f"{gw.url}/cti/tel?token={TOKEN}"
+        async with gw.http.post(url, data=chunks(), headers={"Content-Type": content_type}) as resp:
+            assert resp.status == 413
+    assert await store_of(gw).get_checkpoint("phone:tel:call:m3:newCall") is None
+
+
 async def test_call_from_a_number_on_a_wechat_contact_lands_on_that_contact(gw: Gateway) -> None:
     store = store_of(gw)
     now = datetime.now(UTC)
