@@ -7,7 +7,7 @@ import base64
 import pytest
 
 from connectors.email.auto import AutoKind
-from connectors.email.parse import MailParseError, parse_mail
+from connectors.email.parse import MAX_HEADER_CHARS, MAX_SUBJECT_CHARS, MAX_TEXT_CHARS, MailParseError, parse_mail
 from connectors.email.threading import base_subject
 
 
@@ -171,3 +171,35 @@ def test_a_broken_base64_encoded_word_is_kept_as_written() -> None:
     raw = b"From: a@example.org\nSubject: =?utf-8?b?5L2g5?= ok\nMessage-ID: <b64@example.org>\n\nhello\n"
     mail = parse_mail(raw)
     assert mail.subject == "=?utf-8?b?5L2g5?= ok" and mail.text.strip() == "hello"
+
+
+def test_binary_sent_as_text_is_kept_as_an_attachment_not_as_replacement_characters() -> None:
+    """An Outlook .msg mailed as text/plain decoded to 122,000 U+FFFD: its bytes are kept as they came."""
+    ole = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + bytes(range(256)) * 40
+    headers = "From: a@example.org\nSubject: report\nContent-Type: text/plain; charset=utf-8"
+    raw = _raw(headers + "\nContent-Transfer-Encoding: base64", base64.encodebytes(ole))
+    mail = parse_mail(raw)
+    assert "\ufffd" not in mail.text and mail.text == ""
+    (part,) = mail.attachments
+    assert part.filename == "body.bin" and part.data == ole
+    assert "UndecodableTextPart" in mail.defects
+
+
+def test_a_huge_subject_and_body_are_capped_and_the_whole_body_is_kept() -> None:
+    body = ("退款" * 150_000).encode()
+    raw = _raw(f"From: a@example.org\nSubject: {'x' * 130_000}\nContent-Type: text/plain; charset=utf-8", body)
+    mail = parse_mail(raw)
+    assert len(mail.subject) == MAX_SUBJECT_CHARS and mail.subject.endswith("…")
+    assert len(mail.text) == MAX_TEXT_CHARS and mail.text.startswith("退款退款")
+    (full,) = mail.attachments
+    assert full.filename == "body.txt" and full.data == body
+    assert all(len(v) <= MAX_HEADER_CHARS for v in mail.headers.values())
+
+
+def test_iso_2022_jp_with_microsoft_extensions_decodes() -> None:
+    """CP50221 (what Outlook sends as ISO-2022-JP) holds NEC characters such as ①, which Python's codecs refuse."""
+    raw = _raw(
+        "From: a@example.jp\nSubject: x\nContent-Type: text/plain; charset=ISO-2022-JP",
+        b'\x1b$B!!-!#1ET#38)$N03$H!"\x1b(B',
+    )
+    assert parse_mail(raw).text == "\u3000①１都３県の鯵と、"
