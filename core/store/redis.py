@@ -390,8 +390,9 @@ def _address_field(inbox: str, address: Identity, thread: str) -> str:
 class RedisBus:
     """Pub/sub between gateway instances: one connection, subscriptions added and dropped as sockets come and go."""
 
-    def __init__(self, client: aioredis.Redis, tag: str) -> None:
+    def __init__(self, client: aioredis.Redis, tag: str, *, listener: aioredis.Redis | None = None) -> None:
         self._client = client
+        self._listener = listener or client  # the subscription's connection comes from this one
         self._tag = tag
         self._pubsub: PubSub | None = None
         self._handlers: dict[str, BusHandler] = {}
@@ -402,7 +403,7 @@ class RedisBus:
         return self._tag + "bus:" + name
 
     async def start(self) -> None:
-        self._pubsub = self._client.pubsub(ignore_subscribe_messages=True)
+        self._pubsub = self._listener.pubsub(ignore_subscribe_messages=True)
         # Always subscribed to something, so the reader has a connection to wait on.
         await self._pubsub.subscribe(self.channel("_alive"))
         # redis-py reconnects and resubscribes on its own, often without an error reaching us; whatever was
@@ -488,6 +489,16 @@ class RedisBus:
                     log.exception("redis bus handler for %s failed", message["channel"])
 
 
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class RedisPool:
+    """The connection pool's bounds: at most ``max_connections``, a command waits ``wait_s`` for a free one."""
+
+    max_connections: int = 50
+    wait_s: float = 5.0
+    socket_timeout_s: float = 5.0
+    connect_timeout_s: float = 2.0
+
+
 class RedisStore:
     def __init__(
         self,
@@ -496,8 +507,11 @@ class RedisStore:
         prefix: str = "huiliu:",
         stream_maxlen: int = 1_000_000,
         event_key_ttl_s: int = 90 * 86400,
+        pool: RedisPool | None = None,
     ) -> None:
         self._url = url
+        self._pool = pool or RedisPool()
+        self._listener: aioredis.Redis | None = None
         self.tag = key_tag(prefix)
         self._maxlen = str(stream_maxlen)
         self._ttl = str(event_key_ttl_s)
@@ -523,13 +537,29 @@ class RedisStore:
 
     async def open(self) -> None:
         # An explicit lib version: otherwise redis-py reads package metadata from disk for each new connection.
-        client = aioredis.Redis.from_url(
+        driver = DriverInfo(name="redis-py", lib_version=redis.__version__)
+        bounds = self._pool
+        pool = aioredis.BlockingConnectionPool.from_url(
             self._url,
+            max_connections=bounds.max_connections,
+            timeout=bounds.wait_s,
+            socket_timeout=bounds.socket_timeout_s,
+            socket_connect_timeout=bounds.connect_timeout_s,
             decode_responses=True,
             health_check_interval=30,
-            driver_info=DriverInfo(name="redis-py", lib_version=redis.__version__),
+            driver_info=driver,
         )
+        client = aioredis.Redis(connection_pool=pool)
         self._client = client
+        # The bus waits on its subscription for as long as nothing is published: its own connection, with no
+        # read timeout, and none taken from the bounded pool.
+        self._listener = aioredis.Redis.from_url(
+            self._url,
+            decode_responses=True,
+            socket_connect_timeout=bounds.connect_timeout_s,
+            health_check_interval=30,
+            driver_info=driver,
+        )
         sources = {
             "add_message": _ADD_MESSAGE,
             "save_conversation": _SAVE_CONVERSATION,
@@ -553,16 +583,17 @@ class RedisStore:
             "remove_dead_letter": _REMOVE_DEAD_LETTER,
         }
         self._scripts = {name: client.register_script(src) for name, src in sources.items()}
-        self.bus = RedisBus(client, self.tag)
+        self.bus = RedisBus(client, self.tag, listener=self._listener)
         await self.bus.start()
 
     async def close(self) -> None:
         bus, self.bus = self.bus, None
         if bus is not None:
             await bus.stop()
-        client, self._client = self._client, None
-        if client is not None:
-            await client.aclose()
+        for client in (self._listener, self._client):
+            if client is not None:
+                await client.aclose(close_connection_pool=True)
+        self._client = self._listener = None
 
     async def ping(self) -> bool:
         try:
