@@ -19,7 +19,8 @@ from connectors.webchat.connector import WebchatConnector
 from core.clock import Clock, utcnow
 from core.config import Config
 from core.model import Ticket
-from core.store import Store, open_store
+from core.outage import OutageLog
+from core.store import Store, StoreUnavailable, open_store
 from core.tasks import TaskTracker
 from gateway.api import Api, Handler, error
 from gateway.downstream.webhooks import WebhookDispatcher
@@ -71,11 +72,18 @@ def bot_policy(config: Config) -> BotPolicy:
     return policy
 
 
+# What a sender is told to wait when the store is down: WeChat, PBXes and helpdesks retry, and nothing was kept.
+RETRY_AFTER_S = 5
+OUTAGE = web.AppKey("outage", OutageLog)
+
+
 @web.middleware
 async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Every error is JSON with a code and a message; an unexpected one never takes the server down."""
     try:
         response: web.StreamResponse = await handler(request)
+        if response.status < 500:
+            request.app[OUTAGE].recovered()
         return response
     except web.HTTPException as exc:
         if exc.status < 400:
@@ -83,6 +91,11 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         return error(exc.status, exc.reason.lower().replace(" ", "_"), exc.text or exc.reason)
     except asyncio.CancelledError:
         raise
+    except StoreUnavailable as exc:
+        request.app[OUTAGE].report(f"{request.method} {request.path}", exc)
+        response = error(503, "store_unavailable", "the store is unreachable; nothing was kept, try again shortly")
+        response.headers["Retry-After"] = str(RETRY_AFTER_S)
+        return response
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)
         return error(500, "internal", "internal error; it has been logged")
@@ -94,7 +107,8 @@ def create_app(
     """``retry_delays_s``: the backoff between attempts of a retryable delivery (tests shorten it)."""
     app = web.Application(client_max_size=config.server.max_body_bytes, middlewares=[_errors])
     store = open_store(config)
-    tasks = TaskTracker()
+    outage = OutageLog()
+    tasks = TaskTracker(outage)
     connectors = build_connectors(config, ConnectorDeps(store=store, tasks=tasks, data_dir=config.data_path))
     outbound = Outbound(
         store, connectors, tasks, resend_after_s=config.server.resend_after_s, retry_delays_s=retry_delays_s
@@ -114,6 +128,7 @@ def create_app(
         outbound=outbound,
     )
     app[GATEWAY] = gateway
+    app[OUTAGE] = outage
 
     async def typing(ticket: Ticket, on: bool) -> bool:
         conversation = await store.get_conversation(ticket.conversation_id)
@@ -137,6 +152,7 @@ def create_app(
 
 async def _lifespan(app: web.Application) -> AsyncIterator[None]:
     gateway = app[GATEWAY]
+    outage = app[OUTAGE]
     await gateway.store.open()
     async with AsyncExitStack() as stack:
         stack.push_async_callback(gateway.store.close)
@@ -146,12 +162,14 @@ async def _lifespan(app: web.Application) -> AsyncIterator[None]:
         gateway.tasks.spawn(gateway.outbound.resend_unsent(), name="outbound:resend")
         stuck_after = gateway.config.server.resend_after_s
         every = stuck_after / 4
-        await stack.enter_async_context(periodically(every, gateway.outbound.resend_unsent, name="outbound:resend"))
+        await stack.enter_async_context(
+            periodically(every, gateway.outbound.resend_unsent, name="outbound:resend", outage=outage)
+        )
 
         async def recover_stuck() -> None:
             await gateway.intake.recover(older_than_s=stuck_after)
 
-        await stack.enter_async_context(periodically(every, recover_stuck, name="intake:recover"))
+        await stack.enter_async_context(periodically(every, recover_stuck, name="intake:recover", outage=outage))
         await stack.enter_async_context(gateway.webhooks.running())
         await stack.enter_async_context(sweeping(gateway.store, gateway.config.server.sweep_interval_s))
         if isinstance(gateway.bot.index, LiveIndex) and gateway.config.bot.kb_watch_s > 0:
@@ -161,15 +179,21 @@ async def _lifespan(app: web.Application) -> AsyncIterator[None]:
 
 
 @asynccontextmanager
-async def periodically(interval_s: float, job: Callable[[], Awaitable[object]], *, name: str) -> AsyncIterator[None]:
+async def periodically(
+    interval_s: float, job: Callable[[], Awaitable[object]], *, name: str, outage: OutageLog | None = None
+) -> AsyncIterator[None]:
     """Run ``job`` every ``interval_s`` while the gateway runs. A run that fails is logged and the next one
     still comes: a store hiccup or a bad file must not end the background work for good."""
+
+    reporter = outage or OutageLog()
 
     async def run() -> None:
         while True:
             await asyncio.sleep(interval_s)
             try:
                 await job()
+            except StoreUnavailable as exc:
+                reporter.report(name, exc)  # no traceback: it would say nothing more
             except Exception:
                 log.exception("%s failed; trying again in %.0f s", name, interval_s)
 

@@ -5,10 +5,19 @@ from __future__ import annotations
 from pathlib import Path
 
 from core.config import Config, RedisStoreConfig
-from core.store.base import NotFound, Store, StoreError, TicketPage, TicketQuery, VersionConflict
+from core.store.base import NotFound, Store, StoreError, StoreUnavailable, TicketPage, TicketQuery, VersionConflict
 from core.store.sqlite import SqliteStore
 
-__all__ = ["NotFound", "Store", "StoreError", "TicketPage", "TicketQuery", "VersionConflict", "open_store"]
+__all__ = [
+    "NotFound",
+    "Store",
+    "StoreError",
+    "StoreUnavailable",
+    "TicketPage",
+    "TicketQuery",
+    "VersionConflict",
+    "open_store",
+]
 
 
 def open_store(config: Config) -> Store:

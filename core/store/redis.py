@@ -10,7 +10,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -44,6 +44,7 @@ from core.store.base import (
     Outgoing,
     StoredFrame,
     StoreError,
+    StoreUnavailable,
     TicketEvents,
     TicketPage,
     TicketQuery,
@@ -499,6 +500,32 @@ class RedisPool:
     connect_timeout_s: float = 2.0
 
 
+@contextlib.contextmanager
+def _reachable() -> Iterator[None]:
+    """Redis down, partitioned or out of pooled connections: StoreUnavailable, one type the gateway answers 503 to."""
+    try:
+        yield
+    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:
+        raise StoreUnavailable(f"Redis is unreachable: {type(exc).__name__}: {exc}") from exc
+
+
+class _Pipeline(aioredis.client.Pipeline):
+    async def execute(self, raise_on_error: bool = True) -> list[Any]:
+        with _reachable():
+            return await super().execute(raise_on_error)
+
+
+class _Client(aioredis.Redis):
+    """A client whose every command (scripts and pipelines too) reports an outage as StoreUnavailable."""
+
+    async def execute_command(self, *args: Any, **options: Any) -> Any:
+        with _reachable():
+            return await super().execute_command(*args, **options)  # type: ignore[no-untyped-call]
+
+    def pipeline(self, transaction: bool = True, shard_hint: str | None = None) -> _Pipeline:
+        return _Pipeline(self.connection_pool, self.response_callbacks, transaction, shard_hint)
+
+
 class RedisStore:
     def __init__(
         self,
@@ -549,7 +576,7 @@ class RedisStore:
             health_check_interval=30,
             driver_info=driver,
         )
-        client = aioredis.Redis(connection_pool=pool)
+        client = _Client(connection_pool=pool)
         self._client = client
         # The bus waits on its subscription for as long as nothing is published: its own connection, with no
         # read timeout, and none taken from the bounded pool.
