@@ -63,6 +63,16 @@ class RedisStoreConfig(_Model):
     pool_timeout_s: Annotated[float, Field(gt=0)] = 5.0
     socket_timeout_s: Annotated[float, Field(gt=0)] = 5.0  # a reply that takes longer means Redis is in trouble
     connect_timeout_s: Annotated[float, Field(gt=0)] = 2.0
+    # "aof": an inbound message is acknowledged only once its write reached the append-only file on disk
+    # (WAITAOF, Redis 7.2+ with appendonly yes); "none": once Redis has it in memory. See README "Durability".
+    durability: Literal["none", "aof"] = "none"
+    aof_timeout_ms: Annotated[int, Field(gt=0, le=60_000)] = 1000
+
+    @model_validator(mode="after")
+    def _waits_within_the_socket_timeout(self) -> RedisStoreConfig:
+        if self.durability == "aof" and self.aof_timeout_ms / 1000 >= self.socket_timeout_s:
+            raise ValueError("aof_timeout_ms must be shorter than socket_timeout_s, or the wait looks like an outage")
+        return self
 
 
 def _store_backend(value: Any) -> str:

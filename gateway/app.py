@@ -21,6 +21,7 @@ from core.config import Config
 from core.model import Ticket
 from core.outage import OutageLog
 from core.store import Store, StoreUnavailable, open_store
+from core.store.base import ReportsDurability
 from core.tasks import TaskTracker
 from gateway.api import Api, Handler, error
 from gateway.downstream.webhooks import WebhookDispatcher
@@ -242,11 +243,12 @@ async def _readyz(request: web.Request) -> web.StreamResponse:
     store_ok = await gateway.store.ping()
     connectors = {name: "running" if c.is_running() else "stopped" for name, c in gateway.connectors.items()}
     ready = store_ok and all(state == "running" for state in connectors.values())
-    return web.json_response(
-        {
-            "status": "ready" if ready else "not_ready",
-            "store": "ok" if store_ok else "unreachable",
-            "connectors": connectors,
-        },
-        status=200 if ready else 503,
-    )
+    body: dict[str, object] = {
+        "status": "ready" if ready else "not_ready",
+        "store": "ok" if store_ok else "unreachable",
+        "connectors": connectors,
+    }
+    if store_ok and isinstance(gateway.store, ReportsDurability):
+        with suppress(StoreUnavailable):
+            body["durability"] = await gateway.store.durability()
+    return web.json_response(body, status=200 if ready else 503)

@@ -37,6 +37,7 @@ def open_store(config: Config) -> Store:
                 socket_timeout_s=cfg.socket_timeout_s,
                 connect_timeout_s=cfg.connect_timeout_s,
             ),
+            aof_timeout_ms=cfg.aof_timeout_ms if cfg.durability == "aof" else None,
         )
     path = Path(config.store.path)
     if not path.is_absolute():

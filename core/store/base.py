@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from core.model import (
     Channel,
@@ -87,6 +87,13 @@ class Outgoing:
 
 
 TicketEvents = Callable[[Ticket, Conversation], Sequence[DownstreamEvent]]
+
+
+@runtime_checkable
+class ReportsDurability(Protocol):
+    """A backend that can say what an acknowledged message survives (shown by /readyz)."""
+
+    async def durability(self) -> dict[str, str]: ...
 
 
 class Store(Protocol):

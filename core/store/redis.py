@@ -535,8 +535,11 @@ class RedisStore:
         stream_maxlen: int = 1_000_000,
         event_key_ttl_s: int = 90 * 86400,
         pool: RedisPool | None = None,
+        aof_timeout_ms: int | None = None,
     ) -> None:
+        """``aof_timeout_ms``: acknowledge inbound messages only once fsynced to the AOF (None: in memory)."""
         self._url = url
+        self._aof_timeout_ms = aof_timeout_ms
         self._pool = pool or RedisPool()
         self._listener: aioredis.Redis | None = None
         self.tag = key_tag(prefix)
@@ -610,6 +613,8 @@ class RedisStore:
             "remove_dead_letter": _REMOVE_DEAD_LETTER,
         }
         self._scripts = {name: client.register_script(src) for name, src in sources.items()}
+        if self._aof_timeout_ms is not None:
+            await self._check_aof()
         self.bus = RedisBus(client, self.tag, listener=self._listener)
         await self.bus.start()
 
@@ -628,12 +633,52 @@ class RedisStore:
         except (StoreError, RedisError, OSError):
             return False
 
+    async def durability(self) -> dict[str, str]:
+        """What an acknowledged message is worth on this server, for /readyz and the operator."""
+        info = await self.client.info("persistence")
+        server = await self.client.info("server")
+        aof = bool(int(info.get("aof_enabled", 0)))
+        return {
+            "backend": "redis",
+            "version": str(server.get("redis_version", "")),
+            "appendonly": "yes" if aof else "no",
+            "rdb_last_save_status": str(info.get("rdb_last_bgsave_status", "")),
+            "acknowledged_after": "aof_fsync" if self._aof_timeout_ms is not None else "memory",
+            "survives": "a Redis restart or crash"
+            if self._aof_timeout_ms is not None
+            else ("a Redis restart, and a crash except the last second" if aof else "nothing but a clean RDB save"),
+        }
+
+    async def _check_aof(self) -> None:
+        """``durability: aof`` on a server that cannot wait for its AOF would acknowledge what it promises not to."""
+        report = await self.durability()
+        version = tuple(int(p) for p in report["version"].split(".")[:2] if p.isdigit())
+        if version < (7, 2) or report["appendonly"] != "yes":
+            await self.close()
+            raise StoreError(
+                "store.durability: aof needs Redis 7.2 or later with appendonly yes (WAITAOF); this server is"
+                f" Redis {report['version']} with appendonly {report['appendonly']}"
+            )
+
     async def _run(self, script: str, *args: str, keys: Sequence[str] = ()) -> Any:
         # The first key routes the call on Cluster; every key shares the tag, so any of ours will do.
         return await self._scripts[script](keys=list(keys) or [self.stream_key], args=list(args))
 
-    async def _write(self, script: str, *args: str, events: Sequence[DownstreamEvent] = ()) -> Any:
-        return await self._run(script, self.tag, self._maxlen, self._ttl, *args, *_event_args(events))
+    async def _write(
+        self, script: str, *args: str, events: Sequence[DownstreamEvent] = (), durable: bool = False
+    ) -> Any:
+        argv = [self.tag, self._maxlen, self._ttl, *args, *_event_args(events)]
+        if not durable or self._aof_timeout_ms is None:
+            return await self._run(script, *argv)
+        # WAITAOF waits for the writes of its own connection: one pipeline puts the script and it on one.
+        async with self.client.pipeline(transaction=False) as pipe:
+            await self._scripts[script](keys=[self.stream_key], args=argv, client=pipe)
+            pipe.execute_command("WAITAOF", 1, 0, self._aof_timeout_ms)
+            result, (local, _) = await pipe.execute()
+        if int(local) < 1:
+            # Written, not yet on disk: the sender retries, finds it stored, and waits for the AOF again.
+            raise StoreUnavailable(f"the write did not reach the AOF within {self._aof_timeout_ms} ms")
+        return result
 
     # contacts ---------------------------------------------------------------
     async def _owners(self, identities: Sequence[Identity]) -> list[str | None]:
@@ -845,6 +890,7 @@ class RedisStore:
             repr(time.time() + outgoing.hold_s) if outgoing is not None else "",
             (outgoing.in_reply_to or "") if outgoing is not None else "",
             events=events,
+            durable=message.direction is Direction.INBOUND,  # what a sender's acknowledgement waits for
         )
         if result[0] == 2:
             assert saving is not None
