@@ -212,7 +212,11 @@ class WechatConnector:
         body = await self._read_capped(request)
         timestamp, nonce = self._authenticate(request)
         ttl = min(2 * self._cfg.timestamp_window_s + 60, 2 * 86400)
-        if not await self._store.claim(f"wechat:nonce:{self.inbox}:{timestamp}:{nonce}", ttl):
+        # The nonce is held for this body: WeChat's byte-identical retry passes again (a delivery that died
+        # before its message was stored is not lost), while the signed query with any other body is refused.
+        # Whether the message is stored already is the dedupe key's business, after parsing.
+        body_digest = hashlib.sha256(body).hexdigest()
+        if not await self._store.lease(f"wechat:nonce:{self.inbox}:{timestamp}:{nonce}", body_digest, ttl):
             raise web.HTTPForbidden(text="replayed nonce")
         encrypted = request.query.get("encrypt_type", "raw").lower() == "aes"
         now = datetime.now(UTC)
