@@ -92,7 +92,7 @@ class MailPart:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ParsedMail:
     message_id: str | None
-    dedupe_key: str  # the Message-ID, or a hash of the raw mail when there is none
+    dedupe_key: str  # the Message-ID, or a hash of the mail's content (not its trace headers) when there is none
     raw_sha256: str
     sender: Address
     to: tuple[Address, ...] = ()
@@ -502,6 +502,30 @@ def _sender(msg: Message) -> Address | None:
     return None
 
 
+# The headers its author's mailer wrote. Servers on the way add Received, Delivered-To, Authentication-Results
+# and the like, and differ per delivery: a mail redelivered after its mailbox was recreated must hash the same.
+_CONTENT_HEADERS = (
+    "from", "sender", "reply-to", "to", "cc", "subject", "date", "message-id", "in-reply-to", "references",
+    "mime-version", "content-type", "content-transfer-encoding",
+)  # fmt: skip
+
+
+def content_digest(msg: Message, clean: bytes) -> str:
+    """A hash of what the author sent: the author's headers, in order, and the body."""
+    digest = hashlib.sha256()
+    for name, value in msg.raw_items():
+        if name.lower() in _CONTENT_HEADERS:
+            digest.update(
+                name.lower().encode()
+                + b":"
+                + re.sub(r"\s+", " ", str(value)).strip().encode("utf-8", "surrogateescape")
+                + b"\n"
+            )
+    _, _, body = clean.partition(b"\n\n")
+    digest.update(b"\n" + body)
+    return digest.hexdigest()
+
+
 # entry points -----------------------------------------------------------------------------------------------
 def normalize_line_endings(raw: bytes) -> bytes:
     """CRLF and CR-only mail → LF, so every transport's copy parses (and hashes) the same."""
@@ -571,7 +595,7 @@ def parse_mail(raw: bytes) -> ParsedMail:
     report = classify(msg, headers=headers, sender=sender.email, subject=subject, text=text)
     return ParsedMail(
         message_id=message_id,
-        dedupe_key=message_id or f"sha256:{digest}",
+        dedupe_key=message_id or f"sha256:{content_digest(msg, clean)}",
         raw_sha256=digest,
         sender=sender,
         to=_addresses(_raw_values(msg, "to")),

@@ -203,3 +203,19 @@ def test_iso_2022_jp_with_microsoft_extensions_decodes() -> None:
         b'\x1b$B!!-!#1ET#38)$N03$H!"\x1b(B',
     )
     assert parse_mail(raw).text == "\u3000①１都３県の鯵と、"
+
+
+def test_a_mail_without_a_usable_message_id_is_keyed_on_its_content_not_its_trace_headers() -> None:
+    """Redelivered after the mailbox was recreated, the same mail came with new Received headers and was
+    stored twice: the key was a hash of the raw mail."""
+    author = "From: a@example.org\nTo: help@example.com\nSubject: invoice\nMessage-ID: not-an-addr-spec\n"
+    body = "请帮我开发票".encode()
+    first = _raw("Received: from mx1 by mbox1; Mon, 1 Dec 2026 10:00:00 +0800\nDelivered-To: help@example.com\n"
+                 + author, body)  # fmt: skip
+    again = _raw("Received: from mx2 by mbox2; Tue, 2 Dec 2026 11:00:00 +0800\nX-Original-To: x@example.com\n"
+                 "Authentication-Results: mx2; dkim=pass\n" + author, body)  # fmt: skip
+    assert parse_mail(first).message_id is None
+    assert parse_mail(first).dedupe_key == parse_mail(again).dedupe_key
+    assert parse_mail(first).raw_sha256 != parse_mail(again).raw_sha256  # the stored raw mail is each copy's own
+    other = _raw(author, "请帮我改地址".encode())
+    assert parse_mail(other).dedupe_key != parse_mail(first).dedupe_key
