@@ -267,7 +267,8 @@ class ImapConfig(_Model):
     move_to: str | None = None  # move processed mail to this folder
     timeout_s: Annotated[float, Field(gt=0)] = 30.0
     backoff_max_s: Annotated[float, Field(gt=0)] = 300.0
-    # How long the instance polling a mailbox holds it before another may take over (default: 3 polls, 30-300 s).
+    # How long the instance polling a mailbox holds it without renewing (a heartbeat renews it every third;
+    # default 15 s): after a crash another instance takes over within it.
     lease_ttl_s: Annotated[float, Field(gt=0)] | None = None
 
     @property
