@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import os
 import re
 from datetime import time
@@ -209,6 +210,9 @@ class WebchatInbox(_Model):
     max_text_chars: Annotated[int, Field(gt=0)] = 4000
     heartbeat_s: Annotated[float, Field(gt=0)] = 30.0
     frames_per_minute: Annotated[int, Field(gt=0)] = 120
+    # Reverse proxies (addresses or networks) whose X-Forwarded-Proto/-Host say what the browser sees: behind
+    # a TLS proxy the same-origin check otherwise compares https://host with http://host and refuses the page.
+    trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
 
     @field_validator("allowed_origins")
     @classmethod

@@ -146,6 +146,7 @@ def create_app(
         app.router.add_routes(connector.routes())
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/readyz", _readyz)
+    app.on_response_prepare.append(_plain_server_header)
     app.cleanup_ctx.append(_lifespan)
     app.on_shutdown.append(_stop_connectors)
     return app
@@ -232,6 +233,11 @@ async def _stop_connectors(app: web.Application) -> None:
     """On shutdown, let long-lived sockets go so in-flight requests can finish within the grace period."""
     for connector in app[GATEWAY].connectors.values():
         await connector.drain()
+
+
+async def _plain_server_header(request: web.Request, response: web.StreamResponse) -> None:
+    """aiohttp announces "Python/3.11 aiohttp/3.x": versions tell an attacker which advisories apply."""
+    response.headers["Server"] = "huiliu"
 
 
 async def _healthz(request: web.Request) -> web.StreamResponse:
