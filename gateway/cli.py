@@ -12,6 +12,7 @@ from aiohttp import web
 
 from bot.faq import KbError
 from core.config import ConfigError, load_config
+from core.redact import ScrubbingFormatter
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -160,7 +161,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     q_replay.add_argument("-c", "--config", default="config.yaml", help="path to config.yaml")
     q_replay.set_defaults(run=_quarantine)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    handler = logging.StreamHandler()
+    handler.setFormatter(ScrubbingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=args.log_level, handlers=[handler])
     return int(args.run(args))
 
 

@@ -21,6 +21,7 @@ import aiohttp
 
 from core.config import WebhookConfig
 from core.model import DownstreamEvent
+from core.redact import scrub
 from core.store import Store
 from core.store.base import DeadLetter
 
@@ -302,7 +303,7 @@ class WebhookDispatcher:
                     retry_after_s=_retry_after(resp.headers.get("Retry-After")),
                 )
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            return Attempt(ok=False, retryable=True, error=f"{type(exc).__name__}: {exc}".rstrip(": "))
+            return Attempt(ok=False, retryable=True, error=scrub(f"{type(exc).__name__}: {exc}".rstrip(": ")))
 
     async def _wanted(self, cfg: WebhookConfig, event: DownstreamEvent) -> bool:
         if cfg.events and str(event.type) not in cfg.events:
