@@ -364,6 +364,10 @@ class PhoneInbox(_Model):
     # The CTI webhook accepts a request carrying this token, or one signed with hmac_secret.
     token: Annotated[str, Field(min_length=8)] | None = None
     hmac_secret: Annotated[str, Field(min_length=16)] | None = None
+    # "timestamped": the signature covers "<X-Huiliu-Timestamp>." + body and older than hmac_window_s is refused,
+    # so a captured request cannot be replayed later; "body": the body alone, for PBXes that cannot send a time.
+    hmac_scheme: Literal["timestamped", "body"] = "timestamped"
+    hmac_window_s: Annotated[int, Field(gt=0, le=3600)] = 300
     blocked_callers: tuple[str, ...] = ()
     caller_id_routes: tuple[PhoneCallerIdRoute, ...] = ()
     default_caller_id: str | None = None

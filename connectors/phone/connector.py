@@ -68,6 +68,7 @@ Clock = Callable[[], datetime]
 NOT_CONFIGURED = "Feature not configured, please contact your admin!"
 BAD_TOKEN = "Invalid token, please contact your admin!"
 SIGNATURE_HEADER = "X-Huiliu-Signature"
+TIMESTAMP_HEADER = "X-Huiliu-Timestamp"  # Unix seconds, signed together with the body
 TOKEN_HEADER = "X-Huiliu-Token"
 _IMPORT_LANES = 32  # customers imported at once
 
@@ -303,7 +304,17 @@ class PhoneConnector:
         if cfg.hmac_secret is not None:
             signature = request.headers.get(SIGNATURE_HEADER, "").strip()
             signature = signature.removeprefix("sha256=")
-            expected = hmac.new(cfg.hmac_secret.encode(), body, hashlib.sha256).hexdigest()
+            signed = body
+            if cfg.hmac_scheme == "timestamped":
+                stamp = request.headers.get(TIMESTAMP_HEADER, "").strip()
+                try:
+                    fresh = abs(self._clock().timestamp() - int(stamp)) <= cfg.hmac_window_s
+                except ValueError:
+                    fresh = False
+                if not fresh:
+                    return False  # missing, malformed or too old: a captured request replayed later
+                signed = stamp.encode() + b"." + body
+            expected = hmac.new(cfg.hmac_secret.encode(), signed, hashlib.sha256).hexdigest()
             if signature and hmac.compare_digest(signature.lower().encode(), expected.encode()):
                 return True
         return False

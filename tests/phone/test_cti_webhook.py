@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -13,7 +14,7 @@ from core.config import ConfigError, PhoneInbox
 from core.model import Author, Channel, Direction, HandoffReason, Identity, IdentityKind, Priority
 from gateway.intake import BotSetup
 from tests.conftest import Gateway, make_config, started
-from tests.phone.conftest import SECRET, TOKEN, call_message, cti, phone_inbox, settled, store_of, tickets_of
+from tests.phone.conftest import SECRET, TOKEN, call_message, cti, phone_inbox, settled, signed, store_of, tickets_of
 
 CALLER = "13800138000"  # a Chinese mobile as a PBX in China sends it: national, no +86
 E164 = "+8613800138000"
@@ -173,6 +174,28 @@ async def test_outbound_dial_gets_the_configured_caller_id(tmp_path: Path, bot_s
         assert await cti(gw, "tel", {**out, "to": "008613800138000"}) == (
             200, {"action": "dial", "number": "008613800138000", "caller_id": "01065529988"})  # fmt: skip
         assert (await cti(gw, "tel", {**out, "callId": "o10", "to": "13800138000"}))[1]["caller_id"] == "4008001234"
+
+
+async def test_a_signed_request_older_than_the_window_is_refused_and_the_old_scheme_is_selectable(
+    tmp_path: Path, bot_setup: BotSetup
+) -> None:
+    """CTI signatures had no timestamp: a captured signed request was accepted forever."""
+    inboxes = [
+        phone_inbox("signed", token=None, hmac_secret=SECRET),
+        phone_inbox("legacy", token=None, hmac_secret=SECRET, hmac_scheme="body"),
+    ]
+    async with started(make_config(tmp_path, inboxes=inboxes), bot_setup) as gw:
+        now = int(datetime.now(UTC).timestamp())
+        assert (await cti(gw, "signed", new_call("t1"), token=None, secret=SECRET, at=now - 30))[0] == 200
+        assert (await cti(gw, "signed", new_call("t2"), token=None, secret=SECRET, at=now - 3600))[0] == 401
+        assert (await cti(gw, "signed", new_call("t3"), token=None, secret=SECRET, legacy=True))[0] == 401
+        assert (await cti(gw, "legacy", new_call("t4"), token=None, secret=SECRET, legacy=True))[0] == 200
+        # A valid signature moved to another time does not verify: the timestamp is signed.
+        body = json.dumps(new_call("t5")).encode()
+        headers = signed(SECRET, body, timestamp=now - 3600) | {"Content-Type": "application/json"}
+        headers["X-Huiliu-Timestamp"] = str(now)
+        async with gw.http.post(f"{gw.url}/cti/signed", data=body, headers=headers) as resp:
+            assert resp.status == 401
 
 
 async def test_hmac_signed_event_is_accepted_and_a_bad_signature_or_token_is_refused(gw: Gateway) -> None:
