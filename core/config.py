@@ -9,6 +9,7 @@ import re
 from datetime import time
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
@@ -98,6 +99,18 @@ _EVENT_TYPES = (
 )
 
 
+def public_host(host: str) -> bool:
+    """False for localhost and for literal addresses that are not globally routable (a name is checked again
+    when it resolves, see gateway/downstream/guard.py)."""
+    if host == "localhost" or host.endswith(".localhost"):
+        return False
+    try:
+        address = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return True
+    return address.is_global
+
+
 class WebhookConfig(_Model):
     """One downstream subscription: signed POSTs of the events it asks for, in order per ticket."""
 
@@ -116,6 +129,22 @@ class WebhookConfig(_Model):
     breaker_cooldown_s: Annotated[float, Field(gt=0)] = 30.0
     concurrency: Annotated[int, Field(ge=1, le=64)] = 8
     poll_s: Annotated[float, Field(gt=0)] = 1.0
+    # Events carry customers' messages: plain http, and loopback, link-local or private addresses (the cloud
+    # metadata service, the admin port next door) are refused unless this subscription allows them.
+    allow_http: bool = False
+    allow_private: bool = False
+
+    @model_validator(mode="after")
+    def _safe_target(self) -> WebhookConfig:
+        parts = urlsplit(self.url)
+        if parts.scheme == "http" and not self.allow_http:
+            raise ValueError("url: plain http is refused (events hold customer data); use https or set allow_http")
+        host = (parts.hostname or "").lower()
+        if not self.allow_private and not public_host(host):
+            raise ValueError(
+                f"url: {host} is a loopback, link-local or private address; set allow_private to deliver there"
+            )
+        return self
 
     @field_validator("events")
     @classmethod

@@ -16,6 +16,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 
@@ -24,6 +25,7 @@ from core.model import DownstreamEvent
 from core.redact import scrub
 from core.store import Store
 from core.store.base import DeadLetter
+from gateway.downstream.guard import PublicOnlyResolver
 
 log = logging.getLogger(__name__)
 
@@ -168,7 +170,11 @@ class WebhookDispatcher:
             yield
             return
         limit = sum(s.cfg.concurrency for s in self.subscriptions.values())
-        self._http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=limit + 4))
+        private_ok = frozenset(
+            (urlsplit(s.cfg.url).hostname or "").lower() for s in self.subscriptions.values() if s.cfg.allow_private
+        )
+        connector = aiohttp.TCPConnector(limit=limit + 4, resolver=PublicOnlyResolver(private_ok))
+        self._http = aiohttp.ClientSession(connector=connector)
         tasks = [
             asyncio.get_running_loop().create_task(self._hold(sub), name=f"webhooks:{sub.key}")
             for sub in self.subscriptions.values()
