@@ -14,6 +14,7 @@ COPY bot ./bot
 COPY gateway ./gateway
 COPY kb ./kb
 COPY config.yaml ./config.yaml
+COPY docker/entrypoint.sh /usr/local/bin/huiliu-entrypoint
 
 RUN pip install -c requirements.lock . \
     && useradd --system --uid 10001 --home-dir /app huiliu \
@@ -27,5 +28,7 @@ HEALTHCHECK --interval=15s --timeout=3s --start-period=20s --retries=3 \
     CMD python -c "import urllib.request,sys; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:8080/healthz', timeout=2).status == 200 else 1)"
 
 # Mount your own config.yaml over /app/config.yaml; listen on all interfaces inside the container.
+# The entrypoint refuses to serve the sample config without HUILIU_API_TOKEN (and serve refuses a weak token).
 ENV HUILIU_HOST=0.0.0.0
+ENTRYPOINT ["huiliu-entrypoint"]
 CMD ["huiliu", "serve", "-c", "/app/config.yaml"]

@@ -1,4 +1,4 @@
-"""create_app: wires config, store, connectors, intake, bot and API into one aiohttp application."""
+"""create_app: the wired gateway (gateway/wiring.py) served over HTTP, with its background work."""
 
 from __future__ import annotations
 
@@ -6,76 +6,36 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager, suppress
-from dataclasses import dataclass
 
 from aiohttp import web
 
 from bot.live import LiveIndex
-from bot.policy import BotPolicy
 from bot.setup import BotSetup
-from connectors import build_connectors
-from connectors.base import Connector, ConnectorDeps
-from connectors.webchat.connector import WebchatConnector
+from connectors.capabilities import Drains, ShowsTyping
 from core.clock import Clock, utcnow
 from core.config import Config
 from core.model import Ticket
 from core.outage import OutageLog
-from core.store import Store, StoreUnavailable, open_store
+from core.store import Store, StoreUnavailable
 from core.store.base import ReportsDurability
-from core.tasks import TaskTracker
+from gateway.access import CHANNEL, PUBLIC, Access, Tokens, needs
 from gateway.api import Api, Handler, error
-from gateway.downstream.webhooks import WebhookDispatcher
-from gateway.faq_admin import FaqAdmin, answer_values
-from gateway.intake import Intake
-from gateway.outbound import RETRY_DELAYS_S, Outbound
-from gateway.tickets import TicketService
+from gateway.contacts_api import ContactsApi
+from gateway.faq_admin import FaqAdmin
+from gateway.outbound import RETRY_DELAYS_S
+from gateway.wiring import Gateway, bot_policy, build_bot, build_gateway
 
 log = logging.getLogger(__name__)
 
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Gateway:
-    config: Config
-    store: Store
-    intake: Intake
-    tickets: TicketService
-    connectors: dict[str, Connector]
-    tasks: TaskTracker
-    webhooks: WebhookDispatcher
-    bot: BotSetup
-    outbound: Outbound
+__all__ = ["ACCESS", "GATEWAY", "Gateway", "bot_policy", "build_bot", "create_app"]  # the CLI and tests import these
 
 
 GATEWAY = web.AppKey("gateway", Gateway)
-
-
-def build_bot(config: Config) -> BotSetup:
-    """Load and index the knowledge base; raises KbError naming the file and the problem."""
-    bot = config.bot
-    index = LiveIndex.load(config.resolve(bot.kb), answer_values(bot.business_hours))
-    return BotSetup(index=index, policy=bot_policy(config), messages=bot.messages, hours=bot.business_hours)
-
-
-def bot_policy(config: Config) -> BotPolicy:
-    """The configured thresholds and handoff triggers, the shipped defaults where the config is silent."""
-    bot = config.bot
-    defaults = BotPolicy()
-    policy = BotPolicy(
-        answer_threshold=bot.answer_threshold if bot.answer_threshold is not None else defaults.answer_threshold,
-        suggest_threshold=bot.suggest_threshold if bot.suggest_threshold is not None else defaults.suggest_threshold,
-        margin=bot.margin if bot.margin is not None else defaults.margin,
-        max_suggestions=bot.max_suggestions,
-        max_misses=bot.max_misses,
-        human_phrases=bot.human_phrases if bot.human_phrases is not None else defaults.human_phrases,
-        negative_phrases=bot.negative_phrases if bot.negative_phrases is not None else defaults.negative_phrases,
-        vip_handoff=bot.vip_handoff,
-    )
-    return policy
+ACCESS = web.AppKey("access", Access)
 
 
 # What a sender is told to wait when the store is down: WeChat, PBXes and helpdesks retry, and nothing was kept.
 RETRY_AFTER_S = 5
-OUTAGE = web.AppKey("outage", OutageLog)
 
 
 @web.middleware
@@ -84,7 +44,7 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         response: web.StreamResponse = await handler(request)
         if response.status < 500:
-            request.app[OUTAGE].recovered()
+            request.app[GATEWAY].outage.recovered()
         return response
     except web.HTTPException as exc:
         if exc.status < 400:
@@ -93,7 +53,7 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     except asyncio.CancelledError:
         raise
     except StoreUnavailable as exc:
-        request.app[OUTAGE].report(f"{request.method} {request.path}", exc)
+        request.app[GATEWAY].outage.report(f"{request.method} {request.path}", exc)
         response = error(503, "store_unavailable", "the store is unreachable; nothing was kept, try again shortly")
         response.headers["Retry-After"] = str(RETRY_AFTER_S)
         return response
@@ -106,46 +66,29 @@ def create_app(
     config: Config, bot: BotSetup, *, clock: Clock = utcnow, retry_delays_s: tuple[float, ...] = RETRY_DELAYS_S
 ) -> web.Application:
     """``retry_delays_s``: the backoff between attempts of a retryable delivery (tests shorten it)."""
-    app = web.Application(client_max_size=config.server.max_body_bytes, middlewares=[_errors])
-    store = open_store(config)
-    outage = OutageLog()
-    tasks = TaskTracker(outage)
-    connectors = build_connectors(config, ConnectorDeps(store=store, tasks=tasks, data_dir=config.data_path))
-    outbound = Outbound(
-        store, connectors, tasks, resend_after_s=config.server.resend_after_s, retry_delays_s=retry_delays_s
-    )
-    tickets = TicketService(store, outbound, clock)
-    intake = Intake(store, bot, outbound, tasks, clock, tickets)
-    webhooks = WebhookDispatcher(store, config.webhooks)
-    gateway = Gateway(
-        config=config,
-        store=store,
-        intake=intake,
-        tickets=tickets,
-        connectors=connectors,
-        tasks=tasks,
-        webhooks=webhooks,
-        bot=bot,
-        outbound=outbound,
-    )
+    access = Access(Tokens(config.api.tokens))
+    app = web.Application(client_max_size=config.server.max_body_bytes, middlewares=[access.middleware, _errors])
+    gateway = build_gateway(config, bot, clock=clock, retry_delays_s=retry_delays_s)
+    store, connectors, tickets, webhooks = gateway.store, gateway.connectors, gateway.tickets, gateway.webhooks
     app[GATEWAY] = gateway
-    app[OUTAGE] = outage
+    app[ACCESS] = access
 
     async def typing(ticket: Ticket, on: bool) -> bool:
         conversation = await store.get_conversation(ticket.conversation_id)
         connector = connectors.get(ticket.inbox)
-        if conversation is None or not isinstance(connector, WebchatConnector):
+        if conversation is None or not isinstance(connector, ShowsTyping):
             return False
         return await connector.typing(conversation.address, author="agent", on=on)
 
-    api = Api(store, tickets, config.api.tokens, typing, webhooks=webhooks)
-    app.router.add_routes(api.routes())
+    api = Api(store, tickets, typing, gateway.auditor, webhooks=webhooks)
+    access.add(app.router, api.routes())
+    access.add(app.router, gateway.auditor.routes())
+    access.add(app.router, ContactsApi(store, gateway.auditor).routes())
     if isinstance(bot.index, LiveIndex):
-        app.router.add_routes(FaqAdmin(bot.index).routes(api.guard))
+        access.add(app.router, FaqAdmin(bot.index, gateway.auditor).routes())
     for connector in connectors.values():
-        app.router.add_routes(connector.routes())
-    app.router.add_get("/healthz", _healthz)
-    app.router.add_get("/readyz", _readyz)
+        access.add(app.router, (needs(CHANNEL, route) for route in connector.routes()))
+    access.add(app.router, [needs(PUBLIC, web.get("/healthz", _healthz)), needs(PUBLIC, web.get("/readyz", _readyz))])
     app.on_response_prepare.append(_plain_server_header)
     app.cleanup_ctx.append(_lifespan)
     app.on_shutdown.append(_stop_connectors)
@@ -154,7 +97,7 @@ def create_app(
 
 async def _lifespan(app: web.Application) -> AsyncIterator[None]:
     gateway = app[GATEWAY]
-    outage = app[OUTAGE]
+    outage = gateway.outage
     await gateway.store.open()
     async with AsyncExitStack() as stack:
         stack.push_async_callback(gateway.store.close)
@@ -174,6 +117,9 @@ async def _lifespan(app: web.Application) -> AsyncIterator[None]:
         await stack.enter_async_context(periodically(every, recover_stuck, name="intake:recover", outage=outage))
         await stack.enter_async_context(gateway.webhooks.running())
         await stack.enter_async_context(sweeping(gateway.store, gateway.config.server.sweep_interval_s))
+        await stack.enter_async_context(
+            periodically(gateway.config.server.sweep_interval_s, gateway.auditor.sweep, name="audit:sweep")
+        )
         if isinstance(gateway.bot.index, LiveIndex) and gateway.config.bot.kb_watch_s > 0:
             await stack.enter_async_context(watching_kb(gateway.bot.index, gateway.config.bot.kb_watch_s))
         yield
@@ -232,7 +178,8 @@ def watching_kb(index: LiveIndex, interval_s: float) -> AbstractAsyncContextMana
 async def _stop_connectors(app: web.Application) -> None:
     """On shutdown, let long-lived sockets go so in-flight requests can finish within the grace period."""
     for connector in app[GATEWAY].connectors.values():
-        await connector.drain()
+        if isinstance(connector, Drains):
+            await connector.drain()
 
 
 async def _plain_server_header(request: web.Request, response: web.StreamResponse) -> None:

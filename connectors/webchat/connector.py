@@ -32,8 +32,10 @@ from connectors.webchat.protocol import (
     parse_frame,
     verify_token,
 )
+from connectors.webchat.session import VisitorSession
 from core.bus import Bus, bus_of
 from core.config import WebchatInbox
+from core.meta import suggestions_json, suggestions_of
 from core.model import (
     Channel,
     Conversation,
@@ -44,7 +46,6 @@ from core.model import (
     InboundMessage,
     MessageKind,
     OutboundReply,
-    Ticket,
 )
 
 log = logging.getLogger(__name__)
@@ -60,24 +61,17 @@ def _read_assets() -> dict[str, bytes]:
 
 
 class _Session:
-    """One open socket; ``address`` is set once the visitor said hello."""
+    """One open socket and its state (connectors/webchat/session.py); ``address`` is set once the visitor said hello."""
 
-    __slots__ = ("address", "allowance", "stamp", "ws")
+    __slots__ = ("state", "ws")
 
     def __init__(self, ws: web.WebSocketResponse, per_minute: int) -> None:
         self.ws = ws
-        self.address: Identity | None = None
-        self.allowance = float(per_minute)
-        self.stamp = time.monotonic()
+        self.state = VisitorSession(per_minute, time.monotonic())
 
-    def take(self, per_minute: int) -> bool:
-        now = time.monotonic()
-        self.allowance = min(per_minute, self.allowance + (now - self.stamp) * per_minute / 60)
-        self.stamp = now
-        if self.allowance < 1:
-            return False
-        self.allowance -= 1
-        return True
+    @property
+    def address(self) -> Identity | None:
+        return self.state.address
 
 
 class WebchatConnector:
@@ -151,18 +145,14 @@ class WebchatConnector:
             "text": message.text,
             "at": message.created_at.isoformat(),
         }
-        suggestions = message.meta.get("suggestions")
+        suggestions = suggestions_of(message)
         if suggestions:
-            frame["suggestions"] = suggestions
+            frame["suggestions"] = suggestions_json(suggestions)
         live = await self._push(reply.address, frame)
         return Delivery(status=DeliveryStatus.SENT if live else DeliveryStatus.QUEUED, external_id=message.id)
 
     async def notify(self, conversation: Conversation) -> None:
         await self._push(conversation.address, {"type": "status", "status": str(conversation.status)})
-
-    async def ticket_opened(self, ticket: Ticket, conversation: Conversation) -> OutboundReply | None:
-        """The widget learns of the handoff from the status frame; nothing more to send."""
-        return None
 
     async def typing(self, address: Identity, *, author: str, on: bool) -> bool:
         """An ephemeral typing frame to the visitor's open sockets; False when none is open."""
@@ -316,20 +306,21 @@ class WebchatConnector:
                 elif msg.type is WSMsgType.ERROR:
                     log.info("web chat socket error: %s", ws.exception())
         finally:
-            if session.address is not None:
-                group = self._live.get(session.address)
+            address = session.state.closed()
+            if address is not None:
+                group = self._live.get(address)
                 if group is not None:
                     group.discard(session)
                     if not group:
-                        self._live.pop(session.address, None)
+                        self._live.pop(address, None)
                         if self._bus is not None:
                             with contextlib.suppress(Exception):  # the store may be closing already
-                                await self._bus.unsubscribe(self._channel(session.address))
-                self._forget(session.address)
+                                await self._bus.unsubscribe(self._channel(address))
+                self._forget(address)
         return ws
 
     async def _on_frame(self, session: _Session, data: str | bytes) -> None:
-        if not session.take(self._cfg.frames_per_minute):
+        if not session.state.take(time.monotonic()):
             await self._error(session, "rate_limited", "too many frames; slow down")
             return
         try:
@@ -345,20 +336,18 @@ class WebchatConnector:
         if isinstance(frame, Hello):
             await self._hello(session, frame)
             return
-        if session.address is None:
-            raise FrameError("hello_required", "send a hello frame first")
+        visitor = session.state.visitor()
         if isinstance(frame, ChatText):
             await self._inbound(session, frame.id, frame.text, None)
         elif isinstance(frame, Pick):
             await self._inbound(session, frame.id, "", frame.faq_id)
         elif isinstance(frame, Typing):
-            log.debug("visitor %s typing=%s", session.address, frame.on)
+            log.debug("visitor %s typing=%s", visitor, frame.on)
         elif isinstance(frame, Ping):
             await self._send(session, {"type": "pong", "seq": self._seq(session)})
 
     async def _hello(self, session: _Session, hello: Hello) -> None:
-        if session.address is not None:
-            raise FrameError("bad_frame", "hello was already received on this socket")
+        session.state.check_hello()
         if hello.token is None:
             visitor = uuid.uuid4().hex
         else:
@@ -378,7 +367,7 @@ class WebchatConnector:
             missed = await self._store.frames_after(address, hello.last_seq)
             last = missed[-1].seq if missed else await self._store.last_frame_seq(address)
             self._last_seq[address] = last
-            session.address = address
+            session.state.greeted(address)
             await self._send(
                 session,
                 {

@@ -12,7 +12,7 @@ from typing import Any
 import aiohttp
 
 from core.redact import scrub
-from core.store import Store
+from core.store.base import ChannelStore
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +45,7 @@ class WechatApi:
         self,
         *,
         http: aiohttp.ClientSession,
-        store: Store,
+        store: ChannelStore,
         base: str,
         app_id: str,
         app_secret: str,

@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -23,8 +23,8 @@ import aiohttp
 from core.config import WebhookConfig
 from core.model import DownstreamEvent
 from core.redact import scrub
-from core.store import Store
 from core.store.base import DeadLetter
+from core.store.roles import Checkpoints, Conversations, Coordination, DeadLetters, EventLog
 from gateway.downstream.guard import PublicOnlyResolver
 
 log = logging.getLogger(__name__)
@@ -155,8 +155,15 @@ class UnknownSubscription(Exception):
     pass
 
 
+class WebhookStore(EventLog, DeadLetters, Checkpoints, Coordination, Conversations, Protocol):
+    """The roles delivery uses: events after each subscription's cursor (a checkpoint), one sender per
+    subscription (a lease), dead letters, and the conversation an event is about."""
+
+
 class WebhookDispatcher:
-    def __init__(self, store: Store, subscriptions: Sequence[WebhookConfig], *, instance: str | None = None) -> None:
+    def __init__(
+        self, store: WebhookStore, subscriptions: Sequence[WebhookConfig], *, instance: str | None = None
+    ) -> None:
         self._store = store
         self.subscriptions = {s.key: Subscription(s) for s in subscriptions}
         self._instance = instance or uuid.uuid4().hex

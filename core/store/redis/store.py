@@ -50,7 +50,8 @@ from core.store.base import (
     TicketQuery,
     VersionConflict,
 )
-from core.store.sqlite import decode_cursor, encode_cursor
+from core.store.cursor import decode_cursor, encode_cursor
+from core.store.redis.audit import RedisAuditLog
 
 log = logging.getLogger(__name__)
 
@@ -526,7 +527,7 @@ class _Client(aioredis.Redis):
         return _Pipeline(self.connection_pool, self.response_callbacks, transaction, shard_hint)
 
 
-class RedisStore:
+class RedisStore(RedisAuditLog):
     def __init__(
         self,
         url: str,
@@ -770,6 +771,8 @@ class RedisStore:
         raise StoreError(f"contact {contact.id} kept changing")
 
     async def add_identity(self, contact_id: str, identity: Identity) -> bool:
+        """Test support, outside the Store protocol: link a verified identity to a contact; False (and nothing
+        changed) if another contact owns it. The gateway links identities only through conversation_for."""
         for _ in range(_COMMIT_RETRIES):
             contact, raw = await self._load_contact(contact_id)
             if contact is None:
@@ -1042,6 +1045,8 @@ class RedisStore:
                 ticket = loads(Ticket, raw)
                 if query.channel is not None and ticket.channel is not query.channel:
                     continue
+                if query.inboxes is not None and ticket.inbox not in query.inboxes:
+                    continue
                 found.append((ticket, member))
         page = found[: query.limit]
         cursor = None
@@ -1052,6 +1057,8 @@ class RedisStore:
 
     # events -------------------------------------------------------------------
     async def append_events(self, events: Sequence[DownstreamEvent]) -> None:
+        """Test support, outside the Store protocol: events with no record change (the gateway writes events
+        only together with the change they report)."""
         if events:
             await self._write("append_events", events=events)
 
