@@ -219,3 +219,26 @@ def test_a_mail_without_a_usable_message_id_is_keyed_on_its_content_not_its_trac
     assert parse_mail(first).raw_sha256 != parse_mail(again).raw_sha256  # the stored raw mail is each copy's own
     other = _raw(author, "请帮我改地址".encode())
     assert parse_mail(other).dedupe_key != parse_mail(first).dedupe_key
+
+
+@pytest.mark.parametrize(
+    ("notification", "kind"),
+    [("Bounce", AutoKind.BOUNCE), ("Complaint", AutoKind.COMPLAINT), ("Delivery", AutoKind.AUTO_REPLY)],
+)
+def test_amazon_ses_notifications_mailed_through_sns_are_machine_mail(notification: str, kind: AutoKind) -> None:
+    """Four SES notifications opened tickets (and got acknowledgements): they are JSON from a machine."""
+    body = (
+        '{"Type":"Notification","Message":"{\\"notificationType\\":\\"' + notification + '\\",'
+        '\\"bounce\\":{\\"bouncedRecipients\\":[{\\"emailAddress\\":\\"gone@example.org\\"}]},'
+        '\\"mail\\":{\\"source\\":\\"support@example.com\\",\\"sourceArn\\":\\"arn:aws:ses:us-east-1:1:identity/'
+        'amazonses.com\\"}}"}'
+    ).replace('\\"', '"')
+    raw = _raw(
+        "From: AWS Notifications <no-reply@sns.amazonaws.com>\nTo: support@example.com\n"
+        "Subject: AWS Notification Message\nContent-Type: text/plain; charset=UTF-8",
+        body.encode(),
+    )
+    report = parse_mail(raw).auto
+    assert report.kind is kind and report.reason.startswith("amazon-ses")
+    if kind is AutoKind.BOUNCE:
+        assert [r.recipient for r in report.recipients] == ["gone@example.org"]
