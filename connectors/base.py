@@ -18,6 +18,7 @@ from core.model import (
     Message,
     OutboundReply,
 )
+from core.observe import NO_OBSERVER, Observer
 from core.store.base import ChannelStore
 from core.tasks import TaskTracker
 
@@ -29,6 +30,7 @@ class ConnectorDeps:
     store: ChannelStore  # its own state and the reads that thread its messages; never domain writes
     tasks: TaskTracker  # background work that shutdown must await
     data_dir: Path  # for files a connector keeps (attachments, watched folders' state)
+    observer: Observer = NO_OBSERVER  # counts what the connector sees (a channel API's errors)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
