@@ -155,7 +155,8 @@ class EmailConnector:
                     raise ConnectionError(f"the IMAP server {imap.host}:{imap.effective_port} closed the connection")
         finally:
             while not session.done():
-                # Again and again: on Python 3.11 asyncio.wait_for (inside aioimaplib) can swallow a cancel.
+                # Again and again: on Python 3.11 asyncio.wait_for (inside aioimaplib) can swallow a cancel. A
+                # repeat may cut the session's logout short; its transport is closed whatever happens.
                 session.cancel()
                 await asyncio.wait({session}, timeout=1.0)
         if not session.cancelled() and (failed := session.exception()) is not None:
@@ -241,12 +242,14 @@ class EmailConnector:
                     imap_ok(await client.noop(), "NOOP")
         finally:
             self._clients.pop(folder, None)
-            with suppress(Exception):
-                await asyncio.wait_for(client.logout(), 2)
-            with suppress(Exception):
-                transport = getattr(client.protocol, "transport", None)
-                if transport is not None:
-                    transport.close()
+            try:
+                with suppress(Exception):
+                    await asyncio.wait_for(client.logout(), 2)
+            finally:  # closed even when a cancel interrupts the logout
+                with suppress(Exception):
+                    transport = getattr(client.protocol, "transport", None)
+                    if transport is not None:
+                        transport.close()
 
     async def _idle(self, client: Any) -> None:
         """Wait for the server to push new mail (the heartbeat renews the lease meanwhile)."""
