@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from core.codec import from_jsonable, to_jsonable
-from core.model import InboundMessage, Message, TicketRequest, VoicemailRequest
+from core.model import InboundMessage, Language, Message, TicketRequest, VoicemailRequest
 
 _PICKED_FAQ = "picked_faq"
 _SUBJECT = "subject"
@@ -22,6 +22,8 @@ _TICKET_REQUEST = "ticket_request"
 _VOICEMAIL = "voicemail_faq"
 _TRANSCRIPT = "transcript"
 _SUGGESTIONS = "suggestions"
+_LANGUAGE = "language"
+_SURVEY_REPLY = "survey_reply"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -33,11 +35,20 @@ class IntakeFacts:
     bot: bool = True
     ticket: TicketRequest | None = None
     voicemail: VoicemailRequest | None = None
+    # Intake's own finding, kept for a re-handling: the message rates its ticket's survey (gateway/survey.py).
+    survey_reply: Mapping[str, Any] | None = None
 
 
-def intake_meta(inbound: InboundMessage) -> dict[str, Any]:
-    """The stored message's meta: the channel's extras plus the facts intake reads back."""
+def survey_reply_meta(reply: Mapping[str, Any] | None) -> dict[str, Any]:
+    return {_SURVEY_REPLY: dict(reply)} if reply else {}
+
+
+def intake_meta(inbound: InboundMessage, language: Language = Language.UNKNOWN) -> dict[str, Any]:
+    """The stored message's meta: the channel's extras plus the facts intake reads back (and the language the
+    normalizer found, which the service rules route on)."""
     meta: dict[str, Any] = dict(inbound.meta)
+    if language is not Language.UNKNOWN:
+        meta[_LANGUAGE] = str(language)
     if inbound.picked_faq:
         meta[_PICKED_FAQ] = inbound.picked_faq
     if inbound.subject:
@@ -52,6 +63,12 @@ def intake_meta(inbound: InboundMessage) -> dict[str, Any]:
     return meta
 
 
+def message_language(message: Message) -> str | None:
+    """``zh`` or ``en`` as the normalizer found it; None when it could not tell or the message predates it."""
+    value = message.meta.get(_LANGUAGE)
+    return value if value in (Language.ZH, Language.EN) else None
+
+
 def intake_facts(message: Message) -> IntakeFacts:
     meta = message.meta
     picked = meta.get(_PICKED_FAQ)
@@ -63,6 +80,7 @@ def intake_facts(message: Message) -> IntakeFacts:
         bot=bool(meta.get(_BOT, True)),
         ticket=from_jsonable(TicketRequest, raw_ticket) if isinstance(raw_ticket, dict) else None,
         voicemail=_voicemail(meta),
+        survey_reply=meta[_SURVEY_REPLY] if isinstance(meta.get(_SURVEY_REPLY), dict) else None,
     )
 
 

@@ -118,6 +118,7 @@ class HandoffReason(enum.StrEnum):
     MISSED_CALL = "missed_call"
     VOICEMAIL = "voicemail"
     CHANNEL_EVENT = "channel_event"
+    FOLLOW_UP = "follow_up"  # a conversation joined the customer's active ticket
 
 
 @dataclass(frozen=True, slots=True)
@@ -261,6 +262,9 @@ class Contact:
     # e.g. "unsubscribed:wechat", "bounced:email:a@b.com", "ambiguous:phone:+86..."; connectors report them
     # (InboundMessage.contact_flags) and intake sets them.
     flags: tuple[str, ...] = ()
+    tags: tuple[str, ...] = ()  # an agent's labels (API)
+    version: int = 1  # bumped on every save: a PATCH may name the version it read
+    merged_into: str | None = None  # merged into that contact: this record stays only to point there
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -376,6 +380,91 @@ def outbound_message(
     )
 
 
+class SlaTarget(enum.StrEnum):
+    FIRST_RESPONSE = "first_response"
+    NEXT_RESPONSE = "next_response"
+    RESOLUTION = "resolution"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TicketSla:
+    """The ticket's service targets under one policy: when each is due, which were warned about or missed.
+
+    A met or paused target has no due time. ``resolution_left_s``: working seconds the resolution target had
+    left when the ticket went ``pending`` (waiting on the customer); the clock restarts from it on resume.
+    ``first_response_capped``: the first response is due earlier than the policy says because WeChat's
+    48-hour reply window closes first.
+    """
+
+    policy: str
+    calendar: str = "default"
+    first_response_due_at: datetime | None = None
+    first_response_warn_at: datetime | None = None
+    next_response_due_at: datetime | None = None
+    next_response_warn_at: datetime | None = None
+    resolution_due_at: datetime | None = None
+    resolution_warn_at: datetime | None = None
+    first_responded_at: datetime | None = None
+    first_response_capped: str | None = None  # "wechat_window" when the reply window closes first
+    breached: tuple[SlaTarget, ...] = ()
+    warned: tuple[SlaTarget, ...] = ()
+    paused: bool = False
+    resolution_left_s: float | None = None
+
+    def _clocks(self) -> list[tuple[SlaTarget, datetime, datetime | None]]:
+        out = []
+        for target, due, warn in (
+            (SlaTarget.FIRST_RESPONSE, self.first_response_due_at, self.first_response_warn_at),
+            (SlaTarget.NEXT_RESPONSE, self.next_response_due_at, self.next_response_warn_at),
+            (SlaTarget.RESOLUTION, self.resolution_due_at, self.resolution_warn_at),
+        ):
+            if due is not None:
+                out.append((target, due, warn))
+        return out
+
+    def next_check_at(self) -> datetime | None:
+        """When the SLA runner must look at the ticket next: its earliest warning or breach not yet recorded."""
+        times: list[datetime] = []
+        for target, due, warn in self._clocks():
+            if target in self.breached:
+                continue
+            times.append(due)
+            if warn is not None and target not in self.warned:
+                times.append(warn)
+        return min(times, default=None)
+
+    def earliest_due_at(self) -> datetime | None:
+        """The earliest target still running (breached ones too): what tickets are sorted by."""
+        return min((due for _, due, _ in self._clocks()), default=None)
+
+    def flag(self) -> str:
+        """``breached`` if a target was missed, ``at_risk`` if a running one was warned about, else ``""``."""
+        if self.breached:
+            return "breached"
+        if any(t in self.warned for t, _, _ in self._clocks()):
+            return "at_risk"
+        return ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Csat:
+    """The customer's satisfaction rating of a resolved ticket (1-5)."""
+
+    score: int
+    comment: str | None
+    at: datetime
+    channel: Channel
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Survey:
+    """The one satisfaction survey a ticket gets, sent when it was resolved; a rating counts until ``expires_at``."""
+
+    sent_at: datetime
+    expires_at: datetime
+    channel: Channel
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Ticket:
     id: str
@@ -394,6 +483,16 @@ class Ticket:
     handoff_reason: HandoffReason | None = None
     faq_tries: tuple[FaqTry, ...] = ()
     version: int = 1
+    # Service rules (config ``extract``, ``routing``, ``queues``, ``sla``): what the ticket is, who takes it, by when.
+    fields: Mapping[str, str] = field(default_factory=dict)
+    category: str | None = None
+    language: str | None = None
+    queue: str | None = None
+    skills: tuple[str, ...] = ()
+    routing: tuple[str, ...] = ()  # the routing rules that fired, in order
+    sla: TicketSla | None = None
+    survey: Survey | None = None
+    csat: Csat | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -444,6 +543,13 @@ class EventType(enum.StrEnum):
     CONVERSATION_STATUS_CHANGED = "conversation.status_changed"
     MESSAGE_DELIVERY_FAILED = "message.delivery_failed"
     SYSTEM_ALARM = "system.alarm"
+    TICKET_SLA_WARNING = "ticket.sla_warning"
+    TICKET_SLA_BREACHED = "ticket.sla_breached"
+    TICKET_RATED = "ticket.rated"
+    TICKET_CALLBACK = "ticket.callback_requested"
+    CONTACT_UPDATED = "contact.updated"
+    CONTACT_IDENTITY_LINKED = "contact.identity_linked"
+    CONTACT_MERGED = "contact.merged"
 
 
 EVENT_VERSION = 1

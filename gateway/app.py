@@ -12,6 +12,7 @@ from aiohttp import web
 from bot.live import LiveIndex
 from bot.setup import BotSetup
 from connectors.capabilities import Drains, ShowsTyping
+from core import heap
 from core.clock import Clock, utcnow
 from core.config import Config
 from core.model import Ticket
@@ -23,7 +24,8 @@ from gateway.contacts_api import ContactsApi
 from gateway.faq_admin import FaqAdmin
 from gateway.ops import ops_routes, ops_running
 from gateway.outbound import RETRY_DELAYS_S
-from gateway.wiring import Gateway, bot_policy, build_bot, build_gateway
+from gateway.survey_page import SurveyPage
+from gateway.wiring import Gateway, bot_policy, build_bot, build_gateway, warm_up
 
 log = logging.getLogger(__name__)
 
@@ -63,9 +65,16 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
 
 
 def create_app(
-    config: Config, bot: BotSetup, *, clock: Clock = utcnow, retry_delays_s: tuple[float, ...] = RETRY_DELAYS_S
+    config: Config,
+    bot: BotSetup,
+    *,
+    clock: Clock = utcnow,
+    retry_delays_s: tuple[float, ...] = RETRY_DELAYS_S,
+    settle_heap: bool = False,
 ) -> web.Application:
-    """``retry_delays_s``: the backoff between attempts of a retryable delivery (tests shorten it)."""
+    """``retry_delays_s``: the backoff between attempts of a retryable delivery (tests shorten it).
+    ``settle_heap``: once started, freeze what is alive out of the garbage collector's sight (``core.heap``);
+    ``serve`` does, a test process (whose heap is the test run's) does not."""
     access = Access(Tokens(config.api.tokens))
     app = web.Application(client_max_size=config.server.max_body_bytes, middlewares=[access.middleware, _errors])
     gateway = build_gateway(config, bot, clock=clock, retry_delays_s=retry_delays_s)
@@ -83,7 +92,8 @@ def create_app(
     api = Api(store, tickets, typing, gateway.auditor, webhooks=webhooks)
     access.add(app.router, api.routes())
     access.add(app.router, gateway.auditor.routes())
-    access.add(app.router, ContactsApi(store, gateway.auditor).routes())
+    access.add(app.router, ContactsApi(store, gateway.contacts, gateway.auditor).routes())
+    access.add(app.router, (needs(PUBLIC, route) for route in SurveyPage(gateway.surveys, clock).routes()))
     if isinstance(bot.index, LiveIndex):
         access.add(app.router, FaqAdmin(bot.index, gateway.auditor).routes())
     for connector in connectors.values():
@@ -96,13 +106,20 @@ def create_app(
     )  # fmt: skip
     app.on_response_prepare.append(_plain_server_header)
     app.cleanup_ctx.append(_lifespan)
+    if settle_heap:
+        app.on_startup.append(_settle_heap)
     app.on_shutdown.append(_stop_connectors)
     return app
+
+
+async def _settle_heap(app: web.Application) -> None:
+    heap.settle()
 
 
 async def _lifespan(app: web.Application) -> AsyncIterator[None]:
     gateway = app[GATEWAY]
     outage = gateway.outage
+    await warm_up(gateway)
     await gateway.store.open()
     async with AsyncExitStack() as stack:
         stack.push_async_callback(gateway.store.close)
@@ -121,6 +138,10 @@ async def _lifespan(app: web.Application) -> AsyncIterator[None]:
 
         await stack.enter_async_context(periodically(every, recover_stuck, name="intake:recover", outage=outage))
         await stack.enter_async_context(gateway.webhooks.running())
+        gateway.tasks.spawn(gateway.sla.run_once(), name="sla:catch-up")  # breaches due while we were down
+        await stack.enter_async_context(
+            periodically(gateway.config.sla.scan_interval_s, gateway.sla.run_once, name="sla")
+        )
         await stack.enter_async_context(sweeping(gateway.store, gateway.config.server.sweep_interval_s))
         await stack.enter_async_context(
             periodically(gateway.config.server.sweep_interval_s, gateway.auditor.sweep, name="audit:sweep")

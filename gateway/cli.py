@@ -30,7 +30,7 @@ def _serve(args: argparse.Namespace) -> int:
     except (ConfigError, KbError) as exc:
         print(f"huiliu: {exc}", file=sys.stderr)
         return 2
-    app = create_app(config, bot)
+    app = create_app(config, bot, settle_heap=True)
     web.run_app(
         app,
         host=config.server.host,

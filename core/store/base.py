@@ -24,6 +24,7 @@ from core.store.roles import (
     Quarantine,
     Secrets,
     Tickets,
+    Timers,
     Transcript,
 )
 from core.store.types import (
@@ -74,6 +75,7 @@ class Store(
     Secrets,
     Checkpoints,
     AuditLog,
+    Timers,
     GaugeReader,
     Protocol,
 ):

@@ -18,7 +18,17 @@ from core.model import (
     QuarantinedItem,
     Ticket,
 )
-from core.store.types import DeadLetter, Gauges, Outgoing, StoredFrame, TicketEvents, TicketPage, TicketQuery
+from core.store.types import (
+    Assignment,
+    DeadLetter,
+    DueTimer,
+    Gauges,
+    Outgoing,
+    StoredFrame,
+    TicketEvents,
+    TicketPage,
+    TicketQuery,
+)
 
 
 class Lifecycle(Protocol):
@@ -40,8 +50,30 @@ class Contacts(Protocol):
 
     async def get_contact(self, contact_id: str) -> Contact | None: ...
 
-    async def save_contact(self, contact: Contact) -> None:
-        """Name, VIP mark and flags; identities are linked only by ``Conversations.conversation_for``."""
+    async def save_contact(self, contact: Contact, *, expected_version: int | None = None) -> Contact:
+        """Name, VIP mark, tags and flags; identities change only through ``conversation_for``, ``add_identity``
+        and merges.
+
+        Returns it saved with the version bumped. With ``expected_version`` it is saved only if the stored
+        version is that one (VersionConflict otherwise); without, the last save wins.
+        """
+        ...
+
+    async def contact_by_identity(self, identity: Identity) -> Contact | None:
+        """The contact owning ``identity``, never creating one."""
+        ...
+
+    async def add_identity(self, contact_id: str, identity: Identity) -> bool:
+        """Link an identity to a contact (an agent's word, or a customer's proof); False (and nothing changed) if
+        another contact owns it."""
+        ...
+
+    async def merge_contacts(self, source_id: str, into_id: str, *, events: Sequence[DownstreamEvent] = ()) -> Contact:
+        """One write: ``source``'s identities, conversations and tickets move to ``into`` (their versions bumped),
+        its flags, tags and VIP mark join ``into``'s, and ``source`` stays behind as a pointer (``merged_into``).
+
+        NotFound if either is missing; ValueError for a contact into itself or one already merged.
+        """
         ...
 
 
@@ -156,21 +188,54 @@ class Tickets(Protocol):
     """Tickets, numbered and version-checked, created with their events in one transaction."""
 
     async def create_ticket(
-        self, ticket: Ticket, conversation: Conversation, events: TicketEvents
+        self,
+        ticket: Ticket,
+        conversation: Conversation,
+        events: TicketEvents,
+        *,
+        assign: Assignment | None = None,
     ) -> tuple[Ticket, Conversation]:
         """One transaction: number the ticket, attach the conversation's current-episode messages,
         save the conversation (version-checked, with ``ticket_id`` set) and write the events that
         ``events`` builds from the numbered ticket and the saved conversation (the outbox).
+
+        With ``assign`` (and no assignee on the ticket) the store picks the assignee in the same write.
+        Every ticket write also sets the ticket's timer (``ticket_timer``) to its next SLA check.
         """
         ...
 
     async def get_ticket(self, ticket_id_or_number: str) -> Ticket | None: ...
 
-    async def update_ticket(self, ticket: Ticket, events: Sequence[DownstreamEvent] = ()) -> Ticket:
-        """Version-checked like conversations."""
+    async def update_ticket(
+        self, ticket: Ticket, events: Sequence[DownstreamEvent] = (), *, assign: Assignment | None = None
+    ) -> Ticket:
+        """Version-checked like conversations. With ``assign`` (and no assignee on the ticket) the store picks
+        one as ``create_ticket`` does, and the events name it."""
         ...
 
     async def list_tickets(self, query: TicketQuery) -> TicketPage: ...
+
+    async def tickets_of(self, contact_id: str) -> list[Ticket]:
+        """Every ticket of the contact, oldest first."""
+        ...
+
+    async def join_ticket(self, conversation: Conversation, events: Sequence[DownstreamEvent] = ()) -> Conversation:
+        """A follow-up on another conversation joins an open ticket: save ``conversation`` (version-checked, its
+        ``ticket_id`` naming the ticket) and attach its current-episode messages that have no ticket, in one write."""
+        ...
+
+
+class Timers(Protocol):
+    """A due-time index: timers survive restarts, and a due one is claimed by one instance at a time."""
+
+    async def set_timer(self, key: str, due_at: datetime | None) -> None:
+        """Set (or move) the timer ``key``; None removes it."""
+        ...
+
+    async def claim_due_timers(self, now: datetime, hold_s: float, limit: int = 100) -> list[DueTimer]:
+        """Timers due by ``now``, each moved ``hold_s`` past ``now`` so no other caller takes it meanwhile; the
+        caller moves or removes it once it acted (if it dies, the timer comes due again after ``hold_s``)."""
+        ...
 
 
 class EventLog(Protocol):

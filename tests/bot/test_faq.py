@@ -202,3 +202,13 @@ def test_an_entry_with_thousands_of_phrasings_builds(monkeypatch: pytest.MonkeyP
     questions = tuple(dict.fromkeys(" ".join(["refund", *(next(words) for _ in range(6))]) for _ in range(300)))
     built = FaqIndex([*load_kb(KB), FaqEntry(id="huge", questions=questions, answer="x")])
     assert built.search(questions[0])[0].entry_id == "huge"
+
+
+def test_a_kb_entry_may_name_its_category() -> None:
+    from bot.faq import KbError, kb_document, parse_kb
+
+    kb = parse_kb({"faqs": [{"id": "a", "questions": ["发票"], "answer": "x", "category": "billing"}]}, "t")
+    assert kb.entries[0].category == "billing"
+    assert kb_document(kb)["faqs"][0]["category"] == "billing"
+    with pytest.raises(KbError, match="category"):
+        parse_kb({"faqs": [{"id": "a", "questions": ["q"], "answer": "x", "category": ""}]}, "t")
