@@ -199,6 +199,7 @@ _POSTINGS_BUDGET = 500
 _CHAR_BUDGET = 60
 _CHAR_MIN = 2
 _TYPO_CUTOFF = 84
+_TYPO_CACHE = 10_000  # typo fixes remembered per index
 # The learned model (bot/learn.py) and how its logits combine with the lexical score: logit = model + _BETA *
 # lexical score, softmax over the rescored candidates and a "none of these" option at logit _NULL, so a query
 # that no candidate explains well gets a low probability even when one candidate beats the others.
@@ -622,23 +623,25 @@ class FaqIndex:
         changed = False
         for t in query.terms:
             if len(t) >= 4 and t.isalpha() and t.isascii() and ("w" + t) not in self._weight2:
-                if t not in self._typos:
-                    self._typos[t] = self._typo_fix(t)
-                    if len(self._typos) > 10000:
-                        self._typos.clear()
-                changed |= self._typos[t] != t
-                fixed.append(self._typos[t])
+                fix = self._typos.get(t)
+                if fix is None:
+                    fix = self._typo_fix(t)
+                    if len(self._typos) >= _TYPO_CACHE:
+                        self._typos.clear()  # bounded; cleared *before* the new word goes in, never after
+                    self._typos[t] = fix
+                changed |= fix != t
+                fixed.append(fix)
             else:
                 fixed.append(t)
         if not changed:
             return query
-        typos = self._typos
+        fixes = dict(zip(query.terms, fixed, strict=True))
         return Analyzed(
             terms=tuple(fixed),
             bigrams=query.bigrams,
             chars=query.chars,
             content=" ".join(fixed),
-            words=tuple(typos.get(w, w) for w in query.words),
+            words=tuple(fixes.get(w, w) for w in query.words),
         )
 
     def _typo_fix(self, word: str) -> str:

@@ -12,6 +12,7 @@ from aiohttp import web
 
 from bot.faq import KbError
 from core.config import ConfigError, load_config
+from core.redact import ScrubbingFormatter
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -255,7 +256,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     token_new.add_argument("--raw", action="store_true", help="print the token alone (for HUILIU_API_TOKEN)")
     token_new.set_defaults(run=_token_new)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    handler = logging.StreamHandler()
+    handler.setFormatter(ScrubbingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=args.log_level, handlers=[handler])
     return int(args.run(args))
 
 
