@@ -410,6 +410,15 @@ class WebchatInbox(_Model):
     # Reverse proxies (addresses or networks) whose X-Forwarded-Proto/-Host say what the browser sees: behind
     # a TLS proxy the same-origin check otherwise compares https://host with http://host and refuses the page.
     trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    # Abuse limits. Per address: the client's IP (from X-Forwarded-For only when the peer is a trusted proxy).
+    # Those kept in the store hold across instances; open sockets are counted by each instance.
+    max_sockets: Annotated[int, Field(gt=0)] = 10_000  # open sockets on this instance, all addresses
+    sockets_per_address: Annotated[int, Field(gt=0)] = 50  # open sockets on this instance from one address
+    connections_per_address_per_minute: Annotated[int, Field(gt=0)] = 120  # new sockets (store)
+    new_visitors_per_address_per_hour: Annotated[int, Field(gt=0)] = 20  # hellos without a token (store)
+    tickets_per_visitor_per_hour: Annotated[int, Field(gt=0)] = 5  # conversations a visitor opens (store)
+    # A session token not used (no hello, no message) for this long is refused: the visitor starts afresh.
+    session_idle_s: Annotated[float, Field(gt=0)] = 30 * 86400
 
     @field_validator("allowed_origins")
     @classmethod

@@ -13,13 +13,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from functools import partial
-from ipaddress import ip_address
 from pathlib import Path
 from typing import Any, ClassVar
 
 from aiohttp import WSMsgType, web
 
 from connectors.base import ConnectorDeps, InboundSink, Rejected
+from connectors.webchat.limits import CLOSE_RATE_LIMITED, Limits, Refused, client_address, is_trusted
 from connectors.webchat.protocol import (
     ChatText,
     ClientFrame,
@@ -39,8 +39,10 @@ from core.meta import suggestions_json, suggestions_of
 from core.model import (
     Channel,
     Conversation,
+    ConversationStatus,
     Delivery,
     DeliveryStatus,
+    Direction,
     Identity,
     IdentityKind,
     InboundMessage,
@@ -53,6 +55,7 @@ log = logging.getLogger(__name__)
 STATIC_DIR = Path(__file__).parent / "static"
 _STATIC = {"widget.js": "text/javascript", "widget.css": "text/css", "index.html": "text/html"}
 _KEY_SECRET = "webchat:{inbox}:session-key"
+_SESSION = "webchat:{inbox}:session:{visitor}"  # checkpoint: "live" while the token may resume; "revoked"
 CLOSE_BAD_TOKEN = 4401
 
 
@@ -61,13 +64,16 @@ def _read_assets() -> dict[str, bytes]:
 
 
 class _Session:
-    """One open socket and its state (connectors/webchat/session.py); ``address`` is set once the visitor said hello."""
+    """One open socket and its state (connectors/webchat/session.py); ``address`` is set once the visitor said hello.
+    ``peer`` is the client's network address, which the per-address limits count."""
 
-    __slots__ = ("state", "ws")
+    __slots__ = ("peer", "state", "touched", "ws")
 
-    def __init__(self, ws: web.WebSocketResponse, per_minute: int) -> None:
+    def __init__(self, ws: web.WebSocketResponse, per_minute: int, peer: str) -> None:
         self.ws = ws
+        self.peer = peer
         self.state = VisitorSession(per_minute, time.monotonic())
+        self.touched = 0.0  # monotonic time the session's idle expiry was last pushed back
 
     @property
     def address(self) -> Identity | None:
@@ -81,6 +87,7 @@ class WebchatConnector:
         self.inbox = cfg.name
         self._cfg = cfg
         self._store = deps.store
+        self._limits = Limits(cfg, deps.store)
         self._sink: InboundSink | None = None
         self._key = b""
         self._live: dict[Identity, set[_Session]] = {}
@@ -209,6 +216,9 @@ class WebchatConnector:
         note = json.loads(payload)
         if note.get("from") == self._instance:
             return  # our own frame: already sent in _push
+        if note.get("revoke"):
+            await self._close_revoked(address)
+            return
         async with self._lock(address):
             if "frame" in note:
                 frame = {**note["frame"], "seq": self._last_seq.get(address, 0)}
@@ -236,11 +246,49 @@ class WebchatConnector:
     def _seq(self, session: _Session) -> int:
         return self._last_seq.get(session.address, 0) if session.address else 0
 
-    async def _error(self, session: _Session, code: str, message: str, client_id: str | None = None) -> None:
+    async def _error(
+        self, session: _Session, code: str, message: str, client_id: str | None = None, **extra: Any
+    ) -> None:
         frame: dict[str, Any] = {"type": "error", "seq": self._seq(session), "code": code, "message": message}
         if client_id is not None:
             frame["id"] = client_id
-        await self._send(session, frame)
+        await self._send(session, {**frame, **extra})
+
+    async def _refused(self, session: _Session, exc: Refused, client_id: str | None) -> None:
+        log.info("web chat limit for %s: %s", session.peer, exc.message)
+        await self._error(session, exc.code, exc.message, client_id, retry_after_s=exc.retry_after_s)
+
+    # sessions -------------------------------------------------------------------------
+    def _session_key_of(self, visitor: str) -> str:
+        return _SESSION.format(inbox=self.inbox, visitor=visitor)
+
+    async def _touch(self, session: _Session, visitor: str) -> None:
+        """Push the token's idle expiry back; at most every tenth of it, so a busy chat costs few writes."""
+        now = time.monotonic()
+        if session.touched and now - session.touched < self._cfg.session_idle_s / 10:
+            return
+        await self._store.set_checkpoint(self._session_key_of(visitor), "live", ttl_s=self._cfg.session_idle_s)
+        session.touched = now
+
+    async def revoke(self, visitor: str) -> bool:
+        """Refuse the visitor's token from now on and close their sockets on every instance; False if the
+        session had already expired (or never was)."""
+        key = self._session_key_of(visitor)
+        was = await self._store.get_checkpoint(key)
+        await self._store.set_checkpoint(key, "revoked", ttl_s=self._cfg.session_idle_s)
+        address = Identity(IdentityKind.WEBCHAT_VISITOR, visitor)
+        await self._close_revoked(address)
+        if self._bus is not None:
+            await self._bus.publish(self._channel(address), json.dumps({"from": self._instance, "revoke": True}))
+        return was == "live"
+
+    async def _close_revoked(self, address: Identity) -> None:
+        sessions = list(self._live.get(address, ()))
+        for session in sessions:
+            await self._error(session, "bad_token", "session revoked; start again without a token")
+        await asyncio.gather(
+            *(s.ws.close(code=CLOSE_BAD_TOKEN, message=b"session revoked") for s in sessions), return_exceptions=True
+        )
 
     # HTTP ---------------------------------------------------------------------------
     def _static(self, name: str) -> Any:
@@ -281,12 +329,7 @@ class WebchatConnector:
     def _own_origin(self, request: web.Request) -> str:
         """This page's origin as the browser sees it: behind a trusted proxy, as X-Forwarded-* say."""
         scheme, host = request.scheme, request.host
-        peer = request.remote
-        try:
-            trusted = peer is not None and any(ip_address(peer) in net for net in self._cfg.trusted_proxies)
-        except ValueError:
-            trusted = False
-        if trusted:
+        if is_trusted(request.remote or "", self._cfg.trusted_proxies):
             scheme = request.headers.get("X-Forwarded-Proto", scheme).split(",")[0].strip().lower()
             host = request.headers.get("X-Forwarded-Host", host).split(",")[0].strip()
         return f"{scheme}://{host}"
@@ -296,12 +339,26 @@ class WebchatConnector:
             raise web.HTTPForbidden(text="origin not allowed for this chat inbox")
         if self._sink is None:
             raise web.HTTPServiceUnavailable(text="chat is not running")
+        peer = client_address(request.remote, request.headers.get("X-Forwarded-For", ""), self._cfg.trusted_proxies)
+        try:
+            with self._limits.socket(peer):
+                await self._limits.connection(peer)
+                return await self._serve_socket(request, peer)
+        except Refused as exc:
+            log.info("web chat refused %s: %s", peer, exc.message)
+            return web.json_response(
+                {"error": {"code": exc.code, "message": exc.message, "retry_after_s": exc.retry_after_s}},
+                status=exc.status,
+                headers={"Retry-After": str(exc.retry_after_s)},
+            )
+
+    async def _serve_socket(self, request: web.Request, peer: str) -> web.WebSocketResponse:
         # aiohttp closes the socket above max_msg_size; our own, lower limit answers with an error frame instead.
         ws = web.WebSocketResponse(
             heartbeat=self._cfg.heartbeat_s, max_msg_size=max(4 * self._cfg.max_frame_bytes, 1 << 16)
         )
         await ws.prepare(request)
-        session = _Session(ws, self._cfg.frames_per_minute)
+        session = _Session(ws, self._cfg.frames_per_minute, peer)
         try:
             async for msg in ws:
                 if msg.type in (WSMsgType.TEXT, WSMsgType.BINARY):
@@ -331,6 +388,10 @@ class WebchatConnector:
             await self._dispatch(session, frame)
         except FrameError as exc:
             await self._error(session, exc.code, exc.message, exc.client_id)
+        except Refused as exc:
+            await self._refused(session, exc, None if isinstance(frame, Hello) else getattr(frame, "id", None))
+            if isinstance(frame, Hello):  # no visitor may be opened here for a while: say when, and hang up
+                await session.ws.close(code=CLOSE_RATE_LIMITED, message=b"rate limited")
         except Exception:  # one visitor's bad luck never takes down the server or other sessions
             log.exception("web chat frame failed")
             await self._error(session, "internal", "the server could not handle this frame; try again")
@@ -352,14 +413,18 @@ class WebchatConnector:
     async def _hello(self, session: _Session, hello: Hello) -> None:
         session.state.check_hello()
         if hello.token is None:
+            await self._limits.new_visitor(session.peer)
             visitor = uuid.uuid4().hex
         else:
             found = verify_token(hello.token, self._key)
-            if found is None:
-                await self._error(session, "bad_token", "session token is not valid; start again without one")
+            state = await self._store.get_checkpoint(self._session_key_of(found)) if found else None
+            if found is None or state != "live":
+                why = "session token is not valid" if found is None else f"session {state or 'expired'}"
+                await self._error(session, "bad_token", f"{why}; start again without one")
                 await session.ws.close(code=CLOSE_BAD_TOKEN, message=b"bad token")
                 return
             visitor = found
+        await self._touch(session, visitor)
         address = Identity(IdentityKind.WEBCHAT_VISITOR, visitor)
         conversation = await self._store.find_conversation(self.inbox, address)
         async with self._lock(address):
@@ -390,6 +455,21 @@ class WebchatConnector:
         sink = self._sink
         if sink is None or session.address is None:
             raise FrameError("unavailable", "chat is shutting down; reconnect shortly")
+        visitor = session.address.value
+        current = await self._store.find_conversation(self.inbox, session.address)
+        # A message with no open conversation opens a ticket (or reopens a resolved one): that is what a flood
+        # costs agents. A resend of a message already stored (same id) is a duplicate and opens nothing.
+        if (current is None or current.status is ConversationStatus.RESOLVED) and (
+            await self._store.find_message(
+                channel=Channel.WEBCHAT,
+                inbox=self.inbox,
+                direction=Direction.INBOUND,
+                external_id=f"{visitor}:{client_id}",
+            )
+            is None
+        ):
+            await self._limits.ticket(visitor)
+        await self._touch(session, visitor)
         now = datetime.now(UTC)
         try:
             result = await sink(

@@ -30,6 +30,7 @@ from core.store.roles import (
 from core.store.types import (
     DeadLetter,
     Gauges,
+    Hits,
     NotFound,
     Outgoing,
     StoredFrame,
@@ -46,6 +47,7 @@ __all__ = [
     "DeadLetter",
     "GaugeReader",
     "Gauges",
+    "Hits",
     "NotFound",
     "Outgoing",
     "ReportsDurability",

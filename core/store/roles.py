@@ -23,6 +23,7 @@ from core.store.types import (
     DeadLetter,
     DueTimer,
     Gauges,
+    Hits,
     Outgoing,
     StoredFrame,
     TicketEvents,
@@ -312,8 +313,17 @@ class Coordination(Protocol):
         """Give a lease up early, if ``holder`` still holds it."""
         ...
 
+    async def hit(self, key: str, window_s: float) -> Hits:
+        """Count one event under ``key`` in a fixed window of ``window_s`` seconds that starts at the first hit.
+
+        A limit that must hold across instances (new web chat visitors per address, tickets per visitor per
+        hour) reads the count this returns; one atomic write, never get-then-set. Expired windows go with
+        ``purge_expired``.
+        """
+        ...
+
     async def purge_expired(self, limit: int = 1000) -> int:
-        """Drop up to ``limit`` claims, leases and checkpoints past their expiry; returns how many went.
+        """Drop up to ``limit`` claims, leases, hit counters and checkpoints past their expiry; returns how many went.
 
         Every WeChat push claims its nonce and every reply a quota slot, and every call leaves its CTI
         state behind, so without a sweep these would pile up for ever. Redis expires its keys itself

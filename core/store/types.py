@@ -130,6 +130,14 @@ TicketEvents = Callable[[Ticket, Conversation], Sequence[DownstreamEvent]]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Hits:
+    """A rate counter's window after one more hit: a limit compares ``count``; ``reset_in_s`` is its Retry-After."""
+
+    count: int
+    reset_in_s: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Gauges:
     """What the store holds right now, for metrics and health: read at scrape time, so every instance
     reports the same numbers."""

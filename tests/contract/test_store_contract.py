@@ -287,6 +287,23 @@ async def test_claim_is_granted_once_until_it_expires(store: Store) -> None:
     assert await store.claim("nonce:short", 0.05)
 
 
+async def test_hits_count_every_concurrent_caller_within_one_window(store: Store) -> None:
+    counts = await asyncio.gather(*(store.hit("webchat:new:203.0.113.9", 60) for _ in range(8)))
+    assert sorted(h.count for h in counts) == list(range(1, 9))  # atomic: no two callers saw the same count
+    assert all(0 < h.reset_in_s <= 60 for h in counts)
+    assert (await store.hit("webchat:new:198.51.100.1", 60)).count == 1  # keys are counted apart
+
+
+async def test_a_hit_window_starts_over_once_it_ends(store: Store) -> None:
+    first = await store.hit("tickets:v1", 0.05)
+    assert (first.count, (await store.hit("tickets:v1", 0.05)).count) == (1, 2)
+    await asyncio.sleep(0.1)
+    assert (await store.hit("tickets:v1", 0.05)).count == 1
+    await asyncio.sleep(0.1)
+    await store.purge_expired()  # an ended window is swept (SQLite) or expired (Redis); the next starts at 1
+    assert (await store.hit("tickets:v1", 60)).count == 1
+
+
 async def test_sweeping_drops_only_expired_claims(store: Store) -> None:
     assert await store.claim("nonce:live", 60)
     assert await store.lease("lease:live", "me", 60)

@@ -47,6 +47,7 @@ from core.store.types import (
     DeadLetter,
     DueTimer,
     Gauges,
+    Hits,
     NotFound,
     Outgoing,
     StoredFrame,
@@ -484,6 +485,14 @@ redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return 1
 """
 
+_HIT = """
+local n = redis.call('INCR', KEYS[1])
+if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
+local left = redis.call('PTTL', KEYS[1])
+if left < 0 then redis.call('PEXPIRE', KEYS[1], ARGV[1]); left = tonumber(ARGV[1]) end
+return {n, left}
+"""
+
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
 return 1
@@ -811,6 +820,7 @@ class RedisStore(RedisAuditLog):
             "mark_replayed": _MARK_REPLAYED,
             "lease": _LEASE,
             "release": _RELEASE,
+            "hit": _HIT,
             "cas": _CAS,
             "add_dead_letter": _ADD_DEAD_LETTER,
             "remove_dead_letter": _REMOVE_DEAD_LETTER,
@@ -1536,6 +1546,10 @@ class RedisStore(RedisAuditLog):
 
     async def release(self, key: str, holder: str) -> None:
         await self._run("release", holder, keys=[self.key(f"claim:{key}")])
+
+    async def hit(self, key: str, window_s: float) -> Hits:
+        count, left_ms = await self._run("hit", str(max(1, int(window_s * 1000))), keys=[self.key(f"hits:{key}")])
+        return Hits(count=int(count), reset_in_s=int(left_ms) / 1000)
 
     async def purge_expired(self, limit: int = 1000) -> int:
         """Claims, leases and checkpoints with a TTL are keys with an expiry: Redis drops them itself."""

@@ -86,6 +86,12 @@ CREATE TABLE IF NOT EXISTS claims (
     holder TEXT NOT NULL DEFAULT ''
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS claims_by_expiry ON claims (expires_at);
+CREATE TABLE IF NOT EXISTS hits (
+    key TEXT PRIMARY KEY,
+    count INTEGER NOT NULL,
+    expires_at REAL NOT NULL  -- unix time the window ends
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS hits_by_expiry ON hits (expires_at);
 CREATE TABLE IF NOT EXISTS secrets (
     name TEXT PRIMARY KEY,
     value TEXT NOT NULL,

@@ -40,6 +40,7 @@ from core.store.types import (
     DeadLetter,
     DueTimer,
     Gauges,
+    Hits,
     NotFound,
     Outgoing,
     StoredFrame,
@@ -905,6 +906,21 @@ class SqliteStore(SqliteAuditLog):
 
         await self._run(run)
 
+    async def hit(self, key: str, window_s: float) -> Hits:
+        def run(db: sqlite3.Connection) -> Hits:
+            now = time.time()
+            with self._tx(db):
+                count, ends = db.execute(
+                    "INSERT INTO hits (key, count, expires_at) VALUES (?, 1, ?) ON CONFLICT (key) DO UPDATE SET"
+                    " count = CASE WHEN hits.expires_at <= ? THEN 1 ELSE hits.count + 1 END,"
+                    " expires_at = CASE WHEN hits.expires_at <= ? THEN excluded.expires_at ELSE hits.expires_at END"
+                    " RETURNING count, expires_at",
+                    (key, now + window_s, now, now),
+                ).fetchone()
+            return Hits(count=int(count), reset_in_s=max(0.0, float(ends) - now))
+
+        return await self._run(run)
+
     async def purge_expired(self, limit: int = 1000) -> int:
         def run(db: sqlite3.Connection) -> int:
             # In slices: one sweep must not hold the write lock (and the loop's store jobs) for long.
@@ -914,6 +930,11 @@ class SqliteStore(SqliteAuditLog):
                     "DELETE FROM claims WHERE key IN (SELECT key FROM claims WHERE expires_at <= ? LIMIT ?)",
                     (now, limit),
                 ).rowcount
+                if purged < limit:
+                    purged += db.execute(
+                        "DELETE FROM hits WHERE key IN (SELECT key FROM hits WHERE expires_at <= ? LIMIT ?)",
+                        (now, limit - purged),
+                    ).rowcount
                 if purged < limit:
                     purged += db.execute(
                         "DELETE FROM checkpoints WHERE key IN"
