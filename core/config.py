@@ -297,6 +297,8 @@ class BotMessages(_Model):
         "您的工单号是 {number}，发送“工单进度”可随时查询。/ Your ticket is {number}; ask 'where is my ticket' any time."
     )
     followup_joined: str = "已将您的消息补充到工单 {number}。/ Added to your ticket {number}."
+    # Instead of the handoff, once a customer has opened the inbox's tickets_per_visitor_per_hour.
+    ticket_limit: str = "近一小时新建工单过多，请稍后再试。/ Too many new tickets from you this hour; try again later."
 
 
 class FollowupConfig(_Model):

@@ -25,6 +25,7 @@ from gateway.faq_admin import FaqAdmin
 from gateway.ops import ops_routes, ops_running
 from gateway.outbound import RETRY_DELAYS_S
 from gateway.survey_page import SurveyPage
+from gateway.webchat_admin import WebchatSessions
 from gateway.wiring import Gateway, bot_policy, build_bot, build_gateway, warm_up
 
 log = logging.getLogger(__name__)
@@ -93,6 +94,7 @@ def create_app(
     access.add(app.router, api.routes())
     access.add(app.router, gateway.auditor.routes())
     access.add(app.router, ContactsApi(store, gateway.contacts, gateway.auditor).routes())
+    access.add(app.router, WebchatSessions(connectors, gateway.auditor).routes())
     access.add(app.router, (needs(PUBLIC, route) for route in SurveyPage(gateway.surveys, clock).routes()))
     if isinstance(bot.index, LiveIndex):
         access.add(app.router, FaqAdmin(bot.index, gateway.auditor).routes())

@@ -45,6 +45,7 @@ from gateway.outbound import Outbound
 from gateway.rules_at_intake import IntakeRules
 from gateway.status import CHINA, StatusAnswers
 from gateway.survey import SurveyService
+from gateway.ticket_quota import TicketQuota
 from gateway.tickets import TicketChange, TicketService
 from gateway.voicemail import VoicemailAnswers
 from normalizer import DEFAULT_STEPS, Step, normalize
@@ -69,8 +70,10 @@ class Intake:
         customer: CustomerConfig | None = None,
         contacts: ContactService | None = None,
         surveys: SurveyService | None = None,
+        quota: TicketQuota | None = None,
     ) -> None:
         self._store = store
+        self._quota = quota
         self._customer = customer or CustomerConfig()
         self._contacts = contacts or ContactService(store, clock)
         self._surveys = surveys
@@ -310,6 +313,11 @@ class Intake:
         if decision.outcome is Outcome.HANDOFF:
             reason = decision.handoff_reason or HandoffReason.NO_MATCH
             if await self._follow_up(updated, message, TicketRequest(reason=reason)):
+                return True
+            if self._quota is not None and not await self._quota.allows(conversation.inbox, conversation.address):
+                # A flood of visitors asking for humans would bury the agents: past the inbox's hourly cap the
+                # customer is told to come back, the message stays in the transcript, and no ticket opens.
+                await self._say(conversation, message, self._bot.messages.ticket_limit, {"outcome": "ticket_limit"})
                 return True
             await self._handoff(updated, message, reason, now)
             return True  # the handoff message marked it handled

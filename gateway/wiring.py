@@ -33,6 +33,7 @@ from gateway.notices import ProgressNotices
 from gateway.outbound import RETRY_DELAYS_S, Outbound
 from gateway.sla_runner import SlaRunner
 from gateway.survey import SurveyLinks, SurveyService
+from gateway.ticket_quota import TicketQuota
 from gateway.tickets import TicketChange, TicketService
 from normalizer.rules.calendar import Calendar, calendar_for
 from normalizer.rules.calendar import warm_up as warm_calendar
@@ -132,7 +133,16 @@ def build_gateway(
     autoclose = AutoClose(store, outbound, tickets, clock, config.customer.autoclose, calendar)
     contacts = ContactService(store, clock, _code_sender(connectors))
     intake = Intake(
-        store, bot, outbound, tasks, clock, tickets, customer=config.customer, contacts=contacts, surveys=surveys
+        store,
+        bot,
+        outbound,
+        tasks,
+        clock,
+        tickets,
+        customer=config.customer,
+        contacts=contacts,
+        surveys=surveys,
+        quota=TicketQuota.from_config(store, config),
     )
     webhooks = WebhookDispatcher(store, config.webhooks, observer=observer)
     return Gateway(

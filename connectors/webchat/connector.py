@@ -39,10 +39,8 @@ from core.meta import suggestions_json, suggestions_of
 from core.model import (
     Channel,
     Conversation,
-    ConversationStatus,
     Delivery,
     DeliveryStatus,
-    Direction,
     Identity,
     IdentityKind,
     InboundMessage,
@@ -455,21 +453,7 @@ class WebchatConnector:
         sink = self._sink
         if sink is None or session.address is None:
             raise FrameError("unavailable", "chat is shutting down; reconnect shortly")
-        visitor = session.address.value
-        current = await self._store.find_conversation(self.inbox, session.address)
-        # A message with no open conversation opens a ticket (or reopens a resolved one): that is what a flood
-        # costs agents. A resend of a message already stored (same id) is a duplicate and opens nothing.
-        if (current is None or current.status is ConversationStatus.RESOLVED) and (
-            await self._store.find_message(
-                channel=Channel.WEBCHAT,
-                inbox=self.inbox,
-                direction=Direction.INBOUND,
-                external_id=f"{visitor}:{client_id}",
-            )
-            is None
-        ):
-            await self._limits.ticket(visitor)
-        await self._touch(session, visitor)
+        await self._touch(session, session.address.value)
         now = datetime.now(UTC)
         try:
             result = await sink(

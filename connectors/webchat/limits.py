@@ -120,14 +120,6 @@ class Limits:
             "too many new chats from this address; try again later",
         )
 
-    async def ticket(self, visitor_id: str) -> None:
-        await self._count(
-            f"tickets:{visitor_id}",
-            3600,
-            self._cfg.tickets_per_visitor_per_hour,
-            "too many new conversations in the last hour; try again later",
-        )
-
     async def _count(self, what: str, window_s: float, limit: int, message: str) -> None:
         hits = await self._store.hit(f"webchat:{self._cfg.name}:{what}", window_s)
         if hits.count > limit:
