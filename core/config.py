@@ -417,7 +417,7 @@ class WebchatInbox(_Model):
     max_sockets: Annotated[int, Field(gt=0)] = 10_000  # open sockets on this instance, all addresses
     sockets_per_address: Annotated[int, Field(gt=0)] = 50  # open sockets on this instance from one address
     connections_per_address_per_minute: Annotated[int, Field(gt=0)] = 120  # new sockets (store)
-    new_visitors_per_address_per_hour: Annotated[int, Field(gt=0)] = 20  # hellos without a token (store)
+    new_visitors_per_address_per_hour: Annotated[int, Field(gt=0)] = 60  # hellos without a token (store)
     tickets_per_visitor_per_hour: Annotated[int, Field(gt=0)] = 5  # conversations a visitor opens (store)
     # A session token not used (no hello, no message) for this long is refused: the visitor starts afresh.
     session_idle_s: Annotated[float, Field(gt=0)] = 30 * 86400
