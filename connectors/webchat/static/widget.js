@@ -448,7 +448,9 @@
       ws.onclose = (ev) => {
         if (ws !== this.ws) return;
         if (ev.code === 4401) this._resetIdentity();
-        this._dropped(ev.code === 4401 ? 0 : undefined);
+        // 4429: too many new visitors from this address; wait what the error frame before it said.
+        var wait = ev.code === 4429 ? (this.retryAfterMs || this.o.backoffMaxMs) : undefined;
+        this._dropped(ev.code === 4401 ? 0 : wait);
       };
       ws.onerror = function () { /* a close event always follows */ };
     }
@@ -593,6 +595,8 @@
       var code = f.code;
       if (code === 'bad_token') {
         this._resetIdentity(); // the server closes with 4401 next; we reconnect as a new visitor
+      } else if (code === 'rate_limited' && typeof f.retry_after_s === 'number' && !f.id) {
+        this.retryAfterMs = f.retry_after_s * 1000; // a refused hello: the server closes with 4429 next
       } else if (code === 'rate_limited') {
         // Resending is idempotent (same client ids), so just try the unacked ones again later.
         clearTimeout(this.timers.retry);
