@@ -227,3 +227,31 @@ async def test_wechat_retries_split_across_instances_make_one_message(tmp_path: 
             assert len([m for m in messages if m["author"] == "bot"]) == 1
     finally:
         await fake.close()
+
+
+async def test_web_chat_abuse_limits_and_revocation_hold_across_instances(tmp_path: Path) -> None:
+    inbox = {"name": "web", "channel": "webchat", "allowed_origins": ["*"], "new_visitors_per_address_per_hour": 3}
+    async with _instances(tmp_path, [inbox]) as (url_a, url_b), aiohttp.ClientSession() as http:
+
+        async def hello(url: str) -> tuple[Socket, dict[str, Any]]:
+            ws = await http.ws_connect(url.replace("http://", "ws://") + "/chat/ws")
+            await ws.send_json({"type": "hello", "token": None, "last_seq": 0})
+            return ws, await ws.receive_json(timeout=10)
+
+        opened = [await hello(url) for url in (url_b, url_a, url_b)]
+        assert [frame["type"] for _, frame in opened] == ["welcome"] * 3
+        for url in (url_a, url_b):  # the count is in Redis: neither instance lets a fourth in
+            ws, frame = await hello(url)
+            assert frame["code"] == "rate_limited" and frame["retry_after_s"] > 3500
+            closing = await ws.receive(timeout=10)
+            assert closing.type is aiohttp.WSMsgType.CLOSE and closing.data == 4429
+            await ws.close()
+        socket_b, welcome = opened[0]
+        async with http.delete(f"{url_a}/api/v1/webchat/web/sessions/{welcome['visitor_id']}", headers=AUTH) as resp:
+            assert resp.status == 200
+        frame = await socket_b.receive_json(timeout=10)  # revoked on A, closed on B
+        assert frame["code"] == "bad_token"
+        closing = await socket_b.receive(timeout=10)
+        assert closing.type is aiohttp.WSMsgType.CLOSE and closing.data == 4401
+        for ws, _ in opened:
+            await ws.close()
