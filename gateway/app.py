@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from bot.faq import KbError
 from bot.live import LiveIndex
 from bot.policy import BotPolicy
 from bot.setup import BotSetup
@@ -25,6 +26,7 @@ from gateway.api import Api, Handler, error
 from gateway.downstream.webhooks import WebhookDispatcher
 from gateway.faq_admin import FaqAdmin, answer_values
 from gateway.intake import Intake
+from gateway.logs import install_request_ids
 from gateway.outbound import RETRY_DELAYS_S, Outbound
 from gateway.tickets import TicketService
 
@@ -50,7 +52,10 @@ GATEWAY = web.AppKey("gateway", Gateway)
 def build_bot(config: Config) -> BotSetup:
     """Load and index the knowledge base; raises KbError naming the file and the problem."""
     bot = config.bot
-    index = LiveIndex.load(config.resolve(bot.kb), answer_values(bot.business_hours))
+    try:
+        index = LiveIndex.load(config.resolve(bot.kb), answer_values(bot.business_hours))
+    except KbError as exc:
+        raise KbError(f"bot.kb: {exc}") from None
     return BotSetup(index=index, policy=bot_policy(config), messages=bot.messages, hours=bot.business_hours)
 
 
@@ -93,6 +98,7 @@ def create_app(
 ) -> web.Application:
     """``retry_delays_s``: the backoff between attempts of a retryable delivery (tests shorten it)."""
     app = web.Application(client_max_size=config.server.max_body_bytes, middlewares=[_errors])
+    install_request_ids(app)
     store = open_store(config)
     tasks = TaskTracker()
     connectors = build_connectors(config, ConnectorDeps(store=store, tasks=tasks, data_dir=config.data_path))

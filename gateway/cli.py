@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from aiohttp import web
-
 from bot.faq import KbError
 from core.config import ConfigError, load_config
+from gateway.logs import configure_logging
+from gateway.serving import huiliu_version
 
 
 def _serve(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from bot.live import LiveIndex
     from gateway.app import build_bot, create_app
+    from gateway.serving import BindError, listen_socket, listen_url, run, startup_summary
 
     try:
         config = load_config(Path(args.config))
@@ -23,18 +26,13 @@ def _serve(args: argparse.Namespace) -> int:
         if updates:
             config = config.model_copy(update={"server": config.server.model_copy(update=updates)})
         bot = build_bot(config)
-    except (ConfigError, KbError) as exc:
+        sock = listen_socket(config.server.host, config.server.port)
+    except (ConfigError, KbError, BindError) as exc:
         print(f"huiliu: {exc}", file=sys.stderr)
         return 2
-    app = create_app(config, bot)
-    web.run_app(
-        app,
-        host=config.server.host,
-        port=config.server.port,
-        shutdown_timeout=config.server.shutdown_grace_s,
-        access_log=None,
-        print=lambda text: print(text, flush=True),
-    )
+    entries = len(bot.index.kb.entries) if isinstance(bot.index, LiveIndex) else 0
+    summary = startup_summary(config, listen_url(sock), entries)
+    asyncio.run(run(create_app(config, bot), sock, grace_s=config.server.shutdown_grace_s, summary=summary))
     return 0
 
 
@@ -125,7 +123,11 @@ def _faq_eval(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="huiliu", description="Huiliu omnichannel intake gateway")
+    parser.add_argument("--version", action="version", version=f"huiliu {huiliu_version()}")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    parser.add_argument(
+        "--log-format", default="text", choices=["text", "json"], help="json: one object per line, with request_id"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="run the gateway")
     serve.add_argument("-c", "--config", default="config.yaml", help="path to config.yaml")
@@ -160,7 +162,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     q_replay.add_argument("-c", "--config", default="config.yaml", help="path to config.yaml")
     q_replay.set_defaults(run=_quarantine)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(args.log_level, args.log_format)
     return int(args.run(args))
 
 
