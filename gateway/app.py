@@ -158,11 +158,12 @@ async def _lifespan(app: web.Application) -> AsyncIterator[None]:
             await gateway.intake.recover(older_than_s=stuck_after)
 
         await stack.enter_async_context(periodically(every, recover_stuck, name="intake:recover"))
-        await stack.enter_async_context(gateway.webhooks.running())
+        await stack.enter_async_context(gateway.webhooks.running(grace_s=gateway.config.server.shutdown_grace_s))
         await stack.enter_async_context(sweeping(gateway.store, gateway.config.server.sweep_interval_s))
         if isinstance(gateway.bot.index, LiveIndex) and gateway.config.bot.kb_watch_s > 0:
             await stack.enter_async_context(watching_kb(gateway.bot.index, gateway.config.bot.kb_watch_s))
         yield
+        gateway.webhooks.stop(gateway.config.server.shutdown_grace_s)  # in-flight POSTs finish meanwhile
         await gateway.tasks.drain(gateway.config.server.shutdown_grace_s)
 
 
