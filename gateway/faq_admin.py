@@ -133,7 +133,8 @@ class FaqAdmin:
         except _Missing as exc:
             return error(404, "not_found", str(exc))
         except OSError as exc:
-            return error(500, "kb_write_failed", f"could not write the knowledge base file: {exc.strerror}")
+            detail = f"could not write the knowledge base file: {exc.strerror} ({exc.filename})"
+            return error(500, "kb_write_failed", detail)
         if body is None:
             return web.Response(status=status)
         return web.json_response(body, status=status)

@@ -5,12 +5,9 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import shutil
 import signal
 import socket
-import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
@@ -19,8 +16,8 @@ from aiohttp import web
 
 from core.config import parse_config
 from gateway.serving import startup_summary
-from tests.conftest import API_TOKEN, need
-from tests.processes import HUILIU, free_port, ready, serve
+from tests.conftest import API_TOKEN
+from tests.processes import HUILIU, free_port, ready, run_as_non_root, serve, user_tmp
 from tests.test_serve import run_cli, write_config
 
 
@@ -35,37 +32,6 @@ async def test_a_port_in_use_is_one_line_naming_the_address(tmp_path: Path) -> N
         f"huiliu: cannot listen on 127.0.0.1:{port}: the address is already in use "
         "(is another huiliu running? choose another with --port)"
     )
-
-
-NON_ROOT = ["setpriv", "--reuid=10001", "--regid=10001", "--clear-groups"]
-
-
-@pytest.fixture
-def open_dir() -> Iterator[Path]:
-    """A folder another user can read (pytest's tmp_path lives under a root-only folder)."""
-    path = Path(tempfile.mkdtemp(prefix="huiliu-test-"))
-    path.chmod(0o755)
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
-
-
-def run_as_non_root() -> list[str]:
-    """The command prefix that drops to uid 10001 (as the Docker image runs), or [] when we are not root."""
-    if os.geteuid() != 0:
-        return []
-    need(shutil.which("setpriv") is not None, "setpriv (util-linux) is not installed")
-    return NON_ROOT
-
-
-def user_tmp(open_dir: Path) -> Path:
-    """A temp folder uid 10001 may write (jieba keeps its dictionary cache there)."""
-    tmp = open_dir / "tmp"
-    tmp.mkdir(exist_ok=True)
-    if os.geteuid() == 0:
-        os.chown(tmp, 10001, 10001)
-    return tmp
 
 
 async def test_a_privileged_port_as_a_normal_user_is_one_line(open_dir: Path) -> None:
