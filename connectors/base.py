@@ -11,6 +11,7 @@ from typing import ClassVar, Protocol, runtime_checkable
 
 from aiohttp import web
 
+from core.config import BusinessHours
 from core.model import (
     Channel,
     Conversation,
@@ -32,6 +33,7 @@ class ConnectorDeps:
     store: Store
     tasks: TaskTracker  # background work that shutdown must await
     data_dir: Path  # for files a connector keeps (attachments, watched folders' state)
+    business_hours: BusinessHours | None = None  # bot.business_hours: pages a connector serves state them
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -147,6 +147,18 @@ class BusinessHours(_Model):
         return frozenset(_WEEKDAYS.index(d) for d in self.days)
 
 
+_DAY_NAMES = {"mon": "一", "tue": "二", "wed": "三", "thu": "四", "fri": "五", "sat": "六", "sun": "日"}
+
+
+def business_hours_text(hours: BusinessHours | None) -> str:
+    """The configured hours as customers read them, in Chinese and English (no hours: always open)."""
+    if hours is None:
+        return "全天 24 小时 / 24 hours a day"
+    days = "、".join("周" + _DAY_NAMES[str(d)] for d in hours.days)
+    span = f"{hours.start:%H:%M}–{hours.end:%H:%M}"
+    return f"{days} {span}（{hours.timezone}）/ {', '.join(str(d).title() for d in hours.days)} {span}"
+
+
 class BotMessages(_Model):
     handoff: str = "正在为您转接人工客服，请稍候。/ Connecting you to a human agent, please wait."
     handoff_off_hours: str = (

@@ -13,6 +13,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from core.codec import to_jsonable
+from core.jsonweb import json_response
 from core.model import Channel, Message, Priority, Ticket, TicketStatus
 from core.store import NotFound, Store, TicketQuery, VersionConflict
 from core.store.base import DeadLetter
@@ -26,7 +27,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def error(status: int, code: str, message: str) -> web.Response:
-    return web.json_response({"error": {"code": code, "message": message}}, status=status)
+    return json_response({"error": {"code": code, "message": message}}, status=status)
 
 
 class _Body(BaseModel):
@@ -176,7 +177,7 @@ class Api:
         page = await self._store.list_tickets(
             TicketQuery(status=status, channel=channel, updated_since=since, cursor=cursor, limit=limit)
         )
-        return web.json_response({"tickets": [ticket_view(t) for t in page.tickets], "next_cursor": page.next_cursor})
+        return json_response({"tickets": [ticket_view(t) for t in page.tickets], "next_cursor": page.next_cursor})
 
     async def get_ticket(self, request: web.Request) -> web.StreamResponse:
         ticket = await self._store.get_ticket(request.match_info["ticket"])
@@ -190,7 +191,7 @@ class Api:
         body["messages"] = [message_view(m, include_raw=include_raw) for m in messages]
         body["conversation"] = to_jsonable(conversation) if conversation else None
         body["contact"] = to_jsonable(contact) if contact else None
-        return web.json_response(body)
+        return json_response(body)
 
     async def patch_ticket(self, request: web.Request) -> web.StreamResponse:
         patch, raw = await _json_body(request, TicketPatch)
@@ -203,7 +204,7 @@ class Api:
             clear_assignee=isinstance(raw, dict) and "assignee" in raw and raw["assignee"] is None,
         )
         ticket = await self._tickets.change(request.match_info["ticket"], change)
-        return web.json_response(ticket_view(ticket))
+        return json_response(ticket_view(ticket))
 
     async def post_reply(self, request: web.Request) -> web.StreamResponse:
         key = request.headers.get("Idempotency-Key")
@@ -214,7 +215,7 @@ class Api:
         result = await self._tickets.reply(
             request.match_info["ticket"], body.text, agent=body.agent, idempotency_key=key
         )
-        return web.json_response(
+        return json_response(
             {"message": message_view(result.message), "delivery": result.delivery, "duplicate": not result.created},
             status=201 if result.created else 200,
         )
@@ -226,7 +227,7 @@ class Api:
         if ticket is None:
             raise NotFound(f"no ticket {request.match_info['ticket']!r}")
         delivered = await self._typing(ticket, body.on)
-        return web.json_response({"delivered": delivered}, status=202)
+        return json_response({"delivered": delivered}, status=202)
 
     async def list_events(self, request: web.Request) -> web.StreamResponse:
         after = _int_param(request.query.get("after"), default=0, low=0, high=2**62)
@@ -234,16 +235,14 @@ class Api:
         if after is None or limit is None:
             return error(400, "bad_query", "after must be a non-negative integer and limit from 1 to 1000")
         found = await self._store.events_after(after, limit)
-        return web.json_response(
-            {"events": [e.to_json() for e in found], "next_after": found[-1].seq if found else after}
-        )
+        return json_response({"events": [e.to_json() for e in found], "next_after": found[-1].seq if found else after})
 
     async def list_dead_letters(self, request: web.Request) -> web.StreamResponse:
         limit = _int_param(request.query.get("limit"), default=100, low=1, high=1000)
         if limit is None:
             return error(400, "bad_query", "limit must be an integer from 1 to 1000")
         letters = await self._store.dead_letters(subscription=request.query.get("subscription"), limit=limit)
-        return web.json_response({"dead_letters": [dead_letter_view(d) for d in letters]})
+        return json_response({"dead_letters": [dead_letter_view(d) for d in letters]})
 
     async def replay_dead_letter(self, request: web.Request) -> web.StreamResponse:
         letter = await self._store.get_dead_letter(request.match_info["letter"])
@@ -257,7 +256,7 @@ class Api:
             return error(409, "conflict", str(exc))
         if not result.delivered:
             return error(502, "delivery_failed", f"the receiver did not take it: {result.error}")
-        return web.json_response({"id": letter.id, "delivered": True, "status": result.status})
+        return json_response({"id": letter.id, "delivered": True, "status": result.status})
 
 
 def dead_letter_view(letter: DeadLetter) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from connectors.base import Connector, ConnectorDeps
 from connectors.webchat.connector import WebchatConnector
 from core.clock import Clock, utcnow
 from core.config import Config
+from core.jsonweb import json_response
 from core.model import Ticket
 from core.store import Store, open_store
 from core.tasks import TaskTracker
@@ -101,7 +102,8 @@ def create_app(
     install_request_ids(app)
     store = open_store(config)
     tasks = TaskTracker()
-    connectors = build_connectors(config, ConnectorDeps(store=store, tasks=tasks, data_dir=config.data_path))
+    deps = ConnectorDeps(store=store, tasks=tasks, data_dir=config.data_path, business_hours=config.bot.business_hours)
+    connectors = build_connectors(config, deps)
     outbound = Outbound(
         store, connectors, tasks, resend_after_s=config.server.resend_after_s, retry_delays_s=retry_delays_s
     )
@@ -217,7 +219,7 @@ async def _stop_connectors(app: web.Application) -> None:
 
 
 async def _healthz(request: web.Request) -> web.StreamResponse:
-    return web.json_response({"status": "ok"})
+    return json_response({"status": "ok"})
 
 
 async def _readyz(request: web.Request) -> web.StreamResponse:
@@ -225,7 +227,7 @@ async def _readyz(request: web.Request) -> web.StreamResponse:
     store_ok = await gateway.store.ping()
     connectors = {name: "running" if c.is_running() else "stopped" for name, c in gateway.connectors.items()}
     ready = store_ok and all(state == "running" for state in connectors.values())
-    return web.json_response(
+    return json_response(
         {
             "status": "ready" if ready else "not_ready",
             "store": "ok" if store_ok else "unreachable",

@@ -48,6 +48,7 @@ from connectors.phone.cti import (
     respond,
 )
 from core.config import ConfigError, PhoneInbox
+from core.jsonweb import json_response
 from core.model import (
     Channel,
     Conversation,
@@ -251,11 +252,11 @@ class PhoneConnector:
     # -- CTI webhook ----------------------------------------------------------------
     async def _cti(self, request: web.Request) -> web.StreamResponse:
         if not self._cfg.cti_enabled:
-            return web.json_response({"error": NOT_CONFIGURED}, status=422)
+            return json_response({"error": NOT_CONFIGURED}, status=422)
         if self._sink is None:
-            return web.json_response({"error": "the phone inbox is not running"}, status=503)
+            return json_response({"error": "the phone inbox is not running"}, status=503)
         if (request.content_length or 0) > self._cfg.max_body_bytes:
-            return web.json_response({"error": f"body larger than {self._cfg.max_body_bytes} bytes"}, status=413)
+            return json_response({"error": f"body larger than {self._cfg.max_body_bytes} bytes"}, status=413)
         multipart = request.content_type.startswith("multipart/")
         if multipart:
             body = b""
@@ -264,19 +265,19 @@ class PhoneConnector:
         else:
             body = await request.read()
             if len(body) > self._cfg.max_body_bytes:
-                return web.json_response({"error": f"body larger than {self._cfg.max_body_bytes} bytes"}, status=413)
+                return json_response({"error": f"body larger than {self._cfg.max_body_bytes} bytes"}, status=413)
         if not self._authentic(request, body, allow_signature=not multipart):
-            return web.json_response({"error": BAD_TOKEN}, status=401)
+            return json_response({"error": BAD_TOKEN}, status=401)
         try:
             if not multipart:
                 params = self._decode(request.content_type, body)
             event = parse_params(params)
         except CtiError as exc:
             await self._quarantine(body, str(exc))
-            return web.json_response({"error": str(exc)}, status=400)
+            return json_response({"error": str(exc)}, status=400)
         answer = respond(event, self._policy)
         await self._record(event, blocked=answer.get("action") == "reject")
-        return web.json_response(answer)
+        return json_response(answer)
 
     def _authentic(self, request: web.Request, body: bytes, *, allow_signature: bool) -> bool:
         cfg = self._cfg
