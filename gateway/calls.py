@@ -10,6 +10,7 @@ from connectors.base import ConnectorDeps
 from connectors.phone.cdr import CdrFormat
 from connectors.phone.connector import ImportReport, PhoneConnector
 from core.config import Config, ConfigError, PhoneInbox
+from core.progress import Progress
 from core.store import open_store
 from core.tasks import TaskTracker
 from gateway.intake import BotSetup, Intake
@@ -34,7 +35,13 @@ def phone_inbox(config: Config, name: str | None) -> PhoneInbox:
 
 
 async def import_calls(
-    config: Config, bot: BotSetup, path: Path, *, fmt: CdrFormat | None, inbox: str | None
+    config: Config,
+    bot: BotSetup,
+    path: Path,
+    *,
+    fmt: CdrFormat | None,
+    inbox: str | None,
+    progress: Progress | None = None,
 ) -> ImportReport:
     """Open the store, build intake as ``serve`` does (no listeners, no pollers), import, finish every ticket."""
     target = phone_inbox(config, inbox)
@@ -49,7 +56,7 @@ async def import_calls(
         )
         phone = connectors[target.name]
         assert isinstance(phone, PhoneConnector)
-        report = await phone.import_cdr(data, fmt or CdrFormat(target.cdr.format), intake.receive)
+        report = await phone.import_cdr(data, fmt or CdrFormat(target.cdr.format), intake.receive, progress=progress)
         await tasks.drain(config.server.shutdown_grace_s)
     finally:
         await store.close()

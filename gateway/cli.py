@@ -47,7 +47,12 @@ def _calls_import(args: argparse.Namespace) -> int:
         config = load_config(Path(args.config))
         bot = build_bot(config)
         fmt = CdrFormat(args.format) if args.format else None
-        report = asyncio.run(import_calls(config, bot, Path(args.file), fmt=fmt, inbox=args.inbox))
+        from gateway.progress import progress_bar
+
+        with progress_bar("importing calls", quiet=args.quiet) as progress:
+            report = asyncio.run(
+                import_calls(config, bot, Path(args.file), fmt=fmt, inbox=args.inbox, progress=progress)
+            )
     except (ConfigError, KbError, ValueError, OSError) as exc:
         print(f"huiliu: {exc}", file=sys.stderr)
         return 2
@@ -71,7 +76,11 @@ def _quarantine(args: argparse.Namespace) -> int:
                 when = item.received_at.isoformat()
                 print(f"{item.id}\t{when}\t{item.inbox}\t{len(item.raw)} bytes\t{item.reason}{state}")
             return 0
-        results = asyncio.run(replay(config, build_bot(config), args.ids))
+        from gateway.progress import progress_bar
+
+        bot = build_bot(config)
+        with progress_bar("replaying", quiet=args.quiet) as progress:
+            results = asyncio.run(replay(config, bot, args.ids, progress=progress))
     except (ConfigError, KbError, OSError) as exc:
         print(f"huiliu: {exc}", file=sys.stderr)
         return 2
@@ -97,8 +106,11 @@ def _faq_eval(args: argparse.Namespace) -> int:
         print(f"huiliu: {exc}", file=sys.stderr)
         return 2
     reports = []
+    from gateway.progress import progress_bar
+
     for bench in benches:
-        report = evaluate(bench, policy)
+        with progress_bar(f"{bench.name}", quiet=args.quiet) as progress:
+            report = evaluate(bench, policy, progress=progress)
         reports.append(report)
         if args.predictions:
             target = Path(args.predictions)
@@ -142,6 +154,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     faq_eval.add_argument("--predictions", help="write one JSON line per query, as score.py reads them")
     faq_eval.add_argument("--calibrate", action="store_true", help="choose thresholds for --target-wrong")
     faq_eval.add_argument("--target-wrong", type=float, default=0.05, help="wrong-answer rate to calibrate for")
+    faq_eval.add_argument("-q", "--quiet", action="store_true", help="no progress bar, only the results")
     faq_eval.set_defaults(run=_faq_eval)
     calls = sub.add_parser("calls", help="phone call records").add_subparsers(dest="calls_command", required=True)
     calls_import = calls.add_parser("import", help="import a CDR file; rows imported before are skipped")
@@ -149,6 +162,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     calls_import.add_argument("--format", choices=["asterisk-csv", "freeswitch-csv", "freeswitch-json"])
     calls_import.add_argument("-c", "--config", default="config.yaml", help="path to config.yaml")
     calls_import.add_argument("--inbox", help="the phone inbox (needed when there are several)")
+    calls_import.add_argument("-q", "--quiet", action="store_true", help="no progress bar, only the summary")
     calls_import.set_defaults(run=_calls_import)
     quarantine = sub.add_parser("quarantine", help="input that could not be parsed (e.g. broken mail)")
     quarantine_sub = quarantine.add_subparsers(dest="quarantine_command", required=True)
@@ -160,6 +174,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     q_replay = quarantine_sub.add_parser("replay", help="parse items again and hand them to intake")
     q_replay.add_argument("ids", nargs="+", metavar="ID", help="ids from 'huiliu quarantine list'")
     q_replay.add_argument("-c", "--config", default="config.yaml", help="path to config.yaml")
+    q_replay.add_argument("-q", "--quiet", action="store_true", help="no progress bar, only the results")
     q_replay.set_defaults(run=_quarantine)
     args = parser.parse_args(argv)
     configure_logging(args.log_level, args.log_format)

@@ -8,6 +8,7 @@ from connectors import build_connectors
 from connectors.base import ConnectorDeps, Replays
 from core.config import Config
 from core.model import QuarantinedItem
+from core.progress import Progress
 from core.store import open_store
 from core.tasks import TaskTracker
 from gateway.intake import BotSetup, Intake
@@ -32,7 +33,9 @@ async def list_quarantined(
         await store.close()
 
 
-async def replay(config: Config, bot: BotSetup, item_ids: list[str]) -> list[ReplayResult]:
+async def replay(
+    config: Config, bot: BotSetup, item_ids: list[str], *, progress: Progress | None = None
+) -> list[ReplayResult]:
     """Parse each item again (after a parser fix) and hand it to intake, as ``serve`` would; no pollers run.
 
     It works offline against the store: a ticket's acknowledgement that cannot be mailed is recorded as failed.
@@ -48,6 +51,8 @@ async def replay(config: Config, bot: BotSetup, item_ids: list[str]) -> list[Rep
             store, bot, Outbound(store, connectors, tasks, resend_after_s=config.server.resend_after_s), tasks
         )
         for item_id in item_ids:
+            if progress is not None:
+                progress(len(results), len(item_ids))
             item = await store.get_quarantined(item_id)
             if item is None:
                 results.append(ReplayResult(item_id=item_id, ok=False, detail="no such quarantined item"))
@@ -62,6 +67,8 @@ async def replay(config: Config, bot: BotSetup, item_ids: list[str]) -> list[Rep
                 continue
             await store.mark_replayed(item_id)
             results.append(ReplayResult(item_id=item_id, ok=True, detail=detail))
+        if progress is not None:
+            progress(len(results), len(item_ids))
         await tasks.drain(config.server.shutdown_grace_s)
     finally:
         await store.close()

@@ -60,6 +60,7 @@ from core.model import (
     QuarantinedItem,
     Ticket,
 )
+from core.progress import Progress
 from core.store import Store
 
 log = logging.getLogger(__name__)
@@ -130,6 +131,7 @@ async def import_parsed(
     options: CallOptions,
     clock: Clock = _utcnow,
     store: Store | None = None,
+    progress: Progress | None = None,
 ) -> ImportReport:
     """Hand each parsed call to intake; a call imported before (same external id) is a duplicate.
 
@@ -143,24 +145,37 @@ async def import_parsed(
         customer = record.caller if record.direction == "in" else record.callee
         lanes[zlib.crc32(customer.encode()) % _IMPORT_LANES].append((line, record))
 
+    total, done = len(parsed.records), 0
+    if progress is not None:
+        progress(0, total)
+
     async def run(lane: list[tuple[int, CallRecord]]) -> None:
+        nonlocal done
         for line, record in lane:
-            if store is not None and await store.find_message(
-                channel=Channel.PHONE, inbox=inbox, direction=Direction.INBOUND, external_id=record.external_id
-            ):
-                report.duplicates += 1  # a cheap read skips what an earlier import stored; intake would too
-                continue
             try:
-                result = await sink(to_inbound(record, inbox=inbox, options=options, received_at=clock()))
-            except Rejected as exc:
-                report.bad.append(BadRow(line=line, reason=str(exc), text=""))
-                continue
-            if result.duplicate:
-                report.duplicates += 1
-            else:
-                report.imported += 1
-            if result.handled is not None:
-                await result.handled  # this customer's next call sees this one's ticket
+                await one(line, record)
+            finally:
+                done += 1
+                if progress is not None:
+                    progress(done, total)
+
+    async def one(line: int, record: CallRecord) -> None:
+        if store is not None and await store.find_message(
+            channel=Channel.PHONE, inbox=inbox, direction=Direction.INBOUND, external_id=record.external_id
+        ):
+            report.duplicates += 1  # a cheap read skips what an earlier import stored; intake would too
+            return
+        try:
+            result = await sink(to_inbound(record, inbox=inbox, options=options, received_at=clock()))
+        except Rejected as exc:
+            report.bad.append(BadRow(line=line, reason=str(exc), text=""))
+            return
+        if result.duplicate:
+            report.duplicates += 1
+        else:
+            report.imported += 1
+        if result.handled is not None:
+            await result.handled  # this customer's next call sees this one's ticket
 
     await asyncio.gather(*(run(lane) for lane in lanes if lane))
     report.bad.sort(key=lambda b: b.line)
@@ -410,14 +425,21 @@ class PhoneConnector:
             return None
         return f"imported {report.imported} call(s), {report.duplicates} already there"
 
-    async def import_cdr(self, data: bytes, fmt: CdrFormat, sink: InboundSink, *, first_line: int = 1) -> ImportReport:
+    async def import_cdr(
+        self, data: bytes, fmt: CdrFormat, sink: InboundSink, *, first_line: int = 1, progress: Progress | None = None
+    ) -> ImportReport:
         """Parse (off the loop: 100,000 rows take a while) and import one file's rows."""
         if self._options is None:
             self._options = await asyncio.to_thread(cdr_options, self._cfg)
         options = self._options
         parsed = await asyncio.to_thread(lambda: parse_cdr(decode(data), fmt, options, first_line=first_line))
         return await import_parsed(
-            parsed, self._flagging(sink), inbox=self.inbox, options=self._call_options, clock=self._clock
+            parsed,
+            self._flagging(sink),
+            inbox=self.inbox,
+            options=self._call_options,
+            clock=self._clock,
+            progress=progress,
         )
 
     @property
