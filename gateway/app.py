@@ -154,12 +154,14 @@ async def _lifespan(app: web.Application) -> AsyncIterator[None]:
         gateway.tasks.spawn(gateway.outbound.resend_unsent(), name="outbound:resend")
         stuck_after = gateway.config.server.resend_after_s
         every = stuck_after / 4
-        await stack.enter_async_context(periodically(every, gateway.outbound.resend_unsent, name="outbound:resend"))
+        grace_s = gateway.config.server.shutdown_grace_s
+        resend = periodically(every, gateway.outbound.resend_unsent, name="outbound:resend", grace_s=grace_s)
+        await stack.enter_async_context(resend)
 
         async def recover_stuck() -> None:
             await gateway.intake.recover(older_than_s=stuck_after)
 
-        await stack.enter_async_context(periodically(every, recover_stuck, name="intake:recover"))
+        await stack.enter_async_context(periodically(every, recover_stuck, name="intake:recover", grace_s=grace_s))
         await stack.enter_async_context(gateway.webhooks.running(grace_s=gateway.config.server.shutdown_grace_s))
         await stack.enter_async_context(sweeping(gateway.store, gateway.config.server.sweep_interval_s))
         if isinstance(gateway.bot.index, LiveIndex) and gateway.config.bot.kb_watch_s > 0:
@@ -170,13 +172,19 @@ async def _lifespan(app: web.Application) -> AsyncIterator[None]:
 
 
 @asynccontextmanager
-async def periodically(interval_s: float, job: Callable[[], Awaitable[object]], *, name: str) -> AsyncIterator[None]:
+async def periodically(
+    interval_s: float, job: Callable[[], Awaitable[object]], *, name: str, grace_s: float = 0.0
+) -> AsyncIterator[None]:
     """Run ``job`` every ``interval_s`` while the gateway runs. A run that fails is logged and the next one
-    still comes: a store hiccup or a bad file must not end the background work for good."""
+    still comes: a store hiccup or a bad file must not end the background work for good. On exit no new run
+    starts, and one under way (resending a reply, say) gets ``grace_s`` to finish before it is cancelled."""
+    stop = asyncio.Event()
 
     async def run() -> None:
         while True:
-            await asyncio.sleep(interval_s)
+            with suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), interval_s)
+                return
             try:
                 await job()
             except Exception:
@@ -186,9 +194,12 @@ async def periodically(interval_s: float, job: Callable[[], Awaitable[object]], 
     try:
         yield
     finally:
-        task.cancel()
-        with suppress(asyncio.CancelledError):
-            await task
+        stop.set()
+        done, _ = await asyncio.wait([task], timeout=grace_s)
+        if not done:
+            task.cancel()
+            with suppress(asyncio.CancelledError):
+                await task
 
 
 def sweeping(store: Store, interval_s: float, batch: int = 1000) -> AbstractAsyncContextManager[None]:

@@ -18,7 +18,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     from bot.live import LiveIndex
     from gateway.app import build_bot, create_app
-    from gateway.serving import BindError, listen_socket, listen_url, run, startup_summary
+    from gateway.serving import BindError, StartupError, listen_socket, listen_url, run, startup_summary
 
     try:
         config = load_config(Path(args.config))
@@ -32,7 +32,11 @@ def _serve(args: argparse.Namespace) -> int:
         return 2
     entries = len(bot.index.kb.entries) if isinstance(bot.index, LiveIndex) else 0
     summary = startup_summary(config, listen_url(sock), entries)
-    asyncio.run(run(create_app(config, bot), sock, grace_s=config.server.shutdown_grace_s, summary=summary))
+    try:
+        asyncio.run(run(create_app(config, bot), sock, grace_s=config.server.shutdown_grace_s, summary=summary))
+    except StartupError as exc:
+        print(f"huiliu: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

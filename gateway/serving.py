@@ -30,6 +30,10 @@ class BindError(Exception):
     """The listen address cannot be had: in use, not allowed, or not an address of this machine."""
 
 
+class StartupError(Exception):
+    """Start-up failed (the store is unreachable, a connector cannot start): one line for the operator."""
+
+
 def huiliu_version() -> str:
     try:
         return version("huiliu")
@@ -121,7 +125,13 @@ async def run(app: web.Application, sock: socket.socket, *, grace_s: float, summ
         access_log_class=AccessLogger,
         access_log=logging.getLogger(ACCESS_LOGGER),
     )
-    await runner.setup()
+    try:
+        await runner.setup()
+    except Exception as exc:
+        log.debug("start-up failed", exc_info=True)
+        await runner.cleanup()
+        sock.close()
+        raise StartupError(f"cannot start: {exc} (--log-level DEBUG shows where)") from exc
     try:
         await web.SockSite(runner, sock).start()
         log.info("%s", summary)

@@ -15,6 +15,7 @@ import pytest
 from aiohttp import web
 
 from core.config import parse_config
+from gateway.app import periodically
 from gateway.serving import startup_summary
 from tests.conftest import API_TOKEN
 from tests.processes import HUILIU, free_port, ready, run_as_non_root, serve, user_tmp
@@ -183,3 +184,26 @@ async def test_sigterm_lets_a_slow_webhook_delivery_finish_and_it_is_not_sent_ag
         assert deliveries.count(first) == 1, deliveries
     finally:
         await runner.cleanup()
+
+
+async def test_an_unreachable_store_at_start_is_one_line(tmp_path: Path) -> None:
+    port = free_port()  # nothing listens there
+    config = write_config(tmp_path, store={"backend": "redis", "url": f"redis://127.0.0.1:{port}/0", "prefix": "x:"})
+    code, err = await run_cli("serve", "-c", str(config), "--port", str(free_port()))
+    assert code == 2 and "Traceback" not in err
+    assert err.startswith("huiliu: cannot start: ") and f"127.0.0.1:{port}" in err and len(err.splitlines()) == 1
+
+
+async def test_a_periodic_job_under_way_at_shutdown_finishes_within_the_grace() -> None:
+    started, finished = asyncio.Event(), asyncio.Event()
+
+    async def job() -> None:
+        started.set()
+        await asyncio.sleep(0.3)
+        finished.set()
+
+    async with periodically(0.01, job, name="test", grace_s=5):
+        await asyncio.wait_for(started.wait(), 5)
+    assert finished.is_set()
+    async with periodically(3600, job, name="idle", grace_s=5):
+        pass  # waiting for the next run: stops at once
