@@ -154,7 +154,7 @@ async def _lifespan(app: web.Application) -> AsyncIterator[None]:
         gateway.tasks.spawn(gateway.outbound.resend_unsent(), name="outbound:resend")
         stuck_after = gateway.config.server.resend_after_s
         every = stuck_after / 4
-        grace_s = gateway.config.server.shutdown_grace_s
+        grace_s = gateway.config.server.shutdown_grace_s  # what work under way gets to finish at shutdown
         resend = periodically(every, gateway.outbound.resend_unsent, name="outbound:resend", grace_s=grace_s)
         await stack.enter_async_context(resend)
 
@@ -162,13 +162,13 @@ async def _lifespan(app: web.Application) -> AsyncIterator[None]:
             await gateway.intake.recover(older_than_s=stuck_after)
 
         await stack.enter_async_context(periodically(every, recover_stuck, name="intake:recover", grace_s=grace_s))
-        await stack.enter_async_context(gateway.webhooks.running(grace_s=gateway.config.server.shutdown_grace_s))
+        await stack.enter_async_context(gateway.webhooks.running(grace_s=grace_s))
         await stack.enter_async_context(sweeping(gateway.store, gateway.config.server.sweep_interval_s))
         if isinstance(gateway.bot.index, LiveIndex) and gateway.config.bot.kb_watch_s > 0:
             await stack.enter_async_context(watching_kb(gateway.bot.index, gateway.config.bot.kb_watch_s))
         yield
-        gateway.webhooks.stop(gateway.config.server.shutdown_grace_s)  # in-flight POSTs finish meanwhile
-        await gateway.tasks.drain(gateway.config.server.shutdown_grace_s)
+        gateway.webhooks.stop(grace_s)  # no new deliveries; those in flight finish while the tasks drain
+        await gateway.tasks.drain(grace_s)
 
 
 @asynccontextmanager
