@@ -1,4 +1,4 @@
-# Huiliu gateway: slim Python, non-root, config mounted at /app/config.yaml, data (store and KB) in a volume.
+# Huiliu gateway: slim Python, non-root, config mounted at /app/config.yaml, data in a volume.
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -14,6 +14,7 @@ COPY bot ./bot
 COPY gateway ./gateway
 COPY kb ./kb
 COPY config.yaml ./config.yaml
+COPY docker/entrypoint.sh /usr/local/bin/huiliu-entrypoint
 
 RUN pip install -c requirements.lock . \
     && useradd --system --uid 10001 --home-dir /app huiliu \
@@ -23,7 +24,7 @@ USER huiliu
 VOLUME ["/app/data"]
 
 # The image's files belong to root; the gateway runs as uid 10001. So the KB the admin API edits lives in the
-# data volume: on a volume's first start the entrypoint copies the shipped KB (HUILIU_KB_SEED) to bot.kb
+# data volume: on a volume's first start `huiliu serve` copies the shipped KB (HUILIU_KB_SEED) to bot.kb
 # (HUILIU_KB, which the sample config reads), and never overwrites it after that.
 # Listen on all interfaces inside the container; HUILIU_PORT is the sample config's server.port.
 ENV HUILIU_HOST=0.0.0.0 \
@@ -38,5 +39,6 @@ HEALTHCHECK --interval=15s --timeout=5s --start-period=30s --retries=3 \
     CMD ["python", "-m", "gateway.container", "healthcheck"]
 
 # Mount your own config.yaml over /app/config.yaml (keep `kb: ${HUILIU_KB:-kb/faq.yaml}` to edit the KB via the API).
-ENTRYPOINT ["python", "-m", "gateway.container"]
+# The entrypoint refuses to serve the sample config without HUILIU_API_TOKEN (and serve refuses a weak token).
+ENTRYPOINT ["huiliu-entrypoint"]
 CMD ["huiliu", "serve", "-c", "/app/config.yaml"]

@@ -23,6 +23,8 @@ from pydantic import (
     model_validator,
 )
 
+from core.scopes import Scope
+
 
 class ConfigError(Exception):
     """A config problem, naming the key path and what was expected."""
@@ -114,8 +116,79 @@ class WebhookConfig(_Model):
         return self.name or "wh-" + hashlib.sha256(self.url.encode()).hexdigest()[:12]
 
 
+SAMPLE_TOKEN = "dev-token-change-me"  # the README's and the sample config's token: never good off loopback
+_PLAIN_TOKEN_NAME = re.compile(r"^tokens\[\d+\]$")
+
+
+class ApiToken(_Model):
+    """One named bearer token: who it is (the author of what it changes), what it may do, and where."""
+
+    name: Annotated[str, Field(pattern=r"^(?:[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}|tokens\[\d+\])$")]
+    token: Annotated[str | None, Field(min_length=8, repr=False)] = None
+    # The hex SHA-256 of the token (``huiliu token new`` prints it): the config then holds no secret.
+    token_sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")] | None = None
+    scopes: tuple[Scope, ...]
+    inboxes: tuple[str, ...] = ()  # empty: every inbox; otherwise only these inboxes' tickets and conversations
+
+    @field_validator("scopes")
+    @classmethod
+    def _some_scope(cls, value: tuple[Scope, ...]) -> tuple[Scope, ...]:
+        if not value:
+            raise ValueError(f"name at least one scope: {', '.join(Scope)}")
+        return value
+
+    @model_validator(mode="after")
+    def _one_secret(self) -> ApiToken:
+        if (self.token is None) == (self.token_sha256 is None):
+            raise ValueError("give exactly one of token and token_sha256")
+        return self
+
+    @property
+    def plain(self) -> bool:
+        """Written as a bare string (the old format): an admin token named after its position."""
+        return _PLAIN_TOKEN_NAME.match(self.name) is not None
+
+    @property
+    def digest(self) -> bytes:
+        if self.token is not None:
+            return hashlib.sha256(self.token.encode()).digest()
+        assert self.token_sha256 is not None
+        return bytes.fromhex(self.token_sha256)
+
+    def weakness(self) -> str | None:
+        """Why this token must not guard a server others can reach, if it must not."""
+        if self.digest == hashlib.sha256(SAMPLE_TOKEN.encode()).digest():
+            return "is the sample token"
+        if self.token is not None and len(self.token) < 16:
+            return "is shorter than 16 characters"
+        return None
+
+
 class ApiConfig(_Model):
-    tokens: tuple[Annotated[str, Field(min_length=8)], ...] = ()
+    tokens: tuple[ApiToken, ...] = ()
+    # How long the audit log keeps an entry; 0: for ever.
+    audit_retention_days: Annotated[float, Field(ge=0)] = 365.0
+
+    @field_validator("tokens", mode="before")
+    @classmethod
+    def _plain_strings_are_admin(cls, value: Any) -> Any:
+        """A bare string is the old format: it keeps working as an ``admin`` token named ``tokens[i]``."""
+        if not isinstance(value, (list, tuple)):
+            return value
+        return [
+            {"name": f"tokens[{i}]", "token": item, "scopes": ["admin"]} if isinstance(item, str) else item
+            for i, item in enumerate(value)
+        ]
+
+    @model_validator(mode="after")
+    def _distinct(self) -> ApiConfig:
+        names = [t.name for t in self.tokens]
+        for i, token in enumerate(self.tokens):
+            if names.index(token.name) != i:
+                raise ValueError(f"api.tokens[{i}].name: {token.name!r} is used twice")
+            if any(other.digest == token.digest for other in self.tokens[:i]):
+                raise ValueError(f"api.tokens[{i}]: the same token is given twice")
+        return self
 
 
 Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
@@ -416,6 +489,16 @@ class Config(_Model):
         return self
 
     @model_validator(mode="after")
+    def _token_inboxes_exist(self) -> Config:
+        known = {i.name for i in self.inboxes}
+        for i, token in enumerate(self.api.tokens):
+            for j, inbox in enumerate(token.inboxes):
+                if inbox not in known:
+                    names = ", ".join(sorted(known)) or "(none)"
+                    raise ValueError(f"api.tokens[{i}].inboxes[{j}]: unknown inbox {inbox!r}; known: {names}")
+        return self
+
+    @model_validator(mode="after")
     def _unique_webhooks(self) -> Config:
         keys = [w.key for w in self.webhooks]
         if len(keys) != len(set(keys)):
@@ -494,10 +577,15 @@ def _walk(loc: tuple[Any, ...]) -> tuple[str, list[type[BaseModel]]]:
     return path, sections
 
 
+# A bad value under these keys is never echoed: config errors end up in logs.
+_SECRET_KEYS = frozenset({"token", "token_sha256", "tokens", "secrets", "password", "app_secret", "hmac_secret"})
+
+
 def _describe(err: dict[str, Any]) -> str:
     loc = _walk(tuple(err["loc"]))[0]
     got = err.get("input")
-    shown = "" if isinstance(got, (dict, list)) else f" (got {got!r})"
+    secret = any(str(part) in _SECRET_KEYS for part in err["loc"])
+    shown = "" if isinstance(got, (dict, list)) or secret else f" (got {got!r})"
     if err["type"] == "extra_forbidden" and err["loc"]:
         key = str(err["loc"][-1])
         parent = loc.rsplit(".", 1)[0] if "." in loc else ""

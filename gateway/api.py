@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import hmac
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -14,42 +13,41 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, Validation
 
 from core.codec import to_jsonable
 from core.jsonweb import json_response
-from core.model import Channel, Message, Priority, Ticket, TicketStatus
+from core.model import Channel, DownstreamEvent, Message, Priority, Ticket, TicketStatus
+from core.scopes import Scope
 from core.store import NotFound, Store, TicketQuery, VersionConflict
 from core.store.base import DeadLetter
-from core.store.sqlite import decode_cursor
+from core.store.cursor import decode_cursor
+from gateway.access import PRINCIPAL, PUBLIC, Guarded, Handler, Principal, error, needs
+from gateway.audit import Auditor
 from gateway.downstream.webhooks import UnknownSubscription, WebhookDispatcher
 from gateway.tickets import IdempotencyMismatch, TicketChange, TicketConflict, TicketService
 
 PREFIX = "/api/v1"
 OPENAPI_PATH = Path(__file__).with_name("openapi.json")
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+__all__ = ["PREFIX", "Api", "Body", "Forbidden", "Handler", "error", "json_body", "json_errors"]
 
 
-def error(status: int, code: str, message: str) -> web.Response:
-    return json_response({"error": {"code": code, "message": message}}, status=status)
-
-
-class _Body(BaseModel):
+class Body(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 Tag = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
 
 
-class TicketPatch(_Body):
+class TicketPatch(Body):
     status: TicketStatus | None = None
     priority: Priority | None = None
     tags: Annotated[list[Tag], Field(max_length=50)] | None = None
     assignee: Annotated[str, StringConstraints(min_length=1, max_length=200)] | None = None
 
 
-class ReplyBody(_Body):
+class ReplyBody(Body):
     text: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=20000)]
     agent: Annotated[str, StringConstraints(min_length=1, max_length=200)] | None = None
 
 
-class TypingBody(_Body):
+class TypingBody(Body):
     on: bool
 
 
@@ -64,7 +62,7 @@ class _BadJson(Exception):
     pass
 
 
-async def _json_body(request: web.Request, model: type[BaseModel]) -> Any:
+async def json_body(request: web.Request, model: type[BaseModel]) -> Any:
     try:
         raw = await request.json(loads=json.loads)
     except (ValueError, UnicodeDecodeError):
@@ -89,63 +87,75 @@ def ticket_view(ticket: Ticket) -> dict[str, Any]:
     return dict(to_jsonable(ticket))
 
 
+class Forbidden(Exception):
+    """The token may not do this with this body (API: 403)."""
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+
+
+def json_errors(handler: Handler) -> Handler:
+    """The domain's exceptions as JSON errors (the access middleware has checked the token and scope)."""
+
+    async def guarded(request: web.Request) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except _BadJson:
+            return error(400, "bad_json", "request body is not valid JSON")
+        except _Invalid as exc:
+            return error(422, "invalid", exc.message)
+        except NotFound as exc:
+            return error(404, "not_found", str(exc))
+        except (VersionConflict, TicketConflict) as exc:
+            return error(409, "conflict", str(exc))
+        except IdempotencyMismatch as exc:
+            return error(422, "idempotency_key_reused", str(exc))
+        except Forbidden as exc:
+            return error(403, "forbidden", exc.message)
+
+    return guarded
+
+
 class Api:
     def __init__(
         self,
         store: Store,
         tickets: TicketService,
-        tokens: tuple[str, ...],
         typing: Callable[..., Any],
+        auditor: Auditor,
         *,
         webhooks: WebhookDispatcher | None = None,
     ) -> None:
         self._store = store
         self._webhooks = webhooks
         self._tickets = tickets
-        self._tokens = tuple(t.encode() for t in tokens)
         self._typing = typing
+        self._audit = auditor
 
-    def routes(self) -> list[web.RouteDef]:
+    def routes(self) -> list[Guarded]:
+        j = json_errors
         return [
-            web.get(f"{PREFIX}/openapi.json", self.openapi),
-            web.get(f"{PREFIX}/tickets", self._auth(self.list_tickets)),
-            web.get(f"{PREFIX}/tickets/{{ticket}}", self._auth(self.get_ticket)),
-            web.patch(f"{PREFIX}/tickets/{{ticket}}", self._auth(self.patch_ticket)),
-            web.post(f"{PREFIX}/tickets/{{ticket}}/replies", self._auth(self.post_reply)),
-            web.post(f"{PREFIX}/tickets/{{ticket}}/typing", self._auth(self.post_typing)),
-            web.get(f"{PREFIX}/events", self._auth(self.list_events)),
-            web.get(f"{PREFIX}/webhooks/dead-letters", self._auth(self.list_dead_letters)),
-            web.post(f"{PREFIX}/webhooks/dead-letters/{{letter}}/replay", self._auth(self.replay_dead_letter)),
+            needs(PUBLIC, web.get(f"{PREFIX}/openapi.json", self.openapi)),
+            needs(Scope.TICKETS_READ, web.get(f"{PREFIX}/tickets", j(self.list_tickets))),
+            needs(Scope.TICKETS_READ, web.get(f"{PREFIX}/tickets/{{ticket}}", j(self.get_ticket))),
+            needs(Scope.TICKETS_WRITE, web.patch(f"{PREFIX}/tickets/{{ticket}}", j(self.patch_ticket))),
+            needs(Scope.TICKETS_WRITE, web.post(f"{PREFIX}/tickets/{{ticket}}/replies", j(self.post_reply))),
+            needs(Scope.TICKETS_WRITE, web.post(f"{PREFIX}/tickets/{{ticket}}/typing", j(self.post_typing))),
+            needs(Scope.TICKETS_READ, web.get(f"{PREFIX}/events", j(self.list_events))),
+            needs(Scope.WEBHOOKS_ADMIN, web.get(f"{PREFIX}/webhooks/dead-letters", j(self.list_dead_letters))),
+            needs(
+                Scope.WEBHOOKS_ADMIN,
+                web.post(f"{PREFIX}/webhooks/dead-letters/{{letter}}/replay", j(self.replay_dead_letter)),
+            ),
         ]
 
-    def guard(self, handler: Handler) -> Handler:
-        """Bearer auth and JSON errors, for routes that other modules add under /api/v1."""
-        return self._auth(handler)
-
-    def _auth(self, handler: Handler) -> Handler:
-        async def guarded(request: web.Request) -> web.StreamResponse:
-            header = request.headers.get("Authorization", "")
-            scheme, _, token = header.partition(" ")
-            given = token.strip().encode()
-            ok = scheme.lower() == "bearer" and any(hmac.compare_digest(given, t) for t in self._tokens)
-            if not ok:
-                response = error(401, "unauthorized", "missing or invalid bearer token")
-                response.headers["WWW-Authenticate"] = 'Bearer realm="huiliu"'
-                return response
-            try:
-                return await handler(request)
-            except _BadJson:
-                return error(400, "bad_json", "request body is not valid JSON")
-            except _Invalid as exc:
-                return error(422, "invalid", exc.message)
-            except NotFound as exc:
-                return error(404, "not_found", str(exc))
-            except (VersionConflict, TicketConflict) as exc:
-                return error(409, "conflict", str(exc))
-            except IdempotencyMismatch as exc:
-                return error(422, "idempotency_key_reused", str(exc))
-
-        return guarded
+    async def _ticket(self, request: web.Request) -> Ticket:
+        """The path's ticket, if the token may see its inbox: one it may not see is as absent as a missing one."""
+        ref = request.match_info["ticket"]
+        ticket = await self._store.get_ticket(ref)
+        if ticket is None or not request[PRINCIPAL].sees(ticket.inbox):
+            raise NotFound(f"no ticket {ref!r}")
+        return ticket
 
     async def openapi(self, request: web.Request) -> web.StreamResponse:
         return web.FileResponse(OPENAPI_PATH, headers={"Content-Type": "application/json"})
@@ -175,14 +185,19 @@ class Api:
             except ValueError as exc:
                 return error(400, "bad_query", str(exc))
         page = await self._store.list_tickets(
-            TicketQuery(status=status, channel=channel, updated_since=since, cursor=cursor, limit=limit)
+            TicketQuery(
+                status=status,
+                channel=channel,
+                updated_since=since,
+                cursor=cursor,
+                limit=limit,
+                inboxes=request[PRINCIPAL].inboxes,
+            )
         )
         return json_response({"tickets": [ticket_view(t) for t in page.tickets], "next_cursor": page.next_cursor})
 
     async def get_ticket(self, request: web.Request) -> web.StreamResponse:
-        ticket = await self._store.get_ticket(request.match_info["ticket"])
-        if ticket is None:
-            raise NotFound(f"no ticket {request.match_info['ticket']!r}")
+        ticket = await self._ticket(request)
         include_raw = request.query.get("include_raw") in ("1", "true")
         messages = await self._store.messages(ticket.conversation_id, ticket_id=ticket.id)
         conversation = await self._store.get_conversation(ticket.conversation_id)
@@ -194,7 +209,7 @@ class Api:
         return json_response(body)
 
     async def patch_ticket(self, request: web.Request) -> web.StreamResponse:
-        patch, raw = await _json_body(request, TicketPatch)
+        patch, raw = await json_body(request, TicketPatch)
         assert isinstance(patch, TicketPatch)
         change = TicketChange(
             status=patch.status,
@@ -203,29 +218,47 @@ class Api:
             assignee=patch.assignee,
             clear_assignee=isinstance(raw, dict) and "assignee" in raw and raw["assignee"] is None,
         )
-        ticket = await self._tickets.change(request.match_info["ticket"], change)
+        before = await self._ticket(request)
+        ticket = await self._tickets.change(before.id, change)
+        was, now = _ticket_fields(before), _ticket_fields(ticket)
+        changed = [k for k in now if now[k] != was[k]]
+        if changed:
+            await self._audit.record(
+                request,
+                action="ticket.update",
+                target=f"ticket:{ticket.number}",
+                before={k: was[k] for k in changed},
+                after={k: now[k] for k in changed},
+            )
         return json_response(ticket_view(ticket))
 
     async def post_reply(self, request: web.Request) -> web.StreamResponse:
         key = request.headers.get("Idempotency-Key")
         if key is not None and not (0 < len(key) <= 200 and key.isprintable()):
             return error(400, "bad_header", "Idempotency-Key must be 1-200 printable characters")
-        body, _ = await _json_body(request, ReplyBody)
+        body, _ = await json_body(request, ReplyBody)
         assert isinstance(body, ReplyBody)
-        result = await self._tickets.reply(
-            request.match_info["ticket"], body.text, agent=body.agent, idempotency_key=key
-        )
+        ticket = await self._ticket(request)
+        principal = request[PRINCIPAL]
+        agent, via = _author(principal, body.agent)
+        result = await self._tickets.reply(ticket.id, body.text, agent=agent, via=via, idempotency_key=key)
+        if result.created:
+            await self._audit.record(
+                request,
+                action="ticket.reply",
+                target=f"ticket:{ticket.number}",
+                after={"message_id": result.message.id, "delivery": result.delivery, "chars": len(body.text)},
+                on_behalf_of=agent if via else None,
+            )
         return json_response(
             {"message": message_view(result.message), "delivery": result.delivery, "duplicate": not result.created},
             status=201 if result.created else 200,
         )
 
     async def post_typing(self, request: web.Request) -> web.StreamResponse:
-        body, _ = await _json_body(request, TypingBody)
+        body, _ = await json_body(request, TypingBody)
         assert isinstance(body, TypingBody)
-        ticket = await self._store.get_ticket(request.match_info["ticket"])
-        if ticket is None:
-            raise NotFound(f"no ticket {request.match_info['ticket']!r}")
+        ticket = await self._ticket(request)
         delivered = await self._typing(ticket, body.on)
         return json_response({"delivered": delivered}, status=202)
 
@@ -235,7 +268,26 @@ class Api:
         if after is None or limit is None:
             return error(400, "bad_query", "after must be a non-negative integer and limit from 1 to 1000")
         found = await self._store.events_after(after, limit)
-        return json_response({"events": [e.to_json() for e in found], "next_after": found[-1].seq if found else after})
+        shown = await self._visible_events(request[PRINCIPAL], found)
+        return json_response({"events": [e.to_json() for e in shown], "next_after": found[-1].seq if found else after})
+
+    async def _visible_events(self, principal: Principal, found: list[DownstreamEvent]) -> list[DownstreamEvent]:
+        """An inbox-limited token sees the events of its inboxes' conversations only."""
+        if principal.inboxes is None:
+            return found
+        inbox_of: dict[str, str | None] = {}
+        shown = []
+        for event in found:
+            cid = event.conversation_id
+            if cid is None:
+                continue
+            if cid not in inbox_of:
+                conversation = await self._store.get_conversation(cid)
+                inbox_of[cid] = conversation.inbox if conversation else None
+            inbox = inbox_of[cid]
+            if inbox is not None and principal.sees(inbox):
+                shown.append(event)
+        return shown
 
     async def list_dead_letters(self, request: web.Request) -> web.StreamResponse:
         limit = _int_param(request.query.get("limit"), default=100, low=1, high=1000)
@@ -256,6 +308,13 @@ class Api:
             return error(409, "conflict", str(exc))
         if not result.delivered:
             return error(502, "delivery_failed", f"the receiver did not take it: {result.error}")
+        await self._audit.record(
+            request,
+            action="dead_letter.replay",
+            target=f"dead_letter:{letter.id}",
+            before={"subscription": letter.subscription, "event": letter.event.type, "attempts": letter.attempts},
+            after={"delivered": True, "status": result.status},
+        )
         return json_response({"id": letter.id, "delivered": True, "status": result.status})
 
 
@@ -268,6 +327,31 @@ def dead_letter_view(letter: DeadLetter) -> dict[str, Any]:
         "error": letter.error,
         "failed_at": letter.failed_at.isoformat(),
     }
+
+
+def _ticket_fields(ticket: Ticket) -> dict[str, Any]:
+    return {
+        "status": ticket.status,
+        "priority": ticket.priority,
+        "tags": list(ticket.tags),
+        "assignee": ticket.assignee,
+    }
+
+
+def _author(principal: Principal, named: str | None) -> tuple[str, str | None]:
+    """Who wrote a reply, and through which integration: the token's own name, unless it may act for agents.
+
+    A body naming someone else without ``agents:act_as`` is refused, not silently renamed: the caller
+    believes it posts as that agent and must learn it does not.
+    """
+    if named is None or named == principal.name:
+        return principal.name, None
+    if not principal.may(Scope.AGENTS_ACT_AS):
+        raise Forbidden(
+            f"agent: this token ({principal.name}) may only reply as itself; "
+            f"replying for {named!r} needs the scope {Scope.AGENTS_ACT_AS}"
+        )
+    return named, principal.name
 
 
 def _int_param(value: str | None, *, default: int, low: int, high: int) -> int | None:

@@ -23,7 +23,10 @@ from core.jsonweb import json_response
 from core.model import Ticket
 from core.store import Store, open_store
 from core.tasks import TaskTracker
+from gateway.access import CHANNEL, PUBLIC, Access, Tokens, needs
 from gateway.api import Api, Handler, error
+from gateway.audit import Auditor
+from gateway.contacts_api import ContactsApi
 from gateway.downstream.webhooks import WebhookDispatcher
 from gateway.faq_admin import FaqAdmin, answer_values
 from gateway.intake import Intake
@@ -45,9 +48,11 @@ class Gateway:
     webhooks: WebhookDispatcher
     bot: BotSetup
     outbound: Outbound
+    auditor: Auditor
 
 
 GATEWAY = web.AppKey("gateway", Gateway)
+ACCESS = web.AppKey("access", Access)
 
 
 def build_bot(config: Config) -> BotSetup:
@@ -98,8 +103,9 @@ def create_app(
     config: Config, bot: BotSetup, *, clock: Clock = utcnow, retry_delays_s: tuple[float, ...] = RETRY_DELAYS_S
 ) -> web.Application:
     """``retry_delays_s``: the backoff between attempts of a retryable delivery (tests shorten it)."""
-    app = web.Application(client_max_size=config.server.max_body_bytes, middlewares=[_errors])
-    install_request_ids(app)
+    access = Access(Tokens(config.api.tokens))
+    app = web.Application(client_max_size=config.server.max_body_bytes, middlewares=[access.middleware, _errors])
+    install_request_ids(app)  # outermost: every request, channels' too, has its id in the access log
     store = open_store(config)
     tasks = TaskTracker()
     deps = ConnectorDeps(store=store, tasks=tasks, data_dir=config.data_path, business_hours=config.bot.business_hours)
@@ -120,8 +126,10 @@ def create_app(
         webhooks=webhooks,
         bot=bot,
         outbound=outbound,
+        auditor=Auditor(store, clock, retention_days=config.api.audit_retention_days),
     )
     app[GATEWAY] = gateway
+    app[ACCESS] = access
 
     async def typing(ticket: Ticket, on: bool) -> bool:
         conversation = await store.get_conversation(ticket.conversation_id)
@@ -130,14 +138,15 @@ def create_app(
             return False
         return await connector.typing(conversation.address, author="agent", on=on)
 
-    api = Api(store, tickets, config.api.tokens, typing, webhooks=webhooks)
-    app.router.add_routes(api.routes())
+    api = Api(store, tickets, typing, gateway.auditor, webhooks=webhooks)
+    access.add(app.router, api.routes())
+    access.add(app.router, gateway.auditor.routes())
+    access.add(app.router, ContactsApi(store, gateway.auditor).routes())
     if isinstance(bot.index, LiveIndex):
-        app.router.add_routes(FaqAdmin(bot.index).routes(api.guard))
+        access.add(app.router, FaqAdmin(bot.index, gateway.auditor).routes())
     for connector in connectors.values():
-        app.router.add_routes(connector.routes())
-    app.router.add_get("/healthz", _healthz)
-    app.router.add_get("/readyz", _readyz)
+        access.add(app.router, (needs(CHANNEL, route) for route in connector.routes()))
+    access.add(app.router, [needs(PUBLIC, web.get("/healthz", _healthz)), needs(PUBLIC, web.get("/readyz", _readyz))])
     app.cleanup_ctx.append(_lifespan)
     app.on_shutdown.append(_stop_connectors)
     return app
@@ -164,6 +173,9 @@ async def _lifespan(app: web.Application) -> AsyncIterator[None]:
         await stack.enter_async_context(periodically(every, recover_stuck, name="intake:recover", grace_s=grace_s))
         await stack.enter_async_context(gateway.webhooks.running(grace_s=grace_s))
         await stack.enter_async_context(sweeping(gateway.store, gateway.config.server.sweep_interval_s))
+        await stack.enter_async_context(
+            periodically(gateway.config.server.sweep_interval_s, gateway.auditor.sweep, name="audit:sweep")
+        )
         if isinstance(gateway.bot.index, LiveIndex) and gateway.config.bot.kb_watch_s > 0:
             await stack.enter_async_context(watching_kb(gateway.bot.index, gateway.config.bot.kb_watch_s))
         yield

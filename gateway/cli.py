@@ -17,7 +17,9 @@ def _serve(args: argparse.Namespace) -> int:
     import asyncio
 
     from bot.live import LiveIndex
+    from gateway.access import exposure_problem
     from gateway.app import build_bot, create_app
+    from gateway.container import seed_from_env
     from gateway.serving import BindError, StartupError, listen_socket, listen_url, run, startup_summary
 
     try:
@@ -25,6 +27,10 @@ def _serve(args: argparse.Namespace) -> int:
         updates = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
         if updates:
             config = config.model_copy(update={"server": config.server.model_copy(update=updates)})
+        if problem := exposure_problem(config.server.host, config.api.tokens):
+            raise ConfigError(problem)
+        if seeded := seed_from_env(config):
+            print(f"huiliu: seeded the knowledge base {seeded} from the image's copy", file=sys.stderr, flush=True)
         bot = build_bot(config)
         sock = listen_socket(config.server.host, config.server.port)
     except (ConfigError, KbError, BindError) as exc:
@@ -137,6 +143,29 @@ def _faq_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _token_new(args: argparse.Namespace) -> int:
+    """A strong random token, and the config entry that holds only its hash."""
+    import hashlib
+    import json
+    import secrets
+
+    token = secrets.token_urlsafe(32)
+    if args.raw:
+        print(token)
+        return 0
+    entry: dict[str, object] = {
+        "name": args.name,
+        "token_sha256": hashlib.sha256(token.encode()).hexdigest(),
+        "scopes": args.scope or ["admin"],
+    }
+    if args.inbox:
+        entry["inboxes"] = args.inbox
+    print(token)
+    print("# the api.tokens entry for config.yaml (it keeps only the hash; give the token above to the client):")
+    print(f"- {json.dumps(entry, ensure_ascii=False)}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="huiliu", description="Huiliu omnichannel intake gateway")
     parser.add_argument("--version", action="version", version=f"huiliu {huiliu_version()}")
@@ -180,6 +209,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     q_replay.add_argument("-c", "--config", default="config.yaml", help="path to config.yaml")
     q_replay.add_argument("-q", "--quiet", action="store_true", help="no progress bar, only the results")
     q_replay.set_defaults(run=_quarantine)
+    from core.scopes import Scope
+
+    token = sub.add_parser("token", help="API tokens").add_subparsers(dest="token_command", required=True)
+    token_new = token.add_parser("new", help="print a strong token and its api.tokens config entry")
+    token_new.add_argument("--name", default="helpdesk", help="who the token is (the author of its changes)")
+    token_new.add_argument("--scope", action="append", choices=[str(s) for s in Scope], help="repeat for more")
+    token_new.add_argument("--inbox", action="append", help="limit it to this inbox (repeat for more)")
+    token_new.add_argument("--raw", action="store_true", help="print the token alone (for HUILIU_API_TOKEN)")
+    token_new.set_defaults(run=_token_new)
     args = parser.parse_args(argv)
     configure_logging(args.log_level, args.log_format)
     return int(args.run(args))

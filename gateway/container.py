@@ -1,4 +1,4 @@
-"""The Docker image's entrypoint and health check: seed the KB into the data volume, then run the command."""
+"""The Docker image's own steps: seed the KB into the data volume on first start, and the health check."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ CONFIG_ENV = "HUILIU_CONFIG"
 
 
 def config_path(command: Sequence[str]) -> Path:
-    """The config the command will use: its ``-c``/``--config``, else ``$HUILIU_CONFIG``, else the image's."""
+    """The config a command names with ``-c``/``--config``, else ``$HUILIU_CONFIG``, else the image's."""
     for i, arg in enumerate(command):
         if arg in ("-c", "--config") and i + 1 < len(command):
             return Path(command[i + 1])
@@ -52,27 +52,16 @@ def seed_kb(config: Config, seed: Path) -> Path | None:
     return target
 
 
-def entrypoint(command: Sequence[str]) -> int:
-    """Seed the KB if needed, then run ``command`` (``huiliu serve ...``) as this process, so signals reach it."""
-    if not command:
-        print("usage: python -m gateway.container COMMAND... | healthcheck", file=sys.stderr)
-        return 2
+def seed_from_env(config: Config) -> Path | None:
+    """``huiliu serve``'s first step in the image: seed the KB from ``$HUILIU_KB_SEED`` when it is set."""
     seed = os.environ.get(SEED_ENV)
-    if seed:
-        try:
-            seeded = seed_kb(load_config(config_path(command)), Path(seed))
-        except ConfigError:
-            seeded = None  # the command reports the config error itself, in its own words
-        except OSError as exc:
-            print(f"huiliu: cannot seed the knowledge base into the data volume: {exc}", file=sys.stderr)
-            return 2
-        if seeded is not None:
-            print(f"huiliu: seeded the knowledge base {seeded} from {seed}", file=sys.stderr, flush=True)
-    if command[0] == "huiliu":  # the image's CMD: run it in this process (PID 1 receives docker stop's SIGTERM)
-        from gateway.cli import main as huiliu
-
-        return huiliu(command[1:])
-    os.execvp(command[0], list(command))
+    if not seed:
+        return None
+    try:
+        return seed_kb(config, Path(seed))
+    except OSError as exc:
+        where = config.resolve(config.bot.kb)
+        raise ConfigError(f"bot.kb: cannot copy {seed} to {where} on first start: {exc.strerror}") from None
 
 
 def healthcheck(config_file: Path, timeout_s: float = 3.0) -> int:
@@ -96,9 +85,10 @@ def healthcheck(config_file: Path, timeout_s: float = 3.0) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
-    if args[:1] == ["healthcheck"]:
-        return healthcheck(config_path(args[1:]))
-    return entrypoint(args)
+    if args[:1] != ["healthcheck"]:
+        print("usage: python -m gateway.container healthcheck [-c CONFIG]", file=sys.stderr)
+        return 2
+    return healthcheck(config_path(args[1:]))
 
 
 if __name__ == "__main__":

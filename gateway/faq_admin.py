@@ -13,7 +13,10 @@ from bot.faq import FaqEntry, KbError, KnowledgeBase, parse_entry
 from bot.live import LiveIndex
 from core.config import BusinessHours, business_hours_text
 from core.jsonweb import json_response
-from gateway.api import PREFIX, Handler, error
+from core.scopes import Scope
+from gateway.access import Guarded, error, needs
+from gateway.api import PREFIX
+from gateway.audit import Auditor
 
 
 def answer_values(hours: BusinessHours | None) -> dict[str, str]:
@@ -40,16 +43,20 @@ class _Missing(Exception):
 
 
 class FaqAdmin:
-    def __init__(self, live: LiveIndex) -> None:
-        self._live = live
+    """Every change is audited with the entry before and after: an answer rewritten to a phishing link must
+    say who did it."""
 
-    def routes(self, guard: Callable[[Handler], Handler]) -> list[web.RouteDef]:
+    def __init__(self, live: LiveIndex, auditor: Auditor) -> None:
+        self._live = live
+        self._audit = auditor
+
+    def routes(self) -> list[Guarded]:
         return [
-            web.get(f"{PREFIX}/faqs", guard(self.list_faqs)),
-            web.post(f"{PREFIX}/faqs", guard(self.create_faq)),
-            web.post(f"{PREFIX}/faqs/reload", guard(self.reload)),
-            web.put(f"{PREFIX}/faqs/{{faq}}", guard(self.update_faq)),
-            web.delete(f"{PREFIX}/faqs/{{faq}}", guard(self.delete_faq)),
+            needs(Scope.KB_ADMIN, web.get(f"{PREFIX}/faqs", self.list_faqs)),
+            needs(Scope.KB_ADMIN, web.post(f"{PREFIX}/faqs", self.create_faq)),
+            needs(Scope.KB_ADMIN, web.post(f"{PREFIX}/faqs/reload", self.reload)),
+            needs(Scope.KB_ADMIN, web.put(f"{PREFIX}/faqs/{{faq}}", self.update_faq)),
+            needs(Scope.KB_ADMIN, web.delete(f"{PREFIX}/faqs/{{faq}}", self.delete_faq)),
         ]
 
     async def list_faqs(self, request: web.Request) -> web.StreamResponse:
@@ -66,7 +73,10 @@ class FaqAdmin:
                 raise _Conflict(f"an entry with id {entry.id!r} already exists")
             return dataclasses.replace(kb, entries=(*kb.entries, entry))
 
-        return await self._apply(add, entry_view(entry), status=201)
+        response = await self._apply(add, entry_view(entry), status=201)
+        if response.status == 201:
+            await self._audit.record(request, action="faq.create", target=f"faq:{entry.id}", after=entry_view(entry))
+        return response
 
     async def update_faq(self, request: web.Request) -> web.StreamResponse:
         faq_id = request.match_info["faq"]
@@ -74,17 +84,34 @@ class FaqAdmin:
         if isinstance(entry, web.Response):
             return entry
 
+        old: list[FaqEntry] = []
+
         def replace(kb: KnowledgeBase) -> KnowledgeBase:
-            if not any(e.id == faq_id for e in kb.entries):
+            old[:] = [e for e in kb.entries if e.id == faq_id]
+            if not old:
                 raise _Missing(f"no FAQ entry {faq_id!r}")
             return dataclasses.replace(kb, entries=tuple(entry if e.id == faq_id else e for e in kb.entries))
 
-        return await self._apply(replace, entry_view(entry), status=200)
+        response = await self._apply(replace, entry_view(entry), status=200)
+        if response.status == 200 and old:
+            was, now = entry_view(old[0]), entry_view(entry)
+            changed = [k for k in now if now[k] != was[k]]
+            await self._audit.record(
+                request,
+                action="faq.update",
+                target=f"faq:{faq_id}",
+                before={k: was[k] for k in changed},
+                after={k: now[k] for k in changed},
+            )
+        return response
 
     async def delete_faq(self, request: web.Request) -> web.StreamResponse:
         faq_id = request.match_info["faq"]
 
+        old: list[FaqEntry] = []
+
         def remove(kb: KnowledgeBase) -> KnowledgeBase:
+            old[:] = [e for e in kb.entries if e.id == faq_id]
             kept = tuple(e for e in kb.entries if e.id != faq_id)
             if len(kept) == len(kb.entries):
                 raise _Missing(f"no FAQ entry {faq_id!r}")
@@ -93,13 +120,19 @@ class FaqAdmin:
             return dataclasses.replace(kb, entries=kept)
 
         response = await self._apply(remove, None, status=204)
+        if response.status == 204 and old:
+            await self._audit.record(request, action="faq.delete", target=f"faq:{faq_id}", before=entry_view(old[0]))
         return response
 
     async def reload(self, request: web.Request) -> web.StreamResponse:
+        before = len(self._live.kb.entries)
         try:
             kb = await self._live.reload()
         except KbError as exc:
             return error(422, "invalid_kb", f"{exc}; the previous knowledge base stays in use")
+        await self._audit.record(
+            request, action="faq.reload", target="kb", before={"count": before}, after={"count": len(kb.entries)}
+        )
         return json_response({"reloaded": True, "count": len(kb.entries)})
 
     async def _entry(self, request: web.Request, faq_id: str | None) -> FaqEntry | web.Response:

@@ -13,7 +13,7 @@ from typing import Literal
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
-from gateway.api import Handler
+from gateway.access import REQUEST_ID, Handler
 
 LogFormat = Literal["text", "json"]
 REQUEST_ID_HEADER = "X-Request-Id"
@@ -78,6 +78,7 @@ async def request_ids(request: web.Request, handler: Handler) -> web.StreamRespo
     """Give each request an id (the caller's ``X-Request-Id`` when it is plain, else a new one), for its logs."""
     given = request.headers.get(REQUEST_ID_HEADER, "")
     rid = given if _GOOD_ID.match(given) else uuid.uuid4().hex
+    request[REQUEST_ID] = rid  # the same id in the audit log and the API's answers
     token = request_id.set(rid)
     try:
         response = await handler(request)

@@ -106,7 +106,10 @@ class TicketService:
             return saved
         raise VersionConflict(f"ticket {ticket_ref} kept changing")
 
-    async def reply(self, ticket_ref: str, text: str, *, agent: str | None, idempotency_key: str | None) -> ReplyResult:
+    async def reply(
+        self, ticket_ref: str, text: str, *, agent: str | None, idempotency_key: str | None, via: str | None = None
+    ) -> ReplyResult:
+        """``via``: the integration that posted it for ``agent`` (both names are kept on the message)."""
         ticket = await self._require(ticket_ref)
         conversation = await self._claim_conversation(ticket)
         now = self._clock()
@@ -117,7 +120,7 @@ class TicketService:
             at=now,
             external_id=f"api:{ticket.id}:{idempotency_key}" if idempotency_key else None,
             ticket_id=ticket.id,
-            meta={"agent": agent} if agent else None,
+            meta=({"agent": agent} | ({"via": via} if via else {})) if agent else None,
         )
         stored, delivery = await self._outbound.store_and_send(message, conversation)
         if delivery is None:

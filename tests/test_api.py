@@ -420,7 +420,7 @@ async def test_reply_with_the_same_idempotency_key_is_sent_once(gateway: Gateway
     message = first["message"]
     assert message["author"] == "agent" and message["direction"] == "outbound"
     assert message["text"] == "您好，请稍等。" and message["ticket_id"] == ticket["id"]
-    assert message["meta"] == {"agent": "li"}
+    assert message["meta"] == {"agent": "li", "via": "tokens[0]"}  # the (admin) test token acts for li
     assert "raw" not in message
 
     status, again = await gateway.api("POST", path, json={"text": "您好，请稍等。", "agent": "li"}, headers=headers)

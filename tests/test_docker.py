@@ -21,6 +21,8 @@ import pytest
 import yaml
 
 from core.config import RedisStoreConfig, load_config
+from core.scopes import Scope
+from gateway.access import exposure_problem
 from gateway.container import config_path, seed_kb
 from tests.conftest import API_TOKEN, ROOT
 from tests.processes import free_port, ready, run_as_non_root, user_tmp
@@ -70,7 +72,8 @@ def test_compose_runs_two_gateways_whose_config_loads_on_redis_with_aof() -> Non
         assert isinstance(config.store, RedisStoreConfig)
         assert config.store.url.startswith("redis://redis:")  # the compose service, by its name
         assert config.server.host == "0.0.0.0" and config.server.port == 8080
-        assert config.api.tokens == (API_TOKEN,)
+        assert len(config.api.tokens) == 1 and config.api.tokens[0].scopes == (Scope.ADMIN,)
+        assert exposure_problem(config.server.host, config.api.tokens) is None  # serve would start with it
         # The KB is in the shared data volume, where the non-root gateway may write it.
         assert str(config.resolve(config.bot.kb)).startswith("/app/data/")
         assert mounts["/app/data"] == "huiliu-data" and "huiliu-data" in compose["volumes"]
@@ -81,14 +84,14 @@ def test_dockerfile_health_check_asks_readiness_through_the_entrypoint() -> None
     text = (ROOT / "Dockerfile").read_text(encoding="utf-8")
     health = text[text.index("HEALTHCHECK") :].split("\n\n")[0]
     assert '"gateway.container", "healthcheck"' in health and "8080" not in health
-    assert 'ENTRYPOINT ["python", "-m", "gateway.container"]' in text
+    assert text.rstrip().endswith('CMD ["huiliu", "serve", "-c", "/app/config.yaml"]')
     env = dockerfile_env()
     assert env["HUILIU_KB"].startswith("/app/data/") and env["HUILIU_KB_SEED"] == "/app/kb/faq.yaml"
     sample = load_config(ROOT / "config.yaml", env={**env, "HUILIU_KB": "/app/data/kb/faq.yaml"})
     assert sample.resolve(sample.bot.kb) == Path("/app/data/kb/faq.yaml")
 
 
-def test_config_path_follows_the_command() -> None:
+def test_the_health_check_takes_the_config_of_the_command() -> None:
     assert config_path(["huiliu", "serve", "-c", "/etc/huiliu.yaml"]) == Path("/etc/huiliu.yaml")
     assert config_path(["huiliu", "serve", "--config=/x.yaml"]) == Path("/x.yaml")
 
@@ -143,11 +146,11 @@ async def image(open_dir: Path) -> AsyncIterator[tuple[Path, dict[str, str], lis
 
 
 async def start(app: Path, env: dict[str, str], run_as: list[str]) -> asyncio.subprocess.Process:
-    """The image's ENTRYPOINT + CMD: ``python -m gateway.container huiliu serve -c /app/config.yaml``."""
-    cmd = ["huiliu", "serve", "-c", str(app / "config.yaml")]
+    """The image's CMD as its entrypoint runs it (the token is set, so it is handed on as it is)."""
     return await asyncio.create_subprocess_exec(
-        *run_as, *PY, "gateway.container", *cmd, cwd=app, env=env, stdout=asyncio.subprocess.DEVNULL
-    )
+        *run_as, *PY, "gateway.cli", "serve", "-c", str(app / "config.yaml"),
+        cwd=app, env=env, stdout=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
 
 
 async def health(env: dict[str, str], run_as: list[str]) -> int:

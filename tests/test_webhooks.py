@@ -233,6 +233,11 @@ async def test_a_refused_event_is_dead_lettered_holds_its_conversation_and_repla
         assert await dead_letters() == []
         assert [a["event"] for a in receiver.accepted] == expected
         assert [a["delivery"] for a in receiver.accepted] == [d["id"] for d in letters]
+        # each replay that went through is in the audit log; the refused one changed nothing and is not
+        status, audit = await gw.api("GET", "/audit", params={"action": "dead_letter.replay", "limit": "200"})
+        assert status == 200
+        assert [e["target"] for e in reversed(audit["entries"])] == [f"dead_letter:{d['id']}" for d in letters]
+        assert all(e["actor"] == "tokens[0]" and e["after"]["delivered"] for e in audit["entries"])
 
 
 async def test_the_breaker_stops_hammering_a_failing_endpoint(tmp_path: Path, receiver: Receiver) -> None:

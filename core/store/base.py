@@ -20,6 +20,7 @@ from core.model import (
     Ticket,
     TicketStatus,
 )
+from core.store.audit import AuditLog
 
 
 class StoreError(Exception):
@@ -41,6 +42,7 @@ class TicketQuery:
     updated_since: datetime | None = None
     cursor: str | None = None
     limit: int = 50
+    inboxes: frozenset[str] | None = None  # None: every inbox
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -82,7 +84,7 @@ class Outgoing:
 TicketEvents = Callable[[Ticket, Conversation], Sequence[DownstreamEvent]]
 
 
-class Store(Protocol):
+class Store(AuditLog, Protocol):
     async def open(self) -> None: ...
 
     async def close(self) -> None: ...

@@ -49,7 +49,8 @@ from core.store.base import (
     TicketQuery,
     VersionConflict,
 )
-from core.store.sqlite import decode_cursor, encode_cursor
+from core.store.cursor import decode_cursor, encode_cursor
+from core.store.redis_audit import RedisAuditLog
 
 log = logging.getLogger(__name__)
 
@@ -488,7 +489,7 @@ class RedisBus:
                     log.exception("redis bus handler for %s failed", message["channel"])
 
 
-class RedisStore:
+class RedisStore(RedisAuditLog):
     def __init__(
         self,
         url: str,
@@ -937,6 +938,8 @@ class RedisStore:
                     continue
                 ticket = loads(Ticket, raw)
                 if query.channel is not None and ticket.channel is not query.channel:
+                    continue
+                if query.inboxes is not None and ticket.inbox not in query.inboxes:
                     continue
                 found.append((ticket, member))
         page = found[: query.limit]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 import json
 import sqlite3
@@ -41,6 +40,8 @@ from core.store.base import (
     TicketQuery,
     VersionConflict,
 )
+from core.store.cursor import decode_cursor, encode_cursor
+from core.store.sqlite_audit import AUDIT_SCHEMA, SqliteAuditLog
 from core.store.worker import SerialWorker
 
 T = TypeVar("T")
@@ -169,22 +170,7 @@ def _micros(at: datetime) -> int:
     return int(at.timestamp() * 1_000_000)
 
 
-def encode_cursor(*parts: int) -> str:
-    return base64.urlsafe_b64encode(".".join(map(str, parts)).encode()).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str, arity: int) -> tuple[int, ...]:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        parts = tuple(int(p) for p in raw.split("."))
-    except (ValueError, UnicodeDecodeError):
-        raise ValueError("cursor is not one this server issued") from None
-    if len(parts) != arity:
-        raise ValueError("cursor is not one this server issued")
-    return parts
-
-
-class SqliteStore:
+class SqliteStore(SqliteAuditLog):
     def __init__(self, path: Path) -> None:
         self._path = path
         self._worker = SerialWorker("huiliu-sqlite", batch=self._group_commit)
@@ -247,6 +233,7 @@ class SqliteStore:
             db.execute("PRAGMA busy_timeout=10000")
             db.execute("PRAGMA foreign_keys=ON")
             db.executescript(_SCHEMA)
+            db.executescript(AUDIT_SCHEMA)
             _migrate(db)
             return db
 
@@ -641,6 +628,10 @@ class SqliteStore:
         if query.channel is not None:
             sql += " AND channel = ?"
             args.append(query.channel)
+        if query.inboxes is not None:
+            inboxes = sorted(query.inboxes)
+            sql += f" AND json_extract(data, '$.inbox') IN ({', '.join('?' * len(inboxes)) or 'NULL'})"
+            args += inboxes
         if query.updated_since is not None:
             sql += " AND updated_us >= ?"
             args.append(_micros(query.updated_since))

@@ -237,6 +237,24 @@ async def test_ticket_pages_return_every_ticket_once_in_update_order(store: Stor
     assert {t.updated_at for t in later.tickets} == {NOW + timedelta(seconds=2)}
 
 
+async def test_ticket_pages_can_be_limited_to_some_inboxes(store: Store) -> None:
+    for n in range(9):
+        inbox = ("web", "web-vip", "shop")[n % 3]
+        conversation = await store.conversation_for(
+            visitor(n), channel=Channel.WEBCHAT, inbox=inbox, name=None, now=NOW
+        )
+        await store.create_ticket(draft_ticket(conversation, NOW + timedelta(seconds=n)), conversation, lambda t, c: [])
+    seen: list[Ticket] = []
+    cursor = None
+    while True:
+        page = await store.list_tickets(TicketQuery(limit=2, cursor=cursor, inboxes=frozenset({"web", "shop"})))
+        seen += page.tickets
+        if (cursor := page.next_cursor) is None:
+            break
+    assert [t.inbox for t in seen] == ["web", "shop"] * 3
+    assert (await store.list_tickets(TicketQuery(inboxes=frozenset()))).tickets == ()
+
+
 async def test_events_are_paged_in_order_and_written_once(store: Store) -> None:
     conversation = await new_conversation(store)
     message = inbound(conversation, "x")
