@@ -1,7 +1,7 @@
-"""The Docker set-up as an operator uses it: the image's entrypoint, health check and the compose file.
+"""The Docker set-up as an operator uses it: KB seeding into the data volume, the health check, the compose file.
 
 No Docker engine runs here, so the image is laid out by hand (root-owned app files, a data folder of uid
-10001) and the gateway runs as uid 10001 through the image's own entrypoint, as `docker run` would.
+10001) and the gateway runs as uid 10001 with the image's environment and command, as `docker run` would.
 """
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ def test_compose_runs_two_gateways_whose_config_loads_on_redis_with_aof() -> Non
         assert service["depends_on"]["redis"]["condition"] == "service_healthy"
 
 
-def test_dockerfile_health_check_asks_readiness_through_the_entrypoint() -> None:
+def test_dockerfile_health_check_asks_readiness_on_the_configured_port() -> None:
     text = (ROOT / "Dockerfile").read_text(encoding="utf-8")
     health = text[text.index("HEALTHCHECK") :].split("\n\n")[0]
     assert '"gateway.container", "healthcheck"' in health and "8080" not in health
