@@ -8,16 +8,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from connectors import build_connectors
-from connectors.base import ConnectorDeps
 from connectors.email.connector import EmailConnector
 from connectors.email.parse import MailParseError, parse_mail
 from core.config import parse_config
-from core.store import open_store
-from core.tasks import TaskTracker
-from gateway.app import build_bot
-from gateway.intake import Intake
-from gateway.outbound import Outbound
+from gateway.wiring import build_bot, build_gateway
 
 ROOT = Path(__file__).resolve().parent.parent
 CORPORA = ROOT.parent / "shared" / "corpora" / "email"
@@ -41,14 +35,9 @@ async def run(mails: list[bytes], rounds: int) -> None:
             base_dir=ROOT,
         )
         bot = await asyncio.to_thread(build_bot, config)
-        store = open_store(config)
-        await store.open()
-        tasks = TaskTracker()
-        connectors = build_connectors(config, ConnectorDeps(store=store, tasks=tasks, data_dir=config.data_path))
-        intake = Intake(
-            store, bot, Outbound(store, connectors, tasks, resend_after_s=config.server.resend_after_s), tasks
-        )
-        email = connectors["support"]
+        gateway = build_gateway(config, bot)
+        await gateway.store.open()
+        email = gateway.connectors["support"]
         assert isinstance(email, EmailConnector)
 
         started = time.perf_counter()
@@ -65,11 +54,11 @@ async def run(mails: list[bytes], rounds: int) -> None:
 
         started = time.perf_counter()
         for raw in mails:
-            await email.ingest(raw, sink=intake.receive)
-        await tasks.drain(60)
+            await email.ingest(raw, sink=gateway.intake.receive)
+        await gateway.tasks.drain(60)
         full_s = time.perf_counter() - started
         print(f"parse + normalize + store (+ ticket): {len(mails) / full_s:,.1f} mails/s over {len(mails)} mails")
-        await store.close()
+        await gateway.store.close()
 
 
 def main() -> None:

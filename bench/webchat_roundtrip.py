@@ -5,7 +5,8 @@ Run on demand (never in CI):  .venv/bin/python bench/webchat_roundtrip.py [--vis
 
 The gateway runs as its own process (``huiliu serve``) with the sample config's SQLite store and the
 sample KB, so the client's load does not share its event loop. Prints messages per second and the
-p50/p99 latency of one round trip, from sending a message to receiving the bot's reply.
+p50/p99 latency of one round trip, from sending a message to receiving the bot's reply, and the gateway's
+CPU per message (compare that one across code versions: it does not depend on how busy the machine was).
 """
 
 from __future__ import annotations
@@ -59,6 +60,12 @@ async def _visitor(url: str, n_messages: int, latencies: list[float]) -> None:
                 if frame["type"] == "message":
                     break
             latencies.append((time.perf_counter() - started) * 1000)
+
+
+def _cpu_s(pid: int) -> float:
+    """The gateway's user + system CPU so far: per message, it is less at the mercy of other load than msgs/s."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def _drop_redis_prefix(url: str, prefix: str) -> None:
@@ -119,9 +126,11 @@ async def main() -> None:
             url = f"ws://127.0.0.1:{port}/chat/ws"
             await _visitor(url, 5, [])  # warm-up
             latencies: list[float] = []
+            cpu_before = _cpu_s(proc.pid)
             started = time.perf_counter()
             await asyncio.gather(*(_visitor(url, args.messages, latencies) for _ in range(args.visitors)))
             elapsed = time.perf_counter() - started
+            cpu_s = _cpu_s(proc.pid) - cpu_before
         finally:
             proc.terminate()
             await proc.wait()
@@ -141,6 +150,7 @@ async def main() -> None:
                 "messages_per_s": round(total / elapsed, 1),
                 "p50_ms": round(statistics.median(latencies), 2),
                 "p99_ms": round(p99, 2),
+                "server_cpu_ms_per_message": round(cpu_s * 1000 / total, 3),
             }
         )
     )

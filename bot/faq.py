@@ -19,8 +19,9 @@ from rapidfuzz import fuzz, process
 
 from bot.learn import LinearModel, train
 from bot.synonyms import STARTER_SYNONYMS, merged, synonym_map
-from bot.text import Analyzed, analyze, is_cjk, new_tokenizer, normalize, stem
+from bot.text import Analyzed, analyze, is_cjk, new_tokenizer, stem
 from core.model import FaqHit
+from normalizer.text import fold_for_matching
 
 
 class KbError(Exception):
@@ -102,7 +103,7 @@ def parse_entry(raw: object, where: str) -> FaqEntry:
         raise KbError(f"{where}: unknown field(s) {', '.join(unknown)}; allowed: {', '.join(sorted(_FIELDS))}")
     questions = _strings(raw.get("questions"), "questions", where, required=True)
     for n, question in enumerate(questions, start=1):
-        if not normalize(question):
+        if not fold_for_matching(question):
             raise KbError(f"{where}: question #{n} is empty")
     answer = raw.get("answer")
     if not isinstance(answer, str) or not answer.strip():
@@ -318,7 +319,7 @@ class FaqIndex:
         groups = [tuple(g) for g in synonyms]
         if _analysis is None:
             user_words = [k for e in self._entries for k in e.keywords]
-            user_words += [q for e in self._entries for q in e.questions if 2 <= len(normalize(q)) <= 4]
+            user_words += [q for e in self._entries for q in e.questions if 2 <= len(fold_for_matching(q)) <= 4]
             user_words += [w for g in (*groups, *STARTER_SYNONYMS) for w in g]
             tokenizer = new_tokenizer(user_words)
             folds = merged(synonym_map(groups, normalize=_fold), synonym_map(STARTER_SYNONYMS, normalize=_fold))
@@ -331,7 +332,7 @@ class FaqIndex:
         # A question typed exactly as one entry (and no other) words it.
         verbatim: dict[str, int] = {}
         for i, e in enumerate(self._entries):
-            for q in map(normalize, e.questions):
+            for q in map(fold_for_matching, e.questions):
                 verbatim[q] = i if verbatim.get(q, i) == i else -1
         self._verbatim = {q: i for q, i in verbatim.items() if i >= 0}
         feats_cache: dict[Analyzed, frozenset[str]] = {}
@@ -628,7 +629,7 @@ class FaqIndex:
         inv_q = 1.0 / math.sqrt(sum(weight2.get(f) or self._unknown2[f[0]] for f in feats))
         feat_set = frozenset(known)
         q_weight = {f: weight2[f] for f in known}.__getitem__
-        verbatim = self._verbatim.get(normalize(text), -1)
+        verbatim = self._verbatim.get(fold_for_matching(text), -1)
         scored_entries: list[tuple[float, int, int, bool]] = []  # (logit, entry, best phrasing, corroborated)
         for i in rescore:
             scored = sorted(
@@ -668,5 +669,5 @@ class FaqIndex:
 
 def _fold(word: str) -> str:
     """How a synonym list's word is compared with analyzed tokens: normalized, English stemmed."""
-    word = normalize(word)
+    word = fold_for_matching(word)
     return stem(word) if word.isascii() else word

@@ -7,8 +7,8 @@ import re
 from dataclasses import dataclass
 
 from bot.faq import FaqEntry, Matcher
-from bot.text import normalize
 from core.model import FaqHit, HandoffReason
+from normalizer.text import fold_for_matching
 
 DEFAULT_HUMAN_PHRASES: tuple[str, ...] = (
     "转人工",
@@ -101,7 +101,7 @@ _ASCII = re.compile(r"[a-z0-9 ]+")
 def _phrase_pattern(phrases: tuple[str, ...]) -> re.Pattern[str]:
     """English phrases match whole words (so "agenda" is not "agent"), Chinese ones anywhere."""
     parts = []
-    for phrase in sorted({normalize(p) for p in phrases if normalize(p)}, key=len, reverse=True):
+    for phrase in sorted({fold_for_matching(p) for p in phrases if fold_for_matching(p)}, key=len, reverse=True):
         if _ASCII.fullmatch(phrase):
             parts.append(rf"(?<![a-z0-9]){re.escape(phrase)}s?(?![a-z0-9])")
         else:
@@ -116,7 +116,7 @@ def _matches(phrases: tuple[str, ...], text: str) -> bool:
     pattern = _patterns.get(phrases)
     if pattern is None:
         pattern = _patterns[phrases] = _phrase_pattern(phrases)
-    return pattern.search(normalize(text)) is not None
+    return pattern.search(fold_for_matching(text)) is not None
 
 
 def wants_human(text: str, policy: BotPolicy) -> bool:

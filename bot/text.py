@@ -1,17 +1,17 @@
-"""Text normalization and tokenizing for FAQ matching (Chinese first, English too)."""
+"""Tokenizing for FAQ matching (Chinese first, English too), over normalizer.text.fold_for_matching."""
 
 from __future__ import annotations
 
 import functools
 import logging
 import re
-import unicodedata
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import jieba
-import opencc
+
+from normalizer.text import fold_for_matching
 
 jieba.setLogLevel(logging.WARNING)
 
@@ -35,15 +35,6 @@ STOPWORDS = ZH_STOPWORDS | EN_STOPWORDS
 
 _CJK_RUN = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]+")
 _LATIN_WORD = re.compile(r"[a-z][a-z']*")
-_SPACES = re.compile(r"\s+")
-_T2S = opencc.OpenCC("t2s")
-
-
-def normalize(text: str) -> str:
-    """NFKC (full-width to half-width), casefold, traditional to simplified, punctuation and symbols to spaces."""
-    text = _T2S.convert(unicodedata.normalize("NFKC", text).casefold())
-    chars = [" " if unicodedata.category(c)[0] in "PSZC" and c != "'" else c for c in text]
-    return _SPACES.sub(" ", "".join(chars).replace("'", "")).strip()
 
 
 def is_cjk(token: str) -> bool:
@@ -121,7 +112,7 @@ def _base_dictionary() -> tuple[dict[str, int], int]:
 def new_tokenizer(user_words: Iterable[str] = ()) -> Any:
     """A private jieba tokenizer, so our user words never leak into (or from) the global one."""
     freq, total = _base_dictionary()
-    words = sorted({w for w in (normalize(u) for u in user_words) if w and " " not in w and is_cjk(w)})
+    words = sorted({w for w in (fold_for_matching(u) for u in user_words) if w and " " not in w and is_cjk(w)})
     tokenizer = jieba.Tokenizer()
     # A tokenizer without user words only reads the shared dictionary; add_word writes, so it gets its own copy.
     tokenizer.FREQ, tokenizer.total, tokenizer.initialized = (dict(freq) if words else freq), total, True
@@ -143,7 +134,7 @@ class Analyzed:
 
 def words(tokenizer: Any, text: str) -> list[str]:
     """Normalized jieba tokens, stopwords included (English words stemmed)."""
-    return [stem(t) for t in tokenizer.lcut(normalize(text), HMM=False) if t.strip()]
+    return [stem(t) for t in tokenizer.lcut(fold_for_matching(text), HMM=False) if t.strip()]
 
 
 def analyze(tokenizer: Any, text: str, synonyms: Mapping[str, str] | None = None) -> Analyzed:
@@ -156,7 +147,7 @@ def analyze(tokenizer: Any, text: str, synonyms: Mapping[str, str] | None = None
     bigrams: set[str] = set()
     chars: set[str] = set()
     run = ""
-    for raw in [*tokenizer.lcut(normalize(text), HMM=False), " "]:
+    for raw in [*tokenizer.lcut(fold_for_matching(text), HMM=False), " "]:
         if not raw.strip():
             token = " "
         else:

@@ -1,4 +1,4 @@
-"""The small interface every channel connector implements."""
+"""The small interface every channel connector implements, and what it is given (ConnectorDeps)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar, Protocol, runtime_checkable
+from typing import ClassVar, Protocol
 
 from aiohttp import web
 
@@ -16,24 +16,28 @@ from core.model import (
     Channel,
     Conversation,
     Delivery,
+    Identity,
     InboundMessage,
     Message,
     OutboundReply,
-    QuarantinedItem,
-    Ticket,
 )
-from core.store.base import Store
+from core.store.base import ChannelStore
 from core.tasks import TaskTracker
+
+OpenConversation = Callable[[Identity, Channel, str], Awaitable[Conversation]]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ConnectorDeps:
     """What every connector is given; nothing else of the app is reachable from a connector."""
 
-    store: Store
+    store: ChannelStore  # its own state and the reads that thread its messages; never domain writes
     tasks: TaskTracker  # background work that shutdown must await
     data_dir: Path  # for files a connector keeps (attachments, watched folders' state)
     business_hours: BusinessHours | None = None  # bot.business_hours: pages a connector serves state them
+    # The conversation of an address on this inbox, opened (with its contact) if it has none yet: for a channel
+    # that greets a visitor with the conversation before the first message. A service, not a store write.
+    open_conversation: OpenConversation | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -54,6 +58,9 @@ InboundSink = Callable[[InboundMessage], Awaitable[IntakeResult]]
 
 
 class Connector(Protocol):
+    """What every connector does. Optional abilities (notify, acknowledge tickets, drain, typing, replay,
+    import calls) are the small protocols in ``connectors/capabilities.py``."""
+
     channel: ClassVar[Channel]
     inbox: str
 
@@ -67,33 +74,7 @@ class Connector(Protocol):
 
     async def send(self, reply: OutboundReply) -> Delivery: ...
 
-    async def notify(self, conversation: Conversation) -> None:
-        """The conversation's status changed; live channels tell the customer, others ignore it."""
-        ...
-
-    async def ticket_opened(self, ticket: Ticket, conversation: Conversation) -> OutboundReply | None:
-        """A ticket was opened on this inbox: the message the channel wants sent about it (email: an
-        acknowledgement with its number), or None.
-
-        The connector only composes it. The gateway stores it once (by its external id) and sends it
-        like any reply, so a temporary failure is retried rather than lost.
-        """
-        ...
-
     def is_running(self) -> bool: ...
-
-    async def drain(self) -> None:
-        """Shutdown began: let go of long-lived connections so in-flight requests can finish."""
-        ...
-
-
-@runtime_checkable
-class Replays(Protocol):
-    """A connector that can take its quarantined input in again (``huiliu quarantine replay``, after a fix)."""
-
-    async def replay(self, item: QuarantinedItem, sink: InboundSink) -> str | None:
-        """What the item became (for the operator), or None when it still cannot be read: it stays quarantined."""
-        ...
 
 
 def stored_as(result: IntakeResult) -> str:

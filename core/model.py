@@ -164,6 +164,34 @@ class TicketRequest:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ContactFlag:
+    """A connector's fact about an address: its contact gets (``on``) or loses a flag, e.g.
+    ``bounced:email:a@b.com`` after a hard bounce, ``unsubscribed:wechat:<inbox>`` on an unfollow."""
+
+    identity: Identity
+    flag: str
+    on: bool = True
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReopenRequest:
+    """The customer wrote again on a resolved conversation that this inbox puts back in front of agents
+    (email ``resolved_reply: reopen``): its resolved ticket and the conversation go back to open."""
+
+    conversation_id: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class VoicemailRequest:
+    """A voicemail's transcript the bot may answer on the caller's written channels (``channels``, first
+    usable wins); with ``resolve`` the callback ticket it opened is resolved when the answer went out."""
+
+    transcript: str
+    channels: tuple[str, ...]
+    resolve: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class InboundMessage:
     """What a connector hands to intake: one customer message as the channel gave it."""
 
@@ -189,7 +217,36 @@ class InboundMessage:
     ticket: TicketRequest | None = None
     # False for messages the bot must not answer (events, calls, auto-replies).
     bot: bool = True
+    # Facts intake acts on, never on a repeat delivery of a stored message; connectors only report them.
+    contact_flags: tuple[ContactFlag, ...] = ()
+    reopen: ReopenRequest | None = None
+    greeting: str | None = None  # sent in reply to this message (a WeChat welcome on a follow)
+    voicemail: VoicemailRequest | None = None
+    # Channel extras no other part reads (headers, call details), kept on the stored message.
     meta: Mapping[str, Any] = field(default_factory=dict)
+
+
+class Language(enum.StrEnum):
+    ZH = "zh"
+    EN = "en"
+    UNKNOWN = "unknown"  # no letters to tell (an emoji, a number, an empty call summary)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NormalizedMessage:
+    """An inbound message after the normalizer: the one form intake and the rules read.
+
+    ``inbound`` stays as the channel gave it (raw payload, channel extras, facts); the fields here are the
+    cleaned and canonical values that replace its text, sender and aliases from now on.
+    """
+
+    inbound: InboundMessage
+    text: str
+    sender: Identity
+    aliases: tuple[Identity, ...] = ()
+    language: Language = Language.UNKNOWN
+    # Which conversation the message belongs to, as one string: inbox, canonical address and thread.
+    thread_key: str = ""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -199,7 +256,8 @@ class Contact:
     identities: tuple[Identity, ...]
     created_at: datetime
     vip: bool = False
-    # e.g. "unsubscribed:wechat", "bounced:email:a@b.com", "ambiguous:phone:+86..."; connectors set them.
+    # e.g. "unsubscribed:wechat", "bounced:email:a@b.com", "ambiguous:phone:+86..."; connectors report them
+    # (InboundMessage.contact_flags) and intake sets them.
     flags: tuple[str, ...] = ()
 
 
@@ -272,6 +330,12 @@ def reply_key(message_id: str) -> str:
     """The external id of the bot's one reply to a message: its unique key stores the reply once, however
     often the message is handled, and lets a channel find the reply again (a WeChat retry answers with it)."""
     return f"reply:{message_id}"
+
+
+def greeting_key(message_id: str) -> str:
+    """The external id of the greeting answering a message (a WeChat welcome on a follow): stored once, and
+    found again by a retried push."""
+    return f"welcome:{message_id}"
 
 
 def outbound_message(

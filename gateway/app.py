@@ -1,4 +1,4 @@
-"""create_app: wires config, store, connectors, intake, bot and API into one aiohttp application."""
+"""create_app: the wired gateway (gateway/wiring.py) served over HTTP, with its background work."""
 
 from __future__ import annotations
 
@@ -6,80 +6,32 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager, suppress
-from dataclasses import dataclass
 
 from aiohttp import web
 
-from bot.faq import KbError
 from bot.live import LiveIndex
-from bot.policy import BotPolicy
 from bot.setup import BotSetup
-from connectors import build_connectors
-from connectors.base import Connector, ConnectorDeps
-from connectors.webchat.connector import WebchatConnector
+from connectors.capabilities import Drains, ShowsTyping
 from core.clock import Clock, utcnow
 from core.config import Config
 from core.jsonweb import json_response
 from core.model import Ticket
-from core.store import Store, open_store
-from core.tasks import TaskTracker
+from core.store import Store
 from gateway.access import CHANNEL, PUBLIC, Access, Tokens, needs
 from gateway.api import Api, Handler, error
-from gateway.audit import Auditor
 from gateway.contacts_api import ContactsApi
-from gateway.downstream.webhooks import WebhookDispatcher
-from gateway.faq_admin import FaqAdmin, answer_values
-from gateway.intake import Intake
+from gateway.faq_admin import FaqAdmin
 from gateway.logs import install_request_ids
-from gateway.outbound import RETRY_DELAYS_S, Outbound
-from gateway.tickets import TicketService
+from gateway.outbound import RETRY_DELAYS_S
+from gateway.wiring import Gateway, bot_policy, build_bot, build_gateway
 
 log = logging.getLogger(__name__)
 
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Gateway:
-    config: Config
-    store: Store
-    intake: Intake
-    tickets: TicketService
-    connectors: dict[str, Connector]
-    tasks: TaskTracker
-    webhooks: WebhookDispatcher
-    bot: BotSetup
-    outbound: Outbound
-    auditor: Auditor
+__all__ = ["ACCESS", "GATEWAY", "Gateway", "bot_policy", "build_bot", "create_app"]  # the CLI and tests import these
 
 
 GATEWAY = web.AppKey("gateway", Gateway)
 ACCESS = web.AppKey("access", Access)
-
-
-def build_bot(config: Config) -> BotSetup:
-    """Load and index the knowledge base; raises KbError naming the file and the problem."""
-    bot = config.bot
-    try:
-        index = LiveIndex.load(config.resolve(bot.kb), answer_values(bot.business_hours))
-    except KbError as exc:
-        raise KbError(f"bot.kb: {exc}") from None
-    return BotSetup(index=index, policy=bot_policy(config), messages=bot.messages, hours=bot.business_hours)
-
-
-def bot_policy(config: Config) -> BotPolicy:
-    """The configured thresholds and handoff triggers, the shipped defaults where the config is silent."""
-    bot = config.bot
-    defaults = BotPolicy()
-    policy = BotPolicy(
-        answer_threshold=bot.answer_threshold if bot.answer_threshold is not None else defaults.answer_threshold,
-        suggest_threshold=bot.suggest_threshold if bot.suggest_threshold is not None else defaults.suggest_threshold,
-        margin=bot.margin if bot.margin is not None else defaults.margin,
-        max_suggestions=bot.max_suggestions,
-        max_misses=bot.max_misses,
-        human_phrases=bot.human_phrases if bot.human_phrases is not None else defaults.human_phrases,
-        negative_phrases=bot.negative_phrases if bot.negative_phrases is not None else defaults.negative_phrases,
-        vip_handoff=bot.vip_handoff,
-    )
-    return policy
 
 
 @web.middleware
@@ -106,35 +58,15 @@ def create_app(
     access = Access(Tokens(config.api.tokens))
     app = web.Application(client_max_size=config.server.max_body_bytes, middlewares=[access.middleware, _errors])
     install_request_ids(app)  # outermost: every request, channels' too, has its id in the access log
-    store = open_store(config)
-    tasks = TaskTracker()
-    deps = ConnectorDeps(store=store, tasks=tasks, data_dir=config.data_path, business_hours=config.bot.business_hours)
-    connectors = build_connectors(config, deps)
-    outbound = Outbound(
-        store, connectors, tasks, resend_after_s=config.server.resend_after_s, retry_delays_s=retry_delays_s
-    )
-    tickets = TicketService(store, outbound, clock)
-    intake = Intake(store, bot, outbound, tasks, clock, tickets)
-    webhooks = WebhookDispatcher(store, config.webhooks)
-    gateway = Gateway(
-        config=config,
-        store=store,
-        intake=intake,
-        tickets=tickets,
-        connectors=connectors,
-        tasks=tasks,
-        webhooks=webhooks,
-        bot=bot,
-        outbound=outbound,
-        auditor=Auditor(store, clock, retention_days=config.api.audit_retention_days),
-    )
+    gateway = build_gateway(config, bot, clock=clock, retry_delays_s=retry_delays_s)
+    store, connectors, tickets, webhooks = gateway.store, gateway.connectors, gateway.tickets, gateway.webhooks
     app[GATEWAY] = gateway
     app[ACCESS] = access
 
     async def typing(ticket: Ticket, on: bool) -> bool:
         conversation = await store.get_conversation(ticket.conversation_id)
         connector = connectors.get(ticket.inbox)
-        if conversation is None or not isinstance(connector, WebchatConnector):
+        if conversation is None or not isinstance(connector, ShowsTyping):
             return False
         return await connector.typing(conversation.address, author="agent", on=on)
 
@@ -238,7 +170,8 @@ def watching_kb(index: LiveIndex, interval_s: float) -> AbstractAsyncContextMana
 async def _stop_connectors(app: web.Application) -> None:
     """On shutdown, let long-lived sockets go so in-flight requests can finish within the grace period."""
     for connector in app[GATEWAY].connectors.values():
-        await connector.drain()
+        if isinstance(connector, Drains):
+            await connector.drain()
 
 
 async def _healthz(request: web.Request) -> web.StreamResponse:

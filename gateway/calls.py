@@ -5,16 +5,13 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from connectors import build_connectors
-from connectors.base import ConnectorDeps
+from bot.setup import BotSetup
+from connectors.capabilities import ImportsCalls
 from connectors.phone.cdr import CdrFormat
-from connectors.phone.connector import ImportReport, PhoneConnector
+from connectors.phone.connector import ImportReport
 from core.config import Config, ConfigError, PhoneInbox
 from core.progress import Progress
-from core.store import open_store
-from core.tasks import TaskTracker
-from gateway.intake import BotSetup, Intake
-from gateway.outbound import Outbound
+from gateway.wiring import offline_gateway
 
 
 def phone_inbox(config: Config, name: str | None) -> PhoneInbox:
@@ -46,18 +43,10 @@ async def import_calls(
     """Open the store, build intake as ``serve`` does (no listeners, no pollers), import, finish every ticket."""
     target = phone_inbox(config, inbox)
     data = await asyncio.to_thread(path.read_bytes)
-    store = open_store(config)
-    await store.open()
-    tasks = TaskTracker()
-    try:
-        connectors = build_connectors(config, ConnectorDeps(store=store, tasks=tasks, data_dir=config.data_path))
-        intake = Intake(
-            store, bot, Outbound(store, connectors, tasks, resend_after_s=config.server.resend_after_s), tasks
+    async with offline_gateway(config, bot) as gateway:
+        phone = gateway.connectors[target.name]
+        if not isinstance(phone, ImportsCalls):
+            raise ConfigError(f"inbox {target.name!r} cannot import call records")
+        return await phone.import_cdr(
+            data, fmt or CdrFormat(target.cdr.format), gateway.intake.receive, progress=progress
         )
-        phone = connectors[target.name]
-        assert isinstance(phone, PhoneConnector)
-        report = await phone.import_cdr(data, fmt or CdrFormat(target.cdr.format), intake.receive, progress=progress)
-        await tasks.drain(config.server.shutdown_grace_s)
-    finally:
-        await store.close()
-    return report

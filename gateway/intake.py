@@ -1,4 +1,4 @@
-"""The one path every inbound message takes: store it once, then let the bot answer or hand off."""
+"""The one path every inbound message takes: normalize, store once, apply its facts, then answer or hand off."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import asyncio
 import dataclasses
 import logging
 import uuid
+from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import Any
 
 from bot.handoff import handoff_message
 from bot.policy import Decision, Outcome, decide, decide_pick
@@ -15,16 +15,18 @@ from bot.setup import BotSetup
 from connectors.base import IntakeResult, Rejected
 from core import events
 from core.clock import Clock, utcnow
-from core.codec import from_jsonable, to_jsonable
+from core.meta import Suggestion, intake_facts, intake_meta, suggestions_meta
 from core.model import (
     MAX_FAQ_TRIES,
     Author,
+    Channel,
     Conversation,
     ConversationStatus,
     Direction,
     DownstreamEvent,
     FaqTry,
     HandoffReason,
+    Identity,
     InboundMessage,
     Message,
     Priority,
@@ -35,17 +37,27 @@ from core.model import (
     reply_key,
 )
 from core.store import Store, VersionConflict
+from core.store.roles import Conversations
 from core.tasks import TaskTracker
+from gateway.contacts import apply_flags
 from gateway.outbound import Outbound
 from gateway.tickets import TicketChange, TicketService
 from gateway.voicemail import VoicemailAnswers
-from normalizer.text import clean_text
+from normalizer import DEFAULT_STEPS, Step, normalize
 
 log = logging.getLogger(__name__)
 
 _MAX_RETRIES = 8
 _STUCK_TRIES = 3  # recoveries of a message whose handling keeps failing, before it waits for a restart
 __all__ = ["MAX_FAQ_TRIES", "BotSetup", "Clock", "Intake", "utcnow"]
+
+
+async def open_conversation(
+    store: Conversations, clock: Clock, address: Identity, channel: Channel, inbox: str
+) -> Conversation:
+    """The conversation of ``address`` on ``inbox``, opened with its contact if there is none: the same record
+    the address's first message will land in (``conversation_for`` is idempotent)."""
+    return await store.conversation_for(address, channel=channel, inbox=inbox, name=None, now=clock())
 
 
 class Intake:
@@ -57,12 +69,14 @@ class Intake:
         tasks: TaskTracker,
         clock: Clock = utcnow,
         tickets: TicketService | None = None,
+        steps: Sequence[Step] = DEFAULT_STEPS,
     ) -> None:
         self._store = store
         self._bot = bot
         self._outbound = outbound
         self._tasks = tasks
         self._clock = clock
+        self._steps = steps
         self._tickets = tickets or TicketService(store, outbound, clock)
         self._voicemail = VoicemailAnswers(store, bot, outbound, self._tickets, clock)
         self._locks: dict[str, asyncio.Lock] = {}
@@ -71,22 +85,28 @@ class Intake:
     async def receive(self, inbound: InboundMessage) -> IntakeResult:
         """Store first; the bot's answer follows in a tracked task, so the channel can acknowledge at once."""
         now = self._clock()
+        normalized = normalize(inbound, self._steps)
         picked = self._bot.index.entry(inbound.picked_faq) if inbound.picked_faq else None
         if inbound.picked_faq and picked is None:
             raise Rejected(f"there is no FAQ entry {inbound.picked_faq!r} to pick")
+        # Facts that are safe to apply twice go before the message is stored, so a crash in between loses none
+        # (the channel's redelivery applies them again); a repeat of a stored message applies nothing.
+        seen = await self._seen(inbound) if inbound.reopen is not None or inbound.contact_flags else False
+        if inbound.reopen is not None and not seen:
+            await self._tickets.reopen_resolved(inbound.reopen.conversation_id)
         conversation = await self._store.conversation_for(
-            inbound.sender,
+            normalized.sender,
             channel=inbound.channel,
             inbox=inbound.inbox,
             name=inbound.sender_name,
             now=now,
             thread=inbound.thread,
-            aliases=inbound.aliases,
+            aliases=normalized.aliases,
         )
         if conversation.status is ConversationStatus.RESOLVED:
             conversation = await self._reopen_for_bot(conversation)
             await self._outbound.status_changed(conversation)
-        text = clean_text(inbound.text)
+        text = normalized.text
         if picked is not None and not text:  # the transcript shows the question the customer picked
             text = picked.questions[0]
         message = Message(
@@ -104,13 +124,24 @@ class Intake:
             raw=inbound.raw,
             ticket_id=conversation.ticket_id,
             episode=conversation.episode,
-            meta=_intake_meta(inbound),
+            meta=intake_meta(inbound),
         )
+        if inbound.contact_flags and not seen:
+            await apply_flags(self._store, inbound.contact_flags, now)
         stored, created = await self._store.add_message(message, [events.message_created(message)])
         if not created:
             return IntakeResult(message=stored, duplicate=True, handled=None)
+        if inbound.greeting:  # keyed on the stored message, so it follows it
+            await self._outbound.record_greeting(stored, inbound.greeting, now)
         task = self._tasks.spawn(self.handle(stored, conversation), name=f"intake:{stored.id}")
         return IntakeResult(message=stored, duplicate=False, handled=task)
+
+    async def _seen(self, inbound: InboundMessage) -> bool:
+        """Whether this message was stored before: a repeat delivery changes nothing."""
+        found = await self._store.find_message(
+            channel=inbound.channel, inbox=inbound.inbox, direction=Direction.INBOUND, external_id=inbound.external_id
+        )
+        return found is not None
 
     async def recover(self, *, older_than_s: float | None = None) -> int:
         """Finish messages that were stored but never handled; returns how many were tried.
@@ -183,7 +214,8 @@ class Intake:
 
     async def _respond(self, conversation: Conversation, message: Message) -> bool:
         """Answer, suggest, open a ticket or hand off; True when the message was marked handled on the way."""
-        request = _ticket_request(message)
+        facts = intake_facts(message)
+        request = facts.ticket
         if message.author is not Author.CUSTOMER:
             return False
         if conversation.status is not ConversationStatus.BOT:
@@ -192,16 +224,16 @@ class Intake:
                 await self._escalate(conversation.ticket_id)
                 await self._voicemail.answer(conversation, message, conversation.ticket_id, opened=False)
             return False
-        may_answer = bool(message.meta.get("bot", True))
+        may_answer = facts.bot
         if request is not None and not (request.bot_first and may_answer):
             ticket, saved = await self._open_ticket(conversation, message, request)
             await self._voicemail.answer(saved, message, ticket.id, opened=True)
             return False
         if not may_answer:
             return False
-        picked = message.meta.get("picked_faq")
+        picked = facts.picked_faq
         vip = self._bot.policy.vip_handoff and await self._is_vip(conversation.contact_id)
-        decision = (decide_pick(self._bot.index, str(picked)) if picked else None) or decide(
+        decision = (decide_pick(self._bot.index, picked) if picked else None) or decide(
             self._bot.index,
             message.text,
             consecutive_misses=conversation.consecutive_misses,
@@ -240,9 +272,9 @@ class Intake:
             meta["faq_id"] = decision.answer.id
         elif decision.outcome is Outcome.SUGGEST:
             text = messages.suggest
-            meta["suggestions"] = [
-                {"faq_id": entry.id, "question": entry.questions[0]} for entry in decision.suggestions
-            ]
+            meta.update(
+                suggestions_meta([Suggestion(faq_id=e.id, question=e.questions[0]) for e in decision.suggestions])
+            )
         else:
             text = messages.miss
         return self._reply_message(conversation, message, text, now, meta)
@@ -326,25 +358,6 @@ class Intake:
     async def _escalate(self, ticket_id: str) -> None:
         """A repeat (another missed call while a ticket is open) raises the ticket's priority one step."""
         await self._tickets.change(ticket_id, TicketChange(raise_priority=True))
-
-
-def _intake_meta(inbound: InboundMessage) -> dict[str, Any]:
-    """What intake needs again when it (re)handles the stored message, plus the channel's own details."""
-    meta: dict[str, Any] = dict(inbound.meta)
-    if inbound.picked_faq:
-        meta["picked_faq"] = inbound.picked_faq
-    if inbound.subject:
-        meta["subject"] = inbound.subject
-    if not inbound.bot:
-        meta["bot"] = False
-    if inbound.ticket is not None:
-        meta["ticket_request"] = to_jsonable(inbound.ticket)
-    return meta
-
-
-def _ticket_request(message: Message) -> TicketRequest | None:
-    raw = message.meta.get("ticket_request")
-    return from_jsonable(TicketRequest, raw) if isinstance(raw, dict) else None
 
 
 def _subject(text: str, limit: int = 80) -> str:

@@ -7,10 +7,13 @@ import logging
 import random
 from collections.abc import Mapping
 from datetime import UTC, datetime
+from typing import Protocol
 
 from connectors.base import Connector
+from connectors.capabilities import AcknowledgesTickets, Notifies
 from core import events
 from core.model import (
+    Author,
     Conversation,
     Delivery,
     DeliveryStatus,
@@ -19,14 +22,20 @@ from core.model import (
     Message,
     OutboundReply,
     Ticket,
+    greeting_key,
+    outbound_message,
 )
-from core.store import Store
 from core.store.base import Outgoing
+from core.store.roles import Conversations, Outbox, Transcript
 from core.tasks import TaskTracker
 
 log = logging.getLogger(__name__)
 
 RETRY_DELAYS_S = (1.0, 4.0, 15.0, 60.0)
+
+
+class OutboundStore(Transcript, Outbox, Conversations, Protocol):
+    """The roles replies go through: the transcript, its outbox, and the conversation a reply is on."""
 
 
 def delivery_failed(message: Message, delivery: Delivery, at: datetime) -> DownstreamEvent:
@@ -49,7 +58,7 @@ def delivery_failed(message: Message, delivery: Delivery, at: datetime) -> Downs
 class Outbound:
     def __init__(
         self,
-        store: Store,
+        store: OutboundStore,
         connectors: Mapping[str, Connector],
         tasks: TaskTracker,
         *,
@@ -107,6 +116,21 @@ class Outbound:
         if not created:
             return stored, None
         return stored, await self.send(stored, conversation, in_reply_to=in_reply_to)
+
+    async def record_greeting(self, answering: Message, text: str, at: datetime) -> Message:
+        """A greeting the channel delivers itself, in the same exchange as the message it answers (a WeChat
+        welcome in the push's response): stored once in the transcript (keyed on that message, so a retry
+        finds it), and not put in the outbox."""
+        greeting = outbound_message(
+            answering,
+            author=Author.BOT,
+            text=text,
+            at=at,
+            external_id=greeting_key(answering.id),
+            meta={"outcome": "welcome"},
+        )
+        stored, _ = await self._store.add_message(greeting, [events.message_created(greeting)])
+        return stored
 
     async def send(self, message: Message, conversation: Conversation, *, in_reply_to: str | None = None) -> Delivery:
         """Send through the inbox's connector and record the outcome (which takes it out of the outbox).
@@ -177,13 +201,13 @@ class Outbound:
 
     async def status_changed(self, conversation: Conversation) -> None:
         connector = self._connectors.get(conversation.inbox)
-        if connector is not None:
+        if isinstance(connector, Notifies):
             await connector.notify(conversation)
 
     async def ticket_opened(self, ticket: Ticket, conversation: Conversation) -> None:
         """Send what the inbox's connector wants said about a new ticket, stored once and retried like a reply."""
         connector = self._connectors.get(conversation.inbox)
-        if connector is None:
+        if not isinstance(connector, AcknowledgesTickets):
             return
         notice = await connector.ticket_opened(ticket, conversation)
         if notice is not None:  # a repeat (a retried handling) finds it stored, and sends nothing

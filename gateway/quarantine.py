@@ -4,15 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from connectors import build_connectors
-from connectors.base import ConnectorDeps, Replays
+from bot.setup import BotSetup
+from connectors.capabilities import Replays
 from core.config import Config
 from core.model import QuarantinedItem
 from core.progress import Progress
-from core.store import open_store
-from core.tasks import TaskTracker
-from gateway.intake import BotSetup, Intake
-from gateway.outbound import Outbound
+from gateway.wiring import offline_gateway, opened_store
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -25,12 +22,8 @@ class ReplayResult:
 async def list_quarantined(
     config: Config, *, include_replayed: bool = False, limit: int = 100
 ) -> list[QuarantinedItem]:
-    store = open_store(config)
-    await store.open()
-    try:
+    async with opened_store(config) as store:
         return await store.quarantined(include_replayed=include_replayed, limit=limit)
-    finally:
-        await store.close()
 
 
 async def replay(
@@ -41,15 +34,9 @@ async def replay(
     It works offline against the store: a ticket's acknowledgement that cannot be mailed is recorded as failed.
     An item that still cannot be read stays quarantined (with its first reason).
     """
-    store = open_store(config)
-    await store.open()
-    tasks = TaskTracker()
     results: list[ReplayResult] = []
-    try:
-        connectors = build_connectors(config, ConnectorDeps(store=store, tasks=tasks, data_dir=config.data_path))
-        intake = Intake(
-            store, bot, Outbound(store, connectors, tasks, resend_after_s=config.server.resend_after_s), tasks
-        )
+    async with offline_gateway(config, bot) as gateway:
+        store = gateway.store
         for item_id in item_ids:
             if progress is not None:
                 progress(len(results), len(item_ids))
@@ -57,11 +44,11 @@ async def replay(
             if item is None:
                 results.append(ReplayResult(item_id=item_id, ok=False, detail="no such quarantined item"))
                 continue
-            connector = connectors.get(item.inbox)
+            connector = gateway.connectors.get(item.inbox)
             if not isinstance(connector, Replays):
                 results.append(ReplayResult(item_id=item_id, ok=False, detail=f"inbox {item.inbox!r} cannot replay"))
                 continue
-            detail = await connector.replay(item, intake.receive)
+            detail = await connector.replay(item, gateway.intake.receive)
             if detail is None:
                 results.append(ReplayResult(item_id=item_id, ok=False, detail="still cannot be read"))
                 continue
@@ -69,7 +56,4 @@ async def replay(
             results.append(ReplayResult(item_id=item_id, ok=True, detail=detail))
         if progress is not None:
             progress(len(results), len(item_ids))
-        await tasks.drain(config.server.shutdown_grace_s)
-    finally:
-        await store.close()
     return results

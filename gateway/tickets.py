@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from core import events
 from core.clock import Clock
@@ -21,10 +21,15 @@ from core.model import (
     TicketStatus,
     outbound_message,
 )
-from core.store import NotFound, Store, VersionConflict
+from core.store import NotFound, VersionConflict
+from core.store.roles import Conversations, Tickets
 from gateway.outbound import Outbound
 
 _MAX_RETRIES = 8
+
+
+class TicketStore(Tickets, Conversations, Protocol):
+    """The roles ticket changes use: tickets, and the conversation that follows its ticket."""
 
 
 class TicketConflict(Exception):
@@ -57,7 +62,7 @@ class ReplyResult:
 
 
 class TicketService:
-    def __init__(self, store: Store, outbound: Outbound, clock: Clock) -> None:
+    def __init__(self, store: TicketStore, outbound: Outbound, clock: Clock) -> None:
         self._store = store
         self._outbound = outbound
         self._clock = clock
@@ -131,6 +136,38 @@ class TicketService:
         if ticket.status is not TicketStatus.OPEN and ticket.status is not TicketStatus.PENDING:
             await self.change(ticket.id, TicketChange(status=TicketStatus.OPEN, assignee=agent))
         return ReplyResult(message=stored, created=True, delivery=str(delivery.status))
+
+    async def reopen_resolved(self, conversation_id: str) -> None:
+        """The customer wrote again on a resolved conversation of an inbox that reopens (email
+        ``resolved_reply: reopen``): its resolved ticket, then the conversation, go back to open."""
+        now = self._clock()
+        conversation = await self._store.get_conversation(conversation_id)
+        if conversation is None or conversation.ticket_id is None:
+            return
+        for _ in range(_MAX_RETRIES):
+            ticket = await self._store.get_ticket(conversation.ticket_id)
+            if ticket is None or ticket.status.is_active:
+                break
+            reopened = dataclasses.replace(ticket, status=TicketStatus.OPEN, updated_at=now)
+            change = {"status": {"from": ticket.status, "to": TicketStatus.OPEN}}
+            try:
+                await self._store.update_ticket(
+                    reopened,
+                    [events.ticket_updated(dataclasses.replace(reopened, version=reopened.version + 1), change)],
+                )
+                break
+            except VersionConflict:
+                continue
+        for _ in range(_MAX_RETRIES):
+            fresh = await self._store.get_conversation(conversation.id)
+            if fresh is None or fresh.status is not ConversationStatus.RESOLVED:
+                return
+            moved = dataclasses.replace(fresh.moved_to(ConversationStatus.OPEN), updated_at=now)
+            try:
+                await self._store.save_conversation(moved, [events.status_changed(moved, fresh.status, at=now)])
+                return
+            except VersionConflict:
+                continue
 
     async def _claim_conversation(self, ticket: Ticket) -> Conversation:
         """An agent acts on the ticket: its conversation goes to the agent (open), attached to this ticket.

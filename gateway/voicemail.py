@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+from typing import Protocol
 
 from bot.policy import Decision, Outcome, decide
 from bot.setup import BotSetup
 from core import events
 from core.clock import Clock
+from core.meta import intake_facts
 from core.model import (
     Author,
     Conversation,
@@ -18,7 +20,7 @@ from core.model import (
     TicketStatus,
     outbound_message,
 )
-from core.store import Store
+from core.store.roles import Contacts, Conversations, Transcript
 from gateway.outbound import Outbound
 from gateway.tickets import TicketChange, TicketService
 from normalizer.text import clean_text
@@ -26,8 +28,14 @@ from normalizer.text import clean_text
 log = logging.getLogger(__name__)
 
 
+class VoicemailStore(Contacts, Conversations, Transcript, Protocol):
+    """The roles a voicemail answer reads and writes: the caller's contact, conversations and transcript."""
+
+
 class VoicemailAnswers:
-    def __init__(self, store: Store, bot: BotSetup, outbound: Outbound, tickets: TicketService, clock: Clock) -> None:
+    def __init__(
+        self, store: VoicemailStore, bot: BotSetup, outbound: Outbound, tickets: TicketService, clock: Clock
+    ) -> None:
         self._store = store
         self._bot = bot
         self._outbound = outbound
@@ -38,24 +46,24 @@ class VoicemailAnswers:
         """A voicemail whose transcript the bot answers with confidence: the answer goes to the caller on
         their preferred written channel, and the callback ticket says what was sent where.
 
-        The phone connector asks for this (``meta.voicemail_faq``) only when the inbox enables it. The
+        The phone connector asks for this (``InboundMessage.voicemail``) only when the inbox enables it. The
         ticket stays (agents still call back) unless the inbox resolves it and this voicemail opened it.
         Anything short of a confident answer on a usable written conversation changes nothing. The ticket
         is already saved here, so a failure is logged rather than retried with the whole handling.
         """
-        wanted = message.meta.get("voicemail_faq")
-        transcript = clean_text(str(message.meta.get("transcript") or ""))
-        if not isinstance(wanted, dict) or not transcript:
+        wanted = intake_facts(message).voicemail
+        transcript = clean_text(wanted.transcript) if wanted is not None else ""
+        if wanted is None or not transcript:
             return
         try:
-            target = await self._written_conversation(conversation.contact_id, [str(c) for c in wanted["channels"]])
+            target = await self._written_conversation(conversation.contact_id, list(wanted.channels))
             if target is None:
                 return
             vip = self._bot.policy.vip_handoff and await self._is_vip(conversation.contact_id)
             decision = decide(self._bot.index, transcript, consecutive_misses=0, policy=self._bot.policy, vip=vip)
             if decision.outcome is not Outcome.ANSWER or decision.answer is None:
                 return
-            resolve = opened and bool(wanted.get("resolve"))
+            resolve = opened and wanted.resolve
             await self._send(conversation, message, ticket_id, target, decision, transcript, resolve)
         except Exception:
             log.exception("voicemail %s: answering it on a written channel failed", message.id)

@@ -1,14 +1,29 @@
-"""Text cleanup every channel's messages get before they are stored."""
+"""Text normalization, two kinds with two names: clean_text for storing, fold_for_matching for comparing."""
 
 from __future__ import annotations
 
 import re
 import unicodedata
 
+import opencc
+
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\u200b\u200e\u200f\u2028\u2029\ufeff]")
+_SPACES = re.compile(r"\s+")
+_T2S = opencc.OpenCC("t2s")
 
 
 def clean_text(text: str) -> str:
-    """NFC, Unix newlines, no invisible control characters; the raw payload keeps the original."""
+    """What is stored and shown: NFC, Unix newlines, no invisible control characters; the words as written.
+
+    The raw payload keeps the original.
+    """
     text = unicodedata.normalize("NFC", text).replace("\r\n", "\n").replace("\r", "\n")
     return _CONTROL.sub("", text).strip()
+
+
+def fold_for_matching(text: str) -> str:
+    """A comparison key, never shown: NFKC (full-width to half-width), casefold, traditional to simplified,
+    punctuation and symbols to spaces. "ＡＢＣ，“你好”" and "abc 你好" fold to the same key."""
+    text = _T2S.convert(unicodedata.normalize("NFKC", text).casefold())
+    chars = [" " if unicodedata.category(c)[0] in "PSZC" and c != "'" else c for c in text]
+    return _SPACES.sub(" ", "".join(chars).replace("'", "")).strip()

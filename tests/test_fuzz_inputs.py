@@ -23,7 +23,6 @@ from zoneinfo import ZoneInfo
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bot.text import normalize
 from connectors.email.parse import MailParseError, ParsedMail, parse_mail
 from connectors.email.quote import extract_reply, strip_signature
 from connectors.phone.cdr import CdrFormat, CdrOptions, ParsedCdr, parse_cdr
@@ -35,7 +34,7 @@ from connectors.wechat.signature import sign
 from gateway.app import GATEWAY, build_bot
 from gateway.intake import BotSetup
 from normalizer.phone import display, read_number, to_e164
-from normalizer.text import clean_text
+from normalizer.text import clean_text, fold_for_matching
 from tests.conftest import SHARED, make_config, need, started
 from tests.email.corpus import mail_files
 from tests.phone.rows import asterisk, freeswitch, fs_json
@@ -349,7 +348,7 @@ def test_any_caller_id_reads_as_a_number_or_as_none(raw: str, region: str) -> No
 def test_any_text_cleans_to_text_and_analyzes_for_the_bot(text: str) -> None:
     cleaned = clean_text(text)
     assert isinstance(cleaned, str)
-    assert isinstance(normalize(cleaned), str)
+    assert isinstance(fold_for_matching(cleaned), str)
 
 
 @FUZZ

@@ -12,6 +12,7 @@ from bot.faq import FaqEntry, Matcher
 from core.model import (
     Author,
     Channel,
+    ContactFlag,
     FaqHit,
     HandoffReason,
     Identity,
@@ -256,3 +257,37 @@ async def test_a_reply_the_channel_cannot_deliver_is_recorded_and_announced(gate
     failed = [e for e in feed["events"] if e["type"] == "message.delivery_failed"]
     assert len(failed) == 1 and failed[0]["data"]["message_id"] == reply["message"]["id"]
     assert failed[0]["ticket_id"] == ticket["id"]
+
+
+async def test_contact_flags_a_connector_reports_are_set_and_never_again_on_a_repeat(
+    gateway: Gateway,
+) -> None:
+    intake = gateway.server.app[GATEWAY].intake
+    store = gateway.server.app[GATEWAY].store
+    sender = Identity(IdentityKind.WEBCHAT_VISITOR, "a6" * 16)
+    flagged = dataclasses.replace(
+        inbound(sender.value, "evt-2", "unfollow"),
+        bot=False,
+        contact_flags=(ContactFlag(identity=sender, flag="unsubscribed:webchat:web"),),
+    )
+    first = await intake.receive(flagged)
+    conversation = await store.get_conversation(first.message.conversation_id)
+    assert conversation is not None
+    contact = await store.get_contact(conversation.contact_id)
+    assert contact is not None and contact.flags == ("unsubscribed:webchat:web",)
+    # An agent clears it; the channel delivering the same message again must not set it back.
+    await store.save_contact(dataclasses.replace(contact, flags=()))
+    repeat = await intake.receive(flagged)
+    assert repeat.duplicate
+    again = await store.get_contact(conversation.contact_id)
+    assert again is not None and again.flags == ()
+
+
+async def test_a_greeting_is_stored_once_as_the_bot_reply_to_its_message(gateway: Gateway) -> None:
+    intake = gateway.server.app[GATEWAY].intake
+    greeted = dataclasses.replace(inbound("a7" * 16, "evt-3", "subscribe"), bot=False, greeting="欢迎关注")
+    result = await intake.receive(greeted)
+    await intake.receive(greeted)
+    await _settle(gateway)
+    messages = await _conversation_messages(gateway, result.message.id)
+    assert [(m.author, m.text) for m in messages] == [(Author.CUSTOMER, "subscribe"), (Author.BOT, "欢迎关注")]

@@ -1,24 +1,20 @@
-"""Email over IMAP (IDLE or polling, UID checkpoints, one poller per mailbox) and SMTP for replies."""
+"""Email's I/O: IMAP in (IDLE or polling, UID checkpoints, one poller per mailbox), SMTP out; pure pieces beside."""
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
 import hashlib
-import json
 import logging
 import os
 import random
-import re
 import socket
 import ssl
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager, suppress
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import formataddr, getaddresses
-from pathlib import Path
 from typing import Any, ClassVar
 
 import aioimaplib
@@ -28,12 +24,15 @@ from aiohttp import web
 from connectors.base import ConnectorDeps, InboundSink, IntakeResult, stored_as
 from connectors.email.auto import AutoKind
 from connectors.email.compose import Outgoing, compose
+from connectors.email.files import plan_files, write_files
+from connectors.email.imap import UIDVALIDITY, Checkpoint, ExistsWatch, ImapError, fetched_bytes, imap_ok
 from connectors.email.imap_tls import ImapTlsError, client_context, imap_starttls
+from connectors.email.inbound import bounced_flag, bounced_flags
 from connectors.email.parse import MailParseError, ParsedMail, normalize_line_endings, parse_mail
 from connectors.email.quote import extract_reply, strip_signature
 from connectors.email.threading import ThreadMatch, find_thread, stored_message_id
-from core import events
 from core.config import EmailInbox
+from core.meta import intake_facts
 from core.model import (
     Attachment,
     Author,
@@ -51,108 +50,19 @@ from core.model import (
     MessageKind,
     OutboundReply,
     QuarantinedItem,
+    ReopenRequest,
     Ticket,
     TicketRequest,
-    TicketStatus,
     outbound_message,
 )
-from core.store.base import VersionConflict
 
 log = logging.getLogger(__name__)
 
-_UIDVALIDITY = re.compile(rb"UIDVALIDITY (\d+)")
 _FULL_TEXT_LIMIT = 100_000  # characters of the full body kept on the message (the .eml has everything)
 _RAW_HEADER_LIMIT = 16_000
 
 
-class ImapError(Exception):
-    """The server said NO/BAD, or the connection went away: reconnect with backoff."""
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Checkpoint:
-    uidvalidity: int
-    last_uid: int
-
-    def dump(self) -> str:
-        return json.dumps({"uidvalidity": self.uidvalidity, "last_uid": self.last_uid})
-
-    @classmethod
-    def load(cls, text: str | None) -> Checkpoint | None:
-        if not text:
-            return None
-        try:
-            data = json.loads(text)
-            return cls(uidvalidity=int(data["uidvalidity"]), last_uid=int(data["last_uid"]))
-        except (ValueError, KeyError, TypeError):
-            return None
-
-
-def _ok(response: Any, what: str) -> Any:
-    if getattr(response, "result", None) != "OK":
-        lines = getattr(response, "lines", [])
-        raise ImapError(f"{what} failed: {lines[-1:] if lines else response!r}")
-    return response
-
-
-def _fetched_bytes(lines: list[Any]) -> bytes | None:
-    """The literal in a FETCH response: aioimaplib gives it as a bytearray line."""
-    for line in lines:
-        if isinstance(line, bytearray):
-            return bytes(line)
-    return None
-
-
-_NAME_BYTES = 180  # file systems allow 255 bytes per name; room is left for a "12-" prefix and ".part"
-
-
 POISON_TRIES = 3  # a mail that fails this often in a row is quarantined, so it cannot block its folder
-
-
-def _safe_name(name: str) -> str:
-    """A file name for an attachment: no path or odd characters, and short enough in bytes for the file
-    system (85 Chinese characters already pass 255 bytes), keeping the extension when shortened."""
-    cleaned = re.sub(r"[^\w.\- ()\[\]]+", "_", name, flags=re.UNICODE).strip(" .")
-    if len(cleaned.encode()) > _NAME_BYTES:
-        stem, dot, ext = cleaned.rpartition(".")
-        ext = dot + ext if dot and len(ext) <= 10 else ""
-        stem = stem if ext else cleaned
-        budget = _NAME_BYTES - len(ext.encode())
-        cleaned = stem.encode()[:budget].decode("utf-8", "ignore").rstrip(" .") + ext
-    return cleaned or "attachment"
-
-
-def _write_files(folder: Path, files: Mapping[str, bytes]) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    for name, data in files.items():
-        target = folder / name
-        if target.exists() and target.stat().st_size == len(data):
-            continue  # content-addressed folder: a redelivery writes nothing new
-        tmp = target.with_suffix(target.suffix + ".part")
-        tmp.write_bytes(data)
-        tmp.replace(target)
-
-
-class _ExistsWatch:
-    """Notices every untagged EXISTS, whichever command's response carries it.
-
-    aioimaplib drops an EXISTS that arrives during a SEARCH or FETCH. A mail delivered while we searched
-    is announced exactly that way, and the server does not announce it again at IDLE: without this we
-    would only find it when IDLE next times out (up to a lease third later). Nothing is lost either way
-    (the UID checkpoint), but it is late.
-    """
-
-    def __init__(self, client: Any) -> None:
-        self.seen = False
-        protocol = client.protocol
-        original = protocol._untagged_response
-
-        def watch(line: bytes) -> Any:
-            if line.rstrip().upper().endswith(b"EXISTS"):
-                self.seen = True
-            return original(line)
-
-        protocol._untagged_response = watch
 
 
 class EmailConnector:
@@ -208,12 +118,6 @@ class EmailConnector:
 
     def is_running(self) -> bool:
         return self._sink is not None and all(not t.done() for t in self._loops)
-
-    async def drain(self) -> None:
-        """IMAP loops hold no request open; they stop when ``running`` exits."""
-
-    async def notify(self, conversation: Conversation) -> None:
-        """Status changes are not mailed to the customer."""
 
     # Intake ---------------------------------------------------------------------------------------------
     def _lease_key(self, folder: str) -> str:
@@ -278,15 +182,15 @@ class EmailConnector:
                 raise ImapTlsError(f"IMAP TLS handshake with {imap.host}:{imap.effective_port} failed: {exc}") from exc
             if imap.tls == "starttls":  # upgrade before the password goes out; ImapTlsError if we cannot
                 await imap_starttls(client, await self._imap_context(), imap.host)
-            _ok(await client.login(imap.user, imap.password), "LOGIN")
-            selected = _ok(await client.select(folder), f"SELECT {folder}")
+            imap_ok(await client.login(imap.user, imap.password), "LOGIN")
+            selected = imap_ok(await client.select(folder), f"SELECT {folder}")
             uidvalidity = next(
                 (int(m.group(1)) for line in selected.lines if isinstance(line, bytes | bytearray)
-                 and (m := _UIDVALIDITY.search(bytes(line)))),
+                 and (m := UIDVALIDITY.search(bytes(line)))),
                 0,
             )  # fmt: skip
             use_idle = imap.idle and client.has_capability("IDLE")
-            arrivals = _ExistsWatch(client)
+            arrivals = ExistsWatch(client)
             while True:
                 arrivals.seen = False
                 await self._sync(client, folder, uidvalidity)
@@ -300,7 +204,7 @@ class EmailConnector:
                     await self._idle(client)
                 else:
                     await asyncio.sleep(imap.poll_interval_s)
-                    _ok(await client.noop(), "NOOP")
+                    imap_ok(await client.noop(), "NOOP")
         finally:
             with suppress(Exception):
                 await asyncio.wait_for(client.logout(), 2)
@@ -335,7 +239,7 @@ class EmailConnector:
                     self.inbox, folder, checkpoint.uidvalidity, uidvalidity,
                 )  # fmt: skip
             checkpoint = Checkpoint(uidvalidity=uidvalidity, last_uid=0)
-        found = _ok(await client.uid_search(f"UID {checkpoint.last_uid + 1}:*", charset=None), "UID SEARCH")
+        found = imap_ok(await client.uid_search(f"UID {checkpoint.last_uid + 1}:*", charset=None), "UID SEARCH")
         uids = sorted(
             {
                 int(tok)
@@ -346,8 +250,8 @@ class EmailConnector:
             }
         )
         for uid in (u for u in uids if u > checkpoint.last_uid):
-            fetched = _ok(await client.uid("fetch", str(uid), "(BODY.PEEK[])"), f"UID FETCH {uid}")
-            raw = _fetched_bytes(fetched.lines)
+            fetched = imap_ok(await client.uid("fetch", str(uid), "(BODY.PEEK[])"), f"UID FETCH {uid}")
+            raw = fetched_bytes(fetched.lines)
             if raw is None:
                 raise ImapError(f"UID FETCH {uid} returned no message body")
             try:
@@ -379,11 +283,11 @@ class EmailConnector:
         if imap.move_to:
             moved = await client.uid("move", str(uid), imap.move_to)
             if moved.result != "OK":  # no MOVE extension: copy, flag deleted, expunge
-                _ok(await client.uid("copy", str(uid), imap.move_to), "UID COPY")
-                _ok(await client.uid("store", str(uid), "+FLAGS.SILENT", r"(\Deleted)"), "UID STORE")
+                imap_ok(await client.uid("copy", str(uid), imap.move_to), "UID COPY")
+                imap_ok(await client.uid("store", str(uid), "+FLAGS.SILENT", r"(\Deleted)"), "UID STORE")
                 await client.expunge()
         elif imap.mark_seen:
-            _ok(await client.uid("store", str(uid), "+FLAGS.SILENT", r"(\Seen)"), "UID STORE")
+            imap_ok(await client.uid("store", str(uid), "+FLAGS.SILENT", r"(\Seen)"), "UID STORE")
 
     async def ingest(
         self, raw: bytes, sink: InboundSink | None = None, *, quarantine: bool = True
@@ -435,9 +339,9 @@ class EmailConnector:
         report = mail.auto
         automatic = report.kind is not AutoKind.NONE and report.kind is not AutoKind.BULK
         match: ThreadMatch | None = None
+        reopen: ReopenRequest | None = None
         if report.kind in (AutoKind.BOUNCE, AutoKind.COMPLAINT):
             match = await self._bounce_thread(mail)
-            await self._flag_bounced(mail)
             if match is not None and match.conversation is not None:
                 sender, sender_name = match.conversation.address, None
         if match is None:
@@ -459,7 +363,7 @@ class EmailConnector:
             and match.conversation.status is ConversationStatus.RESOLVED
             and self._cfg.resolved_reply == "reopen"
         ):
-            await self._reopen(match.conversation, now)
+            reopen = ReopenRequest(conversation_id=match.conversation.id)
         attachments, files_meta = await self._file_parts(mail, raw)
         full = mail.text
         text = strip_signature(full) if match.via == "new" else strip_signature(extract_reply(full))
@@ -508,6 +412,8 @@ class EmailConnector:
             subject=mail.subject or None,
             ticket=ticket,
             bot=not automatic and report.kind is not AutoKind.BULK,
+            contact_flags=bounced_flags(mail),
+            reopen=reopen,
             meta=meta,
         )
 
@@ -525,88 +431,24 @@ class EmailConnector:
             return None
         return ThreadMatch(thread=conversation.thread, via="bounce", conversation=conversation)
 
-    async def _flag_bounced(self, mail: ParsedMail) -> None:
-        """After a permanent failure we stop mailing the address: its contact gets ``bounced:email:<addr>``."""
-        for rcpt in mail.auto.recipients:
-            if not (rcpt.hard and rcpt.recipient and "@" in rcpt.recipient):
-                continue
-            contact = await self._store.contact_for(
-                Identity(IdentityKind.EMAIL, rcpt.recipient.lower()), name=None, now=datetime.now(UTC)
-            )
-            flag = f"bounced:email:{rcpt.recipient.lower()}"
-            if flag not in contact.flags:
-                await self._store.save_contact(dataclasses.replace(contact, flags=(*contact.flags, flag)))
-
-    async def _reopen(self, conversation: Conversation, now: datetime) -> None:
-        """resolved_reply = reopen: the customer's reply puts the resolved ticket back in front of agents."""
-        if conversation.ticket_id is None:
-            return
-        for _ in range(5):
-            ticket = await self._store.get_ticket(conversation.ticket_id)
-            if ticket is None or ticket.status.is_active:
-                break
-            reopened = dataclasses.replace(ticket, status=TicketStatus.OPEN, updated_at=now)
-            change = {"status": {"from": ticket.status, "to": TicketStatus.OPEN}}
-            try:
-                await self._store.update_ticket(
-                    reopened,
-                    [events.ticket_updated(dataclasses.replace(reopened, version=reopened.version + 1), change)],
-                )
-                break
-            except VersionConflict:
-                continue
-        for _ in range(5):
-            fresh = await self._store.get_conversation(conversation.id)
-            if fresh is None or fresh.status is not ConversationStatus.RESOLVED:
-                return
-            moved = dataclasses.replace(fresh.moved_to(ConversationStatus.OPEN), updated_at=now)
-            try:
-                await self._store.save_conversation(moved, [events.status_changed(moved, fresh.status, at=now)])
-                return
-            except VersionConflict:
-                continue
-
     async def _file_parts(self, mail: ParsedMail, raw: bytes) -> tuple[tuple[Attachment, ...], dict[str, Any]]:
         """Keep the raw .eml and the attachments (within the size limits) under data_dir, by content hash."""
-        relative = Path("email") / self.inbox / mail.raw_sha256[:2] / mail.raw_sha256
-        files: dict[str, bytes] = {"message.eml": raw}
-        attachments: list[Attachment] = []
-        skipped: list[dict[str, Any]] = []
-        inline: dict[str, str] = {}
-        total = 0
-        used: set[str] = {"message.eml"}
-        for i, part in enumerate(mail.attachments):
-            too_big = part.size > self._cfg.max_attachment_bytes
-            if too_big or total + part.size > self._cfg.max_attachments_total_bytes:
-                skipped.append({"name": part.filename, "size": part.size, "reason": "too_large"})
-                attachments.append(Attachment(name=part.filename, content_type=part.content_type, size=part.size))
-                continue
-            total += part.size
-            name = _safe_name(part.filename)
-            if name in used:
-                name = f"{i}-{name}"
-            used.add(name)
-            files[name] = part.data
-            media_id = str(relative / name)
-            attachments.append(
-                Attachment(name=part.filename, content_type=part.content_type, media_id=media_id, size=part.size)
-            )
-            if part.content_id:
-                inline[part.content_id] = media_id
-        await asyncio.to_thread(_write_files, self._data_dir / relative, files)
-        meta: dict[str, Any] = {"eml": str(relative / "message.eml")}
-        if skipped:
-            meta["skipped_attachments"] = skipped
-        if inline:
-            meta["inline"] = inline
-        return tuple(attachments), meta
+        plan = plan_files(
+            mail,
+            raw,
+            inbox=self.inbox,
+            max_attachment_bytes=self._cfg.max_attachment_bytes,
+            max_total_bytes=self._cfg.max_attachments_total_bytes,
+        )
+        await asyncio.to_thread(write_files, self._data_dir / plan.folder, plan.files)
+        return plan.attachments, plan.meta
 
     # Outbound -------------------------------------------------------------------------------------------
     async def send(self, reply: OutboundReply) -> Delivery:
         message = reply.message
         address = reply.address.value
         contact = await self._store.get_contact(reply.conversation.contact_id)
-        if contact is not None and f"bounced:email:{address.lower()}" in contact.flags:
+        if contact is not None and bounced_flag(address) in contact.flags:
             return Delivery(
                 status=DeliveryStatus.FAILED,
                 error=f"{address} bounced permanently before; not mailing it again",
@@ -614,7 +456,7 @@ class EmailConnector:
             )
         answered = await self._answered(reply)
         ticket = await self._store.get_ticket(message.ticket_id) if message.ticket_id else None
-        subject = (ticket.subject if ticket else "") or str((answered.meta.get("subject") if answered else "") or "")
+        subject = (ticket.subject if ticket else "") or ((intake_facts(answered).subject if answered else None) or "")
         email_meta: Mapping[str, Any] = answered.meta.get("email", {}) if answered else {}
         automatic = message.author in (Author.BOT, Author.SYSTEM)
         outgoing = Outgoing(
@@ -700,7 +542,7 @@ class EmailConnector:
             return None
         history = await self._store.messages(conversation.id, ticket_id=ticket.id)
         inbound = [m for m in history if m.direction is Direction.INBOUND]
-        if not inbound or inbound[-1].meta.get("auto") or not inbound[-1].meta.get("bot", True):
+        if not inbound or inbound[-1].meta.get("auto") or not intake_facts(inbound[-1]).bot:
             return None  # never acknowledge a machine: that is how mail loops start
         address = conversation.address.value
         interval = self._cfg.ack_min_interval_s

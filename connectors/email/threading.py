@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from connectors.email.parse import ParsedMail
 from core.model import Channel, Conversation, Direction, Identity, Message
-from core.store.base import Store
+from core.store.base import ChannelStore
 
 TICKET_TAG = re.compile(r"\[(HL-\d{6,})\]")
 _PREFIX = re.compile(
@@ -49,13 +49,15 @@ class ThreadMatch:
     conversation: Conversation | None = None
 
 
-async def _conversation_of(store: Store, message: Message | None, inbox: str) -> Conversation | None:
+async def _conversation_of(store: ChannelStore, message: Message | None, inbox: str) -> Conversation | None:
     if message is None or message.inbox != inbox:
         return None
     return await store.get_conversation(message.conversation_id)
 
 
-async def find_thread(store: Store, *, inbox: str, domain: str, mail: ParsedMail, sender: Identity) -> ThreadMatch:
+async def find_thread(
+    store: ChannelStore, *, inbox: str, domain: str, mail: ParsedMail, sender: Identity
+) -> ThreadMatch:
     """Match a mail to a conversation, in the documented order; every lookup is a read of the store."""
     stored = await store.find_message(
         channel=Channel.EMAIL, inbox=inbox, direction=Direction.INBOUND, external_id=mail.dedupe_key

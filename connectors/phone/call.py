@@ -9,7 +9,17 @@ from datetime import datetime
 from typing import Any
 
 from core.config import VoicemailFaq
-from core.model import Channel, HandoffReason, Identity, IdentityKind, InboundMessage, MessageKind, TicketRequest
+from core.model import (
+    Channel,
+    ContactFlag,
+    HandoffReason,
+    Identity,
+    IdentityKind,
+    InboundMessage,
+    MessageKind,
+    TicketRequest,
+    VoicemailRequest,
+)
 from normalizer.phone import display, read_number
 
 
@@ -154,7 +164,7 @@ def to_inbound(record: CallRecord, *, inbox: str, options: CallOptions, received
     so it is logged but opens no ticket, and it never lumps strangers into one "anonymous" contact.
     A number that is only possibly valid, or valid only in another configured region, is ambiguous: it
     gets an identity of its own (``raw:<region>:<number>``, never an E.164 one, so it is never merged)
-    with its candidate E.164 forms in ``meta``, and the connector flags that contact.
+    with its candidate E.164 forms in ``meta``, and its contact is flagged (``contact_flags``).
     """
     number = record.customer_number
     reading = read_number(number, options.region, options.other_regions)
@@ -196,6 +206,7 @@ def to_inbound(record: CallRecord, *, inbox: str, options: CallOptions, received
         meta["number_candidates"] = list(reading.candidates)
         text += "\n号码不确定 / Uncertain number, may be: " + ", ".join(display(c) for c in reading.candidates)
     ticket = None
+    answer_voicemail = None
     if record.missed and (reading.e164 is not None or reading.ambiguous):
         voicemail = record.disposition is Disposition.VOICEMAIL
         uncertain = ("ambiguous-number",) if reading.ambiguous else ()
@@ -206,11 +217,12 @@ def to_inbound(record: CallRecord, *, inbox: str, options: CallOptions, received
             escalate=True,
         )
         if record.transcript and options.voicemail_faq is not None and options.voicemail_faq.enabled:
-            # Intake may answer the transcript on the caller's written channel (see Intake._answer_voicemail).
-            meta["voicemail_faq"] = {
-                "channels": list(options.voicemail_faq.channels),
-                "resolve": options.voicemail_faq.resolve,
-            }
+            # Intake may answer the transcript on the caller's written channel (gateway/voicemail.py).
+            answer_voicemail = VoicemailRequest(
+                transcript=record.transcript,
+                channels=tuple(options.voicemail_faq.channels),
+                resolve=options.voicemail_faq.resolve,
+            )
     return InboundMessage(
         channel=Channel.PHONE,
         inbox=inbox,
@@ -224,5 +236,7 @@ def to_inbound(record: CallRecord, *, inbox: str, options: CallOptions, received
         raw=json.dumps(record.raw, ensure_ascii=False, default=str),
         ticket=ticket,
         bot=False,
+        contact_flags=(ContactFlag(identity=sender, flag=ambiguous_flag(sender)),) if reading.ambiguous else (),
+        voicemail=answer_voicemail,
         meta=meta,
     )

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import fnmatch
 import hashlib
 import hmac
@@ -23,8 +22,8 @@ from zoneinfo import ZoneInfo
 
 from aiohttp import web
 
-from connectors.base import ConnectorDeps, InboundSink, IntakeResult, Rejected
-from connectors.phone.call import CallOptions, CallRecord, ambiguous_flag, to_inbound
+from connectors.base import ConnectorDeps, InboundSink, Rejected
+from connectors.phone.call import CallOptions, CallRecord, to_inbound
 from connectors.phone.cdr import (
     BadRow,
     CdrFormat,
@@ -51,17 +50,14 @@ from core.config import ConfigError, PhoneInbox
 from core.jsonweb import json_response
 from core.model import (
     Channel,
-    Conversation,
     Delivery,
     DeliveryStatus,
     Direction,
-    InboundMessage,
     OutboundReply,
     QuarantinedItem,
-    Ticket,
 )
 from core.progress import Progress
-from core.store import Store
+from core.store.base import ChannelStore
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +126,7 @@ async def import_parsed(
     inbox: str,
     options: CallOptions,
     clock: Clock = _utcnow,
-    store: Store | None = None,
+    store: ChannelStore | None = None,
     progress: Progress | None = None,
 ) -> ImportReport:
     """Hand each parsed call to intake; a call imported before (same external id) is a duplicate.
@@ -251,18 +247,8 @@ class PhoneConnector:
             reason="channel_cannot_reply",
         )
 
-    async def notify(self, conversation: Conversation) -> None:
-        return None
-
-    async def ticket_opened(self, ticket: Ticket, conversation: Conversation) -> OutboundReply | None:
-        """A call has no written channel back to the caller: agents call back."""
-        return None
-
     def is_running(self) -> bool:
         return self._running
-
-    async def drain(self) -> None:
-        return None
 
     # -- CTI webhook ----------------------------------------------------------------
     async def _cti(self, request: web.Request) -> web.StreamResponse:
@@ -375,24 +361,7 @@ class PhoneConnector:
         sink = self._sink
         if sink is None:
             return
-        await self._flagging(sink)(
-            to_inbound(record, inbox=self.inbox, options=self._call_options, received_at=self._clock())
-        )
-
-    def _flagging(self, sink: InboundSink) -> InboundSink:
-        """``sink``, then flag the contact of an ambiguous number (``ambiguous:phone:raw:…``): agents must
-        check who called, and the contact is never merged with one whose number it may be."""
-
-        async def flagged(inbound: InboundMessage) -> IntakeResult:
-            result = await sink(inbound)
-            if inbound.meta.get("ambiguous_number"):
-                flag = ambiguous_flag(inbound.sender)
-                contact = await self._store.contact_for(inbound.sender, name=None, now=self._clock())
-                if flag not in contact.flags:
-                    await self._store.save_contact(dataclasses.replace(contact, flags=(*contact.flags, flag)))
-            return result
-
-        return flagged
+        await sink(to_inbound(record, inbox=self.inbox, options=self._call_options, received_at=self._clock()))
 
     async def _settle_later(self, call_id: str) -> None:
         try:
@@ -434,12 +403,7 @@ class PhoneConnector:
         options = self._options
         parsed = await asyncio.to_thread(lambda: parse_cdr(decode(data), fmt, options, first_line=first_line))
         return await import_parsed(
-            parsed,
-            self._flagging(sink),
-            inbox=self.inbox,
-            options=self._call_options,
-            clock=self._clock,
-            progress=progress,
+            parsed, sink, inbox=self.inbox, options=self._call_options, clock=self._clock, progress=progress
         )
 
     @property

@@ -32,8 +32,10 @@ from connectors.webchat.protocol import (
     parse_frame,
     verify_token,
 )
+from connectors.webchat.session import VisitorSession
 from core.bus import Bus, bus_of
 from core.config import WebchatInbox, business_hours_text
+from core.meta import suggestions_json, suggestions_of
 from core.model import (
     Channel,
     Conversation,
@@ -44,7 +46,6 @@ from core.model import (
     InboundMessage,
     MessageKind,
     OutboundReply,
-    Ticket,
 )
 
 log = logging.getLogger(__name__)
@@ -60,24 +61,17 @@ def _read_assets() -> dict[str, bytes]:
 
 
 class _Session:
-    """One open socket; ``address`` is set once the visitor said hello."""
+    """One open socket and its state (connectors/webchat/session.py); ``address`` is set once the visitor said hello."""
 
-    __slots__ = ("address", "allowance", "stamp", "ws")
+    __slots__ = ("state", "ws")
 
     def __init__(self, ws: web.WebSocketResponse, per_minute: int) -> None:
         self.ws = ws
-        self.address: Identity | None = None
-        self.allowance = float(per_minute)
-        self.stamp = time.monotonic()
+        self.state = VisitorSession(per_minute, time.monotonic())
 
-    def take(self, per_minute: int) -> bool:
-        now = time.monotonic()
-        self.allowance = min(per_minute, self.allowance + (now - self.stamp) * per_minute / 60)
-        self.stamp = now
-        if self.allowance < 1:
-            return False
-        self.allowance -= 1
-        return True
+    @property
+    def address(self) -> Identity | None:
+        return self.state.address
 
 
 class WebchatConnector:
@@ -88,6 +82,7 @@ class WebchatConnector:
         self._cfg = cfg
         self._store = deps.store
         self._hours = deps.business_hours
+        self._open_conversation = deps.open_conversation
         self._sink: InboundSink | None = None
         self._key = b""
         self._live: dict[Identity, set[_Session]] = {}
@@ -162,18 +157,14 @@ class WebchatConnector:
             "text": message.text,
             "at": message.created_at.isoformat(),
         }
-        suggestions = message.meta.get("suggestions")
+        suggestions = suggestions_of(message)
         if suggestions:
-            frame["suggestions"] = suggestions
+            frame["suggestions"] = suggestions_json(suggestions)
         live = await self._push(reply.address, frame)
         return Delivery(status=DeliveryStatus.SENT if live else DeliveryStatus.QUEUED, external_id=message.id)
 
     async def notify(self, conversation: Conversation) -> None:
         await self._push(conversation.address, {"type": "status", "status": str(conversation.status)})
-
-    async def ticket_opened(self, ticket: Ticket, conversation: Conversation) -> OutboundReply | None:
-        """The widget learns of the handoff from the status frame; nothing more to send."""
-        return None
 
     async def typing(self, address: Identity, *, author: str, on: bool) -> bool:
         """An ephemeral typing frame to the visitor's open sockets; False when none is open."""
@@ -305,20 +296,21 @@ class WebchatConnector:
                 elif msg.type is WSMsgType.ERROR:
                     log.info("web chat socket error: %s", ws.exception())
         finally:
-            if session.address is not None:
-                group = self._live.get(session.address)
+            address = session.state.closed()
+            if address is not None:
+                group = self._live.get(address)
                 if group is not None:
                     group.discard(session)
                     if not group:
-                        self._live.pop(session.address, None)
+                        self._live.pop(address, None)
                         if self._bus is not None:
                             with contextlib.suppress(Exception):  # the store may be closing already
-                                await self._bus.unsubscribe(self._channel(session.address))
-                self._forget(session.address)
+                                await self._bus.unsubscribe(self._channel(address))
+                self._forget(address)
         return ws
 
     async def _on_frame(self, session: _Session, data: str | bytes) -> None:
-        if not session.take(self._cfg.frames_per_minute):
+        if not session.state.take(time.monotonic()):
             await self._error(session, "rate_limited", "too many frames; slow down")
             return
         try:
@@ -334,20 +326,18 @@ class WebchatConnector:
         if isinstance(frame, Hello):
             await self._hello(session, frame)
             return
-        if session.address is None:
-            raise FrameError("hello_required", "send a hello frame first")
+        visitor = session.state.visitor()
         if isinstance(frame, ChatText):
             await self._inbound(session, frame.id, frame.text, None)
         elif isinstance(frame, Pick):
             await self._inbound(session, frame.id, "", frame.faq_id)
         elif isinstance(frame, Typing):
-            log.debug("visitor %s typing=%s", session.address, frame.on)
+            log.debug("visitor %s typing=%s", visitor, frame.on)
         elif isinstance(frame, Ping):
             await self._send(session, {"type": "pong", "seq": self._seq(session)})
 
     async def _hello(self, session: _Session, hello: Hello) -> None:
-        if session.address is not None:
-            raise FrameError("bad_frame", "hello was already received on this socket")
+        session.state.check_hello()
         if hello.token is None:
             visitor = uuid.uuid4().hex
         else:
@@ -359,12 +349,10 @@ class WebchatConnector:
             visitor = found
         address = Identity(IdentityKind.WEBCHAT_VISITOR, visitor)
         conversation = await self._store.find_conversation(self.inbox, address)
-        if conversation is None:
+        if conversation is None and self._open_conversation is not None:
             # A new visitor gets its conversation now, so the page (and an agent tool it hands the id to) knows it
             # before the first message; the first message then lands in this same conversation.
-            conversation = await self._store.conversation_for(
-                address, channel=self.channel, inbox=self.inbox, name=None, now=datetime.now(UTC)
-            )
+            conversation = await self._open_conversation(address, self.channel, self.inbox)
         async with self._lock(address):
             if self._bus is not None:
                 if address not in self._live:  # subscribe before reading, so no announcement falls in between
@@ -373,7 +361,7 @@ class WebchatConnector:
             missed = await self._store.frames_after(address, hello.last_seq)
             last = missed[-1].seq if missed else await self._store.last_frame_seq(address)
             self._last_seq[address] = last
-            session.address = address
+            session.state.greeted(address)
             await self._send(
                 session,
                 {
@@ -381,8 +369,8 @@ class WebchatConnector:
                     "seq": last,
                     "token": issue_token(visitor, self._key),
                     "visitor_id": visitor,
-                    "conversation_id": conversation.id,
-                    "status": str(conversation.status),
+                    "conversation_id": conversation.id if conversation else None,
+                    "status": str(conversation.status) if conversation else "bot",
                 },
             )
             for stored in missed:

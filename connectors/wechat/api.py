@@ -11,7 +11,7 @@ from typing import Any
 
 import aiohttp
 
-from core.store import Store
+from core.store.base import ChannelStore
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ class WechatApi:
         self,
         *,
         http: aiohttp.ClientSession,
-        store: Store,
+        store: ChannelStore,
         base: str,
         app_id: str,
         app_secret: str,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import dataclasses
 import hashlib
@@ -23,12 +24,10 @@ from connectors.wechat.api import ApiError, ApiUnavailable, WechatApi
 from connectors.wechat.parse import Action, Push, PushError, parse_push, read_xml
 from connectors.wechat.signature import verify
 from connectors.wechat.window import ReplyWindow, Verdict
-from core import events
 from core.config import WechatInbox
 from core.model import (
-    Author,
     Channel,
-    Conversation,
+    ContactFlag,
     Delivery,
     DeliveryStatus,
     Direction,
@@ -38,8 +37,7 @@ from core.model import (
     MessageKind,
     OutboundReply,
     QuarantinedItem,
-    Ticket,
-    outbound_message,
+    greeting_key,
     reply_key,
 )
 
@@ -59,11 +57,6 @@ PERMANENT: dict[int, str] = {
     40003: "invalid_recipient",
     45009: "api_quota",
 }
-
-
-def welcome_key(event_id: str) -> str:
-    """The external id of the welcome answering a subscribe: stored once, and found again by a retry."""
-    return f"welcome:{event_id}"
 
 
 def unsubscribed_flag(inbox: str) -> str:
@@ -93,6 +86,9 @@ class WechatConnector:
         self._api: WechatApi | None = None
         self._waiters: dict[str, _Waiter] = {}
         self._answering: set[str] = set()  # pushes whose first delivery is still being answered here
+        # External ids of pushes intake is still taking in here: intake stores a greeting before it returns,
+        # and a concurrent retry must not answer with it while the first delivery will.
+        self._receiving: collections.Counter[str] = collections.Counter()
 
     # Connector interface ---------------------------------------------------------------------------
     def routes(self) -> list[web.RouteDef]:
@@ -119,16 +115,6 @@ class WechatConnector:
 
     def is_running(self) -> bool:
         return self._sink is not None
-
-    async def drain(self) -> None:
-        """Nothing long-lived: every exchange is one HTTP request."""
-
-    async def notify(self, conversation: Conversation) -> None:
-        """WeChat users see replies, not status changes."""
-
-    async def ticket_opened(self, ticket: Ticket, conversation: Conversation) -> OutboundReply | None:
-        """The bot's handoff reply already told the customer."""
-        return None
 
     async def send(self, reply: OutboundReply) -> Delivery:
         """Hand the reply to its push's POST response while that still waits; else the customer-service API."""
@@ -227,7 +213,14 @@ class WechatConnector:
             raise web.HTTPBadRequest(text=f"cannot decrypt: {exc}") from None
 
         try:
-            result = await self._intake(sink, push.message)
+            inbound = self._reported(push)
+            self._receiving[inbound.external_id] += 1  # counted: a concurrent retry takes it in too
+            try:
+                result = await self._intake(sink, inbound)
+            finally:
+                self._receiving[inbound.external_id] -= 1
+                if self._receiving[inbound.external_id] <= 0:
+                    del self._receiving[inbound.external_id]
         except web.HTTPException:
             raise
         except Exception as exc:
@@ -249,7 +242,7 @@ class WechatConnector:
             waiter = _Waiter(reply=loop.create_future(), written=loop.create_future())
             self._waiters[result.message.id] = waiter
         try:
-            text = await self._after_intake(push, result, now)
+            text = await self._after_intake(push, inbound, now)
             if text is None and waiter is not None and result.handled is not None:
                 reply = await self._await_reply(result.message.id, waiter, result.handled)
                 text = render.plain_text(reply.message) if reply is not None else None
@@ -273,9 +266,9 @@ class WechatConnector:
         retry's response carries it now. A lease in the store makes sure only one way delivers it: retries'
         responses, or the customer-service API (a late reply, or recovery after a restart).
         """
-        if message.id in self._answering:
+        if message.id in self._answering or message.external_id in self._receiving:
             return None  # the first delivery is still being answered (a concurrent retry): it answers
-        for key in (reply_key(message.id), welcome_key(message.id)):
+        for key in (reply_key(message.id), greeting_key(message.id)):
             reply = await self._store.find_message(
                 channel=Channel.WECHAT, inbox=self.inbox, direction=Direction.OUTBOUND, external_id=key
             )
@@ -324,37 +317,21 @@ class WechatConnector:
             )
             return await sink(fallback)
 
-    async def _after_intake(self, push: Push, result: IntakeResult, now: datetime) -> str | None:
-        """Window bookkeeping and contact updates; returns the welcome text for a subscribe."""
-        sender = push.message.sender
-        if push.opens is not None:
-            await self._window.opened(sender.value, push.opens, now)
+    def _reported(self, push: Push) -> InboundMessage:
+        """The push's message with the facts intake acts on: a follow clears the inbox's unsubscribed flag and
+        is greeted (when a welcome is configured), an unfollow sets the flag."""
         if push.action is Action.NONE:
-            return None
-        flag = unsubscribed_flag(self.inbox)
-        contact = await self._store.contact_for(sender, name=None, now=now)
-        if push.action is Action.UNSUBSCRIBE and flag not in contact.flags:
-            await self._store.save_contact(dataclasses.replace(contact, flags=(*contact.flags, flag)))
-        elif push.action is Action.SUBSCRIBE:
-            if flag in contact.flags:
-                flags = tuple(f for f in contact.flags if f != flag)
-                await self._store.save_contact(dataclasses.replace(contact, flags=flags))
-            if self._cfg.welcome:
-                await self._record_welcome(result.message, now)
-                return self._cfg.welcome
-        return None
+            return push.message
+        unfollow = push.action is Action.UNSUBSCRIBE
+        flag = ContactFlag(identity=push.message.sender, flag=unsubscribed_flag(self.inbox), on=unfollow)
+        greeting = (self._cfg.welcome or None) if push.action is Action.SUBSCRIBE else None
+        return dataclasses.replace(push.message, contact_flags=(flag,), greeting=greeting)
 
-    async def _record_welcome(self, event: Message, now: datetime) -> None:
-        """The welcome goes into the transcript like any bot reply (once: keyed on the subscribe event)."""
-        welcome = outbound_message(
-            event,
-            author=Author.BOT,
-            text=self._cfg.welcome,
-            at=now,
-            external_id=welcome_key(event.id),
-            meta={"outcome": "welcome"},
-        )
-        await self._store.add_message(welcome, [events.message_created(welcome)])
+    async def _after_intake(self, push: Push, inbound: InboundMessage, now: datetime) -> str | None:
+        """Window bookkeeping; returns the greeting intake stored, for the passive reply."""
+        if push.opens is not None:
+            await self._window.opened(push.message.sender.value, push.opens, now)
+        return inbound.greeting
 
     async def _await_reply(self, message_id: str, waiter: _Waiter, handled: asyncio.Task[None]) -> OutboundReply | None:
         """The bot's reply if it comes within the budget; None when it is late or there is none."""
@@ -395,11 +372,12 @@ class WechatConnector:
             else:
                 xml = item.raw
             push = parse_push(xml, inbox=self.inbox, received_at=now, menu_faq=self._cfg.menu_faq)
-            result = await self._intake(sink, push.message)
+            inbound = self._reported(push)
+            result = await self._intake(sink, inbound)
         except (PushError, crypto.CryptoError, web.HTTPBadRequest):
             return None
         if not result.duplicate:
-            await self._after_intake(push, result, now)
+            await self._after_intake(push, inbound, now)
         return stored_as(result)
 
     async def _quarantine(self, body: bytes, reason: str, now: datetime) -> None:

@@ -6,21 +6,11 @@ from typing import Any
 
 from wechatpy.replies import TextReply
 
+from core.meta import suggestions_of
 from core.model import Message
 
 # WeChat cuts text messages at 2048 bytes; keep well inside so the end is never garbled mid-character.
 MAX_TEXT_CHARS = 600
-
-
-def _suggestions(message: Message) -> list[dict[str, str]]:
-    raw = message.meta.get("suggestions")
-    if not isinstance(raw, list):
-        return []
-    return [
-        {"faq_id": str(s["faq_id"]), "question": str(s["question"])}
-        for s in raw
-        if isinstance(s, dict) and "faq_id" in s and "question" in s
-    ]
 
 
 def _clip(text: str) -> str:
@@ -29,7 +19,7 @@ def _clip(text: str) -> str:
 
 def plain_text(message: Message) -> str:
     """The reply as one text: suggestions become a numbered list."""
-    lines = [message.text, *(f"{i}. {s['question']}" for i, s in enumerate(_suggestions(message), 1))]
+    lines = [message.text, *(f"{i}. {s.question}" for i, s in enumerate(suggestions_of(message), 1))]
     return _clip("\n".join(line for line in lines if line))
 
 
@@ -41,14 +31,14 @@ def passive_xml(*, account: str, openid: str, text: str, at: int) -> str:
 
 def custom_payload(openid: str, message: Message) -> dict[str, Any]:
     """A customer-service message; suggestions become a menu whose click comes back as a FAQ pick."""
-    suggestions = _suggestions(message)
+    suggestions = suggestions_of(message)
     if suggestions:
         return {
             "touser": openid,
             "msgtype": "msgmenu",
             "msgmenu": {
                 "head_content": _clip(message.text),
-                "list": [{"id": s["faq_id"], "content": s["question"]} for s in suggestions],
+                "list": [{"id": s.faq_id, "content": s.question} for s in suggestions],
                 "tail_content": "",
             },
         }

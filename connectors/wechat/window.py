@@ -9,10 +9,10 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Final
+from typing import Final, Protocol
 
 from connectors.wechat.parse import Opens
-from core.store import Store
+from core.store.roles import Checkpoints, Coordination
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -58,8 +58,12 @@ def open_allowances(opened: dict[Opens, datetime], now: datetime) -> list[Allowa
     return out
 
 
+class WindowStore(Checkpoints, Coordination, Protocol):
+    """The roles a reply window keeps its openings and quota claims in."""
+
+
 class ReplyWindow:
-    def __init__(self, store: Store, inbox: str) -> None:
+    def __init__(self, store: WindowStore, inbox: str) -> None:
         self._store = store
         self._inbox = inbox
 

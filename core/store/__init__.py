@@ -1,4 +1,4 @@
-"""Store backends behind one domain interface."""
+"""Store backends behind one domain interface made of small roles (roles.py); open_store picks the backend."""
 
 from __future__ import annotations
 

@@ -1,303 +1,95 @@
-"""The Store interface: domain operations every backend implements with the same guarantees."""
+"""The Store interface: the sum of its roles (roles.py), which every backend implements with the same guarantees.
+
+Consumers depend on the roles they use: a connector gets a ChannelStore (its own state and the reads that
+thread its messages), never the writes that change conversations, tickets or contacts (intake makes those).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from datetime import datetime
-from typing import Any, Protocol
+from typing import Protocol
 
-from core.model import (
-    Channel,
-    Contact,
-    Conversation,
-    Delivery,
-    Direction,
-    DownstreamEvent,
-    Identity,
-    Message,
-    QuarantinedItem,
-    Ticket,
-    TicketStatus,
-)
+from core.model import Channel, Contact, Conversation, Direction, Identity, Message, Ticket
 from core.store.audit import AuditLog
+from core.store.roles import (
+    Checkpoints,
+    Contacts,
+    Conversations,
+    Coordination,
+    DeadLetters,
+    EventLog,
+    Frames,
+    Lifecycle,
+    Outbox,
+    Quarantine,
+    Secrets,
+    Tickets,
+    Transcript,
+)
+from core.store.types import (
+    DeadLetter,
+    NotFound,
+    Outgoing,
+    StoredFrame,
+    StoreError,
+    TicketEvents,
+    TicketPage,
+    TicketQuery,
+    VersionConflict,
+)
+
+__all__ = [
+    "ChannelStore",
+    "DeadLetter",
+    "NotFound",
+    "Outgoing",
+    "Store",
+    "StoreError",
+    "StoredFrame",
+    "TicketEvents",
+    "TicketPage",
+    "TicketQuery",
+    "VersionConflict",
+]
 
 
-class StoreError(Exception):
-    pass
+class Store(
+    Lifecycle,
+    Contacts,
+    Conversations,
+    Transcript,
+    Outbox,
+    Tickets,
+    EventLog,
+    Frames,
+    Quarantine,
+    DeadLetters,
+    Coordination,
+    Secrets,
+    Checkpoints,
+    AuditLog,
+    Protocol,
+):
+    """Every role: what the gateway's wiring opens and hands out in parts."""
 
 
-class VersionConflict(StoreError):
-    """Someone else saved the record first: reload and try again."""
-
-
-class NotFound(StoreError):
-    pass
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class TicketQuery:
-    status: TicketStatus | None = None
-    channel: Channel | None = None
-    updated_since: datetime | None = None
-    cursor: str | None = None
-    limit: int = 50
-    inboxes: frozenset[str] | None = None  # None: every inbox
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class TicketPage:
-    tickets: tuple[Ticket, ...]
-    next_cursor: str | None
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class StoredFrame:
-    seq: int
-    body: dict[str, Any]
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class DeadLetter:
-    """An event a webhook subscription gave up on, kept for an operator to inspect and replay."""
-
-    id: str
-    subscription: str
-    event: DownstreamEvent
-    attempts: int
-    error: str
-    failed_at: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class Outgoing:
-    """An outbound message that is to be sent: it waits in the outbox until its delivery is final (sent,
-    queued or failed), so a send the process died in is sent again by ``take_outgoing`` instead of lost.
-
-    ``hold_s``: nobody takes it from the outbox for that long (the sender is still at it).
-    """
-
-    in_reply_to: str | None
-    hold_s: float
-
-
-TicketEvents = Callable[[Ticket, Conversation], Sequence[DownstreamEvent]]
-
-
-class Store(AuditLog, Protocol):
-    async def open(self) -> None: ...
-
-    async def close(self) -> None: ...
-
-    async def ping(self) -> bool: ...
-
-    # contacts -----------------------------------------------------------
-    async def contact_for(self, identity: Identity, *, name: str | None, now: datetime) -> Contact:
-        """The contact owning ``identity``, created atomically if there is none."""
-        ...
+class ChannelStore(Coordination, Checkpoints, Secrets, Frames, Quarantine, Protocol):
+    """What a connector may use: its own state (claims, leases, checkpoints, secrets, frames, quarantine) and
+    the reads that thread and address its messages. Domain state changes only through intake and services."""
 
     async def get_contact(self, contact_id: str) -> Contact | None: ...
 
-    async def save_contact(self, contact: Contact) -> None:
-        """Name, VIP mark and flags; identities change only through ``add_identity``."""
-        ...
-
-    async def add_identity(self, contact_id: str, identity: Identity) -> bool:
-        """Link a verified identity to a contact; False (and nothing changed) if another contact owns it."""
-        ...
-
-    # conversations ------------------------------------------------------
-    async def conversation_for(
-        self,
-        address: Identity,
-        *,
-        channel: Channel,
-        inbox: str,
-        name: str | None,
-        now: datetime,
-        thread: str = "",
-        aliases: Sequence[Identity] = (),
-    ) -> Conversation:
-        """The conversation for this address and thread on this inbox.
-
-        If there is none, it is created atomically, together with the contact if the address is new.
-        A new address joins the contact of any of its ``aliases`` (verified identities such as a WeChat
-        unionid); aliases owned by another contact are never merged, the contact is flagged instead.
-        Finding an existing conversation is a single read: this is on every message's path.
-        """
-        ...
-
     async def get_conversation(self, conversation_id: str) -> Conversation | None: ...
 
-    async def find_conversation(self, inbox: str, address: Identity, thread: str = "") -> Conversation | None:
-        """The conversation for this address and thread on this inbox, without creating one."""
-        ...
-
-    async def conversations_of(self, contact_id: str) -> list[Conversation]: ...
-
-    async def save_conversation(
-        self, conversation: Conversation, events: Sequence[DownstreamEvent] = ()
-    ) -> Conversation:
-        """Save if the stored version equals ``conversation.version``; return it with the version bumped.
-
-        Raises VersionConflict otherwise. Events are written in the same transaction.
-        """
-        ...
-
-    # messages -----------------------------------------------------------
-    async def add_message(
-        self,
-        message: Message,
-        events: Sequence[DownstreamEvent] = (),
-        *,
-        answers: str | None = None,
-        saving: Conversation | None = None,
-        outgoing: Outgoing | None = None,
-    ) -> tuple[Message, bool]:
-        """Store a message once per (channel, inbox, direction, external_id).
-
-        Returns (stored message, created). On a duplicate the earlier message is returned and
-        nothing (not even the events) is written. ``answers`` names the inbound message this one
-        replies to: it is marked handled in the same transaction. ``saving`` is a conversation to
-        save with it, version-checked as in ``save_conversation`` (VersionConflict, and nothing
-        written, if it changed): a bot reply and the conversation it updates are one write.
-        ``outgoing`` puts a new message in the outbox in the same write.
-        """
-        ...
+    async def find_conversation(self, inbox: str, address: Identity, thread: str = "") -> Conversation | None: ...
 
     async def get_message(self, message_id: str) -> Message | None: ...
 
     async def find_message(
         self, *, channel: Channel, inbox: str, direction: Direction, external_id: str
-    ) -> Message | None:
-        """By the channel's own id (an email Message-ID we sent, a WeChat MsgId)."""
-        ...
-
-    async def record_delivery(
-        self, message_id: str, delivery: Delivery, events: Sequence[DownstreamEvent] = ()
-    ) -> None:
-        """What the channel said when an outbound message was sent, with its events, in one write.
-
-        A final delivery (anything but retryable) takes the message out of the outbox.
-        """
-        ...
-
-    async def hold_outgoing(self, message_id: str, hold_s: float) -> None:
-        """Keep an outbox message from ``take_outgoing`` for ``hold_s`` more seconds (a retry is scheduled)."""
-        ...
-
-    async def take_outgoing(self, hold_s: float, limit: int = 100) -> list[tuple[Message, str | None]]:
-        """Outbox messages nobody holds (their sender died), each with what it answers; the caller now holds
-        them for ``hold_s``, so two instances never both take one."""
-        ...
+    ) -> Message | None: ...
 
     async def messages(
         self, conversation_id: str, *, ticket_id: str | None = None, episode: int | None = None
     ) -> list[Message]: ...
 
-    async def mark_handled(self, message_id: str) -> None:
-        """Intake finished with an inbound message (bot decision and reply stored)."""
-        ...
-
-    async def unhandled_messages(self) -> list[Message]:
-        """Inbound messages stored but not handled, e.g. after a crash mid-request."""
-        ...
-
-    # tickets ------------------------------------------------------------
-    async def create_ticket(
-        self, ticket: Ticket, conversation: Conversation, events: TicketEvents
-    ) -> tuple[Ticket, Conversation]:
-        """One transaction: number the ticket, attach the conversation's current-episode messages,
-        save the conversation (version-checked, with ``ticket_id`` set) and write the events that
-        ``events`` builds from the numbered ticket and the saved conversation (the outbox).
-        """
-        ...
-
     async def get_ticket(self, ticket_id_or_number: str) -> Ticket | None: ...
-
-    async def update_ticket(self, ticket: Ticket, events: Sequence[DownstreamEvent] = ()) -> Ticket:
-        """Version-checked like conversations."""
-        ...
-
-    async def list_tickets(self, query: TicketQuery) -> TicketPage: ...
-
-    # events outbox ------------------------------------------------------
-    async def append_events(self, events: Sequence[DownstreamEvent]) -> None: ...
-
-    async def events_after(self, seq: int, limit: int = 100) -> list[DownstreamEvent]: ...
-
-    # frames pushed to a live channel (web chat): durable, numbered per address
-    async def push_frame(self, address: Identity, body: dict[str, Any]) -> int:
-        """Append a frame for ``address``; returns its sequence number (1, 2, 3, … with no gaps)."""
-        ...
-
-    async def frames_after(self, address: Identity, seq: int, limit: int = 500) -> list[StoredFrame]: ...
-
-    async def last_frame_seq(self, address: Identity) -> int: ...
-
-    # quarantine: input we could not parse, kept raw with the reason -----------
-    async def quarantine(self, item: QuarantinedItem) -> bool:
-        """Keep it once (by id); False if that id is already there."""
-        ...
-
-    async def quarantined(self, *, include_replayed: bool = False, limit: int = 100) -> list[QuarantinedItem]: ...
-
-    async def get_quarantined(self, item_id: str) -> QuarantinedItem | None: ...
-
-    async def mark_replayed(self, item_id: str) -> None: ...
-
-    # webhook dead letters ------------------------------------------------
-    async def add_dead_letter(self, letter: DeadLetter) -> bool:
-        """Keep it once (by id); False if that id is already there."""
-        ...
-
-    async def dead_letters(self, *, subscription: str | None = None, limit: int = 100) -> list[DeadLetter]:
-        """Oldest first, optionally only one subscription's."""
-        ...
-
-    async def get_dead_letter(self, letter_id: str) -> DeadLetter | None: ...
-
-    async def remove_dead_letter(self, letter_id: str) -> bool:
-        """Drop it (it was replayed); False if it was not there, so two replays cannot both claim it."""
-        ...
-
-    # small shared state -------------------------------------------------
-    async def claim(self, key: str, ttl_s: float) -> bool:
-        """True for the first caller to claim ``key`` while it lives; never get-then-set."""
-        ...
-
-    async def lease(self, key: str, holder: str, ttl_s: float) -> bool:
-        """Take or renew a lease: True if ``holder`` holds ``key`` for the next ``ttl_s`` seconds.
-
-        Another holder gets it only after it expires (e.g. one instance polls a mailbox; when it dies,
-        another takes over once the lease runs out).
-        """
-        ...
-
-    async def release(self, key: str, holder: str) -> None:
-        """Give a lease up early, if ``holder`` still holds it."""
-        ...
-
-    async def purge_expired(self, limit: int = 1000) -> int:
-        """Drop up to ``limit`` claims, leases and checkpoints past their expiry; returns how many went.
-
-        Every WeChat push claims its nonce and every reply a quota slot, and every call leaves its CTI
-        state behind, so without a sweep these would pile up for ever. Redis expires its keys itself
-        and has nothing to do.
-        """
-        ...
-
-    async def get_secret(self, name: str, now: datetime) -> str | None: ...
-
-    async def set_secret(self, name: str, value: str, expires_at: datetime | None) -> None: ...
-
-    async def get_checkpoint(self, key: str) -> str | None: ...
-
-    async def set_checkpoint(self, key: str, value: str, *, ttl_s: float | None = None) -> None:
-        """Write ``value`` under ``key``, replacing the earlier value and expiry.
-
-        With ``ttl_s`` it is gone (``get_checkpoint`` gives None) that many seconds from now: per-call and
-        per-user state would otherwise grow the store without bound. Without it the checkpoint is kept
-        until overwritten, as a position (IMAP UIDs, a file offset, a webhook cursor) must be.
-        """
-        ...

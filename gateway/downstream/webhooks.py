@@ -15,14 +15,14 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 
 from core.config import WebhookConfig
 from core.model import DownstreamEvent
-from core.store import Store
 from core.store.base import DeadLetter
+from core.store.roles import Checkpoints, Conversations, Coordination, DeadLetters, EventLog
 
 log = logging.getLogger(__name__)
 
@@ -156,8 +156,15 @@ class _Stopped(Exception):
     """Shutdown came while an event was between attempts: it stays unsent and goes out after the restart."""
 
 
+class WebhookStore(EventLog, DeadLetters, Checkpoints, Coordination, Conversations, Protocol):
+    """The roles delivery uses: events after each subscription's cursor (a checkpoint), one sender per
+    subscription (a lease), dead letters, and the conversation an event is about."""
+
+
 class WebhookDispatcher:
-    def __init__(self, store: Store, subscriptions: Sequence[WebhookConfig], *, instance: str | None = None) -> None:
+    def __init__(
+        self, store: WebhookStore, subscriptions: Sequence[WebhookConfig], *, instance: str | None = None
+    ) -> None:
         self._store = store
         self.subscriptions = {s.key: Subscription(s) for s in subscriptions}
         self._instance = instance or uuid.uuid4().hex

@@ -7,7 +7,8 @@ import pathlib
 import pytest
 
 from bot.faq import FaqEntry, FaqIndex, KbError, load_kb
-from bot.text import normalize, stem
+from bot.text import stem
+from normalizer.text import fold_for_matching
 
 KB = pathlib.Path(__file__).resolve().parents[2] / "kb" / "faq.yaml"
 
@@ -75,9 +76,9 @@ def test_bad_entry(tmp_path: pathlib.Path, entry: str, problem: str) -> None:
     assert problem in str(caught.value)
 
 
-def test_normalize() -> None:
-    assert normalize("能开发票吗？") == "能开发票吗"
-    assert normalize("ＡＢＣ，“你好”（Hi!）") == "abc 你好 hi"
+def test_fold_for_matching() -> None:
+    assert fold_for_matching("能开发票吗？") == "能开发票吗"
+    assert fold_for_matching("ＡＢＣ，“你好”（Hi!）") == "abc 你好 hi"
 
 
 def test_stem() -> None:

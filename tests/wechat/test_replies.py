@@ -284,3 +284,29 @@ async def test_access_token_is_fetched_once_for_concurrent_callers_and_instances
         refreshed = await asyncio.gather(*(api._refresh(stale=stale) for api in (first, second) for _ in range(5)))
         assert len(set(refreshed)) == 1 and refreshed[0] != stale
         assert fake_wechat.token_fetches == 2
+
+
+async def test_a_retry_while_the_first_push_is_taken_in_leaves_the_welcome_to_the_first(
+    tmp_path: Path, bot_setup: BotSetup, fake_wechat: FakeWechat
+) -> None:
+    config = wechat_config(tmp_path, fake_wechat, inbox(welcome="欢迎关注汇流！/ Welcome!"))
+    async with started(config, bot_setup) as gw:
+        client = WechatClient(gw)
+        outbound = gw.server.app[GATEWAY].outbound
+        stored, release = asyncio.Event(), asyncio.Event()
+        record = outbound.record_greeting
+
+        async def slow_greeting(*args: Any, **kwargs: Any) -> Message:
+            greeting = await record(*args, **kwargs)  # stored: a retry now finds it
+            stored.set()
+            await release.wait()
+            return greeting
+
+        outbound.record_greeting = slow_greeting  # type: ignore[method-assign]
+        xml = event_xml("subscribe", openid="oRace", created=1700000000)
+        first = asyncio.create_task(client.push(xml))
+        await asyncio.wait_for(stored.wait(), 5)
+        # The first delivery will carry the welcome: the retry must not answer with it too.
+        assert (await client.push(xml)).text == "success"
+        release.set()
+        assert read_xml((await first).text)["Content"] == "欢迎关注汇流！/ Welcome!"

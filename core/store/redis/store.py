@@ -50,7 +50,7 @@ from core.store.base import (
     VersionConflict,
 )
 from core.store.cursor import decode_cursor, encode_cursor
-from core.store.redis_audit import RedisAuditLog
+from core.store.redis.audit import RedisAuditLog
 
 log = logging.getLogger(__name__)
 
@@ -668,6 +668,8 @@ class RedisStore(RedisAuditLog):
         raise StoreError(f"contact {contact.id} kept changing")
 
     async def add_identity(self, contact_id: str, identity: Identity) -> bool:
+        """Test support, outside the Store protocol: link a verified identity to a contact; False (and nothing
+        changed) if another contact owns it. The gateway links identities only through conversation_for."""
         for _ in range(_COMMIT_RETRIES):
             contact, raw = await self._load_contact(contact_id)
             if contact is None:
@@ -951,6 +953,8 @@ class RedisStore(RedisAuditLog):
 
     # events -------------------------------------------------------------------
     async def append_events(self, events: Sequence[DownstreamEvent]) -> None:
+        """Test support, outside the Store protocol: events with no record change (the gateway writes events
+        only together with the change they report)."""
         if events:
             await self._write("append_events", events=events)
 

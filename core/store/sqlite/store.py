@@ -41,129 +41,11 @@ from core.store.base import (
     VersionConflict,
 )
 from core.store.cursor import decode_cursor, encode_cursor
-from core.store.sqlite_audit import AUDIT_SCHEMA, SqliteAuditLog
-from core.store.worker import SerialWorker
+from core.store.sqlite.audit import AUDIT_SCHEMA, SqliteAuditLog
+from core.store.sqlite.schema import SCHEMA, migrate
+from core.store.sqlite.worker import SerialWorker
 
 T = TypeVar("T")
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS contacts (
-    id TEXT PRIMARY KEY,
-    data TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS identities (
-    identity TEXT PRIMARY KEY,
-    contact_id TEXT NOT NULL REFERENCES contacts(id)
-);
-CREATE TABLE IF NOT EXISTS conversations (
-    id TEXT PRIMARY KEY,
-    inbox TEXT NOT NULL,
-    address TEXT NOT NULL,
-    thread TEXT NOT NULL,
-    contact_id TEXT NOT NULL,
-    version INTEGER NOT NULL,
-    data TEXT NOT NULL,
-    UNIQUE (inbox, address, thread)
-);
-CREATE INDEX IF NOT EXISTS conversations_by_contact ON conversations (contact_id);
-CREATE TABLE IF NOT EXISTS messages (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    id TEXT NOT NULL UNIQUE,
-    conversation_id TEXT NOT NULL,
-    channel TEXT NOT NULL,
-    inbox TEXT NOT NULL,
-    direction TEXT NOT NULL,
-    external_id TEXT,
-    ticket_id TEXT,
-    episode INTEGER NOT NULL,
-    handled INTEGER NOT NULL DEFAULT 0,
-    delivery TEXT,
-    delivery_error TEXT,
-    data TEXT NOT NULL,
-    UNIQUE (channel, inbox, direction, external_id)
-);
-CREATE INDEX IF NOT EXISTS messages_by_conversation ON messages (conversation_id, episode);
-CREATE INDEX IF NOT EXISTS messages_by_ticket ON messages (ticket_id);
-CREATE INDEX IF NOT EXISTS messages_unhandled ON messages (handled) WHERE handled = 0;
-CREATE TABLE IF NOT EXISTS tickets (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    id TEXT NOT NULL UNIQUE,
-    number TEXT NOT NULL UNIQUE,
-    status TEXT NOT NULL,
-    channel TEXT NOT NULL,
-    updated_us INTEGER NOT NULL,
-    version INTEGER NOT NULL,
-    data TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS tickets_by_update ON tickets (updated_us, seq);
-CREATE TABLE IF NOT EXISTS events (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    idempotency_key TEXT NOT NULL UNIQUE,
-    type TEXT NOT NULL,
-    ticket_id TEXT,
-    conversation_id TEXT,
-    occurred_at TEXT NOT NULL,
-    data TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS frames (
-    address TEXT NOT NULL,
-    seq INTEGER NOT NULL,
-    body TEXT NOT NULL,
-    PRIMARY KEY (address, seq)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS quarantine (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    id TEXT NOT NULL UNIQUE,
-    channel TEXT NOT NULL,
-    inbox TEXT NOT NULL,
-    reason TEXT NOT NULL,
-    raw BLOB NOT NULL,
-    received_at TEXT NOT NULL,
-    replayed INTEGER NOT NULL DEFAULT 0
-);
-CREATE TABLE IF NOT EXISTS claims (
-    key TEXT PRIMARY KEY,
-    expires_at REAL NOT NULL,
-    holder TEXT NOT NULL DEFAULT ''
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS claims_by_expiry ON claims (expires_at);
-CREATE TABLE IF NOT EXISTS secrets (
-    name TEXT PRIMARY KEY,
-    value TEXT NOT NULL,
-    expires_at TEXT
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS checkpoints (
-    key TEXT PRIMARY KEY,
-    value TEXT NOT NULL,
-    expires_at REAL  -- unix time; NULL: kept until overwritten
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS outbox (
-    message_id TEXT PRIMARY KEY,
-    in_reply_to TEXT,
-    due REAL NOT NULL  -- unix time from which another sender may take it
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS outbox_by_due ON outbox (due);
-CREATE TABLE IF NOT EXISTS dead_letters (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    id TEXT NOT NULL UNIQUE,
-    subscription TEXT NOT NULL,
-    data TEXT NOT NULL
-);
-"""
-
-
-def _migrate(db: sqlite3.Connection) -> None:
-    """Bring a database created by an earlier version up to ``_SCHEMA`` (which only creates what is missing).
-
-    Each step checks what is there, so it runs on every open and changes nothing the second time.
-    """
-    columns = {row[1] for row in db.execute("PRAGMA table_info(checkpoints)")}
-    if "expires_at" not in columns:  # checkpoints had no expiry before they could be given a TTL
-        db.execute("ALTER TABLE checkpoints ADD COLUMN expires_at REAL")
-    # Partial: the many checkpoints kept for ever (IMAP UIDs, cursors) stay out of the sweeper's index.
-    db.execute(
-        "CREATE INDEX IF NOT EXISTS checkpoints_by_expiry ON checkpoints (expires_at) WHERE expires_at IS NOT NULL"
-    )
 
 
 def _micros(at: datetime) -> int:
@@ -232,9 +114,9 @@ class SqliteStore(SqliteAuditLog):
             db.execute("PRAGMA synchronous=NORMAL")
             db.execute("PRAGMA busy_timeout=10000")
             db.execute("PRAGMA foreign_keys=ON")
-            db.executescript(_SCHEMA)
+            db.executescript(SCHEMA)
             db.executescript(AUDIT_SCHEMA)
-            _migrate(db)
+            migrate(db)
             return db
 
         await self._worker.start(connect)
@@ -318,6 +200,9 @@ class SqliteStore(SqliteAuditLog):
         await self._run(run)
 
     async def add_identity(self, contact_id: str, identity: Identity) -> bool:
+        """Test support, outside the Store protocol: link a verified identity to a contact; False (and nothing
+        changed) if another contact owns it. The gateway links identities only through conversation_for."""
+
         def run(db: sqlite3.Connection) -> bool:
             with self._tx(db):
                 row = db.execute("SELECT data FROM contacts WHERE id = ?", (contact_id,)).fetchone()
@@ -664,6 +549,9 @@ class SqliteStore(SqliteAuditLog):
         )
 
     async def append_events(self, events: Sequence[DownstreamEvent]) -> None:
+        """Test support, outside the Store protocol: events with no record change (the gateway writes events
+        only together with the change they report)."""
+
         def run(db: sqlite3.Connection) -> None:
             with self._tx(db):
                 self._append_events(db, events)

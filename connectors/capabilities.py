@@ -1,0 +1,72 @@
+"""Optional connector abilities as small protocols: the gateway asks for an ability, never for a class."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+from connectors.base import InboundSink
+from core.model import Conversation, Identity, OutboundReply, QuarantinedItem, Ticket
+from core.progress import Progress
+
+if TYPE_CHECKING:
+    from connectors.phone.cdr import CdrFormat
+    from connectors.phone.connector import ImportReport
+
+
+@runtime_checkable
+class Notifies(Protocol):
+    """A live channel that tells the customer when their conversation's status changes (web chat)."""
+
+    async def notify(self, conversation: Conversation) -> None: ...
+
+
+@runtime_checkable
+class AcknowledgesTickets(Protocol):
+    """A channel that says something when a ticket is opened (email: an acknowledgement with its number)."""
+
+    async def ticket_opened(self, ticket: Ticket, conversation: Conversation) -> OutboundReply | None:
+        """The message to send about it, or None. The connector only composes it: the gateway stores it once
+        (by its external id) and sends it like any reply, so a temporary failure is retried rather than lost."""
+        ...
+
+
+@runtime_checkable
+class Drains(Protocol):
+    """A connector holding long-lived connections (web chat sockets) that shutdown must let go first."""
+
+    async def drain(self) -> None:
+        """Shutdown began: let go of long-lived connections so in-flight requests can finish."""
+        ...
+
+
+@runtime_checkable
+class ShowsTyping(Protocol):
+    """A live channel that shows the customer that someone is typing."""
+
+    async def typing(self, address: Identity, *, author: str, on: bool) -> bool:
+        """False when the customer has nothing open to show it on."""
+        ...
+
+
+@runtime_checkable
+class Replays(Protocol):
+    """A connector that can take its quarantined input in again (``huiliu quarantine replay``, after a fix)."""
+
+    async def replay(self, item: QuarantinedItem, sink: InboundSink) -> str | None:
+        """What the item became (for the operator), or None when it still cannot be read: it stays quarantined."""
+        ...
+
+
+@runtime_checkable
+class ImportsCalls(Protocol):
+    """A phone inbox that takes call detail records in (``huiliu calls import``)."""
+
+    async def import_cdr(
+        self,
+        data: bytes,
+        fmt: CdrFormat,
+        sink: InboundSink,
+        *,
+        first_line: int = 1,
+        progress: Progress | None = None,
+    ) -> ImportReport: ...

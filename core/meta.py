@@ -1,0 +1,106 @@
+"""The Message.meta keys that one part writes and another reads, behind typed writers and readers.
+
+The stored JSON keeps its shape (the REST API and the event stream show ``meta``, and messages stored by
+earlier versions must still be handled), but no part reads these keys by string any more: intake writes
+``IntakeFacts`` and reads them back when it (re)handles a stored message; the bot's reply carries its
+suggestions, which live channels render. Everything else in ``meta`` is a channel's own extras.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from core.codec import from_jsonable, to_jsonable
+from core.model import InboundMessage, Message, TicketRequest, VoicemailRequest
+
+_PICKED_FAQ = "picked_faq"
+_SUBJECT = "subject"
+_BOT = "bot"
+_TICKET_REQUEST = "ticket_request"
+_VOICEMAIL = "voicemail_faq"
+_TRANSCRIPT = "transcript"
+_SUGGESTIONS = "suggestions"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class IntakeFacts:
+    """What intake needs again when it (re)handles a stored inbound message."""
+
+    picked_faq: str | None = None
+    subject: str | None = None
+    bot: bool = True
+    ticket: TicketRequest | None = None
+    voicemail: VoicemailRequest | None = None
+
+
+def intake_meta(inbound: InboundMessage) -> dict[str, Any]:
+    """The stored message's meta: the channel's extras plus the facts intake reads back."""
+    meta: dict[str, Any] = dict(inbound.meta)
+    if inbound.picked_faq:
+        meta[_PICKED_FAQ] = inbound.picked_faq
+    if inbound.subject:
+        meta[_SUBJECT] = inbound.subject
+    if not inbound.bot:
+        meta[_BOT] = False
+    if inbound.ticket is not None:
+        meta[_TICKET_REQUEST] = to_jsonable(inbound.ticket)
+    if inbound.voicemail is not None:
+        meta[_VOICEMAIL] = {"channels": list(inbound.voicemail.channels), "resolve": inbound.voicemail.resolve}
+        meta.setdefault(_TRANSCRIPT, inbound.voicemail.transcript)
+    return meta
+
+
+def intake_facts(message: Message) -> IntakeFacts:
+    meta = message.meta
+    picked = meta.get(_PICKED_FAQ)
+    subject = meta.get(_SUBJECT)
+    raw_ticket = meta.get(_TICKET_REQUEST)
+    return IntakeFacts(
+        picked_faq=str(picked) if picked else None,
+        subject=str(subject) if subject else None,
+        bot=bool(meta.get(_BOT, True)),
+        ticket=from_jsonable(TicketRequest, raw_ticket) if isinstance(raw_ticket, dict) else None,
+        voicemail=_voicemail(meta),
+    )
+
+
+def _voicemail(meta: Mapping[str, Any]) -> VoicemailRequest | None:
+    wanted = meta.get(_VOICEMAIL)
+    if not isinstance(wanted, dict):
+        return None
+    return VoicemailRequest(
+        transcript=str(meta.get(_TRANSCRIPT) or ""),
+        channels=tuple(str(c) for c in wanted["channels"]),
+        resolve=bool(wanted.get("resolve")),
+    )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Suggestion:
+    """One "did you mean" entry of a bot reply: a live channel shows the question, a pick sends the id."""
+
+    faq_id: str
+    question: str
+
+
+def suggestions_json(suggestions: Sequence[Suggestion]) -> list[dict[str, str]]:
+    """As a live channel's frame and the stored meta carry them."""
+    return [{"faq_id": s.faq_id, "question": s.question} for s in suggestions]
+
+
+def suggestions_meta(suggestions: Sequence[Suggestion]) -> dict[str, Any]:
+    """The bot reply's meta entry for its suggestions."""
+    return {_SUGGESTIONS: suggestions_json(suggestions)}
+
+
+def suggestions_of(message: Message) -> tuple[Suggestion, ...]:
+    raw = message.meta.get(_SUGGESTIONS)
+    if not isinstance(raw, list):
+        return ()
+    return tuple(
+        Suggestion(faq_id=str(s["faq_id"]), question=str(s["question"]))
+        for s in raw
+        if isinstance(s, dict) and "faq_id" in s and "question" in s
+    )

@@ -1,0 +1,275 @@
+"""The Store's roles: small protocols, each a consumer can depend on alone; Store is their sum."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any, Protocol
+
+from core.model import (
+    Channel,
+    Contact,
+    Conversation,
+    Delivery,
+    Direction,
+    DownstreamEvent,
+    Identity,
+    Message,
+    QuarantinedItem,
+    Ticket,
+)
+from core.store.types import DeadLetter, Outgoing, StoredFrame, TicketEvents, TicketPage, TicketQuery
+
+
+class Lifecycle(Protocol):
+    """Open, close and health of the backend."""
+
+    async def open(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def ping(self) -> bool: ...
+
+
+class Contacts(Protocol):
+    """Contacts and their flags: one person across channels."""
+
+    async def contact_for(self, identity: Identity, *, name: str | None, now: datetime) -> Contact:
+        """The contact owning ``identity``, created atomically if there is none."""
+        ...
+
+    async def get_contact(self, contact_id: str) -> Contact | None: ...
+
+    async def save_contact(self, contact: Contact) -> None:
+        """Name, VIP mark and flags; identities are linked only by ``Conversations.conversation_for``."""
+        ...
+
+
+class Conversations(Protocol):
+    """The one mutable record, saved with a version check."""
+
+    async def conversation_for(
+        self,
+        address: Identity,
+        *,
+        channel: Channel,
+        inbox: str,
+        name: str | None,
+        now: datetime,
+        thread: str = "",
+        aliases: Sequence[Identity] = (),
+    ) -> Conversation:
+        """The conversation for this address and thread on this inbox.
+
+        If there is none, it is created atomically, together with the contact if the address is new.
+        A new address joins the contact of any of its ``aliases`` (verified identities such as a WeChat
+        unionid); aliases owned by another contact are never merged, the contact is flagged instead.
+        Finding an existing conversation is a single read: this is on every message's path.
+        """
+        ...
+
+    async def get_conversation(self, conversation_id: str) -> Conversation | None: ...
+
+    async def find_conversation(self, inbox: str, address: Identity, thread: str = "") -> Conversation | None:
+        """The conversation for this address and thread on this inbox, without creating one."""
+        ...
+
+    async def conversations_of(self, contact_id: str) -> list[Conversation]: ...
+
+    async def save_conversation(
+        self, conversation: Conversation, events: Sequence[DownstreamEvent] = ()
+    ) -> Conversation:
+        """Save if the stored version equals ``conversation.version``; return it with the version bumped.
+
+        Raises VersionConflict otherwise. Events are written in the same transaction.
+        """
+        ...
+
+
+class Transcript(Protocol):
+    """Messages, stored once by their external id, and what intake has handled."""
+
+    async def add_message(
+        self,
+        message: Message,
+        events: Sequence[DownstreamEvent] = (),
+        *,
+        answers: str | None = None,
+        saving: Conversation | None = None,
+        outgoing: Outgoing | None = None,
+    ) -> tuple[Message, bool]:
+        """Store a message once per (channel, inbox, direction, external_id).
+
+        Returns (stored message, created). On a duplicate the earlier message is returned and
+        nothing (not even the events) is written. ``answers`` names the inbound message this one
+        replies to: it is marked handled in the same transaction. ``saving`` is a conversation to
+        save with it, version-checked as in ``save_conversation`` (VersionConflict, and nothing
+        written, if it changed): a bot reply and the conversation it updates are one write.
+        ``outgoing`` puts a new message in the outbox in the same write.
+        """
+        ...
+
+    async def get_message(self, message_id: str) -> Message | None: ...
+
+    async def find_message(
+        self, *, channel: Channel, inbox: str, direction: Direction, external_id: str
+    ) -> Message | None:
+        """By the channel's own id (an email Message-ID we sent, a WeChat MsgId)."""
+        ...
+
+    async def messages(
+        self, conversation_id: str, *, ticket_id: str | None = None, episode: int | None = None
+    ) -> list[Message]: ...
+
+    async def mark_handled(self, message_id: str) -> None:
+        """Intake finished with an inbound message (bot decision and reply stored)."""
+        ...
+
+    async def unhandled_messages(self) -> list[Message]:
+        """Inbound messages stored but not handled, e.g. after a crash mid-request."""
+        ...
+
+
+class Outbox(Protocol):
+    """Outbound messages waiting for a final delivery."""
+
+    async def record_delivery(
+        self, message_id: str, delivery: Delivery, events: Sequence[DownstreamEvent] = ()
+    ) -> None:
+        """What the channel said when an outbound message was sent, with its events, in one write.
+
+        A final delivery (anything but retryable) takes the message out of the outbox.
+        """
+        ...
+
+    async def hold_outgoing(self, message_id: str, hold_s: float) -> None:
+        """Keep an outbox message from ``take_outgoing`` for ``hold_s`` more seconds (a retry is scheduled)."""
+        ...
+
+    async def take_outgoing(self, hold_s: float, limit: int = 100) -> list[tuple[Message, str | None]]:
+        """Outbox messages nobody holds (their sender died), each with what it answers; the caller now holds
+        them for ``hold_s``, so two instances never both take one."""
+        ...
+
+
+class Tickets(Protocol):
+    """Tickets, numbered and version-checked, created with their events in one transaction."""
+
+    async def create_ticket(
+        self, ticket: Ticket, conversation: Conversation, events: TicketEvents
+    ) -> tuple[Ticket, Conversation]:
+        """One transaction: number the ticket, attach the conversation's current-episode messages,
+        save the conversation (version-checked, with ``ticket_id`` set) and write the events that
+        ``events`` builds from the numbered ticket and the saved conversation (the outbox).
+        """
+        ...
+
+    async def get_ticket(self, ticket_id_or_number: str) -> Ticket | None: ...
+
+    async def update_ticket(self, ticket: Ticket, events: Sequence[DownstreamEvent] = ()) -> Ticket:
+        """Version-checked like conversations."""
+        ...
+
+    async def list_tickets(self, query: TicketQuery) -> TicketPage: ...
+
+
+class EventLog(Protocol):
+    """The downstream events, read after a position."""
+
+    async def events_after(self, seq: int, limit: int = 100) -> list[DownstreamEvent]: ...
+
+
+class Frames(Protocol):
+    """Frames pushed to a live channel (web chat): durable, numbered per address."""
+
+    async def push_frame(self, address: Identity, body: dict[str, Any]) -> int:
+        """Append a frame for ``address``; returns its sequence number (1, 2, 3, … with no gaps)."""
+        ...
+
+    async def frames_after(self, address: Identity, seq: int, limit: int = 500) -> list[StoredFrame]: ...
+
+    async def last_frame_seq(self, address: Identity) -> int: ...
+
+
+class Quarantine(Protocol):
+    """Input we could not parse, kept raw with the reason so it can be replayed."""
+
+    async def quarantine(self, item: QuarantinedItem) -> bool:
+        """Keep it once (by id); False if that id is already there."""
+        ...
+
+    async def quarantined(self, *, include_replayed: bool = False, limit: int = 100) -> list[QuarantinedItem]: ...
+
+    async def get_quarantined(self, item_id: str) -> QuarantinedItem | None: ...
+
+    async def mark_replayed(self, item_id: str) -> None: ...
+
+
+class DeadLetters(Protocol):
+    """Events a webhook subscription gave up on."""
+
+    async def add_dead_letter(self, letter: DeadLetter) -> bool:
+        """Keep it once (by id); False if that id is already there."""
+        ...
+
+    async def dead_letters(self, *, subscription: str | None = None, limit: int = 100) -> list[DeadLetter]:
+        """Oldest first, optionally only one subscription's."""
+        ...
+
+    async def get_dead_letter(self, letter_id: str) -> DeadLetter | None: ...
+
+    async def remove_dead_letter(self, letter_id: str) -> bool:
+        """Drop it (it was replayed); False if it was not there, so two replays cannot both claim it."""
+        ...
+
+
+class Coordination(Protocol):
+    """Claims and leases shared by instances, and the sweep of expired ones."""
+
+    async def claim(self, key: str, ttl_s: float) -> bool:
+        """True for the first caller to claim ``key`` while it lives; never get-then-set."""
+        ...
+
+    async def lease(self, key: str, holder: str, ttl_s: float) -> bool:
+        """Take or renew a lease: True if ``holder`` holds ``key`` for the next ``ttl_s`` seconds.
+
+        Another holder gets it only after it expires (e.g. one instance polls a mailbox; when it dies,
+        another takes over once the lease runs out).
+        """
+        ...
+
+    async def release(self, key: str, holder: str) -> None:
+        """Give a lease up early, if ``holder`` still holds it."""
+        ...
+
+    async def purge_expired(self, limit: int = 1000) -> int:
+        """Drop up to ``limit`` claims, leases and checkpoints past their expiry; returns how many went.
+
+        Every WeChat push claims its nonce and every reply a quota slot, and every call leaves its CTI
+        state behind, so without a sweep these would pile up for ever. Redis expires its keys itself
+        and has nothing to do.
+        """
+        ...
+
+
+class Secrets(Protocol):
+    """Secrets with an expiry (a channel's access token), shared by instances."""
+
+    async def get_secret(self, name: str, now: datetime) -> str | None: ...
+
+    async def set_secret(self, name: str, value: str, expires_at: datetime | None) -> None: ...
+
+
+class Checkpoints(Protocol):
+    """Positions and small per-channel state, with an optional expiry."""
+
+    async def get_checkpoint(self, key: str) -> str | None: ...
+
+    async def set_checkpoint(self, key: str, value: str, *, ttl_s: float | None = None) -> None:
+        """Write ``value`` under ``key``, replacing the earlier value and expiry.
+
+        With ``ttl_s`` it is gone (``get_checkpoint`` gives None) that many seconds from now: per-call and
+        per-user state would otherwise grow the store without bound. Without it the checkpoint is kept
+        until overwritten, as a position (IMAP UIDs, a file offset, a webhook cursor) must be.
+        """
+        ...

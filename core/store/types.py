@@ -1,0 +1,77 @@
+"""The Store's value types and errors, shared by its roles, its backends and their callers."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from core.model import (
+    Channel,
+    Conversation,
+    DownstreamEvent,
+    Ticket,
+    TicketStatus,
+)
+
+
+class StoreError(Exception):
+    pass
+
+
+class VersionConflict(StoreError):
+    """Someone else saved the record first: reload and try again."""
+
+
+class NotFound(StoreError):
+    pass
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TicketQuery:
+    status: TicketStatus | None = None
+    channel: Channel | None = None
+    updated_since: datetime | None = None
+    cursor: str | None = None
+    limit: int = 50
+    inboxes: frozenset[str] | None = None  # None: every inbox
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TicketPage:
+    tickets: tuple[Ticket, ...]
+    next_cursor: str | None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StoredFrame:
+    seq: int
+    body: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeadLetter:
+    """An event a webhook subscription gave up on, kept for an operator to inspect and replay."""
+
+    id: str
+    subscription: str
+    event: DownstreamEvent
+    attempts: int
+    error: str
+    failed_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """An outbound message that is to be sent: it waits in the outbox until its delivery is final (sent,
+    queued or failed), so a send the process died in is sent again by ``take_outgoing`` instead of lost.
+
+    ``hold_s``: nobody takes it from the outbox for that long (the sender is still at it).
+    """
+
+    in_reply_to: str | None
+    hold_s: float
+
+
+TicketEvents = Callable[[Ticket, Conversation], Sequence[DownstreamEvent]]
