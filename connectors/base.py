@@ -21,6 +21,7 @@ from core.model import (
     Message,
     OutboundReply,
 )
+from core.observe import NO_OBSERVER, Observer
 from core.store.base import ChannelStore
 from core.tasks import TaskTracker
 
@@ -38,6 +39,7 @@ class ConnectorDeps:
     # The conversation of an address on this inbox, opened (with its contact) if it has none yet: for a channel
     # that greets a visitor with the conversation before the first message. A service, not a store write.
     open_conversation: OpenConversation | None = None
+    observer: Observer = NO_OBSERVER  # counts what the connector sees (a channel API's errors)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -81,6 +81,7 @@ _EVENT_TYPES = (
     "conversation.handoff",
     "conversation.status_changed",
     "message.delivery_failed",
+    "system.alarm",
 )
 
 
@@ -466,6 +467,27 @@ class PhoneInbox(_Model):
 InboxConfig = WebchatInbox | WechatInbox | EmailInbox | PhoneInbox
 
 
+class AlarmsConfig(_Model):
+    """When a health alarm fires (``/readyz``, ``huiliu_alarm`` and a ``system.alarm`` event)."""
+
+    check_interval_s: Annotated[float, Field(gt=0)] = 60.0
+    mail_stale_s: Annotated[float, Field(gt=0)] = 900.0  # a mailbox with no successful fetch for this long
+    dead_letter_window_s: Annotated[float, Field(gt=0)] = 900.0  # new dead letters within this window
+    quarantine_window_s: Annotated[float, Field(gt=0)] = 3600.0
+    quarantine_growth: Annotated[int, Field(ge=1)] = 5  # this many newly quarantined items within the window
+    renotify_s: Annotated[float, Field(gt=0)] = 3600.0  # a firing alarm's event is repeated this often
+
+
+class OpsConfig(_Model):
+    """The operator's view: metrics, alarms and the admin dashboard."""
+
+    metrics: bool = True
+    # Also serve /metrics without a token on this loopback port (for a local Prometheus agent); None: off.
+    metrics_port: Annotated[int, Field(ge=0, le=65535)] | None = None
+    metrics_host: Literal["127.0.0.1", "::1", "localhost"] = "127.0.0.1"
+    alarms: AlarmsConfig = AlarmsConfig()
+
+
 class Config(_Model):
     data_dir: str = "data"
     server: ServerConfig = ServerConfig()
@@ -474,6 +496,7 @@ class Config(_Model):
     bot: BotConfig = BotConfig()
     inboxes: tuple[Annotated[InboxConfig, Field(discriminator="channel")], ...] = ()
     webhooks: tuple[WebhookConfig, ...] = ()
+    ops: OpsConfig = OpsConfig()
     base_dir: Path = Path(".")  # the config file's folder: relative paths resolve against it
 
     @model_validator(mode="after")

@@ -434,6 +434,7 @@ class EventType(enum.StrEnum):
     CONVERSATION_HANDOFF = "conversation.handoff"
     CONVERSATION_STATUS_CHANGED = "conversation.status_changed"
     MESSAGE_DELIVERY_FAILED = "message.delivery_failed"
+    SYSTEM_ALARM = "system.alarm"
 
 
 EVENT_VERSION = 1

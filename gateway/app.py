@@ -22,6 +22,7 @@ from gateway.api import Api, Handler, error
 from gateway.contacts_api import ContactsApi
 from gateway.faq_admin import FaqAdmin
 from gateway.logs import install_request_ids
+from gateway.ops import ops_routes, ops_running
 from gateway.outbound import RETRY_DELAYS_S
 from gateway.wiring import Gateway, bot_policy, build_bot, build_gateway
 
@@ -78,7 +79,12 @@ def create_app(
         access.add(app.router, FaqAdmin(bot.index, gateway.auditor).routes())
     for connector in connectors.values():
         access.add(app.router, (needs(CHANNEL, route) for route in connector.routes()))
-    access.add(app.router, [needs(PUBLIC, web.get("/healthz", _healthz)), needs(PUBLIC, web.get("/readyz", _readyz))])
+    access.add(app.router, [needs(PUBLIC, web.get("/healthz", _healthz))])
+    access.add(
+        app.router,
+        ops_routes(config=config, store=store, connectors=connectors, sink=gateway.sink, metrics=gateway.metrics,
+                   health=gateway.health, clock=clock, auditor=gateway.auditor),
+    )  # fmt: skip
     app.cleanup_ctx.append(_lifespan)
     app.on_shutdown.append(_stop_connectors)
     return app
@@ -90,7 +96,7 @@ async def _lifespan(app: web.Application) -> AsyncIterator[None]:
     async with AsyncExitStack() as stack:
         stack.push_async_callback(gateway.store.close)
         for connector in gateway.connectors.values():
-            await stack.enter_async_context(connector.running(gateway.intake.receive))
+            await stack.enter_async_context(connector.running(gateway.sink))
         gateway.tasks.spawn(gateway.intake.recover(), name="intake:recover")
         gateway.tasks.spawn(gateway.outbound.resend_unsent(), name="outbound:resend")
         stuck_after = gateway.config.server.resend_after_s
@@ -108,6 +114,7 @@ async def _lifespan(app: web.Application) -> AsyncIterator[None]:
         await stack.enter_async_context(
             periodically(gateway.config.server.sweep_interval_s, gateway.auditor.sweep, name="audit:sweep")
         )
+        await stack.enter_async_context(ops_running(gateway.config, gateway.metrics, gateway.health))
         if isinstance(gateway.bot.index, LiveIndex) and gateway.config.bot.kb_watch_s > 0:
             await stack.enter_async_context(watching_kb(gateway.bot.index, gateway.config.bot.kb_watch_s))
         yield
@@ -176,18 +183,3 @@ async def _stop_connectors(app: web.Application) -> None:
 
 async def _healthz(request: web.Request) -> web.StreamResponse:
     return json_response({"status": "ok"})
-
-
-async def _readyz(request: web.Request) -> web.StreamResponse:
-    gateway = request.app[GATEWAY]
-    store_ok = await gateway.store.ping()
-    connectors = {name: "running" if c.is_running() else "stopped" for name, c in gateway.connectors.items()}
-    ready = store_ok and all(state == "running" for state in connectors.values())
-    return json_response(
-        {
-            "status": "ready" if ready else "not_ready",
-            "store": "ok" if store_ok else "unreachable",
-            "connectors": connectors,
-        },
-        status=200 if ready else 503,
-    )

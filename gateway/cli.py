@@ -143,6 +143,12 @@ def _faq_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _doctor(args: argparse.Namespace) -> int:
+    from gateway.doctor import run
+
+    return run(Path(args.config))
+
+
 def _token_new(args: argparse.Namespace) -> int:
     """A strong random token, and the config entry that holds only its hash."""
     import hashlib
@@ -179,6 +185,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve.add_argument("--host", help="listen address (overrides server.host)")
     serve.add_argument("--port", type=int, help="listen port (overrides server.port)")
     serve.set_defaults(run=_serve)
+    doctor = sub.add_parser("doctor", help="check the config and every service it names")
+    doctor.add_argument("-c", "--config", default="config.yaml", help="path to config.yaml")
+    doctor.set_defaults(run=_doctor)
     faq = sub.add_parser("faq", help="FAQ bot tools").add_subparsers(dest="faq_command", required=True)
     faq_eval = faq.add_parser("eval", help="measure the FAQ bot on benchmark files")
     faq_eval.add_argument("bench", nargs="+", help="benchmark JSON files (format: shared bench/faq README)")

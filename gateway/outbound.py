@@ -25,6 +25,7 @@ from core.model import (
     greeting_key,
     outbound_message,
 )
+from core.observe import NO_OBSERVER, Observer
 from core.store.base import Outgoing
 from core.store.roles import Conversations, Outbox, Transcript
 from core.tasks import TaskTracker
@@ -64,6 +65,7 @@ class Outbound:
         *,
         resend_after_s: float,
         retry_delays_s: tuple[float, ...] = RETRY_DELAYS_S,
+        observer: Observer = NO_OBSERVER,
     ) -> None:
         """``resend_after_s`` (``server.resend_after_s``): how long a send may take before another sender (this
         process after a restart, or another instance) may take the message from the outbox and send it."""
@@ -72,6 +74,7 @@ class Outbound:
         self._tasks = tasks
         self._retry_delays_s = retry_delays_s
         self._resend_after_s = resend_after_s
+        self._observer = observer
 
     async def deliver_bot_reply(
         self,
@@ -115,6 +118,7 @@ class Outbound:
         )
         if not created:
             return stored, None
+        self._observer.message_stored(stored)
         return stored, await self.send(stored, conversation, in_reply_to=in_reply_to)
 
     async def record_greeting(self, answering: Message, text: str, at: datetime) -> Message:
@@ -129,7 +133,9 @@ class Outbound:
             external_id=greeting_key(answering.id),
             meta={"outcome": "welcome"},
         )
-        stored, _ = await self._store.add_message(greeting, [events.message_created(greeting)])
+        stored, created = await self._store.add_message(greeting, [events.message_created(greeting)])
+        if created:
+            self._observer.message_stored(stored)
         return stored
 
     async def send(self, message: Message, conversation: Conversation, *, in_reply_to: str | None = None) -> Delivery:
@@ -206,6 +212,7 @@ class Outbound:
 
     async def ticket_opened(self, ticket: Ticket, conversation: Conversation) -> None:
         """Send what the inbox's connector wants said about a new ticket, stored once and retried like a reply."""
+        self._observer.ticket_opened(ticket)
         connector = self._connectors.get(conversation.inbox)
         if not isinstance(connector, AcknowledgesTickets):
             return

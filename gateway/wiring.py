@@ -12,15 +12,18 @@ from bot.live import LiveIndex
 from bot.policy import BotPolicy
 from bot.setup import BotSetup
 from connectors import build_connectors
-from connectors.base import Connector, ConnectorDeps
+from connectors.base import Connector, ConnectorDeps, InboundSink
 from core.clock import Clock, utcnow
 from core.config import Config
+from core.observe import NO_OBSERVER
 from core.store import Store, open_store
 from core.tasks import TaskTracker
 from gateway.audit import Auditor
 from gateway.downstream.webhooks import WebhookDispatcher
 from gateway.faq_admin import answer_values
+from gateway.health import Health
 from gateway.intake import Intake, open_conversation
+from gateway.metrics import Metrics
 from gateway.outbound import RETRY_DELAYS_S, Outbound
 from gateway.tickets import TicketService
 
@@ -39,6 +42,9 @@ class Gateway:
     bot: BotSetup
     outbound: Outbound
     auditor: Auditor
+    metrics: Metrics
+    health: Health
+    sink: InboundSink  # intake as connectors call it (timed and counted when metrics are on)
 
 
 def build_bot(config: Config) -> BotSetup:
@@ -76,29 +82,42 @@ def build_gateway(
     """
     store = open_store(config)
     tasks = TaskTracker()
+    metrics = Metrics()
+    observer = metrics if config.ops.metrics else NO_OBSERVER
     deps = ConnectorDeps(
         store=store,
         tasks=tasks,
         data_dir=config.data_path,
+        observer=observer,
         business_hours=config.bot.business_hours,
         open_conversation=partial(open_conversation, store, clock),
     )
     connectors = build_connectors(config, deps)
     outbound = Outbound(
-        store, connectors, tasks, resend_after_s=config.server.resend_after_s, retry_delays_s=retry_delays_s
+        store,
+        connectors,
+        tasks,
+        resend_after_s=config.server.resend_after_s,
+        retry_delays_s=retry_delays_s,
+        observer=observer,
     )
     tickets = TicketService(store, outbound, clock)
+    intake = Intake(store, bot, outbound, tasks, clock, tickets)
+    webhooks = WebhookDispatcher(store, config.webhooks, observer=observer)
     return Gateway(
         config=config,
         store=store,
-        intake=Intake(store, bot, outbound, tasks, clock, tickets),
+        intake=intake,
         tickets=tickets,
         connectors=connectors,
         tasks=tasks,
-        webhooks=WebhookDispatcher(store, config.webhooks),
+        webhooks=webhooks,
         bot=bot,
         outbound=outbound,
         auditor=Auditor(store, clock, retention_days=config.api.audit_retention_days),
+        metrics=metrics,
+        health=Health(config, store, connectors, webhooks, clock, started_at=clock()),
+        sink=metrics.timed(intake.receive) if config.ops.metrics else intake.receive,
     )
 
 

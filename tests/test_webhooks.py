@@ -311,3 +311,27 @@ async def test_breaker_lets_one_probe_through_after_the_cooldown() -> None:
     breaker.succeeded()
     await asyncio.wait_for(second, 1)
     assert breaker.state == "closed"
+
+
+async def test_webhook_metrics_count_deliveries_failures_and_dead_letters(
+    tmp_path: Path, bot_setup: BotSetup, receiver: Receiver
+) -> None:
+    from tests.test_metrics import parse, scrape, value
+
+    receiver.refuse_types = {"ticket.created"}
+    await receiver.start()
+    config = make_config(tmp_path, webhooks=[hook(receiver.url, events=["ticket.created", "message.created"])])
+    async with started(config, bot_setup) as gw:
+        chat = await gw.chat()
+        await chat.say("转人工")  # the question is delivered; the ticket is refused, the reply held behind it
+        await chat.close()
+        async with asyncio.timeout(10):
+            while True:
+                m = parse((await scrape(gw))[1])
+                if value(m, "huiliu_dead_letters", subscription="crm") == 2:
+                    break
+                await asyncio.sleep(0.05)
+        assert value(m, "huiliu_webhook_deliveries_total", subscription="crm", result="delivered") == 1
+        assert value(m, "huiliu_webhook_deliveries_total", subscription="crm", result="failed") == 1
+        assert value(m, "huiliu_webhook_deliveries_total", subscription="crm", result="dead_lettered") == 2
+        assert value(m, "huiliu_alarm", alarm="dead_letters_growing", subject="crm") == 1

@@ -55,6 +55,7 @@ from core.model import (
     TicketRequest,
     outbound_message,
 )
+from core.observe import mail_fetched_key
 
 log = logging.getLogger(__name__)
 
@@ -197,6 +198,8 @@ class EmailConnector:
                 if arrivals.seen:
                     continue  # mail came in while we searched: look again before going idle
                 self.synced.set()
+                # A health fact for /readyz and the stale-mailbox alarm: this mailbox was read just now.
+                await self._store.set_checkpoint(mail_fetched_key(self.inbox), datetime.now(UTC).isoformat())
                 if not await self._store.lease(self._lease_key(folder), self._holder, self._lease_ttl_s):
                     log.info("inbox %s folder %s: lease taken over; stepping back", self.inbox, folder)
                     return

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import uuid
 from collections.abc import Callable, Mapping
@@ -34,6 +35,10 @@ class ApiError(Exception):
 class ApiUnavailable(Exception):
     """The API could not be reached or was busy: worth retrying later."""
 
+    def __init__(self, message: str, *, code: str = "unreachable") -> None:
+        super().__init__(message)
+        self.code = code
+
 
 def _utcnow() -> datetime:
     return datetime.now(UTC)
@@ -49,13 +54,19 @@ class WechatApi:
         app_id: str,
         app_secret: str,
         clock: Callable[[], datetime] = _utcnow,
+        on_error: Callable[[str], None] | None = None,
+        health_key: str | None = None,
     ) -> None:
+        """``on_error`` counts failed calls by errcode (or ``http_<status>``, ``unreachable``, ``busy``);
+        ``health_key``: the checkpoint where the last token refresh's outcome is kept for the health checks."""
         self._http = http
         self._store = store
         self._base = base.rstrip("/")
         self._app_id = app_id
         self._app_secret = app_secret
         self._clock = clock
+        self._on_error = on_error
+        self._health_key = health_key
         self._secret = f"wechat:access_token:{app_id}"
         self._lease = f"wechat:token_refresh:{app_id}"
         self._holder = uuid.uuid4().hex  # this instance, for the cross-instance refresh lease
@@ -86,9 +97,23 @@ class WechatApi:
 
     async def _request(self, method: str, path: str, **kw: Any) -> dict[str, Any]:
         try:
+            return await self._answer(method, path, **kw)
+        except ApiError as exc:
+            self._count(str(exc.errcode))
+            raise
+        except ApiUnavailable as exc:
+            self._count(exc.code)
+            raise
+
+    def _count(self, code: str) -> None:
+        if self._on_error is not None:
+            self._on_error(code)
+
+    async def _answer(self, method: str, path: str, **kw: Any) -> dict[str, Any]:
+        try:
             async with self._http.request(method, self._base + path, **kw) as resp:
                 if resp.status >= 500:
-                    raise ApiUnavailable(f"{path}: HTTP {resp.status}")
+                    raise ApiUnavailable(f"{path}: HTTP {resp.status}", code=f"http_{resp.status}")
                 body = await resp.json(content_type=None)
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
             raise ApiUnavailable(f"{path}: {type(exc).__name__}: {exc}") from None
@@ -96,7 +121,7 @@ class WechatApi:
             raise ApiUnavailable(f"{path}: unexpected answer {body!r:.200}")
         errcode = int(body.get("errcode") or 0)
         if errcode == SYSTEM_BUSY:
-            raise ApiUnavailable(f"{path}: WeChat is busy ({body.get('errmsg')})")
+            raise ApiUnavailable(f"{path}: WeChat is busy ({body.get('errmsg')})", code=str(SYSTEM_BUSY))
         if errcode:
             raise ApiError(errcode, str(body.get("errmsg", "")))
         return body
@@ -130,6 +155,22 @@ class WechatApi:
         return None
 
     async def _fetch(self) -> str:
+        try:
+            token = await self._fetch_token()
+        except (ApiError, ApiUnavailable) as exc:
+            await self._note_refresh(error=str(exc))
+            raise
+        await self._note_refresh(error="")
+        return token
+
+    async def _note_refresh(self, *, error: str) -> None:
+        if self._health_key is not None:
+            # Shown in /readyz: never the secret, should an error echo the request's URL.
+            error = error.replace(self._app_secret, "***")
+            state = {"ok": not error, "at": self._clock().isoformat(), "error": error}
+            await self._store.set_checkpoint(self._health_key, json.dumps(state))
+
+    async def _fetch_token(self) -> str:
         body = await self._request(
             "GET",
             "/cgi-bin/token",

@@ -40,6 +40,7 @@ from core.model import (
     greeting_key,
     reply_key,
 )
+from core.observe import token_refresh_key
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +81,7 @@ class WechatConnector:
         self._cfg = cfg
         self._store = deps.store
         self._tasks = deps.tasks
+        self._observer = deps.observer
         self._key = crypto.aes_key(cfg.encoding_aes_key) if cfg.encoding_aes_key else None
         self._window = ReplyWindow(deps.store, cfg.name)
         self._sink: InboundSink | None = None
@@ -105,6 +107,8 @@ class WechatConnector:
                 base=self._cfg.api_base,
                 app_id=self._cfg.app_id,
                 app_secret=self._cfg.app_secret,
+                on_error=lambda code: self._observer.api_error(Channel.WECHAT, self.inbox, code),
+                health_key=token_refresh_key(self.inbox),
             )
             self._sink = sink
             try:

@@ -18,6 +18,7 @@ from core.store.roles import (
     DeadLetters,
     EventLog,
     Frames,
+    GaugeReader,
     Lifecycle,
     Outbox,
     Quarantine,
@@ -27,6 +28,7 @@ from core.store.roles import (
 )
 from core.store.types import (
     DeadLetter,
+    Gauges,
     NotFound,
     Outgoing,
     StoredFrame,
@@ -40,6 +42,8 @@ from core.store.types import (
 __all__ = [
     "ChannelStore",
     "DeadLetter",
+    "GaugeReader",
+    "Gauges",
     "NotFound",
     "Outgoing",
     "Store",
@@ -67,6 +71,7 @@ class Store(
     Secrets,
     Checkpoints,
     AuditLog,
+    GaugeReader,
     Protocol,
 ):
     """Every role: what the gateway's wiring opens and hands out in parts."""

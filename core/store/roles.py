@@ -18,7 +18,7 @@ from core.model import (
     QuarantinedItem,
     Ticket,
 )
-from core.store.types import DeadLetter, Outgoing, StoredFrame, TicketEvents, TicketPage, TicketQuery
+from core.store.types import DeadLetter, Gauges, Outgoing, StoredFrame, TicketEvents, TicketPage, TicketQuery
 
 
 class Lifecycle(Protocol):
@@ -178,6 +178,11 @@ class EventLog(Protocol):
 
     async def events_after(self, seq: int, limit: int = 100) -> list[DownstreamEvent]: ...
 
+    async def append_events(self, events: Sequence[DownstreamEvent]) -> None:
+        """Events about no stored change of their own (a health alarm), each kept once by its idempotency key.
+        Events about a change are written with it, by the role that makes the change."""
+        ...
+
 
 class Frames(Protocol):
     """Frames pushed to a live channel (web chat): durable, numbered per address."""
@@ -272,4 +277,12 @@ class Checkpoints(Protocol):
         per-user state would otherwise grow the store without bound. Without it the checkpoint is kept
         until overwritten, as a position (IMAP UIDs, a file offset, a webhook cursor) must be.
         """
+        ...
+
+
+class GaugeReader(Protocol):
+    """Counts for metrics and health, read at scrape time so every instance reports the same."""
+
+    async def gauges(self, *, since: datetime) -> Gauges:
+        """Tickets by status, the pending quarantine (and how much of it arrived since ``since``), the outbox."""
         ...

@@ -75,3 +75,15 @@ class Outgoing:
 
 
 TicketEvents = Callable[[Ticket, Conversation], Sequence[DownstreamEvent]]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Gauges:
+    """What the store holds right now, for metrics and health: read at scrape time, so every instance
+    reports the same numbers."""
+
+    tickets_by_status: dict[str, int]
+    quarantine_pending: int
+    quarantined_since: int  # pending items received at or after the ``since`` asked for
+    outbox_size: int
+    outbox_oldest: datetime | None  # when the oldest message still waiting in the outbox was written

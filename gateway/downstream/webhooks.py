@@ -21,6 +21,7 @@ import aiohttp
 
 from core.config import WebhookConfig
 from core.model import DownstreamEvent
+from core.observe import NO_OBSERVER, Observer, breaker_key
 from core.store.base import DeadLetter
 from core.store.roles import Checkpoints, Conversations, Coordination, DeadLetters, EventLog
 
@@ -129,6 +130,7 @@ class Subscription:
         self.cfg = cfg
         self.key = cfg.key
         self.breaker = Breaker(cfg.breaker_threshold, cfg.breaker_cooldown_s)
+        self.noted_state = "closed"  # the breaker state last written to the store for the health checks
         self.delivered = 0
 
     @property
@@ -163,9 +165,15 @@ class WebhookStore(EventLog, DeadLetters, Checkpoints, Coordination, Conversatio
 
 class WebhookDispatcher:
     def __init__(
-        self, store: WebhookStore, subscriptions: Sequence[WebhookConfig], *, instance: str | None = None
+        self,
+        store: WebhookStore,
+        subscriptions: Sequence[WebhookConfig],
+        *,
+        instance: str | None = None,
+        observer: Observer = NO_OBSERVER,
     ) -> None:
         self._store = store
+        self._observer = observer
         self.subscriptions = {s.key: Subscription(s) for s in subscriptions}
         self._instance = instance or uuid.uuid4().hex
         self._http: aiohttp.ClientSession | None = None
@@ -316,14 +324,18 @@ class WebhookDispatcher:
             await sub.breaker.admit()
             attempt += 1
             outcome = await self._post(sub, event, attempt)
+            self._observer.webhook_attempt(sub.key, "delivered" if outcome.ok else "failed")
             if outcome.ok:
                 sub.breaker.succeeded()
+                await self._note_breaker(sub)
                 sub.delivered += 1
                 return attempt, None
             if not outcome.retryable:
                 sub.breaker.succeeded()  # the endpoint answered: it is up, it just refuses this event
+                await self._note_breaker(sub)
                 return attempt, outcome.error
             sub.breaker.failed()
+            await self._note_breaker(sub)
             if attempt >= sub.cfg.max_attempts:
                 return attempt, outcome.error
             delay = sub.backoff_s(attempt)
@@ -408,9 +420,18 @@ class WebhookDispatcher:
             error=error,
             failed_at=datetime.now(UTC),
         )
-        await self._store.add_dead_letter(letter)
+        if await self._store.add_dead_letter(letter):
+            self._observer.webhook_attempt(sub.key, "dead_lettered")
         log.warning("webhook %s: event %s dead-lettered after %d attempts: %s", sub.key, event.seq, attempts, error)
         return letter.id
+
+    async def _note_breaker(self, sub: Subscription) -> None:
+        """Keep the breaker's state in the store when it changes: only the instance dispatching a subscription
+        knows it, and every instance's /readyz and /metrics should tell the same."""
+        state = "closed" if sub.breaker.state == "closed" else "open"
+        if state != sub.noted_state:
+            sub.noted_state = state
+            await self._store.set_checkpoint(breaker_key(sub.key), state)
 
     # operator ---------------------------------------------------------------------
     async def replay(self, letter: DeadLetter) -> ReplayResult:
@@ -422,6 +443,7 @@ class WebhookDispatcher:
         if outcome.ok:
             await self._store.remove_dead_letter(letter.id)
             sub.breaker.succeeded()
+            await self._note_breaker(sub)
         return ReplayResult(delivered=outcome.ok, error=outcome.error, status=outcome.status)
 
 

@@ -630,3 +630,29 @@ async def test_dead_letters_are_kept_once_listed_oldest_first_and_removed_once(s
     assert removed.count(True) == 1
     assert await store.get_dead_letter("dl-1") is None
     assert [d.id for d in await store.dead_letters()] == ["dl-0", "dl-2"]
+
+
+async def test_gauges_count_tickets_quarantine_and_outbox_as_stored(store: Store) -> None:
+    empty = await store.gauges(since=NOW)
+    assert empty.tickets_by_status == {} and empty.quarantine_pending == 0 and empty.outbox_size == 0
+    assert empty.outbox_oldest is None
+    first = await new_conversation(store, 1)
+    await store.create_ticket(draft_ticket(first), first, lambda t, c: [])
+    second = await new_conversation(store, 2)
+    ticket, _ = await store.create_ticket(draft_ticket(second), second, lambda t, c: [])
+    await store.update_ticket(dataclasses.replace(ticket, status=TicketStatus.RESOLVED))
+    for n, at in enumerate((NOW - timedelta(hours=2), NOW, NOW + timedelta(minutes=1))):
+        await store.quarantine(
+            QuarantinedItem(id=f"q-{n}", channel=Channel.EMAIL, inbox="mail", reason="bad", raw=b"x", received_at=at)
+        )
+    await store.mark_replayed("q-2")
+    reply = dataclasses.replace(inbound(first, "r1"), direction=Direction.OUTBOUND, author=Author.BOT)
+    reply = dataclasses.replace(reply, created_at=NOW - timedelta(minutes=5))
+    await store.add_message(reply, outgoing=Outgoing(in_reply_to=None, hold_s=60))
+    later = dataclasses.replace(reply, id="msg_later", external_id="r2", created_at=NOW)
+    await store.add_message(later, outgoing=Outgoing(in_reply_to=None, hold_s=60))
+
+    gauges = await store.gauges(since=NOW - timedelta(minutes=30))
+    assert gauges.tickets_by_status == {"new": 1, "resolved": 1}
+    assert (gauges.quarantine_pending, gauges.quarantined_since) == (2, 1)
+    assert gauges.outbox_size == 2 and gauges.outbox_oldest == NOW - timedelta(minutes=5)

@@ -37,9 +37,11 @@ from core.model import (
     Message,
     QuarantinedItem,
     Ticket,
+    TicketStatus,
 )
 from core.store.base import (
     DeadLetter,
+    Gauges,
     NotFound,
     Outgoing,
     StoredFrame,
@@ -344,6 +346,7 @@ return redis.call('DEL', ARGV[1] .. 'dead:' .. ARGV[2])
 """
 
 _COMMIT_RETRIES = 50
+_GAUGE_SAMPLE = 1000  # items read for the quarantine trend and the outbox age
 
 
 def _us(at: datetime) -> str:
@@ -1072,6 +1075,28 @@ class RedisStore(RedisAuditLog):
         await self.client.hset(
             self.key(f"secret:{name}"),
             mapping={"value": value, "expires_at": expires_at.isoformat() if expires_at else ""},
+        )
+
+    async def gauges(self, *, since: datetime) -> Gauges:
+        async with self.client.pipeline(transaction=False) as pipe:
+            for status in TicketStatus:
+                pipe.zcard(self.key(f"tix:status:{status}"))
+            pipe.zcard(self.key("quarantine-pending"))
+            pipe.zrange(self.key("quarantine-pending"), -_GAUGE_SAMPLE, -1)
+            pipe.zcard(self.key("outbox"))
+            pipe.zrange(self.key("outbox"), 0, _GAUGE_SAMPLE - 1)
+            *counts, pending, newest, size, waiting = await pipe.execute()
+        statuses = {str(s): int(n) for s, n in zip(TicketStatus, counts, strict=True) if n}
+        # The newest pending items and the outbox's first due: enough for the trend and the age an operator
+        # acts on, without reading a large backlog on every scrape.
+        recent = [q for q in await self._quarantined(newest) if q.received_at >= since]
+        created = [m.created_at for m, _ in await self._messages(waiting)]
+        return Gauges(
+            tickets_by_status=statuses,
+            quarantine_pending=int(pending),
+            quarantined_since=len(recent),
+            outbox_size=int(size),
+            outbox_oldest=min(created, default=None),
         )
 
     async def get_checkpoint(self, key: str) -> str | None:

@@ -31,6 +31,7 @@ from core.model import (
 )
 from core.store.base import (
     DeadLetter,
+    Gauges,
     NotFound,
     Outgoing,
     StoredFrame,
@@ -766,6 +767,26 @@ class SqliteStore(SqliteAuditLog):
             )
 
         await self._run(run)
+
+    async def gauges(self, *, since: datetime) -> Gauges:
+        def run(db: sqlite3.Connection) -> Gauges:
+            statuses = {str(s): n for s, n in db.execute("SELECT status, count(*) FROM tickets GROUP BY status")}
+            # Compared as datetimes, not as text: an offset other than UTC would sort wrong.
+            quarantined = db.execute("SELECT received_at FROM quarantine WHERE replayed = 0")
+            received = [datetime.fromisoformat(r) for (r,) in quarantined]
+            outbox = db.execute(
+                "SELECT json_extract(m.data, '$.created_at') FROM outbox o JOIN messages m ON m.id = o.message_id"
+            )
+            waiting = [datetime.fromisoformat(c) for (c,) in outbox]
+            return Gauges(
+                tickets_by_status=statuses,
+                quarantine_pending=len(received),
+                quarantined_since=sum(1 for at in received if at >= since),
+                outbox_size=len(waiting),
+                outbox_oldest=min(waiting, default=None),
+            )
+
+        return await self._run(run)
 
     async def get_checkpoint(self, key: str) -> str | None:
         def run(db: sqlite3.Connection) -> str | None:
