@@ -35,6 +35,7 @@ class FaqEntry:
     answer: str
     keywords: tuple[str, ...] = ()
     tags: tuple[str, ...] = ()
+    category: str | None = None  # a ticket the bot hands off after matching or suggesting this entry gets it
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -45,7 +46,7 @@ class KnowledgeBase:
     synonyms: tuple[tuple[str, ...], ...] = ()
 
 
-_FIELDS = frozenset({"id", "questions", "answer", "keywords", "tags"})
+_FIELDS = frozenset({"id", "questions", "answer", "keywords", "tags", "category"})
 _TOP = frozenset({"faqs", "synonyms"})
 
 
@@ -108,12 +109,16 @@ def parse_entry(raw: object, where: str) -> FaqEntry:
     answer = raw.get("answer")
     if not isinstance(answer, str) or not answer.strip():
         raise KbError(f"{where}: 'answer' must be a non-empty string")
+    category = raw.get("category")
+    if category is not None and (not isinstance(category, str) or not category.strip()):
+        raise KbError(f"{where}: 'category' must be a non-empty string")
     return FaqEntry(
         id=entry_id,
         questions=questions,
         answer=answer.strip(),
         keywords=_strings(raw.get("keywords"), "keywords", where, required=False),
         tags=_strings(raw.get("tags"), "tags", where, required=False),
+        category=category.strip() if category else None,
     )
 
 
@@ -136,6 +141,8 @@ def kb_document(kb: KnowledgeBase) -> dict[str, Any]:
         item["answer"] = e.answer
         if e.tags:
             item["tags"] = list(e.tags)
+        if e.category:
+            item["category"] = e.category
         faqs.append(item)
     doc: dict[str, Any] = {}
     if kb.synonyms:

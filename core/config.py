@@ -23,6 +23,14 @@ from pydantic import (
     model_validator,
 )
 
+from core.rules_config import (
+    QueueConfig,
+    Regex,
+    RoutingRule,
+    RulesLimits,
+    SlaConfig,
+    check_rule_references,
+)
 from core.scopes import Scope
 
 
@@ -82,6 +90,8 @@ _EVENT_TYPES = (
     "conversation.status_changed",
     "message.delivery_failed",
     "system.alarm",
+    "ticket.sla_warning",
+    "ticket.sla_breached",
 )
 
 
@@ -496,6 +506,12 @@ class Config(_Model):
     bot: BotConfig = BotConfig()
     inboxes: tuple[Annotated[InboxConfig, Field(discriminator="channel")], ...] = ()
     webhooks: tuple[WebhookConfig, ...] = ()
+    # Operator rules applied at intake (see README "Service rules"): fields, routing and assignment, SLA.
+    extract: dict[Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,63}$")], Regex] = {}
+    routing: tuple[RoutingRule, ...] = ()
+    queues: tuple[QueueConfig, ...] = ()
+    sla: SlaConfig = SlaConfig()
+    rules: RulesLimits = RulesLimits()
     ops: OpsConfig = OpsConfig()
     base_dir: Path = Path(".")  # the config file's folder: relative paths resolve against it
 
@@ -631,9 +647,13 @@ def parse_config(data: Any, *, base_dir: Path = Path("."), env: dict[str, str] |
         raise ConfigError("<root>: expected a mapping of settings")
     expanded = _expand_env(data, "", dict(os.environ) if env is None else env)
     try:
-        return Config.model_validate({**expanded, "base_dir": base_dir})
+        config = Config.model_validate({**expanded, "base_dir": base_dir})
     except ValidationError as exc:
         raise ConfigError("invalid config:\n  " + "\n  ".join(_describe(dict(e)) for e in exc.errors())) from None
+    problems = check_rule_references(config.routing, config.queues, config.sla)
+    if problems:
+        raise ConfigError("invalid config:\n  " + "\n  ".join(problems))
+    return config
 
 
 def load_config(path: Path, env: dict[str, str] | None = None) -> Config:

@@ -86,3 +86,16 @@ def status_changed(conversation: Conversation, previous: ConversationStatus, *, 
         ticket_id=conversation.ticket_id,
         conversation_id=conversation.id,
     )
+
+
+def ticket_sla(ticket: Ticket, *, target: str, kind: str, due_at: datetime) -> DownstreamEvent:
+    """``kind`` is ``warning`` or ``breach``: once per ticket, target and due time, however often it is found."""
+    event_type = EventType.TICKET_SLA_BREACHED if kind == "breach" else EventType.TICKET_SLA_WARNING
+    return DownstreamEvent(
+        type=event_type,
+        data={"ticket": ticket_summary(ticket), "target": target, "due_at": due_at.isoformat()},
+        occurred_at=ticket.updated_at,
+        idempotency_key=f"{event_type}:{ticket.id}:{target}:{due_at.isoformat()}",
+        ticket_id=ticket.id,
+        conversation_id=ticket.conversation_id,
+    )

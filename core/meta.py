@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from core.codec import from_jsonable, to_jsonable
-from core.model import InboundMessage, Message, TicketRequest, VoicemailRequest
+from core.model import InboundMessage, Language, Message, TicketRequest, VoicemailRequest
 
 _PICKED_FAQ = "picked_faq"
 _SUBJECT = "subject"
@@ -22,6 +22,7 @@ _TICKET_REQUEST = "ticket_request"
 _VOICEMAIL = "voicemail_faq"
 _TRANSCRIPT = "transcript"
 _SUGGESTIONS = "suggestions"
+_LANGUAGE = "language"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -35,9 +36,12 @@ class IntakeFacts:
     voicemail: VoicemailRequest | None = None
 
 
-def intake_meta(inbound: InboundMessage) -> dict[str, Any]:
-    """The stored message's meta: the channel's extras plus the facts intake reads back."""
+def intake_meta(inbound: InboundMessage, language: Language = Language.UNKNOWN) -> dict[str, Any]:
+    """The stored message's meta: the channel's extras plus the facts intake reads back (and the language the
+    normalizer found, which the service rules route on)."""
     meta: dict[str, Any] = dict(inbound.meta)
+    if language is not Language.UNKNOWN:
+        meta[_LANGUAGE] = str(language)
     if inbound.picked_faq:
         meta[_PICKED_FAQ] = inbound.picked_faq
     if inbound.subject:
@@ -50,6 +54,12 @@ def intake_meta(inbound: InboundMessage) -> dict[str, Any]:
         meta[_VOICEMAIL] = {"channels": list(inbound.voicemail.channels), "resolve": inbound.voicemail.resolve}
         meta.setdefault(_TRANSCRIPT, inbound.voicemail.transcript)
     return meta
+
+
+def message_language(message: Message) -> str | None:
+    """``zh`` or ``en`` as the normalizer found it; None when it could not tell or the message predates it."""
+    value = message.meta.get(_LANGUAGE)
+    return value if value in (Language.ZH, Language.EN) else None
 
 
 def intake_facts(message: Message) -> IntakeFacts:

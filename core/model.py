@@ -374,6 +374,72 @@ def outbound_message(
     )
 
 
+class SlaTarget(enum.StrEnum):
+    FIRST_RESPONSE = "first_response"
+    NEXT_RESPONSE = "next_response"
+    RESOLUTION = "resolution"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TicketSla:
+    """The ticket's service targets under one policy: when each is due, which were warned about or missed.
+
+    A met or paused target has no due time. ``resolution_left_s``: working seconds the resolution target had
+    left when the ticket went ``pending`` (waiting on the customer); the clock restarts from it on resume.
+    ``first_response_capped``: the first response is due earlier than the policy says because WeChat's
+    48-hour reply window closes first.
+    """
+
+    policy: str
+    calendar: str = "default"
+    first_response_due_at: datetime | None = None
+    first_response_warn_at: datetime | None = None
+    next_response_due_at: datetime | None = None
+    next_response_warn_at: datetime | None = None
+    resolution_due_at: datetime | None = None
+    resolution_warn_at: datetime | None = None
+    first_responded_at: datetime | None = None
+    first_response_capped: str | None = None  # "wechat_window" when the reply window closes first
+    breached: tuple[SlaTarget, ...] = ()
+    warned: tuple[SlaTarget, ...] = ()
+    paused: bool = False
+    resolution_left_s: float | None = None
+
+    def _clocks(self) -> list[tuple[SlaTarget, datetime, datetime | None]]:
+        out = []
+        for target, due, warn in (
+            (SlaTarget.FIRST_RESPONSE, self.first_response_due_at, self.first_response_warn_at),
+            (SlaTarget.NEXT_RESPONSE, self.next_response_due_at, self.next_response_warn_at),
+            (SlaTarget.RESOLUTION, self.resolution_due_at, self.resolution_warn_at),
+        ):
+            if due is not None:
+                out.append((target, due, warn))
+        return out
+
+    def next_check_at(self) -> datetime | None:
+        """When the SLA runner must look at the ticket next: its earliest warning or breach not yet recorded."""
+        times: list[datetime] = []
+        for target, due, warn in self._clocks():
+            if target in self.breached:
+                continue
+            times.append(due)
+            if warn is not None and target not in self.warned:
+                times.append(warn)
+        return min(times, default=None)
+
+    def earliest_due_at(self) -> datetime | None:
+        """The earliest target still running (breached ones too): what tickets are sorted by."""
+        return min((due for _, due, _ in self._clocks()), default=None)
+
+    def flag(self) -> str:
+        """``breached`` if a target was missed, ``at_risk`` if a running one was warned about, else ``""``."""
+        if self.breached:
+            return "breached"
+        if any(t in self.warned for t, _, _ in self._clocks()):
+            return "at_risk"
+        return ""
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Ticket:
     id: str
@@ -392,6 +458,14 @@ class Ticket:
     handoff_reason: HandoffReason | None = None
     faq_tries: tuple[FaqTry, ...] = ()
     version: int = 1
+    # Service rules (config ``extract``, ``routing``, ``queues``, ``sla``): what the ticket is, who takes it, by when.
+    fields: Mapping[str, str] = field(default_factory=dict)
+    category: str | None = None
+    language: str | None = None
+    queue: str | None = None
+    skills: tuple[str, ...] = ()
+    routing: tuple[str, ...] = ()  # the routing rules that fired, in order
+    sla: TicketSla | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -435,6 +509,8 @@ class EventType(enum.StrEnum):
     CONVERSATION_STATUS_CHANGED = "conversation.status_changed"
     MESSAGE_DELIVERY_FAILED = "message.delivery_failed"
     SYSTEM_ALARM = "system.alarm"
+    TICKET_SLA_WARNING = "ticket.sla_warning"
+    TICKET_SLA_BREACHED = "ticket.sla_breached"
 
 
 EVENT_VERSION = 1

@@ -184,11 +184,18 @@ class Api:
                 decode_cursor(cursor, 2)
             except ValueError as exc:
                 return error(400, "bad_query", str(exc))
+        sla = q.get("sla")
+        if sla is not None and sla not in ("at_risk", "breached"):
+            return error(400, "bad_query", "sla must be at_risk or breached")
         page = await self._store.list_tickets(
             TicketQuery(
                 status=status,
                 channel=channel,
                 updated_since=since,
+                queue=q.get("queue"),
+                category=q.get("category"),
+                assignee=q.get("assignee"),
+                sla=sla,
                 cursor=cursor,
                 limit=limit,
                 inboxes=request[PRINCIPAL].inboxes,

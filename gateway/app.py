@@ -24,7 +24,7 @@ from gateway.faq_admin import FaqAdmin
 from gateway.logs import install_request_ids
 from gateway.ops import ops_routes, ops_running
 from gateway.outbound import RETRY_DELAYS_S
-from gateway.wiring import Gateway, bot_policy, build_bot, build_gateway
+from gateway.wiring import Gateway, bot_policy, build_bot, build_gateway, warm_up
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +92,7 @@ def create_app(
 
 async def _lifespan(app: web.Application) -> AsyncIterator[None]:
     gateway = app[GATEWAY]
+    await warm_up(gateway)
     await gateway.store.open()
     async with AsyncExitStack() as stack:
         stack.push_async_callback(gateway.store.close)
@@ -110,6 +111,10 @@ async def _lifespan(app: web.Application) -> AsyncIterator[None]:
 
         await stack.enter_async_context(periodically(every, recover_stuck, name="intake:recover", grace_s=grace_s))
         await stack.enter_async_context(gateway.webhooks.running(grace_s=grace_s))
+        gateway.tasks.spawn(gateway.sla.run_once(), name="sla:catch-up")  # breaches due while we were down
+        await stack.enter_async_context(
+            periodically(gateway.config.sla.scan_interval_s, gateway.sla.run_once, name="sla")
+        )
         await stack.enter_async_context(sweeping(gateway.store, gateway.config.server.sweep_interval_s))
         await stack.enter_async_context(
             periodically(gateway.config.server.sweep_interval_s, gateway.auditor.sweep, name="audit:sweep")

@@ -41,6 +41,7 @@ from core.store.roles import Conversations
 from core.tasks import TaskTracker
 from gateway.contacts import apply_flags
 from gateway.outbound import Outbound
+from gateway.rules_at_intake import IntakeRules
 from gateway.tickets import TicketChange, TicketService
 from gateway.voicemail import VoicemailAnswers
 from normalizer import DEFAULT_STEPS, Step, normalize
@@ -79,6 +80,7 @@ class Intake:
         self._steps = steps
         self._tickets = tickets or TicketService(store, outbound, clock)
         self._voicemail = VoicemailAnswers(store, bot, outbound, self._tickets, clock)
+        self._rules = IntakeRules(store, bot, self._tickets, clock)
         self._locks: dict[str, asyncio.Lock] = {}
         self._tries: dict[str, int] = {}  # message id -> recoveries that failed
 
@@ -124,7 +126,7 @@ class Intake:
             raw=inbound.raw,
             ticket_id=conversation.ticket_id,
             episode=conversation.episode,
-            meta=intake_meta(inbound),
+            meta=intake_meta(inbound, normalized.language),
         )
         if inbound.contact_flags and not seen:
             await apply_flags(self._store, inbound.contact_flags, now)
@@ -219,7 +221,9 @@ class Intake:
         if message.author is not Author.CUSTOMER:
             return False
         if conversation.status is not ConversationStatus.BOT:
-            # A human holds the conversation: the bot stays silent.
+            # A human holds the conversation: the bot stays silent, the service rules look at the message.
+            if conversation.ticket_id:
+                await self._rules.customer_wrote(conversation.ticket_id, conversation, message)
             if request is not None and request.escalate and conversation.ticket_id:
                 await self._escalate(conversation.ticket_id)
                 await self._voicemail.answer(conversation, message, conversation.ticket_id, opened=False)
@@ -320,14 +324,8 @@ class Intake:
     async def _create_ticket(
         self, conversation: Conversation, message: Message, request: TicketRequest, now: datetime
     ) -> tuple[Ticket, Conversation]:
-        first = next(
-            (
-                m
-                for m in await self._store.messages(conversation.id, episode=conversation.episode)
-                if m.author is Author.CUSTOMER
-            ),
-            message,
-        )
+        transcript = await self._store.messages(conversation.id, episode=conversation.episode)
+        first = next((m for m in transcript if m.author is Author.CUSTOMER), message)
         ticket = Ticket(
             id=f"tk_{uuid.uuid4().hex}",
             number="",
@@ -344,6 +342,7 @@ class Intake:
             handoff_reason=request.reason,
             faq_tries=conversation.faq_tries,
         )
+        ticket, assign = await self._rules.new_ticket(ticket, conversation, transcript, message)
         waiting = dataclasses.replace(conversation.moved_to(ConversationStatus.WAITING_FOR_AGENT), updated_at=now)
 
         def ticket_events(numbered: Ticket, saved: Conversation) -> list[DownstreamEvent]:
@@ -353,7 +352,7 @@ class Intake:
                 events.status_changed(dataclasses.replace(waiting, ticket_id=numbered.id), conversation.status, at=now),
             ]
 
-        return await self._store.create_ticket(ticket, waiting, ticket_events)
+        return await self._store.create_ticket(ticket, waiting, ticket_events, assign=assign)
 
     async def _escalate(self, ticket_id: str) -> None:
         """A repeat (another missed call while a ticket is open) raises the ticket's priority one step."""

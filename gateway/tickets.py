@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Protocol
 
 from core import events
@@ -18,18 +20,22 @@ from core.model import (
     Message,
     Priority,
     Ticket,
+    TicketSla,
     TicketStatus,
     outbound_message,
 )
 from core.store import NotFound, VersionConflict
-from core.store.roles import Conversations, Tickets
+from core.store.roles import Conversations, Tickets, Timers
+from core.store.types import Assignment, ticket_timer
 from gateway.outbound import Outbound
+from normalizer.rules import sla as sla_clock
+from normalizer.rules.engine import ServiceRules, apply_rule_set
 
 _MAX_RETRIES = 8
 
 
-class TicketStore(Tickets, Conversations, Protocol):
-    """The roles ticket changes use: tickets, and the conversation that follows its ticket."""
+class TicketStore(Tickets, Conversations, Timers, Protocol):
+    """The roles ticket changes use: tickets, the conversation that follows its ticket, and the SLA timers."""
 
 
 class TicketConflict(Exception):
@@ -52,6 +58,7 @@ class TicketChange:
     raise_priority: bool = False  # one step up (a repeat caller), never past urgent
     add_tags: tuple[str, ...] = ()
     faq_try: FaqTry | None = None  # the bot's try on the ticket's behalf (e.g. a voicemail it answered)
+    agent_replied_at: datetime | None = None  # an agent's reply went out: first/next response targets are met
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -62,10 +69,15 @@ class ReplyResult:
 
 
 class TicketService:
-    def __init__(self, store: TicketStore, outbound: Outbound, clock: Clock) -> None:
+    def __init__(self, store: TicketStore, outbound: Outbound, clock: Clock, rules: ServiceRules | None = None) -> None:
         self._store = store
         self._outbound = outbound
         self._clock = clock
+        self._rules = rules
+
+    @property
+    def rules(self) -> ServiceRules | None:
+        return self._rules
 
     async def change(self, ticket_ref: str, change: TicketChange) -> Ticket:
         for _ in range(_MAX_RETRIES):
@@ -87,17 +99,22 @@ class TicketService:
             assignee = None if change.clear_assignee else (change.assignee or ticket.assignee)
             if assignee != ticket.assignee:
                 diff["assignee"] = {"from": ticket.assignee, "to": assignee}
+            status = change.status or ticket.status
+            sla = self._sla_after(ticket, status, change.agent_replied_at)
+            if sla != ticket.sla:
+                diff["sla"] = {"from": ticket.sla, "to": sla}
             if not diff:
                 return ticket
             if "status" in diff and change.status is not None and change.status.is_active:
                 await self._claim_conversation(ticket)
             updated = dataclasses.replace(
                 ticket,
-                status=change.status or ticket.status,
+                status=status,
                 priority=priority,
                 tags=tags,
                 faq_tries=faq_tries,
                 assignee=assignee,
+                sla=sla,
                 updated_at=self._clock(),
             )
             try:
@@ -109,6 +126,85 @@ class TicketService:
             if "status" in diff and not saved.status.is_active:
                 await self._follow(saved, ConversationStatus.RESOLVED)
             return saved
+        raise VersionConflict(f"ticket {ticket_ref} kept changing")
+
+    def _sla_after(self, ticket: Ticket, status: TicketStatus, replied_at: datetime | None) -> TicketSla | None:
+        """The SLA clocks after a change: an agent's reply meets the response targets, ``pending`` pauses the
+        resolution clock and leaving it resumes it, resolving stops every clock."""
+        sla = ticket.sla
+        if sla is None:
+            return None
+        now = self._clock()
+        plan = self._rules.plan(sla.policy) if self._rules is not None else None
+        if replied_at is not None:
+            sla = sla_clock.agent_replied(sla, replied_at)
+        if not status.is_active:
+            return sla_clock.finished(sla)
+        if status is TicketStatus.PENDING:
+            return sla_clock.pause(sla, plan, now)
+        return sla_clock.resume(sla, plan, now)
+
+    async def revise(
+        self, ticket_ref: str, revise: Callable[[Ticket], Ticket], *, known: Ticket | None = None
+    ) -> Ticket:
+        """Save what ``revise`` makes of the current ticket (the rules re-applied to a new customer message,
+        a new response clock), with a ``ticket.updated`` naming what changed; nothing if nothing did.
+        ``known``: the ticket as just read (a stale one fails the version check and is read again)."""
+        for _ in range(_MAX_RETRIES):
+            ticket, known = known or await self._require(ticket_ref), None
+            updated = revise(ticket)
+            diff = _differences(ticket, updated)
+            if not diff:
+                return ticket
+            updated = dataclasses.replace(updated, updated_at=self._clock())
+            saved_as = dataclasses.replace(updated, version=updated.version + 1)
+            try:
+                return await self._store.update_ticket(
+                    updated, [events.ticket_updated(saved_as, diff)], assign=self._assignment(ticket, updated)
+                )
+            except VersionConflict:
+                continue
+        raise VersionConflict(f"ticket {ticket_ref} kept changing")
+
+    def _assignment(self, before: Ticket, after: Ticket) -> Assignment | None:
+        """A ticket the rules moved to a queue with agents gets one of them, picked by the store."""
+        if self._rules is None or after.assignee is not None or after.queue == before.queue:
+            return None
+        queue = self._rules.queues.get(after.queue or "")
+        if queue is None or not queue.agents:
+            return None
+        return Assignment(queue=queue.name, agents=queue.agents, mode=queue.assign)
+
+    async def fire_sla(self, ticket_ref: str) -> list[str]:
+        """Record the SLA warnings and breaches due now, with their events and any ``on_breach`` escalation,
+        in one version-checked write: each fires once, whichever instance finds it first. Returns what fired."""
+        for _ in range(_MAX_RETRIES):
+            ticket = await self._store.get_ticket(ticket_ref)
+            if ticket is None or ticket.sla is None or not ticket.status.is_active:
+                await self._store.set_timer(ticket_timer(ticket_ref), _check_at(ticket) if ticket else None)
+                return []
+            now = self._clock()
+            fired = sla_clock.due_now(ticket.sla, now)
+            if not fired:
+                await self._store.set_timer(ticket_timer(ticket.id), ticket.sla.next_check_at())
+                fresh = await self._store.get_ticket(ticket.id)
+                if fresh is not None and fresh.version != ticket.version:  # changed meanwhile: its write set it
+                    await self._store.set_timer(ticket_timer(ticket.id), _check_at(fresh))
+                return []
+            updated = dataclasses.replace(ticket, sla=sla_clock.record(ticket.sla, fired), updated_at=now)
+            plan = self._rules.plan(ticket.sla.policy) if self._rules is not None else None
+            if plan is not None and plan.on_breach is not None and any(f.kind == "breach" for f in fired):
+                updated = apply_rule_set(updated, plan.on_breach)
+            saved_as = dataclasses.replace(updated, version=updated.version + 1)
+            out = [events.ticket_sla(saved_as, target=f.target, kind=f.kind, due_at=f.due_at) for f in fired]
+            escalated = _differences(dataclasses.replace(ticket, sla=updated.sla), updated)
+            if escalated:
+                out.append(events.ticket_updated(saved_as, escalated))
+            try:
+                await self._store.update_ticket(updated, out, assign=self._assignment(ticket, updated))
+            except VersionConflict:
+                continue
+            return [f"{f.target}:{f.kind}" for f in fired]
         raise VersionConflict(f"ticket {ticket_ref} kept changing")
 
     async def reply(
@@ -134,7 +230,9 @@ class TicketService:
             return ReplyResult(message=stored, created=False, delivery=None)
         stored = dataclasses.replace(stored, delivery=delivery.status, delivery_error=delivery.reason or delivery.error)
         if ticket.status is not TicketStatus.OPEN and ticket.status is not TicketStatus.PENDING:
-            await self.change(ticket.id, TicketChange(status=TicketStatus.OPEN, assignee=agent))
+            await self.change(ticket.id, TicketChange(status=TicketStatus.OPEN, assignee=agent, agent_replied_at=now))
+        else:
+            await self.change(ticket.id, TicketChange(agent_replied_at=now))
         return ReplyResult(message=stored, created=True, delivery=str(delivery.status))
 
     async def reopen_resolved(self, conversation_id: str) -> None:
@@ -233,6 +331,22 @@ class TicketService:
                 continue
             await self._outbound.status_changed(saved)
             return
+
+
+def _check_at(ticket: Ticket) -> datetime | None:
+    return ticket.sla.next_check_at() if ticket.sla is not None and ticket.status.is_active else None
+
+
+_REVISABLE = ("fields", "category", "language", "queue", "priority", "tags", "skills", "assignee", "routing", "sla")
+
+
+def _differences(before: Ticket, after: Ticket) -> dict[str, Any]:
+    diff: dict[str, Any] = {}
+    for name in _REVISABLE:
+        old, new = getattr(before, name), getattr(after, name)
+        if old != new:
+            diff[name] = {"from": old, "to": new}
+    return diff
 
 
 def _raised(priority: Priority) -> Priority:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -25,7 +26,9 @@ from gateway.health import Health
 from gateway.intake import Intake, open_conversation
 from gateway.metrics import Metrics
 from gateway.outbound import RETRY_DELAYS_S, Outbound
+from gateway.sla_runner import SlaRunner
 from gateway.tickets import TicketService
+from normalizer.rules.engine import ServiceRules
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -42,6 +45,7 @@ class Gateway:
     bot: BotSetup
     outbound: Outbound
     auditor: Auditor
+    sla: SlaRunner
     metrics: Metrics
     health: Health
     sink: InboundSink  # intake as connectors call it (timed and counted when metrics are on)
@@ -101,7 +105,8 @@ def build_gateway(
         retry_delays_s=retry_delays_s,
         observer=observer,
     )
-    tickets = TicketService(store, outbound, clock)
+    rules = ServiceRules.from_config(config)
+    tickets = TicketService(store, outbound, clock, None if rules.empty else rules)
     intake = Intake(store, bot, outbound, tasks, clock, tickets)
     webhooks = WebhookDispatcher(store, config.webhooks, observer=observer)
     return Gateway(
@@ -115,10 +120,18 @@ def build_gateway(
         bot=bot,
         outbound=outbound,
         auditor=Auditor(store, clock, retention_days=config.api.audit_retention_days),
+        sla=SlaRunner(store, tickets, clock),
         metrics=metrics,
         health=Health(config, store, connectors, webhooks, clock, started_at=clock()),
         sink=metrics.timed(intake.receive) if config.ops.metrics else intake.receive,
     )
+
+
+async def warm_up(gateway: Gateway) -> None:
+    """Read what the service rules need from disk (timezone, holiday tables) off the event loop, before the
+    first message needs it."""
+    if gateway.tickets.rules is not None:
+        await asyncio.to_thread(gateway.tickets.rules.warm_up, utcnow().date())
 
 
 @asynccontextmanager
@@ -126,6 +139,7 @@ async def offline_gateway(config: Config, bot: BotSetup) -> AsyncIterator[Gatewa
     """A gateway for a CLI command: built as ``serve`` builds it, with the store open but no listeners, pollers
     or background runners. On exit it finishes the work it started (tickets, replies) and closes the store."""
     gateway = build_gateway(config, bot)
+    await warm_up(gateway)
     await gateway.store.open()
     try:
         yield gateway

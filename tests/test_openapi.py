@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,8 +15,10 @@ from jsonschema import Draft202012Validator
 from referencing import Registry
 from referencing.jsonschema import DRAFT202012
 
+from bot.setup import BotSetup
 from gateway.api import OPENAPI_PATH, PREFIX
-from tests.conftest import API_TOKEN, Gateway
+from gateway.app import GATEWAY
+from tests.conftest import API_TOKEN, Gateway, make_config, started
 from tests.test_api import JSON_HEADERS, all_events, all_tickets, open_ticket, oversized
 
 DOC: dict[str, Any] = json.loads(OPENAPI_PATH.read_text(encoding="utf-8"))
@@ -211,6 +216,13 @@ def test_schemas_are_not_vacuous() -> None:
         "handoff_reason": "asked_for_human",
         "faq_tries": [],
         "version": 1,
+        "fields": {"order_number": "20261201123456"},
+        "category": "billing",
+        "language": "zh",
+        "queue": "billing",
+        "skills": [],
+        "routing": ["invoices"],
+        "sla": None,
     }
     component("Ticket").validate(ticket)
     for bad in ({**ticket, "status": "done"}, {**ticket, "extra": 1}, {k: v for k, v in ticket.items() if k != "id"}):
@@ -390,3 +402,38 @@ async def test_served_document_is_the_file_and_needs_no_token(gateway: Gateway) 
     assert served == DOC
     status, body, _ = await call(gateway, "GET", "/openapi.json", token="wrong-token-123")
     assert status == 200 and body == DOC
+
+
+async def test_a_journey_with_service_rules_and_sla_matches_the_document(tmp_path: Path, bot_setup: BotSetup) -> None:
+    """Fields, routing, store-picked assignee, SLA clocks, pending, warnings, breaches and escalations: every
+    ticket and event they produce is as documented."""
+    from tests.rules.sample import sample_rules
+    from tests.test_sla_runner import TUESDAY_9, ManualClock
+
+    clock = ManualClock(TUESDAY_9)
+    config = await asyncio.to_thread(make_config, tmp_path, **sample_rules())
+    async with started(config, bot_setup, clock) as gw:
+        app = gw.server.app[GATEWAY]
+        chat = await gw.chat()
+        await chat.say("转人工")
+        await chat.ws.send_json({"type": "message", "id": "x1", "text": "发票开错了，订单号 20261201123456，¥99"})
+        await chat.expect("ack")
+        await app.tasks.drain(5)
+        for minutes in (100, 125):
+            clock.set(TUESDAY_9 + timedelta(minutes=minutes))
+            await app.sla.run_once()
+        status, page, _ = await call(gw, "GET", "/tickets", params={"sla": "breached", "queue": "billing"})
+        assert status == 200 and len(page["tickets"]) == 1
+        assert_documented("GET", f"{PREFIX}/tickets", status, page)
+        number = page["tickets"][0]["number"]
+        await gw.api("POST", f"/tickets/{number}/replies", json={"text": "好的", "agent": "li"})
+        status, body, _ = await call(gw, "PATCH", f"/tickets/{number}", json={"status": "pending"})
+        assert status == 200 and body["sla"]["paused"]
+        assert_documented("PATCH", f"{PREFIX}/tickets/{{ticket}}", status, body)
+        status, body, _ = await call(gw, "GET", f"/tickets/{number}")
+        assert_documented("GET", f"{PREFIX}/tickets/{{ticket}}", status, body)
+        status, body, _ = await call(gw, "GET", "/events", params={"limit": "1000"})
+        types = {e["type"] for e in body["events"]}
+        assert {"ticket.sla_warning", "ticket.sla_breached", "ticket.updated"} <= types
+        assert_documented("GET", f"{PREFIX}/events", status, body)
+        await chat.close()

@@ -24,6 +24,7 @@ from core.store.roles import (
     Quarantine,
     Secrets,
     Tickets,
+    Timers,
     Transcript,
 )
 from core.store.types import (
@@ -71,6 +72,7 @@ class Store(
     Secrets,
     Checkpoints,
     AuditLog,
+    Timers,
     GaugeReader,
     Protocol,
 ):

@@ -18,7 +18,17 @@ from core.model import (
     QuarantinedItem,
     Ticket,
 )
-from core.store.types import DeadLetter, Gauges, Outgoing, StoredFrame, TicketEvents, TicketPage, TicketQuery
+from core.store.types import (
+    Assignment,
+    DeadLetter,
+    DueTimer,
+    Gauges,
+    Outgoing,
+    StoredFrame,
+    TicketEvents,
+    TicketPage,
+    TicketQuery,
+)
 
 
 class Lifecycle(Protocol):
@@ -156,21 +166,45 @@ class Tickets(Protocol):
     """Tickets, numbered and version-checked, created with their events in one transaction."""
 
     async def create_ticket(
-        self, ticket: Ticket, conversation: Conversation, events: TicketEvents
+        self,
+        ticket: Ticket,
+        conversation: Conversation,
+        events: TicketEvents,
+        *,
+        assign: Assignment | None = None,
     ) -> tuple[Ticket, Conversation]:
         """One transaction: number the ticket, attach the conversation's current-episode messages,
         save the conversation (version-checked, with ``ticket_id`` set) and write the events that
         ``events`` builds from the numbered ticket and the saved conversation (the outbox).
+
+        With ``assign`` (and no assignee on the ticket) the store picks the assignee in the same write.
+        Every ticket write also sets the ticket's timer (``ticket_timer``) to its next SLA check.
         """
         ...
 
     async def get_ticket(self, ticket_id_or_number: str) -> Ticket | None: ...
 
-    async def update_ticket(self, ticket: Ticket, events: Sequence[DownstreamEvent] = ()) -> Ticket:
-        """Version-checked like conversations."""
+    async def update_ticket(
+        self, ticket: Ticket, events: Sequence[DownstreamEvent] = (), *, assign: Assignment | None = None
+    ) -> Ticket:
+        """Version-checked like conversations. With ``assign`` (and no assignee on the ticket) the store picks
+        one as ``create_ticket`` does, and the events name it."""
         ...
 
     async def list_tickets(self, query: TicketQuery) -> TicketPage: ...
+
+
+class Timers(Protocol):
+    """A due-time index: timers survive restarts, and a due one is claimed by one instance at a time."""
+
+    async def set_timer(self, key: str, due_at: datetime | None) -> None:
+        """Set (or move) the timer ``key``; None removes it."""
+        ...
+
+    async def claim_due_timers(self, now: datetime, hold_s: float, limit: int = 100) -> list[DueTimer]:
+        """Timers due by ``now``, each moved ``hold_s`` past ``now`` so no other caller takes it meanwhile; the
+        caller moves or removes it once it acted (if it dies, the timer comes due again after ``hold_s``)."""
+        ...
 
 
 class EventLog(Protocol):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -30,12 +31,56 @@ class NotFound(StoreError):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TicketQuery:
+    """Without ``sla`` tickets come in update order; with it (``at_risk`` or ``breached``) by due time."""
+
     status: TicketStatus | None = None
     channel: Channel | None = None
     updated_since: datetime | None = None
+    queue: str | None = None
+    category: str | None = None
+    assignee: str | None = None
+    sla: str | None = None
     cursor: str | None = None
     limit: int = 50
     inboxes: frozenset[str] | None = None  # None: every inbox
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Assignment:
+    """Ask the store to pick the ticket's assignee among a queue's agents, in the write that creates it, so two
+    instances creating tickets at once still take turns (round_robin) or balance (least_open: fewest active
+    tickets of that queue)."""
+
+    queue: str
+    agents: tuple[str, ...]
+    mode: str = "round_robin"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DueTimer:
+    key: str
+    due_at: datetime
+
+
+def fill_assignee(events: Sequence[DownstreamEvent], assignee: str) -> list[DownstreamEvent]:
+    """Events written with a ticket whose assignee the store picks in the same write: each names ``assignee``
+    (a ``ticket.updated`` also lists it among its changes). Redis passes a placeholder its script fills in."""
+    out = []
+    for event in events:
+        data = dict(event.data)
+        ticket = data.get("ticket")
+        if isinstance(ticket, dict) and ticket.get("assignee") is None:
+            data["ticket"] = {**ticket, "assignee": assignee}
+            changes = data.get("changes")
+            if isinstance(changes, dict) and "assignee" not in changes:
+                data["changes"] = {**changes, "assignee": {"from": None, "to": assignee}}
+        out.append(dataclasses.replace(event, data=data))
+    return out
+
+
+def ticket_timer(ticket_id: str) -> str:
+    """The timer every ticket write keeps at the ticket's next SLA check (``TicketSla.next_check_at``)."""
+    return f"ticket:{ticket_id}"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -174,3 +174,13 @@ def test_a_score_never_reads_as_certain() -> None:
     kb = _synthetic_kb(twins=False)
     index = FaqIndex(kb)
     assert all(h.score < 1.0 for e in kb[:10] for h in index.search(e.questions[0]))
+
+
+def test_a_kb_entry_may_name_its_category() -> None:
+    from bot.faq import KbError, kb_document, parse_kb
+
+    kb = parse_kb({"faqs": [{"id": "a", "questions": ["发票"], "answer": "x", "category": "billing"}]}, "t")
+    assert kb.entries[0].category == "billing"
+    assert kb_document(kb)["faqs"][0]["category"] == "billing"
+    with pytest.raises(KbError, match="category"):
+        parse_kb({"faqs": [{"id": "a", "questions": ["q"], "answer": "x", "category": ""}]}, "t")

@@ -11,7 +11,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import redis
@@ -39,8 +39,12 @@ from core.model import (
     Ticket,
     TicketStatus,
 )
-from core.store.base import (
+from core.store.cursor import decode_cursor, encode_cursor
+from core.store.redis.audit import RedisAuditLog
+from core.store.types import (
+    Assignment,
     DeadLetter,
+    DueTimer,
     Gauges,
     NotFound,
     Outgoing,
@@ -50,9 +54,8 @@ from core.store.base import (
     TicketPage,
     TicketQuery,
     VersionConflict,
+    fill_assignee,
 )
-from core.store.cursor import decode_cursor, encode_cursor
-from core.store.redis.audit import RedisAuditLog
 
 log = logging.getLogger(__name__)
 
@@ -188,23 +191,93 @@ local function index(member, status, channel, add)
 end
 """
 
+_TICKET_LOAD = """
+local function replace_all(s, old, new)
+  local out, i = {}, 1
+  while true do
+    local a, b = string.find(s, old, i, true)
+    if not a then break end
+    out[#out + 1] = string.sub(s, i, a - 1)
+    out[#out + 1] = new
+    i = b + 1
+  end
+  out[#out + 1] = string.sub(s, i)
+  return table.concat(out)
+end
+-- the active tickets of a queue per assignee (least_open counts them)
+local function load(queue, assignee, id, add)
+  if queue == '' or assignee == '' then return end
+  local k = P .. 'load:' .. queue .. ':' .. assignee
+  if add then redis.call('SADD', k, id) else redis.call('SREM', k, id) end
+end
+local function set_timer(key, due)
+  if due == '' then redis.call('ZREM', P .. 'timers', key) else redis.call('ZADD', P .. 'timers', due, key) end
+end
+-- The store picks the assignee: ARGV[at] mode ('' none), [at+1] the placeholder standing for it in the ticket's
+-- JSON (ARGV[data_at]) and in the events, [at+2] n agents, then the agents, then each one JSON-quoted. Returns
+-- the assignee ('' for none, nil when not asked) and where the events begin.
+local function assign_from(queue, at, data_at)
+  local mode, placeholder, n = ARGV[at], ARGV[at + 1], tonumber(ARGV[at + 2])
+  local events_at = at + 3 + 2 * n
+  if mode == '' then return nil, events_at end
+  local pick = nil
+  if n > 0 and mode == 'least_open' then
+    local best = nil
+    for i = 1, n do
+      local c = redis.call('SCARD', P .. 'load:' .. queue .. ':' .. ARGV[at + 2 + i])
+      if best == nil or c < best then best, pick = c, i end
+    end
+  elseif n > 0 then
+    pick = (redis.call('INCR', P .. 'turn:' .. queue) - 1) % n + 1
+  end
+  local assignee, quoted = '', 'null'
+  if pick then assignee, quoted = ARGV[at + 2 + pick], ARGV[at + 2 + n + pick] end
+  ARGV[data_at] = replace_all(ARGV[data_at], placeholder, quoted)
+  for i = 0, tonumber(ARGV[events_at]) - 1 do
+    local e = events_at + 3 + i * 3
+    ARGV[e] = replace_all(ARGV[e], placeholder, quoted)
+  end
+  return assignee, events_at
+end
+-- "timer;flag;due": the ticket's next SLA check (score), and its at_risk/breached index entry by due time
+local function set_sla(tkey, id, tail, packed)
+  local timer, flag, due = string.match(packed, '^([^;]*);([^;]*);([^;]*)$')
+  set_timer('ticket:' .. id, timer)
+  local old = redis.call('HMGET', tkey, 'slaflag', 'slamember')
+  if old[1] and old[1] ~= '' then redis.call('ZREM', P .. 'tix:sla:' .. old[1], old[2]) end
+  local member = ''
+  if flag ~= '' then
+    member = due .. ':' .. tail
+    redis.call('ZADD', P .. 'tix:sla:' .. flag, 0, member)
+  end
+  redis.call('HSET', tkey, 'slaflag', flag, 'slamember', member)
+end
+"""
+
 # ARGV: 4 expected ticket counter, 5 ticket id, 6 ticket data, 7 status, 8 channel, 9 updated (20 digits),
 # 10 conversation id, 11 expected conversation version, 12 new version, 13 conversation data, 14 episode,
-# 15 number, 16.. events
+# 15 number, 16 queue, 17 assignee, 18 active 1/0, 19 timer;sla flag;due (see set_sla), 20 assign mode ('' none),
+# 21 placeholder, 22 n agents, then the agents, then each one JSON-quoted, then the events
 _CREATE_TICKET = (
     _PRELUDE
     + _TICKET_INDEX
+    + _TICKET_LOAD
     + """
-if (redis.call('GET', P .. 'ticketseq') or '0') ~= ARGV[4] then return 'retry' end
+if (redis.call('GET', P .. 'ticketseq') or '0') ~= ARGV[4] then return {'retry'} end
 local ckey = P .. 'conv:' .. ARGV[10]
 local v = redis.call('HGET', ckey, 'version')
-if not v or v ~= ARGV[11] then return 'conflict' end
+if not v or v ~= ARGV[11] then return {'conflict'} end
+local queue = ARGV[16]
+local picked, events_at = assign_from(queue, 20, 6)
+local assignee = picked or ARGV[17]
 local seq = redis.call('INCR', P .. 'ticketseq')
 local member = ARGV[9] .. ':' .. string.format('%012d', seq) .. ':' .. ARGV[5]
 redis.call('HSET', P .. 'ticket:' .. ARGV[5], 'data', ARGV[6], 'version', '1', 'status', ARGV[7],
-  'channel', ARGV[8], 'member', member)
+  'channel', ARGV[8], 'member', member, 'queue', queue, 'assignee', assignee, 'active', ARGV[18])
 redis.call('SET', P .. 'ticketnum:' .. ARGV[15], ARGV[5])
 index(member, ARGV[7], ARGV[8], true)
+if ARGV[18] == '1' then load(queue, assignee, ARGV[5], true) end
+set_sla(P .. 'ticket:' .. ARGV[5], ARGV[5], string.sub(member, 22), ARGV[19])
 redis.call('HSET', ckey, 'version', ARGV[12], 'data', ARGV[13])
 for _, mid in ipairs(redis.call('LRANGE', P .. 'conv-msgs:' .. ARGV[10], 0, -1)) do
   local f = redis.call('HMGET', P .. 'msg:' .. mid, 'episode', 'ticket_id')
@@ -212,28 +285,47 @@ for _, mid in ipairs(redis.call('LRANGE', P .. 'conv-msgs:' .. ARGV[10], 0, -1))
     redis.call('HSET', P .. 'msg:' .. mid, 'ticket_id', ARGV[5])
   end
 end
-append_events(16)
-return 'ok'
+append_events(events_at)
+return {'ok', assignee}
 """
 )
 
-# ARGV: 4 id, 5 expected version, 6 new version, 7 data, 8 status, 9 updated (20 digits), 10.. events
+# ARGV: 4 id, 5 expected version, 6 new version, 7 data, 8 status, 9 updated (20 digits), 10 queue, 11 assignee,
+# 12 active 1/0, 13 timer;sla flag;due, 14 assign mode ('' none), 15 placeholder, 16 n agents, then the agents,
+# then each one JSON-quoted, then the events
 _UPDATE_TICKET = (
     _PRELUDE
     + _TICKET_INDEX
+    + _TICKET_LOAD
     + """
 local key = P .. 'ticket:' .. ARGV[4]
-local f = redis.call('HMGET', key, 'version', 'status', 'channel', 'member')
-if not f[1] then return 'missing' end
-if f[1] ~= ARGV[5] then return 'conflict' end
+local f = redis.call('HMGET', key, 'version', 'status', 'channel', 'member', 'queue', 'assignee', 'active')
+if not f[1] then return {'missing'} end
+if f[1] ~= ARGV[5] then return {'conflict'} end
 index(f[4], f[2], f[3], false)
 local member = ARGV[9] .. string.sub(f[4], 21)
 index(member, ARGV[8], f[3], true)
-redis.call('HSET', key, 'version', ARGV[6], 'data', ARGV[7], 'status', ARGV[8], 'member', member)
-append_events(10)
-return 'ok'
+if f[7] == '1' then load(f[5] or '', f[6] or '', ARGV[4], false) end
+local picked, events_at = assign_from(ARGV[10], 14, 7)
+local assignee = picked or ARGV[11]
+if ARGV[12] == '1' then load(ARGV[10], assignee, ARGV[4], true) end
+set_sla(key, ARGV[4], string.sub(member, 22), ARGV[13])
+redis.call('HSET', key, 'version', ARGV[6], 'data', ARGV[7], 'status', ARGV[8], 'member', member,
+  'queue', ARGV[10], 'assignee', assignee, 'active', ARGV[12])
+append_events(events_at)
+return {'ok', assignee}
 """
 )
+
+# ARGV: 1 key tag, 2 now, 3 held until, 4 limit; returns key, due pairs
+_CLAIM_TIMERS = """
+local due = redis.call('ZRANGEBYSCORE', ARGV[1] .. 'timers', '-inf', ARGV[2], 'WITHSCORES', 'LIMIT', 0,
+  tonumber(ARGV[4]))
+for i = 1, #due, 2 do
+  redis.call('ZADD', ARGV[1] .. 'timers', ARGV[3], due[i])
+end
+return due
+"""
 
 _GET_TICKET = """
 local data = redis.call('HGET', ARGV[1] .. 'ticket:' .. ARGV[2], 'data')
@@ -385,6 +477,40 @@ def _load_message(data: str, ticket_id: str | None, delivery: str | None, error:
         delivery=DeliveryStatus(delivery) if delivery else None,
         delivery_error=error or None,
     )
+
+
+def _timer_score(ticket: Ticket) -> str:
+    """The ticket's SLA index entries for the scripts: "<next check score>;<flag>;<earliest due, 20 digits>"."""
+    if ticket.sla is None or not ticket.status.is_active:
+        return ";;"
+    at = ticket.sla.next_check_at()
+    flag = ticket.sla.flag()
+    due = ticket.sla.earliest_due_at()
+    if due is None:
+        flag = ""
+    return f"{'' if at is None else repr(at.timestamp())};{flag};{_us(due) if due is not None else ''}"
+
+
+def _matches(ticket: Ticket, query: TicketQuery) -> bool:
+    if query.status is not None and ticket.status is not query.status:
+        return False
+    if query.channel is not None and ticket.channel is not query.channel:
+        return False
+    if query.inboxes is not None and ticket.inbox not in query.inboxes:
+        return False
+    for wanted, value in (
+        (query.queue, ticket.queue),
+        (query.category, ticket.category),
+        (query.assignee, ticket.assignee),
+    ):
+        if wanted is not None and wanted != value:
+            return False
+    if query.updated_since is not None and ticket.updated_at < query.updated_since:
+        return False
+    if query.sla is not None:
+        flag = ticket.sla.flag() if ticket.sla is not None and ticket.status.is_active else ""
+        return flag == query.sla
+    return True
 
 
 def _address_field(inbox: str, address: Identity, thread: str) -> str:
@@ -541,6 +667,7 @@ class RedisStore(RedisAuditLog):
             "find_conversation": _FIND_CONVERSATION,
             "create_ticket": _CREATE_TICKET,
             "update_ticket": _UPDATE_TICKET,
+            "claim_timers": _CLAIM_TIMERS,
             "get_ticket": _GET_TICKET,
             "record_delivery": _RECORD_DELIVERY,
             "append_events": _APPEND_EVENTS,
@@ -859,14 +986,24 @@ class RedisStore(RedisAuditLog):
 
     # tickets ------------------------------------------------------------------
     async def create_ticket(
-        self, ticket: Ticket, conversation: Conversation, events: TicketEvents
+        self,
+        ticket: Ticket,
+        conversation: Conversation,
+        events: TicketEvents,
+        *,
+        assign: Assignment | None = None,
     ) -> tuple[Ticket, Conversation]:
         saved = dataclasses.replace(conversation, ticket_id=ticket.id, version=conversation.version + 1)
+        picking = assign is not None and ticket.assignee is None
+        # The script picks the assignee and writes it where the placeholder stands (ticket and events).
+        placeholder = f"@@assignee-{uuid.uuid4().hex}@@"
+        draft = dataclasses.replace(ticket, assignee=placeholder) if picking else ticket
+        agents = assign.agents if assign is not None and picking else ()
         for _ in range(_COMMIT_RETRIES):
             # The number is read here and the script commits only if no other ticket took it meanwhile:
             # a failed version check then burns no number.
             current = int(await self.client.get(self.key("ticketseq")) or 0)
-            numbered = dataclasses.replace(ticket, number=f"HL-{current + 1:06d}")
+            numbered = dataclasses.replace(draft, number=f"HL-{current + 1:06d}")
             outcome = await self._write(
                 "create_ticket",
                 str(current),
@@ -881,11 +1018,20 @@ class RedisStore(RedisAuditLog):
                 dumps(saved),
                 str(conversation.episode),
                 numbered.number,
+                ticket.queue or "",
+                ticket.assignee or "",
+                "1" if ticket.status.is_active else "0",
+                _timer_score(ticket),
+                assign.mode if assign is not None and picking else "",
+                f'"{placeholder}"',
+                str(len(agents)),
+                *agents,
+                *(json.dumps(a, ensure_ascii=False) for a in agents),
                 events=events(numbered, saved),
             )
-            if outcome == "ok":
-                return numbered, saved
-            if outcome == "conflict":
+            if outcome[0] == "ok":
+                return dataclasses.replace(numbered, assignee=outcome[1] or None), saved
+            if outcome[0] == "conflict":
                 raise VersionConflict(f"conversation {conversation.id} changed since version {conversation.version}")
         raise StoreError("too many tickets created at once; try again")
 
@@ -893,25 +1039,42 @@ class RedisStore(RedisAuditLog):
         raw = await self._run("get_ticket", self.tag, ticket_id_or_number)
         return loads(Ticket, raw) if raw else None
 
-    async def update_ticket(self, ticket: Ticket, events: Sequence[DownstreamEvent] = ()) -> Ticket:
+    async def update_ticket(
+        self, ticket: Ticket, events: Sequence[DownstreamEvent] = (), *, assign: Assignment | None = None
+    ) -> Ticket:
+        picking = assign is not None and ticket.assignee is None
+        placeholder = f"@@assignee-{uuid.uuid4().hex}@@"
         saved = dataclasses.replace(ticket, version=ticket.version + 1)
+        draft = dataclasses.replace(saved, assignee=placeholder) if picking else saved
+        agents = assign.agents if assign is not None and picking else ()
         outcome = await self._write(
             "update_ticket",
             ticket.id,
             str(ticket.version),
             str(saved.version),
-            dumps(saved),
+            dumps(draft),
             str(saved.status),
             _us(saved.updated_at),
-            events=events,
+            saved.queue or "",
+            saved.assignee or "",
+            "1" if saved.status.is_active else "0",
+            _timer_score(saved),
+            assign.mode if assign is not None and picking else "",
+            f'"{placeholder}"',
+            str(len(agents)),
+            *agents,
+            *(json.dumps(a, ensure_ascii=False) for a in agents),
+            events=fill_assignee(events, placeholder) if agents else events,
         )
-        if outcome == "missing":
+        if outcome[0] == "missing":
             raise NotFound(f"ticket {ticket.id} does not exist")
-        if outcome == "conflict":
+        if outcome[0] == "conflict":
             raise VersionConflict(f"ticket {ticket.id} changed since version {ticket.version}")
-        return saved
+        return dataclasses.replace(saved, assignee=outcome[1] or None)
 
     async def list_tickets(self, query: TicketQuery) -> TicketPage:
+        if query.sla is not None:
+            return await self._tickets_by_due(query)
         if query.status is not None:
             index = self.key(f"tix:status:{query.status}")
         elif query.channel is not None:
@@ -926,10 +1089,19 @@ class RedisStore(RedisAuditLog):
             # ";" sorts right after ":", so this skips every member of the cursor's (time, seq).
             after = f"[{after_us:020d}:{after_seq:012d};"
             start = max(start, after) if start != "-" else after
+        found = await self._scan(index, start, query, query.limit + 1)
+        page = found[: query.limit]
+        cursor = None
+        if len(found) > query.limit and page:
+            us, seq, _ = page[-1][1].split(":", 2)
+            cursor = encode_cursor(int(us), int(seq))
+        return TicketPage(tickets=tuple(t for t, _ in page), next_cursor=cursor)
+
+    async def _scan(self, index: str, start: str, query: TicketQuery, want: int | None) -> list[tuple[Ticket, str]]:
         found: list[tuple[Ticket, str]] = []
-        batch = max(query.limit + 1, 50)
+        batch = max((want or 0) + 1, 50)
         offset = 0
-        while len(found) <= query.limit:
+        while want is None or len(found) < want:
             members: list[str] = await self.client.zrangebylex(index, start, "+", start=offset, num=batch)
             if not members:
                 break
@@ -942,11 +1114,18 @@ class RedisStore(RedisAuditLog):
                 if not raw:
                     continue
                 ticket = loads(Ticket, raw)
-                if query.channel is not None and ticket.channel is not query.channel:
-                    continue
-                if query.inboxes is not None and ticket.inbox not in query.inboxes:
-                    continue
-                found.append((ticket, member))
+                if _matches(ticket, query):
+                    found.append((ticket, member))
+        return found
+
+    async def _tickets_by_due(self, query: TicketQuery) -> TicketPage:
+        """At-risk or breached tickets by due time, from their index (members "<due>:<seq>:<id>")."""
+        index = self.key(f"tix:sla:{query.sla}")
+        start = "-"
+        if query.cursor is not None:
+            after_us, after_seq = decode_cursor(query.cursor, 2)
+            start = f"[{after_us:020d}:{after_seq:012d};"
+        found = await self._scan(index, start, query, query.limit + 1)
         page = found[: query.limit]
         cursor = None
         if len(found) > query.limit and page:
@@ -1048,6 +1227,21 @@ class RedisStore(RedisAuditLog):
 
     async def remove_dead_letter(self, letter_id: str) -> bool:
         return bool(await self._run("remove_dead_letter", self.tag, letter_id))
+
+    # timers ---------------------------------------------------------------------
+    async def set_timer(self, key: str, due_at: datetime | None) -> None:
+        if due_at is None:
+            await self.client.zrem(self.key("timers"), key)
+        else:
+            await self.client.zadd(self.key("timers"), {key: due_at.timestamp()})
+
+    async def claim_due_timers(self, now: datetime, hold_s: float, limit: int = 100) -> list[DueTimer]:
+        t = now.timestamp()
+        flat = await self._run("claim_timers", self.tag, repr(t), repr(t + hold_s), str(limit))
+        return [
+            DueTimer(key=flat[i], due_at=datetime.fromtimestamp(float(flat[i + 1]), UTC))
+            for i in range(0, len(flat), 2)
+        ]
 
     # small shared state ---------------------------------------------------------
     async def claim(self, key: str, ttl_s: float) -> bool:

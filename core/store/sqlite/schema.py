@@ -101,6 +101,15 @@ CREATE TABLE IF NOT EXISTS outbox (
     due REAL NOT NULL  -- unix time from which another sender may take it
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS outbox_by_due ON outbox (due);
+CREATE TABLE IF NOT EXISTS timers (
+    key TEXT PRIMARY KEY,
+    due REAL NOT NULL  -- unix time
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS timers_by_due ON timers (due);
+CREATE TABLE IF NOT EXISTS queue_turns (
+    queue TEXT PRIMARY KEY,
+    turn INTEGER NOT NULL
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS dead_letters (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     id TEXT NOT NULL UNIQUE,
@@ -108,6 +117,16 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     data TEXT NOT NULL
 );
 """
+
+
+# Ticket columns the service rules filter and sort on (added to databases from before them).
+RULE_COLUMNS = (
+    ("queue", "TEXT"),
+    ("category", "TEXT"),
+    ("assignee", "TEXT"),
+    ("due_us", "INTEGER"),
+    ("sla_flag", "TEXT NOT NULL DEFAULT ''"),
+)
 
 
 def migrate(db: sqlite3.Connection) -> None:
@@ -118,6 +137,12 @@ def migrate(db: sqlite3.Connection) -> None:
     columns = {row[1] for row in db.execute("PRAGMA table_info(checkpoints)")}
     if "expires_at" not in columns:  # checkpoints had no expiry before they could be given a TTL
         db.execute("ALTER TABLE checkpoints ADD COLUMN expires_at REAL")
+    ticket_columns = {row[1] for row in db.execute("PRAGMA table_info(tickets)")}
+    for column, kind in RULE_COLUMNS:  # service rules: the list filters and the due-time order
+        if column not in ticket_columns:
+            db.execute(f"ALTER TABLE tickets ADD COLUMN {column} {kind}")
+    db.execute("CREATE INDEX IF NOT EXISTS tickets_by_due ON tickets (sla_flag, due_us, seq) WHERE sla_flag != ''")
+    db.execute("CREATE INDEX IF NOT EXISTS tickets_by_assignee ON tickets (queue, assignee, status)")
     # Partial: the many checkpoints kept for ever (IMAP UIDs, cursors) stay out of the sweeper's index.
     db.execute(
         "CREATE INDEX IF NOT EXISTS checkpoints_by_expiry ON checkpoints (expires_at) WHERE expires_at IS NOT NULL"

@@ -9,7 +9,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -28,9 +28,16 @@ from core.model import (
     Message,
     QuarantinedItem,
     Ticket,
+    TicketStatus,
 )
-from core.store.base import (
+from core.store.cursor import decode_cursor, encode_cursor
+from core.store.sqlite.audit import AUDIT_SCHEMA, SqliteAuditLog
+from core.store.sqlite.schema import SCHEMA, migrate
+from core.store.sqlite.worker import SerialWorker
+from core.store.types import (
+    Assignment,
     DeadLetter,
+    DueTimer,
     Gauges,
     NotFound,
     Outgoing,
@@ -40,13 +47,55 @@ from core.store.base import (
     TicketPage,
     TicketQuery,
     VersionConflict,
+    fill_assignee,
+    ticket_timer,
 )
-from core.store.cursor import decode_cursor, encode_cursor
-from core.store.sqlite.audit import AUDIT_SCHEMA, SqliteAuditLog
-from core.store.sqlite.schema import SCHEMA, migrate
-from core.store.sqlite.worker import SerialWorker
 
 T = TypeVar("T")
+
+
+_ACTIVE = tuple(str(s) for s in TicketStatus if s.is_active)
+
+
+def _rule_values(ticket: Ticket) -> tuple[Any, ...]:
+    due = ticket.sla.earliest_due_at() if ticket.sla else None
+    flag = ticket.sla.flag() if ticket.sla and ticket.status.is_active else ""
+    return (ticket.queue, ticket.category, ticket.assignee, _micros(due) if due else None, flag)
+
+
+def _set_ticket_timer(db: sqlite3.Connection, ticket: Ticket) -> None:
+    at = ticket.sla.next_check_at() if ticket.sla is not None and ticket.status.is_active else None
+    _set_timer(db, ticket_timer(ticket.id), at)
+
+
+def _set_timer(db: sqlite3.Connection, key: str, at: datetime | None) -> None:
+    if at is None:
+        db.execute("DELETE FROM timers WHERE key = ?", (key,))
+    else:
+        db.execute(
+            "INSERT INTO timers (key, due) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET due = excluded.due",
+            (key, at.timestamp()),
+        )
+
+
+def _pick_agent(db: sqlite3.Connection, assign: Assignment) -> str | None:
+    if not assign.agents:
+        return None
+    if assign.mode == "least_open":
+        marks = ",".join("?" * len(_ACTIVE))
+        counts = dict(
+            db.execute(
+                f"SELECT assignee, COUNT(*) FROM tickets WHERE queue = ? AND status IN ({marks}) GROUP BY assignee",
+                (assign.queue, *_ACTIVE),
+            ).fetchall()
+        )
+        return min(assign.agents, key=lambda a: (counts.get(a, 0), assign.agents.index(a)))
+    (turn,) = db.execute(
+        "INSERT INTO queue_turns (queue, turn) VALUES (?, 1) ON CONFLICT (queue) DO UPDATE SET turn = turn + 1"
+        " RETURNING turn",
+        (assign.queue,),
+    ).fetchone()
+    return assign.agents[(int(turn) - 1) % len(assign.agents)]
 
 
 def _micros(at: datetime) -> int:
@@ -447,13 +496,22 @@ class SqliteStore(SqliteAuditLog):
 
     # tickets ------------------------------------------------------------------
     async def create_ticket(
-        self, ticket: Ticket, conversation: Conversation, events: TicketEvents
+        self,
+        ticket: Ticket,
+        conversation: Conversation,
+        events: TicketEvents,
+        *,
+        assign: Assignment | None = None,
     ) -> tuple[Ticket, Conversation]:
         def run(db: sqlite3.Connection) -> tuple[Ticket, Conversation]:
             with self._tx(db):
+                assigned = ticket
+                if assign is not None and ticket.assignee is None:
+                    assigned = dataclasses.replace(ticket, assignee=_pick_agent(db, assign))
                 cur = db.execute(
-                    "INSERT INTO tickets (id, number, status, channel, updated_us, version, data)"
-                    " VALUES (?, ?, ?, ?, ?, ?, '')",
+                    "INSERT INTO tickets (id, number, status, channel, updated_us, version, data,"
+                    " queue, category, assignee, due_us, sla_flag)"
+                    " VALUES (?, ?, ?, ?, ?, ?, '', ?, ?, ?, ?, ?)",
                     (
                         ticket.id,
                         f"pending-{ticket.id}",
@@ -461,9 +519,10 @@ class SqliteStore(SqliteAuditLog):
                         ticket.channel,
                         _micros(ticket.updated_at),
                         ticket.version,
+                        *_rule_values(assigned),
                     ),
                 )
-                numbered = dataclasses.replace(ticket, number=f"HL-{cur.lastrowid:06d}")
+                numbered = dataclasses.replace(assigned, number=f"HL-{cur.lastrowid:06d}")
                 db.execute(
                     "UPDATE tickets SET number = ?, data = ? WHERE id = ?",
                     (numbered.number, dumps(numbered), ticket.id),
@@ -473,6 +532,7 @@ class SqliteStore(SqliteAuditLog):
                     "UPDATE messages SET ticket_id = ? WHERE conversation_id = ? AND episode = ? AND ticket_id IS NULL",
                     (ticket.id, conversation.id, conversation.episode),
                 )
+                _set_ticket_timer(db, numbered)
                 self._append_events(db, events(numbered, saved))
                 return numbered, saved
 
@@ -487,33 +547,57 @@ class SqliteStore(SqliteAuditLog):
 
         return await self._run(run)
 
-    async def update_ticket(self, ticket: Ticket, events: Sequence[DownstreamEvent] = ()) -> Ticket:
-        saved = dataclasses.replace(ticket, version=ticket.version + 1)
-
+    async def update_ticket(
+        self, ticket: Ticket, events: Sequence[DownstreamEvent] = (), *, assign: Assignment | None = None
+    ) -> Ticket:
         def run(db: sqlite3.Connection) -> Ticket:
+            saved = dataclasses.replace(ticket, version=ticket.version + 1)
+            written = events
             with self._tx(db):
+                if assign is not None and ticket.assignee is None and assign.agents:
+                    saved = dataclasses.replace(saved, assignee=_pick_agent(db, assign))
+                    written = fill_assignee(events, saved.assignee or "")
                 cur = db.execute(
-                    "UPDATE tickets SET status = ?, updated_us = ?, version = ?, data = ? WHERE id = ? AND version = ?",
-                    (saved.status, _micros(saved.updated_at), saved.version, dumps(saved), ticket.id, ticket.version),
+                    "UPDATE tickets SET status = ?, updated_us = ?, version = ?, data = ?,"
+                    " queue = ?, category = ?, assignee = ?, due_us = ?, sla_flag = ? WHERE id = ? AND version = ?",
+                    (
+                        saved.status,
+                        _micros(saved.updated_at),
+                        saved.version,
+                        dumps(saved),
+                        *_rule_values(saved),
+                        ticket.id,
+                        ticket.version,
+                    ),
                 )
                 if cur.rowcount != 1:
                     if db.execute("SELECT 1 FROM tickets WHERE id = ?", (ticket.id,)).fetchone() is None:
                         raise NotFound(f"ticket {ticket.id} does not exist")
                     raise VersionConflict(f"ticket {ticket.id} changed since version {ticket.version}")
-                self._append_events(db, events)
+                _set_ticket_timer(db, saved)
+                self._append_events(db, written)
                 return saved
 
         return await self._run(run)
 
     async def list_tickets(self, query: TicketQuery) -> TicketPage:
-        sql = "SELECT seq, updated_us, data FROM tickets WHERE 1 = 1"
+        by_due = query.sla is not None
+        order = "due_us" if by_due else "updated_us"
+        sql = f"SELECT seq, {order}, data FROM tickets WHERE 1 = 1"
         args: list[Any] = []
-        if query.status is not None:
-            sql += " AND status = ?"
-            args.append(query.status)
-        if query.channel is not None:
-            sql += " AND channel = ?"
-            args.append(query.channel)
+        for column, value in (
+            ("status", query.status),
+            ("channel", query.channel),
+            ("queue", query.queue),
+            ("category", query.category),
+            ("assignee", query.assignee),
+            ("sla_flag", query.sla),
+        ):
+            if value is not None:
+                sql += f" AND {column} = ?"
+                args.append(value)
+        if by_due:
+            sql += " AND due_us IS NOT NULL"
         if query.inboxes is not None:
             inboxes = sorted(query.inboxes)
             sql += f" AND json_extract(data, '$.inbox') IN ({', '.join('?' * len(inboxes)) or 'NULL'})"
@@ -523,9 +607,9 @@ class SqliteStore(SqliteAuditLog):
             args.append(_micros(query.updated_since))
         if query.cursor is not None:
             after_us, after_seq = decode_cursor(query.cursor, 2)
-            sql += " AND (updated_us > ? OR (updated_us = ? AND seq > ?))"
+            sql += f" AND ({order} > ? OR ({order} = ? AND seq > ?))"
             args += [after_us, after_us, after_seq]
-        sql += " ORDER BY updated_us, seq LIMIT ?"
+        sql += f" ORDER BY {order}, seq LIMIT ?"
         args.append(query.limit + 1)
 
         def run(db: sqlite3.Connection) -> TicketPage:
@@ -693,6 +777,27 @@ class SqliteStore(SqliteAuditLog):
     async def remove_dead_letter(self, letter_id: str) -> bool:
         def run(db: sqlite3.Connection) -> bool:
             return db.execute("DELETE FROM dead_letters WHERE id = ?", (letter_id,)).rowcount == 1
+
+        return await self._run(run)
+
+    # timers ---------------------------------------------------------------------
+    async def set_timer(self, key: str, due_at: datetime | None) -> None:
+        def run(db: sqlite3.Connection) -> None:
+            with self._tx(db):
+                _set_timer(db, key, due_at)
+
+        await self._run(run)
+
+    async def claim_due_timers(self, now: datetime, hold_s: float, limit: int = 100) -> list[DueTimer]:
+        def run(db: sqlite3.Connection) -> list[DueTimer]:
+            with self._tx(db):
+                rows = db.execute(
+                    "SELECT key, due FROM timers WHERE due <= ? ORDER BY due LIMIT ?", (now.timestamp(), limit)
+                ).fetchall()
+                db.executemany(
+                    "UPDATE timers SET due = ? WHERE key = ?", [(now.timestamp() + hold_s, k) for k, _ in rows]
+                )
+            return [DueTimer(key=k, due_at=datetime.fromtimestamp(d, UTC)) for k, d in rows]
 
         return await self._run(run)
 
