@@ -11,6 +11,7 @@ import re
 from collections.abc import Callable, Mapping
 
 from bot.faq import FaqEntry, FaqIndex, KbError, KnowledgeBase, read_kb, write_kb
+from core import heap
 from core.model import FaqHit
 
 log = logging.getLogger(__name__)
@@ -114,12 +115,14 @@ class LiveIndex:
             self._stamp = await asyncio.to_thread(file_stamp, self.path)  # our own write is no change to reload
             self._kb, self._index = kb, index
             self.reloads += 1
-            return kb
+        heap.resettle()
+        return kb
 
     async def _swap(self, kb: KnowledgeBase) -> None:
         index = await asyncio.to_thread(build_index, kb, self._values)
         self._kb, self._index = kb, index
         self.reloads += 1
+        heap.resettle()
 
 
 __all__ = ["KbError", "LiveIndex", "build_index", "render_answer"]

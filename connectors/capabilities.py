@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from connectors.base import InboundSink
-from core.model import Conversation, Identity, OutboundReply, QuarantinedItem, Ticket
+from core.model import Conversation, Delivery, Identity, OutboundReply, QuarantinedItem, Ticket
 from core.progress import Progress
 
 if TYPE_CHECKING:
@@ -70,3 +70,13 @@ class ImportsCalls(Protocol):
         first_line: int = 1,
         progress: Progress | None = None,
     ) -> ImportReport: ...
+
+
+@runtime_checkable
+class SendsCodes(Protocol):
+    """A connector that can send a one-time code to an address nobody has written from yet (email: SMTP), so a
+    customer can prove an address they want linked to themself."""
+
+    async def send_code(self, to: Identity, text: str) -> Delivery:
+        """Send ``text`` to ``to`` outside any conversation; FAILED for an address of another kind."""
+        ...

@@ -92,6 +92,11 @@ _EVENT_TYPES = (
     "system.alarm",
     "ticket.sla_warning",
     "ticket.sla_breached",
+    "ticket.rated",
+    "ticket.callback_requested",
+    "contact.updated",
+    "contact.identity_linked",
+    "contact.merged",
 )
 
 
@@ -254,6 +259,85 @@ class BotMessages(_Model):
         "抱歉，我没有理解您的问题，请换个说法，或输入“转人工”。/ Sorry, I didn't get that. Rephrase, or type 'human'."
     )
     welcome: str = ""
+    # Added to the handoff message, so every channel's customer learns the number of the ticket just opened.
+    ticket_number: str = (
+        "您的工单号是 {number}，发送“工单进度”可随时查询。/ Your ticket is {number}; ask 'where is my ticket' any time."
+    )
+    followup_joined: str = "已将您的消息补充到工单 {number}。/ Added to your ticket {number}."
+
+
+class FollowupConfig(_Model):
+    """A customer with an active ticket who writes again, on any channel, joins it instead of opening another."""
+
+    # Only a ticket updated within this long is joined; 0: never join (every new matter gets its own ticket).
+    window_s: Annotated[float, Field(ge=0)] = 30 * 86400.0
+
+
+class SurveyConfig(_Model):
+    """The satisfaction survey (CSAT) a customer gets once their ticket is resolved."""
+
+    enabled: bool = True
+    expires_s: Annotated[float, Field(gt=0)] = 7 * 86400.0  # a rating after this no longer counts
+    low_score: Annotated[int, Field(ge=0, le=5)] = 2  # at or below: the ticket reopens for a callback (回访)
+    callback_tag: Annotated[str, Field(min_length=1, max_length=64)] = "回访"
+    # Where the email survey's one-click links point: this gateway's public URL (no link when unset).
+    public_url: Annotated[str, Field(pattern=r"^https?://[^\s]+$")] | None = None
+    question: str = (
+        "您的问题已解决，请为本次服务打分：回复 1-5（5 为非常满意），或回复 满意 / 一般 / 不满意。/ "
+        "Your ticket {number} is resolved. How did we do? Reply 1-5 (5 = very satisfied)."
+    )
+    thanks: str = "感谢您的评价！/ Thank you for your rating!"
+    callback: str = "很抱歉没能让您满意，我们会尽快回访。/ Sorry we fell short; an agent will call you back."
+
+
+class AutoCloseConfig(_Model):
+    """A ``pending`` ticket (waiting on the customer) with no answer: one reminder, then closed."""
+
+    enabled: bool = True
+    remind_after_days: Annotated[float, Field(gt=0)] = 2  # business days after it went pending
+    after_days: Annotated[float, Field(gt=0)] = 3  # business days after it went pending: closed
+    tag: Annotated[str, Field(min_length=1, max_length=64)] = "auto-closed"
+    reminder: str = (
+        "您的工单 {number} 仍在等待您的回复，{days} 个工作日内未回复将自动关闭。/ "
+        "Your ticket {number} is waiting for your reply; it closes after {days} business days without one."
+    )
+
+    @model_validator(mode="after")
+    def _reminder_first(self) -> AutoCloseConfig:
+        if self.remind_after_days >= self.after_days:
+            raise ValueError("remind_after_days must be less than after_days")
+        return self
+
+
+_NOTICE_STATUSES = ("new", "open", "pending", "resolved", "closed")
+
+DEFAULT_NOTICES: dict[str, str] = {
+    "pending": "您的工单 {number} 需要您补充信息，请直接回复本消息。/ "
+    "Your ticket {number} is waiting for details from you; just reply here.",
+    "closed": "您的工单 {number} 已关闭。如需帮助，请随时联系我们。/ Your ticket {number} is closed.",
+}
+
+
+class CustomerConfig(_Model):
+    """What the customer hears about their tickets after the handoff."""
+
+    followup: FollowupConfig = FollowupConfig()
+    survey: SurveyConfig = SurveyConfig()
+    autoclose: AutoCloseConfig = AutoCloseConfig()
+    # A customer who writes again within this long of their ticket's resolution reopens it (the agent sees the
+    # message on it); later, or with 0, the bot takes the message and a new matter gets a new ticket.
+    reopen_window_s: Annotated[float, Field(ge=0)] = 0.0
+    # A short message on the customer's own channel when an agent moves the ticket to one of these statuses
+    # ({number} is the ticket number); a status left out says nothing. Resolved tickets get the survey.
+    notices: dict[str, str] = DEFAULT_NOTICES
+
+    @field_validator("notices")
+    @classmethod
+    def _known_statuses(cls, value: dict[str, str]) -> dict[str, str]:
+        for status in value:
+            if status not in _NOTICE_STATUSES:
+                raise ValueError(f"unknown ticket status {status!r}; known: {', '.join(_NOTICE_STATUSES)}")
+        return value
 
 
 class BotConfig(_Model):
@@ -504,6 +588,7 @@ class Config(_Model):
     store: StoreConfig = SqliteStoreConfig()
     api: ApiConfig = ApiConfig()
     bot: BotConfig = BotConfig()
+    customer: CustomerConfig = CustomerConfig()
     inboxes: tuple[Annotated[InboxConfig, Field(discriminator="channel")], ...] = ()
     webhooks: tuple[WebhookConfig, ...] = ()
     # Operator rules applied at intake (see README "Service rules"): fields, routing and assignment, SLA.

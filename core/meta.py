@@ -23,6 +23,7 @@ _VOICEMAIL = "voicemail_faq"
 _TRANSCRIPT = "transcript"
 _SUGGESTIONS = "suggestions"
 _LANGUAGE = "language"
+_SURVEY_REPLY = "survey_reply"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -34,6 +35,12 @@ class IntakeFacts:
     bot: bool = True
     ticket: TicketRequest | None = None
     voicemail: VoicemailRequest | None = None
+    # Intake's own finding, kept for a re-handling: the message rates its ticket's survey (gateway/survey.py).
+    survey_reply: Mapping[str, Any] | None = None
+
+
+def survey_reply_meta(reply: Mapping[str, Any] | None) -> dict[str, Any]:
+    return {_SURVEY_REPLY: dict(reply)} if reply else {}
 
 
 def intake_meta(inbound: InboundMessage, language: Language = Language.UNKNOWN) -> dict[str, Any]:
@@ -73,6 +80,7 @@ def intake_facts(message: Message) -> IntakeFacts:
         bot=bool(meta.get(_BOT, True)),
         ticket=from_jsonable(TicketRequest, raw_ticket) if isinstance(raw_ticket, dict) else None,
         voicemail=_voicemail(meta),
+        survey_reply=meta[_SURVEY_REPLY] if isinstance(meta.get(_SURVEY_REPLY), dict) else None,
     )
 
 

@@ -116,6 +116,7 @@ class HandoffReason(enum.StrEnum):
     MISSED_CALL = "missed_call"
     VOICEMAIL = "voicemail"
     CHANNEL_EVENT = "channel_event"
+    FOLLOW_UP = "follow_up"  # a conversation joined the customer's active ticket
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,6 +260,9 @@ class Contact:
     # e.g. "unsubscribed:wechat", "bounced:email:a@b.com", "ambiguous:phone:+86..."; connectors report them
     # (InboundMessage.contact_flags) and intake sets them.
     flags: tuple[str, ...] = ()
+    tags: tuple[str, ...] = ()  # an agent's labels (API)
+    version: int = 1  # bumped on every save: a PATCH may name the version it read
+    merged_into: str | None = None  # merged into that contact: this record stays only to point there
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -441,6 +445,25 @@ class TicketSla:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Csat:
+    """The customer's satisfaction rating of a resolved ticket (1-5)."""
+
+    score: int
+    comment: str | None
+    at: datetime
+    channel: Channel
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Survey:
+    """The one satisfaction survey a ticket gets, sent when it was resolved; a rating counts until ``expires_at``."""
+
+    sent_at: datetime
+    expires_at: datetime
+    channel: Channel
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Ticket:
     id: str
     number: str  # human-readable, e.g. HL-000123
@@ -466,6 +489,8 @@ class Ticket:
     skills: tuple[str, ...] = ()
     routing: tuple[str, ...] = ()  # the routing rules that fired, in order
     sla: TicketSla | None = None
+    survey: Survey | None = None
+    csat: Csat | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -511,6 +536,11 @@ class EventType(enum.StrEnum):
     SYSTEM_ALARM = "system.alarm"
     TICKET_SLA_WARNING = "ticket.sla_warning"
     TICKET_SLA_BREACHED = "ticket.sla_breached"
+    TICKET_RATED = "ticket.rated"
+    TICKET_CALLBACK = "ticket.callback_requested"
+    CONTACT_UPDATED = "contact.updated"
+    CONTACT_IDENTITY_LINKED = "contact.identity_linked"
+    CONTACT_MERGED = "contact.merged"
 
 
 EVENT_VERSION = 1

@@ -206,7 +206,7 @@ class Api:
     async def get_ticket(self, request: web.Request) -> web.StreamResponse:
         ticket = await self._ticket(request)
         include_raw = request.query.get("include_raw") in ("1", "true")
-        messages = await self._store.messages(ticket.conversation_id, ticket_id=ticket.id)
+        messages = await ticket_transcript(self._store, ticket)
         conversation = await self._store.get_conversation(ticket.conversation_id)
         contact = await self._store.get_contact(ticket.contact_id)
         body = ticket_view(ticket)
@@ -323,6 +323,19 @@ class Api:
             after={"delivered": True, "status": result.status},
         )
         return json_response({"id": letter.id, "delivered": True, "status": result.status})
+
+
+async def ticket_transcript(store: Store, ticket: Ticket) -> list[Message]:
+    """The ticket's messages on its own conversation, then those of follow-ups that joined it from the customer's
+    other conversations, in time order."""
+    own = await store.messages(ticket.conversation_id, ticket_id=ticket.id)
+    joined = [
+        m
+        for c in await store.conversations_of(ticket.contact_id)
+        if c.id != ticket.conversation_id
+        for m in await store.messages(c.id, ticket_id=ticket.id)
+    ]
+    return sorted([*own, *joined], key=lambda m: m.created_at) if joined else own
 
 
 def dead_letter_view(letter: DeadLetter) -> dict[str, Any]:

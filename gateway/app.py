@@ -12,6 +12,7 @@ from aiohttp import web
 from bot.live import LiveIndex
 from bot.setup import BotSetup
 from connectors.capabilities import Drains, ShowsTyping
+from core import heap
 from core.clock import Clock, utcnow
 from core.config import Config
 from core.jsonweb import json_response
@@ -24,6 +25,7 @@ from gateway.faq_admin import FaqAdmin
 from gateway.logs import install_request_ids
 from gateway.ops import ops_routes, ops_running
 from gateway.outbound import RETRY_DELAYS_S
+from gateway.survey_page import SurveyPage
 from gateway.wiring import Gateway, bot_policy, build_bot, build_gateway, warm_up
 
 log = logging.getLogger(__name__)
@@ -53,9 +55,16 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
 
 
 def create_app(
-    config: Config, bot: BotSetup, *, clock: Clock = utcnow, retry_delays_s: tuple[float, ...] = RETRY_DELAYS_S
+    config: Config,
+    bot: BotSetup,
+    *,
+    clock: Clock = utcnow,
+    retry_delays_s: tuple[float, ...] = RETRY_DELAYS_S,
+    settle_heap: bool = False,
 ) -> web.Application:
-    """``retry_delays_s``: the backoff between attempts of a retryable delivery (tests shorten it)."""
+    """``retry_delays_s``: the backoff between attempts of a retryable delivery (tests shorten it).
+    ``settle_heap``: once started, freeze what is alive out of the garbage collector's sight (``core.heap``);
+    ``serve`` does, a test process (whose heap is the test run's) does not."""
     access = Access(Tokens(config.api.tokens))
     app = web.Application(client_max_size=config.server.max_body_bytes, middlewares=[access.middleware, _errors])
     install_request_ids(app)  # outermost: every request, channels' too, has its id in the access log
@@ -74,7 +83,8 @@ def create_app(
     api = Api(store, tickets, typing, gateway.auditor, webhooks=webhooks)
     access.add(app.router, api.routes())
     access.add(app.router, gateway.auditor.routes())
-    access.add(app.router, ContactsApi(store, gateway.auditor).routes())
+    access.add(app.router, ContactsApi(store, gateway.contacts, gateway.auditor).routes())
+    access.add(app.router, (needs(PUBLIC, route) for route in SurveyPage(gateway.surveys, clock).routes()))
     if isinstance(bot.index, LiveIndex):
         access.add(app.router, FaqAdmin(bot.index, gateway.auditor).routes())
     for connector in connectors.values():
@@ -86,8 +96,14 @@ def create_app(
                    health=gateway.health, clock=clock, auditor=gateway.auditor),
     )  # fmt: skip
     app.cleanup_ctx.append(_lifespan)
+    if settle_heap:
+        app.on_startup.append(_settle_heap)
     app.on_shutdown.append(_stop_connectors)
     return app
+
+
+async def _settle_heap(app: web.Application) -> None:
+    heap.settle()
 
 
 async def _lifespan(app: web.Application) -> AsyncIterator[None]:

@@ -39,7 +39,11 @@ def _serve(args: argparse.Namespace) -> int:
     entries = len(bot.index.kb.entries) if isinstance(bot.index, LiveIndex) else 0
     summary = startup_summary(config, listen_url(sock), entries)
     try:
-        asyncio.run(run(create_app(config, bot), sock, grace_s=config.server.shutdown_grace_s, summary=summary))
+        asyncio.run(
+            run(
+                create_app(config, bot, settle_heap=True), sock, grace_s=config.server.shutdown_grace_s, summary=summary
+            )
+        )
     except StartupError as exc:
         print(f"huiliu: {exc}", file=sys.stderr)
         return 2

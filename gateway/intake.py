@@ -8,14 +8,17 @@ import logging
 import uuid
 from collections.abc import Sequence
 from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
 
 from bot.handoff import handoff_message
 from bot.policy import Decision, Outcome, decide, decide_pick
 from bot.setup import BotSetup
+from bot.status import status_question
 from connectors.base import IntakeResult, Rejected
 from core import events
 from core.clock import Clock, utcnow
-from core.meta import Suggestion, intake_facts, intake_meta, suggestions_meta
+from core.config import CustomerConfig
+from core.meta import Suggestion, intake_facts, intake_meta, suggestions_meta, survey_reply_meta
 from core.model import (
     MAX_FAQ_TRIES,
     Author,
@@ -29,6 +32,7 @@ from core.model import (
     Identity,
     InboundMessage,
     Message,
+    MessageKind,
     Priority,
     Ticket,
     TicketRequest,
@@ -39,9 +43,11 @@ from core.model import (
 from core.store import Store, VersionConflict
 from core.store.roles import Conversations
 from core.tasks import TaskTracker
-from gateway.contacts import apply_flags
+from gateway.contacts import ContactService, apply_flags
 from gateway.outbound import Outbound
 from gateway.rules_at_intake import IntakeRules
+from gateway.status import CHINA, StatusAnswers
+from gateway.survey import SurveyService
 from gateway.tickets import TicketChange, TicketService
 from gateway.voicemail import VoicemailAnswers
 from normalizer import DEFAULT_STEPS, Step, normalize
@@ -71,8 +77,16 @@ class Intake:
         clock: Clock = utcnow,
         tickets: TicketService | None = None,
         steps: Sequence[Step] = DEFAULT_STEPS,
+        customer: CustomerConfig | None = None,
+        contacts: ContactService | None = None,
+        surveys: SurveyService | None = None,
     ) -> None:
         self._store = store
+        self._customer = customer or CustomerConfig()
+        self._contacts = contacts or ContactService(store, clock)
+        self._surveys = surveys
+        # The business hours' zone was loaded when the config was read; the customer reads times in it.
+        self._status = StatusAnswers(store, zone=ZoneInfo(bot.hours.timezone) if bot.hours else CHINA)
         self._bot = bot
         self._outbound = outbound
         self._tasks = tasks
@@ -105,10 +119,19 @@ class Intake:
             thread=inbound.thread,
             aliases=normalized.aliases,
         )
-        if conversation.status is ConversationStatus.RESOLVED:
-            conversation = await self._reopen_for_bot(conversation)
-            await self._outbound.status_changed(conversation)
         text = normalized.text
+        survey_reply = (
+            await self._surveys.reply_in(conversation, text)
+            if self._surveys is not None and inbound.bot and inbound.kind is MessageKind.TEXT
+            else None
+        )
+        if conversation.status is ConversationStatus.RESOLVED and survey_reply is None:
+            reopened = await self._reopen_ticket(conversation)  # the ticket took the conversation back (and said so)
+            if reopened is not None:
+                conversation = reopened
+            else:
+                conversation = await self._reopen_for_bot(conversation)
+                await self._outbound.status_changed(conversation)
         if picked is not None and not text:  # the transcript shows the question the customer picked
             text = picked.questions[0]
         message = Message(
@@ -126,7 +149,7 @@ class Intake:
             raw=inbound.raw,
             ticket_id=conversation.ticket_id,
             episode=conversation.episode,
-            meta=intake_meta(inbound, normalized.language),
+            meta={**intake_meta(inbound, normalized.language), **survey_reply_meta(survey_reply)},
         )
         if inbound.contact_flags and not seen:
             await apply_flags(self._store, inbound.contact_flags, now)
@@ -192,6 +215,20 @@ class Intake:
         if not lock.locked():
             self._locks.pop(message.conversation_id, None)
 
+    async def _reopen_ticket(self, conversation: Conversation) -> Conversation | None:
+        """The customer answers soon after their ticket was resolved (``customer.reopen_window_s``): the ticket
+        reopens and takes the conversation back, so the answer reaches the agent. None when it does not apply."""
+        window = self._customer.reopen_window_s
+        if window <= 0 or conversation.ticket_id is None:
+            return None
+        ticket = await self._store.get_ticket(conversation.ticket_id)
+        if ticket is None or ticket.status is not TicketStatus.RESOLVED:
+            return None
+        if (self._clock() - ticket.updated_at).total_seconds() > window:
+            return None
+        await self._tickets.change(ticket.id, TicketChange(status=TicketStatus.OPEN))
+        return await self._store.get_conversation(conversation.id)
+
     async def _reopen_for_bot(self, conversation: Conversation) -> Conversation:
         for _ in range(_MAX_RETRIES):
             reopened = dataclasses.replace(
@@ -220,6 +257,26 @@ class Intake:
         request = facts.ticket
         if message.author is not Author.CUSTOMER:
             return False
+        survey_reply = facts.survey_reply
+        if survey_reply is not None and self._surveys is not None:
+            text = await self._surveys.record(survey_reply, message.channel)
+            await self._say(conversation, message, text, {"outcome": "survey"})
+            return True
+        may_answer = facts.bot
+        question = status_question(message.text) if may_answer and message.kind is MessageKind.TEXT else None
+        if question is not None:
+            # The one thing the bot still says once a human holds the conversation; the agent sees it too.
+            text = await self._status.answer(conversation, question)
+            await self._say(conversation, message, text, {"outcome": "status"})
+            return True
+        linking = (
+            await self._contacts.chat_step(conversation.contact_id, message.text)
+            if may_answer and message.kind is MessageKind.TEXT
+            else None
+        )
+        if linking is not None:
+            await self._say(conversation, message, linking, {"outcome": "link_identity"})
+            return True
         if conversation.status is not ConversationStatus.BOT:
             # A human holds the conversation: the bot stays silent, the service rules look at the message.
             if conversation.ticket_id:
@@ -228,8 +285,9 @@ class Intake:
                 await self._escalate(conversation.ticket_id)
                 await self._voicemail.answer(conversation, message, conversation.ticket_id, opened=False)
             return False
-        may_answer = facts.bot
         if request is not None and not (request.bot_first and may_answer):
+            if await self._follow_up(conversation, message, request):
+                return True
             ticket, saved = await self._open_ticket(conversation, message, request)
             await self._voicemail.answer(saved, message, ticket.id, opened=True)
             return False
@@ -248,6 +306,8 @@ class Intake:
             # The channel wants humans unless the bot is sure: no suggestions or "please rephrase" here.
             attempt = FaqTry(query=message.text, outcome=str(decision.outcome), hits=decision.hits)
             tried = dataclasses.replace(conversation, faq_tries=(*conversation.faq_tries, attempt)[-MAX_FAQ_TRIES:])
+            if await self._follow_up(tried, message, request):
+                return True
             await self._open_ticket(tried, message, request)
             return False
         attempt = FaqTry(query=message.text, outcome=str(decision.outcome), hits=decision.hits)
@@ -260,6 +320,8 @@ class Intake:
         )
         if decision.outcome is Outcome.HANDOFF:
             reason = decision.handoff_reason or HandoffReason.NO_MATCH
+            if await self._follow_up(updated, message, TicketRequest(reason=reason)):
+                return True
             await self._handoff(updated, message, reason, now)
             return True  # the handoff message marked it handled
         reply = self._bot_reply(conversation, message, decision, now)
@@ -301,9 +363,56 @@ class Intake:
         # customer never gets the handoff message twice. The message then joins the ticket.
         created, saved = await self._create_ticket(conversation, message, request, now)
         text = handoff_message(self._bot.messages, self._bot.hours, now)
-        reply = self._reply_message(saved, message, text, now, {"outcome": "handoff", "reason": str(reason)})
+        number = self._bot.messages.ticket_number.format(number=created.number)
+        text = f"{text}\n{number}" if number else text
+        meta: dict[str, object] = {"outcome": "handoff", "reason": str(reason), "ticket_number": created.number}
+        reply = self._reply_message(saved, message, text, now, meta)
         await self._outbound.deliver_bot_reply(reply, saved, in_reply_to=message.id, mark_handled=True)
         await self._announce(created, saved)
+
+    async def _say(self, conversation: Conversation, message: Message, text: str, meta: dict[str, object]) -> None:
+        """The bot's one reply to ``message``, leaving the conversation as it is."""
+        reply = self._reply_message(conversation, message, text, self._clock(), meta)
+        await self._outbound.deliver_bot_reply(reply, conversation, in_reply_to=message.id, mark_handled=True)
+
+    async def _follow_up(self, conversation: Conversation, message: Message, request: TicketRequest) -> bool:
+        """A customer with an active ticket (updated within the follow-up window) who now needs a human again, on
+        any channel, joins that ticket instead of getting a new one; True when it did (the message is handled)."""
+        window = self._customer.followup.window_s
+        if window <= 0:
+            return False
+        now = self._clock()
+        active = [
+            t
+            for t in await self._store.tickets_of(conversation.contact_id)
+            if t.status.is_active and (now - t.updated_at).total_seconds() <= window
+        ]
+        if not active:
+            return False
+        ticket = max(active, key=lambda t: t.updated_at)
+        joined = dataclasses.replace(
+            conversation.moved_to(ConversationStatus.WAITING_FOR_AGENT), ticket_id=ticket.id, updated_at=now
+        )
+        saved = await self._store.join_ticket(
+            joined,
+            [
+                events.conversation_handoff(joined, ticket, HandoffReason.FOLLOW_UP),
+                events.status_changed(joined, conversation.status, at=now),
+            ],
+        )
+        await self._outbound.status_changed(saved)
+        if request.escalate:
+            await self._escalate(ticket.id)
+        joined_message = dataclasses.replace(message, ticket_id=ticket.id)
+        if intake_facts(message).bot:
+            text = self._bot.messages.followup_joined.format(number=ticket.number)
+            meta: dict[str, object] = {"outcome": "followup", "ticket_number": ticket.number}
+            reply = self._reply_message(saved, joined_message, text, now, meta)
+            await self._outbound.deliver_bot_reply(reply, saved, in_reply_to=message.id, mark_handled=True)
+        else:
+            await self._voicemail.answer(saved, joined_message, ticket.id, opened=False)
+            await self._store.mark_handled(message.id)
+        return True
 
     async def _is_vip(self, contact_id: str) -> bool:
         contact = await self._store.get_contact(contact_id)

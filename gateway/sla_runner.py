@@ -1,8 +1,10 @@
-"""The one periodic runner for SLA timers: claims each due ticket timer, then fires its warnings and breaches."""
+"""The one periodic runner for the store's timers: claims each due one, then fires it: a ticket's SLA warnings and
+breaches, or another service's timer by its key's prefix (auto-close)."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable, Mapping
 
 from core.clock import Clock
 from core.store.roles import Timers
@@ -14,10 +16,23 @@ log = logging.getLogger(__name__)
 CLAIM_HOLD_S = 60.0
 _PREFIX = "ticket:"
 
+Fire = Callable[[str], Awaitable[object]]
+
 
 class SlaRunner:
-    def __init__(self, timers: Timers, tickets: TicketService, clock: Clock, *, batch: int = 100) -> None:
+    def __init__(
+        self,
+        timers: Timers,
+        tickets: TicketService,
+        clock: Clock,
+        *,
+        others: Mapping[str, Fire] | None = None,
+        batch: int = 100,
+    ) -> None:
+        """``others``: key prefix -> what fires such a timer, given the rest of its key; the handler moves or
+        removes its timer once it acted (one it leaves comes due again after ``CLAIM_HOLD_S``)."""
         self._timers = timers
+        self._others = dict(others or {})
         self._tickets = tickets
         self._clock = clock
         self._batch = batch
@@ -31,7 +46,8 @@ class SlaRunner:
             claimed += len(due)
             for timer in due:
                 if not timer.key.startswith(_PREFIX):
-                    continue  # another kind of timer: its own runner claims it
+                    await self._fire_other(timer.key)
+                    continue
                 try:
                     fired = await self._tickets.fire_sla(timer.key.removeprefix(_PREFIX))
                 except Exception:  # one broken ticket must not hold up the others; its claim runs out
@@ -41,3 +57,12 @@ class SlaRunner:
                     log.info("SLA %s on %s", ", ".join(fired), timer.key, extra={"ticket_id": timer.key[7:]})
             if len(due) < self._batch:
                 return claimed
+
+    async def _fire_other(self, key: str) -> None:
+        prefix = next((p for p in self._others if key.startswith(p)), None)
+        if prefix is None:
+            return  # unknown here: its claim runs out and it comes due again
+        try:
+            await self._others[prefix](key.removeprefix(prefix))
+        except Exception:  # one broken item must not hold up the others
+            log.exception("timer %s failed; it comes due again in %.0f s", key, CLAIM_HOLD_S)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -68,12 +68,25 @@ class ReplyResult:
     delivery: str | None
 
 
+# What follows a ticket's status change for the customer (a progress notice, the survey): saved ticket, old status.
+OnStatus = Callable[[Ticket, TicketStatus], Awaitable[None]]
+
+
 class TicketService:
-    def __init__(self, store: TicketStore, outbound: Outbound, clock: Clock, rules: ServiceRules | None = None) -> None:
+    def __init__(
+        self,
+        store: TicketStore,
+        outbound: Outbound,
+        clock: Clock,
+        rules: ServiceRules | None = None,
+        *,
+        on_status: OnStatus | None = None,
+    ) -> None:
         self._store = store
         self._outbound = outbound
         self._clock = clock
         self._rules = rules
+        self._on_status = on_status
 
     @property
     def rules(self) -> ServiceRules | None:
@@ -125,6 +138,9 @@ class TicketService:
                 continue
             if "status" in diff and not saved.status.is_active:
                 await self._follow(saved, ConversationStatus.RESOLVED)
+                await self._release_follow_ups(saved)
+            if "status" in diff and self._on_status is not None:
+                await self._on_status(saved, ticket.status)
             return saved
         raise VersionConflict(f"ticket {ticket_ref} kept changing")
 
@@ -331,6 +347,29 @@ class TicketService:
                 continue
             await self._outbound.status_changed(saved)
             return
+
+    async def _release_follow_ups(self, ticket: Ticket) -> None:
+        """Conversations that joined the ticket as follow-ups (other channels) are resolved with it, so the
+        bot speaks there again instead of staying silent for a ticket that is done."""
+        for conversation in await self._store.conversations_of(ticket.contact_id):
+            if conversation.id == ticket.conversation_id or conversation.ticket_id != ticket.id:
+                continue
+            for _ in range(_MAX_RETRIES):
+                fresh = await self._store.get_conversation(conversation.id)
+                if fresh is None or fresh.ticket_id != ticket.id or fresh.status is ConversationStatus.RESOLVED:
+                    break
+                try:
+                    moved = dataclasses.replace(fresh.moved_to(ConversationStatus.RESOLVED), updated_at=self._clock())
+                except ValueError:
+                    break
+                try:
+                    saved = await self._store.save_conversation(
+                        moved, [events.status_changed(moved, fresh.status, at=moved.updated_at)]
+                    )
+                except VersionConflict:
+                    continue
+                await self._outbound.status_changed(saved)
+                break
 
 
 def _check_at(ticket: Ticket) -> datetime | None:

@@ -14,20 +14,29 @@ from bot.policy import BotPolicy
 from bot.setup import BotSetup
 from connectors import build_connectors
 from connectors.base import Connector, ConnectorDeps, InboundSink
+from connectors.capabilities import SendsCodes
 from core.clock import Clock, utcnow
 from core.config import Config
+from core.model import Delivery, Identity, Ticket, TicketStatus
 from core.observe import NO_OBSERVER
 from core.store import Store, open_store
 from core.tasks import TaskTracker
 from gateway.audit import Auditor
+from gateway.autoclose import PREFIX as AUTOCLOSE_PREFIX
+from gateway.autoclose import AutoClose
+from gateway.contacts import CodeSender, ContactService
 from gateway.downstream.webhooks import WebhookDispatcher
 from gateway.faq_admin import answer_values
 from gateway.health import Health
 from gateway.intake import Intake, open_conversation
 from gateway.metrics import Metrics
+from gateway.notices import ProgressNotices
 from gateway.outbound import RETRY_DELAYS_S, Outbound
 from gateway.sla_runner import SlaRunner
-from gateway.tickets import TicketService
+from gateway.survey import SurveyLinks, SurveyService
+from gateway.tickets import TicketChange, TicketService
+from normalizer.rules.calendar import Calendar, calendar_for
+from normalizer.rules.calendar import warm_up as warm_calendar
 from normalizer.rules.engine import ServiceRules
 
 
@@ -45,7 +54,10 @@ class Gateway:
     bot: BotSetup
     outbound: Outbound
     auditor: Auditor
-    sla: SlaRunner
+    contacts: ContactService
+    surveys: SurveyService
+    sla: SlaRunner  # the one runner of the store's timers (SLA, auto-close)
+    calendar: Calendar  # working time for auto-close's business days
     metrics: Metrics
     health: Health
     sink: InboundSink  # intake as connectors call it (timed and counted when metrics are on)
@@ -106,8 +118,31 @@ def build_gateway(
         observer=observer,
     )
     rules = ServiceRules.from_config(config)
-    tickets = TicketService(store, outbound, clock, None if rules.empty else rules)
-    intake = Intake(store, bot, outbound, tasks, clock, tickets)
+    surveys = SurveyService(
+        store, outbound, clock, config.customer.survey, SurveyLinks(store, config.customer.survey.public_url)
+    )
+    notices = ProgressNotices(store, outbound, config.customer.notices)
+
+    async def after_status(ticket: Ticket, previous: TicketStatus) -> None:
+        """What the customer hears when an agent moves their ticket: a notice, the survey on resolve; and a
+        pending ticket's auto-close clock starts or stops."""
+        await notices.on_status(ticket, previous)
+        await autoclose.on_status(ticket, previous)
+        if ticket.status is TicketStatus.RESOLVED:
+            await surveys.on_resolved(ticket)
+
+    tickets = TicketService(store, outbound, clock, None if rules.empty else rules, on_status=after_status)
+
+    async def reopen_for_callback(ticket: Ticket, tag: str) -> Ticket:
+        return await tickets.change(ticket.id, TicketChange(status=TicketStatus.OPEN, add_tags=(tag,)))
+
+    surveys.reopening_with(reopen_for_callback)
+    calendar = calendar_for("default", config.sla)  # business days: working hours, public holidays, 调休
+    autoclose = AutoClose(store, outbound, tickets, clock, config.customer.autoclose, calendar)
+    contacts = ContactService(store, clock, _code_sender(connectors))
+    intake = Intake(
+        store, bot, outbound, tasks, clock, tickets, customer=config.customer, contacts=contacts, surveys=surveys
+    )
     webhooks = WebhookDispatcher(store, config.webhooks, observer=observer)
     return Gateway(
         config=config,
@@ -120,11 +155,27 @@ def build_gateway(
         bot=bot,
         outbound=outbound,
         auditor=Auditor(store, clock, retention_days=config.api.audit_retention_days),
-        sla=SlaRunner(store, tickets, clock),
+        contacts=contacts,
+        surveys=surveys,
+        sla=SlaRunner(store, tickets, clock, others={AUTOCLOSE_PREFIX: autoclose.fire}),
+        calendar=calendar,
         metrics=metrics,
         health=Health(config, store, connectors, webhooks, clock, started_at=clock()),
         sink=metrics.timed(intake.receive) if config.ops.metrics else intake.receive,
     )
+
+
+def _code_sender(connectors: dict[str, Connector]) -> CodeSender | None:
+    """The first inbox that can send a customer a one-time code (an email inbox), or None: no linking by code."""
+    sender = next((c for c in connectors.values() if isinstance(c, SendsCodes)), None)
+    if sender is None:
+        return None
+
+    async def send(to: Identity, text: str) -> Delivery | None:
+        assert sender is not None
+        return await sender.send_code(to, text)
+
+    return send
 
 
 async def warm_up(gateway: Gateway) -> None:
@@ -132,6 +183,7 @@ async def warm_up(gateway: Gateway) -> None:
     first message needs it."""
     if gateway.tickets.rules is not None:
         await asyncio.to_thread(gateway.tickets.rules.warm_up, utcnow().date())
+    await asyncio.to_thread(warm_calendar, gateway.calendar, utcnow().date())  # auto-close's business days
 
 
 @asynccontextmanager

@@ -456,6 +456,24 @@ async def test_an_inbox_limited_token_sees_a_contact_only_through_its_inboxes(gw
     assert status == 404
     status, body = await gw.api("GET", f"/contacts/{shop['contact_id']}", token=limited)
     assert status == 200 and {c["inbox"] for c in body["conversations"]} == {"shop"}
+    # Its tickets, search, links and merges: the same limit.
+    assert (await gw.api("GET", f"/contacts/{web_ticket['contact_id']}/tickets", token=limited))[0] == 404
+    _, tickets = await gw.api("GET", f"/contacts/{shop['contact_id']}/tickets", token=limited)
+    assert [t["id"] for t in tickets["tickets"]] == [shop["id"]]
+    web_address = (await gw.api("GET", f"/contacts/{web_ticket['contact_id']}", token=OPS))[1]["identities"][0]
+    _, found = await gw.api("GET", "/contacts", token=limited, params={"identity": web_address})
+    assert found == {"contacts": []}
+    _, found = await gw.api("GET", "/contacts", token=OPS, params={"identity": web_address})
+    assert [c["id"] for c in found["contacts"]] == [web_ticket["contact_id"]]
+    link = {"identity": "email:li@example.org"}
+    assert (await gw.api("POST", f"/contacts/{web_ticket['contact_id']}/identities", token=limited, json=link))[
+        0
+    ] == 404
+    merge = {"source": web_ticket["contact_id"]}
+    assert (await gw.api("POST", f"/contacts/{shop['contact_id']}/merge", token=limited, json=merge))[0] == 404
+    assert (await gw.api("POST", f"/contacts/{shop['contact_id']}/identities", token=limited, json=link))[0] == 201
+    _, audit = await gw.api("GET", "/audit", token=OPS, params={"target": f"contact:{shop['contact_id']}"})
+    assert [(e["action"], e["actor"]) for e in audit["entries"]] == [("contact.link_identity", "shop-crm")]
     await web_chat.close()
     await shop_chat.close()
 

@@ -404,6 +404,49 @@ async def test_served_document_is_the_file_and_needs_no_token(gateway: Gateway) 
     assert status == 200 and body == DOC
 
 
+async def test_the_customer_loop_and_contacts_match_the_document(gateway: Gateway) -> None:
+    """Survey, rating, callback and every contacts endpoint: responses and events as documented."""
+    chat, ticket = await open_ticket(gateway)
+    await gateway.api("POST", f"/tickets/{ticket['id']}/replies", json={"text": "在的", "agent": "wang"})
+    await gateway.api("PATCH", f"/tickets/{ticket['id']}", json={"status": "resolved"})
+    await chat.expect("status")
+    await chat.expect("message")  # the survey
+    await chat.say("1 太慢了")  # low: the ticket reopens for a callback
+    contact = ticket["contact_id"]
+    one = f"{PREFIX}/contacts/{{contact}}"
+    for method, path, template, kw in [
+        ("GET", f"/contacts/{contact}", one, {}),
+        ("PATCH", f"/contacts/{contact}", one, {"json": {"vip": True, "tags": ["x"]}}),
+        ("PATCH", f"/contacts/{contact}", one, {"json": {"vip": False, "version": 1}}),
+        ("GET", f"/contacts/{contact}/tickets", f"{one}/tickets", {}),
+        (
+            "POST",
+            f"/contacts/{contact}/identities",
+            f"{one}/identities",
+            {"json": {"identity": "email:a@b.cn"}},
+        ),
+        ("GET", "/contacts", f"{PREFIX}/contacts", {"params": {"identity": "email:a@b.cn"}}),
+        ("GET", "/contacts", f"{PREFIX}/contacts", {"params": {"identity": "nonsense"}}),
+        ("GET", "/contacts/ct_none", one, {}),
+    ]:
+        status, body, headers = await call(gateway, method, path, **kw)
+        assert_documented(method, template, status, body, headers)
+    _, other = await open_ticket(gateway)
+    status, body, _ = await call(gateway, "POST", f"/contacts/{contact}/merge", json={"source": other["contact_id"]})
+    assert_documented("POST", f"{one}/merge", status, body)
+    events = await all_events(gateway)
+    kinds = {e["type"] for e in events}
+    assert {
+        "ticket.rated",
+        "ticket.callback_requested",
+        "contact.updated",
+        "contact.identity_linked",
+        "contact.merged",
+    } <= kinds
+    status, body, _ = await call(gateway, "GET", "/events", params={"limit": "1000"})
+    assert_documented("GET", f"{PREFIX}/events", status, body)
+
+
 async def test_a_journey_with_service_rules_and_sla_matches_the_document(tmp_path: Path, bot_setup: BotSetup) -> None:
     """Fields, routing, store-picked assignee, SLA clocks, pending, warnings, breaches and escalations: every
     ticket and event they produce is as documented."""

@@ -18,6 +18,7 @@ from connectors.email.bounce_phrases import (
     STATUS_REASON,
     UNSETTLED,
 )
+from connectors.email.phrases import fold_case
 
 # What we put on every mail we send on our own (acknowledgements, bot answers): RFC 3834.
 AUTO_SUBMITTED = "auto-replied"
@@ -113,15 +114,22 @@ def failure_reason(status: str, text: str, *, command: str = "", action: str = "
         return "delivered"
     by_status = _status_reason(status)
     said = " ".join(text[:4000].split())
+    folded = fold_case(said)
     # "Diagnostic-Code: X-Unix; ..." and the like: a local program failed, not an SMTP conversation.
     local_error = bool(re.match(r"x-[\w-]+ ?;", said, re.I))
 
+    heard: dict[str, bool] = {}
+
     def says(reason: str) -> bool:
-        return bool(REASON_TEXT[reason].search(said))
+        # The looks below ask about the same reason several times; each ask is a search over up to 4,000 chars.
+        found = heard.get(reason)
+        if found is None:
+            found = heard[reason] = REASON_TEXT[reason].found_in(said, folded)
+        return found
 
     def first_look(reason: str) -> bool:
         if reason == "userunknown":
-            if NO_SUCH_MAILBOX.search(said):
+            if NO_SUCH_MAILBOX.found_in(said, folded):
                 return True
             if by_status == "userunknown":
                 return not any(says(other) for other in NOT_REALLY_UNKNOWN)

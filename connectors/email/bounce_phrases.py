@@ -5,7 +5,8 @@ Tables only, no logic (auto.py reads them): a new MTA's wording is a line added 
 
 from __future__ import annotations
 
-import re
+from connectors.email.phrases import Phrases
+from connectors.email.phrases import phrases as _phrases
 
 # Why a mail could not be delivered --------------------------------------------------------------------------
 # The taxonomy is sisimai's (https://libsisimai.org/en/reason/), so our verdicts can be compared with it. Only
@@ -15,12 +16,8 @@ import re
 HARD_REASONS = frozenset({"userunknown", "hostunknown", "hasmoved"})
 
 
-def _phrases(*alternatives: str) -> re.Pattern[str]:
-    return re.compile("|".join(f"(?:{a})" for a in alternatives), re.IGNORECASE)
-
-
 # What each reason's diagnostic text says, in the words MTAs use. Matched against one recipient's diagnostic.
-REASON_TEXT: dict[str, re.Pattern[str]] = {
+REASON_TEXT: dict[str, Phrases] = {
     "mailboxfull": _phrases(
         r"mail ?box (is |was )?(full|over ?quota)",
         r"over (the |their |his |her )?(storage |disk )?quota",

@@ -535,6 +535,26 @@ class EmailConnector:
         log.info("inbox %s: sent %s", self.inbox, message_id)
         return Delivery(status=DeliveryStatus.SENT, external_id=f"{message_id}@{self._cfg.domain}")
 
+    async def send_code(self, to: Identity, text: str) -> Delivery:
+        """A one-time code for a customer linking this address: a mail of its own, in no thread, never copied."""
+        if to.kind is not IdentityKind.EMAIL:
+            return Delivery(
+                status=DeliveryStatus.FAILED, error=f"not an email address: {to}", reason="invalid_recipient"
+            )
+        message_id = f"code_{uuid.uuid4().hex}"
+        outgoing = Outgoing(
+            message_id=message_id,
+            domain=self._cfg.domain,
+            from_address=self._cfg.address,
+            from_name=self._cfg.from_name,
+            to=to.value,
+            subject="验证码 / Verification code",
+            text=text,
+            sent_at=datetime.now(UTC),
+            automatic=True,
+        )
+        return await self._smtp_send(compose(outgoing), message_id)
+
     async def ticket_opened(self, ticket: Ticket, conversation: Conversation) -> OutboundReply | None:
         """Acknowledge the customer's mail with the ticket number, threaded, at most once per sender per interval.
 

@@ -160,6 +160,9 @@ class WebchatConnector:
         suggestions = suggestions_of(message)
         if suggestions:
             frame["suggestions"] = suggestions_json(suggestions)
+        survey = message.meta.get("survey")
+        if survey:  # the satisfaction survey's buttons: each sends its value as the customer's reply
+            frame["survey"] = [{"label": o["label"], "value": o["value"]} for o in survey]
         live = await self._push(reply.address, frame)
         return Delivery(status=DeliveryStatus.SENT if live else DeliveryStatus.QUEUED, external_id=message.id)
 

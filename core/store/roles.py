@@ -50,8 +50,30 @@ class Contacts(Protocol):
 
     async def get_contact(self, contact_id: str) -> Contact | None: ...
 
-    async def save_contact(self, contact: Contact) -> None:
-        """Name, VIP mark and flags; identities are linked only by ``Conversations.conversation_for``."""
+    async def save_contact(self, contact: Contact, *, expected_version: int | None = None) -> Contact:
+        """Name, VIP mark, tags and flags; identities change only through ``conversation_for``, ``add_identity``
+        and merges.
+
+        Returns it saved with the version bumped. With ``expected_version`` it is saved only if the stored
+        version is that one (VersionConflict otherwise); without, the last save wins.
+        """
+        ...
+
+    async def contact_by_identity(self, identity: Identity) -> Contact | None:
+        """The contact owning ``identity``, never creating one."""
+        ...
+
+    async def add_identity(self, contact_id: str, identity: Identity) -> bool:
+        """Link an identity to a contact (an agent's word, or a customer's proof); False (and nothing changed) if
+        another contact owns it."""
+        ...
+
+    async def merge_contacts(self, source_id: str, into_id: str, *, events: Sequence[DownstreamEvent] = ()) -> Contact:
+        """One write: ``source``'s identities, conversations and tickets move to ``into`` (their versions bumped),
+        its flags, tags and VIP mark join ``into``'s, and ``source`` stays behind as a pointer (``merged_into``).
+
+        NotFound if either is missing; ValueError for a contact into itself or one already merged.
+        """
         ...
 
 
@@ -192,6 +214,15 @@ class Tickets(Protocol):
         ...
 
     async def list_tickets(self, query: TicketQuery) -> TicketPage: ...
+
+    async def tickets_of(self, contact_id: str) -> list[Ticket]:
+        """Every ticket of the contact, oldest first."""
+        ...
+
+    async def join_ticket(self, conversation: Conversation, events: Sequence[DownstreamEvent] = ()) -> Conversation:
+        """A follow-up on another conversation joins an open ticket: save ``conversation`` (version-checked, its
+        ``ticket_id`` naming the ticket) and attach its current-episode messages that have no ticket, in one write."""
+        ...
 
 
 class Timers(Protocol):

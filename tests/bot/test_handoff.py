@@ -42,7 +42,8 @@ async def test_visitor_gets_the_off_hours_message_on_a_saturday(tmp_path: Path, 
     async with started(config, setup, clock=lambda: saturday) as gw:
         chat = await gw.chat()
         _, reply = await chat.say("转人工")
-        assert reply["text"] == "客服已下班"
+        off_hours, number = reply["text"].split("\n")
+        assert off_hours == "客服已下班" and "HL-000001" in number  # then the ticket's number
         await chat.expect("status")
         status, body = await gw.api("GET", "/tickets")
         assert status == 200 and body["tickets"][0]["created_at"] == saturday.isoformat()

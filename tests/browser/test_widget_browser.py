@@ -243,6 +243,27 @@ async def test_handoff_and_agent_reply_render_on_the_real_gateway(page: Any, gat
         await page.screenshot(path=str(tmp_path / "handoff.png"))
 
 
+async def test_survey_buttons_rate_the_resolved_ticket(page: Any, gateway: Gateway, tmp_path: Path) -> None:
+    async with screenshot_on_failure(page, tmp_path):
+        await _open(page, gateway.url)
+        await _ask(page, "转人工")
+        await page.wait_for_function("document.querySelector('[data-hl=root]').dataset.status === 'waiting_for_agent'")
+        _, body = await gateway.api("GET", "/tickets")
+        ticket = body["tickets"][0]
+        assert ticket["number"] in (await _bot_texts(page))[-1]  # the handoff tells the number
+        status, _ = await gateway.api("PATCH", f"/tickets/{ticket['id']}", json={"status": "resolved"})
+        assert status == 200
+        button = page.locator('[data-hl="survey"][data-value="一般"]')
+        await button.click()
+        await page.wait_for_function(
+            """() => [...document.querySelectorAll('[data-hl="msg"][data-author="bot"] [data-hl="text"]')]
+                     .some(t => t.textContent.includes('感谢'))"""
+        )
+        assert await page.locator('[data-hl="survey"]:disabled').count() == 3  # one rating per survey
+        _, rated = await gateway.api("GET", f"/tickets/{ticket['id']}")
+        assert rated["csat"]["score"] == 3 and rated["csat"]["channel"] == "webchat"
+
+
 # --------------------------------------------------------------------------- widget logic (fake server)
 
 

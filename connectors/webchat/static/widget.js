@@ -55,6 +55,7 @@
     author: { customer: '我 / Me', bot: '智能助手 / Assistant', agent: '客服 / Agent', system: '系统 / System' },
     state: { pending: '发送中… / Sending…', sent: '已送达 / Delivered', failed: '未发送 / Not sent' },
     suggestionsLabel: '您是不是想问 / Did you mean',
+    surveyLabel: '满意度评价 / Rate our service',
     newConversation: '已开始新的会话 / A new conversation has started',
     errors: {
       frame_too_large: '消息太长，未能发送 / Message too long',
@@ -270,6 +271,13 @@
       this.logEl.addEventListener('click', (e) => {
         var btn = e.target && e.target.closest ? e.target.closest('[data-hl="suggestion"]') : null;
         if (btn && this.logEl.contains(btn) && !btn.disabled) this._pickSuggestion(btn);
+        var rate = e.target && e.target.closest ? e.target.closest('[data-hl="survey"]') : null;
+        if (rate && this.logEl.contains(rate) && !rate.disabled) {
+          var group = rate.parentNode.querySelectorAll('[data-hl="survey"]');
+          for (var j = 0; j < group.length; j++) group[j].disabled = true;
+          rate.classList.add('hl-chosen');
+          this.sendText(rate.getAttribute('data-value'));
+        }
       });
 
       root.appendChild(head);
@@ -354,6 +362,18 @@
           }, sugg[i].question));
         }
         msg.appendChild(box);
+      }
+      var rates = Array.isArray(f.survey) ? f.survey.filter(function (o) {
+        return o && typeof o.label === 'string' && typeof o.value === 'string';
+      }) : [];
+      if (rates.length) {
+        var survey = el('div', { class: 'hl-suggestions hl-survey', role: 'group', 'aria-label': T.surveyLabel });
+        for (var k = 0; k < rates.length; k++) {
+          survey.appendChild(el('button', {
+            type: 'button', class: 'hl-suggestion', 'data-hl': 'survey', 'data-value': rates[k].value,
+          }, rates[k].label));
+        }
+        msg.appendChild(survey);
       }
       var time = formatTime(f.at);
       if (time) msg.appendChild(el('div', { class: 'hl-meta', title: String(f.at) }, time));

@@ -39,6 +39,7 @@ from core.model import (
     Ticket,
     TicketStatus,
 )
+from core.store.contacts import merged_contact
 from core.store.cursor import decode_cursor, encode_cursor
 from core.store.redis.audit import RedisAuditLog
 from core.store.types import (
@@ -177,6 +178,55 @@ end
 return {'ok'}
 """
 
+# Commit a merge computed in Python if both contacts, every conversation and every ticket are as read.
+# ARGV: 4 source id, 5 its expected data, 6 its new data (the pointer), 7 target id, 8 its expected data,
+# 9 its new data, 10 n identities, identities..., n conversations, (id, expected version, data)...,
+# n tickets, (id, expected version, data)..., events
+_MERGE_CONTACTS = (
+    _PRELUDE
+    + """
+local src, dst = ARGV[4], ARGV[7]
+if (redis.call('GET', P .. 'contact:' .. src) or '') ~= ARGV[5] then return 0 end
+if (redis.call('GET', P .. 'contact:' .. dst) or '') ~= ARGV[8] then return 0 end
+local at = 10
+local n = tonumber(ARGV[at])
+local idents = {}
+for i = 1, n do idents[i] = ARGV[at + i] end
+at = at + n + 1
+local nc = tonumber(ARGV[at])
+for i = 0, nc - 1 do
+  if redis.call('HGET', P .. 'conv:' .. ARGV[at + 1 + 3 * i], 'version') ~= ARGV[at + 2 + 3 * i] then return 0 end
+end
+local convs_at = at
+at = at + 3 * nc + 1
+local nt = tonumber(ARGV[at])
+for i = 0, nt - 1 do
+  if redis.call('HGET', P .. 'ticket:' .. ARGV[at + 1 + 3 * i], 'version') ~= ARGV[at + 2 + 3 * i] then return 0 end
+end
+if #redis.call('LRANGE', P .. 'conv-of:' .. src, 0, -1) ~= nc then return 0 end
+if redis.call('ZCARD', P .. 'tix-of:' .. src) ~= nt then return 0 end
+for _, ident in ipairs(idents) do redis.call('SET', P .. 'ident:' .. ident, dst) end
+for i = 0, nc - 1 do
+  local id = ARGV[convs_at + 1 + 3 * i]
+  redis.call('HSET', P .. 'conv:' .. id, 'version', tonumber(ARGV[convs_at + 2 + 3 * i]) + 1,
+    'data', ARGV[convs_at + 3 + 3 * i])
+  redis.call('RPUSH', P .. 'conv-of:' .. dst, id)
+end
+redis.call('DEL', P .. 'conv-of:' .. src)
+for i = 0, nt - 1 do
+  local id = ARGV[at + 1 + 3 * i]
+  redis.call('HSET', P .. 'ticket:' .. id, 'version', tonumber(ARGV[at + 2 + 3 * i]) + 1,
+    'data', ARGV[at + 3 + 3 * i])
+end
+redis.call('ZUNIONSTORE', P .. 'tix-of:' .. dst, 2, P .. 'tix-of:' .. dst, P .. 'tix-of:' .. src, 'AGGREGATE', 'MIN')
+redis.call('DEL', P .. 'tix-of:' .. src)
+redis.call('SET', P .. 'contact:' .. src, ARGV[6])
+redis.call('SET', P .. 'contact:' .. dst, ARGV[9])
+append_events(at + 3 * nt + 1)
+return 1
+"""
+)
+
 _FIND_CONVERSATION = """
 local id = redis.call('HGET', ARGV[1] .. 'conv-by-addr', ARGV[2])
 if not id then return false end
@@ -275,6 +325,7 @@ local member = ARGV[9] .. ':' .. string.format('%012d', seq) .. ':' .. ARGV[5]
 redis.call('HSET', P .. 'ticket:' .. ARGV[5], 'data', ARGV[6], 'version', '1', 'status', ARGV[7],
   'channel', ARGV[8], 'member', member, 'queue', queue, 'assignee', assignee, 'active', ARGV[18])
 redis.call('SET', P .. 'ticketnum:' .. ARGV[15], ARGV[5])
+redis.call('ZADD', P .. 'tix-of:' .. cjson.decode(ARGV[6])['contact_id'], seq, ARGV[5])
 index(member, ARGV[7], ARGV[8], true)
 if ARGV[18] == '1' then load(queue, assignee, ARGV[5], true) end
 set_sla(P .. 'ticket:' .. ARGV[5], ARGV[5], string.sub(member, 22), ARGV[19])
@@ -287,6 +338,25 @@ for _, mid in ipairs(redis.call('LRANGE', P .. 'conv-msgs:' .. ARGV[10], 0, -1))
 end
 append_events(events_at)
 return {'ok', assignee}
+"""
+)
+
+# ARGV: 4 conversation id, 5 expected version, 6 new version, 7 data, 8 episode, 9 ticket id, 10.. events
+_JOIN_TICKET = (
+    _PRELUDE
+    + """
+local ckey = P .. 'conv:' .. ARGV[4]
+local v = redis.call('HGET', ckey, 'version')
+if not v or v ~= ARGV[5] then return 0 end
+redis.call('HSET', ckey, 'version', ARGV[6], 'data', ARGV[7])
+for _, mid in ipairs(redis.call('LRANGE', P .. 'conv-msgs:' .. ARGV[4], 0, -1)) do
+  local f = redis.call('HMGET', P .. 'msg:' .. mid, 'episode', 'ticket_id')
+  if f[1] == ARGV[8] and f[2] == '' then
+    redis.call('HSET', P .. 'msg:' .. mid, 'ticket_id', ARGV[9])
+  end
+end
+append_events(10)
+return 1
 """
 )
 
@@ -664,9 +734,11 @@ class RedisStore(RedisAuditLog):
             "add_message": _ADD_MESSAGE,
             "save_conversation": _SAVE_CONVERSATION,
             "commit_contact": _COMMIT_CONTACT,
+            "merge_contacts": _MERGE_CONTACTS,
             "find_conversation": _FIND_CONVERSATION,
             "create_ticket": _CREATE_TICKET,
             "update_ticket": _UPDATE_TICKET,
+            "join_ticket": _JOIN_TICKET,
             "claim_timers": _CLAIM_TIMERS,
             "get_ticket": _GET_TICKET,
             "record_delivery": _RECORD_DELIVERY,
@@ -684,8 +756,31 @@ class RedisStore(RedisAuditLog):
             "remove_dead_letter": _REMOVE_DEAD_LETTER,
         }
         self._scripts = {name: client.register_script(src) for name, src in sources.items()}
+        await self._index_tickets_by_contact()
         self.bus = RedisBus(client, self.tag)
         await self.bus.start()
+
+    async def _index_tickets_by_contact(self, batch: int = 500) -> None:
+        """Tickets created before they were indexed by contact (``tix-of:<contact>``) get indexed, once per
+        store: the marker is set only when every ticket was done, so an interrupted run just starts over."""
+        marker = self.key("tix-of:indexed")
+        if await self.client.exists(marker):
+            return
+        offset = 0
+        while members := await self.client.zrange(self.key("tix"), offset, offset + batch - 1):
+            offset += len(members)
+            async with self.client.pipeline(transaction=False) as pipe:
+                for member in members:
+                    pipe.hget(self.key(f"ticket:{member.split(':', 2)[2]}"), "data")
+                rows = await pipe.execute()
+            async with self.client.pipeline(transaction=False) as pipe:
+                for member, raw in zip(members, rows, strict=True):
+                    if raw:
+                        ticket = loads(Ticket, raw)
+                        seq = int(member.split(":", 2)[1])
+                        pipe.zadd(self.key(f"tix-of:{ticket.contact_id}"), {ticket.id: seq}, nx=True)
+                await pipe.execute()
+        await self.client.set(marker, "1")
 
     async def close(self) -> None:
         bus, self.bus = self.bus, None
@@ -787,15 +882,82 @@ class RedisStore(RedisAuditLog):
         contact, _ = await self._load_contact(contact_id)
         return contact
 
-    async def save_contact(self, contact: Contact) -> None:
+    async def save_contact(self, contact: Contact, *, expected_version: int | None = None) -> Contact:
         for _ in range(_COMMIT_RETRIES):
             stored, raw = await self._load_contact(contact.id)
             if stored is None:
                 raise NotFound(f"contact {contact.id} does not exist")
-            kept = dataclasses.replace(contact, identities=stored.identities)
+            if expected_version is not None and stored.version != expected_version:
+                raise VersionConflict(f"contact {contact.id} changed since version {expected_version}")
+            kept = dataclasses.replace(contact, identities=stored.identities, version=stored.version + 1)
             if await self._run("cas", raw, dumps(kept), keys=[self.key(f"contact:{contact.id}")]):
-                return
+                return kept
         raise StoreError(f"contact {contact.id} kept changing")
+
+    async def contact_by_identity(self, identity: Identity) -> Contact | None:
+        (owner,) = await self._owners([identity])
+        if not owner:
+            return None
+        contact, _ = await self._load_contact(owner)
+        return contact
+
+    async def tickets_of(self, contact_id: str) -> list[Ticket]:
+        ids = await self.client.zrange(self.key(f"tix-of:{contact_id}"), 0, -1)
+        async with self.client.pipeline(transaction=False) as pipe:
+            for ticket_id in ids:
+                pipe.hget(self.key(f"ticket:{ticket_id}"), "data")
+            rows = await pipe.execute()
+        return [loads(Ticket, r) for r in rows if r]
+
+    async def merge_contacts(self, source_id: str, into_id: str, *, events: Sequence[DownstreamEvent] = ()) -> Contact:
+        for _ in range(_COMMIT_RETRIES):
+            source, source_raw = await self._load_contact(source_id)
+            into, into_raw = await self._load_contact(into_id)
+            for contact, wanted in ((source, source_id), (into, into_id)):
+                if contact is None:
+                    raise NotFound(f"contact {wanted} does not exist")
+            assert source is not None and into is not None
+            merged = merged_contact(source, into)
+            pointer = dataclasses.replace(source, identities=(), merged_into=into_id, version=source.version + 1)
+            conversations = await self.conversations_of(source_id)
+            tickets = await self.tickets_of(source_id)
+            conv_args = [
+                x
+                for c in conversations
+                for x in (
+                    c.id,
+                    str(c.version),
+                    dumps(dataclasses.replace(c, contact_id=into_id, version=c.version + 1)),
+                )
+            ]
+            ticket_args = [
+                x
+                for t in tickets
+                for x in (
+                    t.id,
+                    str(t.version),
+                    dumps(dataclasses.replace(t, contact_id=into_id, version=t.version + 1)),
+                )
+            ]
+            done = await self._write(
+                "merge_contacts",
+                source_id,
+                source_raw,
+                dumps(pointer),
+                into_id,
+                into_raw,
+                dumps(merged),
+                str(len(source.identities)),
+                *(str(i) for i in source.identities),
+                str(len(conversations)),
+                *conv_args,
+                str(len(tickets)),
+                *ticket_args,
+                events=events,
+            )
+            if done:
+                return merged
+        raise StoreError(f"contacts {source_id} and {into_id} kept changing")
 
     async def add_identity(self, contact_id: str, identity: Identity) -> bool:
         """Test support, outside the Store protocol: link a verified identity to a contact; False (and nothing
@@ -1034,6 +1196,22 @@ class RedisStore(RedisAuditLog):
             if outcome[0] == "conflict":
                 raise VersionConflict(f"conversation {conversation.id} changed since version {conversation.version}")
         raise StoreError("too many tickets created at once; try again")
+
+    async def join_ticket(self, conversation: Conversation, events: Sequence[DownstreamEvent] = ()) -> Conversation:
+        saved = dataclasses.replace(conversation, version=conversation.version + 1)
+        ok = await self._write(
+            "join_ticket",
+            conversation.id,
+            str(conversation.version),
+            str(saved.version),
+            dumps(saved),
+            str(conversation.episode),
+            conversation.ticket_id or "",
+            events=events,
+        )
+        if not ok:
+            raise VersionConflict(f"conversation {conversation.id} changed since version {conversation.version}")
+        return saved
 
     async def get_ticket(self, ticket_id_or_number: str) -> Ticket | None:
         raw = await self._run("get_ticket", self.tag, ticket_id_or_number)

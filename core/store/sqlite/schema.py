@@ -49,6 +49,7 @@ CREATE TABLE IF NOT EXISTS tickets (
     number TEXT NOT NULL UNIQUE,
     status TEXT NOT NULL,
     channel TEXT NOT NULL,
+    contact_id TEXT,
     updated_us INTEGER NOT NULL,
     version INTEGER NOT NULL,
     data TEXT NOT NULL
@@ -138,6 +139,10 @@ def migrate(db: sqlite3.Connection) -> None:
     if "expires_at" not in columns:  # checkpoints had no expiry before they could be given a TTL
         db.execute("ALTER TABLE checkpoints ADD COLUMN expires_at REAL")
     ticket_columns = {row[1] for row in db.execute("PRAGMA table_info(tickets)")}
+    if "contact_id" not in ticket_columns:  # tickets were found by contact only once customers could ask
+        db.execute("ALTER TABLE tickets ADD COLUMN contact_id TEXT")
+        db.execute("UPDATE tickets SET contact_id = json_extract(data, '$.contact_id') WHERE data != ''")
+    db.execute("CREATE INDEX IF NOT EXISTS tickets_by_contact ON tickets (contact_id, seq)")
     for column, kind in RULE_COLUMNS:  # service rules: the list filters and the due-time order
         if column not in ticket_columns:
             db.execute(f"ALTER TABLE tickets ADD COLUMN {column} {kind}")

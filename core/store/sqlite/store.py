@@ -30,6 +30,7 @@ from core.model import (
     Ticket,
     TicketStatus,
 )
+from core.store.contacts import merged_contact
 from core.store.cursor import decode_cursor, encode_cursor
 from core.store.sqlite.audit import AUDIT_SCHEMA, SqliteAuditLog
 from core.store.sqlite.schema import SCHEMA, migrate
@@ -237,17 +238,62 @@ class SqliteStore(SqliteAuditLog):
 
         return await self._run(run)
 
-    async def save_contact(self, contact: Contact) -> None:
-        def run(db: sqlite3.Connection) -> None:
+    async def save_contact(self, contact: Contact, *, expected_version: int | None = None) -> Contact:
+        def run(db: sqlite3.Connection) -> Contact:
             with self._tx(db):
                 row = db.execute("SELECT data FROM contacts WHERE id = ?", (contact.id,)).fetchone()
                 if row is None:
                     raise NotFound(f"contact {contact.id} does not exist")
                 stored = loads(Contact, row[0])
-                kept = dataclasses.replace(contact, identities=stored.identities)
+                if expected_version is not None and stored.version != expected_version:
+                    raise VersionConflict(f"contact {contact.id} changed since version {expected_version}")
+                kept = dataclasses.replace(contact, identities=stored.identities, version=stored.version + 1)
                 db.execute("UPDATE contacts SET data = ? WHERE id = ?", (dumps(kept), contact.id))
+                return kept
 
-        await self._run(run)
+        return await self._run(run)
+
+    async def contact_by_identity(self, identity: Identity) -> Contact | None:
+        return await self._run(lambda db: self._owner(db, identity))
+
+    async def tickets_of(self, contact_id: str) -> list[Ticket]:
+        sql = "SELECT data FROM tickets WHERE contact_id = ? ORDER BY seq"
+        return await self._run(lambda db: [loads(Ticket, d) for (d,) in db.execute(sql, (contact_id,))])
+
+    async def merge_contacts(self, source_id: str, into_id: str, *, events: Sequence[DownstreamEvent] = ()) -> Contact:
+        def load(db: sqlite3.Connection, contact_id: str) -> Contact:
+            row = db.execute("SELECT data FROM contacts WHERE id = ?", (contact_id,)).fetchone()
+            if row is None:
+                raise NotFound(f"contact {contact_id} does not exist")
+            return loads(Contact, row[0])
+
+        def run(db: sqlite3.Connection) -> Contact:
+            with self._tx(db):
+                source, into = load(db, source_id), load(db, into_id)
+                merged = merged_contact(source, into)
+                db.execute("UPDATE identities SET contact_id = ? WHERE contact_id = ?", (into_id, source_id))
+                moved_rows = db.execute("SELECT data FROM conversations WHERE contact_id = ?", (source_id,)).fetchall()
+                for (data,) in moved_rows:
+                    moved = loads(Conversation, data)
+                    moved = dataclasses.replace(moved, contact_id=into_id, version=moved.version + 1)
+                    db.execute(
+                        "UPDATE conversations SET contact_id = ?, version = ?, data = ? WHERE id = ?",
+                        (into_id, moved.version, dumps(moved), moved.id),
+                    )
+                for (data,) in db.execute("SELECT data FROM tickets WHERE contact_id = ?", (source_id,)).fetchall():
+                    ticket = loads(Ticket, data)
+                    ticket = dataclasses.replace(ticket, contact_id=into_id, version=ticket.version + 1)
+                    db.execute(
+                        "UPDATE tickets SET contact_id = ?, version = ?, data = ? WHERE id = ?",
+                        (into_id, ticket.version, dumps(ticket), ticket.id),
+                    )
+                pointer = dataclasses.replace(source, identities=(), merged_into=into_id, version=source.version + 1)
+                db.execute("UPDATE contacts SET data = ? WHERE id = ?", (dumps(pointer), source_id))
+                db.execute("UPDATE contacts SET data = ? WHERE id = ?", (dumps(merged), into_id))
+                self._append_events(db, events)
+                return merged
+
+        return await self._run(run)
 
     async def add_identity(self, contact_id: str, identity: Identity) -> bool:
         """Test support, outside the Store protocol: link a verified identity to a contact; False (and nothing
@@ -509,14 +555,15 @@ class SqliteStore(SqliteAuditLog):
                 if assign is not None and ticket.assignee is None:
                     assigned = dataclasses.replace(ticket, assignee=_pick_agent(db, assign))
                 cur = db.execute(
-                    "INSERT INTO tickets (id, number, status, channel, updated_us, version, data,"
+                    "INSERT INTO tickets (id, number, status, channel, contact_id, updated_us, version, data,"
                     " queue, category, assignee, due_us, sla_flag)"
-                    " VALUES (?, ?, ?, ?, ?, ?, '', ?, ?, ?, ?, ?)",
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, '', ?, ?, ?, ?, ?)",
                     (
                         ticket.id,
                         f"pending-{ticket.id}",
                         ticket.status,
                         ticket.channel,
+                        ticket.contact_id,
                         _micros(ticket.updated_at),
                         ticket.version,
                         *_rule_values(assigned),
@@ -535,6 +582,19 @@ class SqliteStore(SqliteAuditLog):
                 _set_ticket_timer(db, numbered)
                 self._append_events(db, events(numbered, saved))
                 return numbered, saved
+
+        return await self._run(run)
+
+    async def join_ticket(self, conversation: Conversation, events: Sequence[DownstreamEvent] = ()) -> Conversation:
+        def run(db: sqlite3.Connection) -> Conversation:
+            with self._tx(db):
+                saved = self._save_conversation(db, conversation)
+                db.execute(
+                    "UPDATE messages SET ticket_id = ? WHERE conversation_id = ? AND episode = ? AND ticket_id IS NULL",
+                    (conversation.ticket_id, conversation.id, conversation.episode),
+                )
+                self._append_events(db, events)
+                return saved
 
         return await self._run(run)
 
