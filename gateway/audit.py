@@ -12,6 +12,7 @@ from aiohttp import web
 
 from core.clock import Clock
 from core.codec import to_jsonable
+from core.jsonweb import json_response
 from core.scopes import Scope
 from core.store.audit import AuditEntry, AuditLog, AuditQuery
 from core.store.cursor import decode_cursor
@@ -146,4 +147,4 @@ class Auditor:
                 limit=int(raw_limit),
             )
         )
-        return web.json_response({"entries": [entry_view(e) for e in page.entries], "next_cursor": page.next_cursor})
+        return json_response({"entries": [entry_view(e) for e in page.entries], "next_cursor": page.next_cursor})

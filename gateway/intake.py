@@ -22,12 +22,14 @@ from core.meta import Suggestion, intake_facts, intake_meta, suggestions_meta, s
 from core.model import (
     MAX_FAQ_TRIES,
     Author,
+    Channel,
     Conversation,
     ConversationStatus,
     Direction,
     DownstreamEvent,
     FaqTry,
     HandoffReason,
+    Identity,
     InboundMessage,
     Message,
     MessageKind,
@@ -39,6 +41,7 @@ from core.model import (
     reply_key,
 )
 from core.store import Store, VersionConflict
+from core.store.roles import Conversations
 from core.tasks import TaskTracker
 from gateway.contacts import ContactService, apply_flags
 from gateway.outbound import Outbound
@@ -54,6 +57,14 @@ log = logging.getLogger(__name__)
 _MAX_RETRIES = 8
 _STUCK_TRIES = 3  # recoveries of a message whose handling keeps failing, before it waits for a restart
 __all__ = ["MAX_FAQ_TRIES", "BotSetup", "Clock", "Intake", "utcnow"]
+
+
+async def open_conversation(
+    store: Conversations, clock: Clock, address: Identity, channel: Channel, inbox: str
+) -> Conversation:
+    """The conversation of ``address`` on ``inbox``, opened with its contact if there is none: the same record
+    the address's first message will land in (``conversation_for`` is idempotent)."""
+    return await store.conversation_for(address, channel=channel, inbox=inbox, name=None, now=clock())
 
 
 class Intake:
