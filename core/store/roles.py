@@ -149,6 +149,13 @@ class Transcript(Protocol):
         """By the channel's own id (an email Message-ID we sent, a WeChat MsgId)."""
         ...
 
+    async def stored_external_ids(
+        self, *, channel: Channel, inbox: str, direction: Direction, external_ids: Sequence[str]
+    ) -> set[str]:
+        """Which of ``external_ids`` are stored already: one read for a whole import batch, so a re-import skips
+        its known rows without building them (intake's unique key still decides for the rest)."""
+        ...
+
     async def messages(
         self, conversation_id: str, *, ticket_id: str | None = None, episode: int | None = None
     ) -> list[Message]: ...

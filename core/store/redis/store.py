@@ -1102,6 +1102,16 @@ class RedisStore(RedisAuditLog):
         row = await self._run("find_message", self.tag, f"{channel}:{inbox}:{direction}:{external_id}")
         return _load_message(*row) if row and row[0] else None
 
+    async def stored_external_ids(
+        self, *, channel: Channel, inbox: str, direction: Direction, external_ids: Sequence[str]
+    ) -> set[str]:
+        found: set[str] = set()
+        for start in range(0, len(external_ids), 1000):
+            part = external_ids[start : start + 1000]
+            ids = await self.client.mget([self.key(f"msgext:{channel}:{inbox}:{direction}:{e}") for e in part])
+            found.update(e for e, id_ in zip(part, ids, strict=True) if id_ is not None)
+        return found
+
     async def record_delivery(
         self, message_id: str, delivery: Delivery, events: Sequence[DownstreamEvent] = ()
     ) -> None:
