@@ -129,6 +129,7 @@ class Transcript(Protocol):
         answers: str | None = None,
         saving: Conversation | None = None,
         outgoing: Outgoing | None = None,
+        handled: bool = False,
     ) -> tuple[Message, bool]:
         """Store a message once per (channel, inbox, direction, external_id).
 
@@ -137,7 +138,8 @@ class Transcript(Protocol):
         replies to: it is marked handled in the same transaction. ``saving`` is a conversation to
         save with it, version-checked as in ``save_conversation`` (VersionConflict, and nothing
         written, if it changed): a bot reply and the conversation it updates are one write.
-        ``outgoing`` puts a new message in the outbox in the same write.
+        ``outgoing`` puts a new message in the outbox in the same write. ``handled``: an inbound message that
+        intake has nothing to do for (a call log line) is stored handled, as ``mark_handled`` would leave it.
         """
         ...
 

@@ -94,9 +94,9 @@ local function append_events(start)
 end
 """
 
-# ARGV: 4 id, 5 conversation, 6 unique key or '', 7 inbound 1/0, 8 episode, 9 ticket id, 10 data, 11 answers,
-# 12 conversation to save or '', 13 its expected version, 14 its new version, 15 its data, 16 outbox due or '',
-# 17 what it answers (for the outbox), 18.. events
+# ARGV: 4 id, 5 conversation, 6 unique key or '', 7 left for intake to handle 1/0, 8 episode, 9 ticket id, 10 data,
+# 11 answers, 12 conversation to save or '', 13 its expected version, 14 its new version, 15 its data,
+# 16 outbox due or '', 17 what it answers (for the outbox), 18.. events
 _ADD_MESSAGE = (
     _PRELUDE
     + """
@@ -1058,6 +1058,7 @@ class RedisStore(RedisAuditLog):
         answers: str | None = None,
         saving: Conversation | None = None,
         outgoing: Outgoing | None = None,
+        handled: bool = False,
     ) -> tuple[Message, bool]:
         saved = dataclasses.replace(saving, version=saving.version + 1) if saving is not None else None
         unique = (
@@ -1070,7 +1071,7 @@ class RedisStore(RedisAuditLog):
             message.id,
             message.conversation_id,
             unique,
-            "1" if message.direction is Direction.INBOUND else "0",
+            "1" if message.direction is Direction.INBOUND and not handled else "0",
             str(message.episode),
             message.ticket_id or "",
             dumps(message),

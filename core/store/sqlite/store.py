@@ -423,6 +423,7 @@ class SqliteStore(SqliteAuditLog):
         answers: str | None = None,
         saving: Conversation | None = None,
         outgoing: Outgoing | None = None,
+        handled: bool = False,
     ) -> tuple[Message, bool]:
         def run(db: sqlite3.Connection) -> tuple[Message, bool]:
             with self._tx(db):
@@ -441,7 +442,7 @@ class SqliteStore(SqliteAuditLog):
                         message.external_id,
                         message.ticket_id,
                         message.episode,
-                        0 if message.direction is Direction.INBOUND else 1,
+                        0 if message.direction is Direction.INBOUND and not handled else 1,
                         dumps(message),
                     ),
                 )
