@@ -91,26 +91,30 @@ def main() -> None:
     entries, queries = (load_many if args.many_phrasings else load)(args.phrasings)
     step = max(1, len(queries) // args.queries)
     queries = queries[::step][: args.queries]
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     index = FaqIndex(entries)
-    build_s = time.perf_counter() - start
+    build_s, build_cpu = time.perf_counter() - start, time.process_time() - cpu
     with_index = rss_mib()
     for q in queries[:50]:
         index.search(q)  # warm-up
-    times = []
+    times, cpu_times = [], []
     for q in queries:
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.thread_time()
         index.search(q)
         times.append((time.perf_counter() - t) * 1000)
+        cpu_times.append((time.thread_time() - c) * 1000)
     phrasings = sum(len(e.questions) for e in entries)
     print(f"KB: {len(entries)} entries, {phrasings} phrasings; {len(queries)} queries")
     print(f"jieba init      : {jieba_s:.2f} s")
     print(f"index build     : {build_s:.2f} s (goal <= 3 s; includes a private jieba tokenizer with the KB's words)")
+    # On a shared machine wall time measures the neighbours too: CPU time is what the build itself costs.
+    print(f"index build CPU : {build_cpu:.2f} s")
     print(f"temperature     : {index.temperature} (1: the KB is too thin to fit one)")
     print(
         f"per query       : p50 {statistics.median(times):.3f} ms, p99 {percentile(times, 0.99):.3f} ms "
         f"(goal p99 <= 2 ms), max {max(times):.2f} ms"
     )
+    print(f"per query CPU   : p50 {statistics.median(cpu_times):.3f} ms, p99 {percentile(cpu_times, 0.99):.3f} ms")
     print(
         f"memory (RSS)    : {base:.0f} MiB at start, {with_jieba:.0f} MiB with jieba loaded, "
         f"{with_index:.0f} MiB with the index; peak {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB"

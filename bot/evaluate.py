@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import pathlib
+import random
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -192,6 +193,96 @@ def evaluate(bench: Bench, policy: BotPolicy, *, index: FaqIndex | None = None) 
     return Report(name=bench.name, metrics=metrics, predictions=preds)
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Unknown:
+    """Leave-entries-out: how the bot treats questions about entries its KB lacks (averaged over folds)."""
+
+    name: str
+    holdout: float
+    folds: int
+    queries: int  # held-out phrasings asked, over all folds
+    answered: float  # every such answer is wrong
+    suggested: float
+    handed_off: float  # a miss or a handoff
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "holdout_entries": self.holdout,
+            "folds": self.folds,
+            "leo_queries": self.queries,
+            "leo_answered": self.answered,
+            "leo_suggested": self.suggested,
+            "leo_handed_off": self.handed_off,
+        }
+
+
+def holdout_folds(bench: Bench, fraction: float, folds: int, *, seed: int = 0) -> list[tuple[Bench, Bench]]:
+    """``folds`` splits of the KB, each leaving out ``fraction`` of the entries (disjoint while they fit): the
+    kept entries make the KB, and every phrasing of a left-out entry becomes a query that must not be answered.
+
+    This mimics customers asking what the KB lacks with data one has: a KB author's own phrasings of topics
+    the bot was not given. The order is a seeded shuffle, so runs (and the calibrated thresholds) repeat.
+    """
+    if not 0 < fraction < 1:
+        raise ValueError("the held-out fraction must be between 0 and 1")
+    if folds < 1:
+        raise ValueError("folds must be at least 1")
+    order = list(range(len(bench.faqs)))
+    random.Random(seed).shuffle(order)
+    size = max(1, round(fraction * len(order)))
+    splits: list[tuple[Bench, Bench]] = []
+    for fold in range(folds):
+        start = (fold * size) % len(order)
+        out = {order[(start + k) % len(order)] for k in range(size)}
+        kept = tuple(e for n, e in enumerate(bench.faqs) if n not in out)
+        held = tuple(
+            BenchQuery(text=q, expected=None) for n, e in enumerate(bench.faqs) if n in out for q in e.questions
+        )
+        name = f"{bench.name}#leo{fold}"
+        splits.append((Bench(name=name, faqs=kept, queries=()), Bench(name=name, faqs=kept, queries=held)))
+    return splits
+
+
+def evaluate_unknown(
+    bench: Bench, policy: BotPolicy, *, fraction: float, folds: int
+) -> tuple[Unknown, list[tuple[Bench, tuple[Prediction, ...]]]]:
+    """The leave-entries-out measure, and each fold's predictions (which calibration takes into account)."""
+    answered = suggested = handed = total = 0.0
+    per_fold: list[tuple[Bench, tuple[Prediction, ...]]] = []
+    count = 0
+    for kb, asked in holdout_folds(bench, fraction, folds):
+        index = FaqIndex(kb.faqs)
+        preds = predict(index, asked.queries, policy)
+        per_fold.append((asked, preds))
+        n = max(1, len(preds))
+        answered += sum(p.decision == "answer" for p in preds) / n
+        suggested += sum(p.decision == "suggest" for p in preds) / n
+        handed += sum(p.decision == "handoff" for p in preds) / n
+        total += 1
+        count += len(preds)
+    return (
+        Unknown(
+            name=bench.name,
+            holdout=fraction,
+            folds=folds,
+            queries=count,
+            answered=round(answered / total, 4),
+            suggested=round(suggested / total, 4),
+            handed_off=round(handed / total, 4),
+        ),
+        per_fold,
+    )
+
+
+def format_unknown(u: Unknown) -> str:
+    head = f"{u.name}: leave-entries-out ({u.holdout:g} of the entries, {u.folds} folds, {u.queries} questions)"
+    lines = [head]
+    lines += [f"{name:>18}: {value}" for name, value in (("answered", u.answered), ("suggested", u.suggested))]
+    lines.append(f"{'handed_off':>18}: {u.handed_off}")
+    return "\n".join(lines)
+
+
 def write_predictions(path: pathlib.Path, preds: Iterable[Prediction]) -> None:
     with path.open("w", encoding="utf-8") as f:
         for p in preds:
@@ -221,12 +312,22 @@ class Calibration:
         )
 
 
-def calibrate(bench: Bench, preds: Sequence[Prediction], *, target_wrong: float) -> Calibration:
+def calibrate(
+    bench: Bench,
+    preds: Sequence[Prediction],
+    *,
+    target_wrong: float,
+    unknown: Sequence[Sequence[Prediction]] = (),
+    target_unknown: float = 0.10,
+) -> Calibration:
     """The answer threshold and margin that answer the most queries right while keeping wrong answers at target.
 
     Uses each query's two best scores, so one evaluation pass is enough. Human-request and complaint handoffs
-    are not thresholded and stay as they were. The suggest threshold is the lowest score at which a suggestion
-    list still holds the right entry at least half the time, so "did you mean" lists stay useful.
+    are not thresholded and stay as they were. ``unknown``: the leave-entries-out folds' predictions (questions
+    about entries the KB lacks); thresholds must also keep the share of those answered at ``target_unknown``
+    averaged over folds, because a dev file's own out-of-scope queries are too few to say how often the bot
+    answers what it does not know. The suggest threshold is the lowest score at which a suggestion list still
+    holds the right entry at least half the time, so "did you mean" lists stay useful.
     """
     n_in = sum(q.expected is not None for q in bench.queries)
     thresholdable = [
@@ -234,9 +335,12 @@ def calibrate(bench: Bench, preds: Sequence[Prediction], *, target_wrong: float)
         for q, p in zip(bench.queries, preds, strict=True)
         if not p.forced
     ]
+    folds = [[(p.best, p.best - p.runner_up) for p in fold if not p.forced] for fold in unknown if fold]
     best: tuple[int, float, float, float] | None = None  # (correct, -wrong_rate, threshold, margin)
     for margin in [m / 100 for m in range(0, 81)]:
         kept = sorted(((b, ok) for b, d, ok in thresholdable if d >= margin), reverse=True)
+        # Per fold, the unknown questions' best scores (with the margin), highest first: how many a threshold answers.
+        unknown_scores = [sorted((b for b, d in fold if d >= margin), reverse=True) for fold in folds]
         correct = wrong = 0
         for i, (b, ok) in enumerate(kept):
             correct += ok
@@ -244,10 +348,15 @@ def calibrate(bench: Bench, preds: Sequence[Prediction], *, target_wrong: float)
             if i + 1 < len(kept) and kept[i + 1][0] == b:
                 continue  # all queries with the same score go in together
             rate = wrong / (correct + wrong)
-            if rate <= target_wrong:
-                cand = (correct, -rate, b, margin)
-                if best is None or cand > best:
-                    best = cand
+            if rate > target_wrong:
+                continue
+            if folds:
+                share = sum(_at_least(s, b) / len(fold) for s, fold in zip(unknown_scores, folds, strict=True))
+                if share / len(folds) > target_unknown:
+                    continue
+            cand = (correct, -rate, b, margin)
+            if best is None or cand > best:
+                best = cand
     if best is None:
         return Calibration(
             answer_threshold=1.0, suggest_threshold=1.0, margin=0.0, answered_correct=0.0, wrong_answer_rate=0.0
@@ -262,6 +371,18 @@ def calibrate(bench: Bench, preds: Sequence[Prediction], *, target_wrong: float)
         answered_correct=round(correct / max(1, n_in), 4),
         wrong_answer_rate=round(-neg_rate, 4),
     )
+
+
+def _at_least(descending: Sequence[float], threshold: float) -> int:
+    """How many of these scores (highest first) reach the threshold."""
+    lo, hi = 0, len(descending)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if descending[mid] >= threshold:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
 
 
 def _suggest_threshold(bench: Bench, preds: Sequence[Prediction], *, upper: float) -> float:

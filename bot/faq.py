@@ -18,6 +18,7 @@ import yaml
 from rapidfuzz import fuzz, process
 
 from bot.learn import LinearModel, train
+from bot.qtype import disagree, question_types, union
 from bot.synonyms import STARTER_SYNONYMS, merged, synonym_map
 from bot.text import Analyzed, analyze, is_cjk, new_tokenizer, stem
 from core.model import FaqHit
@@ -198,6 +199,7 @@ _POSTINGS_BUDGET = 500
 _CHAR_BUDGET = 60
 _CHAR_MIN = 2
 _TYPO_CUTOFF = 84
+_TYPO_CACHE = 10_000  # typo fixes remembered per index
 # The learned model (bot/learn.py) and how its logits combine with the lexical score: logit = model + _BETA *
 # lexical score, softmax over the rescored candidates and a "none of these" option at logit _NULL, so a query
 # that no candidate explains well gets a low probability even when one candidate beats the others.
@@ -218,6 +220,12 @@ _MODEL_IDF_POWER = 0.5
 _ALPHA = 1.0
 _BETA = 8.0
 _NULL = 4.0
+# An entry whose phrasings never ask what the query asks (bot/qtype.py: a definition where every phrasing asks
+# how to do it) is no answer to it, however many topic words they share: its score is capped below answering (it
+# can still be suggested). The ranking stays as it was. Dev sets, best answered_correct reachable with wrong
+# answers at goal and at most 10% of left-out entries' questions answered: clinc150 0.470 -> 0.494, banking77
+# 0.369 -> 0.387, massive-zh 0.194 -> 0.187.
+_QTYPE_CAP = 0.5
 _UNCORROBORATED = 0.5  # the highest score of an entry that only one phrasing supports (below answering)
 # A KB's own temperature on the logits (and the null), so a probability means the same in every KB: how sure the
 # index may be depends on how alike its entries are (massive-zh-dev's near-identical intents make confident wrong
@@ -241,6 +249,14 @@ _MAX_SCORE = 0.9999
 # reaches the target in one fold, so its build pays for one held-out index only.
 _MAX_FOLDS = 3
 _HELD_TARGET = 1000
+# Sibling entries: two entries that the held-out fit's phrasings of one rank under the other at least this many
+# times (massive-zh-dev: play_music and music_likeness). When the best two candidates are siblings, the best one's
+# score is capped below answering (unless the query is one of its phrasings as written): the customer picks from a
+# "did you mean" list rather than get the wrong one. Best answered_correct at goal (as for _QTYPE_CAP): 5 gave
+# clinc150 0.492 (0.494 without), banking77 0.403 (0.387), massive-zh 0.184 (0.187); 3 and 2 cost every set (2:
+# 0.458 / 0.354 / 0.136), as the rule then caught right answers more than wrong ones.
+_SIBLING_MIN = 5
+_SIBLING_CAP = 0.5
 _T_MIN, _T_MAX = 0.5, 2.0  # the temperatures a KB may get
 
 
@@ -292,6 +308,19 @@ class _Phrase:
     content: str
 
 
+@dataclass(frozen=True, slots=True)
+class _Scored:
+    """A rescored candidate: its logit, the entry and its best phrasing, whether more than one phrasing (or a
+    keyword) supports it, whether it asks the query's kind of question, and what the null option reads off it."""
+
+    logit: float
+    entry: int
+    phrasing: int
+    corroborated: bool
+    agrees: bool
+    verbatim: bool  # the query is one of this entry's phrasings, as written
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class _Analysis:
     """How an index analyzes text, and what it has analyzed: shared with the held-out indexes cut from it."""
@@ -299,6 +328,7 @@ class _Analysis:
     tokenizer: Any
     synonyms: dict[str, str]
     cache: dict[str, Analyzed]
+    normalized: dict[str, str]  # phrasing -> fold_for_matching(phrasing)
 
 
 class FaqIndex:
@@ -324,24 +354,31 @@ class FaqIndex:
         if len(self._by_id) != len(self._entries):
             raise ValueError("FAQ entry ids must be unique")
         groups = [tuple(g) for g in synonyms]
+        self._user_words: tuple[str, ...] = ()
         if _analysis is None:
+            normal = {q: fold_for_matching(q) for e in self._entries for q in e.questions}
             user_words = [k for e in self._entries for k in e.keywords]
-            user_words += [q for e in self._entries for q in e.questions if 2 <= len(fold_for_matching(q)) <= 4]
+            user_words += [q for e in self._entries for q in e.questions if 2 <= len(normal[q]) <= 4]
             user_words += [w for g in (*groups, *STARTER_SYNONYMS) for w in g]
             tokenizer = new_tokenizer(user_words)
+            self._user_words = tuple(user_words)
             folds = merged(synonym_map(groups, normalize=_fold), synonym_map(STARTER_SYNONYMS, normalize=_fold))
-            _analysis = _Analysis(tokenizer=tokenizer, synonyms=folds, cache={})
+            _analysis = _Analysis(tokenizer=tokenizer, synonyms=folds, cache={}, normalized=normal)
         self._tokenizer = _analysis.tokenizer
         self._synonyms = _analysis.synonyms
         cache = _analysis.cache
         analyzed = [[self._analyze_cached(q, cache) for q in e.questions] for e in self._entries]
         self._keywords = [[self._analyze_cached(k, cache) for k in e.keywords] for e in self._entries]
         # A question typed exactly as one entry (and no other) words it.
+        normal = _analysis.normalized
         verbatim: dict[str, int] = {}
         for i, e in enumerate(self._entries):
-            for q in map(fold_for_matching, e.questions):
-                verbatim[q] = i if verbatim.get(q, i) == i else -1
+            for q in e.questions:
+                verbatim[normal[q]] = i if verbatim.get(normal[q], i) == i else -1
         self._verbatim = {q: i for q, i in verbatim.items() if i >= 0}
+        # Each distinct phrasing's question types, once (held-out indexes share the texts).
+        kinds = {q: question_types(normal[q]) for e in self._entries for q in e.questions}
+        self._qtypes = [union(kinds[q] for q in e.questions) for e in self._entries]
         feats_cache: dict[Analyzed, frozenset[str]] = {}
         phrase_feats = [[_features_cached(a, feats_cache) for a in phrasings] for phrasings in analyzed]
         keyword_feats = [[_features_cached(k, feats_cache) for k in kws] for kws in self._keywords]
@@ -372,7 +409,7 @@ class FaqIndex:
                 _Phrase(
                     question=self._entries[i].questions[k],
                     features=feats,
-                    inv_norm=1.0 / (math.sqrt(sum(weight2[f] for f in feats)) or 1.0),
+                    inv_norm=1.0 / (math.sqrt(math.fsum(weight2[f] for f in feats)) or 1.0),
                     content=a.content,
                 )
                 for k, (feats, a) in enumerate(zip(phrase_feats[i], analyzed[i], strict=True))
@@ -396,23 +433,39 @@ class FaqIndex:
             f: tuple(sorted(p, key=lambda iw: -iw[1])) for f, p in postings.items()
         }
         self._train_model(analyzed, phrase_feats)
-        self._temperature = self._fit_temperature(_analysis) if calibrate else 1.0
+        self._temperature, self._siblings = self._fit_confidence(_analysis) if calibrate else (1.0, frozenset())
+
+    def __getstate__(self) -> dict[str, Any]:
+        """An index built in another process (bot/aside.py) crosses over without its jieba tokenizer: that holds
+        a lock and a copy of jieba's whole dictionary, and is rebuilt from the KB's user words on arrival."""
+        state = dict(self.__dict__)
+        del state["_tokenizer"]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._tokenizer = new_tokenizer(self._user_words)
 
     @property
     def temperature(self) -> float:
         """The KB's own temperature on the logits (1 when the KB is too small or too thin to fit one)."""
         return self._temperature
 
-    def _fit_temperature(self, analysis: _Analysis) -> float:
-        """Hold a third of the phrasings of each entry (with at least three) out of a held-out index, and pick the
+    def _fit_confidence(self, analysis: _Analysis) -> tuple[float, frozenset[tuple[int, int]]]:
+        """The KB's temperature, and its sibling entries (the pairs its held-out phrasings confuse).
+
+        Hold a third of the phrasings of each entry (with at least three) out of a held-out index, and pick the
         temperature under which that index's probabilities best predict where those phrasings belong. Folds after
-        the first hold out the next third each, pooled, until _HELD_TARGET phrasings are held out (see _MAX_FOLDS)."""
+        the first hold out the next third each, pooled, until _HELD_TARGET phrasings are held out (see _MAX_FOLDS).
+        A held-out phrasing that the held-out index ranks under another entry makes the two siblings.
+        """
         entries = self._entries
         if sum(len(e.questions) for e in entries) < _CALIBRATE_MIN_PHRASINGS * len(entries):
-            return 1.0
+            return 1.0, frozenset()
         if sum(len(e.questions) // 3 for e in entries) < _CALIBRATE_MIN_HELD:
-            return 1.0
+            return 1.0, frozenset()
         examples: list[tuple[list[float], int]] = []  # (logits, position of the right one; -1: none of these)
+        confused: dict[tuple[int, int], int] = defaultdict(int)
         for fold in range(_MAX_FOLDS):
             if len(examples) >= _HELD_TARGET:
                 break
@@ -435,9 +488,12 @@ class FaqIndex:
             other = FaqIndex(kept, calibrate=False, _analysis=analysis)
             for text, i in held:
                 ranked = other._rank(text, _RESCORE, analysis.cache.get(text))
-                logits = [logit for logit, *_ in ranked]
-                gold = next((n for n, (_, j, _, _) in enumerate(ranked) if j == i), -1)
+                logits = [r.logit for r in ranked]
+                gold = next((n for n, r in enumerate(ranked) if r.entry == i), -1)
                 examples.append((logits, gold))
+                if ranked and ranked[0].entry != i:
+                    confused[min(i, ranked[0].entry), max(i, ranked[0].entry)] += 1
+        siblings = frozenset(pair for pair, count in confused.items() if count >= _SIBLING_MIN)
 
         def nll(inv_t: float) -> float:
             total = 0.0
@@ -462,7 +518,7 @@ class FaqIndex:
                 lo, a, fa = a, b, fb
                 b = lo + ratio * (hi - lo)
                 fb = nll(b)
-        return round(2.0 / (lo + hi), 3)
+        return round(2.0 / (lo + hi), 3), siblings
 
     def _train_model(self, analyzed: list[list[Analyzed]], phrase_feats: list[list[frozenset[str]]]) -> None:
         """Learn per-entry feature weights from the phrasings: each phrasing is an example of its entry, told
@@ -477,7 +533,7 @@ class FaqIndex:
         # feature -> (its column in the model, its damped IDF): one lookup per query feature
         self._model_feats = {
             f: (k, (math.log((1 + total) / (1 + d)) + 1) ** (1.0 if f[0] == "c" else _MODEL_IDF_POWER))
-            for k, (f, d) in enumerate(df.items())
+            for k, (f, d) in enumerate(sorted(df.items()))
         }
         rows: list[tuple[list[int], list[float]]] = []
         classes: list[int] = []
@@ -498,8 +554,9 @@ class FaqIndex:
     def _model_row(self, feats: Iterable[str]) -> tuple[list[int], list[float]]:
         """Known features with IDF values, L2-normalized (unknown features say nothing to the model)."""
         table = self._model_feats
-        known = [found for f in feats if (found := table.get(f)) is not None]
-        norm = math.sqrt(sum(idf * idf for _, idf in known)) or 1.0
+        # In column order: a set's order changes with PYTHONHASHSEED, and with it the float sums (and near-ties).
+        known = sorted(found for f in feats if (found := table.get(f)) is not None)
+        norm = math.sqrt(math.fsum(idf * idf for _, idf in known)) or 1.0
         return [k for k, _ in known], [idf / norm for _, idf in known]
 
     def _walk(self, feats: Iterable[str], budget: int = _POSTINGS_BUDGET) -> tuple[dict[int, float], set[str]]:
@@ -566,23 +623,25 @@ class FaqIndex:
         changed = False
         for t in query.terms:
             if len(t) >= 4 and t.isalpha() and t.isascii() and ("w" + t) not in self._weight2:
-                if t not in self._typos:
-                    self._typos[t] = self._typo_fix(t)
-                    if len(self._typos) > 10000:
-                        self._typos.clear()
-                changed |= self._typos[t] != t
-                fixed.append(self._typos[t])
+                fix = self._typos.get(t)
+                if fix is None:
+                    fix = self._typo_fix(t)
+                    if len(self._typos) >= _TYPO_CACHE:
+                        self._typos.clear()  # bounded; cleared *before* the new word goes in, never after
+                    self._typos[t] = fix
+                changed |= fix != t
+                fixed.append(fix)
             else:
                 fixed.append(t)
         if not changed:
             return query
-        typos = self._typos
+        fixes = dict(zip(query.terms, fixed, strict=True))
         return Analyzed(
             terms=tuple(fixed),
             bigrams=query.bigrams,
             chars=query.chars,
             content=" ".join(fixed),
-            words=tuple(typos.get(w, w) for w in query.words),
+            words=tuple(fixes.get(w, w) for w in query.words),
         )
 
     def _typo_fix(self, word: str) -> str:
@@ -601,18 +660,29 @@ class FaqIndex:
         if not scored_entries:
             return ()
         t = self._temperature
-        top = scored_entries[0][0]
-        norm = math.exp((_NULL - top) / t) + sum(math.exp((logit - top) / t) for logit, *_ in scored_entries)
+        top = scored_entries[0].logit
+        norm = math.exp((_NULL - top) / t) + sum(math.exp((r.logit - top) / t) for r in scored_entries)
+        siblings = (
+            len(scored_entries) > 1
+            and not scored_entries[0].verbatim
+            and tuple(sorted((scored_entries[0].entry, scored_entries[1].entry))) in self._siblings
+        )
         hits: list[FaqHit] = []
-        for logit, i, k, corroborated in scored_entries[:limit]:
-            p = math.exp((logit - top) / t) / norm
-            shown = p if corroborated else min(p, _UNCORROBORATED)
-            question = self._phrases[i][k].question
-            hits.append(FaqHit(entry_id=self._entries[i].id, question=question, score=round(min(shown, _MAX_SCORE), 4)))
+        for r in scored_entries[:limit]:
+            p = math.exp((r.logit - top) / t) / norm
+            shown = p if r.corroborated else min(p, _UNCORROBORATED)
+            if not r.agrees:
+                shown = min(shown, _QTYPE_CAP)
+            if siblings:
+                shown = min(shown, _SIBLING_CAP)
+            question = self._phrases[r.entry][r.phrasing].question
+            hits.append(
+                FaqHit(entry_id=self._entries[r.entry].id, question=question, score=round(min(shown, _MAX_SCORE), 4))
+            )
         return tuple(hits)
 
-    def _rank(self, text: str, limit: int, analyzed: Analyzed | None = None) -> list[tuple[float, int, int, bool]]:
-        """The rescored candidates, best first: (logit, entry, its best phrasing, corroborated)."""
+    def _rank(self, text: str, limit: int, analyzed: Analyzed | None = None) -> list[_Scored]:
+        """The rescored candidates, best first."""
         query = self._fix_typos(analyzed or self._analyze(text))
         feats = _features(query)
         acc, complete = self._walk(feats)
@@ -626,22 +696,24 @@ class FaqIndex:
         exact = {}
         for i in candidates:
             values = terms[i]
-            exact[i] = acc[i] + sum([values[f] for f in rest if f in values])
-        bm25_max = (_K1 + 1) * sum(self._bm25.get(f) or self._bm25_unknown[f[0]] for f in feats)
+            exact[i] = acc[i] + math.fsum([values[f] for f in rest if f in values])
+        bm25_max = (_K1 + 1) * math.fsum(self._bm25.get(f) or self._bm25_unknown[f[0]] for f in feats)
         logits = self._model.logits(*self._model_row(_model_features(query)), candidates)
         model = dict(zip(candidates, logits, strict=True))
         pre = {i: _ALPHA * model[i] + _BETA * _A_BM25 * exact[i] / bm25_max for i in candidates}
         rescore = heapq.nlargest(max(_RESCORE, limit), pre, key=pre.__getitem__)
         weight2 = self._weight2
-        inv_q = 1.0 / math.sqrt(sum(weight2.get(f) or self._unknown2[f[0]] for f in feats))
+        inv_q = 1.0 / math.sqrt(math.fsum(weight2.get(f) or self._unknown2[f[0]] for f in feats))
         feat_set = frozenset(known)
         q_weight = {f: weight2[f] for f in known}.__getitem__
-        verbatim = self._verbatim.get(fold_for_matching(text), -1)
-        scored_entries: list[tuple[float, int, int, bool]] = []  # (logit, entry, best phrasing, corroborated)
+        folded = fold_for_matching(text)
+        verbatim = self._verbatim.get(folded, -1)
+        asked = question_types(folded)
+        scored_entries: list[_Scored] = []
         for i in rescore:
             scored = sorted(
                 [
-                    (sum(map(q_weight, feat_set & ph.features)) * ph.inv_norm * inv_q, k)
+                    (math.fsum(map(q_weight, feat_set & ph.features)) * ph.inv_norm * inv_q, k)
                     for k, ph in enumerate(self._phrases[i])
                 ],
                 reverse=True,
@@ -657,8 +729,10 @@ class FaqIndex:
             # content words are the same (afqmc-zh-dev: 95% of such answers were wrong), so it stays a
             # suggestion. It still ranks by its full score.
             corroborated = second > 0.0 or bool(bonus) or verbatim == i
-            scored_entries.append((_ALPHA * model[i] + _BETA * (lexical + bonus), i, k, corroborated))
-        scored_entries.sort(key=lambda e: -e[0])
+            agrees = verbatim == i or not disagree(asked, self._qtypes[i])
+            logit = _ALPHA * model[i] + _BETA * (lexical + bonus)
+            scored_entries.append(_Scored(logit, i, k, corroborated, agrees, verbatim == i))
+        scored_entries.sort(key=lambda e: -e.logit)
         return scored_entries
 
     def _keyword_bonus(self, i: int, query: Analyzed) -> float:

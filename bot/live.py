@@ -10,6 +10,7 @@ import pathlib
 import re
 from collections.abc import Callable, Mapping
 
+from bot.aside import build_aside, load_aside
 from bot.faq import FaqEntry, FaqIndex, KbError, KnowledgeBase, read_kb, write_kb
 from core import heap
 from core.model import FaqHit
@@ -41,14 +42,26 @@ def build_index(kb: KnowledgeBase, values: Mapping[str, str]) -> FaqIndex:
     return FaqIndex(entries, synonyms=kb.synonyms)
 
 
+Builder = Callable[[KnowledgeBase, Mapping[str, str]], FaqIndex]
+
+
 class LiveIndex:
     """Searches whichever index is current. A search that started on the old index finishes on it, so a reload
     never drops or fails a request; the swap is one attribute assignment."""
 
     def __init__(
-        self, path: pathlib.Path, kb: KnowledgeBase, values: Mapping[str, str] | None = None, *, stamp: Stamp = None
+        self,
+        path: pathlib.Path,
+        kb: KnowledgeBase,
+        values: Mapping[str, str] | None = None,
+        *,
+        stamp: Stamp = None,
+        builder: Builder | None = None,
     ) -> None:
-        """``stamp``: the file's stamp from before ``kb`` was read, so an edit made meanwhile is still seen."""
+        """``stamp``: the file's stamp from before ``kb`` was read, so an edit made meanwhile is still seen.
+        ``builder``: how a reload builds the new index (from a thread); by default in a child process
+        (bot/aside.py), because a build in a thread holds the GIL that every request needs for seconds."""
+        self._builder = builder or build_aside
         self.path = path
         self._values = dict(values or {})
         self._kb = kb
@@ -58,9 +71,11 @@ class LiveIndex:
         self.reloads = 0
 
     @classmethod
-    def load(cls, path: pathlib.Path, values: Mapping[str, str] | None = None) -> LiveIndex:
+    def load(
+        cls, path: pathlib.Path, values: Mapping[str, str] | None = None, *, builder: Builder | None = None
+    ) -> LiveIndex:
         stamp = file_stamp(path)
-        return cls(path, read_kb(path), values, stamp=stamp)
+        return cls(path, read_kb(path), values, stamp=stamp, builder=builder)
 
     @property
     def kb(self) -> KnowledgeBase:
@@ -102,27 +117,30 @@ class LiveIndex:
 
     async def _reload(self) -> KnowledgeBase:
         self._stamp = await asyncio.to_thread(file_stamp, self.path)
-        kb = await asyncio.to_thread(read_kb, self.path)
-        await self._swap(kb)
+        kb, index = await asyncio.to_thread(self._load)
+        self._kb, self._index = kb, index
+        self.reloads += 1
+        heap.resettle()
         return kb
+
+    def _load(self) -> tuple[KnowledgeBase, FaqIndex]:
+        """The KB file and its index; by default both read and built in a child process (bot/aside.py)."""
+        if self._builder is build_aside:
+            return load_aside(self.path, self._values)
+        kb = read_kb(self.path)
+        return kb, self._builder(kb, self._values)
 
     async def change(self, edit: Callable[[KnowledgeBase], KnowledgeBase]) -> KnowledgeBase:
         """Apply an edit to the KB, index it, write the file, then swap: the file and the index never disagree."""
         async with self._lock:
             kb = edit(self._kb)
-            index = await asyncio.to_thread(build_index, kb, self._values)
+            index = await asyncio.to_thread(self._builder, kb, self._values)
             await asyncio.to_thread(write_kb, self.path, kb)
             self._stamp = await asyncio.to_thread(file_stamp, self.path)  # our own write is no change to reload
             self._kb, self._index = kb, index
             self.reloads += 1
         heap.resettle()
         return kb
-
-    async def _swap(self, kb: KnowledgeBase) -> None:
-        index = await asyncio.to_thread(build_index, kb, self._values)
-        self._kb, self._index = kb, index
-        self.reloads += 1
-        heap.resettle()
 
 
 __all__ = ["KbError", "LiveIndex", "build_index", "render_answer"]

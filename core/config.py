@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import os
 import re
 from datetime import time
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
@@ -67,6 +69,22 @@ class RedisStoreConfig(_Model):
     prefix: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:{}-]+$")] = "huiliu:"
     stream_maxlen: Annotated[int, Field(ge=1000)] = 1_000_000  # XADD MAXLEN ~: events kept on the stream
     event_key_ttl_s: Annotated[int, Field(ge=0)] = 90 * 86400  # how long an idempotency key blocks a repeat; 0: forever
+    # One bounded pool per instance: a request waits up to pool_timeout_s for a free connection rather than
+    # opening one more (redis-py's default pool refused the 101st: 84% of 200 concurrent pushes got a 500).
+    max_connections: Annotated[int, Field(ge=2, le=10_000)] = 50
+    pool_timeout_s: Annotated[float, Field(gt=0)] = 5.0
+    socket_timeout_s: Annotated[float, Field(gt=0)] = 5.0  # a reply that takes longer means Redis is in trouble
+    connect_timeout_s: Annotated[float, Field(gt=0)] = 2.0
+    # "aof": an inbound message is acknowledged only once its write reached the append-only file on disk
+    # (WAITAOF, Redis 7.2+ with appendonly yes); "none": once Redis has it in memory. See README "Durability".
+    durability: Literal["none", "aof"] = "none"
+    aof_timeout_ms: Annotated[int, Field(gt=0, le=60_000)] = 1000
+
+    @model_validator(mode="after")
+    def _waits_within_the_socket_timeout(self) -> RedisStoreConfig:
+        if self.durability == "aof" and self.aof_timeout_ms / 1000 >= self.socket_timeout_s:
+            raise ValueError("aof_timeout_ms must be shorter than socket_timeout_s, or the wait looks like an outage")
+        return self
 
 
 def _store_backend(value: Any) -> str:
@@ -99,6 +117,18 @@ _EVENT_TYPES = (
 )
 
 
+def public_host(host: str) -> bool:
+    """False for localhost and for literal addresses that are not globally routable (a name is checked again
+    when it resolves, see gateway/downstream/guard.py)."""
+    if host == "localhost" or host.endswith(".localhost"):
+        return False
+    try:
+        address = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return True
+    return address.is_global
+
+
 class WebhookConfig(_Model):
     """One downstream subscription: signed POSTs of the events it asks for, in order per ticket."""
 
@@ -117,6 +147,22 @@ class WebhookConfig(_Model):
     breaker_cooldown_s: Annotated[float, Field(gt=0)] = 30.0
     concurrency: Annotated[int, Field(ge=1, le=64)] = 8
     poll_s: Annotated[float, Field(gt=0)] = 1.0
+    # Events carry customers' messages: plain http, and loopback, link-local or private addresses (the cloud
+    # metadata service, the admin port next door) are refused unless this subscription allows them.
+    allow_http: bool = False
+    allow_private: bool = False
+
+    @model_validator(mode="after")
+    def _safe_target(self) -> WebhookConfig:
+        parts = urlsplit(self.url)
+        if parts.scheme == "http" and not self.allow_http:
+            raise ValueError("url: plain http is refused (events hold customer data); use https or set allow_http")
+        host = (parts.hostname or "").lower()
+        if not self.allow_private and not public_host(host):
+            raise ValueError(
+                f"url: {host} is a loopback, link-local or private address; set allow_private to deliver there"
+            )
+        return self
 
     @field_validator("events")
     @classmethod
@@ -361,6 +407,9 @@ class WebchatInbox(_Model):
     max_text_chars: Annotated[int, Field(gt=0)] = 4000
     heartbeat_s: Annotated[float, Field(gt=0)] = 30.0
     frames_per_minute: Annotated[int, Field(gt=0)] = 120
+    # Reverse proxies (addresses or networks) whose X-Forwarded-Proto/-Host say what the browser sees: behind
+    # a TLS proxy the same-origin check otherwise compares https://host with http://host and refuses the page.
+    trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
 
     @field_validator("allowed_origins")
     @classmethod
@@ -419,7 +468,8 @@ class ImapConfig(_Model):
     move_to: str | None = None  # move processed mail to this folder
     timeout_s: Annotated[float, Field(gt=0)] = 30.0
     backoff_max_s: Annotated[float, Field(gt=0)] = 300.0
-    # How long the instance polling a mailbox holds it before another may take over (default: 3 polls, 30-300 s).
+    # How long the instance polling a mailbox holds it without renewing (a heartbeat renews it every third;
+    # default 15 s): after a crash another instance takes over within it.
     lease_ttl_s: Annotated[float, Field(gt=0)] | None = None
 
     @property
@@ -511,6 +561,10 @@ class PhoneInbox(_Model):
     # The CTI webhook accepts a request carrying this token, or one signed with hmac_secret.
     token: Annotated[str, Field(min_length=8)] | None = None
     hmac_secret: Annotated[str, Field(min_length=16)] | None = None
+    # "timestamped": the signature covers "<X-Huiliu-Timestamp>." + body and older than hmac_window_s is refused,
+    # so a captured request cannot be replayed later; "body": the body alone, for PBXes that cannot send a time.
+    hmac_scheme: Literal["timestamped", "body"] = "timestamped"
+    hmac_window_s: Annotated[int, Field(gt=0, le=3600)] = 300
     blocked_callers: tuple[str, ...] = ()
     caller_id_routes: tuple[PhoneCallerIdRoute, ...] = ()
     default_caller_id: str | None = None

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from core.redact import scrub
+
 
 class Channel(enum.StrEnum):
     EMAIL = "email"
@@ -512,6 +514,10 @@ class Delivery:
     # Permanent failures the helpdesk should act on (choose another channel); never retried blindly.
     reason: str | None = None
 
+    def __post_init__(self) -> None:
+        if self.error:  # stored and shown to the helpdesk: never a token URL or a password
+            object.__setattr__(self, "error", scrub(self.error))
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class QuarantinedItem:
@@ -524,6 +530,9 @@ class QuarantinedItem:
     raw: bytes
     received_at: datetime
     replayed: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "reason", scrub(self.reason))  # the raw input is kept; the reason is shown
 
 
 class EventType(enum.StrEnum):

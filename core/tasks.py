@@ -7,12 +7,16 @@ import logging
 from collections.abc import Coroutine
 from typing import Any
 
+from core.outage import OutageLog
+from core.store.base import StoreUnavailable
+
 log = logging.getLogger(__name__)
 
 
 class TaskTracker:
-    def __init__(self) -> None:
+    def __init__(self, outage: OutageLog | None = None) -> None:
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._outage = outage or OutageLog()
 
     def spawn(self, coro: Coroutine[Any, Any, Any], *, name: str) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(coro, name=name)
@@ -22,7 +26,11 @@ class TaskTracker:
 
     def _done(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)
-        if not task.cancelled() and (exc := task.exception()) is not None:
+        if task.cancelled() or (exc := task.exception()) is None:
+            return
+        if isinstance(exc, StoreUnavailable):
+            self._outage.report(task.get_name(), exc)  # one line per interval, no traceback
+        else:
             log.error("background task %s failed", task.get_name(), exc_info=exc)
 
     def __len__(self) -> int:

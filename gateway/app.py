@@ -16,7 +16,8 @@ from core import heap
 from core.clock import Clock, utcnow
 from core.config import Config
 from core.model import Ticket
-from core.store import Store
+from core.outage import OutageLog
+from core.store import Store, StoreUnavailable
 from gateway.access import CHANNEL, PUBLIC, Access, Tokens, needs
 from gateway.api import Api, Handler, error
 from gateway.contacts_api import ContactsApi
@@ -35,11 +36,17 @@ GATEWAY = web.AppKey("gateway", Gateway)
 ACCESS = web.AppKey("access", Access)
 
 
+# What a sender is told to wait when the store is down: WeChat, PBXes and helpdesks retry, and nothing was kept.
+RETRY_AFTER_S = 5
+
+
 @web.middleware
 async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Every error is JSON with a code and a message; an unexpected one never takes the server down."""
     try:
         response: web.StreamResponse = await handler(request)
+        if response.status < 500:
+            request.app[GATEWAY].outage.recovered()
         return response
     except web.HTTPException as exc:
         if exc.status < 400:
@@ -47,6 +54,11 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         return error(exc.status, exc.reason.lower().replace(" ", "_"), exc.text or exc.reason)
     except asyncio.CancelledError:
         raise
+    except StoreUnavailable as exc:
+        request.app[GATEWAY].outage.report(f"{request.method} {request.path}", exc)
+        response = error(503, "store_unavailable", "the store is unreachable; nothing was kept, try again shortly")
+        response.headers["Retry-After"] = str(RETRY_AFTER_S)
+        return response
     except Exception:
         log.exception("unhandled error on %s %s", request.method, request.path)
         return error(500, "internal", "internal error; it has been logged")
@@ -92,6 +104,7 @@ def create_app(
         ops_routes(config=config, store=store, connectors=connectors, sink=gateway.sink, metrics=gateway.metrics,
                    health=gateway.health, clock=clock, auditor=gateway.auditor),
     )  # fmt: skip
+    app.on_response_prepare.append(_plain_server_header)
     app.cleanup_ctx.append(_lifespan)
     if settle_heap:
         app.on_startup.append(_settle_heap)
@@ -105,6 +118,7 @@ async def _settle_heap(app: web.Application) -> None:
 
 async def _lifespan(app: web.Application) -> AsyncIterator[None]:
     gateway = app[GATEWAY]
+    outage = gateway.outage
     await warm_up(gateway)
     await gateway.store.open()
     async with AsyncExitStack() as stack:
@@ -115,12 +129,14 @@ async def _lifespan(app: web.Application) -> AsyncIterator[None]:
         gateway.tasks.spawn(gateway.outbound.resend_unsent(), name="outbound:resend")
         stuck_after = gateway.config.server.resend_after_s
         every = stuck_after / 4
-        await stack.enter_async_context(periodically(every, gateway.outbound.resend_unsent, name="outbound:resend"))
+        await stack.enter_async_context(
+            periodically(every, gateway.outbound.resend_unsent, name="outbound:resend", outage=outage)
+        )
 
         async def recover_stuck() -> None:
             await gateway.intake.recover(older_than_s=stuck_after)
 
-        await stack.enter_async_context(periodically(every, recover_stuck, name="intake:recover"))
+        await stack.enter_async_context(periodically(every, recover_stuck, name="intake:recover", outage=outage))
         await stack.enter_async_context(gateway.webhooks.running())
         gateway.tasks.spawn(gateway.sla.run_once(), name="sla:catch-up")  # breaches due while we were down
         await stack.enter_async_context(
@@ -138,15 +154,21 @@ async def _lifespan(app: web.Application) -> AsyncIterator[None]:
 
 
 @asynccontextmanager
-async def periodically(interval_s: float, job: Callable[[], Awaitable[object]], *, name: str) -> AsyncIterator[None]:
+async def periodically(
+    interval_s: float, job: Callable[[], Awaitable[object]], *, name: str, outage: OutageLog | None = None
+) -> AsyncIterator[None]:
     """Run ``job`` every ``interval_s`` while the gateway runs. A run that fails is logged and the next one
     still comes: a store hiccup or a bad file must not end the background work for good."""
+
+    reporter = outage or OutageLog()
 
     async def run() -> None:
         while True:
             await asyncio.sleep(interval_s)
             try:
                 await job()
+            except StoreUnavailable as exc:
+                reporter.report(name, exc)  # no traceback: it would say nothing more
             except Exception:
                 log.exception("%s failed; trying again in %.0f s", name, interval_s)
 
@@ -185,6 +207,11 @@ async def _stop_connectors(app: web.Application) -> None:
     for connector in app[GATEWAY].connectors.values():
         if isinstance(connector, Drains):
             await connector.drain()
+
+
+async def _plain_server_header(request: web.Request, response: web.StreamResponse) -> None:
+    """aiohttp announces "Python/3.11 aiohttp/3.x": versions tell an attacker which advisories apply."""
+    response.headers["Server"] = "huiliu"
 
 
 async def _healthz(request: web.Request) -> web.StreamResponse:

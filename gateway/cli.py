@@ -12,6 +12,7 @@ from aiohttp import web
 
 from bot.faq import KbError
 from core.config import ConfigError, load_config
+from core.redact import ScrubbingFormatter
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -88,7 +89,17 @@ def _quarantine(args: argparse.Namespace) -> int:
 def _faq_eval(args: argparse.Namespace) -> int:
     import json
 
-    from bot.evaluate import calibrate, evaluate, format_report, load_bench, with_thresholds, write_predictions
+    from bot.evaluate import (
+        Prediction,
+        calibrate,
+        evaluate,
+        evaluate_unknown,
+        format_report,
+        format_unknown,
+        load_bench,
+        with_thresholds,
+        write_predictions,
+    )
     from bot.policy import BotPolicy
 
     try:
@@ -101,28 +112,56 @@ def _faq_eval(args: argparse.Namespace) -> int:
     except (ConfigError, KbError) as exc:
         print(f"huiliu: {exc}", file=sys.stderr)
         return 2
-    reports = []
+    if args.holdout_entries is not None and not 0 < args.holdout_entries < 1:
+        print("huiliu: --holdout-entries must be a fraction between 0 and 1", file=sys.stderr)
+        return 2
+    if args.folds < 1:
+        print("huiliu: --folds must be at least 1", file=sys.stderr)
+        return 2
+    rows: list[dict[str, object]] = []
+    texts: list[str] = []
     for bench in benches:
         report = evaluate(bench, policy)
-        reports.append(report)
+        row: dict[str, object] = report.to_json()
+        text = format_report(report)
+        unknown_preds: list[tuple[Prediction, ...]] = []
+        if args.holdout_entries is not None:
+            unknown, folds = evaluate_unknown(bench, policy, fraction=args.holdout_entries, folds=args.folds)
+            unknown_preds = [preds for _, preds in folds]
+            row.update({k: v for k, v in unknown.to_json().items() if k != "name"})
+            text += "\n" + format_unknown(unknown)
+        rows.append(row)
+        texts.append(text)
         if args.predictions:
             target = Path(args.predictions)
             if len(benches) > 1:
                 target = target.with_name(f"{target.stem}.{bench.name}{target.suffix or '.jsonl'}")
             write_predictions(target, report.predictions)
         if args.calibrate:
-            cal = calibrate(bench, report.predictions, target_wrong=args.target_wrong)
+            cal = calibrate(
+                bench,
+                report.predictions,
+                target_wrong=args.target_wrong,
+                unknown=unknown_preds,
+                target_unknown=args.target_unknown,
+            )
             tuned = evaluate(bench, with_thresholds(policy, cal))
+            also = ""
+            if unknown_preds:
+                tuned_unknown, _ = evaluate_unknown(
+                    bench, with_thresholds(policy, cal), fraction=args.holdout_entries, folds=args.folds
+                )
+                also = f" leave-entries-out answered={tuned_unknown.answered} (at most {args.target_unknown:.0%})"
             print(
                 f"# {bench.name}: at most {args.target_wrong:.0%} wrong answers; with these thresholds "
                 f"answered_correct={tuned.metrics['answered_correct']} "
-                f"wrong_answer_rate={tuned.metrics['wrong_answer_rate']}"
+                f"wrong_answer_rate={tuned.metrics['wrong_answer_rate']}{also}"
             )
             print(cal.as_config())
     if args.json:
-        print(json.dumps([r.to_json() for r in reports], ensure_ascii=False))
+        print(json.dumps(rows, ensure_ascii=False))
     elif not args.calibrate:
-        print("\n\n".join(format_report(r) for r in reports))
+        print("\n\n".join(texts))
     return 0
 
 
@@ -175,6 +214,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     faq_eval.add_argument("--predictions", help="write one JSON line per query, as score.py reads them")
     faq_eval.add_argument("--calibrate", action="store_true", help="choose thresholds for --target-wrong")
     faq_eval.add_argument("--target-wrong", type=float, default=0.05, help="wrong-answer rate to calibrate for")
+    faq_eval.add_argument(
+        "--holdout-entries",
+        type=float,
+        metavar="F",
+        help="also build the KB without this fraction of its entries and ask their phrasings (leave-entries-out)",
+    )
+    faq_eval.add_argument("--folds", type=int, default=5, metavar="K", help="leave-entries-out folds (default 5)")
+    faq_eval.add_argument(
+        "--target-unknown",
+        type=float,
+        default=0.10,
+        help="with --calibrate and --holdout-entries: the share of left-out entries' questions that may be answered",
+    )
     faq_eval.set_defaults(run=_faq_eval)
     calls = sub.add_parser("calls", help="phone call records").add_subparsers(dest="calls_command", required=True)
     calls_import = calls.add_parser("import", help="import a CDR file; rows imported before are skipped")
@@ -204,7 +256,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     token_new.add_argument("--raw", action="store_true", help="print the token alone (for HUILIU_API_TOKEN)")
     token_new.set_defaults(run=_token_new)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    handler = logging.StreamHandler()
+    handler.setFormatter(ScrubbingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=args.log_level, handlers=[handler])
     return int(args.run(args))
 
 

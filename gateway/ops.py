@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Mapping
-from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager, suppress
 
 from aiohttp import web
 
@@ -13,6 +13,7 @@ from core.clock import Clock
 from core.config import Config
 from core.scopes import Scope
 from core.store import Store
+from core.store.base import ReportsDurability, StoreUnavailable
 from gateway.access import PUBLIC, Guarded, needs
 from gateway.admin import AdminPage
 from gateway.audit import Auditor
@@ -43,7 +44,11 @@ def ops_routes(
     async def readyz(request: web.Request) -> web.StreamResponse:
         """Each component's state and the firing alarms; 503 only when the store or a connector is down."""
         snapshot = await health.snapshot()
-        return web.json_response(readiness(snapshot), status=200 if snapshot.ready else 503)
+        body = readiness(snapshot)
+        if snapshot.ready and isinstance(store, ReportsDurability):
+            with suppress(StoreUnavailable):  # what an acknowledged message survives on this store
+                body["durability"] = await store.durability()
+        return web.json_response(body, status=200 if snapshot.ready else 503)
 
     routes = [
         needs(PUBLIC, web.get("/readyz", readyz)),

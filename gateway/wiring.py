@@ -17,6 +17,7 @@ from core.clock import Clock, utcnow
 from core.config import Config
 from core.model import Delivery, Identity, Ticket, TicketStatus
 from core.observe import NO_OBSERVER
+from core.outage import OutageLog
 from core.store import Store, open_store
 from core.tasks import TaskTracker
 from gateway.audit import Auditor
@@ -52,6 +53,7 @@ class Gateway:
     bot: BotSetup
     outbound: Outbound
     auditor: Auditor
+    outage: OutageLog  # one rate-limited report of a store outage for requests and background work alike
     contacts: ContactService
     surveys: SurveyService
     sla: SlaRunner  # the one runner of the store's timers (SLA, auto-close)
@@ -92,7 +94,8 @@ def build_gateway(
     ``retry_delays_s``: the backoff between attempts of a retryable delivery (tests shorten it).
     """
     store = open_store(config)
-    tasks = TaskTracker()
+    outage = OutageLog()
+    tasks = TaskTracker(outage)
     metrics = Metrics()
     observer = metrics if config.ops.metrics else NO_OBSERVER
     deps = ConnectorDeps(store=store, tasks=tasks, data_dir=config.data_path, observer=observer)
@@ -143,6 +146,7 @@ def build_gateway(
         bot=bot,
         outbound=outbound,
         auditor=Auditor(store, clock, retention_days=config.api.audit_retention_days),
+        outage=outage,
         contacts=contacts,
         surveys=surveys,
         sla=SlaRunner(store, tickets, clock, others={AUTOCLOSE_PREFIX: autoclose.fire}),

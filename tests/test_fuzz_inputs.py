@@ -26,10 +26,10 @@ from hypothesis import strategies as st
 from connectors.email.parse import MailParseError, ParsedMail, parse_mail
 from connectors.email.quote import extract_reply, strip_signature
 from connectors.phone.cdr import CdrFormat, CdrOptions, ParsedCdr, parse_cdr
-from connectors.phone.cti import CtiError, form_params, parse_params
+from connectors.phone.cti import CtiError, form_params, multipart_pairs, parse_params
 from connectors.webchat.protocol import FrameError, parse_frame
 from connectors.wechat import crypto
-from connectors.wechat.parse import Push, PushError, parse_push
+from connectors.wechat.parse import MAX_DEPTH, Push, PushError, parse_push
 from connectors.wechat.signature import sign
 from gateway.app import GATEWAY, build_bot
 from gateway.intake import BotSetup
@@ -113,6 +113,25 @@ def test_a_mangled_wechat_push_parses_or_is_refused_with_a_push_error(data: st.D
         assert isinstance(push, Push) and push.message.external_id
 
 
+def nested(sample: bytes, depth: int, tag: bytes = b"a") -> bytes:
+    """A sample with elements nested ``depth`` deep inside its root: hostile shape, validly formed."""
+    at = sample.rfind(b"</xml>")
+    at = at if at >= 0 else len(sample)
+    return sample[:at] + b"<%s>" % tag * depth + b"x" + b"</%s>" % tag * depth + sample[at:]
+
+
+@FUZZ
+@given(data=st.data(), depth=st.integers(1, 3000))
+def test_a_deeply_nested_wechat_push_parses_or_is_refused_with_a_push_error(data: st.DataObject, depth: int) -> None:
+    body = nested(data.draw(st.sampled_from(_wechat_samples())), depth)
+    try:
+        push = parse_push(body, inbox="oa", received_at=NOW, menu_faq={"MENU_A": "invoice"})
+    except PushError as exc:
+        assert exc.code == "bad_xml" and depth + 1 > MAX_DEPTH  # the root is the first level
+    else:
+        assert isinstance(push, Push) and depth + 1 <= MAX_DEPTH
+
+
 def _mail_samples() -> list[bytes]:
     files = mail_files()
     need(bool(files), "the email corpora are not in ../shared/corpora/email")
@@ -165,6 +184,33 @@ def test_a_mangled_cti_event_is_read_or_refused_with_a_cti_error(data: st.DataOb
         assert str(exc)
 
 
+_BOUNDARY = "fuzz-b0undary"
+_MULTIPART_TYPE = f"multipart/form-data; boundary={_BOUNDARY}"
+
+
+def _multipart(body: bytes) -> bytes:
+    """A CTI event as multipart/form-data, the way some PBXes post it."""
+    parts = [
+        b'--%s\r\nContent-Disposition: form-data; name="%s"\r\n\r\n%s\r\n'
+        % (_BOUNDARY.encode(), k.encode(), v.encode())
+        for k, v in parse_qsl(body.decode(), keep_blank_values=True)
+    ]
+    return b"".join(parts) + b"--%s--\r\n" % _BOUNDARY.encode()
+
+
+@FUZZ
+@given(data=st.data(), cut=st.integers(0, 400))
+def test_a_mangled_or_truncated_multipart_cti_event_is_read_or_refused_with_a_cti_error(
+    data: st.DataObject, cut: int
+) -> None:
+    body = data.draw(mutated([_multipart(b) for b in _CTI]))
+    body = body[: max(0, len(body) - cut)]
+    try:
+        parse_params(form_params(multipart_pairs(_MULTIPART_TYPE, body)))
+    except CtiError as exc:
+        assert str(exc)
+
+
 _FRAMES = (
     b'{"type": "hello", "token": null, "last_seq": 0}',
     b'{"type": "message", "id": "c1", "text": "\\u6211\\u60f3\\u9000\\u6b3e"}',
@@ -209,10 +255,15 @@ async def test_the_gateway_answers_mangled_pushes_and_cti_events_without_a_serve
         for n in range(300):
             timestamp, nonce = str(int(time.time())), f"fuzz{n}"
             query = {"timestamp": timestamp, "nonce": nonce, "signature": sign(WECHAT_TOKEN, timestamp, nonce)}
-            async with gw.http.post(f"{gw.url}/wechat/oa", params=query, data=_mangle(rng, rng.choice(wechat))) as r:
+            sample = rng.choice(wechat)
+            pushed = nested(sample, rng.randint(1, 3000)) if n % 10 == 0 else _mangle(rng, sample)
+            async with gw.http.post(f"{gw.url}/wechat/oa", params=query, data=pushed) as r:
                 statuses[r.status] += 1
             body = _mangle(rng, rng.choice(_CTI))
             headers = {"Content-Type": "application/x-www-form-urlencoded"}
+            if n % 3 == 0:  # multipart, often cut short as a dropped connection leaves it
+                body = _multipart(rng.choice(_CTI))
+                body, headers = body[: rng.randint(0, len(body))], {"Content-Type": _MULTIPART_TYPE}
             async with gw.http.post(f"{gw.url}/cti/tel?token={CTI_TOKEN}", data=body, headers=headers) as r:
                 statuses[r.status] += 1
         async with gw.http.get(f"{gw.url}/readyz") as r:

@@ -49,7 +49,9 @@ async def test_metrics_count_messages_decisions_and_handoffs_of_real_chats(gatew
     await chat.say("我想退款")  # answered
     await chat.say("今天天气怎么样")  # a miss
     await chat.say("转人工")  # asked for a human: a ticket
-    m = await settled(gateway, "huiliu_handoffs_total", 1, reason="asked_for_human")
+    await settled(gateway, "huiliu_handoffs_total", 1, reason="asked_for_human")
+    # The handled stage is observed when the handling task has finished, just after the ticket is counted.
+    m = await settled(gateway, "huiliu_intake_seconds_count", 3, channel="webchat", stage="handled")
     assert value(m, "huiliu_messages_total", channel="webchat", inbox="web", direction="inbound") == 3
     assert value(m, "huiliu_messages_total", channel="webchat", inbox="web", direction="outbound") == 3
     assert value(m, "huiliu_bot_decisions_total", decision="answer") == 1

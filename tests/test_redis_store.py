@@ -12,7 +12,7 @@ import pytest
 from core import events
 from core.config import RedisStoreConfig
 from core.store import open_store
-from core.store.redis import RedisStore
+from core.store.redis import RedisPool, RedisStore
 from tests.conftest import make_config
 from tests.contract.test_store_contract import draft_ticket, inbound, new_conversation
 from tests.redis_util import REDIS_URL, redis_store
@@ -94,3 +94,28 @@ async def test_config_selects_the_redis_backend(tmp_path: Path) -> None:
     assert isinstance(config.store, RedisStoreConfig)
     store = open_store(config)
     assert isinstance(store, RedisStore) and store.tag == "{cfgtest}:"
+
+
+async def test_more_concurrent_writes_than_pooled_connections_wait_for_one_and_all_succeed() -> None:
+    """redis-py's default pool refused the 101st concurrent command (MaxConnectionsError: a 500 per push). The
+    bounded pool makes a command wait for a free connection instead, and never opens more than configured."""
+    store = redis_store()
+    store._pool = RedisPool(max_connections=8, wait_s=10)
+    await store.open()
+    try:
+        conversation = await new_conversation(store)
+        results = await asyncio.gather(
+            *(store.add_message(inbound(conversation, f"burst-{n}")) for n in range(500)),
+            *(store.claim(f"burst-claim-{n}", 60) for n in range(500)),
+        )
+        assert all(created for _, created in results[:500]) and all(results[500:])
+        pool = store.client.connection_pool
+        assert len(pool._in_use_connections) + len(pool._available_connections) <= 8
+    finally:
+        await store.close()
+
+
+async def test_the_pool_bounds_come_from_the_config(tmp_path: Path) -> None:
+    store = {"backend": "redis", "url": REDIS_URL, "max_connections": 12, "pool_timeout_s": 1.5}
+    opened = open_store(make_config(tmp_path, store=store))
+    assert isinstance(opened, RedisStore) and opened._pool.max_connections == 12 and opened._pool.wait_s == 1.5

@@ -127,3 +127,36 @@ async def test_unknown_routes_and_bodies_get_json_errors(gateway: Gateway) -> No
         headers={"Authorization": "Bearer test-token-0123456789", "Content-Type": "application/json"},
     ) as resp:
         assert resp.status == 413
+
+
+async def test_the_chat_page_forbids_foreign_scripts_and_framing_and_no_response_names_versions(
+    tmp_path: Path, bot_setup: BotSetup
+) -> None:
+    web = {"name": "web", "channel": "webchat", "allowed_origins": ["https://shop.example.com"]}
+    async with started(make_config(tmp_path, inboxes=[web]), bot_setup) as gw:
+        async with gw.http.get(f"{gw.url}/chat/") as resp:
+            assert resp.status == 200
+            csp = resp.headers["Content-Security-Policy"]
+            assert "script-src 'self'" in csp and "default-src 'none'" in csp
+            assert "frame-ancestors 'self' https://shop.example.com" in csp
+            assert resp.headers["X-Frame-Options"] == "SAMEORIGIN"
+        for path in ("/chat/", "/healthz", "/nope", "/api/v1/tickets"):
+            async with gw.http.get(gw.url + path) as resp:
+                assert resp.headers["Server"] == "huiliu", path
+
+
+async def test_forwarded_headers_count_only_from_a_configured_proxy(tmp_path: Path, bot_setup: BotSetup) -> None:
+    """Behind a TLS proxy the page's origin is https://, the gateway sees http://: the same-origin check refused
+    the demo page. X-Forwarded-* fix that, but only from a proxy the config trusts (anyone can send them)."""
+    behind_proxy = {"Origin": "https://chat.example.com", "X-Forwarded-Proto": "https",
+                    "X-Forwarded-Host": "chat.example.com"}  # fmt: skip
+    for trusted, expected in ((["127.0.0.1/32"], 101), ([], 403), (["10.0.0.0/8"], 403)):
+        web = {"name": "web", "channel": "webchat", "trusted_proxies": trusted}
+        async with started(make_config(tmp_path, inboxes=[web]), bot_setup) as gw:
+            try:
+                async with gw.http.ws_connect(gw.ws_url(), headers=behind_proxy) as ws:
+                    status = 101
+                    await ws.close()
+            except aiohttp.WSServerHandshakeError as exc:
+                status = exc.status
+            assert status == expected, trusted

@@ -16,7 +16,8 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from core.config import Config, WebhookConfig
+from core.config import Config, ConfigError, WebhookConfig
+from gateway.downstream.guard import PublicOnlyResolver
 from gateway.downstream.webhooks import Breaker, WebhookDispatcher, sign, verify
 from gateway.intake import BotSetup
 from tests.conftest import Gateway, make_config, started
@@ -108,6 +109,8 @@ def hook(url: str, **overrides: Any) -> dict[str, Any]:
         "breaker_threshold": 3,
         "breaker_cooldown_s": 0.1,
         "poll_s": 0.05,
+        "allow_http": True,  # the receivers here are loopback servers: each subscription opts in explicitly
+        "allow_private": True,
         **overrides,
     }
 
@@ -311,6 +314,42 @@ async def test_breaker_lets_one_probe_through_after_the_cooldown() -> None:
     breaker.succeeded()
     await asyncio.wait_for(second, 1)
     assert breaker.state == "closed"
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("http://hooks.example.com/in", "plain http"),
+        ("https://127.0.0.1:8443/in", "loopback, link-local or private"),
+        ("https://169.254.169.254/latest/meta-data", "loopback, link-local or private"),
+        ("https://10.1.2.3/in", "loopback, link-local or private"),
+        ("https://[::1]/in", "loopback, link-local or private"),
+        ("https://localhost/in", "loopback, link-local or private"),
+    ],
+)
+def test_a_webhook_url_to_http_or_a_private_address_is_refused_unless_allowed(
+    tmp_path: Path, url: str, problem: str
+) -> None:
+    with pytest.raises(ConfigError, match=problem):
+        make_config(tmp_path, webhooks=[{"url": url, "secrets": [NEW_SECRET]}])
+    allowed = {"url": url, "secrets": [NEW_SECRET], "allow_http": True, "allow_private": True}
+    assert make_config(tmp_path, webhooks=[allowed]).webhooks[0].url == url
+    assert make_config(tmp_path, webhooks=[{"url": "https://crm.example.com/hook", "secrets": [NEW_SECRET]}])
+
+
+async def test_a_webhook_name_resolving_to_a_private_address_is_refused_at_connect_time() -> None:
+    """A public-looking name can point at 127.0.0.1 (or be rebound to it later): checked when it resolves."""
+    guarded = PublicOnlyResolver(frozenset())
+    try:
+        with pytest.raises(OSError, match="not a public address"):
+            await guarded.resolve("localhost", 443)
+    finally:
+        await guarded.close()
+    allowed = PublicOnlyResolver(frozenset({"localhost"}))
+    try:
+        assert await allowed.resolve("localhost", 443)
+    finally:
+        await allowed.close()
 
 
 async def test_webhook_metrics_count_deliveries_failures_and_dead_letters(

@@ -392,6 +392,9 @@ def classify(msg: Message, *, headers: Mapping[str, str], sender: str, subject: 
             recipients=recipients,
             original_message_id=_original_message_id(msg, body),
         )
+    notification = _ses_notification(headers, sender, text)
+    if notification is not None:
+        return notification
     auto = _auto_reply_signal(headers, subject)
     from_daemon = bool(_BOUNCE_SENDER.match(sender)) or sender.lower().startswith("mailer-daemon")
     return_path = _header(headers, "return-path")
@@ -412,6 +415,28 @@ def classify(msg: Message, *, headers: Mapping[str, str], sender: str, subject: 
     if bulk is not None:
         return AutoReport(kind=AutoKind.BULK, reason=bulk)
     return AutoReport()
+
+
+_SES_TYPE = re.compile(r'"(?:notificationType|eventType)"\s*:\s*"(\w+)"')
+
+
+def _ses_notification(headers: Mapping[str, str], sender: str, text: str) -> AutoReport | None:
+    """Amazon SES event notifications (bounce, complaint, delivery) mailed through SNS: JSON from a machine,
+    which opened tickets and got acknowledgements."""
+    from_sns = sender.lower().endswith("@sns.amazonaws.com") or "x-amz-sns-message-type" in headers
+    found = _SES_TYPE.search(text)
+    if not from_sns and not (found and '"mail"' in text and "amazonses.com" in text):
+        return None
+    kind = (found.group(1) if found else "").lower()
+    if kind == "bounce":
+        recipients = tuple(
+            BounceRecipient(recipient=m.group(1), action="failed")
+            for m in re.finditer(r'"emailAddress"\s*:\s*"([^"]+)"', text)
+        )
+        return AutoReport(kind=AutoKind.BOUNCE, reason="amazon-ses", recipients=recipients)
+    if kind == "complaint":
+        return AutoReport(kind=AutoKind.COMPLAINT, reason="amazon-ses")
+    return AutoReport(kind=AutoKind.AUTO_REPLY, reason=f"amazon-ses {kind or 'notification'}")
 
 
 def _in_reply_to(headers: Mapping[str, str]) -> str | None:

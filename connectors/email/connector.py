@@ -58,6 +58,8 @@ from core.model import (
 from core.observe import mail_fetched_key
 
 log = logging.getLogger(__name__)
+# How long a mailbox's lease lasts without a heartbeat: after a crash another instance takes over within it.
+LEASE_TTL_S = 15.0
 
 _FULL_TEXT_LIMIT = 100_000  # characters of the full body kept on the message (the .eml has everything)
 _RAW_HEADER_LIMIT = 16_000
@@ -76,6 +78,7 @@ class EmailConnector:
         self._data_dir = deps.data_dir
         self._sink: InboundSink | None = None
         self._loops: list[asyncio.Task[None]] = []
+        self._clients: dict[str, Any] = {}  # folder -> its IMAP client while a session runs (for the heartbeat)
         # Verifying TLS client contexts (system CAs, or the configured ca_file), built once, off the loop.
         self._imap_tls: ssl.SSLContext | None = None
         self._smtp_tls: ssl.SSLContext | None = None
@@ -129,9 +132,35 @@ class EmailConnector:
 
     @property
     def _lease_ttl_s(self) -> float:
-        if self._cfg.imap.lease_ttl_s is not None:
-            return self._cfg.imap.lease_ttl_s
-        return max(30.0, min(self._cfg.imap.poll_interval_s * 3, 300.0))
+        """Renewed every third of it by a heartbeat, so it can be short: a new holder takes over within it."""
+        return self._cfg.imap.lease_ttl_s if self._cfg.imap.lease_ttl_s is not None else LEASE_TTL_S
+
+    async def _holding(self, folder: str) -> None:
+        """The session, with its lease renewed on a heartbeat whatever the session waits for (a long IDLE, a
+        poll interval), and its connection watched: a closed one ends the session at once, not at a timeout."""
+        session = asyncio.create_task(self._session(folder), name=f"email:{self.inbox}:{folder}:session")
+        imap = self._cfg.imap
+        try:
+            while not session.done():
+                await asyncio.wait({session}, timeout=self._lease_ttl_s / 3)
+                if session.done():
+                    break
+                if not await self._store.lease(self._lease_key(folder), self._holder, self._lease_ttl_s):
+                    log.info("inbox %s folder %s: lease taken over; stepping back", self.inbox, folder)
+                    session.cancel()
+                    break
+                client = self._clients.get(folder)
+                transport = getattr(getattr(client, "protocol", None), "transport", None)
+                if transport is not None and transport.is_closing():
+                    raise ConnectionError(f"the IMAP server {imap.host}:{imap.effective_port} closed the connection")
+        finally:
+            while not session.done():
+                # Again and again: on Python 3.11 asyncio.wait_for (inside aioimaplib) can swallow a cancel. A
+                # repeat may cut the session's logout short; its transport is closed whatever happens.
+                session.cancel()
+                await asyncio.wait({session}, timeout=1.0)
+        if not session.cancelled() and (failed := session.exception()) is not None:
+            raise failed  # the session's own error goes to the backoff
 
     async def _folder_loop(self, folder: str) -> None:
         """Forever: hold the mailbox lease, sync, wait (IDLE or poll); reconnect with capped backoff + jitter."""
@@ -142,16 +171,18 @@ class EmailConnector:
                 if not await self._store.lease(self._lease_key(folder), self._holder, self._lease_ttl_s):
                     await asyncio.sleep(min(imap.poll_interval_s, self._lease_ttl_s / 3))
                     continue
-                await self._session(folder)
+                await self._holding(folder)
                 failures = 0
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # network, server or store trouble: back off and come back
                 failures += 1
                 delay = min(imap.backoff_max_s, 1.0 * 2 ** min(failures, 16)) * random.uniform(0.5, 1.0)
+                # str(TimeoutError()) is empty: this line was "TimeoutError: ;" during a Dovecot outage.
+                detail = str(exc) or f"no answer from {imap.host}:{imap.effective_port} within {imap.timeout_s:g} s"
                 log.warning(
                     "inbox %s folder %s: %s: %s; reconnecting in %.1fs",
-                    self.inbox, folder, type(exc).__name__, exc, delay,
+                    self.inbox, folder, type(exc).__name__, detail, delay,
                 )  # fmt: skip
                 await asyncio.sleep(delay)
 
@@ -176,6 +207,7 @@ class EmailConnector:
     async def _session(self, folder: str) -> None:
         imap = self._cfg.imap
         client = await self._client()
+        self._clients[folder] = client
         try:
             try:
                 await client.wait_hello_from_server()
@@ -209,16 +241,19 @@ class EmailConnector:
                     await asyncio.sleep(imap.poll_interval_s)
                     imap_ok(await client.noop(), "NOOP")
         finally:
-            with suppress(Exception):
-                await asyncio.wait_for(client.logout(), 2)
-            with suppress(Exception):
-                transport = getattr(client.protocol, "transport", None)
-                if transport is not None:
-                    transport.close()
+            self._clients.pop(folder, None)
+            try:
+                with suppress(Exception):
+                    await asyncio.wait_for(client.logout(), 2)
+            finally:  # closed even when a cancel interrupts the logout
+                with suppress(Exception):
+                    transport = getattr(client.protocol, "transport", None)
+                    if transport is not None:
+                        transport.close()
 
     async def _idle(self, client: Any) -> None:
-        """Wait for the server to push new mail, at most until the lease needs renewing."""
-        wait_s = min(self._cfg.imap.idle_timeout_s, self._lease_ttl_s / 3)
+        """Wait for the server to push new mail (the heartbeat renews the lease meanwhile)."""
+        wait_s = self._cfg.imap.idle_timeout_s
         idle = await client.idle_start(timeout=wait_s)
         try:
             while True:

@@ -52,6 +52,16 @@ _HTML_URL_SCHEMES = {"http", "https", "mailto", "cid", "tel"}
 _MSGID = re.compile(r"<([^<>\s]+)>")
 _BARE_EMAIL = re.compile(r"[\w.+'=-]+@[\w-]+(?:\.[\w-]+)+")
 _ENCODED_WORD = re.compile(r"=\?[^?\s]+\?[bBqQ]\?")
+# Caps on what a mail puts into a ticket (a 130,000-character Subject became a ticket's subject). The longest
+# subject in our corpora is 1,119 characters (a spam, folded over many lines). A body past MAX_TEXT_CHARS is cut
+# in the text and kept whole as an attachment.
+MAX_SUBJECT_CHARS = 2000
+MAX_HEADER_CHARS = 16_000
+MAX_TEXT_CHARS = 200_000
+# A "text" part is binary when it holds NUL bytes or this share of its characters could not be decoded or are
+# control characters (an Outlook .msg sent as text/plain decoded to 122,000 U+FFFD).
+_BINARY_SHARE = 0.05
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0e-\x1f\x7f\ufffd]")
 
 
 class MailParseError(ValueError):
@@ -85,7 +95,7 @@ class MailPart:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ParsedMail:
     message_id: str | None
-    dedupe_key: str  # the Message-ID, or a hash of the raw mail when there is none
+    dedupe_key: str  # the Message-ID, or a hash of the mail's content (not its trace headers) when there is none
     raw_sha256: str
     sender: Address
     to: tuple[Address, ...] = ()
@@ -134,6 +144,37 @@ def _all_common_hanzi(data: bytes) -> bool:
     return _COMMON_HANZI.fullmatch(data) is not None
 
 
+_JIS_ESCAPE = re.compile(rb"\x1b(\$[@B]|\([BJI])")
+
+
+def _iso2022jp_microsoft(data: bytes) -> str | None:
+    """ISO-2022-JP as Microsoft writes it (CP50221: NEC and IBM extensions such as ①), which Python's codecs
+    refuse: each JIS pair is moved to Shift_JIS and the whole decoded as cp932."""
+    out = bytearray()
+    mode = b"(B"
+    for n, chunk in enumerate(_JIS_ESCAPE.split(data)):
+        if n % 2:
+            mode = chunk
+            continue
+        if mode in (b"$B", b"$@"):
+            if len(chunk) % 2:
+                return None
+            for j1, j2 in zip(chunk[::2], chunk[1::2], strict=True):
+                s1 = ((j1 - 0x21) >> 1) + 0x81
+                s1 += 0x40 if s1 > 0x9F else 0
+                odd_row = (j1 - 0x21) % 2 == 0  # JIS rows 1, 3, 5...: the first half of a Shift_JIS lead byte
+                s2 = (j2 + 0x1F + (j2 + 0x1F >= 0x7F)) if odd_row else j2 + 0x7E
+                out += bytes((s1 & 0xFF, s2 & 0xFF))
+        elif mode == b"(I":
+            out += bytes(b | 0x80 for b in chunk)  # half-width katakana
+        else:
+            out += chunk
+    try:
+        return bytes(out).decode("cp932")
+    except UnicodeDecodeError:
+        return None
+
+
 def decode_bytes(data: bytes, label: str | None = None) -> str:
     """Decode with the declared charset if it fits, else detect; never raises."""
     codec = codec_for(label)
@@ -142,6 +183,8 @@ def decode_bytes(data: bytes, label: str | None = None) -> str:
             return data.decode(codec)
         except (UnicodeDecodeError, LookupError):
             pass
+        if codec.startswith("iso2022_jp") and (text := _iso2022jp_microsoft(data)) is not None:
+            return text
     if data.isascii():
         return data.decode("ascii")
     try:
@@ -290,6 +333,21 @@ def _part_text(part: Message) -> str:
     return _normalize_newlines(decode_bytes(_payload_bytes(part), _part_charset(part)))
 
 
+def _readable_text(data: bytes, label: str | None) -> str | None:
+    """The part's text, or None when it is binary that no charset turns into text."""
+    if b"\x00" in data:
+        return None
+    text = decode_bytes(data, label)
+    if text and len(_CONTROL.findall(text)) > _BINARY_SHARE * len(text):
+        return None
+    return _normalize_newlines(text)
+
+
+def cap(text: str, limit: int) -> str:
+    """``text`` cut to ``limit`` characters, marked with an ellipsis when cut."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def _normalize_newlines(text: str) -> str:
     return text.replace("\r\n", "\n").replace("\r", "\n")
 
@@ -333,7 +391,7 @@ class _Collector:
             return
         if ctype.startswith("multipart/") and isinstance(part.get_payload(), str):
             # Its boundary never appears (a broken or hand-made mail): the body is all there is, read it as text.
-            self.texts.append(_part_text(part))
+            self._text_or_attachment(part, self.texts)
             return
         if part.is_multipart():
             children = part.get_payload()
@@ -344,13 +402,23 @@ class _Collector:
             return
         filename = _filename(part)
         if ctype in ("text/plain", "text/html") and disposition != "attachment" and not filename:
-            (self.texts if ctype == "text/plain" else self.htmls).append(_part_text(part))
+            self._text_or_attachment(part, self.texts if ctype == "text/plain" else self.htmls)
             return
         # text/enriched and the like as the only body: show it as text rather than lose it.
         if ctype in _TEXTUAL and not filename and disposition != "attachment" and not self.texts:
-            self.texts.append(_part_text(part))
+            self._text_or_attachment(part, self.texts)
             return
         self._attach(part, ctype, default_name=None, data=_payload_bytes(part), filename=filename)
+
+    def _text_or_attachment(self, part: Message, into: list[str]) -> None:
+        """A body part's text; binary posing as text is kept as an attachment instead, bytes untouched."""
+        data = _payload_bytes(part)
+        text = _readable_text(data, _part_charset(part))
+        if text is None:
+            self.defects.append("UndecodableTextPart")
+            self._attach(part, "application/octet-stream", default_name="body.bin", data=data)
+            return
+        into.append(text)
 
     def _attach_message(self, part: Message) -> None:
         """An attached mail is named by its file name, else its subject, else its description."""
@@ -437,6 +505,30 @@ def _sender(msg: Message) -> Address | None:
     return None
 
 
+# The headers its author's mailer wrote. Servers on the way add Received, Delivered-To, Authentication-Results
+# and the like, and differ per delivery: a mail redelivered after its mailbox was recreated must hash the same.
+_CONTENT_HEADERS = (
+    "from", "sender", "reply-to", "to", "cc", "subject", "date", "message-id", "in-reply-to", "references",
+    "mime-version", "content-type", "content-transfer-encoding",
+)  # fmt: skip
+
+
+def content_digest(msg: Message, clean: bytes) -> str:
+    """A hash of what the author sent: the author's headers, in order, and the body."""
+    digest = hashlib.sha256()
+    for name, value in msg.raw_items():
+        if name.lower() in _CONTENT_HEADERS:
+            digest.update(
+                name.lower().encode()
+                + b":"
+                + re.sub(r"\s+", " ", str(value)).strip().encode("utf-8", "surrogateescape")
+                + b"\n"
+            )
+    _, _, body = clean.partition(b"\n\n")
+    digest.update(b"\n" + body)
+    return digest.hexdigest()
+
+
 # entry points -----------------------------------------------------------------------------------------------
 def normalize_line_endings(raw: bytes) -> bytes:
     """CRLF and CR-only mail → LF, so every transport's copy parses (and hashes) the same."""
@@ -513,15 +605,23 @@ def parse_mail(raw: bytes) -> ParsedMail:
     text = "\n\n".join(t.strip("\n") for t in collector.texts if t.strip())
     if not text and html_raw:
         text = html_to_text(html_raw)
+    if len(text) > MAX_TEXT_CHARS:
+        # The whole text stays with the message as a file; the ticket shows its start.
+        full = MailPart(filename="body.txt", content_type="text/plain", data=text.encode())
+        collector.attachments.append(full)
+        collector.defects.append("TextTooLong")
+        text = cap(text, MAX_TEXT_CHARS)
     ids = _message_ids(_raw_values(msg, "message-id"))
     message_id = ids[0] if ids else None
-    headers = {k.lower(): decode_header_value(str(v)) for k, v in reversed(list(msg.raw_items()))}
+    headers = {
+        k.lower(): cap(decode_header_value(str(v)), MAX_HEADER_CHARS) for k, v in reversed(list(msg.raw_items()))
+    }
     subject_values = _raw_values(msg, "subject")
-    subject = decode_header_value(subject_values[0]) if subject_values else ""
+    subject = cap(decode_header_value(subject_values[0]), MAX_SUBJECT_CHARS) if subject_values else ""
     report = classify(msg, headers=headers, sender=sender.email, subject=subject, text=text)
     return ParsedMail(
         message_id=message_id,
-        dedupe_key=message_id or f"sha256:{digest}",
+        dedupe_key=message_id or f"sha256:{content_digest(msg, clean)}",
         raw_sha256=digest,
         sender=sender,
         to=_addresses(_raw_values(msg, "to")),

@@ -43,6 +43,7 @@ from connectors.phone.cti import (
     Seen,
     call_record,
     form_params,
+    multipart_pairs,
     parse_params,
     respond,
 )
@@ -63,6 +64,7 @@ Clock = Callable[[], datetime]
 NOT_CONFIGURED = "Feature not configured, please contact your admin!"
 BAD_TOKEN = "Invalid token, please contact your admin!"
 SIGNATURE_HEADER = "X-Huiliu-Signature"
+TIMESTAMP_HEADER = "X-Huiliu-Timestamp"  # Unix seconds, signed together with the body
 TOKEN_HEADER = "X-Huiliu-Token"
 _IMPORT_LANES = 32  # customers imported at once
 _KNOWN_BATCH = 5000  # rows whose earlier import one store read looks up
@@ -248,21 +250,17 @@ class PhoneConnector:
             return web.json_response({"error": NOT_CONFIGURED}, status=422)
         if self._sink is None:
             return web.json_response({"error": "the phone inbox is not running"}, status=503)
-        if (request.content_length or 0) > self._cfg.max_body_bytes:
+        # The whole body is read under the cap before anything looks at it: a chunked body has no
+        # Content-Length to check, and a multipart parser reading the socket raised on a truncated body (a 500).
+        body = await self._read_capped(request)
+        if body is None:
             return web.json_response({"error": f"body larger than {self._cfg.max_body_bytes} bytes"}, status=413)
-        multipart = request.content_type.startswith("multipart/")
-        if multipart:
-            body = b""
-            form = await request.post()
-            params: dict[str, Any] = form_params((k, str(v)) for k, v in form.items())
-        else:
-            body = await request.read()
-            if len(body) > self._cfg.max_body_bytes:
-                return web.json_response({"error": f"body larger than {self._cfg.max_body_bytes} bytes"}, status=413)
-        if not self._authentic(request, body, allow_signature=not multipart):
+        if not self._authentic(request, body):
             return web.json_response({"error": BAD_TOKEN}, status=401)
         try:
-            if not multipart:
+            if request.content_type.startswith("multipart/"):
+                params = form_params(multipart_pairs(request.headers.get("Content-Type", ""), body))
+            else:
                 params = self._decode(request.content_type, body)
             event = parse_params(params)
         except CtiError as exc:
@@ -272,7 +270,20 @@ class PhoneConnector:
         await self._record(event, blocked=answer.get("action") == "reject")
         return web.json_response(answer)
 
-    def _authentic(self, request: web.Request, body: bytes, *, allow_signature: bool) -> bool:
+    async def _read_capped(self, request: web.Request) -> bytes | None:
+        """The body, or None once it passes ``max_body_bytes`` (declared or, when chunked, as it streams in)."""
+        limit = self._cfg.max_body_bytes
+        if (request.content_length or 0) > limit:
+            return None
+        chunks, size = [], 0
+        while chunk := await request.content.read(1 << 16):
+            size += len(chunk)
+            if size > limit:
+                return None
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def _authentic(self, request: web.Request, body: bytes) -> bool:
         cfg = self._cfg
         if cfg.token is not None:
             bearer = request.headers.get("Authorization", "")
@@ -284,10 +295,20 @@ class PhoneConnector:
             )
             if offered and hmac.compare_digest(offered.encode(), cfg.token.encode()):
                 return True
-        if cfg.hmac_secret is not None and allow_signature:
+        if cfg.hmac_secret is not None:
             signature = request.headers.get(SIGNATURE_HEADER, "").strip()
             signature = signature.removeprefix("sha256=")
-            expected = hmac.new(cfg.hmac_secret.encode(), body, hashlib.sha256).hexdigest()
+            signed = body
+            if cfg.hmac_scheme == "timestamped":
+                stamp = request.headers.get(TIMESTAMP_HEADER, "").strip()
+                try:
+                    fresh = abs(self._clock().timestamp() - int(stamp)) <= cfg.hmac_window_s
+                except ValueError:
+                    fresh = False
+                if not fresh:
+                    return False  # missing, malformed or too old: a captured request replayed later
+                signed = stamp.encode() + b"." + body
+            expected = hmac.new(cfg.hmac_secret.encode(), signed, hashlib.sha256).hexdigest()
             if signature and hmac.compare_digest(signature.lower().encode(), expected.encode()):
                 return True
         return False

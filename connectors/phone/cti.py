@@ -7,6 +7,9 @@ import fnmatch
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from email import errors, policy
+from email.message import EmailMessage
+from email.parser import BytesParser
 from typing import Any
 
 from connectors.phone.call import CallRecord, Disposition, durations
@@ -107,6 +110,38 @@ def _text(params: Mapping[str, Any], key: str) -> str:
     if len(text) > MAX_FIELD_CHARS:
         raise CtiError(f"{key}: longer than {MAX_FIELD_CHARS} characters")
     return text
+
+
+def multipart_pairs(content_type: str, body: bytes) -> list[tuple[str, str]]:
+    """The fields of a ``multipart/form-data`` body already read in full (and capped) by the caller.
+
+    A body cut short (no closing boundary) is refused, not read as whatever fields came before the cut.
+    """
+    head = b"Content-Type: " + content_type.encode("latin-1", "replace") + b"\r\n\r\n"
+    message = BytesParser(policy=policy.HTTP).parsebytes(head + body)
+    if not message.is_multipart() or not message.get_boundary():
+        raise CtiError("body: multipart without a boundary")
+    broken = (
+        errors.StartBoundaryNotFoundDefect,
+        errors.CloseBoundaryNotFoundDefect,
+        errors.MultipartInvariantViolationDefect,
+    )
+    if any(isinstance(defect, broken) for defect in message.defects):
+        raise CtiError("body: truncated or malformed multipart")
+    pairs: list[tuple[str, str]] = []
+    for part in message.iter_parts():
+        if not isinstance(part, EmailMessage):
+            continue
+        name = part.get_param("name", header="content-disposition")
+        if not isinstance(name, str) or not name:
+            raise CtiError("body: a multipart field without a name")
+        payload = part.get_payload(decode=True)
+        data = payload if isinstance(payload, bytes) else b""
+        try:
+            pairs.append((name, data.decode(part.get_content_charset() or "utf-8")))
+        except (UnicodeDecodeError, LookupError):
+            raise CtiError(f"{name}: not UTF-8") from None
+    return pairs
 
 
 def form_params(pairs: Iterable[tuple[str, str]]) -> dict[str, Any]:

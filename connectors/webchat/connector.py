@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from functools import partial
+from ipaddress import ip_address
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -243,10 +244,19 @@ class WebchatConnector:
 
     # HTTP ---------------------------------------------------------------------------
     def _static(self, name: str) -> Any:
+        framers = " ".join(o for o in self._cfg.allowed_origins if o != "*")
         headers = {
             "Content-Type": f"{_STATIC[name]}; charset=utf-8",
             "X-Content-Type-Options": "nosniff",
             "Cache-Control": "no-cache",
+            # The page runs our own script only, talks to its own origin only, and may be framed only by the
+            # sites allowed to open chats (clickjacking); the demo page's inline styles are its only exception.
+            "Content-Security-Policy": (
+                "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:;"
+                f" connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'self' {framers}"
+            ).strip(),
+            "X-Frame-Options": "SAMEORIGIN",
+            "Referrer-Policy": "strict-origin-when-cross-origin",
         }
 
         async def handler(request: web.Request) -> web.StreamResponse:
@@ -265,8 +275,21 @@ class WebchatConnector:
         if "*" in allowed:
             return True
         if not allowed:
-            return origin == f"{request.scheme}://{request.host}"
+            return origin == self._own_origin(request)
         return origin in allowed
+
+    def _own_origin(self, request: web.Request) -> str:
+        """This page's origin as the browser sees it: behind a trusted proxy, as X-Forwarded-* say."""
+        scheme, host = request.scheme, request.host
+        peer = request.remote
+        try:
+            trusted = peer is not None and any(ip_address(peer) in net for net in self._cfg.trusted_proxies)
+        except ValueError:
+            trusted = False
+        if trusted:
+            scheme = request.headers.get("X-Forwarded-Proto", scheme).split(",")[0].strip().lower()
+            host = request.headers.get("X-Forwarded-Host", host).split(",")[0].strip()
+        return f"{scheme}://{host}"
 
     async def _websocket(self, request: web.Request) -> web.StreamResponse:
         if not self._origin_allowed(request):

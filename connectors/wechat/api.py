@@ -12,6 +12,7 @@ from typing import Any
 
 import aiohttp
 
+from core.redact import scrub
 from core.store.base import ChannelStore
 
 log = logging.getLogger(__name__)
@@ -116,7 +117,7 @@ class WechatApi:
                     raise ApiUnavailable(f"{path}: HTTP {resp.status}", code=f"http_{resp.status}")
                 body = await resp.json(content_type=None)
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-            raise ApiUnavailable(f"{path}: {type(exc).__name__}: {exc}") from None
+            raise ApiUnavailable(scrub(f"{path}: {type(exc).__name__}: {exc}")) from None  # exc names the token URL
         if not isinstance(body, dict):
             raise ApiUnavailable(f"{path}: unexpected answer {body!r:.200}")
         errcode = int(body.get("errcode") or 0)

@@ -50,6 +50,9 @@ WRITE_WAIT_S = 5.0
 # How long the lease that says who delivers a bot reply (a retry's response or the customer-service API) is
 # kept: far longer than WeChat's retries (three, seconds apart) or a restart takes.
 DELIVERED_TTL_S = 2 * 86400
+# WeChat waits 5 s for an answer and retries a push three times: within this long after a passive reply was
+# written, a retry means it was lost; no retry by then means it arrived.
+RETRY_WINDOW_S = 20.0
 # Errors that mean the customer cannot be reached this way now; never retried blindly.
 PERMANENT: dict[int, str] = {
     45015: "window_closed",
@@ -132,7 +135,25 @@ class WechatConnector:
             if written:
                 return Delivery(status=DeliveryStatus.SENT, external_id=f"passive:{reply.in_reply_to}")
             log.info("passive reply for %s did not go out; using the customer-service API", reply.in_reply_to)
+            return await self._send_custom(reply)
+        if reply.in_reply_to is not None:
+            attempted = await self._store.get_checkpoint(self._passive_key(reply.in_reply_to))
+            if attempted is not None:
+                return await self._after_passive(reply, float(attempted))
         return await self._send_custom(reply)
+
+    async def _after_passive(self, reply: OutboundReply, attempted_at: float) -> Delivery:
+        """A reply whose passive write was under way when its process died (it is being resent): the customer
+        has it unless WeChat retried the push, and a retry's response carries it. So wait out the retries,
+        then count it delivered rather than send it a second time through the customer-service API."""
+        if time.time() - attempted_at < RETRY_WINDOW_S:
+            return Delivery(status=DeliveryStatus.RETRYABLE, error="waiting out WeChat's retries of the push")
+        if await self._store.lease(self._delivered_key(reply.message), "api", DELIVERED_TTL_S):
+            log.info("inbox %s: no retry of %s came: its passive reply arrived", self.inbox, reply.in_reply_to)
+        return Delivery(status=DeliveryStatus.SENT, external_id=f"passive:{reply.in_reply_to}")
+
+    def _passive_key(self, push_id: str) -> str:
+        return f"wechat:passive:{self.inbox}:{push_id}"
 
     # customer-service API ----------------------------------------------------------------------------
     async def _send_custom(self, reply: OutboundReply) -> Delivery:
@@ -202,7 +223,11 @@ class WechatConnector:
         body = await self._read_capped(request)
         timestamp, nonce = self._authenticate(request)
         ttl = min(2 * self._cfg.timestamp_window_s + 60, 2 * 86400)
-        if not await self._store.claim(f"wechat:nonce:{self.inbox}:{timestamp}:{nonce}", ttl):
+        # The nonce is held for this body: WeChat's byte-identical retry passes again (a delivery that died
+        # before its message was stored is not lost), while the signed query with any other body is refused.
+        # Whether the message is stored already is the dedupe key's business, after parsing.
+        body_digest = hashlib.sha256(body).hexdigest()
+        if not await self._store.lease(f"wechat:nonce:{self.inbox}:{timestamp}:{nonce}", body_digest, ttl):
             raise web.HTTPForbidden(text="replayed nonce")
         encrypted = request.query.get("encrypt_type", "raw").lower() == "aes"
         now = datetime.now(UTC)
@@ -250,6 +275,12 @@ class WechatConnector:
             if text is None and waiter is not None and result.handled is not None:
                 reply = await self._await_reply(result.message.id, waiter, result.handled)
                 text = render.plain_text(reply.message) if reply is not None else None
+                if reply is not None:
+                    # Kept before the write: if this process dies now, a resend of the reply knows it may
+                    # have arrived, and waits for WeChat's retries to tell (see _after_passive).
+                    await self._store.set_checkpoint(
+                        self._passive_key(result.message.id), repr(time.time()), ttl_s=DELIVERED_TTL_S
+                    )
             if text is None:
                 return web.Response(text=SUCCESS)
             response, written = await self._write_passive(request, push, text, encrypted)

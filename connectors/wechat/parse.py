@@ -15,6 +15,9 @@ from defusedxml.ElementTree import fromstring
 from core.model import Attachment, Channel, Identity, IdentityKind, InboundMessage, MessageKind
 
 Fields = Mapping[str, Any]
+# WeChat's deepest push (xml > SendPicsInfo > PicList > item > PicMd5Sum) is five levels; anything far deeper is
+# hostile, and reading it recursively would overflow the stack.
+MAX_DEPTH = 16
 
 
 class PushError(ValueError):
@@ -81,6 +84,16 @@ def _to_value(element: Element) -> Any:
     return out
 
 
+def _check_depth(root: Element) -> None:
+    """Walked with a stack, not recursion, so any depth is measured without touching Python's stack limit."""
+    stack = [(root, 1)]
+    while stack:
+        element, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise PushError("bad_xml", f"XML nested deeper than {MAX_DEPTH} elements")
+        stack.extend((child, depth + 1) for child in element)
+
+
 def read_xml(body: bytes | str) -> dict[str, Any]:
     """The ``<xml>`` document as a dict; a DOCTYPE or entity is refused before anything is expanded."""
     try:
@@ -91,6 +104,7 @@ def read_xml(body: bytes | str) -> dict[str, Any]:
         raise PushError("bad_xml", f"not well-formed XML: {exc}") from None
     if root.tag != "xml":
         raise PushError("bad_xml", f"root element must be <xml>, not <{root.tag}>")
+    _check_depth(root)
     value = _to_value(root)
     return value if isinstance(value, dict) else {}
 

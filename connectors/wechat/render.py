@@ -23,9 +23,16 @@ def plain_text(message: Message) -> str:
     return _clip("\n".join(line for line in lines if line))
 
 
+def cdata_safe(value: str) -> str:
+    """``]]>`` split across two CDATA sections: wechatpy puts values into CDATA unescaped, so an FAQ answer
+    holding it could close the section and add elements of its own to the reply."""
+    return value.replace("]]>", "]]]]><![CDATA[>")
+
+
 def passive_xml(*, account: str, openid: str, text: str, at: int) -> str:
     """The passive reply XML: from the Official Account (``account``) to the user."""
-    rendered: str = TextReply(source=account, target=openid, content=text, time=at).render()
+    reply = TextReply(source=cdata_safe(account), target=cdata_safe(openid), content=cdata_safe(text), time=at)
+    rendered: str = reply.render()
     return rendered
 
 

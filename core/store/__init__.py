@@ -5,20 +5,39 @@ from __future__ import annotations
 from pathlib import Path
 
 from core.config import Config, RedisStoreConfig
-from core.store.base import NotFound, Store, StoreError, TicketPage, TicketQuery, VersionConflict
+from core.store.base import NotFound, Store, StoreError, StoreUnavailable, TicketPage, TicketQuery, VersionConflict
 from core.store.sqlite import SqliteStore
 
-__all__ = ["NotFound", "Store", "StoreError", "TicketPage", "TicketQuery", "VersionConflict", "open_store"]
+__all__ = [
+    "NotFound",
+    "Store",
+    "StoreError",
+    "StoreUnavailable",
+    "TicketPage",
+    "TicketQuery",
+    "VersionConflict",
+    "open_store",
+]
 
 
 def open_store(config: Config) -> Store:
     """The configured backend, not yet opened."""
     if isinstance(config.store, RedisStoreConfig):
-        from core.store.redis import RedisStore  # only Redis deployments import the client
+        from core.store.redis import RedisPool, RedisStore  # only Redis deployments import the client
 
         cfg = config.store
         return RedisStore(
-            cfg.url, prefix=cfg.prefix, stream_maxlen=cfg.stream_maxlen, event_key_ttl_s=cfg.event_key_ttl_s
+            cfg.url,
+            prefix=cfg.prefix,
+            stream_maxlen=cfg.stream_maxlen,
+            event_key_ttl_s=cfg.event_key_ttl_s,
+            pool=RedisPool(
+                max_connections=cfg.max_connections,
+                wait_s=cfg.pool_timeout_s,
+                socket_timeout_s=cfg.socket_timeout_s,
+                connect_timeout_s=cfg.connect_timeout_s,
+            ),
+            aof_timeout_ms=cfg.aof_timeout_ms if cfg.durability == "aof" else None,
         )
     path = Path(config.store.path)
     if not path.is_absolute():

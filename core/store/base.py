@@ -7,7 +7,7 @@ thread its messages), never the writes that change conversations, tickets or con
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from core.model import Channel, Contact, Conversation, Direction, Identity, Message, Ticket
 from core.store.audit import AuditLog
@@ -35,6 +35,7 @@ from core.store.types import (
     Outgoing,
     StoredFrame,
     StoreError,
+    StoreUnavailable,
     TicketEvents,
     TicketPage,
     TicketQuery,
@@ -48,8 +49,10 @@ __all__ = [
     "Gauges",
     "NotFound",
     "Outgoing",
+    "ReportsDurability",
     "Store",
     "StoreError",
+    "StoreUnavailable",
     "StoredFrame",
     "TicketEvents",
     "TicketPage",
@@ -105,3 +108,10 @@ class ChannelStore(Coordination, Checkpoints, Secrets, Frames, Quarantine, Proto
     ) -> list[Message]: ...
 
     async def get_ticket(self, ticket_id_or_number: str) -> Ticket | None: ...
+
+
+@runtime_checkable
+class ReportsDurability(Protocol):
+    """A backend that can say what an acknowledged message survives (shown by /readyz)."""
+
+    async def durability(self) -> dict[str, str]: ...

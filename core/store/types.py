@@ -21,6 +21,13 @@ class StoreError(Exception):
     pass
 
 
+class StoreUnavailable(StoreError):
+    """The store cannot be reached now (down, partitioned, out of connections): try again shortly.
+
+    Nothing was acknowledged, so callers answer 503 with Retry-After and the sender's own retry delivers it.
+    """
+
+
 class VersionConflict(StoreError):
     """Someone else saved the record first: reload and try again."""
 

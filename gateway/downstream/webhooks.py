@@ -16,14 +16,17 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 import aiohttp
 
 from core.config import WebhookConfig
 from core.model import DownstreamEvent
 from core.observe import NO_OBSERVER, Observer, breaker_key
+from core.redact import scrub
 from core.store.base import DeadLetter
 from core.store.roles import Checkpoints, Conversations, Coordination, DeadLetters, EventLog
+from gateway.downstream.guard import PublicOnlyResolver
 
 log = logging.getLogger(__name__)
 
@@ -182,7 +185,11 @@ class WebhookDispatcher:
             yield
             return
         limit = sum(s.cfg.concurrency for s in self.subscriptions.values())
-        self._http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=limit + 4))
+        private_ok = frozenset(
+            (urlsplit(s.cfg.url).hostname or "").lower() for s in self.subscriptions.values() if s.cfg.allow_private
+        )
+        connector = aiohttp.TCPConnector(limit=limit + 4, resolver=PublicOnlyResolver(private_ok))
+        self._http = aiohttp.ClientSession(connector=connector)
         tasks = [
             asyncio.get_running_loop().create_task(self._hold(sub), name=f"webhooks:{sub.key}")
             for sub in self.subscriptions.values()
@@ -321,7 +328,7 @@ class WebhookDispatcher:
                     retry_after_s=_retry_after(resp.headers.get("Retry-After")),
                 )
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            return Attempt(ok=False, retryable=True, error=f"{type(exc).__name__}: {exc}".rstrip(": "))
+            return Attempt(ok=False, retryable=True, error=scrub(f"{type(exc).__name__}: {exc}".rstrip(": ")))
 
     async def _wanted(self, cfg: WebhookConfig, event: DownstreamEvent) -> bool:
         if cfg.events and str(event.type) not in cfg.events:

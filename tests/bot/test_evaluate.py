@@ -113,3 +113,50 @@ def test_unreadable_bench_is_a_clear_error(tmp_path: pathlib.Path, capsys: pytes
     bad.write_text("{}", encoding="utf-8")
     assert main(["faq", "eval", str(bad)]) == 2
     assert "bad.json: not a FAQ benchmark file" in capsys.readouterr().err
+
+
+def test_leave_entries_out_asks_every_phrasing_of_the_left_out_entries(tmp_path: pathlib.Path) -> None:
+    from bot.evaluate import holdout_folds
+
+    bench = load_bench(_slice(tmp_path, "banking77-en-dev"))
+    folds = holdout_folds(bench, 0.2, 5)
+    assert len(folds) == 5
+    left_out: set[str] = set()
+    for kb, asked in folds:
+        kept = {e.id for e in kb.faqs}
+        out = [e for e in bench.faqs if e.id not in kept]
+        assert len(out) == round(0.2 * len(bench.faqs))
+        assert all(q.expected is None for q in asked.queries)
+        assert [q.text for q in asked.queries] == [q for e in out for q in e.questions]
+        assert not left_out & {e.id for e in out}  # five folds of a fifth: no entry is left out twice
+        left_out |= {e.id for e in out}
+    assert len(left_out) == 5 * round(0.2 * len(bench.faqs))
+
+
+def test_faq_eval_reports_how_often_it_answers_what_the_kb_lacks(
+    tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bench = _slice(tmp_path, "massive-zh-dev")
+    assert main(["faq", "eval", str(bench), "--json", "--holdout-entries", "0.2", "--folds", "2"]) == 0
+    (row,) = json.loads(capsys.readouterr().out)
+    assert row["folds"] == 2 and row["holdout_entries"] == 0.2 and row["leo_queries"] > 0
+    assert row["leo_answered"] + row["leo_suggested"] + row["leo_handed_off"] == pytest.approx(1.0, abs=1e-3)
+    assert main(["faq", "eval", str(bench), "--holdout-entries", "1.5"]) == 2
+
+
+def test_calibration_keeps_unknown_questions_at_their_target() -> None:
+    """Questions about left-out entries count against a threshold like wrong answers do: a threshold that answers
+    too many of them is not chosen, even where the dev file's own answers would allow it."""
+    from bot.evaluate import BenchQuery, Prediction
+
+    def pred(best: float) -> Prediction:
+        return Prediction(
+            text="q", decision="suggest", answer_id=None, suggested=(), ranked=("a",), ms=0.0, best=best, runner_up=0.0
+        )
+
+    bench = Bench(name="b", faqs=(), queries=tuple(BenchQuery(text="q", expected="a") for _ in range(10)))
+    preds = [pred(0.5 + i / 20) for i in range(10)]  # all right: any threshold keeps wrong answers at 0
+    assert calibrate(bench, preds, target_wrong=0.05).answer_threshold == 0.5
+    unknown = [[pred(0.6), pred(0.7), pred(0.8), pred(0.3)]]  # 0.8 answers a quarter of them, 0.85 none
+    cal = calibrate(bench, preds, target_wrong=0.05, unknown=unknown, target_unknown=0.1)
+    assert cal.answer_threshold == 0.85

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import pathlib
+import random
 
 import pytest
 
+from bot import faq
 from bot.faq import FaqEntry, FaqIndex, KbError, load_kb
 from bot.text import stem
 from normalizer.text import fold_for_matching
@@ -174,6 +176,32 @@ def test_a_score_never_reads_as_certain() -> None:
     kb = _synthetic_kb(twins=False)
     index = FaqIndex(kb)
     assert all(h.score < 1.0 for e in kb[:10] for h in index.search(e.questions[0]))
+
+
+def _nonsense_words(seed: int, n: int) -> list[str]:
+    rng = random.Random(seed)
+    return ["".join(rng.choice("bcdfghjklmnprstvz") + rng.choice("aeiou") for _ in range(3)) for _ in range(n)]
+
+
+def test_more_unknown_words_than_the_typo_cache_holds_never_fail_a_search(
+    index: FaqIndex, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The typo cache is bounded by clearing it; the word being fixed when it filled up used to be a KeyError."""
+    monkeypatch.setattr(faq, "_TYPO_CACHE", 20)
+    for word in _nonsense_words(1, 60):
+        assert isinstance(index.search(f"{word} refund"), tuple)
+    assert index.search("pasword reset")[0].entry_id == index.search("password reset")[0].entry_id
+
+
+def test_an_entry_with_thousands_of_phrasings_builds(monkeypatch: pytest.MonkeyPatch) -> None:
+    """~3,000 phrasings full of words no other phrasing uses made the temperature fit (which ranks held-out
+    phrasings) overflow the typo cache: a KeyError that failed POST /api/v1/faqs and stopped serve. The cache is
+    made small here so a few hundred phrasings show it quickly."""
+    monkeypatch.setattr(faq, "_TYPO_CACHE", 50)
+    words = iter(_nonsense_words(2, 300 * 6))
+    questions = tuple(dict.fromkeys(" ".join(["refund", *(next(words) for _ in range(6))]) for _ in range(300)))
+    built = FaqIndex([*load_kb(KB), FaqEntry(id="huge", questions=questions, answer="x")])
+    assert built.search(questions[0])[0].entry_id == "huge"
 
 
 def test_a_kb_entry_may_name_its_category() -> None:

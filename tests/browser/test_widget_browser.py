@@ -229,7 +229,10 @@ async def test_handoff_and_agent_reply_render_on_the_real_gateway(page: Any, gat
     async with screenshot_on_failure(page, tmp_path):
         await _open(page, gateway.url)
         await _ask(page, "我要转人工")
-        await page.wait_for_function("document.querySelector('[data-hl=root]').dataset.status === 'waiting_for_agent'")
+        # A function, not a bare expression: Playwright evaluates an expression with eval, which the page's CSP forbids.
+        await page.wait_for_function(
+            "() => document.querySelector('[data-hl=root]').dataset.status === 'waiting_for_agent'"
+        )
         status, body = await gateway.api("GET", "/tickets")
         assert status == 200 and len(body["tickets"]) == 1
         ticket_id = body["tickets"][0]["id"]
@@ -247,7 +250,10 @@ async def test_survey_buttons_rate_the_resolved_ticket(page: Any, gateway: Gatew
     async with screenshot_on_failure(page, tmp_path):
         await _open(page, gateway.url)
         await _ask(page, "转人工")
-        await page.wait_for_function("document.querySelector('[data-hl=root]').dataset.status === 'waiting_for_agent'")
+        # A function, not a bare expression: Playwright evaluates an expression with eval, which the page's CSP forbids.
+        await page.wait_for_function(
+            "() => document.querySelector('[data-hl=root]').dataset.status === 'waiting_for_agent'"
+        )
         _, body = await gateway.api("GET", "/tickets")
         ticket = body["tickets"][0]
         assert ticket["number"] in (await _bot_texts(page))[-1]  # the handoff tells the number

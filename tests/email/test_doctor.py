@@ -46,7 +46,15 @@ def _write(tmp_path: Path, dovecot: Dovecot, sink: SmtpSink, *, password: str, *
 
 
 async def test_doctor_passes_a_working_setup(tmp_path: Path, dovecot: Dovecot, smtp_sink: SmtpSink) -> None:
-    webhooks = [{"url": "http://localhost:9/hook", "name": "desk", "secrets": ["s" * 16]}]
+    # A loopback receiver: the subscription allows plain http to a private address explicitly.
+    hook = {
+        "url": "http://localhost:9/hook",
+        "name": "desk",
+        "secrets": ["s" * 16],
+        "allow_http": True,
+        "allow_private": True,
+    }
+    webhooks = [hook]
     path = await asyncio.to_thread(_write, tmp_path, dovecot, smtp_sink, password=PASSWORD, webhooks=webhooks)
     checks = await diagnose(path)
     assert [c.name for c in checks] == [

@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 from collections.abc import Awaitable, Callable
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 from pathlib import Path
 
+import pytest
+
+from connectors.email.connector import LEASE_TTL_S
 from connectors.email.parse import parse_mail
 from core.model import Author, Channel, Direction, Message
 from gateway.app import GATEWAY
 from gateway.intake import BotSetup
 from tests.conftest import Gateway, started
 from tests.email.conftest import Dovecot, SmtpSink, connector_of, email_config, mail
+from tests.tcp_proxy import TcpProxy
 
 
 async def _inbound(gw: Gateway) -> list[Message]:
@@ -457,3 +462,34 @@ async def test_reply_to_a_resolved_ticket_reopens_it_when_configured(
         status, tickets = await gw.api("GET", "/tickets")
         [only] = tickets["tickets"]
         assert only["id"] == ticket["id"] and only["status"] == "open"
+
+
+async def test_the_mailbox_lease_is_short_renewed_on_a_heartbeat_and_a_lost_connection_is_noticed_at_once(
+    tmp_path: Path, dovecot: Dovecot, smtp_sink: SmtpSink, bot_setup: BotSetup, caplog: pytest.LogCaptureFixture
+) -> None:
+    """After a SIGKILL the mailbox stalled until the dead holder's lease ran out (180 s by default), and a
+    Dovecot outage took 29-40 s to notice and was logged as "TimeoutError: ;"."""
+    assert LEASE_TTL_S <= 15
+    user = dovecot.user()
+    proxy = TcpProxy("127.0.0.1", dovecot.port)
+    await proxy.start()
+    imap = {"poll_interval_s": 600, "idle_timeout_s": 600, "lease_ttl_s": 1.5}
+    config = email_config(tmp_path, dovecot, smtp_sink, user, imap_port=proxy.port, imap=imap)
+    try:
+        async with started(config, bot_setup) as gw:
+            connector = connector_of(gw)
+            store = gw.server.app[GATEWAY].store
+            await asyncio.wait_for(connector.synced.wait(), 10)
+            await asyncio.sleep(4)  # idle for far longer than the lease lasts: the heartbeat keeps it
+            assert not await store.lease("email:support:poll:INBOX", "another-instance", 10)
+            caplog.clear()
+            with caplog.at_level(logging.WARNING, logger="connectors.email.connector"):
+                proxy.cut()
+                started_at = asyncio.get_running_loop().time()
+                async with asyncio.timeout(5):
+                    while not any("closed the connection" in r.getMessage() for r in caplog.records):  # noqa: ASYNC110
+                        await asyncio.sleep(0.05)
+                assert asyncio.get_running_loop().time() - started_at < 3
+            assert not any(r.getMessage().endswith(": ; reconnecting") for r in caplog.records)
+    finally:
+        await proxy.close()

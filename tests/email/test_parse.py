@@ -7,7 +7,7 @@ import base64
 import pytest
 
 from connectors.email.auto import AutoKind
-from connectors.email.parse import MailParseError, parse_mail
+from connectors.email.parse import MAX_HEADER_CHARS, MAX_SUBJECT_CHARS, MAX_TEXT_CHARS, MailParseError, parse_mail
 from connectors.email.threading import base_subject
 
 
@@ -171,3 +171,74 @@ def test_a_broken_base64_encoded_word_is_kept_as_written() -> None:
     raw = b"From: a@example.org\nSubject: =?utf-8?b?5L2g5?= ok\nMessage-ID: <b64@example.org>\n\nhello\n"
     mail = parse_mail(raw)
     assert mail.subject == "=?utf-8?b?5L2g5?= ok" and mail.text.strip() == "hello"
+
+
+def test_binary_sent_as_text_is_kept_as_an_attachment_not_as_replacement_characters() -> None:
+    """An Outlook .msg mailed as text/plain decoded to 122,000 U+FFFD: its bytes are kept as they came."""
+    ole = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + bytes(range(256)) * 40
+    headers = "From: a@example.org\nSubject: report\nContent-Type: text/plain; charset=utf-8"
+    raw = _raw(headers + "\nContent-Transfer-Encoding: base64", base64.encodebytes(ole))
+    mail = parse_mail(raw)
+    assert "\ufffd" not in mail.text and mail.text == ""
+    (part,) = mail.attachments
+    assert part.filename == "body.bin" and part.data == ole
+    assert "UndecodableTextPart" in mail.defects
+
+
+def test_a_huge_subject_and_body_are_capped_and_the_whole_body_is_kept() -> None:
+    body = ("退款" * 150_000).encode()
+    raw = _raw(f"From: a@example.org\nSubject: {'x' * 130_000}\nContent-Type: text/plain; charset=utf-8", body)
+    mail = parse_mail(raw)
+    assert len(mail.subject) == MAX_SUBJECT_CHARS and mail.subject.endswith("…")
+    assert len(mail.text) == MAX_TEXT_CHARS and mail.text.startswith("退款退款")
+    (full,) = mail.attachments
+    assert full.filename == "body.txt" and full.data == body
+    assert all(len(v) <= MAX_HEADER_CHARS for v in mail.headers.values())
+
+
+def test_iso_2022_jp_with_microsoft_extensions_decodes() -> None:
+    """CP50221 (what Outlook sends as ISO-2022-JP) holds NEC characters such as ①, which Python's codecs refuse."""
+    raw = _raw(
+        "From: a@example.jp\nSubject: x\nContent-Type: text/plain; charset=ISO-2022-JP",
+        b'\x1b$B!!-!#1ET#38)$N03$H!"\x1b(B',
+    )
+    assert parse_mail(raw).text == "\u3000①１都３県の鯵と、"
+
+
+def test_a_mail_without_a_usable_message_id_is_keyed_on_its_content_not_its_trace_headers() -> None:
+    """Redelivered after the mailbox was recreated, the same mail came with new Received headers and was
+    stored twice: the key was a hash of the raw mail."""
+    author = "From: a@example.org\nTo: help@example.com\nSubject: invoice\nMessage-ID: not-an-addr-spec\n"
+    body = "请帮我开发票".encode()
+    first = _raw("Received: from mx1 by mbox1; Mon, 1 Dec 2026 10:00:00 +0800\nDelivered-To: help@example.com\n"
+                 + author, body)  # fmt: skip
+    again = _raw("Received: from mx2 by mbox2; Tue, 2 Dec 2026 11:00:00 +0800\nX-Original-To: x@example.com\n"
+                 "Authentication-Results: mx2; dkim=pass\n" + author, body)  # fmt: skip
+    assert parse_mail(first).message_id is None
+    assert parse_mail(first).dedupe_key == parse_mail(again).dedupe_key
+    assert parse_mail(first).raw_sha256 != parse_mail(again).raw_sha256  # the stored raw mail is each copy's own
+    other = _raw(author, "请帮我改地址".encode())
+    assert parse_mail(other).dedupe_key != parse_mail(first).dedupe_key
+
+
+@pytest.mark.parametrize(
+    ("notification", "kind"),
+    [("Bounce", AutoKind.BOUNCE), ("Complaint", AutoKind.COMPLAINT), ("Delivery", AutoKind.AUTO_REPLY)],
+)
+def test_amazon_ses_notifications_mailed_through_sns_are_machine_mail(notification: str, kind: AutoKind) -> None:
+    """Four SES notifications opened tickets (and got acknowledgements): they are JSON from a machine."""
+    body = (
+        '{"Type":"Notification","Message":"{\\"notificationType\\":\\"' + notification + '\\",'
+        '\\"bounce\\":{\\"bouncedRecipients\\":[{\\"emailAddress\\":\\"gone@example.org\\"}]},'
+        '\\"mail\\":{\\"source\\":\\"support@example.com\\",\\"sourceArn\\":\\"arn:aws:ses:us-east-1:1:identity/'
+        'amazonses.com\\"}}"}'
+    ).replace('\\"', '"')
+    raw = _raw(
+        "From: AWS Notifications <no-reply@sns.amazonaws.com>\nTo: support@example.com\n"
+        "Subject: AWS Notification Message\nContent-Type: text/plain; charset=UTF-8",
+        body.encode(),
+    )
+    report = parse_mail(raw).auto
+    assert report.kind is kind and report.reason.startswith("amazon-ses")
+    if kind is AutoKind.BOUNCE:
+        assert [r.recipient for r in report.recipients] == ["gone@example.org"]

@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import hmac
 import json
+import time
 from typing import Any
 from urllib.parse import urlencode
 
@@ -37,6 +38,15 @@ async def settled(gw: Gateway, wait_s: float = 10) -> None:
             await asyncio.sleep(0.01)
 
 
+def signed(secret: str, body: bytes, *, timestamp: int | None) -> dict[str, str]:
+    """The signature headers a PBX sends: over "<timestamp>." + body, or (the old scheme) the body alone."""
+    message = body if timestamp is None else f"{timestamp}.".encode() + body
+    headers = {"X-Huiliu-Signature": "sha256=" + hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()}
+    if timestamp is not None:
+        headers["X-Huiliu-Timestamp"] = str(timestamp)
+    return headers
+
+
 async def cti(
     gw: Gateway,
     inbox: str,
@@ -45,6 +55,8 @@ async def cti(
     form: bool = False,
     token: str | None = TOKEN,
     secret: str | None = None,
+    legacy: bool = False,
+    at: int | None = None,
 ) -> tuple[int, Any]:
     """POST one CTI event as JSON or form fields (``user`` lists become ``user[]``), as a PBX would."""
     headers: dict[str, str] = {}
@@ -61,7 +73,7 @@ async def cti(
         body = json.dumps(params).encode()
         headers["Content-Type"] = "application/json"
     if secret is not None:
-        headers["X-Huiliu-Signature"] = "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+        headers |= signed(secret, body, timestamp=None if legacy else int(time.time()) if at is None else at)
     url = f"{gw.url}/cti/{inbox}"
     if token is not None:
         url += f"?token={token}"

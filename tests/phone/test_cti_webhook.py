@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -13,7 +14,7 @@ from core.config import ConfigError, PhoneInbox
 from core.model import Author, Channel, Direction, HandoffReason, Identity, IdentityKind, Priority
 from gateway.intake import BotSetup
 from tests.conftest import Gateway, make_config, started
-from tests.phone.conftest import SECRET, TOKEN, call_message, cti, phone_inbox, settled, store_of, tickets_of
+from tests.phone.conftest import SECRET, TOKEN, call_message, cti, phone_inbox, settled, signed, store_of, tickets_of
 
 CALLER = "13800138000"  # a Chinese mobile as a PBX in China sends it: national, no +86
 E164 = "+8613800138000"
@@ -175,6 +176,28 @@ async def test_outbound_dial_gets_the_configured_caller_id(tmp_path: Path, bot_s
         assert (await cti(gw, "tel", {**out, "callId": "o10", "to": "13800138000"}))[1]["caller_id"] == "4008001234"
 
 
+async def test_a_signed_request_older_than_the_window_is_refused_and_the_old_scheme_is_selectable(
+    tmp_path: Path, bot_setup: BotSetup
+) -> None:
+    """CTI signatures had no timestamp: a captured signed request was accepted forever."""
+    inboxes = [
+        phone_inbox("signed", token=None, hmac_secret=SECRET),
+        phone_inbox("legacy", token=None, hmac_secret=SECRET, hmac_scheme="body"),
+    ]
+    async with started(make_config(tmp_path, inboxes=inboxes), bot_setup) as gw:
+        now = int(datetime.now(UTC).timestamp())
+        assert (await cti(gw, "signed", new_call("t1"), token=None, secret=SECRET, at=now - 30))[0] == 200
+        assert (await cti(gw, "signed", new_call("t2"), token=None, secret=SECRET, at=now - 3600))[0] == 401
+        assert (await cti(gw, "signed", new_call("t3"), token=None, secret=SECRET, legacy=True))[0] == 401
+        assert (await cti(gw, "legacy", new_call("t4"), token=None, secret=SECRET, legacy=True))[0] == 200
+        # A valid signature moved to another time does not verify: the timestamp is signed.
+        body = json.dumps(new_call("t5")).encode()
+        headers = signed(SECRET, body, timestamp=now - 3600) | {"Content-Type": "application/json"}
+        headers["X-Huiliu-Timestamp"] = str(now)
+        async with gw.http.post(f"{gw.url}/cti/signed", data=body, headers=headers) as resp:
+            assert resp.status == 401
+
+
 async def test_hmac_signed_event_is_accepted_and_a_bad_signature_or_token_is_refused(gw: Gateway) -> None:
     assert await cti(gw, "signed", new_call("s1"), token=None, secret=SECRET) == (200, {})
     assert await cti(gw, "signed", new_call("s1"), token=None, form=True, secret=SECRET) == (200, {})
@@ -217,6 +240,51 @@ async def test_oversized_body_and_switched_off_cti_are_refused(gw: Gateway) -> N
         assert resp.status == 413
     status, body = await cti(gw, "off", new_call("f1"))
     assert (status, body) == (422, {"error": "Feature not configured, please contact your admin!"})
+
+
+def multipart(fields: list[tuple[str, str]], boundary: str = "cti-boundary-1") -> tuple[bytes, dict[str, str]]:
+    parts = [
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'.encode()
+        for name, value in fields
+    ]
+    body = b"".join(parts) + f"--{boundary}--\r\n".encode()
+    return body, {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+
+
+async def test_a_multipart_event_is_read_and_a_truncated_one_is_400_and_quarantined(gw: Gateway) -> None:
+    fields = [(k, str(v)) for k, v in new_call("m1").items()] + [("user[]", "李"), ("user[]", "Wang")]
+    body, headers = multipart(fields)
+    async with gw.http.post(f"{gw.url}/cti/tel?token={TOKEN}", data=body, headers=headers) as resp:
+        assert resp.status == 200
+    seen = await store_of(gw).get_checkpoint("phone:tel:call:m1:newCall")
+    assert seen is not None and "李" in seen
+    cut = body[: len(body) - 30]  # the closing boundary and part of the last field are gone
+    async with gw.http.post(f"{gw.url}/cti/tel?token={TOKEN}", data=cut, headers=headers) as resp:
+        assert resp.status == 400 and "multipart" in (await resp.json())["error"]
+    (item,) = await store_of(gw).quarantined()
+    assert item.raw == cut and "multipart" in item.reason
+
+
+async def test_a_multipart_body_is_not_parsed_before_the_token_is_checked(gw: Gateway) -> None:
+    body, headers = multipart([(k, str(v)) for k, v in new_call("m2").items()])
+    async with gw.http.post(f"{gw.url}/cti/tel?token=wrong-token-0000", data=body[:-10], headers=headers) as resp:
+        assert resp.status == 401
+    assert await store_of(gw).quarantined() == []
+
+
+async def test_a_chunked_body_past_the_cap_is_413_whatever_its_type(gw: Gateway) -> None:
+    """A chunked body declares no length: the cap is enforced as it streams in."""
+    big, headers = multipart([*((k, str(v)) for k, v in new_call("m3").items()), ("pad", "x" * 100_000)])
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for at in range(0, len(big), 8192):
+            yield big[at : at + 8192]
+
+    for content_type in (headers["Content-Type"], "application/json"):
+        url = f"{gw.url}/cti/tel?token={TOKEN}"
+        async with gw.http.post(url, data=chunks(), headers={"Content-Type": content_type}) as resp:
+            assert resp.status == 413
+    assert await store_of(gw).get_checkpoint("phone:tel:call:m3:newCall") is None
 
 
 async def test_call_from_a_number_on_a_wechat_contact_lands_on_that_contact(gw: Gateway) -> None:

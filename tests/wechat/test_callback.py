@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 import time
 from pathlib import Path
@@ -155,6 +156,19 @@ async def test_xml_bombs_are_refused_and_quarantined_not_stored(
         assert item.raw == body and item.reason.startswith("xml_forbidden")
 
 
+async def test_a_signed_push_nested_a_thousand_deep_is_400_and_quarantined(
+    tmp_path: Path, bot_setup: BotSetup, fake_wechat: FakeWechat
+) -> None:
+    """Deep nesting is refused like any unreadable push, and kept: it used to overflow the stack (a 500)."""
+    body = text_xml("hi", msg_id="deep1", extra="<a>" * 1000 + "x" + "</a>" * 1000).encode()
+    async with started(wechat_config(tmp_path, fake_wechat), bot_setup) as gw:
+        pushed = await WechatClient(gw).push(body)
+        assert pushed.status == 400 and "nested" in pushed.text
+        assert await inbound(gw, "deep1") is None
+        (item,) = await gw.server.app[GATEWAY].store.quarantined()
+        assert item.raw == body and item.reason.startswith("bad_xml")
+
+
 async def test_the_shared_encrypted_vector_goes_end_to_end(
     tmp_path: Path, bot_setup: BotSetup, fake_wechat: FakeWechat
 ) -> None:
@@ -231,6 +245,46 @@ async def test_a_signed_push_whose_ciphertext_is_not_base64_is_quarantined_not_a
         assert pushed.status == 400 and "decrypt" in pushed.text
         (item,) = await gw.server.app[GATEWAY].store.quarantined()
         assert item.reason.startswith("undecryptable") and item.raw == body.encode()
+
+
+async def test_a_byte_identical_retry_of_a_push_that_died_before_it_was_stored_is_taken_in(tmp_path: Path) -> None:
+    """The nonce used to be claimed before the message was stored: when the process died in between, WeChat's
+    retries (the same signed request) got 403 and the push was lost."""
+    config = make_config(tmp_path, inboxes=[inbox()])
+    box = config.inboxes[0]
+    assert isinstance(box, WechatInbox)
+    store = SqliteStore(tmp_path / "store.sqlite3")
+    await store.open()
+    connector = WechatConnector(box, ConnectorDeps(store=store, tasks=TaskTracker(), data_dir=tmp_path))
+    app = web.Application()
+    app.router.add_routes(connector.routes())
+    taken: list[InboundMessage] = []
+
+    async def dies_once(message: InboundMessage) -> IntakeResult:
+        if not taken:
+            taken.append(message)
+            raise asyncio.CancelledError  # the process went down mid-request: nothing stored
+        raise Rejected("stored now")  # the retry reached intake
+
+    timestamp, nonce = str(int(time.time())), secrets.token_hex(4)
+    query = {"timestamp": timestamp, "nonce": nonce, "signature": sign(TOKEN, timestamp, nonce)}
+    xml = text_xml("在吗", openid="oDied", msg_id="8888").encode()
+    try:
+        async with (
+            TestServer(app, host="127.0.0.1") as server,
+            aiohttp.ClientSession() as http,
+            connector.running(dies_once),
+        ):
+            with contextlib.suppress(aiohttp.ClientError):
+                async with http.post(server.make_url("/wechat/oa"), params=query, data=xml):
+                    pass
+            async with http.post(server.make_url("/wechat/oa"), params=query, data=xml) as resp:
+                assert resp.status == 400 and "stored now" in await resp.text()  # reached intake, not 403
+            other = text_xml("别的", openid="oDied", msg_id="8889").encode()
+            async with http.post(server.make_url("/wechat/oa"), params=query, data=other) as resp:
+                assert resp.status == 403  # the same signed query with another body is still a replay
+    finally:
+        await store.close()
 
 
 async def test_pushes_to_two_inboxes_are_checked_with_each_inbox_token(

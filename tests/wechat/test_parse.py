@@ -11,6 +11,7 @@ import pytest
 
 from connectors.wechat import crypto
 from connectors.wechat.parse import Action, Opens, PushError, parse_push, read_xml
+from connectors.wechat.render import passive_xml
 from connectors.wechat.signature import sign, verify
 from connectors.wechat.window import open_allowances
 from core.config import ConfigError
@@ -204,3 +205,12 @@ def test_encrypted_modes_need_an_aes_key_in_config(tmp_path: Path) -> None:
         make_config(tmp_path, inboxes=[inbox(mode="safe")])
     with pytest.raises(ConfigError, match="reply_budget_s"):
         make_config(tmp_path, inboxes=[inbox(reply_budget_s=6)])
+
+
+def test_an_answer_holding_a_cdata_end_cannot_add_elements_to_the_passive_reply() -> None:
+    """wechatpy does not escape ``]]>``: an FAQ answer could close the CDATA and inject, say, a <MsgType>."""
+    evil = "退款请看]]></Content><MsgType><![CDATA[news]]></MsgType><Content><![CDATA[x"
+    xml = passive_xml(account="gh_huiliu", openid="oUser]]>1", text=evil, at=1_700_000_000)
+    fields = read_xml(xml)
+    assert fields["Content"] == evil and fields["MsgType"] == "text" and fields["ToUserName"] == "oUser]]>1"
+    assert set(fields) == {"ToUserName", "FromUserName", "CreateTime", "MsgType", "Content"}

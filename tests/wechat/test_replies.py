@@ -13,7 +13,7 @@ import pytest
 from connectors.wechat.api import WechatApi
 from connectors.wechat.connector import unsubscribed_flag
 from connectors.wechat.parse import read_xml
-from core.model import Conversation, Identity, IdentityKind, Message
+from core.model import Conversation, Identity, IdentityKind, Message, OutboundReply
 from gateway.app import GATEWAY
 from gateway.intake import BotSetup
 from tests.conftest import Gateway, started
@@ -86,6 +86,35 @@ async def test_bot_answer_within_budget_goes_back_as_passive_reply(
         assert fake_wechat.send_calls == 0  # nothing went through the API
         texts = [m.text for m in await transcript(gw, "oa", "oP1")]
         assert texts[0] == "怎么开发票" and "发票" in texts[1]
+
+
+async def test_a_passive_reply_resent_after_a_kill_waits_out_wechats_retries_and_is_not_sent_twice(
+    tmp_path: Path, bot_setup: BotSetup, fake_wechat: FakeWechat
+) -> None:
+    """Killed after the passive reply went out but before its delivery was recorded, the restarted gateway
+    resends the reply from the outbox. WeChat retries an unanswered push within ~15 s: until then the resend
+    waits; with no retry by then the customer has the reply, and the customer-service API is not called (it
+    doubled 2/2000 replies on SQLite, up to 12/2000 on Redis)."""
+    config = wechat_config(tmp_path, fake_wechat, inbox(reply_budget_s=3))
+    async with started(config, bot_setup) as gw:
+        pushed = await WechatClient(gw).push(text_xml("怎么开发票", openid="oKill", msg_id="12"))
+        assert read_xml(pushed.text)["MsgType"] == "text"
+        gateway = gw.server.app[GATEWAY]
+        store = gateway.store
+        push, reply = await transcript(gw, "oa", "oKill")
+        conversation = await store.get_conversation(reply.conversation_id)
+        assert conversation is not None
+        resend = gateway.connectors["oa"].send
+        # As the restarted process finds it: the write began just now, the delivery was never recorded.
+        outbound = OutboundReply(
+            message=reply, address=conversation.address, conversation=conversation, in_reply_to=push.id
+        )
+        waiting = await resend(outbound)
+        assert waiting.status == "retryable" and "retries" in (waiting.error or "")
+        await store.set_checkpoint(f"wechat:passive:oa:{push.id}", repr(time.time() - 30))  # the window passed
+        delivered = await resend(outbound)
+        assert delivered.status == "sent" and delivered.external_id == f"passive:{push.id}"
+        assert fake_wechat.send_calls == 0  # the customer got it once, in the push's response
 
 
 async def test_slow_bot_answers_success_at_once_then_through_customer_service_api(

@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from core.store.redis.store import RedisBus, RedisStore, event_from_entry, key_tag
+from core.store.redis.store import RedisBus, RedisPool, RedisStore, event_from_entry, key_tag
 
-__all__ = ["RedisBus", "RedisStore", "event_from_entry", "key_tag"]
+__all__ = ["RedisBus", "RedisPool", "RedisStore", "event_from_entry", "key_tag"]

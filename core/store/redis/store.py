@@ -10,7 +10,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -51,6 +51,7 @@ from core.store.types import (
     Outgoing,
     StoredFrame,
     StoreError,
+    StoreUnavailable,
     TicketEvents,
     TicketPage,
     TicketQuery,
@@ -590,8 +591,9 @@ def _address_field(inbox: str, address: Identity, thread: str) -> str:
 class RedisBus:
     """Pub/sub between gateway instances: one connection, subscriptions added and dropped as sockets come and go."""
 
-    def __init__(self, client: aioredis.Redis, tag: str) -> None:
+    def __init__(self, client: aioredis.Redis, tag: str, *, listener: aioredis.Redis | None = None) -> None:
         self._client = client
+        self._listener = listener or client  # the subscription's connection comes from this one
         self._tag = tag
         self._pubsub: PubSub | None = None
         self._handlers: dict[str, BusHandler] = {}
@@ -602,7 +604,7 @@ class RedisBus:
         return self._tag + "bus:" + name
 
     async def start(self) -> None:
-        self._pubsub = self._client.pubsub(ignore_subscribe_messages=True)
+        self._pubsub = self._listener.pubsub(ignore_subscribe_messages=True)
         # Always subscribed to something, so the reader has a connection to wait on.
         await self._pubsub.subscribe(self.channel("_alive"))
         # redis-py reconnects and resubscribes on its own, often without an error reaching us; whatever was
@@ -688,6 +690,42 @@ class RedisBus:
                     log.exception("redis bus handler for %s failed", message["channel"])
 
 
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class RedisPool:
+    """The connection pool's bounds: at most ``max_connections``, a command waits ``wait_s`` for a free one."""
+
+    max_connections: int = 50
+    wait_s: float = 5.0
+    socket_timeout_s: float = 5.0
+    connect_timeout_s: float = 2.0
+
+
+@contextlib.contextmanager
+def _reachable() -> Iterator[None]:
+    """Redis down, partitioned or out of pooled connections: StoreUnavailable, one type the gateway answers 503 to."""
+    try:
+        yield
+    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError) as exc:
+        raise StoreUnavailable(f"Redis is unreachable: {type(exc).__name__}: {exc}") from exc
+
+
+class _Pipeline(aioredis.client.Pipeline):
+    async def execute(self, raise_on_error: bool = True) -> list[Any]:
+        with _reachable():
+            return await super().execute(raise_on_error)
+
+
+class _Client(aioredis.Redis):
+    """A client whose every command (scripts and pipelines too) reports an outage as StoreUnavailable."""
+
+    async def execute_command(self, *args: Any, **options: Any) -> Any:
+        with _reachable():
+            return await super().execute_command(*args, **options)  # type: ignore[no-untyped-call]
+
+    def pipeline(self, transaction: bool = True, shard_hint: str | None = None) -> _Pipeline:
+        return _Pipeline(self.connection_pool, self.response_callbacks, transaction, shard_hint)
+
+
 class RedisStore(RedisAuditLog):
     def __init__(
         self,
@@ -696,8 +734,14 @@ class RedisStore(RedisAuditLog):
         prefix: str = "huiliu:",
         stream_maxlen: int = 1_000_000,
         event_key_ttl_s: int = 90 * 86400,
+        pool: RedisPool | None = None,
+        aof_timeout_ms: int | None = None,
     ) -> None:
+        """``aof_timeout_ms``: acknowledge inbound messages only once fsynced to the AOF (None: in memory)."""
         self._url = url
+        self._aof_timeout_ms = aof_timeout_ms
+        self._pool = pool or RedisPool()
+        self._listener: aioredis.Redis | None = None
         self.tag = key_tag(prefix)
         self._maxlen = str(stream_maxlen)
         self._ttl = str(event_key_ttl_s)
@@ -723,13 +767,29 @@ class RedisStore(RedisAuditLog):
 
     async def open(self) -> None:
         # An explicit lib version: otherwise redis-py reads package metadata from disk for each new connection.
-        client = aioredis.Redis.from_url(
+        driver = DriverInfo(name="redis-py", lib_version=redis.__version__)
+        bounds = self._pool
+        pool = aioredis.BlockingConnectionPool.from_url(
             self._url,
+            max_connections=bounds.max_connections,
+            timeout=bounds.wait_s,
+            socket_timeout=bounds.socket_timeout_s,
+            socket_connect_timeout=bounds.connect_timeout_s,
             decode_responses=True,
             health_check_interval=30,
-            driver_info=DriverInfo(name="redis-py", lib_version=redis.__version__),
+            driver_info=driver,
         )
+        client = _Client(connection_pool=pool)
         self._client = client
+        # The bus waits on its subscription for as long as nothing is published: its own connection, with no
+        # read timeout, and none taken from the bounded pool.
+        self._listener = aioredis.Redis.from_url(
+            self._url,
+            decode_responses=True,
+            socket_connect_timeout=bounds.connect_timeout_s,
+            health_check_interval=30,
+            driver_info=driver,
+        )
         sources = {
             "add_message": _ADD_MESSAGE,
             "save_conversation": _SAVE_CONVERSATION,
@@ -757,7 +817,9 @@ class RedisStore(RedisAuditLog):
         }
         self._scripts = {name: client.register_script(src) for name, src in sources.items()}
         await self._index_tickets_by_contact()
-        self.bus = RedisBus(client, self.tag)
+        if self._aof_timeout_ms is not None:
+            await self._check_aof()
+        self.bus = RedisBus(client, self.tag, listener=self._listener)
         await self.bus.start()
 
     async def _index_tickets_by_contact(self, batch: int = 500) -> None:
@@ -786,9 +848,10 @@ class RedisStore(RedisAuditLog):
         bus, self.bus = self.bus, None
         if bus is not None:
             await bus.stop()
-        client, self._client = self._client, None
-        if client is not None:
-            await client.aclose()
+        for client in (self._listener, self._client):
+            if client is not None:
+                await client.aclose(close_connection_pool=True)
+        self._client = self._listener = None
 
     async def ping(self) -> bool:
         try:
@@ -796,12 +859,52 @@ class RedisStore(RedisAuditLog):
         except (StoreError, RedisError, OSError):
             return False
 
+    async def durability(self) -> dict[str, str]:
+        """What an acknowledged message is worth on this server, for /readyz and the operator."""
+        info = await self.client.info("persistence")
+        server = await self.client.info("server")
+        aof = bool(int(info.get("aof_enabled", 0)))
+        return {
+            "backend": "redis",
+            "version": str(server.get("redis_version", "")),
+            "appendonly": "yes" if aof else "no",
+            "rdb_last_save_status": str(info.get("rdb_last_bgsave_status", "")),
+            "acknowledged_after": "aof_fsync" if self._aof_timeout_ms is not None else "memory",
+            "survives": "a Redis restart or crash"
+            if self._aof_timeout_ms is not None
+            else ("a Redis restart, and a crash except the last second" if aof else "nothing but a clean RDB save"),
+        }
+
+    async def _check_aof(self) -> None:
+        """``durability: aof`` on a server that cannot wait for its AOF would acknowledge what it promises not to."""
+        report = await self.durability()
+        version = tuple(int(p) for p in report["version"].split(".")[:2] if p.isdigit())
+        if version < (7, 2) or report["appendonly"] != "yes":
+            await self.close()
+            raise StoreError(
+                "store.durability: aof needs Redis 7.2 or later with appendonly yes (WAITAOF); this server is"
+                f" Redis {report['version']} with appendonly {report['appendonly']}"
+            )
+
     async def _run(self, script: str, *args: str, keys: Sequence[str] = ()) -> Any:
         # The first key routes the call on Cluster; every key shares the tag, so any of ours will do.
         return await self._scripts[script](keys=list(keys) or [self.stream_key], args=list(args))
 
-    async def _write(self, script: str, *args: str, events: Sequence[DownstreamEvent] = ()) -> Any:
-        return await self._run(script, self.tag, self._maxlen, self._ttl, *args, *_event_args(events))
+    async def _write(
+        self, script: str, *args: str, events: Sequence[DownstreamEvent] = (), durable: bool = False
+    ) -> Any:
+        argv = [self.tag, self._maxlen, self._ttl, *args, *_event_args(events)]
+        if not durable or self._aof_timeout_ms is None:
+            return await self._run(script, *argv)
+        # WAITAOF waits for the writes of its own connection: one pipeline puts the script and it on one.
+        async with self.client.pipeline(transaction=False) as pipe:
+            await self._scripts[script](keys=[self.stream_key], args=argv, client=pipe)
+            pipe.execute_command("WAITAOF", 1, 0, self._aof_timeout_ms)
+            result, (local, _) = await pipe.execute()
+        if int(local) < 1:
+            # Written, not yet on disk: the sender retries, finds it stored, and waits for the AOF again.
+            raise StoreUnavailable(f"the write did not reach the AOF within {self._aof_timeout_ms} ms")
+        return result
 
     # contacts ---------------------------------------------------------------
     async def _owners(self, identities: Sequence[Identity]) -> list[str | None]:
@@ -1083,6 +1186,7 @@ class RedisStore(RedisAuditLog):
             repr(time.time() + outgoing.hold_s) if outgoing is not None else "",
             (outgoing.in_reply_to or "") if outgoing is not None else "",
             events=events,
+            durable=message.direction is Direction.INBOUND,  # what a sender's acknowledgement waits for
         )
         if result[0] == 2:
             assert saving is not None

@@ -187,6 +187,16 @@ class SqliteStore(SqliteAuditLog):
         except (StoreError, sqlite3.Error):
             return False
 
+    async def durability(self) -> dict[str, str]:
+        """WAL with synchronous=NORMAL: a commit survives a process crash; a power loss may undo the last ones."""
+        return {
+            "backend": "sqlite",
+            "journal": "wal",
+            "synchronous": "normal",
+            "acknowledged_after": "commit",
+            "survives": "a process crash; a power loss may lose the last commits",
+        }
+
     # contacts ---------------------------------------------------------------
     _CONTACT_BY_IDENTITY = "SELECT c.data FROM identities i JOIN contacts c ON c.id = i.contact_id WHERE i.identity = ?"
 
