@@ -153,13 +153,28 @@ class Intake:
         )
         if inbound.contact_flags and not seen:
             await apply_flags(self._store, inbound.contact_flags, now)
-        stored, created = await self._store.add_message(message, [events.message_created(message)])
+        settled = not inbound.greeting and self._nothing_to_do(conversation, message)
+        stored, created = await self._store.add_message(message, [events.message_created(message)], handled=settled)
         if not created:
             return IntakeResult(message=stored, duplicate=True, handled=None)
+        if settled:  # what handle() would decide from this same conversation: nothing but "handled"
+            return IntakeResult(message=stored, duplicate=False, handled=None)
         if inbound.greeting:  # keyed on the stored message, so it follows it
             await self._outbound.record_greeting(stored, inbound.greeting, now)
         task = self._tasks.spawn(self.handle(stored, conversation), name=f"intake:{stored.id}")
         return IntakeResult(message=stored, duplicate=False, handled=task)
+
+    def _nothing_to_do(self, conversation: Conversation, message: Message) -> bool:
+        """Whether ``_respond`` would do nothing for ``message`` on ``conversation`` (the one handle() is given):
+        a log line such as an answered call, not for the bot, asking for no ticket, with no service rules to run
+        on it. Such a message is stored handled in the same write, one store job and one task fewer."""
+        facts = intake_facts(message)
+        if message.author is not Author.CUSTOMER or facts.bot or facts.ticket is not None:
+            return False
+        if facts.survey_reply is not None or conversation.status is ConversationStatus.RESOLVED:
+            return False
+        # A human holds the conversation: the service rules look at every customer message on its ticket.
+        return conversation.status is ConversationStatus.BOT or not conversation.ticket_id or self._rules.rules is None
 
     async def _seen(self, inbound: InboundMessage) -> bool:
         """Whether this message was stored before: a repeat delivery changes nothing."""

@@ -144,13 +144,13 @@ async def test_sigterm_lets_a_slow_webhook_delivery_finish_and_it_is_not_sent_ag
         server={"host": "127.0.0.1", "port": 8080, "shutdown_grace_s": 10},
         webhooks=[
             {
-                    "name": "slow",
-                    "url": f"http://127.0.0.1:{hook_port}/hook",
-                    "secrets": [WEBHOOK_SECRET],
-                    "poll_s": 0.2,
-                    "allow_http": True,  # the receiver is a plain-http test server on loopback
-                    "allow_private": True,
-                }
+                "name": "slow",
+                "url": f"http://127.0.0.1:{hook_port}/hook",
+                "secrets": [WEBHOOK_SECRET],
+                "poll_s": 0.2,
+                "allow_http": True,  # the receiver is a plain-http test server on loopback
+                "allow_private": True,
+            }
         ],
     )
     try:
