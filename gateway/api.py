@@ -227,16 +227,13 @@ class Api:
         )
         before = await self._ticket(request)
         ticket = await self._tickets.change(before.id, change)
-        was, now = _ticket_fields(before), _ticket_fields(ticket)
-        changed = [k for k in now if now[k] != was[k]]
-        if changed:
-            await self._audit.record(
-                request,
-                action="ticket.update",
-                target=f"ticket:{ticket.number}",
-                before={k: was[k] for k in changed},
-                after={k: now[k] for k in changed},
-            )
+        await self._audit.record_change(
+            request,
+            action="ticket.update",
+            target=f"ticket:{ticket.number}",
+            was=_ticket_fields(before),
+            now=_ticket_fields(ticket),
+        )
         return json_response(ticket_view(ticket))
 
     async def post_reply(self, request: web.Request) -> web.StreamResponse:

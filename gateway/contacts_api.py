@@ -111,15 +111,14 @@ class ContactsApi:
             version=body.version,
         )
         saved = await self._contacts.patch(before.id, patch, agent=actor)
-        changed = [f for f in ("name", "vip", "tags") if getattr(before, f) != getattr(saved, f)]
-        if changed:
-            await self._audit.record(
-                request,
-                action="contact.update",
-                target=f"contact:{before.id}",
-                before={f: getattr(before, f) for f in changed},
-                after={f: getattr(saved, f) for f in changed},
-            )
+        fields = ("name", "vip", "tags")
+        await self._audit.record_change(
+            request,
+            action="contact.update",
+            target=f"contact:{before.id}",
+            was={f: getattr(before, f) for f in fields},
+            now={f: getattr(saved, f) for f in fields},
+        )
         contact, conversations = await self._visible(request)
         return json_response(_view(contact, conversations))
 

@@ -94,14 +94,13 @@ class FaqAdmin:
 
         response = await self._apply(replace, entry_view(entry), status=200)
         if response.status == 200 and old:
-            was, now = entry_view(old[0]), entry_view(entry)
-            changed = [k for k in now if now[k] != was[k]]
-            await self._audit.record(
+            await self._audit.record_change(
                 request,
                 action="faq.update",
                 target=f"faq:{faq_id}",
-                before={k: was[k] for k in changed},
-                after={k: now[k] for k in changed},
+                was=entry_view(old[0]),
+                now=entry_view(entry),
+                unchanged_too=True,
             )
         return response
 
