@@ -8,6 +8,7 @@ from typing import Protocol, runtime_checkable
 
 from aiohttp import web
 
+from core.jsonweb import json_response
 from core.scopes import Scope
 from gateway.access import PRINCIPAL, Guarded, error, needs
 from gateway.audit import Auditor
@@ -49,4 +50,4 @@ class WebchatSessions:
             before={"session": "live" if was_live else "expired"},
             after={"session": "revoked"},
         )
-        return web.json_response({"inbox": inbox, "visitor_id": visitor, "revoked": True, "was_live": was_live})
+        return json_response({"inbox": inbox, "visitor_id": visitor, "revoked": True, "was_live": was_live})

@@ -36,6 +36,7 @@ from connectors.webchat.protocol import (
 from connectors.webchat.session import VisitorSession
 from core.bus import Bus, bus_of
 from core.config import WebchatInbox, business_hours_text
+from core.jsonweb import json_response
 from core.meta import suggestions_json, suggestions_of
 from core.model import (
     Channel,
@@ -357,7 +358,7 @@ class WebchatConnector:
                 return await self._serve_socket(request, peer)
         except Refused as exc:
             log.info("web chat refused %s: %s", peer, exc.message)
-            return web.json_response(
+            return json_response(
                 {"error": {"code": exc.code, "message": exc.message, "retry_after_s": exc.retry_after_s}},
                 status=exc.status,
                 headers={"Retry-After": str(exc.retry_after_s)},
