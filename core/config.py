@@ -518,7 +518,7 @@ class EmailInbox(_Model):
     trusted_authserv_ids: tuple[Annotated[str, Field(min_length=1)], ...] = ()
     # Keys the signature on ticket tags in subjects ([HL-000001-7f3a9c]); use ${ENV}. Unset: a random secret kept
     # in data_dir/email/<inbox>.tag-secret (set it when several instances serve one inbox).
-    tag_secret: Annotated[str, Field(min_length=16, repr=False)] | None = None
+    tag_secret: Annotated[str | None, Field(min_length=16, repr=False)] = None
     max_attachment_bytes: Annotated[int, Field(gt=0)] = 10 << 20
     max_attachments_total_bytes: Annotated[int, Field(gt=0)] = 25 << 20
 

@@ -26,7 +26,7 @@ import aiosmtplib
 from aiohttp import web
 
 from connectors.base import ConnectorDeps, InboundSink, IntakeResult, stored_as
-from connectors.email.authres import sender_auth
+from connectors.email.authres import SenderAuth, sender_auth
 from connectors.email.auto import AutoKind
 from connectors.email.compose import Outgoing, compose
 from connectors.email.files import plan_files, write_files
@@ -464,7 +464,10 @@ class EmailConnector:
         ticket = None
         if not automatic:
             ticket = TicketRequest(
-                reason=HandoffReason.EMAIL, subject=mail.subject or None, bot_first=self._cfg.bot_answer
+                reason=HandoffReason.EMAIL,
+                subject=mail.subject or None,
+                bot_first=self._cfg.bot_answer,
+                follow_up=auth is SenderAuth.PASS,  # anyone can write From: <a customer>; only a proven one follows up
             )
         return InboundMessage(
             channel=Channel.EMAIL,
