@@ -34,7 +34,7 @@ class SenderAuth(enum.StrEnum):
 
 
 def _tokens(value: str) -> list[str]:
-    """Split into words, ``=``, ``;`` and ``/``, dropping (nested) comments and unquoting quoted strings."""
+    """Split into words, ``=`` and ``;``, dropping (nested) comments and unquoting quoted strings."""
     out: list[str] = []
     word: list[str] = []
     depth = 0
@@ -65,7 +65,7 @@ def _tokens(value: str) -> list[str]:
                 word.append(value[i])
                 i += 1
             flush() if word else out.append("")
-        elif ch in "=;/":
+        elif ch in "=;":
             flush()
             out.append(ch)
         elif ch.isspace():
@@ -88,7 +88,7 @@ def parse_authentication_results(value: str) -> AuthResults | None:
         else:
             parts[-1].append(token)
     head = parts[0]
-    if not head or head[0] in ("=", "/"):
+    if not head or head[0] == "=":
         return None
     authserv_id = head[0].lower()  # an optional version number may follow; it carries nothing we need
     results: list[MethodResult] = []
@@ -97,15 +97,10 @@ def parse_authentication_results(value: str) -> AuthResults | None:
             continue
         if part == ["none"]:
             continue  # "no authentication was done"
-        if len(part) < 3 or part[1] not in ("=", "/"):
+        if len(part) < 3 or part[1] != "=" or part[2] == "=":
             return None
-        if part[1] == "/":  # method/version=result
-            if len(part) < 5 or part[3] != "=":
-                return None
-            method, rest = part[0], part[4:]
-        else:
-            method, rest = part[0], part[2:]
-        result, rest = rest[0], rest[1:]
+        method = part[0].partition("/")[0]  # method/version=result
+        result, rest = part[2], part[3:]
         props: dict[str, str] = {}
         # reason=value and ptype.property=value pairs
         while len(rest) >= 3 and rest[1] == "=":
