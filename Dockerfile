@@ -6,7 +6,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_NO_CACHE_DIR=1
 
 WORKDIR /app
-COPY pyproject.toml README.md requirements.lock ./
+COPY pyproject.toml README.md LICENSE requirements.lock ./
 COPY core ./core
 COPY connectors ./connectors
 COPY normalizer ./normalizer
@@ -21,14 +21,24 @@ RUN pip install -c requirements.lock . \
     && mkdir -p /app/data && chown huiliu:huiliu /app/data
 
 USER huiliu
-EXPOSE 8080
 VOLUME ["/app/data"]
 
-HEALTHCHECK --interval=15s --timeout=3s --start-period=20s --retries=3 \
-    CMD python -c "import urllib.request,sys; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:8080/healthz', timeout=2).status == 200 else 1)"
+# The image's files belong to root; the gateway runs as uid 10001. So the KB the admin API edits lives in the
+# data volume: on a volume's first start `huiliu serve` copies the shipped KB (HUILIU_KB_SEED) to bot.kb
+# (HUILIU_KB, which the sample config reads), and never overwrites it after that.
+# Listen on all interfaces inside the container; HUILIU_PORT is the sample config's server.port.
+ENV HUILIU_HOST=0.0.0.0 \
+    HUILIU_PORT=8080 \
+    HUILIU_KB=/app/data/kb/faq.yaml \
+    HUILIU_KB_SEED=/app/kb/faq.yaml \
+    HUILIU_CONFIG=/app/config.yaml
+EXPOSE 8080
 
-# Mount your own config.yaml over /app/config.yaml; listen on all interfaces inside the container.
+# Healthy means ready (store reachable, every connector running), asked on the port the config sets.
+HEALTHCHECK --interval=15s --timeout=5s --start-period=30s --retries=3 \
+    CMD ["python", "-m", "gateway.container", "healthcheck"]
+
+# Mount your own config.yaml over /app/config.yaml (keep `kb: ${HUILIU_KB:-kb/faq.yaml}` to edit the KB via the API).
 # The entrypoint refuses to serve the sample config without HUILIU_API_TOKEN (and serve refuses a weak token).
-ENV HUILIU_HOST=0.0.0.0
 ENTRYPOINT ["huiliu-entrypoint"]
 CMD ["huiliu", "serve", "-c", "/app/config.yaml"]

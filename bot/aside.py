@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import gc
+import logging
 import math
 import multiprocessing
 import pathlib
 import pickle
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import ProcessPoolExecutor
-from typing import Any
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any, TypeVar
 
 from bot.faq import FaqIndex, KnowledgeBase, read_kb
 
@@ -24,12 +26,40 @@ _SLICE_BYTES = 256 * 1024
 
 Slice = tuple[str, bytes]  # (attribute, pickled value or part of it)
 
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+# Where child processes cannot be had (no usable /dev/shm for the pool's semaphores, an interpreter the
+# process's user may not execute again, a sandbox without fork), builds fall back to this process: slower for
+# the loop while they run, but a KB edit must never fail for it. Said once, then remembered.
+_children_work = True
+
+
+def _in_child(run: Callable[[], T], here: Callable[[], T]) -> T:
+    """``run()`` (which uses a child process), or ``here()`` when child processes are not to be had."""
+    global _children_work
+    if _children_work:
+        try:
+            return run()
+        except (OSError, BrokenProcessPool) as exc:
+            _children_work = False
+            log.warning("FAQ index builds run in the gateway process from now on: no child process (%s)", exc)
+    return here()
+
 
 def build_aside(kb: KnowledgeBase, values: Mapping[str, str]) -> FaqIndex:
     """Build the index for ``kb`` in a child process and return it. Blocking: call it from a thread."""
-    with ProcessPoolExecutor(max_workers=1, mp_context=_CONTEXT) as pool:
-        slices = pool.submit(_build_sliced, kb, dict(values)).result()
-    return assemble(slices)
+
+    def run() -> FaqIndex:
+        with ProcessPoolExecutor(max_workers=1, mp_context=_CONTEXT) as pool:
+            slices = pool.submit(_build_sliced, kb, dict(values)).result()
+        return assemble(slices)
+
+    def here() -> FaqIndex:
+        from bot.live import build_index
+
+        return build_index(kb, values)
+
+    return _in_child(run, here)
 
 
 def load_aside(path: pathlib.Path, values: Mapping[str, str]) -> tuple[KnowledgeBase, FaqIndex]:
@@ -39,9 +69,19 @@ def load_aside(path: pathlib.Path, values: Mapping[str, str]) -> tuple[Knowledge
     collections they set off here scan the live index as well (100-750 ms with the GIL held, measured at 10,000
     phrasings), which was most of what a reload still cost the loop once the build had moved out.
     """
-    with ProcessPoolExecutor(max_workers=1, mp_context=_CONTEXT) as pool:
-        kb, slices = pool.submit(_load_sliced, path, dict(values)).result()
-    return kb, assemble(slices)
+
+    def run() -> tuple[KnowledgeBase, FaqIndex]:
+        with ProcessPoolExecutor(max_workers=1, mp_context=_CONTEXT) as pool:
+            kb, slices = pool.submit(_load_sliced, path, dict(values)).result()
+        return kb, assemble(slices)
+
+    def here() -> tuple[KnowledgeBase, FaqIndex]:
+        from bot.live import build_index
+
+        kb = read_kb(path)
+        return kb, build_index(kb, values)
+
+    return _in_child(run, here)
 
 
 def _build_sliced(kb: KnowledgeBase, values: dict[str, str]) -> list[Slice]:

@@ -14,6 +14,7 @@ from typing import Any
 from bot.faq import FaqEntry, FaqIndex, KbError
 from bot.policy import BotPolicy, Outcome, decide
 from core.model import HandoffReason
+from core.progress import Progress
 
 # Metric names, in the order the reference scorer prints them (plus the index build time).
 METRICS = (
@@ -111,10 +112,14 @@ def _decision_name(outcome: Outcome) -> str:
     return "handoff"
 
 
-def predict(index: FaqIndex, queries: Iterable[BenchQuery], policy: BotPolicy) -> tuple[Prediction, ...]:
+def predict(
+    index: FaqIndex, queries: Sequence[BenchQuery], policy: BotPolicy, *, progress: Progress | None = None
+) -> tuple[Prediction, ...]:
     """Each query on its own, as a first message in a fresh conversation."""
     out: list[Prediction] = []
     for query in queries:
+        if progress is not None:
+            progress(len(out), len(queries))
         start = time.perf_counter()
         decision = decide(index, query.text, consecutive_misses=0, policy=policy)
         ms = (time.perf_counter() - start) * 1000
@@ -132,6 +137,8 @@ def predict(index: FaqIndex, queries: Iterable[BenchQuery], policy: BotPolicy) -
                 forced=decision.outcome is Outcome.HANDOFF and decision.handoff_reason is not HandoffReason.NO_MATCH,
             )
         )
+    if progress is not None:
+        progress(len(out), len(queries))
     return tuple(out)
 
 
@@ -183,11 +190,13 @@ def build_index(bench: Bench) -> tuple[FaqIndex, float]:
     return index, time.perf_counter() - start
 
 
-def evaluate(bench: Bench, policy: BotPolicy, *, index: FaqIndex | None = None) -> Report:
+def evaluate(
+    bench: Bench, policy: BotPolicy, *, index: FaqIndex | None = None, progress: Progress | None = None
+) -> Report:
     build_s = 0.0
     if index is None:
         index, build_s = build_index(bench)
-    preds = predict(index, bench.queries, policy)
+    preds = predict(index, bench.queries, policy, progress=progress)
     metrics = score(bench.queries, preds)
     metrics["build_s"] = round(build_s, 3)
     return Report(name=bench.name, metrics=metrics, predictions=preds)

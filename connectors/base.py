@@ -11,9 +11,12 @@ from typing import ClassVar, Protocol
 
 from aiohttp import web
 
+from core.config import BusinessHours
 from core.model import (
     Channel,
+    Conversation,
     Delivery,
+    Identity,
     InboundMessage,
     Message,
     OutboundReply,
@@ -21,6 +24,8 @@ from core.model import (
 from core.observe import NO_OBSERVER, Observer
 from core.store.base import ChannelStore
 from core.tasks import TaskTracker
+
+OpenConversation = Callable[[Identity, Channel, str], Awaitable[Conversation]]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -30,6 +35,10 @@ class ConnectorDeps:
     store: ChannelStore  # its own state and the reads that thread its messages; never domain writes
     tasks: TaskTracker  # background work that shutdown must await
     data_dir: Path  # for files a connector keeps (attachments, watched folders' state)
+    business_hours: BusinessHours | None = None  # bot.business_hours: pages a connector serves state them
+    # The conversation of an address on this inbox, opened (with its contact) if it has none yet: for a channel
+    # that greets a visitor with the conversation before the first message. A service, not a store write.
+    open_conversation: OpenConversation | None = None
     observer: Observer = NO_OBSERVER  # counts what the connector sees (a channel API's errors)
 
 

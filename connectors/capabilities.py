@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from connectors.base import InboundSink
 from core.model import Conversation, Delivery, Identity, OutboundReply, QuarantinedItem, Ticket
+from core.progress import Progress
 
 if TYPE_CHECKING:
     from connectors.phone.cdr import CdrFormat
@@ -61,7 +62,13 @@ class ImportsCalls(Protocol):
     """A phone inbox that takes call detail records in (``huiliu calls import``)."""
 
     async def import_cdr(
-        self, data: bytes, fmt: CdrFormat, sink: InboundSink, *, first_line: int = 1
+        self,
+        data: bytes,
+        fmt: CdrFormat,
+        sink: InboundSink,
+        *,
+        first_line: int = 1,
+        progress: Progress | None = None,
     ) -> ImportReport: ...
 
 

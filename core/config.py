@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import ipaddress
 import os
 import re
 from datetime import time
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args, get_origin
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -279,6 +280,18 @@ class BusinessHours(_Model):
 
     def weekday_numbers(self) -> frozenset[int]:
         return frozenset(_WEEKDAYS.index(d) for d in self.days)
+
+
+_DAY_NAMES = {"mon": "一", "tue": "二", "wed": "三", "thu": "四", "fri": "五", "sat": "六", "sun": "日"}
+
+
+def business_hours_text(hours: BusinessHours | None) -> str:
+    """The configured hours as customers read them, in Chinese and English (no hours: always open)."""
+    if hours is None:
+        return "全天 24 小时 / 24 hours a day"
+    days = "、".join("周" + _DAY_NAMES[str(d)] for d in hours.days)
+    span = f"{hours.start:%H:%M}–{hours.end:%H:%M}"
+    return f"{days} {span}（{hours.timezone}）/ {', '.join(str(d).title() for d in hours.days)} {span}"
 
 
 class BotMessages(_Model):
@@ -711,6 +724,44 @@ def _expand_env(node: Any, path: str, env: dict[str, str]) -> Any:
     return node
 
 
+def _model_classes(annotation: Any) -> list[type[BaseModel]]:
+    """The config sections a field may hold: through Optional, unions, tuples and Annotated."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [m for arg in get_args(annotation) for m in _model_classes(arg)]
+
+
+def _literals(model: type[BaseModel]) -> set[str]:
+    """The tag values a section answers to (``channel: webchat``, ``backend: redis``)."""
+    return {
+        str(v)
+        for f in model.model_fields.values()
+        if get_origin(f.annotation) is Literal
+        for v in get_args(f.annotation)
+    }
+
+
+def _walk(loc: tuple[Any, ...]) -> tuple[str, list[type[BaseModel]]]:
+    """The key path as written in config.yaml (pydantic's union tags dropped) and the sections it ends in."""
+    path = ""
+    sections: list[type[BaseModel]] = [Config]
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+            continue
+        part = str(part)
+        if part.startswith("function-"):
+            continue
+        fields = [m.model_fields[part] for m in sections if part in m.model_fields]
+        tagged = [m for m in sections if part in _literals(m)]
+        if not fields and tagged:
+            sections = tagged  # a discriminated union's tag, not a key
+            continue
+        path += f".{part}" if path else part
+        sections = [m for f in fields for m in _model_classes(f.annotation)]
+    return path, sections
+
+
 # A bad value under these keys is never echoed: config errors end up in logs.
 _SECRET_KEYS = frozenset(
     {"token", "token_sha256", "tokens", "secrets", "password", "app_secret", "hmac_secret", "tag_secret"}
@@ -718,11 +769,22 @@ _SECRET_KEYS = frozenset(
 
 
 def _describe(err: dict[str, Any]) -> str:
-    loc = ".".join(str(part) for part in err["loc"] if not str(part).startswith("function-after"))
-    loc = re.sub(r"\.(\d+)(?=\.|$)", r"[\1]", loc)
+    loc = _walk(tuple(err["loc"]))[0]
     got = err.get("input")
     secret = any(str(part) in _SECRET_KEYS for part in err["loc"])
     shown = "" if isinstance(got, (dict, list)) or secret else f" (got {got!r})"
+    if err["type"] == "extra_forbidden" and err["loc"]:
+        key = str(err["loc"][-1])
+        parent = loc.rsplit(".", 1)[0] if "." in loc else ""
+        parent_sections = _walk(tuple(err["loc"][:-1]))[1]
+        known = sorted({name for m in parent_sections for name in m.model_fields if name != "base_dir"})
+        close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+        hint = (
+            f"did you mean `{close[0]}`?"
+            if close
+            else f"known keys{' of ' + parent if parent else ''}: {', '.join(known)}"
+        )
+        return f"{loc}: unknown key; {hint}"
     return f"{loc or '<root>'}: {err['msg']}{shown}"
 
 
@@ -750,8 +812,25 @@ def load_config(path: Path, env: dict[str, str] | None = None) -> Config:
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+        raise ConfigError(f"{path}{_yaml_where(exc)}: not valid YAML: {_yaml_problem(exc)}") from None
     try:
         return parse_config(data, base_dir=path.resolve().parent, env=env)
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from None
+
+
+def _yaml_where(exc: yaml.YAMLError) -> str:
+    mark = getattr(exc, "problem_mark", None)
+    return f", line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """PyYAML's own words without its copy of the text and its ``in "<unicode string>"`` marks."""
+    if isinstance(exc, yaml.MarkedYAMLError):
+        parts = [p for p in (exc.context, exc.problem) if p]
+        context_mark = exc.context_mark
+        problem_mark = exc.problem_mark
+        if exc.context and context_mark and problem_mark and context_mark.line != problem_mark.line:
+            parts[0] += f" (line {context_mark.line + 1})"
+        return ", ".join(parts) or "cannot be parsed"
+    return str(exc)

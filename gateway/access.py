@@ -14,6 +14,7 @@ from enum import StrEnum
 from aiohttp import web
 
 from core.config import ApiToken
+from core.jsonweb import json_response
 from core.scopes import Scope, expand
 
 log = logging.getLogger(__name__)
@@ -61,7 +62,7 @@ def needs(requirement: Requirement, route: web.RouteDef) -> Guarded:
 
 
 def error(status: int, code: str, message: str) -> web.Response:
-    return web.json_response({"error": {"code": code, "message": message}}, status=status)
+    return json_response({"error": {"code": code, "message": message}}, status=status)
 
 
 class Tokens:
@@ -141,7 +142,7 @@ class Access:
             return error(500, "undeclared_route", "this route declares no access rule; it has been logged")
         if not isinstance(needed, Scope):
             return await handler(request)  # a channel's hot path pays for one lookup, nothing more
-        request[REQUEST_ID] = _request_id(request)
+        request[REQUEST_ID] = request.get(REQUEST_ID) or _request_id(request)  # the log's id, if set
         principal = self._tokens.authenticate(request.headers.get("Authorization", ""))
         if principal is None:
             log.info("refused %s %s: no valid token", request.method, request.path, extra=self._ids(request))

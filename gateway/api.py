@@ -12,6 +12,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from core.codec import to_jsonable
+from core.jsonweb import json_response
 from core.model import Channel, DownstreamEvent, Message, Priority, Ticket, TicketStatus
 from core.scopes import Scope
 from core.store import NotFound, Store, TicketQuery, VersionConflict
@@ -200,7 +201,7 @@ class Api:
                 inboxes=request[PRINCIPAL].inboxes,
             )
         )
-        return web.json_response({"tickets": [ticket_view(t) for t in page.tickets], "next_cursor": page.next_cursor})
+        return json_response({"tickets": [ticket_view(t) for t in page.tickets], "next_cursor": page.next_cursor})
 
     async def get_ticket(self, request: web.Request) -> web.StreamResponse:
         ticket = await self._ticket(request)
@@ -212,7 +213,7 @@ class Api:
         body["messages"] = [message_view(m, include_raw=include_raw) for m in messages]
         body["conversation"] = to_jsonable(conversation) if conversation else None
         body["contact"] = to_jsonable(contact) if contact else None
-        return web.json_response(body)
+        return json_response(body)
 
     async def patch_ticket(self, request: web.Request) -> web.StreamResponse:
         patch, raw = await json_body(request, TicketPatch)
@@ -226,17 +227,14 @@ class Api:
         )
         before = await self._ticket(request)
         ticket = await self._tickets.change(before.id, change)
-        was, now = _ticket_fields(before), _ticket_fields(ticket)
-        changed = [k for k in now if now[k] != was[k]]
-        if changed:
-            await self._audit.record(
-                request,
-                action="ticket.update",
-                target=f"ticket:{ticket.number}",
-                before={k: was[k] for k in changed},
-                after={k: now[k] for k in changed},
-            )
-        return web.json_response(ticket_view(ticket))
+        await self._audit.record_change(
+            request,
+            action="ticket.update",
+            target=f"ticket:{ticket.number}",
+            was=_ticket_fields(before),
+            now=_ticket_fields(ticket),
+        )
+        return json_response(ticket_view(ticket))
 
     async def post_reply(self, request: web.Request) -> web.StreamResponse:
         key = request.headers.get("Idempotency-Key")
@@ -256,7 +254,7 @@ class Api:
                 after={"message_id": result.message.id, "delivery": result.delivery, "chars": len(body.text)},
                 on_behalf_of=agent if via else None,
             )
-        return web.json_response(
+        return json_response(
             {"message": message_view(result.message), "delivery": result.delivery, "duplicate": not result.created},
             status=201 if result.created else 200,
         )
@@ -266,7 +264,7 @@ class Api:
         assert isinstance(body, TypingBody)
         ticket = await self._ticket(request)
         delivered = await self._typing(ticket, body.on)
-        return web.json_response({"delivered": delivered}, status=202)
+        return json_response({"delivered": delivered}, status=202)
 
     async def list_events(self, request: web.Request) -> web.StreamResponse:
         after = _int_param(request.query.get("after"), default=0, low=0, high=2**62)
@@ -275,9 +273,7 @@ class Api:
             return error(400, "bad_query", "after must be a non-negative integer and limit from 1 to 1000")
         found = await self._store.events_after(after, limit)
         shown = await self._visible_events(request[PRINCIPAL], found)
-        return web.json_response(
-            {"events": [e.to_json() for e in shown], "next_after": found[-1].seq if found else after}
-        )
+        return json_response({"events": [e.to_json() for e in shown], "next_after": found[-1].seq if found else after})
 
     async def _visible_events(self, principal: Principal, found: list[DownstreamEvent]) -> list[DownstreamEvent]:
         """An inbox-limited token sees the events of its inboxes' conversations only."""
@@ -302,7 +298,7 @@ class Api:
         if limit is None:
             return error(400, "bad_query", "limit must be an integer from 1 to 1000")
         letters = await self._store.dead_letters(subscription=request.query.get("subscription"), limit=limit)
-        return web.json_response({"dead_letters": [dead_letter_view(d) for d in letters]})
+        return json_response({"dead_letters": [dead_letter_view(d) for d in letters]})
 
     async def replay_dead_letter(self, request: web.Request) -> web.StreamResponse:
         letter = await self._store.get_dead_letter(request.match_info["letter"])
@@ -323,7 +319,7 @@ class Api:
             before={"subscription": letter.subscription, "event": letter.event.type, "attempts": letter.attempts},
             after={"delivered": True, "status": result.status},
         )
-        return web.json_response({"id": letter.id, "delivered": True, "status": result.status})
+        return json_response({"id": letter.id, "delivered": True, "status": result.status})
 
 
 async def ticket_transcript(store: Store, ticket: Ticket) -> list[Message]:

@@ -15,6 +15,7 @@ from connectors.capabilities import Drains, ShowsTyping
 from core import heap
 from core.clock import Clock, utcnow
 from core.config import Config
+from core.jsonweb import json_response
 from core.model import Ticket
 from core.outage import OutageLog
 from core.store import Store, StoreUnavailable
@@ -22,6 +23,7 @@ from gateway.access import CHANNEL, PUBLIC, Access, Tokens, needs
 from gateway.api import Api, Handler, error
 from gateway.contacts_api import ContactsApi
 from gateway.faq_admin import FaqAdmin
+from gateway.logs import install_request_ids
 from gateway.ops import ops_routes, ops_running
 from gateway.outbound import RETRY_DELAYS_S
 from gateway.survey_page import SurveyPage
@@ -77,6 +79,7 @@ def create_app(
     ``serve`` does, a test process (whose heap is the test run's) does not."""
     access = Access(Tokens(config.api.tokens))
     app = web.Application(client_max_size=config.server.max_body_bytes, middlewares=[access.middleware, _errors])
+    install_request_ids(app)  # outermost: every request, channels' too, has its id in the access log
     gateway = build_gateway(config, bot, clock=clock, retry_delays_s=retry_delays_s)
     store, connectors, tickets, webhooks = gateway.store, gateway.connectors, gateway.tickets, gateway.webhooks
     app[GATEWAY] = gateway
@@ -129,15 +132,19 @@ async def _lifespan(app: web.Application) -> AsyncIterator[None]:
         gateway.tasks.spawn(gateway.outbound.resend_unsent(), name="outbound:resend")
         stuck_after = gateway.config.server.resend_after_s
         every = stuck_after / 4
-        await stack.enter_async_context(
-            periodically(every, gateway.outbound.resend_unsent, name="outbound:resend", outage=outage)
+        grace_s = gateway.config.server.shutdown_grace_s  # what work under way gets to finish at shutdown
+        resend = periodically(
+            every, gateway.outbound.resend_unsent, name="outbound:resend", outage=outage, grace_s=grace_s
         )
+        await stack.enter_async_context(resend)
 
         async def recover_stuck() -> None:
             await gateway.intake.recover(older_than_s=stuck_after)
 
-        await stack.enter_async_context(periodically(every, recover_stuck, name="intake:recover", outage=outage))
-        await stack.enter_async_context(gateway.webhooks.running())
+        await stack.enter_async_context(
+            periodically(every, recover_stuck, name="intake:recover", outage=outage, grace_s=grace_s)
+        )
+        await stack.enter_async_context(gateway.webhooks.running(grace_s=grace_s))
         gateway.tasks.spawn(gateway.sla.run_once(), name="sla:catch-up")  # breaches due while we were down
         await stack.enter_async_context(
             periodically(gateway.config.sla.scan_interval_s, gateway.sla.run_once, name="sla")
@@ -150,21 +157,31 @@ async def _lifespan(app: web.Application) -> AsyncIterator[None]:
         if isinstance(gateway.bot.index, LiveIndex) and gateway.config.bot.kb_watch_s > 0:
             await stack.enter_async_context(watching_kb(gateway.bot.index, gateway.config.bot.kb_watch_s))
         yield
-        await gateway.tasks.drain(gateway.config.server.shutdown_grace_s)
+        gateway.webhooks.stop(grace_s)  # no new deliveries; those in flight finish while the tasks drain
+        await gateway.tasks.drain(grace_s)
 
 
 @asynccontextmanager
 async def periodically(
-    interval_s: float, job: Callable[[], Awaitable[object]], *, name: str, outage: OutageLog | None = None
+    interval_s: float,
+    job: Callable[[], Awaitable[object]],
+    *,
+    name: str,
+    outage: OutageLog | None = None,
+    grace_s: float = 0.0,
 ) -> AsyncIterator[None]:
     """Run ``job`` every ``interval_s`` while the gateway runs. A run that fails is logged and the next one
-    still comes: a store hiccup or a bad file must not end the background work for good."""
+    still comes: a store hiccup or a bad file must not end the background work for good. On exit no new run
+    starts, and one under way (resending a reply, say) gets ``grace_s`` to finish before it is cancelled."""
+    stop = asyncio.Event()
 
     reporter = outage or OutageLog()
 
     async def run() -> None:
         while True:
-            await asyncio.sleep(interval_s)
+            with suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), interval_s)
+                return
             try:
                 await job()
             except StoreUnavailable as exc:
@@ -176,9 +193,12 @@ async def periodically(
     try:
         yield
     finally:
-        task.cancel()
-        with suppress(asyncio.CancelledError):
-            await task
+        stop.set()
+        done, _ = await asyncio.wait([task], timeout=grace_s)
+        if not done:
+            task.cancel()
+            with suppress(asyncio.CancelledError):
+                await task
 
 
 def sweeping(store: Store, interval_s: float, batch: int = 1000) -> AbstractAsyncContextManager[None]:
@@ -215,4 +235,4 @@ async def _plain_server_header(request: web.Request, response: web.StreamRespons
 
 
 async def _healthz(request: web.Request) -> web.StreamResponse:
-    return web.json_response({"status": "ok"})
+    return json_response({"status": "ok"})

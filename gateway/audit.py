@@ -12,6 +12,7 @@ from aiohttp import web
 
 from core.clock import Clock
 from core.codec import to_jsonable
+from core.jsonweb import json_response
 from core.scopes import Scope
 from core.store.audit import AuditEntry, AuditLog, AuditQuery
 from core.store.cursor import decode_cursor
@@ -96,6 +97,28 @@ class Auditor:
                 extra={"audit": entry_view(entry)},
             )
 
+    async def record_change(
+        self,
+        request: web.Request,
+        *,
+        action: str,
+        target: str,
+        was: Mapping[str, Any],
+        now: Mapping[str, Any],
+        unchanged_too: bool = False,
+    ) -> None:
+        """Record the fields of ``now`` that differ from ``was``, both sides; nothing when none does, unless
+        ``unchanged_too`` (an edit asked for is worth an entry even when it changed nothing)."""
+        changed = [k for k in now if now[k] != was.get(k)]
+        if changed or unchanged_too:
+            await self.record(
+                request,
+                action=action,
+                target=target,
+                before={k: was.get(k) for k in changed},
+                after={k: now[k] for k in changed},
+            )
+
     async def sweep(self, batch: int = 1000) -> int:
         """Drop entries older than the retention period, a batch at a time."""
         if self._retention is None:
@@ -146,4 +169,4 @@ class Auditor:
                 limit=int(raw_limit),
             )
         )
-        return web.json_response({"entries": [entry_view(e) for e in page.entries], "next_cursor": page.next_cursor})
+        return json_response({"entries": [entry_view(e) for e in page.entries], "next_cursor": page.next_cursor})

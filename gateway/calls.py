@@ -10,6 +10,7 @@ from connectors.capabilities import ImportsCalls
 from connectors.phone.cdr import CdrFormat
 from connectors.phone.connector import ImportReport
 from core.config import Config, ConfigError, PhoneInbox
+from core.progress import Progress
 from gateway.wiring import offline_gateway
 
 
@@ -31,7 +32,13 @@ def phone_inbox(config: Config, name: str | None) -> PhoneInbox:
 
 
 async def import_calls(
-    config: Config, bot: BotSetup, path: Path, *, fmt: CdrFormat | None, inbox: str | None
+    config: Config,
+    bot: BotSetup,
+    path: Path,
+    *,
+    fmt: CdrFormat | None,
+    inbox: str | None,
+    progress: Progress | None = None,
 ) -> ImportReport:
     """Open the store, build intake as ``serve`` does (no listeners, no pollers), import, finish every ticket."""
     target = phone_inbox(config, inbox)
@@ -40,4 +47,6 @@ async def import_calls(
         phone = gateway.connectors[target.name]
         if not isinstance(phone, ImportsCalls):
             raise ConfigError(f"inbox {target.name!r} cannot import call records")
-        return await phone.import_cdr(data, fmt or CdrFormat(target.cdr.format), gateway.intake.receive)
+        return await phone.import_cdr(
+            data, fmt or CdrFormat(target.cdr.format), gateway.intake.receive, progress=progress
+        )

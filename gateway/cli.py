@@ -3,21 +3,24 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from aiohttp import web
-
 from bot.faq import KbError
 from core.config import ConfigError, load_config
-from core.redact import ScrubbingFormatter
+from gateway.logs import configure_logging
+from gateway.serving import huiliu_version
 
 
 def _serve(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from bot.live import LiveIndex
     from gateway.access import exposure_problem
     from gateway.app import build_bot, create_app
+    from gateway.container import seed_from_env
+    from gateway.serving import BindError, StartupError, listen_socket, listen_url, run, startup_summary
 
     try:
         config = load_config(Path(args.config))
@@ -26,19 +29,24 @@ def _serve(args: argparse.Namespace) -> int:
             config = config.model_copy(update={"server": config.server.model_copy(update=updates)})
         if problem := exposure_problem(config.server.host, config.api.tokens):
             raise ConfigError(problem)
+        if seeded := seed_from_env(config):
+            print(f"huiliu: seeded the knowledge base {seeded} from the image's copy", file=sys.stderr, flush=True)
         bot = build_bot(config)
-    except (ConfigError, KbError) as exc:
+        sock = listen_socket(config.server.host, config.server.port)
+    except (ConfigError, KbError, BindError) as exc:
         print(f"huiliu: {exc}", file=sys.stderr)
         return 2
-    app = create_app(config, bot, settle_heap=True)
-    web.run_app(
-        app,
-        host=config.server.host,
-        port=config.server.port,
-        shutdown_timeout=config.server.shutdown_grace_s,
-        access_log=None,
-        print=lambda text: print(text, flush=True),
-    )
+    entries = len(bot.index.kb.entries) if isinstance(bot.index, LiveIndex) else 0
+    summary = startup_summary(config, listen_url(sock), entries)
+    try:
+        asyncio.run(
+            run(
+                create_app(config, bot, settle_heap=True), sock, grace_s=config.server.shutdown_grace_s, summary=summary
+            )
+        )
+    except StartupError as exc:
+        print(f"huiliu: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -53,7 +61,12 @@ def _calls_import(args: argparse.Namespace) -> int:
         config = load_config(Path(args.config))
         bot = build_bot(config)
         fmt = CdrFormat(args.format) if args.format else None
-        report = asyncio.run(import_calls(config, bot, Path(args.file), fmt=fmt, inbox=args.inbox))
+        from gateway.progress import progress_bar
+
+        with progress_bar("importing calls", quiet=args.quiet) as progress:
+            report = asyncio.run(
+                import_calls(config, bot, Path(args.file), fmt=fmt, inbox=args.inbox, progress=progress)
+            )
     except (ConfigError, KbError, ValueError, OSError) as exc:
         print(f"huiliu: {exc}", file=sys.stderr)
         return 2
@@ -77,7 +90,11 @@ def _quarantine(args: argparse.Namespace) -> int:
                 when = item.received_at.isoformat()
                 print(f"{item.id}\t{when}\t{item.inbox}\t{len(item.raw)} bytes\t{item.reason}{state}")
             return 0
-        results = asyncio.run(replay(config, build_bot(config), args.ids))
+        from gateway.progress import progress_bar
+
+        bot = build_bot(config)
+        with progress_bar("replaying", quiet=args.quiet) as progress:
+            results = asyncio.run(replay(config, bot, args.ids, progress=progress))
     except (ConfigError, KbError, OSError) as exc:
         print(f"huiliu: {exc}", file=sys.stderr)
         return 2
@@ -118,10 +135,13 @@ def _faq_eval(args: argparse.Namespace) -> int:
     if args.folds < 1:
         print("huiliu: --folds must be at least 1", file=sys.stderr)
         return 2
+    from gateway.progress import progress_bar
+
     rows: list[dict[str, object]] = []
     texts: list[str] = []
     for bench in benches:
-        report = evaluate(bench, policy)
+        with progress_bar(bench.name, quiet=args.quiet) as progress:
+            report = evaluate(bench, policy, progress=progress)
         row: dict[str, object] = report.to_json()
         text = format_report(report)
         unknown_preds: list[tuple[Prediction, ...]] = []
@@ -196,7 +216,11 @@ def _token_new(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="huiliu", description="Huiliu omnichannel intake gateway")
+    parser.add_argument("--version", action="version", version=f"huiliu {huiliu_version()}")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    parser.add_argument(
+        "--log-format", default="text", choices=["text", "json"], help="json: one object per line, with request_id"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="run the gateway")
     serve.add_argument("-c", "--config", default="config.yaml", help="path to config.yaml")
@@ -227,6 +251,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=0.10,
         help="with --calibrate and --holdout-entries: the share of left-out entries' questions that may be answered",
     )
+    faq_eval.add_argument("-q", "--quiet", action="store_true", help="no progress bar, only the results")
     faq_eval.set_defaults(run=_faq_eval)
     calls = sub.add_parser("calls", help="phone call records").add_subparsers(dest="calls_command", required=True)
     calls_import = calls.add_parser("import", help="import a CDR file; rows imported before are skipped")
@@ -234,6 +259,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     calls_import.add_argument("--format", choices=["asterisk-csv", "freeswitch-csv", "freeswitch-json"])
     calls_import.add_argument("-c", "--config", default="config.yaml", help="path to config.yaml")
     calls_import.add_argument("--inbox", help="the phone inbox (needed when there are several)")
+    calls_import.add_argument("-q", "--quiet", action="store_true", help="no progress bar, only the summary")
     calls_import.set_defaults(run=_calls_import)
     quarantine = sub.add_parser("quarantine", help="input that could not be parsed (e.g. broken mail)")
     quarantine_sub = quarantine.add_subparsers(dest="quarantine_command", required=True)
@@ -245,6 +271,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     q_replay = quarantine_sub.add_parser("replay", help="parse items again and hand them to intake")
     q_replay.add_argument("ids", nargs="+", metavar="ID", help="ids from 'huiliu quarantine list'")
     q_replay.add_argument("-c", "--config", default="config.yaml", help="path to config.yaml")
+    q_replay.add_argument("-q", "--quiet", action="store_true", help="no progress bar, only the results")
     q_replay.set_defaults(run=_quarantine)
     from core.scopes import Scope
 
@@ -256,9 +283,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     token_new.add_argument("--raw", action="store_true", help="print the token alone (for HUILIU_API_TOKEN)")
     token_new.set_defaults(run=_token_new)
     args = parser.parse_args(argv)
-    handler = logging.StreamHandler()
-    handler.setFormatter(ScrubbingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logging.basicConfig(level=args.log_level, handlers=[handler])
+    configure_logging(args.log_level, args.log_format)
     return int(args.run(args))
 
 

@@ -10,6 +10,7 @@ from aiohttp import web
 from pydantic import Field, StrictBool, StrictInt, StringConstraints
 
 from core.codec import to_jsonable
+from core.jsonweb import json_response
 from core.model import Contact, Conversation
 from core.scopes import Scope
 from core.store import NotFound, Store
@@ -84,18 +85,18 @@ class ContactsApi:
             return error(400, "bad_query", str(exc))
         found = await self._store.contact_by_identity(identity)
         if found is None:
-            return web.json_response({"contacts": []})
+            return json_response({"contacts": []})
         try:
             contact, conversations = await self._visible(request, found.id)
         except NotFound:
-            return web.json_response({"contacts": []})
+            return json_response({"contacts": []})
         if identity not in contact.identities:  # an inbox-limited token learns nothing of other inboxes' addresses
-            return web.json_response({"contacts": []})
-        return web.json_response({"contacts": [_view(contact, conversations)]})
+            return json_response({"contacts": []})
+        return json_response({"contacts": [_view(contact, conversations)]})
 
     async def get_contact(self, request: web.Request) -> web.StreamResponse:
         contact, conversations = await self._visible(request)
-        return web.json_response(_view(contact, conversations))
+        return json_response(_view(contact, conversations))
 
     async def patch_contact(self, request: web.Request) -> web.StreamResponse:
         body, raw = await json_body(request, ContactPatchBody)
@@ -110,23 +111,22 @@ class ContactsApi:
             version=body.version,
         )
         saved = await self._contacts.patch(before.id, patch, agent=actor)
-        changed = [f for f in ("name", "vip", "tags") if getattr(before, f) != getattr(saved, f)]
-        if changed:
-            await self._audit.record(
-                request,
-                action="contact.update",
-                target=f"contact:{before.id}",
-                before={f: getattr(before, f) for f in changed},
-                after={f: getattr(saved, f) for f in changed},
-            )
+        fields = ("name", "vip", "tags")
+        await self._audit.record_change(
+            request,
+            action="contact.update",
+            target=f"contact:{before.id}",
+            was={f: getattr(before, f) for f in fields},
+            now={f: getattr(saved, f) for f in fields},
+        )
         contact, conversations = await self._visible(request)
-        return web.json_response(_view(contact, conversations))
+        return json_response(_view(contact, conversations))
 
     async def tickets(self, request: web.Request) -> web.StreamResponse:
         contact, _ = await self._visible(request)
         principal = request[PRINCIPAL]
         found = [t for t in await self._store.tickets_of(contact.id) if principal.sees(t.inbox)]
-        return web.json_response({"tickets": [ticket_view(t) for t in found]})
+        return json_response({"tickets": [ticket_view(t) for t in found]})
 
     async def link(self, request: web.Request) -> web.StreamResponse:
         body, _ = await json_body(request, LinkBody)
@@ -144,7 +144,7 @@ class ContactsApi:
             request, action="contact.link_identity", target=f"contact:{contact.id}", after={"identity": str(identity)}
         )
         linked, conversations = await self._visible(request)
-        return web.json_response(_view(linked, conversations), status=201)
+        return json_response(_view(linked, conversations), status=201)
 
     async def merge(self, request: web.Request) -> web.StreamResponse:
         body, _ = await json_body(request, MergeBody)
@@ -163,4 +163,4 @@ class ContactsApi:
             after={"merged_into": into.id},
         )
         merged, conversations = await self._visible(request)
-        return web.json_response(_view(merged, conversations))
+        return json_response(_view(merged, conversations))

@@ -11,24 +11,17 @@ from aiohttp import web
 
 from bot.faq import FaqEntry, KbError, KnowledgeBase, parse_entry
 from bot.live import LiveIndex
-from core.config import BusinessHours
+from core.config import BusinessHours, business_hours_text
+from core.jsonweb import json_response
 from core.scopes import Scope
 from gateway.access import Guarded, error, needs
 from gateway.api import PREFIX
 from gateway.audit import Auditor
 
-_DAY_NAMES = {"mon": "一", "tue": "二", "wed": "三", "thu": "四", "fri": "五", "sat": "六", "sun": "日"}
-
 
 def answer_values(hours: BusinessHours | None) -> dict[str, str]:
     """Values for answer placeholders, so a KB answer can say ``{business_hours}`` and stay true to the config."""
-    if hours is None:
-        text = "全天 24 小时 / 24 hours a day"
-    else:
-        days = "、".join("周" + _DAY_NAMES[str(d)] for d in hours.days)
-        span = f"{hours.start:%H:%M}–{hours.end:%H:%M}"
-        text = f"{days} {span}（{hours.timezone}）/ {', '.join(str(d).title() for d in hours.days)} {span}"
-    return {"business_hours": text}
+    return {"business_hours": business_hours_text(hours)}
 
 
 def entry_view(entry: FaqEntry) -> dict[str, Any]:
@@ -68,7 +61,7 @@ class FaqAdmin:
 
     async def list_faqs(self, request: web.Request) -> web.StreamResponse:
         kb = self._live.kb
-        return web.json_response({"faqs": [entry_view(e) for e in kb.entries], "count": len(kb.entries)})
+        return json_response({"faqs": [entry_view(e) for e in kb.entries], "count": len(kb.entries)})
 
     async def create_faq(self, request: web.Request) -> web.StreamResponse:
         entry = await self._entry(request, None)
@@ -101,14 +94,13 @@ class FaqAdmin:
 
         response = await self._apply(replace, entry_view(entry), status=200)
         if response.status == 200 and old:
-            was, now = entry_view(old[0]), entry_view(entry)
-            changed = [k for k in now if now[k] != was[k]]
-            await self._audit.record(
+            await self._audit.record_change(
                 request,
                 action="faq.update",
                 target=f"faq:{faq_id}",
-                before={k: was[k] for k in changed},
-                after={k: now[k] for k in changed},
+                was=entry_view(old[0]),
+                now=entry_view(entry),
+                unchanged_too=True,
             )
         return response
 
@@ -140,7 +132,7 @@ class FaqAdmin:
         await self._audit.record(
             request, action="faq.reload", target="kb", before={"count": before}, after={"count": len(kb.entries)}
         )
-        return web.json_response({"reloaded": True, "count": len(kb.entries)})
+        return json_response({"reloaded": True, "count": len(kb.entries)})
 
     async def _entry(self, request: web.Request, faq_id: str | None) -> FaqEntry | web.Response:
         try:
@@ -166,7 +158,8 @@ class FaqAdmin:
         except _Missing as exc:
             return error(404, "not_found", str(exc))
         except OSError as exc:
-            return error(500, "kb_write_failed", f"could not write the knowledge base file: {exc.strerror}")
+            detail = f"could not write the knowledge base file: {exc.strerror} ({exc.filename})"
+            return error(500, "kb_write_failed", detail)
         if body is None:
             return web.Response(status=status)
-        return web.json_response(body, status=status)
+        return json_response(body, status=status)

@@ -22,12 +22,14 @@ from core.meta import Suggestion, intake_facts, intake_meta, suggestions_meta, s
 from core.model import (
     MAX_FAQ_TRIES,
     Author,
+    Channel,
     Conversation,
     ConversationStatus,
     Direction,
     DownstreamEvent,
     FaqTry,
     HandoffReason,
+    Identity,
     InboundMessage,
     Message,
     MessageKind,
@@ -39,6 +41,7 @@ from core.model import (
     reply_key,
 )
 from core.store import Store, VersionConflict
+from core.store.roles import Conversations
 from core.tasks import TaskTracker
 from gateway.contacts import ContactService, apply_flags
 from gateway.outbound import Outbound
@@ -54,6 +57,14 @@ log = logging.getLogger(__name__)
 _MAX_RETRIES = 8
 _STUCK_TRIES = 3  # recoveries of a message whose handling keeps failing, before it waits for a restart
 __all__ = ["MAX_FAQ_TRIES", "BotSetup", "Clock", "Intake", "utcnow"]
+
+
+async def open_conversation(
+    store: Conversations, clock: Clock, address: Identity, channel: Channel, inbox: str
+) -> Conversation:
+    """The conversation of ``address`` on ``inbox``, opened with its contact if there is none: the same record
+    the address's first message will land in (``conversation_for`` is idempotent)."""
+    return await store.conversation_for(address, channel=channel, inbox=inbox, name=None, now=clock())
 
 
 class Intake:
@@ -142,13 +153,28 @@ class Intake:
         )
         if inbound.contact_flags and not seen:
             await apply_flags(self._store, inbound.contact_flags, now)
-        stored, created = await self._store.add_message(message, [events.message_created(message)])
+        settled = not inbound.greeting and self._nothing_to_do(conversation, message)
+        stored, created = await self._store.add_message(message, [events.message_created(message)], handled=settled)
         if not created:
             return IntakeResult(message=stored, duplicate=True, handled=None)
+        if settled:  # what handle() would decide from this same conversation: nothing but "handled"
+            return IntakeResult(message=stored, duplicate=False, handled=None)
         if inbound.greeting:  # keyed on the stored message, so it follows it
             await self._outbound.record_greeting(stored, inbound.greeting, now)
         task = self._tasks.spawn(self.handle(stored, conversation), name=f"intake:{stored.id}")
         return IntakeResult(message=stored, duplicate=False, handled=task)
+
+    def _nothing_to_do(self, conversation: Conversation, message: Message) -> bool:
+        """Whether ``_respond`` would do nothing for ``message`` on ``conversation`` (the one handle() is given):
+        a log line such as an answered call, not for the bot, asking for no ticket, with no service rules to run
+        on it. Such a message is stored handled in the same write, one store job and one task fewer."""
+        facts = intake_facts(message)
+        if message.author is not Author.CUSTOMER or facts.bot or facts.ticket is not None:
+            return False
+        if facts.survey_reply is not None or conversation.status is ConversationStatus.RESOLVED:
+            return False
+        # A human holds the conversation: the service rules look at every customer message on its ticket.
+        return conversation.status is ConversationStatus.BOT or not conversation.ticket_id or self._rules.rules is None
 
     async def _seen(self, inbound: InboundMessage) -> bool:
         """Whether this message was stored before: a repeat delivery changes nothing."""

@@ -11,6 +11,7 @@ from aiohttp import web
 from connectors.base import Connector, InboundSink
 from core.clock import Clock
 from core.config import Config
+from core.jsonweb import json_response
 from core.scopes import Scope
 from core.store import Store
 from core.store.base import ReportsDurability, StoreUnavailable
@@ -48,7 +49,7 @@ def ops_routes(
         if snapshot.ready and isinstance(store, ReportsDurability):
             with suppress(StoreUnavailable):  # what an acknowledged message survives on this store
                 body["durability"] = await store.durability()
-        return web.json_response(body, status=200 if snapshot.ready else 503)
+        return json_response(body, status=200 if snapshot.ready else 503)
 
     routes = [
         needs(PUBLIC, web.get("/readyz", readyz)),

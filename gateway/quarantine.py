@@ -8,6 +8,7 @@ from bot.setup import BotSetup
 from connectors.capabilities import Replays
 from core.config import Config
 from core.model import QuarantinedItem
+from core.progress import Progress
 from gateway.wiring import offline_gateway, opened_store
 
 
@@ -25,7 +26,9 @@ async def list_quarantined(
         return await store.quarantined(include_replayed=include_replayed, limit=limit)
 
 
-async def replay(config: Config, bot: BotSetup, item_ids: list[str]) -> list[ReplayResult]:
+async def replay(
+    config: Config, bot: BotSetup, item_ids: list[str], *, progress: Progress | None = None
+) -> list[ReplayResult]:
     """Parse each item again (after a parser fix) and hand it to intake, as ``serve`` would; no pollers run.
 
     It works offline against the store: a ticket's acknowledgement that cannot be mailed is recorded as failed.
@@ -35,6 +38,8 @@ async def replay(config: Config, bot: BotSetup, item_ids: list[str]) -> list[Rep
     async with offline_gateway(config, bot) as gateway:
         store = gateway.store
         for item_id in item_ids:
+            if progress is not None:
+                progress(len(results), len(item_ids))
             item = await store.get_quarantined(item_id)
             if item is None:
                 results.append(ReplayResult(item_id=item_id, ok=False, detail="no such quarantined item"))
@@ -49,4 +54,6 @@ async def replay(config: Config, bot: BotSetup, item_ids: list[str]) -> list[Rep
                 continue
             await store.mark_replayed(item_id)
             results.append(ReplayResult(item_id=item_id, ok=True, detail=detail))
+        if progress is not None:
+            progress(len(results), len(item_ids))
     return results

@@ -10,6 +10,7 @@ from aiohttp import web
 
 from connectors.base import Connector, InboundSink
 from connectors.capabilities import Replays
+from core.jsonweb import json_response
 from core.model import QuarantinedItem
 from core.scopes import Scope
 from core.store import NotFound, Store
@@ -57,13 +58,13 @@ class QuarantineApi:
         if not (raw_limit.isascii() and raw_limit.isdigit() and 1 <= int(raw_limit) <= 1000):
             return error(400, "bad_query", "limit must be an integer from 1 to 1000")
         items = await self._store.quarantined(include_replayed=include, limit=int(raw_limit))
-        return web.json_response({"items": [quarantined_view(i) for i in items]})
+        return json_response({"items": [quarantined_view(i) for i in items]})
 
     async def get_item(self, request: web.Request) -> web.StreamResponse:
         item = await self._require(request)
         body = quarantined_view(item)
         body["raw_base64"] = base64.b64encode(item.raw).decode()
-        return web.json_response(body)
+        return json_response(body)
 
     async def replay(self, request: web.Request) -> web.StreamResponse:
         item = await self._require(request)
@@ -78,7 +79,7 @@ class QuarantineApi:
         await self._store.mark_replayed(item.id)
         await self._audit.record(request, action="quarantine.replay", target=f"quarantine:{item.id}",
                                  after={"detail": detail})  # fmt: skip
-        return web.json_response({"id": item.id, "replayed": True, "detail": detail})
+        return json_response({"id": item.id, "replayed": True, "detail": detail})
 
     async def _require(self, request: web.Request) -> QuarantinedItem:
         item = await self._store.get_quarantined(request.match_info["item"])

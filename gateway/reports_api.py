@@ -11,6 +11,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from aiohttp import web
 
 from core.clock import Clock
+from core.jsonweb import json_response
 from core.model import Channel, DownstreamEvent
 from core.scopes import Scope
 from core.store import Store
@@ -85,7 +86,7 @@ class ReportsApi:
         # Off the loop: the whole log is read, and a large one takes a while to count.
         report = await asyncio.to_thread(summarize, await self._events(), window)
         if fmt == "json":
-            return web.json_response(report)
+            return json_response(report)
         out = io.StringIO()
         csv.writer(out).writerows(csv_rows(report, table))
         name = f"huiliu-{table}-{window.start.date()}-{(window.end - timedelta(seconds=1)).date()}.csv"

@@ -6,7 +6,9 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from functools import partial
 
+from bot.faq import KbError
 from bot.live import LiveIndex
 from bot.policy import BotPolicy
 from bot.setup import BotSetup
@@ -27,7 +29,7 @@ from gateway.contacts import CodeSender, ContactService
 from gateway.downstream.webhooks import WebhookDispatcher
 from gateway.faq_admin import answer_values
 from gateway.health import Health
-from gateway.intake import Intake
+from gateway.intake import Intake, open_conversation
 from gateway.metrics import Metrics
 from gateway.notices import ProgressNotices
 from gateway.outbound import RETRY_DELAYS_S, Outbound
@@ -66,7 +68,10 @@ class Gateway:
 def build_bot(config: Config) -> BotSetup:
     """Load and index the knowledge base; raises KbError naming the file and the problem."""
     bot = config.bot
-    index = LiveIndex.load(config.resolve(bot.kb), answer_values(bot.business_hours))
+    try:
+        index = LiveIndex.load(config.resolve(bot.kb), answer_values(bot.business_hours))
+    except KbError as exc:
+        raise KbError(f"bot.kb: {exc}") from None
     return BotSetup(index=index, policy=bot_policy(config), messages=bot.messages, hours=bot.business_hours)
 
 
@@ -98,7 +103,14 @@ def build_gateway(
     tasks = TaskTracker(outage)
     metrics = Metrics()
     observer = metrics if config.ops.metrics else NO_OBSERVER
-    deps = ConnectorDeps(store=store, tasks=tasks, data_dir=config.data_path, observer=observer)
+    deps = ConnectorDeps(
+        store=store,
+        tasks=tasks,
+        data_dir=config.data_path,
+        observer=observer,
+        business_hours=config.bot.business_hours,
+        open_conversation=partial(open_conversation, store, clock),
+    )
     connectors = build_connectors(config, deps)
     outbound = Outbound(
         store,

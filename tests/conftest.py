@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
+import tempfile
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -189,3 +191,14 @@ async def quarantine_items(config: Config, items: list[QuarantinedItem]) -> None
 
 def dumps(obj: Any) -> str:
     return json.dumps(obj, ensure_ascii=False)
+
+
+@pytest.fixture
+def open_dir() -> Iterator[Path]:
+    """A folder another user can read (pytest's tmp_path lives under a root-only folder)."""
+    path = Path(tempfile.mkdtemp(prefix="huiliu-test-"))
+    path.chmod(0o755)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)

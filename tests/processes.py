@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import socket
 import sys
 from pathlib import Path
@@ -11,7 +12,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.conftest import API_TOKEN, ROOT
+from tests.conftest import API_TOKEN, ROOT, need
 
 HUILIU = [sys.executable, "-m", "gateway.cli"]
 Instance = tuple[asyncio.subprocess.Process, str]
@@ -44,3 +45,23 @@ async def ready(http: aiohttp.ClientSession, url: str, path: str = "/readyz") ->
             pass
         await asyncio.sleep(0.1)
     pytest.fail(f"{url} did not become ready")
+
+
+NON_ROOT = ["setpriv", "--reuid=10001", "--regid=10001", "--clear-groups"]
+
+
+def run_as_non_root() -> list[str]:
+    """The command prefix that drops to uid 10001 (as the Docker image runs), or [] when we are not root."""
+    if os.geteuid() != 0:
+        return []
+    need(shutil.which("setpriv") is not None, "setpriv (util-linux) is not installed")
+    return NON_ROOT
+
+
+def user_tmp(open_dir: Path) -> Path:
+    """A temp folder uid 10001 may write (jieba keeps its dictionary cache there)."""
+    tmp = open_dir / "tmp"
+    tmp.mkdir(exist_ok=True)
+    if os.geteuid() == 0:
+        os.chown(tmp, 10001, 10001)
+    return tmp

@@ -407,7 +407,7 @@ def _slashed(match: re.Match[str], value: str) -> datetime:
     try:
         return datetime(year, month, day, hour, int(mm or 0), int(ss or 0), int((frac or "0").ljust(6, "0")))
     except ValueError as exc:
-        raise RowError(f"time {value!r}: {exc}") from None
+        raise RowError(f"time {value!r} is not a date and time we can read ({exc})") from None
 
 
 # ---------------------------------------------------------------------------- rows

@@ -48,6 +48,7 @@ from connectors.phone.cti import (
     respond,
 )
 from core.config import ConfigError, PhoneInbox
+from core.jsonweb import json_response
 from core.model import (
     Channel,
     Delivery,
@@ -56,6 +57,7 @@ from core.model import (
     OutboundReply,
     QuarantinedItem,
 )
+from core.progress import Progress
 from core.store.base import ChannelStore
 
 log = logging.getLogger(__name__)
@@ -67,6 +69,7 @@ SIGNATURE_HEADER = "X-Huiliu-Signature"
 TIMESTAMP_HEADER = "X-Huiliu-Timestamp"  # Unix seconds, signed together with the body
 TOKEN_HEADER = "X-Huiliu-Token"
 _IMPORT_LANES = 32  # customers imported at once
+_KNOWN_BATCH = 5000  # rows whose earlier import one store read looks up
 
 
 def _utcnow() -> datetime:
@@ -127,37 +130,63 @@ async def import_parsed(
     options: CallOptions,
     clock: Clock = _utcnow,
     store: ChannelStore | None = None,
+    progress: Progress | None = None,
 ) -> ImportReport:
     """Hand each parsed call to intake; a call imported before (same external id) is a duplicate.
 
-    Calls of different customers go in parallel (the store batches their writes); the calls of one
-    customer stay in file order, since the first missed call opens the callback ticket and later ones
-    raise its priority.
+    With ``store``, the calls stored by an earlier import are found with one read per batch of rows and
+    skipped before they are built (intake's unique key would skip them too, one store job each). Calls of
+    different customers go in parallel (the store batches their writes); the calls of one customer stay in
+    file order, since the first missed call opens the callback ticket and later ones raise its priority.
     """
     report = ImportReport(skipped=len(parsed.skipped), bad=list(parsed.bad))
+    records = parsed.records
+    if store is not None and records:
+        stored: set[str] = set()
+        for start in range(0, len(records), _KNOWN_BATCH):
+            ids = [record.external_id for _, record in records[start : start + _KNOWN_BATCH]]
+            stored |= await store.stored_external_ids(
+                channel=Channel.PHONE, inbox=inbox, direction=Direction.INBOUND, external_ids=ids
+            )
+        if stored:
+            records = [(line, record) for line, record in records if record.external_id not in stored]
+            report.duplicates += len(parsed.records) - len(records)
     lanes: list[list[tuple[int, CallRecord]]] = [[] for _ in range(_IMPORT_LANES)]
-    for line, record in parsed.records:
+    for line, record in records:
         customer = record.caller if record.direction == "in" else record.callee
         lanes[zlib.crc32(customer.encode()) % _IMPORT_LANES].append((line, record))
 
+    total, done = len(parsed.records), len(parsed.records) - len(records)  # rows found stored count as done
+    if progress is not None:
+        progress(0, total)
+
     async def run(lane: list[tuple[int, CallRecord]]) -> None:
+        nonlocal done
         for line, record in lane:
-            if store is not None and await store.find_message(
-                channel=Channel.PHONE, inbox=inbox, direction=Direction.INBOUND, external_id=record.external_id
-            ):
-                report.duplicates += 1  # a cheap read skips what an earlier import stored; intake would too
-                continue
             try:
-                result = await sink(to_inbound(record, inbox=inbox, options=options, received_at=clock()))
-            except Rejected as exc:
-                report.bad.append(BadRow(line=line, reason=str(exc), text=""))
-                continue
-            if result.duplicate:
-                report.duplicates += 1
-            else:
-                report.imported += 1
-            if result.handled is not None:
-                await result.handled  # this customer's next call sees this one's ticket
+                await one(line, record)
+            finally:
+                done += 1
+                if progress is not None:
+                    progress(done, total)
+
+    async def one(line: int, record: CallRecord) -> None:
+        if store is not None and await store.find_message(
+            channel=Channel.PHONE, inbox=inbox, direction=Direction.INBOUND, external_id=record.external_id
+        ):
+            report.duplicates += 1  # a cheap read skips what an earlier import stored; intake would too
+            return
+        try:
+            result = await sink(to_inbound(record, inbox=inbox, options=options, received_at=clock()))
+        except Rejected as exc:
+            report.bad.append(BadRow(line=line, reason=str(exc), text=""))
+            return
+        if result.duplicate:
+            report.duplicates += 1
+        else:
+            report.imported += 1
+        if result.handled is not None:
+            await result.handled  # this customer's next call sees this one's ticket
 
     await asyncio.gather(*(run(lane) for lane in lanes if lane))
     report.bad.sort(key=lambda b: b.line)
@@ -239,16 +268,16 @@ class PhoneConnector:
     # -- CTI webhook ----------------------------------------------------------------
     async def _cti(self, request: web.Request) -> web.StreamResponse:
         if not self._cfg.cti_enabled:
-            return web.json_response({"error": NOT_CONFIGURED}, status=422)
+            return json_response({"error": NOT_CONFIGURED}, status=422)
         if self._sink is None:
-            return web.json_response({"error": "the phone inbox is not running"}, status=503)
+            return json_response({"error": "the phone inbox is not running"}, status=503)
         # The whole body is read under the cap before anything looks at it: a chunked body has no
         # Content-Length to check, and a multipart parser reading the socket raised on a truncated body (a 500).
         body = await self._read_capped(request)
         if body is None:
-            return web.json_response({"error": f"body larger than {self._cfg.max_body_bytes} bytes"}, status=413)
+            return json_response({"error": f"body larger than {self._cfg.max_body_bytes} bytes"}, status=413)
         if not self._authentic(request, body):
-            return web.json_response({"error": BAD_TOKEN}, status=401)
+            return json_response({"error": BAD_TOKEN}, status=401)
         try:
             if request.content_type.startswith("multipart/"):
                 params = form_params(multipart_pairs(request.headers.get("Content-Type", ""), body))
@@ -257,10 +286,10 @@ class PhoneConnector:
             event = parse_params(params)
         except CtiError as exc:
             await self._quarantine(body, str(exc))
-            return web.json_response({"error": str(exc)}, status=400)
+            return json_response({"error": str(exc)}, status=400)
         answer = respond(event, self._policy)
         await self._record(event, blocked=answer.get("action") == "reject")
-        return web.json_response(answer)
+        return json_response(answer)
 
     async def _read_capped(self, request: web.Request) -> bytes | None:
         """The body, or None once it passes ``max_body_bytes`` (declared or, when chunked, as it streams in)."""
@@ -399,13 +428,23 @@ class PhoneConnector:
             return None
         return f"imported {report.imported} call(s), {report.duplicates} already there"
 
-    async def import_cdr(self, data: bytes, fmt: CdrFormat, sink: InboundSink, *, first_line: int = 1) -> ImportReport:
+    async def import_cdr(
+        self, data: bytes, fmt: CdrFormat, sink: InboundSink, *, first_line: int = 1, progress: Progress | None = None
+    ) -> ImportReport:
         """Parse (off the loop: 100,000 rows take a while) and import one file's rows."""
         if self._options is None:
             self._options = await asyncio.to_thread(cdr_options, self._cfg)
         options = self._options
         parsed = await asyncio.to_thread(lambda: parse_cdr(decode(data), fmt, options, first_line=first_line))
-        return await import_parsed(parsed, sink, inbox=self.inbox, options=self._call_options, clock=self._clock)
+        return await import_parsed(
+            parsed,
+            sink,
+            inbox=self.inbox,
+            options=self._call_options,
+            clock=self._clock,
+            store=self._store,
+            progress=progress,
+        )
 
     @property
     def _lease_key(self) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import html
 import json
 import logging
 import secrets
@@ -34,7 +35,7 @@ from connectors.webchat.protocol import (
 )
 from connectors.webchat.session import VisitorSession
 from core.bus import Bus, bus_of
-from core.config import WebchatInbox
+from core.config import WebchatInbox, business_hours_text
 from core.meta import suggestions_json, suggestions_of
 from core.model import (
     Channel,
@@ -81,6 +82,8 @@ class WebchatConnector:
         self.inbox = cfg.name
         self._cfg = cfg
         self._store = deps.store
+        self._hours = deps.business_hours
+        self._open_conversation = deps.open_conversation
         self._sink: InboundSink | None = None
         self._key = b""
         self._live: dict[Identity, set[_Session]] = {}
@@ -96,17 +99,27 @@ class WebchatConnector:
         prefix = self._cfg.path.rstrip("/")
         routes = [
             web.get(f"{prefix}/", self._static("index.html")),
+            *([web.get(prefix, self._to_slash)] if prefix else []),
             web.get(f"{prefix}/ws", self._websocket),
         ]
         routes += [web.get(f"{prefix}/{name}", self._static(name)) for name in _STATIC if name != "index.html"]
         return routes
+
+    async def _to_slash(self, request: web.Request) -> web.StreamResponse:
+        """``/chat`` is the page's folder: its relative links (``widget.js``) only work from ``/chat/``."""
+        query = f"?{request.query_string}" if request.query_string else ""
+        raise web.HTTPMovedPermanently(f"{request.path}/{query}")
 
     @asynccontextmanager
     async def running(self, sink: InboundSink) -> AsyncIterator[None]:
         self._key = bytes.fromhex(await self._session_key())
         self._bus = bus_of(self._store)
         # Read once: the files are small, and reading them per request would block the loop.
-        self._assets = await asyncio.to_thread(_read_assets)
+        assets = await asyncio.to_thread(_read_assets)
+        if "index.html" in assets:  # the demo page states the configured hours, not hours of its own
+            hours = html.escape(business_hours_text(self._hours)).encode()
+            assets["index.html"] = assets["index.html"].replace(b"{business_hours}", hours)
+        self._assets = assets
         self._sink = sink
         try:
             yield
@@ -362,6 +375,10 @@ class WebchatConnector:
             visitor = found
         address = Identity(IdentityKind.WEBCHAT_VISITOR, visitor)
         conversation = await self._store.find_conversation(self.inbox, address)
+        if conversation is None and self._open_conversation is not None:
+            # A new visitor gets its conversation now, so the page (and an agent tool it hands the id to) knows it
+            # before the first message; the first message then lands in this same conversation.
+            conversation = await self._open_conversation(address, self.channel, self.inbox)
         async with self._lock(address):
             if self._bus is not None:
                 if address not in self._live:  # subscribe before reading, so no announcement falls in between

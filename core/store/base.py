@@ -6,6 +6,7 @@ thread its messages), never the writes that change conversations, tickets or con
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
 from core.model import Channel, Contact, Conversation, Direction, Identity, Message, Ticket
@@ -97,6 +98,10 @@ class ChannelStore(Coordination, Checkpoints, Secrets, Frames, Quarantine, Proto
     async def find_message(
         self, *, channel: Channel, inbox: str, direction: Direction, external_id: str
     ) -> Message | None: ...
+
+    async def stored_external_ids(
+        self, *, channel: Channel, inbox: str, direction: Direction, external_ids: Sequence[str]
+    ) -> set[str]: ...
 
     async def messages(
         self, conversation_id: str, *, ticket_id: str | None = None, episode: int | None = None

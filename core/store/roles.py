@@ -129,6 +129,7 @@ class Transcript(Protocol):
         answers: str | None = None,
         saving: Conversation | None = None,
         outgoing: Outgoing | None = None,
+        handled: bool = False,
     ) -> tuple[Message, bool]:
         """Store a message once per (channel, inbox, direction, external_id).
 
@@ -137,7 +138,8 @@ class Transcript(Protocol):
         replies to: it is marked handled in the same transaction. ``saving`` is a conversation to
         save with it, version-checked as in ``save_conversation`` (VersionConflict, and nothing
         written, if it changed): a bot reply and the conversation it updates are one write.
-        ``outgoing`` puts a new message in the outbox in the same write.
+        ``outgoing`` puts a new message in the outbox in the same write. ``handled``: an inbound message that
+        intake has nothing to do for (a call log line) is stored handled, as ``mark_handled`` would leave it.
         """
         ...
 
@@ -147,6 +149,13 @@ class Transcript(Protocol):
         self, *, channel: Channel, inbox: str, direction: Direction, external_id: str
     ) -> Message | None:
         """By the channel's own id (an email Message-ID we sent, a WeChat MsgId)."""
+        ...
+
+    async def stored_external_ids(
+        self, *, channel: Channel, inbox: str, direction: Direction, external_ids: Sequence[str]
+    ) -> set[str]:
+        """Which of ``external_ids`` are stored already: one read for a whole import batch, so a re-import skips
+        its known rows without building them (intake's unique key still decides for the rest)."""
         ...
 
     async def messages(

@@ -157,6 +157,10 @@ class UnknownSubscription(Exception):
     pass
 
 
+class _Stopped(Exception):
+    """Shutdown came while an event was between attempts: it stays unsent and goes out after the restart."""
+
+
 class WebhookStore(EventLog, DeadLetters, Checkpoints, Coordination, Conversations, Protocol):
     """The roles delivery uses: events after each subscription's cursor (a checkpoint), one sender per
     subscription (a lease), dead letters, and the conversation an event is about."""
@@ -177,10 +181,29 @@ class WebhookDispatcher:
         self._instance = instance or uuid.uuid4().hex
         self._http: aiohttp.ClientSession | None = None
         self._inboxes: dict[str, str] = {}  # conversation id -> inbox: fixed for a conversation's life
+        self._stopping = asyncio.Event()
+        self._stop_deadline: float | None = None
+
+    def stop(self, grace_s: float) -> None:
+        """Start no new delivery; those in flight get ``grace_s`` from now to finish (see ``running``)."""
+        if self._stop_deadline is None:
+            self._stop_deadline = time.monotonic() + grace_s
+        self._stopping.set()
+
+    async def _pause(self, seconds: float) -> None:
+        """Sleep, but wake at once when the dispatcher stops."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), seconds)
 
     @asynccontextmanager
-    async def running(self) -> AsyncIterator[None]:
-        """One dispatching loop per subscription; on another instance it waits for the subscription's lease."""
+    async def running(self, *, grace_s: float = 0.0) -> AsyncIterator[None]:
+        """One dispatching loop per subscription; on another instance it waits for the subscription's lease.
+
+        On exit, deliveries in flight finish (a POST is answered, its batch's cursor saved) within ``grace_s``
+        of ``stop`` (or of the exit); what is still running then is cancelled and re-sent after a restart.
+        """
+        self._stopping.clear()
+        self._stop_deadline = None
         if not self.subscriptions:
             yield
             return
@@ -197,7 +220,12 @@ class WebhookDispatcher:
         try:
             yield
         finally:
-            for task in tasks:
+            self.stop(grace_s)
+            assert self._stop_deadline is not None
+            _, late = await asyncio.wait(tasks, timeout=max(0.0, self._stop_deadline - time.monotonic()))
+            if late:
+                log.warning("webhook deliveries still running after the shutdown grace period: cancelled")
+            for task in late:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             http, self._http = self._http, None
@@ -206,7 +234,7 @@ class WebhookDispatcher:
     # one subscription ------------------------------------------------------------
     async def _hold(self, sub: Subscription) -> None:
         lease = f"webhooks:{sub.key}"
-        while True:
+        while not self._stopping.is_set():
             try:
                 if await self._store.lease(lease, self._instance, LEASE_TTL_S):
                     log.info("dispatching webhook %s from this instance", sub.key)
@@ -221,21 +249,23 @@ class WebhookDispatcher:
                 log.warning("lost the lease of webhook %s; another instance dispatches it", sub.key)
             except* Exception as group:  # the store was unreachable: wait and take the lease again
                 log.error("webhook %s dispatcher failed; restarting", sub.key, exc_info=group.exceptions[0])
-            await asyncio.sleep(min(sub.cfg.poll_s, LEASE_TTL_S / 3))
+            await self._pause(min(sub.cfg.poll_s, LEASE_TTL_S / 3))
 
     async def _renew(self, lease: str) -> None:
         while True:
-            await asyncio.sleep(LEASE_TTL_S / 3)
+            await self._pause(LEASE_TTL_S / 3)
+            if self._stopping.is_set():
+                return
             if not await self._store.lease(lease, self._instance, LEASE_TTL_S):
                 raise _LeaseLost
 
     async def _pump(self, sub: Subscription) -> None:
         """Batch by batch from the persisted cursor; the cursor moves only once the whole batch is settled."""
-        while True:
+        while not self._stopping.is_set():
             cursor = int(await self._store.get_checkpoint(sub.cursor_key) or 0)
             batch = await self._store.events_after(cursor, BATCH)
             if not batch:
-                await asyncio.sleep(sub.cfg.poll_s)
+                await self._pause(sub.cfg.poll_s)
                 continue
             held = {
                 ordering_key(letter.event): letter.id
@@ -246,23 +276,53 @@ class WebhookDispatcher:
                 if await self._wanted(sub.cfg, event):
                     groups.setdefault(ordering_key(event), []).append(event)
             gate = asyncio.Semaphore(sub.cfg.concurrency)
-            await asyncio.gather(*(self._deliver_group(sub, events, held, gate) for events in groups.values()))
-            await self._store.set_checkpoint(sub.cursor_key, str(batch[-1].seq))
+            settled: set[int | None] = set()
+            complete = await asyncio.gather(
+                *(self._deliver_group(sub, events, held, gate, settled) for events in groups.values())
+            )
+            if all(complete):
+                await self._store.set_checkpoint(sub.cursor_key, str(batch[-1].seq))
+                continue
+            # Stopping: keep what is settled up to the first event still owed, so an event whose POST finished in
+            # the grace period is not sent again after the restart; the rest goes out then.
+            wanted = {event.seq for events in groups.values() for event in events}
+            upto = cursor
+            for event in batch:
+                if event.seq in wanted and event.seq not in settled:
+                    break
+                upto = event.seq or upto
+            if upto > cursor:
+                await self._store.set_checkpoint(sub.cursor_key, str(upto))
+            return
 
     async def _deliver_group(
-        self, sub: Subscription, events: list[DownstreamEvent], held: dict[str, str], gate: asyncio.Semaphore
-    ) -> None:
+        self,
+        sub: Subscription,
+        events: list[DownstreamEvent],
+        held: dict[str, str],
+        gate: asyncio.Semaphore,
+        settled: set[int | None],
+    ) -> bool:
+        """Deliver or dead-letter each event in order, adding it to ``settled``; False when stopping came first."""
         async with gate:
             for event in events:
+                if self._stopping.is_set():
+                    return False
                 key = ordering_key(event)
                 if key in held:
                     # Keep the conversation's order: nothing of it goes out past an event that is dead-lettered.
                     await self._dead_letter(sub, event, 0, f"held behind dead letter {held[key]} of this conversation")
+                    settled.add(event.seq)
                     continue
-                attempts, error = await self._deliver(sub, event)
+                try:
+                    attempts, error = await self._deliver(sub, event)
+                except _Stopped:
+                    return False
                 if error is not None:
                     letter = await self._dead_letter(sub, event, attempts, error)
                     held[key] = letter
+                settled.add(event.seq)
+        return True
 
     async def _deliver(self, sub: Subscription, event: DownstreamEvent) -> tuple[int, str | None]:
         """(attempts, None) once delivered, or (attempts, last error) when it should be dead-lettered."""
@@ -290,7 +350,9 @@ class WebhookDispatcher:
                 delay = max(delay, min(outcome.retry_after_s, _MAX_RETRY_AFTER_S))
             log.info("webhook %s: event %s attempt %d failed (%s); retry in %.2fs", sub.key, event.seq, attempt,
                      outcome.error, delay)  # fmt: skip
-            await asyncio.sleep(delay)
+            await self._pause(delay)
+            if self._stopping.is_set():
+                raise _Stopped
 
     async def _post(self, sub: Subscription, event: DownstreamEvent, attempt: int) -> Attempt:
         http = self._http

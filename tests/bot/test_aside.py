@@ -64,3 +64,21 @@ async def test_a_reload_reads_the_file_there_and_a_bad_file_keeps_the_index(tmp_
     kb = await live.reload()
     assert live.current is not before and live.kb is kb
     assert "密码怎样才能改" in live.current.entry("password_reset").questions  # type: ignore[union-attr]
+
+
+def test_without_child_processes_a_reload_builds_here_instead_of_failing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where a child cannot be started (no /dev/shm for the pool's semaphores, an interpreter the gateway's user
+    may not run again) a KB edit through the admin API failed as 'could not write the knowledge base file'."""
+    import bot.aside
+
+    class NoChildren:
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr(bot.aside, "ProcessPoolExecutor", NoChildren)
+    monkeypatch.setattr(bot.aside, "_children_work", True)
+    kb, index = bot.aside.load_aside(KB, {})
+    assert kb == read_kb(KB)
+    assert _answers(index, QUERIES) == _answers(build_index(kb, {}), QUERIES)
+    assert bot.aside._children_work is False  # said once; later builds go straight to this process
+    assert _answers(build_aside(kb, {}), QUERIES) == _answers(index, QUERIES)

@@ -552,6 +552,29 @@ async def test_delivery_is_recorded_with_its_events(store: Store) -> None:
     assert found == stored
 
 
+async def test_stored_external_ids_names_exactly_the_stored_ones_of_that_inbox_and_direction(store: Store) -> None:
+    conversation = await new_conversation(store)
+    await store.add_message(inbound(conversation, "a"))
+    await store.add_message(inbound(conversation, "来电-2"))
+    sent = dataclasses.replace(inbound(conversation, "c"), direction=Direction.OUTBOUND, author=Author.AGENT)
+    await store.add_message(sent)
+    wanted = ["a", "b", "c", "来电-2", *(f"x{i}" for i in range(1200))]  # more than one read's worth
+    found = await store.stored_external_ids(
+        channel=Channel.WEBCHAT, inbox="web", direction=Direction.INBOUND, external_ids=wanted
+    )
+    assert found == {"a", "来电-2"}
+    other_inbox = await store.stored_external_ids(
+        channel=Channel.WEBCHAT, inbox="other", direction=Direction.INBOUND, external_ids=wanted
+    )
+    assert other_inbox == set()
+    assert (
+        await store.stored_external_ids(
+            channel=Channel.WEBCHAT, inbox="web", direction=Direction.INBOUND, external_ids=[]
+        )
+        == set()
+    )
+
+
 async def test_an_unsent_reply_waits_in_the_outbox_until_its_delivery_is_final(store: Store) -> None:
     conversation = await new_conversation(store)
     question, _ = await store.add_message(inbound(conversation, "q"))

@@ -95,9 +95,9 @@ local function append_events(start)
 end
 """
 
-# ARGV: 4 id, 5 conversation, 6 unique key or '', 7 inbound 1/0, 8 episode, 9 ticket id, 10 data, 11 answers,
-# 12 conversation to save or '', 13 its expected version, 14 its new version, 15 its data, 16 outbox due or '',
-# 17 what it answers (for the outbox), 18.. events
+# ARGV: 4 id, 5 conversation, 6 unique key or '', 7 left for intake to handle 1/0, 8 episode, 9 ticket id, 10 data,
+# 11 answers, 12 conversation to save or '', 13 its expected version, 14 its new version, 15 its data,
+# 16 outbox due or '', 17 what it answers (for the outbox), 18.. events
 _ADD_MESSAGE = (
     _PRELUDE
     + """
@@ -1161,6 +1161,7 @@ class RedisStore(RedisAuditLog):
         answers: str | None = None,
         saving: Conversation | None = None,
         outgoing: Outgoing | None = None,
+        handled: bool = False,
     ) -> tuple[Message, bool]:
         saved = dataclasses.replace(saving, version=saving.version + 1) if saving is not None else None
         unique = (
@@ -1173,7 +1174,7 @@ class RedisStore(RedisAuditLog):
             message.id,
             message.conversation_id,
             unique,
-            "1" if message.direction is Direction.INBOUND else "0",
+            "1" if message.direction is Direction.INBOUND and not handled else "0",
             str(message.episode),
             message.ticket_id or "",
             dumps(message),
@@ -1205,6 +1206,16 @@ class RedisStore(RedisAuditLog):
     ) -> Message | None:
         row = await self._run("find_message", self.tag, f"{channel}:{inbox}:{direction}:{external_id}")
         return _load_message(*row) if row and row[0] else None
+
+    async def stored_external_ids(
+        self, *, channel: Channel, inbox: str, direction: Direction, external_ids: Sequence[str]
+    ) -> set[str]:
+        found: set[str] = set()
+        for start in range(0, len(external_ids), 1000):
+            part = external_ids[start : start + 1000]
+            ids = await self.client.mget([self.key(f"msgext:{channel}:{inbox}:{direction}:{e}") for e in part])
+            found.update(e for e, id_ in zip(part, ids, strict=True) if id_ is not None)
+        return found
 
     async def record_delivery(
         self, message_id: str, delivery: Delivery, events: Sequence[DownstreamEvent] = ()

@@ -99,6 +99,9 @@ def _pick_agent(db: sqlite3.Connection, assign: Assignment) -> str | None:
     return assign.agents[(int(turn) - 1) % len(assign.agents)]
 
 
+_IN_LIST = 500  # values per ``IN (...)``: well under SQLite's limit of bound parameters
+
+
 def _micros(at: datetime) -> int:
     return int(at.timestamp() * 1_000_000)
 
@@ -430,6 +433,7 @@ class SqliteStore(SqliteAuditLog):
         answers: str | None = None,
         saving: Conversation | None = None,
         outgoing: Outgoing | None = None,
+        handled: bool = False,
     ) -> tuple[Message, bool]:
         def run(db: sqlite3.Connection) -> tuple[Message, bool]:
             with self._tx(db):
@@ -448,7 +452,7 @@ class SqliteStore(SqliteAuditLog):
                         message.external_id,
                         message.ticket_id,
                         message.episode,
-                        0 if message.direction is Direction.INBOUND else 1,
+                        0 if message.direction is Direction.INBOUND and not handled else 1,
                         dumps(message),
                     ),
                 )
@@ -490,6 +494,22 @@ class SqliteStore(SqliteAuditLog):
             return self._load_message(*row) if row else None
 
         return await self._run(run)
+
+    async def stored_external_ids(
+        self, *, channel: Channel, inbox: str, direction: Direction, external_ids: Sequence[str]
+    ) -> set[str]:
+        def run(db: sqlite3.Connection) -> set[str]:
+            found: set[str] = set()
+            for start in range(0, len(external_ids), _IN_LIST):
+                part = external_ids[start : start + _IN_LIST]
+                sql = (
+                    "SELECT external_id FROM messages WHERE channel = ? AND inbox = ? AND direction = ?"
+                    f" AND external_id IN ({', '.join('?' * len(part))})"
+                )
+                found.update(e for (e,) in db.execute(sql, (channel, inbox, direction, *part)))
+            return found
+
+        return await self._run(run) if external_ids else set()
 
     async def record_delivery(
         self, message_id: str, delivery: Delivery, events: Sequence[DownstreamEvent] = ()

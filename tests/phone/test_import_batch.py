@@ -1,0 +1,171 @@
+"""A CDR import as shipped (known rows found in one read, customers in parallel lanes, log lines stored handled)
+leaves the store exactly as feeding the same rows one by one through intake does, on SQLite and on Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections import defaultdict
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from connectors.capabilities import ImportsCalls
+from connectors.phone.call import CallOptions, to_inbound
+from connectors.phone.cdr import CdrFormat, decode, parse_cdr
+from connectors.phone.connector import ImportReport, cdr_options
+from core.clock import utcnow
+from core.codec import to_jsonable
+from core.config import Config, PhoneInbox
+from core.model import Channel, Direction
+from core.store import Store, TicketQuery
+from gateway.intake import BotSetup
+from gateway.wiring import offline_gateway
+from tests.conftest import make_config
+from tests.phone.rows import asterisk
+from tests.redis_util import REDIS_URL, redis_store
+
+_ID = re.compile(r"\b(msg|cv|ct|tk)_[0-9a-f]{32}\b|\b(HL)-\d{6}\b")  # ticket numbers: customers' order varies
+_CLOCK_KEYS = frozenset({"created_at", "updated_at", "occurred_at", "received_at", "at", "seq", "id", "number"})
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+async def store_settings(request: pytest.FixtureRequest) -> AsyncIterator[dict[str, Any]]:
+    if request.param == "sqlite":
+        yield {}
+        return
+    probe = redis_store()  # skips (or fails under CI) when Redis is absent; owns the prefix's cleanup
+    yield {"store": {"backend": "redis", "url": REDIS_URL, "prefix": probe.tag}}
+    await probe.open()
+    await probe.close()
+
+
+def cdr_file() -> bytes:
+    """Repeat callers whose first call is answered, then missed (a ticket), then missed again (escalated), then
+    answered while the ticket is open; a withheld number; an internal call; a row repeated within the file."""
+    rows: list[str] = []
+    for i in range(60):
+        caller = f"1380013{i % 7:04d}"
+        missed = i % 3 == 1
+        values: dict[str, str] = {"uniqueid": f"17092548{i:02d}.1", "src": caller, "clid": f'"C{i % 7}" <{caller}>'}
+        values.update(start=f"2024-03-01 09:{i:02d}:00", answer=f"2024-03-01 09:{i:02d}:10")
+        values.update(end=f"2024-03-01 09:{i:02d}:50", duration="50", billsec="40")
+        if missed:
+            values.update(answer="", billsec="0", disposition="NO ANSWER", end=f"2024-03-01 09:{i:02d}:30")
+        rows.append(asterisk(**values))
+    rows.append(asterisk(uniqueid="anon.1", src="anonymous", clid="", answer="", billsec="0", disposition="BUSY"))
+    rows.append(asterisk(uniqueid="internal.1", src="201", dst="202"))
+    rows.append(rows[4])  # the PBX wrote one row twice
+    return ("\n".join(rows) + "\n").encode()
+
+
+def canonical(value: Any) -> Any:
+    """Model values as JSON with the random ids and the clock's times taken out."""
+    if isinstance(value, dict):
+        return {k: canonical(v) for k, v in sorted(value.items()) if k not in _CLOCK_KEYS}
+    if isinstance(value, list):
+        return [canonical(v) for v in value]
+    if isinstance(value, str):
+        return _ID.sub(lambda m: f"<{m.group(1) or m.group(2)}>", value)
+    return value
+
+
+async def contents(store: Store, external_ids: list[str]) -> dict[str, Any]:
+    """Per customer address: the conversation, its messages in order, its tickets and its events in order."""
+    by_conversation: dict[str, str] = {}
+    for external_id in external_ids:
+        found = await store.find_message(
+            channel=Channel.PHONE, inbox="tel", direction=Direction.INBOUND, external_id=external_id
+        )
+        if found is not None:
+            conversation = await store.get_conversation(found.conversation_id)
+            assert conversation is not None
+            by_conversation[conversation.id] = str(conversation.address)
+    per_address: dict[str, dict[str, Any]] = {}
+    for conversation_id, address in by_conversation.items():
+        conversation = await store.get_conversation(conversation_id)
+        messages = await store.messages(conversation_id)
+        per_address[address] = {
+            "conversation": canonical(to_jsonable(conversation)),
+            "messages": [canonical(to_jsonable(m)) for m in messages],
+            "tickets": [],
+            "events": [],
+        }
+    tickets = await store.list_tickets(TicketQuery(channel=Channel.PHONE, limit=500))
+    for ticket in tickets.tickets:
+        per_address[by_conversation[ticket.conversation_id]]["tickets"].append(canonical(to_jsonable(ticket)))
+    events: dict[str, list[Any]] = defaultdict(list)
+    for event in await store.events_after(0, limit=10_000):
+        assert event.conversation_id is not None
+        events[by_conversation[event.conversation_id]].append(canonical(event.to_json()))
+    for address, listed in events.items():
+        per_address[address]["events"] = listed
+    for entry in per_address.values():
+        entry["tickets"].sort(key=repr)
+    return {"addresses": per_address, "unhandled": len(await store.unhandled_messages())}
+
+
+async def import_row_by_row(config: Config, bot: BotSetup, data: bytes) -> ImportReport:
+    """Every row through intake on its own, in file order, waiting for each one's handling."""
+    inbox = config.inboxes[0]
+    assert isinstance(inbox, PhoneInbox)
+    parsed = await asyncio.to_thread(lambda: parse_cdr(decode(data), CdrFormat.ASTERISK_CSV, cdr_options(inbox)))
+    report = ImportReport(skipped=len(parsed.skipped), bad=list(parsed.bad))
+    async with offline_gateway(config, bot) as gateway:
+        options = CallOptions(region=inbox.default_region, other_regions=inbox.other_regions)
+        for _, record in parsed.records:
+            result = await gateway.intake.receive(
+                to_inbound(record, inbox="tel", options=options, received_at=utcnow())
+            )
+            report.duplicates += result.duplicate
+            report.imported += not result.duplicate
+            if result.handled is not None:
+                await result.handled
+    return report
+
+
+async def import_batched(config: Config, bot: BotSetup, data: bytes) -> ImportReport:
+    async with offline_gateway(config, bot) as gateway:
+        phone = gateway.connectors["tel"]
+        assert isinstance(phone, ImportsCalls)
+        return await phone.import_cdr(data, CdrFormat.ASTERISK_CSV, gateway.intake.receive)
+
+
+async def test_batched_import_and_reimport_leave_the_store_as_row_by_row_intake_does(
+    tmp_path: Path, bot_setup: BotSetup, store_settings: dict[str, Any]
+) -> None:
+    data = cdr_file()
+    inbox = {"name": "tel", "channel": "phone", "cti_enabled": False}
+    external_ids = [f"17092548{i:02d}.1" for i in range(60)] + ["anon.1", "internal.1"]
+    results: list[tuple[list[str], dict[str, Any]]] = []
+    for name, run in (("one-by-one", import_row_by_row), ("batched", import_batched)):
+        settings = dict(store_settings)
+        if "store" in settings:  # a prefix of its own for each path, under the probe's (cleaned up with it)
+            settings["store"] = {**settings["store"], "prefix": settings["store"]["prefix"] + name + ":"}
+        config = await asyncio.to_thread(make_config, tmp_path / name, inboxes=[inbox], **settings)
+        first = await run(config, bot_setup, data)
+        again = await run(config, bot_setup, data)
+        async with offline_gateway(config, bot_setup) as gateway:
+            stored = await contents(gateway.store, external_ids)
+        results.append((first.lines() + again.lines(), stored))
+    (row_report, row_store), (batch_report, batch_store) = results
+    assert batch_report == row_report
+    assert batch_report[0] == "imported 61, skipped 2 (1 already imported, 1 not calls with a customer), bad 0"
+    assert batch_report[1] == "imported 0, skipped 63 (62 already imported, 1 not calls with a customer), bad 0"
+    assert batch_store == row_store, _diff(row_store, batch_store)[:8]
+    assert batch_store["unhandled"] == 0
+    tickets = [t for entry in batch_store["addresses"].values() for t in entry["tickets"]]
+    assert len(tickets) == 7 and any(t["priority"] == "high" for t in tickets)  # repeat misses escalate
+
+
+def _diff(a: Any, b: Any, path: str = "") -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = []
+        for k in sorted(set(a) | set(b), key=str):
+            out += _diff(a.get(k), b.get(k), f"{path}.{k}")
+        return out
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        return [d for i, (x, y) in enumerate(zip(a, b, strict=True)) for d in _diff(x, y, f"{path}[{i}]")]
+    return [] if a == b else [f"{path}: {a!r} != {b!r}"]
