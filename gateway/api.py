@@ -17,10 +17,10 @@ from core.model import Channel, DownstreamEvent, Message, Priority, Ticket, Tick
 from core.scopes import Scope
 from core.store import NotFound, Store, TicketQuery, VersionConflict
 from core.store.base import DeadLetter
-from core.store.cursor import decode_cursor
 from gateway.access import PRINCIPAL, PUBLIC, Guarded, Handler, Principal, error, needs
 from gateway.audit import Auditor
 from gateway.downstream.webhooks import UnknownSubscription, WebhookDispatcher
+from gateway.query import cursor_problem, int_param
 from gateway.tickets import IdempotencyMismatch, TicketChange, TicketConflict, TicketService
 
 PREFIX = "/api/v1"
@@ -175,15 +175,12 @@ class Api:
                 return error(400, "bad_query", "updated_since must be an ISO 8601 timestamp with a timezone")
             if since.tzinfo is None:
                 return error(400, "bad_query", "updated_since must carry a timezone, e.g. 2026-01-01T00:00:00+08:00")
-        limit = _int_param(q.get("limit"), default=50, low=1, high=200)
+        limit = int_param(q.get("limit"), default=50, low=1, high=200)
         if limit is None:
             return error(400, "bad_query", "limit must be an integer from 1 to 200")
         cursor = q.get("cursor")
-        if cursor is not None:
-            try:
-                decode_cursor(cursor, 2)
-            except ValueError as exc:
-                return error(400, "bad_query", str(exc))
+        if (problem := cursor_problem(cursor, 2)) is not None:
+            return error(400, "bad_query", problem)
         sla = q.get("sla")
         if sla is not None and sla not in ("at_risk", "breached"):
             return error(400, "bad_query", "sla must be at_risk or breached")
@@ -267,8 +264,8 @@ class Api:
         return json_response({"delivered": delivered}, status=202)
 
     async def list_events(self, request: web.Request) -> web.StreamResponse:
-        after = _int_param(request.query.get("after"), default=0, low=0, high=2**62)
-        limit = _int_param(request.query.get("limit"), default=100, low=1, high=1000)
+        after = int_param(request.query.get("after"), default=0, low=0, high=2**62)
+        limit = int_param(request.query.get("limit"), default=100, low=1, high=1000)
         if after is None or limit is None:
             return error(400, "bad_query", "after must be a non-negative integer and limit from 1 to 1000")
         found = await self._store.events_after(after, limit)
@@ -294,7 +291,7 @@ class Api:
         return shown
 
     async def list_dead_letters(self, request: web.Request) -> web.StreamResponse:
-        limit = _int_param(request.query.get("limit"), default=100, low=1, high=1000)
+        limit = int_param(request.query.get("limit"), default=100, low=1, high=1000)
         if limit is None:
             return error(400, "bad_query", "limit must be an integer from 1 to 1000")
         letters = await self._store.dead_letters(subscription=request.query.get("subscription"), limit=limit)
@@ -369,12 +366,3 @@ def _author(principal: Principal, named: str | None) -> tuple[str, str | None]:
             f"replying for {named!r} needs the scope {Scope.AGENTS_ACT_AS}"
         )
     return named, principal.name
-
-
-def _int_param(value: str | None, *, default: int, low: int, high: int) -> int | None:
-    if value is None:
-        return default
-    if not (value.isascii() and value.isdigit()):
-        return None  # int() would also take "1_0", " 5" and full-width digits
-    number = int(value)
-    return number if low <= number <= high else None

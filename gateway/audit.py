@@ -15,8 +15,8 @@ from core.codec import to_jsonable
 from core.jsonweb import json_response
 from core.scopes import Scope
 from core.store.audit import AuditEntry, AuditLog, AuditQuery
-from core.store.cursor import decode_cursor
 from gateway.access import PRINCIPAL, REQUEST_ID, Guarded, error, needs
+from gateway.query import cursor_problem, int_param
 
 log = logging.getLogger(__name__)
 
@@ -149,15 +149,12 @@ class Auditor:
                 if at.tzinfo is None:
                     return error(400, "bad_query", f"{name} must carry a timezone, e.g. 2026-01-01T00:00:00+08:00")
                 times[name] = at
-        raw_limit = q.get("limit", "50")
-        if not (raw_limit.isascii() and raw_limit.isdigit() and 1 <= int(raw_limit) <= 200):
+        limit = int_param(q.get("limit"), default=50, low=1, high=200)
+        if limit is None:
             return error(400, "bad_query", "limit must be an integer from 1 to 200")
         cursor = q.get("cursor")
-        if cursor is not None:
-            try:
-                decode_cursor(cursor, 1)
-            except ValueError as exc:
-                return error(400, "bad_query", str(exc))
+        if (problem := cursor_problem(cursor, 1)) is not None:
+            return error(400, "bad_query", problem)
         page = await self._store.audit_entries(
             AuditQuery(
                 actor=q.get("actor"),
@@ -166,7 +163,7 @@ class Auditor:
                 since=times["since"],
                 until=times["until"],
                 cursor=cursor,
-                limit=int(raw_limit),
+                limit=limit,
             )
         )
         return json_response({"entries": [entry_view(e) for e in page.entries], "next_cursor": page.next_cursor})

@@ -17,6 +17,7 @@ from core.store import NotFound, Store
 from gateway.access import Guarded, error, needs
 from gateway.api import PREFIX, json_errors
 from gateway.audit import Auditor
+from gateway.query import int_param
 
 _PREVIEW_BYTES = 2000
 
@@ -54,10 +55,10 @@ class QuarantineApi:
 
     async def list_items(self, request: web.Request) -> web.StreamResponse:
         include = request.query.get("all") in ("1", "true")
-        raw_limit = request.query.get("limit", "100")
-        if not (raw_limit.isascii() and raw_limit.isdigit() and 1 <= int(raw_limit) <= 1000):
+        limit = int_param(request.query.get("limit"), default=100, low=1, high=1000)
+        if limit is None:
             return error(400, "bad_query", "limit must be an integer from 1 to 1000")
-        items = await self._store.quarantined(include_replayed=include, limit=int(raw_limit))
+        items = await self._store.quarantined(include_replayed=include, limit=limit)
         return json_response({"items": [quarantined_view(i) for i in items]})
 
     async def get_item(self, request: web.Request) -> web.StreamResponse:

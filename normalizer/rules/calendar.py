@@ -61,6 +61,7 @@ def warm_up(calendar: Calendar, around: date) -> None:
     """Load the timezone and the holidays of the years around ``around``: file reads and imports, which
     belong off the event loop, before the first message needs them."""
     if isinstance(calendar, BusinessCalendar):
+        calendar.zone  # noqa: B018  (the tz file is read and cached on first use: a blocking read on the loop)
         for year in (around.year - 1, around.year, around.year + 1):
             calendar.is_workday(date(year, 6, 1))
 
