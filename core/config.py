@@ -535,7 +535,14 @@ class EmailInbox(_Model):
     ack_min_interval_s: Annotated[float, Field(ge=0)] = 600.0  # at most one acknowledgement per sender per interval
     bot_answer: bool = False  # let the FAQ bot answer when it is sure (TicketRequest.bot_first)
     resolved_reply: Literal["reopen", "new"] = "new"  # a reply to a resolved ticket reopens it or opens a new one
-    reply_all: bool = True  # an agent's reply is copied (Cc) to everyone else on the mail it answers
+    reply_all: bool = True  # an agent's reply is copied (Cc) to the others on the mail it answers already on the ticket
+    # Authentication-Results from these servers (authserv-id, e.g. "mx.example.com") are believed: a sender whose
+    # DMARC passes (or DKIM aligns) may join a ticket by its signed subject tag. Your MTA must strip these ids
+    # from incoming mail. Empty: no header is believed.
+    trusted_authserv_ids: tuple[Annotated[str, Field(min_length=1)], ...] = ()
+    # Keys the signature on ticket tags in subjects ([HL-000001-7f3a9c]); use ${ENV}. Unset: a random secret kept
+    # in data_dir/email/<inbox>.tag-secret (set it when several instances serve one inbox).
+    tag_secret: Annotated[str | None, Field(min_length=16, repr=False)] = None
     max_attachment_bytes: Annotated[int, Field(gt=0)] = 10 << 20
     max_attachments_total_bytes: Annotated[int, Field(gt=0)] = 25 << 20
 
@@ -767,7 +774,9 @@ def _walk(loc: tuple[Any, ...]) -> tuple[str, list[type[BaseModel]]]:
 
 
 # A bad value under these keys is never echoed: config errors end up in logs.
-_SECRET_KEYS = frozenset({"token", "token_sha256", "tokens", "secrets", "password", "app_secret", "hmac_secret"})
+_SECRET_KEYS = frozenset(
+    {"token", "token_sha256", "tokens", "secrets", "password", "app_secret", "hmac_secret", "tag_secret"}
+)
 
 
 def _describe(err: dict[str, Any]) -> str:

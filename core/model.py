@@ -164,6 +164,9 @@ class TicketRequest:
     tags: tuple[str, ...] = ()
     bot_first: bool = False
     escalate: bool = False
+    # False when the sender's address is only claimed (an email From: no trusted server authenticated): the
+    # message may then not join another active ticket of that contact as a follow-up; it opens its own.
+    follow_up: bool = True
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

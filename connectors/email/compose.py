@@ -9,7 +9,7 @@ from email.message import EmailMessage
 from email.utils import format_datetime, formataddr
 
 from connectors.email.auto import AUTO_SUBMITTED
-from connectors.email.threading import base_subject, outgoing_message_id, ticket_tag
+from connectors.email.threading import base_subject, outgoing_message_id
 
 MAX_REFERENCES = 20  # keep the header bounded on long threads: the root and the latest ones matter
 
@@ -25,16 +25,15 @@ class Outgoing:
     subject: str  # the thread's subject, as the customer wrote it
     text: str
     sent_at: datetime
-    ticket_number: str | None = None
+    ticket_tag: str | None = None  # the signed tag, e.g. [HL-000001-7f3a9c]
     in_reply_to: str | None = None  # the customer's Message-ID we answer
     references: Sequence[str] = ()  # that mail's References
     automatic: bool = False  # acknowledgements and bot answers (RFC 3834)
 
 
-def reply_subject(subject: str, number: str | None) -> str:
+def reply_subject(subject: str, tag: str | None) -> str:
     base = base_subject(subject) or "(no subject)"
-    tag = f" {ticket_tag(number)}" if number else ""
-    return f"Re: {base}{tag}"
+    return f"Re: {base} {tag}" if tag else f"Re: {base}"
 
 
 def compose(out: Outgoing) -> EmailMessage:
@@ -43,7 +42,7 @@ def compose(out: Outgoing) -> EmailMessage:
     msg["To"] = out.to
     if out.cc:
         msg["Cc"] = ", ".join(out.cc)
-    msg["Subject"] = reply_subject(out.subject, out.ticket_number)
+    msg["Subject"] = reply_subject(out.subject, out.ticket_tag)
     msg["Date"] = format_datetime(out.sent_at)
     msg["Message-ID"] = f"<{outgoing_message_id(out.message_id, out.domain)}>"
     if out.in_reply_to:

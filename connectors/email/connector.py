@@ -8,13 +8,17 @@ import hashlib
 import logging
 import os
 import random
+import secrets
 import socket
 import ssl
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager, suppress
 from datetime import UTC, datetime
+from email.parser import BytesHeaderParser
+from email.policy import compat32
 from email.utils import formataddr, getaddresses
+from pathlib import Path
 from typing import Any, ClassVar
 
 import aioimaplib
@@ -22,6 +26,7 @@ import aiosmtplib
 from aiohttp import web
 
 from connectors.base import ConnectorDeps, InboundSink, IntakeResult, stored_as
+from connectors.email.authres import SenderAuth, sender_auth
 from connectors.email.auto import AutoKind
 from connectors.email.compose import Outgoing, compose
 from connectors.email.files import plan_files, write_files
@@ -30,7 +35,8 @@ from connectors.email.imap_tls import ImapTlsError, client_context, imap_starttl
 from connectors.email.inbound import bounced_flag, bounced_flags
 from connectors.email.parse import MailParseError, ParsedMail, normalize_line_endings, parse_mail
 from connectors.email.quote import extract_reply, strip_signature
-from connectors.email.threading import ThreadMatch, find_thread, stored_message_id
+from connectors.email.tagsig import signed_tag
+from connectors.email.threading import ThreadMatch, find_thread, participants, stored_message_id
 from core.config import EmailInbox
 from core.meta import intake_facts
 from core.model import (
@@ -88,6 +94,7 @@ class EmailConnector:
         # and set after every completed sync of a folder.
         self.before_checkpoint: Callable[[int], Awaitable[None]] | None = None
         self.synced = asyncio.Event()
+        self._secret: bytes | None = None
 
     # Connector interface -------------------------------------------------------------------------------
     def routes(self) -> list[web.RouteDef]:
@@ -109,6 +116,17 @@ class EmailConnector:
             yield
         finally:
             await self._stop()
+
+    async def _tag_secret(self) -> bytes:
+        """The key of our subject tags' signatures: configured, else made once and kept beside the mail files."""
+        if self._secret is None:
+            if self._cfg.tag_secret:
+                self._secret = self._cfg.tag_secret.encode()
+            else:
+                self._secret = await asyncio.to_thread(
+                    _file_secret, self._data_dir / "email" / f"{self.inbox}.tag-secret"
+                )
+        return self._secret
 
     async def _stop(self) -> None:
         loops, self._loops = self._loops, []
@@ -382,11 +400,24 @@ class EmailConnector:
             match = await self._bounce_thread(mail)
             if match is not None and match.conversation is not None:
                 sender, sender_name = match.conversation.address, None
+        auth = sender_auth(
+            _header_values(raw, "authentication-results"),
+            trusted=self._cfg.trusted_authserv_ids,
+            from_domain=mail.sender.email.rpartition("@")[2],
+        )
         if match is None:
-            match = await find_thread(self._store, inbox=self.inbox, domain=self._cfg.domain, mail=mail, sender=sender)
+            match = await find_thread(
+                self._store,
+                inbox=self.inbox,
+                domain=self._cfg.domain,
+                mail=mail,
+                sender=sender,
+                auth=auth,
+                secret=await self._tag_secret(),
+            )
         participant = (
             not automatic
-            and match.via == "chain"
+            and match.via in ("chain", "tag")
             and match.conversation is not None
             and match.conversation.address != sender
         )
@@ -415,6 +446,7 @@ class EmailConnector:
                 "in_reply_to": list(mail.in_reply_to),
                 "references": list(mail.references)[-50:],
                 "thread_via": match.via,
+                "auth": auth.value,
                 "participant": participant,
                 **files_meta,
             },
@@ -432,7 +464,10 @@ class EmailConnector:
         ticket = None
         if not automatic:
             ticket = TicketRequest(
-                reason=HandoffReason.EMAIL, subject=mail.subject or None, bot_first=self._cfg.bot_answer
+                reason=HandoffReason.EMAIL,
+                subject=mail.subject or None,
+                bot_first=self._cfg.bot_answer,
+                follow_up=auth is SenderAuth.PASS,  # anyone can write From: <a customer>; only a proven one follows up
             )
         return InboundMessage(
             channel=Channel.EMAIL,
@@ -504,16 +539,23 @@ class EmailConnector:
             from_name=self._cfg.from_name,
             to=address,
             # Automatic mail answers the sender alone (RFC 3834); people reply to all.
-            cc=self._everyone_else(email_meta, address) if self._cfg.reply_all and not automatic else (),
+            cc=await self._copies(reply, email_meta, address) if self._cfg.reply_all and not automatic else (),
             subject=subject,
             text=message.text,
             sent_at=message.created_at,
-            ticket_number=ticket.number if ticket else None,
+            ticket_tag=signed_tag(ticket.number, await self._tag_secret()) if ticket else None,
             in_reply_to=email_meta.get("message_id") or (answered.external_id if answered else None),
             references=tuple(email_meta.get("references") or ()),
             automatic=automatic,
         )
         return await self._smtp_send(compose(outgoing), message.id)
+
+    async def _copies(self, reply: OutboundReply, email_meta: Mapping[str, Any], customer: str) -> tuple[str, ...]:
+        """Reply all, but only to people already on the ticket: a forged mail must not get itself a copy."""
+        on_it = participants(reply.conversation, await self._store.messages(reply.conversation.id))
+        return tuple(
+            entry for entry in self._everyone_else(email_meta, customer) if getaddresses([entry])[0][1].lower() in on_it
+        )
 
     def _everyone_else(self, email_meta: Mapping[str, Any], customer: str) -> tuple[str, ...]:
         """The answered mail's sender and recipients, without the customer, this inbox, or anyone twice."""
@@ -619,3 +661,27 @@ class EmailConnector:
         return OutboundReply(
             message=ack, address=conversation.address, conversation=conversation, in_reply_to=inbound[-1].id
         )
+
+
+def _header_values(raw: bytes, name: str) -> list[str]:
+    """Every value of one header in the raw mail's header block, unfolded (the parser keeps only the first)."""
+    head = raw.split(b"\r\n\r\n", 1)[0].split(b"\n\n", 1)[0]
+    msg = BytesHeaderParser(policy=compat32).parsebytes(head + b"\n\n")
+    return [" ".join(str(v).split()) for v in msg.get_all(name) or ()]
+
+
+def _file_secret(path: Path) -> bytes:
+    """Read the secret in ``path``, or create it (owner-only) if it is not there yet; first writer wins."""
+    try:
+        return bytes.fromhex(path.read_text().strip())
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return bytes.fromhex(path.read_text().strip())
+    secret = secrets.token_bytes(32)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(secret.hex())
+    return secret

@@ -1,15 +1,19 @@
-"""Which conversation a mail joins: our Message-IDs in its reply chain, then a [HL-000123] tag, else a new thread."""
+"""Which conversation a mail joins: our Message-IDs in its reply chain, then a signed ticket tag, else a new thread."""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from email.utils import getaddresses
+from typing import Any
 
+from connectors.email.authres import SenderAuth
 from connectors.email.parse import ParsedMail
+from connectors.email.tagsig import TAG, signed_tag, subject_tags
 from core.model import Channel, Conversation, Direction, Identity, Message
 from core.store.base import ChannelStore
 
-TICKET_TAG = re.compile(r"\[(HL-\d{6,})\]")
 _PREFIX = re.compile(
     r"^\s*((re|fw|fwd|aw|wg|sv|vs|antw|回复|回覆|答复|转发|轉寄)\s*(\[\d+\])?\s*[:：]\s*)+", re.IGNORECASE
 )
@@ -32,13 +36,13 @@ def stored_message_id(mail_id: str, domain: str) -> str | None:
     return None
 
 
-def ticket_tag(number: str) -> str:
-    return f"[{number}]"
+def ticket_tag(number: str, secret: bytes) -> str:
+    return signed_tag(number, secret)
 
 
 def base_subject(subject: str) -> str:
     """The subject without Re:/Fwd:/回复: prefixes and our ticket tags, for the reply we compose."""
-    text = TICKET_TAG.sub("", subject)
+    text = TAG.sub("", subject)
     return " ".join(_PREFIX.sub("", text).split())
 
 
@@ -55,8 +59,43 @@ async def _conversation_of(store: ChannelStore, message: Message | None, inbox: 
     return await store.get_conversation(message.conversation_id)
 
 
+def admits_copies(email_meta: Mapping[str, Any]) -> bool:
+    """Whether the people a stored mail copied in are on the thread from then on.
+
+    A mail that joined by our reply chain or opened the thread vouches for its To/Cc; one that joined by a subject
+    tag only when a trusted server authenticated its sender; one whose DMARC failed never does.
+    """
+    auth = email_meta.get("auth", SenderAuth.NONE.value)
+    if auth == SenderAuth.FAIL.value:
+        return False
+    return email_meta.get("thread_via") != "tag" or auth == SenderAuth.PASS.value
+
+
+def participants(conversation: Conversation, messages: Iterable[Message]) -> frozenset[str]:
+    """Everyone already on a conversation (lower-case addresses): its customer, its writers, and whom they copied."""
+    found = {conversation.address.value.lower()}
+    for message in messages:
+        if message.direction is not Direction.INBOUND:
+            continue
+        email_meta = message.meta.get("email")
+        if not isinstance(email_meta, Mapping):
+            continue
+        fields = [str(email_meta.get("from") or "")]
+        if admits_copies(email_meta):
+            fields += [*map(str, email_meta.get("to") or ()), *map(str, email_meta.get("cc") or ())]
+        found.update(addr.lower() for _name, addr in getaddresses(fields) if "@" in addr)
+    return frozenset(found)
+
+
 async def find_thread(
-    store: ChannelStore, *, inbox: str, domain: str, mail: ParsedMail, sender: Identity
+    store: ChannelStore,
+    *,
+    inbox: str,
+    domain: str,
+    mail: ParsedMail,
+    sender: Identity,
+    auth: SenderAuth = SenderAuth.NONE,
+    secret: bytes,
 ) -> ThreadMatch:
     """Match a mail to a conversation, in the documented order; every lookup is a read of the store."""
     stored = await store.find_message(
@@ -76,14 +115,21 @@ async def find_thread(
         conversation = await _conversation_of(store, message, inbox)
         if conversation is not None:
             return ThreadMatch(thread=conversation.thread, via="chain", conversation=conversation)
-    # 2. A ticket tag in the subject, only when the sender is that ticket's customer (tags are easy to forge).
-    for number in TICKET_TAG.findall(mail.subject):
-        ticket = await store.get_ticket(number)
-        if ticket is None or ticket.inbox != inbox:
-            continue
-        conversation = await store.get_conversation(ticket.conversation_id)
-        if conversation is not None and conversation.address == sender:
-            return ThreadMatch(thread=conversation.thread, via="tag", conversation=conversation)
+    # 2. A ticket tag in the subject. From: is easy to forge and a number easy to guess, so a signed tag joins only
+    # for someone already on the ticket or a sender a trusted server authenticated; an unsigned (old or made-up)
+    # tag needs both; a sender whose DMARC failed never joins by tag.
+    if auth is not SenderAuth.FAIL:
+        for tag in subject_tags(mail.subject, secret):
+            ticket = await store.get_ticket(tag.number)
+            if ticket is None or ticket.inbox != inbox:
+                continue
+            conversation = await store.get_conversation(ticket.conversation_id)
+            if conversation is None:
+                continue
+            on_it = sender.value.lower() in participants(conversation, await store.messages(conversation.id))
+            authenticated = auth is SenderAuth.PASS
+            if (on_it or authenticated) if tag.signed else (on_it and authenticated):
+                return ThreadMatch(thread=conversation.thread, via="tag", conversation=conversation)
     # 3. A new thread, keyed by its root so later mails of the same (foreign) thread join it.
     root = mail.references[0] if mail.references else (mail.in_reply_to[0] if mail.in_reply_to else mail.dedupe_key)
     return ThreadMatch(thread=root, via="new")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from pathlib import Path
 
 from core.model import DeliveryStatus, Direction, EventType, Message
@@ -48,7 +49,7 @@ async def _assert_acknowledged_once(gw: Gateway, sink: SmtpSink, message_id: str
     _status, tickets = await gw.api("GET", "/tickets")
     [ticket] = tickets["tickets"]
     assert ack.external_id == f"ack:{ticket['id']}"
-    assert f"[{ticket['number']}]" in sent["Subject"]
+    assert re.search(rf"\[{ticket['number']}-[0-9a-f]{{6}}\]", sent["Subject"])  # the signed tag
     events = await gw.server.app[GATEWAY].store.events_after(0, limit=1000)
     assert [e for e in events if e.type == EventType.MESSAGE_DELIVERY_FAILED] == []
 

@@ -30,7 +30,14 @@ async def test_the_whole_loop_by_email(
     tmp_path: Path, dovecot: Dovecot, smtp_sink: SmtpSink, bot_setup: BotSetup
 ) -> None:
     user = dovecot.user()
-    config = email_config(tmp_path, dovecot, smtp_sink, user, imap={"poll_interval_s": 0.3, "idle": False})
+    config = email_config(
+        tmp_path,
+        dovecot,
+        smtp_sink,
+        user,
+        imap={"poll_interval_s": 0.3, "idle": False},
+        trusted_authserv_ids=["mx.example.test"],
+    )
     config = config.model_copy(update={"customer": CustomerConfig(survey=SurveyConfig(public_url=PUBLIC))})
     async with started(config, bot_setup) as gw:
         await asyncio.to_thread(dovecot.append, user, mail(message_id="<loop1@example.org>"))
@@ -46,8 +53,14 @@ async def test_the_whole_loop_by_email(
         assert number in _body(status_mail) and "等待客服处理" in _body(status_mail)
         assert status_mail["In-Reply-To"] == "<loop2@example.org>"
 
-        # A new mail with no thread reference joins the open ticket.
-        again = mail(message_id="<loop3@example.org>", subject="还有一个问题", body="附件里是发票，请一并处理。")
+        # A new mail with no thread reference joins the open ticket, since our MX vouches for its sender (an
+        # unauthenticated From: could be anyone, and opens a ticket of its own: test_ticket_trick.py).
+        again = mail(
+            message_id="<loop3@example.org>",
+            subject="还有一个问题",
+            body="附件里是发票，请一并处理。",
+            headers={"Authentication-Results": "mx.example.test; dmarc=pass header.from=example.org"},
+        )
         await asyncio.to_thread(dovecot.append, user, again)
         joined = (await smtp_sink.wait_for(3))[2]
         assert number in _body(joined)

@@ -73,7 +73,7 @@ async def test_idle_delivers_new_mail_and_acknowledges_with_ticket_number(
         [ticket] = tickets["tickets"]
         assert ticket["subject"] == "订单 12345 退款问题"
         assert ticket["handoff_reason"] == "email"
-        assert f"[{ticket['number']}]" in ack["Subject"]
+        assert re.search(rf"\[{ticket['number']}-[0-9a-f]{{6}}\]", ack["Subject"])  # the number, signed
         assert ack["In-Reply-To"] == "<first@example.org>"
         assert ack["Auto-Submitted"] == "auto-replied"
         assert re.fullmatch(r"<msg_[0-9a-f]+@example\.test>", ack["Message-ID"])
@@ -114,11 +114,11 @@ async def test_subject_tag_from_a_stranger_opens_a_new_ticket(
     async with started(config, bot_setup) as gw:
         await asyncio.to_thread(dovecot.append, user, mail(message_id="<t1@example.org>"))
         [ack] = await smtp_sink.wait_for(1)
-        number = re.search(r"\[(HL-\d+)\]", ack["Subject"]).group(1)  # type: ignore[union-attr]
+        tag = re.search(r"\[(HL-\d+-[0-9a-f]+)\]", ack["Subject"]).group(1)  # type: ignore[union-attr]
         await asyncio.to_thread(
-            dovecot.append, user, mail(sender="mallory@evil.example", subject=f"[{number}] hi", message_id="<t2@x>")
+            dovecot.append, user, mail(sender="mallory@evil.example", subject=f"[{tag}] hi", message_id="<t2@x>")
         )
-        await asyncio.to_thread(dovecot.append, user, mail(subject=f"[{number}] more", message_id="<t3@example.org>"))
+        await asyncio.to_thread(dovecot.append, user, mail(subject=f"[{tag}] more", message_id="<t3@example.org>"))
         messages = {m.external_id: m for m in await _count_inbound(gw, 3)}
         assert messages["t3@example.org"].ticket_id == messages["t1@example.org"].ticket_id
         assert messages["t2@x"].conversation_id != messages["t1@example.org"].conversation_id
@@ -149,7 +149,7 @@ async def test_agent_reply_reaches_the_customer_with_threading_headers(
         assert status in (200, 201), body
         [sent] = await smtp_sink.wait_for(1)
         assert sent["To"] == "customer@example.org"
-        assert sent["Subject"] == f"Re: 订单 12345 退款问题 [{ticket['number']}]"
+        assert re.fullmatch(rf"Re: 订单 12345 退款问题 \[{ticket['number']}-[0-9a-f]{{6}}\]", sent["Subject"])
         assert sent["In-Reply-To"] == "<c2@example.org>"
         assert sent["References"] == "<c0@example.org> <c1@example.org> <c2@example.org>"
         assert sent["Message-ID"] == f"<{body['message']['id']}@example.test>"
@@ -274,9 +274,11 @@ async def test_restart_between_store_and_checkpoint_stores_each_mail_once(
     tmp_path: Path, dovecot: Dovecot, smtp_sink: SmtpSink, bot_setup: BotSetup
 ) -> None:
     user = dovecot.user()
+    # Our MX vouches for the customer, so their later mails may follow up into the ticket the first one opens.
+    vouched = {"Authentication-Results": "mx.example.test; dmarc=pass header.from=example.org"}
     for i in range(3):
-        await asyncio.to_thread(dovecot.append, user, mail(message_id=f"<k{i}@example.org>"))
-    config = email_config(tmp_path, dovecot, smtp_sink, user)
+        await asyncio.to_thread(dovecot.append, user, mail(message_id=f"<k{i}@example.org>", headers=vouched))
+    config = email_config(tmp_path, dovecot, smtp_sink, user, trusted_authserv_ids=["mx.example.test"])
     stuck = asyncio.Event()
 
     async def die_here(uid: int) -> None:
