@@ -171,11 +171,6 @@ async def import_parsed(
                     progress(done, total)
 
     async def one(line: int, record: CallRecord) -> None:
-        if store is not None and await store.find_message(
-            channel=Channel.PHONE, inbox=inbox, direction=Direction.INBOUND, external_id=record.external_id
-        ):
-            report.duplicates += 1  # a cheap read skips what an earlier import stored; intake would too
-            return
         try:
             result = await sink(to_inbound(record, inbox=inbox, options=options, received_at=clock()))
         except Rejected as exc:
