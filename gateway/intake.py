@@ -304,7 +304,7 @@ class Intake:
                 await self._voicemail.answer(conversation, message, conversation.ticket_id, opened=False)
             return False
         if request is not None and not (request.bot_first and may_answer):
-            if request.follow_up and await self._follow_up(conversation, message, request):
+            if await self._follow_up(conversation, message, request):
                 return True
             ticket, saved = await self._open_ticket(conversation, message, request)
             await self._voicemail.answer(saved, message, ticket.id, opened=True)
@@ -324,7 +324,7 @@ class Intake:
             # The channel wants humans unless the bot is sure: no suggestions or "please rephrase" here.
             attempt = FaqTry(query=message.text, outcome=str(decision.outcome), hits=decision.hits)
             tried = dataclasses.replace(conversation, faq_tries=(*conversation.faq_tries, attempt)[-MAX_FAQ_TRIES:])
-            if request.follow_up and await self._follow_up(tried, message, request):
+            if await self._follow_up(tried, message, request):
                 return True
             await self._open_ticket(tried, message, request)
             return False
@@ -402,7 +402,7 @@ class Intake:
         """A customer with an active ticket (updated within the follow-up window) who now needs a human again, on
         any channel, joins that ticket instead of getting a new one; True when it did (the message is handled)."""
         window = self._customer.followup.window_s
-        if window <= 0:
+        if window <= 0 or not request.follow_up:  # off, or a sender whose address is only claimed
             return False
         now = self._clock()
         active = [
