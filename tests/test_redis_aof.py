@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import re
 import shutil
 import signal
@@ -89,12 +90,16 @@ async def test_an_acknowledged_push_is_in_the_aof_and_survives_a_kill_of_the_ser
             await server.wait()
             assert waited >= 1
     async with _server(binary, port, data, appendfsync):  # restarted from its AOF alone (no RDB: --save "")
-        store = open_store(make_config(tmp_path, store={"backend": "redis", "url": url}))
+        store = open_store(make_config(tmp_path, store=store_cfg))
         await store.open()
         try:
             found = await store.find_message(
                 channel=Channel.WECHAT, inbox="oa", direction=Direction.INBOUND, external_id="7700000000000000001"
             )
             assert found is not None and found.text == "发货了吗"
+            # The restarted server has forgotten every script: the durable write loads its own and goes through.
+            again = dataclasses.replace(found, id="msg_after_restart", external_id="7700000000000000002")
+            stored, created = await store.add_message(again)
+            assert created and await store.get_message(stored.id) is not None
         finally:
             await store.close()

@@ -906,11 +906,23 @@ class RedisStore(RedisAuditLog):
         argv = [self.tag, self._maxlen, self._ttl, *args, *_event_args(events)]
         if not durable or self._aof_timeout_ms is None:
             return await self._run(script, *argv)
-        # WAITAOF waits for the writes of its own connection: one pipeline puts the script and it on one.
-        async with self.client.pipeline(transaction=False) as pipe:
-            await self._scripts[script](keys=[self.stream_key], args=argv, client=pipe)
-            pipe.execute_command("WAITAOF", 1, 0, self._aof_timeout_ms)
-            result, (local, _) = await pipe.execute()
+        # WAITAOF waits for the writes of its own connection: one pipeline puts the script and it on one. The
+        # script goes in as a bare EVALSHA: handed a pipeline, redis-py's Script first asks SCRIPT EXISTS in a
+        # round trip of its own; a server that lost its scripts (restarted) answers NOSCRIPT, and we load it.
+        code = self._scripts[script]
+        for attempt in range(2):
+            async with self.client.pipeline(transaction=False) as pipe:
+                pipe.evalsha(code.sha, 1, self.stream_key, *argv)
+                pipe.execute_command("WAITAOF", 1, 0, self._aof_timeout_ms)
+                result, waited = await pipe.execute(raise_on_error=False)
+            if isinstance(result, redis.exceptions.NoScriptError) and attempt == 0:
+                await self.client.script_load(code.script)
+                continue
+            for outcome in (result, waited):
+                if isinstance(outcome, Exception):
+                    raise outcome
+            break
+        local, _ = waited
         if int(local) < 1:
             # Written, not yet on disk: the sender retries, finds it stored, and waits for the AOF again.
             raise StoreUnavailable(f"the write did not reach the AOF within {self._aof_timeout_ms} ms")
