@@ -176,7 +176,8 @@ def _pushes(n: int, first_id: int) -> list[tuple[int, dict[str, str], str]]:
             "encrypt_type": "aes",
             "msg_signature": envelope["MsgSignature"],
         }
-        body = f"<xml><ToUserName><![CDATA[gh_bench]]></ToUserName><Encrypt><![CDATA[{envelope['Encrypt']}]]></Encrypt></xml>"
+        encrypted = envelope["Encrypt"]
+        body = f"<xml><ToUserName><![CDATA[gh_bench]]></ToUserName><Encrypt><![CDATA[{encrypted}]]></Encrypt></xml>"
         out.append((msg_id, params, body))
     return out
 
@@ -235,7 +236,7 @@ async def _stored(client: aioredis.Redis, prefix: str) -> collections.Counter[st
             entries = entries[1:]
         if not entries:
             return counts
-        for entry_id, fields in entries:
+        for _entry_id, fields in entries:
             if fields.get("type") == "message.created":
                 message = json.loads(fields["event"])["data"].get("message", {})
                 if message.get("direction") == "inbound" and message.get("channel") == "wechat":
@@ -327,9 +328,7 @@ async def one_run(args: argparse.Namespace, root: Path, durability: str, run: in
         "msgs_per_s": round(n / elapsed, 1),
         "p50_ms": round(statistics.median(latencies), 2),
         "p99_ms": round(latencies[min(n - 1, int(n * 0.99))], 2),
-        "round_trips_by_first_command": {
-            k: round(v / n, 2) for k, v in wire.by_command.most_common() if v / n >= 0.01
-        },
+        "round_trips_by_first_command": {k: round(v / n, 2) for k, v in wire.by_command.most_common() if v / n >= 0.01},
     }
 
 

@@ -73,22 +73,21 @@ async def test_an_acknowledged_push_is_in_the_aof_and_survives_a_kill_of_the_ser
               "api_base": "http://127.0.0.1:9"}  # fmt: skip
     store_cfg = {"backend": "redis", "url": url, "durability": "aof", "aof_timeout_ms": 2000}
     config = make_config(tmp_path, store=store_cfg, inboxes=[wechat])
-    async with _server(binary, port, data, appendfsync) as server:
-        async with started(config, bot_setup) as gw:
-            async with gw.http.get(f"{gw.url}/readyz") as resp:
-                durability = (await resp.json())["durability"]
-            assert durability["appendonly"] == "yes" and durability["acknowledged_after"] == "aof_fsync"
-            assert "crash" in durability["survives"]
-            stats = aioredis.Redis(port=port, decode_responses=True)
-            before = (await stats.info("commandstats")).get("cmdstat_waitaof", {}).get("calls", 0)
-            pushed = await WechatClient(gw).push(text_xml("发货了吗", msg_id="7700000000000000001"))
-            assert pushed.status == 200, pushed.text
-            # The acknowledgement waited for the AOF: no write of the push was acknowledged before its fsync.
-            waited = (await stats.info("commandstats"))["cmdstat_waitaof"]["calls"] - before
-            await stats.aclose()
-            server.send_signal(signal.SIGKILL)  # right after the 200: nothing left to flush, nothing shut down
-            await server.wait()
-            assert waited >= 1
+    async with _server(binary, port, data, appendfsync) as server, started(config, bot_setup) as gw:
+        async with gw.http.get(f"{gw.url}/readyz") as resp:
+            durability = (await resp.json())["durability"]
+        assert durability["appendonly"] == "yes" and durability["acknowledged_after"] == "aof_fsync"
+        assert "crash" in durability["survives"]
+        stats = aioredis.Redis(port=port, decode_responses=True)
+        before = (await stats.info("commandstats")).get("cmdstat_waitaof", {}).get("calls", 0)
+        pushed = await WechatClient(gw).push(text_xml("发货了吗", msg_id="7700000000000000001"))
+        assert pushed.status == 200, pushed.text
+        # The acknowledgement waited for the AOF: no write of the push was acknowledged before its fsync.
+        waited = (await stats.info("commandstats"))["cmdstat_waitaof"]["calls"] - before
+        await stats.aclose()
+        server.send_signal(signal.SIGKILL)  # right after the 200: nothing left to flush, nothing shut down
+        await server.wait()
+        assert waited >= 1
     async with _server(binary, port, data, appendfsync):  # restarted from its AOF alone (no RDB: --save "")
         store = open_store(make_config(tmp_path, store=store_cfg))
         await store.open()

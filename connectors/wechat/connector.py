@@ -41,6 +41,7 @@ from core.model import (
     reply_key,
 )
 from core.observe import token_refresh_key
+from core.store.types import Checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -271,16 +272,20 @@ class WechatConnector:
             waiter = _Waiter(reply=loop.create_future(), written=loop.create_future())
             self._waiters[result.message.id] = waiter
         try:
-            text = await self._after_intake(push, inbound, now)
+            # The reply window this message opens is written before the response, together with the passive
+            # reply's mark when there is one: one store call (one Redis round trip) for both.
+            marks = [self._window.opening(push.message.sender.value, push.opens, now)] if push.opens else []
+            text = inbound.greeting
             if text is None and waiter is not None and result.handled is not None:
                 reply = await self._await_reply(result.message.id, waiter, result.handled)
                 text = render.plain_text(reply.message) if reply is not None else None
                 if reply is not None:
                     # Kept before the write: if this process dies now, a resend of the reply knows it may
                     # have arrived, and waits for WeChat's retries to tell (see _after_passive).
-                    await self._store.set_checkpoint(
-                        self._passive_key(result.message.id), repr(time.time()), ttl_s=DELIVERED_TTL_S
-                    )
+                    passive = self._passive_key(result.message.id)
+                    marks.append(Checkpoint(key=passive, value=repr(time.time()), ttl_s=DELIVERED_TTL_S))
+            if marks:
+                await self._store.set_checkpoints(marks)
             if text is None:
                 return web.Response(text=SUCCESS)
             response, written = await self._write_passive(request, push, text, encrypted)

@@ -20,6 +20,7 @@ from core.model import (
 )
 from core.store.types import (
     Assignment,
+    Checkpoint,
     DeadLetter,
     DueTimer,
     Gauges,
@@ -361,6 +362,11 @@ class Checkpoints(Protocol):
         per-user state would otherwise grow the store without bound. Without it the checkpoint is kept
         until overwritten, as a position (IMAP UIDs, a file offset, a webhook cursor) must be.
         """
+        ...
+
+    async def set_checkpoints(self, checkpoints: Sequence[Checkpoint]) -> None:
+        """``set_checkpoint`` for each, in one store call: a WeChat push writes its reply window and its passive
+        reply's mark together, one Redis round trip (a pipeline) or one SQLite job instead of two."""
         ...
 
 

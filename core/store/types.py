@@ -126,6 +126,15 @@ class Outgoing:
     hold_s: float
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Checkpoint:
+    """One checkpoint to write, for ``set_checkpoints``: ``ttl_s`` as in ``set_checkpoint``."""
+
+    key: str
+    value: str
+    ttl_s: float | None = None
+
+
 TicketEvents = Callable[[Ticket, Conversation], Sequence[DownstreamEvent]]
 
 

@@ -33,6 +33,7 @@ from core.model import (
 )
 from core.store import Store, TicketQuery, VersionConflict
 from core.store.base import DeadLetter, Outgoing
+from core.store.types import Checkpoint
 from core.store.sqlite import SqliteStore
 from tests.redis_util import redis_store
 
@@ -361,6 +362,17 @@ async def test_checkpoint_without_a_ttl_is_kept_and_survives_the_sweep(store: St
     assert await store.purge_expired() == 0
     assert await store.get_checkpoint("imap:inbox") == "42"
     assert await store.get_checkpoint("window:u1") == "kept"
+
+
+async def test_checkpoints_written_together_behave_as_each_written_alone(store: Store) -> None:
+    await store.set_checkpoint("window:u2", "old", ttl_s=0.05)
+    await store.set_checkpoints(
+        [Checkpoint(key="window:u2", value="kept"), Checkpoint(key="passive:m1", value="1.5", ttl_s=0.05)]
+    )
+    assert await store.get_checkpoint("passive:m1") == "1.5"
+    await asyncio.sleep(0.1)
+    assert await store.get_checkpoint("passive:m1") is None  # its own TTL
+    assert await store.get_checkpoint("window:u2") == "kept"  # overwritten without one: the expiry went too
 
 
 async def test_sqlite_sweep_deletes_expired_checkpoints_with_the_claims(tmp_path: Path) -> None:

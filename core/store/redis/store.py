@@ -44,6 +44,7 @@ from core.store.cursor import decode_cursor, encode_cursor
 from core.store.redis.audit import RedisAuditLog
 from core.store.types import (
     Assignment,
+    Checkpoint,
     DeadLetter,
     DueTimer,
     Gauges,
@@ -1620,3 +1621,14 @@ class RedisStore(RedisAuditLog):
         # A plain SET also clears an earlier expiry: without ttl_s the checkpoint is kept.
         px = max(1, int(ttl_s * 1000)) if ttl_s is not None else None
         await self.client.set(self.key(f"checkpoint:{key}"), value, px=px)
+
+    async def set_checkpoints(self, checkpoints: Sequence[Checkpoint]) -> None:
+        # Independent SETs: one pipeline, no transaction (each write stands alone, as set_checkpoint's does).
+        async with self.client.pipeline(transaction=False) as pipe:
+            for c in checkpoints:
+                pipe.set(
+                    self.key(f"checkpoint:{c.key}"),
+                    c.value,
+                    px=max(1, int(c.ttl_s * 1000)) if c.ttl_s is not None else None,
+                )
+            await pipe.execute()

@@ -37,6 +37,7 @@ from core.store.sqlite.schema import SCHEMA, migrate
 from core.store.sqlite.worker import SerialWorker
 from core.store.types import (
     Assignment,
+    Checkpoint,
     DeadLetter,
     DueTimer,
     Gauges,
@@ -1023,5 +1024,18 @@ class SqliteStore(SqliteAuditLog):
                 " ON CONFLICT (key) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at",
                 (key, value, expires_at),
             )
+
+        await self._run(run)
+
+    async def set_checkpoints(self, checkpoints: Sequence[Checkpoint]) -> None:
+        def run(db: sqlite3.Connection) -> None:
+            now = time.time()
+            rows = [(c.key, c.value, now + c.ttl_s if c.ttl_s is not None else None) for c in checkpoints]
+            with self._tx(db):
+                db.executemany(
+                    "INSERT INTO checkpoints (key, value, expires_at) VALUES (?, ?, ?)"
+                    " ON CONFLICT (key) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at",
+                    rows,
+                )
 
         await self._run(run)
