@@ -33,8 +33,8 @@ from core.model import (
 )
 from core.store import Store, TicketQuery, VersionConflict
 from core.store.base import DeadLetter, Outgoing
-from core.store.types import Checkpoint
 from core.store.sqlite import SqliteStore
+from core.store.types import Checkpoint
 from tests.redis_util import redis_store
 
 NOW = datetime(2026, 11, 22, 8, 0, tzinfo=UTC)
