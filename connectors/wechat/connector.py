@@ -26,6 +26,7 @@ from connectors.wechat.signature import verify
 from connectors.wechat.window import ReplyWindow, Verdict
 from core.config import WechatInbox
 from core.model import (
+    Admission,
     Channel,
     ContactFlag,
     Delivery,
@@ -41,7 +42,7 @@ from core.model import (
     reply_key,
 )
 from core.observe import token_refresh_key
-from core.store.types import Checkpoint
+from core.store.types import AdmissionRefused, Checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -225,25 +226,28 @@ class WechatConnector:
         timestamp, nonce = self._authenticate(request)
         ttl = min(2 * self._cfg.timestamp_window_s + 60, 2 * 86400)
         # The nonce is held for this body: WeChat's byte-identical retry passes again (a delivery that died
-        # before its message was stored is not lost), while the signed query with any other body is refused.
-        # Whether the message is stored already is the dedupe key's business, after parsing.
-        body_digest = hashlib.sha256(body).hexdigest()
-        if not await self._store.lease(f"wechat:nonce:{self.inbox}:{timestamp}:{nonce}", body_digest, ttl):
-            raise web.HTTPForbidden(text="replayed nonce")
+        # before its message was stored is not lost), while the signed query with any other body is refused
+        # before anything is written. Whether the message is stored already is the dedupe key's business.
+        # Parsing writes nothing, so it goes first: the claim then rides on intake's first store call.
+        admission = Admission(
+            key=f"wechat:nonce:{self.inbox}:{timestamp}:{nonce}", holder=hashlib.sha256(body).hexdigest(), ttl_s=ttl
+        )
         encrypted = request.query.get("encrypt_type", "raw").lower() == "aes"
         now = datetime.now(UTC)
         try:
             xml = self._open(body, encrypted, request.query.get("msg_signature", ""), timestamp, nonce)
             push = parse_push(xml, inbox=self.inbox, received_at=now, menu_faq=self._cfg.menu_faq)
         except PushError as exc:
+            await self._admit(admission)
             await self._quarantine(body, f"{exc.code}: {exc.message}", now)
             raise web.HTTPBadRequest(text=exc.message) from None
         except crypto.CryptoError as exc:
+            await self._admit(admission)
             await self._quarantine(body, f"undecryptable: {exc}", now)
             raise web.HTTPBadRequest(text=f"cannot decrypt: {exc}") from None
 
         try:
-            inbound = self._reported(push)
+            inbound = dataclasses.replace(self._reported(push), admission=admission)
             self._receiving[inbound.external_id] += 1  # counted: a concurrent retry takes it in too
             try:
                 result = await self._intake(sink, inbound)
@@ -253,6 +257,8 @@ class WechatConnector:
                     del self._receiving[inbound.external_id]
         except web.HTTPException:
             raise
+        except AdmissionRefused:  # the signed query with another body: nothing was written
+            raise web.HTTPForbidden(text="replayed nonce") from None
         except Exception as exc:
             # WeChat retries three times and then drops the push: keep it for ``huiliu quarantine replay``
             # (when the store itself failed, this fails too, and the retries are what is left).
@@ -338,6 +344,11 @@ class WechatConnector:
         if not msg_signature or not verify(msg_signature, self._cfg.token, timestamp, nonce, encrypt):
             raise web.HTTPForbidden(text="bad or missing msg_signature")
         return crypto.decrypt(encrypt, key=self._key, app_id=self._cfg.app_id)
+
+    async def _admit(self, admission: Admission) -> None:
+        """The replay guard on its own, for a push that is quarantined rather than taken in."""
+        if not await self._store.lease(admission.key, admission.holder, admission.ttl_s):
+            raise web.HTTPForbidden(text="replayed nonce")
 
     async def _intake(self, sink: InboundSink, inbound: InboundMessage) -> IntakeResult:
         try:

@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from core.model import (
+    Admission,
     Channel,
     Contact,
     Conversation,
@@ -92,8 +93,12 @@ class Conversations(Protocol):
         now: datetime,
         thread: str = "",
         aliases: Sequence[Identity] = (),
+        admit: Admission | None = None,
     ) -> Conversation:
         """The conversation for this address and thread on this inbox.
+
+        ``admit``: first take this claim as ``lease`` would (in the same call: on Redis, the same script as the
+        read), raising AdmissionRefused, with nothing read or written, when another holder has it.
 
         If there is none, it is created atomically, together with the contact if the address is new.
         A new address joins the contact of any of its ``aliases`` (verified identities such as a WeChat

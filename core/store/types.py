@@ -32,6 +32,10 @@ class VersionConflict(StoreError):
     """Someone else saved the record first: reload and try again."""
 
 
+class AdmissionRefused(Exception):
+    """A message's ``Admission`` is held by another holder (a replayed nonce with another body): nothing written."""
+
+
 class NotFound(StoreError):
     pass
 

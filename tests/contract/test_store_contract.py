@@ -14,6 +14,7 @@ import pytest
 
 from core import events
 from core.model import (
+    Admission,
     Author,
     Channel,
     Conversation,
@@ -34,7 +35,7 @@ from core.model import (
 from core.store import Store, TicketQuery, VersionConflict
 from core.store.base import DeadLetter, Outgoing
 from core.store.sqlite import SqliteStore
-from core.store.types import Checkpoint
+from core.store.types import AdmissionRefused, Checkpoint
 from tests.redis_util import redis_store
 
 NOW = datetime(2026, 11, 22, 8, 0, tzinfo=UTC)
@@ -278,6 +279,24 @@ async def test_frames_are_numbered_without_gaps_even_when_pushed_concurrently(st
     after = await store.frames_after(address, 15)
     assert [f.seq for f in after] == [16, 17, 18, 19, 20]
     assert await store.frames_after(visitor(2), 0) == []
+
+
+async def test_an_admission_rides_on_the_conversation_read_and_refuses_another_holder(store: Store) -> None:
+    """A WeChat push's nonce is claimed in intake's first store call: the byte-identical retry (same holder) is
+    admitted again, the same nonce with another body is refused before anything is written."""
+    first = Admission(key="wechat:nonce:oa:1:n1", holder="body-a", ttl_s=60)
+    conversation = await store.conversation_for(
+        visitor(7), channel=Channel.WEBCHAT, inbox="web", name=None, now=NOW, admit=first
+    )
+    again = await store.conversation_for(
+        visitor(7), channel=Channel.WEBCHAT, inbox="web", name=None, now=NOW, admit=first
+    )
+    assert again.id == conversation.id
+    forged = dataclasses.replace(first, holder="body-b")
+    with pytest.raises(AdmissionRefused):
+        await store.conversation_for(visitor(8), channel=Channel.WEBCHAT, inbox="web", name=None, now=NOW, admit=forged)
+    assert await store.find_conversation("web", visitor(8)) is None  # nothing created for the refused one
+    assert not await store.lease(first.key, "body-b", 60)  # still held for the first body
 
 
 async def test_claim_is_granted_once_until_it_expires(store: Store) -> None:

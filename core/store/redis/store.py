@@ -24,6 +24,7 @@ from redis.exceptions import RedisError
 from core.bus import BusHandler
 from core.codec import dumps, loads
 from core.model import (
+    Admission,
     Channel,
     Contact,
     Conversation,
@@ -43,6 +44,7 @@ from core.store.contacts import merged_contact
 from core.store.cursor import decode_cursor, encode_cursor
 from core.store.redis.audit import RedisAuditLog
 from core.store.types import (
+    AdmissionRefused,
     Assignment,
     Checkpoint,
     DeadLetter,
@@ -230,10 +232,18 @@ return 1
 """
 )
 
+# ARGV: 1 key tag, 2 address field, then optionally 3 a claim to take first (as _LEASE does), 4 its holder, 5 its
+# TTL in ms. Returns {0} when the claim is another holder's (nothing read or written), else {1, data or nil}.
 _FIND_CONVERSATION = """
+if ARGV[3] then
+  local key = ARGV[1] .. 'claim:' .. ARGV[3]
+  local holder = redis.call('GET', key)
+  if holder and holder ~= ARGV[4] then return {0} end
+  redis.call('SET', key, ARGV[4], 'PX', ARGV[5])
+end
 local id = redis.call('HGET', ARGV[1] .. 'conv-by-addr', ARGV[2])
-if not id then return false end
-return redis.call('HGET', ARGV[1] .. 'conv:' .. id, 'data')
+if not id then return {1} end
+return {1, redis.call('HGET', ARGV[1] .. 'conv:' .. id, 'data')}
 """
 
 _TICKET_INDEX = """
@@ -1115,12 +1125,18 @@ class RedisStore(RedisAuditLog):
         now: datetime,
         thread: str = "",
         aliases: Sequence[Identity] = (),
+        admit: Admission | None = None,
     ) -> Conversation:
         field = _address_field(inbox, address, thread)
+        # The claim rides on the first read: one round trip for a WeChat push's nonce and its conversation.
+        claim = [admit.key, admit.holder, str(max(1, int(admit.ttl_s * 1000)))] if admit is not None else []
         for _ in range(_COMMIT_RETRIES):
-            found = await self._run("find_conversation", self.tag, field)
-            if found:
-                return loads(Conversation, found)
+            granted, *found = await self._run("find_conversation", self.tag, field, *claim)
+            if not granted:
+                raise AdmissionRefused(f"{claim[0]} is held for another holder")
+            claim = []  # taken
+            if found and found[0]:
+                return loads(Conversation, found[0])
             fresh_id = f"cv_{uuid.uuid4().hex}"
 
             def fresh(contact: Contact, fresh_id: str = fresh_id) -> Conversation:
@@ -1148,8 +1164,8 @@ class RedisStore(RedisAuditLog):
         return loads(Conversation, raw) if raw else None
 
     async def find_conversation(self, inbox: str, address: Identity, thread: str = "") -> Conversation | None:
-        found = await self._run("find_conversation", self.tag, _address_field(inbox, address, thread))
-        return loads(Conversation, found) if found else None
+        _, *found = await self._run("find_conversation", self.tag, _address_field(inbox, address, thread))
+        return loads(Conversation, found[0]) if found and found[0] else None
 
     async def conversations_of(self, contact_id: str) -> list[Conversation]:
         ids = await self.client.lrange(self.key(f"conv-of:{contact_id}"), 0, -1)

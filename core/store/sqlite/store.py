@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 from core.codec import dumps, loads
 from core.model import (
+    Admission,
     Channel,
     Contact,
     Conversation,
@@ -36,6 +37,7 @@ from core.store.sqlite.audit import AUDIT_SCHEMA, SqliteAuditLog
 from core.store.sqlite.schema import SCHEMA, migrate
 from core.store.sqlite.worker import SerialWorker
 from core.store.types import (
+    AdmissionRefused,
     Assignment,
     Checkpoint,
     DeadLetter,
@@ -341,7 +343,10 @@ class SqliteStore(SqliteAuditLog):
         now: datetime,
         thread: str = "",
         aliases: Sequence[Identity] = (),
+        admit: Admission | None = None,
     ) -> Conversation:
+        if admit is not None and not await self.lease(admit.key, admit.holder, admit.ttl_s):
+            raise AdmissionRefused(f"{admit.key} is held for another holder")
         key = (inbox, str(address), thread)
 
         def run(db: sqlite3.Connection) -> Conversation:
