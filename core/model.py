@@ -198,14 +198,28 @@ class VoicemailRequest:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Checkpoint:
+    """One checkpoint to write (``set_checkpoints``, an admission's): ``ttl_s`` as in ``set_checkpoint``."""
+
+    key: str
+    value: str
+    ttl_s: float | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Admission:
     """A claim the store must grant before anything of a message is written: a webhook's replay guard (WeChat's
     signed nonce, held for the body it came with, so only a byte-identical retry passes). Taken as a ``lease``,
-    in the same store call as intake's first read (``conversation_for``), not in a round trip of its own."""
+    in the same store call as intake's first read (``conversation_for``), not in a round trip of its own.
+
+    ``checkpoints``: the channel's bookkeeping for the message (WeChat's reply window), written once the claim is
+    granted, in that same call. Only what is safe to write again on a retried delivery belongs here.
+    """
 
     key: str
     holder: str
     ttl_s: float
+    checkpoints: tuple[Checkpoint, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

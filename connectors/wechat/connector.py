@@ -42,7 +42,7 @@ from core.model import (
     reply_key,
 )
 from core.observe import token_refresh_key
-from core.store.types import AdmissionRefused, Checkpoint
+from core.store.types import AdmissionRefused
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +55,7 @@ DELIVERED_TTL_S = 2 * 86400
 # WeChat waits 5 s for an answer and retries a push three times: within this long after a passive reply was
 # written, a retry means it was lost; no retry by then means it arrived.
 RETRY_WINDOW_S = 20.0
+_RETRY = {"Retry-After": "1"}
 # Errors that mean the customer cannot be reached this way now; never retried blindly.
 PERMANENT: dict[int, str] = {
     45015: "window_closed",
@@ -76,6 +77,8 @@ class _Waiter:
 
     reply: asyncio.Future[OutboundReply]
     written: asyncio.Future[bool]
+    # The reply is being stored as this response's (``inline_delivery``): the push waits for it past the budget.
+    committed: bool = False
 
 
 class WechatConnector:
@@ -125,6 +128,14 @@ class WechatConnector:
     def is_running(self) -> bool:
         return self._sink is not None
 
+    def inline_delivery(self, in_reply_to: str) -> Delivery | None:
+        """While the push still waits, its reply goes back in the response: stored as sent, in its own write."""
+        waiter = self._waiters.get(in_reply_to)
+        if waiter is None or waiter.reply.done():
+            return None
+        waiter.committed = True
+        return Delivery(status=DeliveryStatus.SENT, external_id=f"passive:{in_reply_to}")
+
     async def send(self, reply: OutboundReply) -> Delivery:
         """Hand the reply to its push's POST response while that still waits; else the customer-service API."""
         waiter = self._waiters.pop(reply.in_reply_to, None) if reply.in_reply_to else None
@@ -136,6 +147,12 @@ class WechatConnector:
                 written = False
             if written:
                 return Delivery(status=DeliveryStatus.SENT, external_id=f"passive:{reply.in_reply_to}")
+            if waiter.committed:
+                # Stored as sent, and the response did not go out: the outbox takes it back, and WeChat, which
+                # got no answer, retries the push. The retry's response or the customer-service API (on the
+                # outbox's retry) carries it, whichever comes first; the delivered lease lets only one.
+                log.info("passive reply for %s did not go out; it waits for a retry or the API", reply.in_reply_to)
+                return Delivery(status=DeliveryStatus.RETRYABLE, error="the passive reply was not written")
             log.info("passive reply for %s did not go out; using the customer-service API", reply.in_reply_to)
             return await self._send_custom(reply)
         if reply.in_reply_to is not None:
@@ -246,6 +263,11 @@ class WechatConnector:
             await self._quarantine(body, f"undecryptable: {exc}", now)
             raise web.HTTPBadRequest(text=f"cannot decrypt: {exc}") from None
 
+        # The reply window this message opens is written with the nonce's claim, in intake's first store call
+        # (writing it again for a retried delivery changes nothing that matters).
+        if push.opens is not None:
+            opening = self._window.opening(push.message.sender.value, push.opens, now)
+            admission = dataclasses.replace(admission, checkpoints=(opening,))
         try:
             inbound = dataclasses.replace(self._reported(push), admission=admission)
             self._receiving[inbound.external_id] += 1  # counted: a concurrent retry takes it in too
@@ -278,20 +300,16 @@ class WechatConnector:
             waiter = _Waiter(reply=loop.create_future(), written=loop.create_future())
             self._waiters[result.message.id] = waiter
         try:
-            # The reply window this message opens is written before the response, together with the passive
-            # reply's mark when there is one: one store call (one Redis round trip) for both.
-            marks = [self._window.opening(push.message.sender.value, push.opens, now)] if push.opens else []
             text = inbound.greeting
             if text is None and waiter is not None and result.handled is not None:
+                # The reply comes stored as sent (``inline_delivery``): if this process dies before the write,
+                # WeChat's retry finds it stored and its response carries it (see _answer_again).
                 reply = await self._await_reply(result.message.id, waiter, result.handled)
                 text = render.plain_text(reply.message) if reply is not None else None
-                if reply is not None:
-                    # Kept before the write: if this process dies now, a resend of the reply knows it may
-                    # have arrived, and waits for WeChat's retries to tell (see _after_passive).
-                    passive = self._passive_key(result.message.id)
-                    marks.append(Checkpoint(key=passive, value=repr(time.time()), ttl_s=DELIVERED_TTL_S))
-            if marks:
-                await self._store.set_checkpoints(marks)
+                if reply is None and waiter.committed:
+                    # Being stored as this response's, and it did not come (the store failed or is slow): it may
+                    # be stored as sent, so "success" could lose it. WeChat retries and the retry answers.
+                    return web.Response(status=503, text="the reply is not stored yet; retry", headers=_RETRY)
             if text is None:
                 return web.Response(text=SUCCESS)
             response, written = await self._write_passive(request, push, text, encrypted)
@@ -388,6 +406,9 @@ class WechatConnector:
         """The bot's reply if it comes within the budget; None when it is late or there is none."""
         pending: set[asyncio.Future[Any]] = {waiter.reply, handled}
         await asyncio.wait(pending, timeout=self._cfg.reply_budget_s, return_when=asyncio.FIRST_COMPLETED)
+        if waiter.committed and not waiter.reply.done() and not handled.done():
+            # Its reply is being stored as this response's: that write is under way, wait for it.
+            await asyncio.wait(pending, timeout=WRITE_WAIT_S, return_when=asyncio.FIRST_COMPLETED)
         # From here on a late reply finds no waiter and goes through the customer-service API.
         self._waiters.pop(message_id, None)
         return waiter.reply.result() if waiter.reply.done() else None

@@ -137,6 +137,7 @@ class Transcript(Protocol):
         saving: Conversation | None = None,
         outgoing: Outgoing | None = None,
         handled: bool = False,
+        delivered: Delivery | None = None,
     ) -> tuple[Message, bool]:
         """Store a message once per (channel, inbox, direction, external_id).
 
@@ -147,6 +148,9 @@ class Transcript(Protocol):
         written, if it changed): a bot reply and the conversation it updates are one write.
         ``outgoing`` puts a new message in the outbox in the same write. ``handled``: an inbound message that
         intake has nothing to do for (a call log line) is stored handled, as ``mark_handled`` would leave it.
+        ``delivered``: an outbound message handed to the channel in the exchange that stores it (a WeChat passive
+        reply, written in the push's response once stored) is stored with that delivery, as ``record_delivery``
+        would leave it, in the same write; such a message is not put in the outbox.
         """
         ...
 
@@ -188,6 +192,11 @@ class Outbox(Protocol):
 
         A final delivery (anything but retryable) takes the message out of the outbox.
         """
+        ...
+
+    async def requeue(self, message_id: str, in_reply_to: str | None, hold_s: float) -> None:
+        """Put a message (back) in the outbox, held for ``hold_s``: one stored as delivered whose delivery then
+        failed (a passive reply whose response could not be written) is sent again like any other."""
         ...
 
     async def hold_outgoing(self, message_id: str, hold_s: float) -> None:

@@ -15,6 +15,7 @@ from core.model import (
     Ticket,
     TicketStatus,
 )
+from core.model import Checkpoint as Checkpoint  # re-exported: the store's word for it
 
 
 class StoreError(Exception):
@@ -128,15 +129,6 @@ class Outgoing:
 
     in_reply_to: str | None
     hold_s: float
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Checkpoint:
-    """One checkpoint to write, for ``set_checkpoints``: ``ttl_s`` as in ``set_checkpoint``."""
-
-    key: str
-    value: str
-    ttl_s: float | None = None
 
 
 TicketEvents = Callable[[Ticket, Conversation], Sequence[DownstreamEvent]]

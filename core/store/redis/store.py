@@ -101,7 +101,7 @@ end
 
 # ARGV: 4 id, 5 conversation, 6 unique key or '', 7 left for intake to handle 1/0, 8 episode, 9 ticket id, 10 data,
 # 11 answers, 12 conversation to save or '', 13 its expected version, 14 its new version, 15 its data,
-# 16 outbox due or '', 17 what it answers (for the outbox), 18.. events
+# 16 outbox due or '', 17 what it answers (for the outbox), 18 delivery ('' none yet), 19 its error, 20.. events
 _ADD_MESSAGE = (
     _PRELUDE
     + """
@@ -124,7 +124,7 @@ if saving ~= '' and redis.call('HGET', P .. 'conv:' .. saving, 'version') ~= ARG
 mark_answered()
 if ext ~= '' then redis.call('SET', P .. 'msgext:' .. ext, id) end
 redis.call('HSET', P .. 'msg:' .. id, 'data', ARGV[10], 'conv', ARGV[5], 'episode', ARGV[8],
-  'ticket_id', ARGV[9], 'handled', ARGV[7] == '1' and '0' or '1', 'delivery', '', 'delivery_error', '')
+  'ticket_id', ARGV[9], 'handled', ARGV[7] == '1' and '0' or '1', 'delivery', ARGV[18], 'delivery_error', ARGV[19])
 redis.call('RPUSH', P .. 'conv-msgs:' .. ARGV[5], id)
 if ARGV[7] == '1' then
   redis.call('ZADD', P .. 'unhandled', redis.call('INCR', P .. 'msgseq'), id)
@@ -136,7 +136,7 @@ if ARGV[16] ~= '' then
   redis.call('ZADD', P .. 'outbox', ARGV[16], id)
   redis.call('HSET', P .. 'outbox-for', id, ARGV[17])
 end
-append_events(18)
+append_events(20)
 return {1}
 """
 )
@@ -233,13 +233,22 @@ return 1
 )
 
 # ARGV: 1 key tag, 2 address field, then optionally 3 a claim to take first (as _LEASE does), 4 its holder, 5 its
-# TTL in ms. Returns {0} when the claim is another holder's (nothing read or written), else {1, data or nil}.
+# TTL in ms, 6 n checkpoints to write once it is granted, then (key, value, TTL in ms or '') for each.
+# Returns {0} when the claim is another holder's (nothing read or written), else {1, data or nil}.
 _FIND_CONVERSATION = """
 if ARGV[3] then
   local key = ARGV[1] .. 'claim:' .. ARGV[3]
   local holder = redis.call('GET', key)
   if holder and holder ~= ARGV[4] then return {0} end
   redis.call('SET', key, ARGV[4], 'PX', ARGV[5])
+  for i = 0, tonumber(ARGV[6]) - 1 do
+    local at = 7 + i * 3
+    if ARGV[at + 2] == '' then
+      redis.call('SET', ARGV[1] .. 'checkpoint:' .. ARGV[at], ARGV[at + 1])
+    else
+      redis.call('SET', ARGV[1] .. 'checkpoint:' .. ARGV[at], ARGV[at + 1], 'PX', ARGV[at + 2])
+    end
+  end
 end
 local id = redis.call('HGET', ARGV[1] .. 'conv-by-addr', ARGV[2])
 if not id then return {1} end
@@ -535,6 +544,11 @@ _GAUGE_SAMPLE = 1000  # items read for the quarantine trend and the outbox age
 def _us(at: datetime) -> str:
     """Microseconds since the epoch, zero-padded so that byte order is time order (a lex index)."""
     return f"{max(0, int(at.timestamp() * 1_000_000)):020d}"
+
+
+def _ms(seconds: float) -> str:
+    """A TTL for PX: whole milliseconds, at least one."""
+    return str(max(1, int(seconds * 1000)))
 
 
 def _event_args(events: Sequence[DownstreamEvent]) -> list[str]:
@@ -1129,7 +1143,12 @@ class RedisStore(RedisAuditLog):
     ) -> Conversation:
         field = _address_field(inbox, address, thread)
         # The claim rides on the first read: one round trip for a WeChat push's nonce and its conversation.
-        claim = [admit.key, admit.holder, str(max(1, int(admit.ttl_s * 1000)))] if admit is not None else []
+        claim = (
+            [admit.key, admit.holder, _ms(admit.ttl_s), str(len(admit.checkpoints))]
+            + [x for c in admit.checkpoints for x in (c.key, c.value, "" if c.ttl_s is None else _ms(c.ttl_s))]
+            if admit is not None
+            else []
+        )
         for _ in range(_COMMIT_RETRIES):
             granted, *found = await self._run("find_conversation", self.tag, field, *claim)
             if not granted:
@@ -1201,6 +1220,7 @@ class RedisStore(RedisAuditLog):
         saving: Conversation | None = None,
         outgoing: Outgoing | None = None,
         handled: bool = False,
+        delivered: Delivery | None = None,
     ) -> tuple[Message, bool]:
         saved = dataclasses.replace(saving, version=saving.version + 1) if saving is not None else None
         unique = (
@@ -1224,6 +1244,8 @@ class RedisStore(RedisAuditLog):
             dumps(saved) if saved is not None else "",
             repr(time.time() + outgoing.hold_s) if outgoing is not None else "",
             (outgoing.in_reply_to or "") if outgoing is not None else "",
+            str(delivered.status) if delivered is not None else "",
+            (delivered.reason or delivered.error or "") if delivered is not None else "",
             events=events,
             durable=message.direction is Direction.INBOUND,  # what a sender's acknowledgement waits for
         )
@@ -1266,6 +1288,12 @@ class RedisStore(RedisAuditLog):
             delivery.reason or delivery.error or "",
             events=events,
         )
+
+    async def requeue(self, message_id: str, in_reply_to: str | None, hold_s: float) -> None:
+        async with self.client.pipeline(transaction=True) as pipe:
+            pipe.zadd(self.key("outbox"), {message_id: time.time() + hold_s})
+            pipe.hset(self.key("outbox-for"), message_id, in_reply_to or "")
+            await pipe.execute()
 
     async def hold_outgoing(self, message_id: str, hold_s: float) -> None:
         await self._run("hold_outgoing", self.tag, message_id, repr(time.time() + hold_s))

@@ -345,8 +345,11 @@ class SqliteStore(SqliteAuditLog):
         aliases: Sequence[Identity] = (),
         admit: Admission | None = None,
     ) -> Conversation:
-        if admit is not None and not await self.lease(admit.key, admit.holder, admit.ttl_s):
-            raise AdmissionRefused(f"{admit.key} is held for another holder")
+        if admit is not None:
+            if not await self.lease(admit.key, admit.holder, admit.ttl_s):
+                raise AdmissionRefused(f"{admit.key} is held for another holder")
+            if admit.checkpoints:
+                await self.set_checkpoints(admit.checkpoints)
         key = (inbox, str(address), thread)
 
         def run(db: sqlite3.Connection) -> Conversation:
@@ -441,6 +444,7 @@ class SqliteStore(SqliteAuditLog):
         saving: Conversation | None = None,
         outgoing: Outgoing | None = None,
         handled: bool = False,
+        delivered: Delivery | None = None,
     ) -> tuple[Message, bool]:
         def run(db: sqlite3.Connection) -> tuple[Message, bool]:
             with self._tx(db):
@@ -470,6 +474,11 @@ class SqliteStore(SqliteAuditLog):
                         db.execute(
                             "INSERT INTO outbox (message_id, in_reply_to, due) VALUES (?, ?, ?)",
                             (message.id, outgoing.in_reply_to, time.time() + outgoing.hold_s),
+                        )
+                    if delivered is not None:
+                        db.execute(
+                            "UPDATE messages SET delivery = ?, delivery_error = ? WHERE id = ?",
+                            (delivered.status, delivered.reason or delivered.error, message.id),
                         )
                     self._append_events(db, events)
                     return message, True
@@ -530,6 +539,16 @@ class SqliteStore(SqliteAuditLog):
                 if delivery.status is not DeliveryStatus.RETRYABLE:
                     db.execute("DELETE FROM outbox WHERE message_id = ?", (message_id,))
                 self._append_events(db, events)
+
+        await self._run(run)
+
+    async def requeue(self, message_id: str, in_reply_to: str | None, hold_s: float) -> None:
+        def run(db: sqlite3.Connection) -> None:
+            db.execute(
+                "INSERT INTO outbox (message_id, in_reply_to, due) VALUES (?, ?, ?)"
+                " ON CONFLICT (message_id) DO UPDATE SET due = excluded.due, in_reply_to = excluded.in_reply_to",
+                (message_id, in_reply_to, time.time() + hold_s),
+            )
 
         await self._run(run)
 
