@@ -294,7 +294,8 @@ async def one_run(args: argparse.Namespace, root: Path, durability: str, run: in
             url = f"http://127.0.0.1:{port}/wechat/bench"
             first = 8_000_000_000 + run * 1_000_000
             # Warm-up: every sender writes once, so the measured pushes are the common path (a repeat sender).
-            await _drive(url, _pushes(SENDERS, first), 8)
+            # As many at once as measured, so the pool has opened its connections (their set-up is no push's).
+            await _drive(url, _pushes(SENDERS, first), args.concurrency)
             await asyncio.sleep(1.0)
             pushes = _pushes(args.pushes + SENDERS, first)[SENDERS:]
             commands, gw_cpu, redis_cpu = await _commands(direct), _cpu_s(gateway.pid), _cpu_s(server.pid)
