@@ -274,6 +274,8 @@ async def one_run(args: argparse.Namespace, root: Path, durability: str, run: in
         config["store"] = {"backend": "redis", "url": f"redis://127.0.0.1:{proxy_port}/0", "prefix": prefix}
         if durability == "aof":
             config["store"]["durability"] = "aof"
+        if args.pool_timeout is not None:
+            config["store"]["pool_timeout_s"] = args.pool_timeout
         config["api"] = {"tokens": ["${BENCH_API_TOKEN}"]}
         config["bot"]["kb"] = str(ROOT / "kb" / "faq.yaml")
         config["bot"]["max_misses"] = 10**6
@@ -320,6 +322,7 @@ async def one_run(args: argparse.Namespace, root: Path, durability: str, run: in
         "pushes": n,
         "acknowledged": len(acked),
         "errors": sum(c for s, c in statuses.items() if s != 200),
+        "statuses": {str(s): c for s, c in sorted(statuses.items())},  # 0: no answer (client timeout)
         "lost": sum(1 for m in acked if stored[str(m)] == 0),
         "doubled": sum(1 for m, _, _ in pushes if stored[str(m)] > 1),
         "round_trips_per_push": round(wire.round_trips / n, 2),
@@ -343,6 +346,7 @@ async def main() -> None:
     parser.add_argument("--server", default=None, help="redis-server or valkey-server (default: valkey if found)")
     parser.add_argument("--appendfsync", default="everysec", choices=["everysec", "always", "no"])
     parser.add_argument("--appendonly", action="store_true", help="AOF on for durability none too")
+    parser.add_argument("--pool-timeout", type=float, help="store.pool_timeout_s (default: the config's, 5)")
     args = parser.parse_args()
     settings = args.durability.split(",")
     if args.server is None:

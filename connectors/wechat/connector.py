@@ -56,6 +56,9 @@ DELIVERED_TTL_S = 2 * 86400
 # written, a retry means it was lost; no retry by then means it arrived.
 RETRY_WINDOW_S = 20.0
 _RETRY = {"Retry-After": "1"}
+# How long a push whose reply is being stored as its response's waits for that write past the budget: longer
+# than the store's pool and socket timeouts together, so it is their answer (stored, or an error) that counts.
+COMMITTED_WAIT_S = 30.0
 # Errors that mean the customer cannot be reached this way now; never retried blindly.
 PERMANENT: dict[int, str] = {
     45015: "window_closed",
@@ -407,8 +410,9 @@ class WechatConnector:
         pending: set[asyncio.Future[Any]] = {waiter.reply, handled}
         await asyncio.wait(pending, timeout=self._cfg.reply_budget_s, return_when=asyncio.FIRST_COMPLETED)
         if waiter.committed and not waiter.reply.done() and not handled.done():
-            # Its reply is being stored as this response's: that write is under way, wait for it.
-            await asyncio.wait(pending, timeout=WRITE_WAIT_S, return_when=asyncio.FIRST_COMPLETED)
+            # Its reply is being stored as this response's: that write is under way (bounded by the store's own
+            # timeouts), wait for it rather than ask WeChat to retry a reply that is about to be there.
+            await asyncio.wait(pending, timeout=COMMITTED_WAIT_S, return_when=asyncio.FIRST_COMPLETED)
         # From here on a late reply finds no waiter and goes through the customer-service API.
         self._waiters.pop(message_id, None)
         return waiter.reply.result() if waiter.reply.done() else None
