@@ -59,6 +59,9 @@ _RETRY = {"Retry-After": "1"}
 # How long a push whose reply is being stored as its response's waits for that write past the budget: longer
 # than the store's pool and socket timeouts together, so it is their answer (stored, or an error) that counts.
 COMMITTED_WAIT_S = 30.0
+# Pushes of one inbox taken in at once (the rest wait their turn): fewer than the store's pooled connections
+# (50 by default), so those taken in never wait out the pool's timeout for one.
+ACTIVE_PUSHES = 40
 # Errors that mean the customer cannot be reached this way now; never retried blindly.
 PERMANENT: dict[int, str] = {
     45015: "window_closed",
@@ -98,6 +101,7 @@ class WechatConnector:
         self._sink: InboundSink | None = None
         self._api: WechatApi | None = None
         self._waiters: dict[str, _Waiter] = {}
+        self._active = asyncio.Semaphore(ACTIVE_PUSHES)
         self._answering: set[str] = set()  # pushes whose first delivery is still being answered here
         # External ids of pushes intake is still taking in here: intake stores a greeting before it returns,
         # and a concurrent retry must not answer with it while the first delivery will.
@@ -266,6 +270,23 @@ class WechatConnector:
             await self._quarantine(body, f"undecryptable: {exc}", now)
             raise web.HTTPBadRequest(text=f"cannot decrypt: {exc}") from None
 
+        # A burst queues here, past parsing, instead of on the store's connection pool: a push taken in gets its
+        # store calls answered promptly, where 500 at once each waiting for a pooled connection per round trip
+        # ran past the pool's timeout (a 503) on a busy machine.
+        async with self._active:
+            return await self._take_in(request, sink, push, admission, body, encrypted, now)
+
+    async def _take_in(
+        self,
+        request: web.Request,
+        sink: InboundSink,
+        push: Push,
+        admission: Admission,
+        body: bytes,
+        encrypted: bool,
+        now: datetime,
+    ) -> web.StreamResponse:
+        """The push, parsed and signed: taken in, answered once, and the reply (if any) in its response."""
         # The reply window this message opens is written with the nonce's claim, in intake's first store call
         # (writing it again for a retried delivery changes nothing that matters).
         if push.opens is not None:
