@@ -479,8 +479,12 @@ def classify(msg: Message, *, headers: Mapping[str, str], sender: str, subject: 
     # Return-Path. Spam uses it too, so it needs the body to agree.
     null_sender = _header(headers, "return-path").replace(" ", "") == "<>"
     bounce_subject = bool(_BOUNCE_SUBJECT.search(subject)) and not _FORWARDED.match(subject)
-    if from_daemon or (
-        (bounce_subject or null_sender) and (auto is None or auto.startswith("auto-submitted") or null_sender)
+    # The null reverse-path alone says "a machine", not "a bounce": a vacation notice from it stays an auto-reply
+    # (as a bounce it could have its quoted original's addresses flagged as dead).
+    if (
+        from_daemon
+        or (bounce_subject and (auto is None or auto.startswith("auto-submitted") or null_sender))
+        or (null_sender and auto is None)
     ):
         body = _full_text(msg, text)
         returned = bool(types & set(_ATTACHED_MAIL))

@@ -94,6 +94,17 @@ def test_the_null_reverse_path_alone_does_not_make_a_bounce() -> None:
     assert parse_mail(bounced).auto.kind is AutoKind.BOUNCE
 
 
+def test_an_out_of_office_reply_from_the_null_reverse_path_stays_an_auto_reply() -> None:
+    """Quoting our mail back does not make it a bounce, whose recipients would be flagged as dead addresses."""
+    ooo = b"Return-Path: <>\n" + mail(
+        subject="Automatic reply: 订单 12345",
+        body="I am out of office until Monday.\n\nOriginal mail as follows:\nFrom: support@example.test\n",
+        headers={"Auto-Submitted": "auto-replied"},
+    )
+    report = parse_mail(ooo).auto
+    assert report.kind is AutoKind.AUTO_REPLY and report.recipients == ()
+
+
 def test_a_read_receipt_is_an_automatic_answer() -> None:
     msg = EmailMessage()
     msg["From"] = "customer@example.org"
