@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from core.codec import from_jsonable, to_jsonable
-from core.model import InboundMessage, Language, Message, TicketRequest, VoicemailRequest
+from core.model import InboundMessage, Language, Message, SenderCheck, TicketRequest, VoicemailRequest
 
 _PICKED_FAQ = "picked_faq"
 _SUBJECT = "subject"
@@ -24,6 +24,7 @@ _TRANSCRIPT = "transcript"
 _SUGGESTIONS = "suggestions"
 _LANGUAGE = "language"
 _SURVEY_REPLY = "survey_reply"
+_SENDER_CHECK = "sender_check"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -37,6 +38,7 @@ class IntakeFacts:
     voicemail: VoicemailRequest | None = None
     # Intake's own finding, kept for a re-handling: the message rates its ticket's survey (gateway/survey.py).
     survey_reply: Mapping[str, Any] | None = None
+    sender_check: SenderCheck = SenderCheck.CHANNEL
 
 
 def survey_reply_meta(reply: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -51,6 +53,8 @@ def intake_meta(inbound: InboundMessage, language: Language = Language.UNKNOWN) 
         meta[_LANGUAGE] = str(language)
     if inbound.picked_faq:
         meta[_PICKED_FAQ] = inbound.picked_faq
+    if inbound.sender_check is not SenderCheck.CHANNEL:  # stored (and in message.created) only when it says more
+        meta[_SENDER_CHECK] = str(inbound.sender_check)
     if inbound.subject:
         meta[_SUBJECT] = inbound.subject
     if not inbound.bot:
@@ -81,7 +85,15 @@ def intake_facts(message: Message) -> IntakeFacts:
         ticket=from_jsonable(TicketRequest, raw_ticket) if isinstance(raw_ticket, dict) else None,
         voicemail=_voicemail(meta),
         survey_reply=meta[_SURVEY_REPLY] if isinstance(meta.get(_SURVEY_REPLY), dict) else None,
+        sender_check=_sender_check(meta.get(_SENDER_CHECK)),
     )
+
+
+def _sender_check(value: object) -> SenderCheck:
+    try:
+        return SenderCheck(str(value)) if value is not None else SenderCheck.CHANNEL
+    except ValueError:
+        return SenderCheck.UNVERIFIED  # a value this version does not know: vouch for nothing
 
 
 def _voicemail(meta: Mapping[str, Any]) -> VoicemailRequest | None:

@@ -28,6 +28,20 @@ class IdentityKind(enum.StrEnum):
     WEBCHAT_VISITOR = "webchat"
 
 
+class SenderCheck(enum.StrEnum):
+    """How far a message's sender address is vouched for.
+
+    Most channels vouch for it by their nature (WeChat signs the openid, a web chat session holds its token, the
+    phone network gives the number), and email did as written when nobody checks it. Email with a trusted
+    authentication server (``trusted_authserv_ids``) knows more: the server authenticated the From: domain, or it
+    looked and could not, and then the address is only claimed: anyone can write a customer's address in From:.
+    """
+
+    CHANNEL = "channel"  # as far as the channel vouches for it
+    AUTHENTICATED = "authenticated"  # a trusted server authenticated it (email: DMARC, or aligned DKIM or SPF)
+    UNVERIFIED = "unverified"  # a trusted server checked and could not: perhaps forged
+
+
 class Direction(enum.StrEnum):
     INBOUND = "inbound"
     OUTBOUND = "outbound"
@@ -219,6 +233,9 @@ class InboundMessage:
     aliases: tuple[Identity, ...] = ()
     # A customer's pick from a "did you mean" list: the FAQ entry id.
     picked_faq: str | None = None
+    # UNVERIFIED: the message lands on the address's contact, but sees none of that contact's other tickets, links
+    # no address to it, joins none of its tickets as a follow-up, and a ticket it opens is flagged for agents.
+    sender_check: SenderCheck = SenderCheck.CHANNEL
     subject: str | None = None
     ticket: TicketRequest | None = None
     # False for messages the bot must not answer (events, calls, auto-replies).
@@ -496,6 +513,9 @@ class Ticket:
     sla: TicketSla | None = None
     survey: Survey | None = None
     csat: Csat | None = None
+    # Opened by a message whose sender a trusted server could not authenticate (SenderCheck.UNVERIFIED): the
+    # contact it is filed under may not have written it, so agents check before acting on it.
+    sender_unverified: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -34,6 +34,7 @@ from core.model import (
     Message,
     MessageKind,
     Priority,
+    SenderCheck,
     Ticket,
     TicketRequest,
     TicketStatus,
@@ -281,15 +282,16 @@ class Intake:
             await self._say(conversation, message, text, {"outcome": "survey"})
             return True
         may_answer = facts.bot
+        claimed = facts.sender_check is SenderCheck.UNVERIFIED  # the address may be someone else's
         question = status_question(message.text) if may_answer and message.kind is MessageKind.TEXT else None
         if question is not None:
             # The one thing the bot still says once a human holds the conversation; the agent sees it too.
-            text = await self._status.answer(conversation, question)
+            text = await self._status.answer(conversation, question, own_only=claimed)
             await self._say(conversation, message, text, {"outcome": "status"})
             return True
         linking = (
             await self._contacts.chat_step(conversation.contact_id, message.text)
-            if may_answer and message.kind is MessageKind.TEXT
+            if may_answer and message.kind is MessageKind.TEXT and not claimed  # else a forger could link an address
             else None
         )
         if linking is not None:
@@ -312,7 +314,7 @@ class Intake:
         if not may_answer:
             return False
         picked = facts.picked_faq
-        vip = self._bot.policy.vip_handoff and await self._is_vip(conversation.contact_id)
+        vip = self._bot.policy.vip_handoff and not claimed and await self._is_vip(conversation.contact_id)
         decision = (decide_pick(self._bot.index, picked) if picked else None) or decide(
             self._bot.index,
             message.text,
@@ -408,7 +410,8 @@ class Intake:
         active = [
             t
             for t in await self._store.tickets_of(conversation.contact_id)
-            if t.status.is_active and (now - t.updated_at).total_seconds() <= window
+            # a ticket opened under the contact's address by an unverified sender is no ticket of theirs to join
+            if t.status.is_active and (now - t.updated_at).total_seconds() <= window and not t.sender_unverified
         ]
         if not active:
             return False
@@ -473,6 +476,7 @@ class Intake:
             updated_at=now,
             handoff_reason=request.reason,
             faq_tries=conversation.faq_tries,
+            sender_unverified=intake_facts(message).sender_check is SenderCheck.UNVERIFIED,
         )
         ticket, assign = await self._rules.new_ticket(ticket, conversation, transcript, message)
         waiting = dataclasses.replace(conversation.moved_to(ConversationStatus.WAITING_FOR_AGENT), updated_at=now)
