@@ -302,7 +302,9 @@ class Conversation:
     thread: str = ""
     consecutive_misses: int = 0
     ticket_id: str | None = None  # the active ticket, if any
-    faq_tries: tuple[FaqTry, ...] = ()
+    # The bot's tries are not kept here: each bot reply carries its own in its meta (``core.meta.faq_try_of``),
+    # and a new ticket takes the episode's from the transcript it reads anyway. Kept here, they made the one
+    # record every message reads and writes back grow to ~5.5 KB for a repeat sender.
     episode: int = 1  # bumped when a resolved conversation starts anew
 
     def moved_to(self, status: ConversationStatus) -> Conversation:
