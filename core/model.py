@@ -180,6 +180,16 @@ class ContactFlag:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Checkpoint:
+    """A connector's own state that a new message sets, in the same write as the message (a WeChat reply window
+    opening): one store write per message instead of two, and never set by a repeat delivery."""
+
+    key: str
+    value: str
+    ttl_s: float | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ReopenRequest:
     """The customer wrote again on a resolved conversation that this inbox puts back in front of agents
     (email ``resolved_reply: reopen``): its resolved ticket and the conversation go back to open."""
@@ -228,6 +238,7 @@ class InboundMessage:
     reopen: ReopenRequest | None = None
     greeting: str | None = None  # sent in reply to this message (a WeChat welcome on a follow)
     voicemail: VoicemailRequest | None = None
+    checkpoints: tuple[Checkpoint, ...] = ()  # the connector's state the message sets, stored with it
     # Channel extras no other part reads (headers, call details), kept on the stored message.
     meta: Mapping[str, Any] = field(default_factory=dict)
 

@@ -165,7 +165,9 @@ class Intake:
         if inbound.contact_flags and not seen:
             await apply_flags(self._store, inbound.contact_flags, now)
         settled = not inbound.greeting and self._nothing_to_do(conversation, message)
-        stored, created = await self._store.add_message(message, [events.message_created(message)], handled=settled)
+        stored, created = await self._store.add_message(
+            message, [events.message_created(message)], handled=settled, checkpoints=inbound.checkpoints
+        )
         if not created:
             return IntakeResult(message=stored, duplicate=True, handled=None)
         if settled:  # what handle() would decide from this same conversation: nothing but "handled"

@@ -25,6 +25,7 @@ from core.bus import BusHandler
 from core.codec import dumps, loads
 from core.model import (
     Channel,
+    Checkpoint,
     Contact,
     Conversation,
     ConversationStatus,
@@ -1172,6 +1173,7 @@ class RedisStore(RedisAuditLog):
         saving: Conversation | None = None,
         outgoing: Outgoing | None = None,
         handled: bool = False,
+        checkpoints: Sequence[Checkpoint] = (),
     ) -> tuple[Message, bool]:
         saved = dataclasses.replace(saving, version=saving.version + 1) if saving is not None else None
         unique = (
@@ -1202,6 +1204,8 @@ class RedisStore(RedisAuditLog):
             assert saving is not None
             raise VersionConflict(f"conversation {saving.id} changed since version {saving.version}")
         if result[0] == 1:
+            for checkpoint in checkpoints:  # after the message: a crash in between leaves it unset, as before
+                await self.set_checkpoint(checkpoint.key, checkpoint.value, ttl_s=checkpoint.ttl_s)
             return message, True
         return _load_message(*result[1:5]), False
 
