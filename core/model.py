@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from core.ids import random_hex
 from core.redact import scrub
 
 
@@ -380,7 +380,7 @@ def outbound_message(
     else:
         conversation_id, active_ticket = on.id, on.ticket_id
     return Message(
-        id=f"msg_{uuid.uuid4().hex}",
+        id=f"msg_{random_hex()}",
         conversation_id=conversation_id,
         channel=on.channel,
         inbox=on.inbox,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import uuid
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -18,6 +17,7 @@ from connectors.base import IntakeResult, Rejected
 from core import events
 from core.clock import Clock, utcnow
 from core.config import CustomerConfig
+from core.ids import random_hex
 from core.meta import (
     Suggestion,
     faq_tries_of,
@@ -146,7 +146,7 @@ class Intake:
         if picked is not None and not text:  # the transcript shows the question the customer picked
             text = picked.questions[0]
         message = Message(
-            id=f"msg_{uuid.uuid4().hex}",
+            id=f"msg_{random_hex()}",
             conversation_id=conversation.id,
             channel=inbound.channel,
             inbox=inbound.inbox,
@@ -476,7 +476,7 @@ class Intake:
         tries = faq_tries_of(transcript) + ((attempt,) if attempt is not None else ())
         first = next((m for m in transcript if m.author is Author.CUSTOMER), message)
         ticket = Ticket(
-            id=f"tk_{uuid.uuid4().hex}",
+            id=f"tk_{random_hex()}",
             number="",
             conversation_id=conversation.id,
             contact_id=conversation.contact_id,

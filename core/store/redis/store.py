@@ -23,6 +23,7 @@ from redis.exceptions import RedisError
 
 from core.bus import BusHandler
 from core.codec import dumps, loads
+from core.ids import random_hex
 from core.model import (
     Channel,
     Checkpoint,
@@ -947,7 +948,7 @@ class RedisStore(RedisAuditLog):
             if owner_id is not None and contact is None:
                 continue  # being written right now
             if contact is None:
-                contact = Contact(id=f"ct_{uuid.uuid4().hex}", name=name, identities=(), created_at=now)
+                contact = Contact(id=f"ct_{random_hex()}", name=name, identities=(), created_at=now)
             identities, flags, links = list(contact.identities), list(contact.flags), []
             for each, owner in zip(everyone, owners, strict=True):
                 if each in identities:
@@ -1109,7 +1110,7 @@ class RedisStore(RedisAuditLog):
             found = await self._run("find_conversation", self.tag, field)
             if found:
                 return loads(Conversation, found)
-            fresh_id = f"cv_{uuid.uuid4().hex}"
+            fresh_id = f"cv_{random_hex()}"
 
             def fresh(contact: Contact, fresh_id: str = fresh_id) -> Conversation:
                 return Conversation(

@@ -6,7 +6,6 @@ import dataclasses
 import json
 import sqlite3
 import time
-import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -14,6 +13,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from core.codec import dumps, loads
+from core.ids import random_hex
 from core.model import (
     Channel,
     Checkpoint,
@@ -228,7 +228,7 @@ class SqliteStore(SqliteAuditLog):
         if contact is None:
             contact = next((c for alias in aliases if (c := self._owner(db, alias)) is not None), None)
         if contact is None:
-            contact = Contact(id=f"ct_{uuid.uuid4().hex}", name=name, identities=(), created_at=now)
+            contact = Contact(id=f"ct_{random_hex()}", name=name, identities=(), created_at=now)
             db.execute("INSERT INTO contacts (id, data) VALUES (?, ?)", (contact.id, dumps(contact)))
         identities, flags = list(contact.identities), list(contact.flags)
         for each in (identity, *aliases):
@@ -360,7 +360,7 @@ class SqliteStore(SqliteAuditLog):
                 with self._tx(db):
                     contact = self._contact(db, address, name, now, aliases)
                     fresh = Conversation(
-                        id=f"cv_{uuid.uuid4().hex}",
+                        id=f"cv_{random_hex()}",
                         contact_id=contact.id,
                         channel=channel,
                         inbox=inbox,
