@@ -240,7 +240,7 @@ async def _spawn_werobot(port: int) -> tuple[asyncio.subprocess.Process, str]:
     """WeRoBot under gunicorn with 2 workers, as it is usually deployed; (the process, how it runs)."""
     if importlib.util.find_spec("gunicorn") is not None:
         args = ["-m", "gunicorn", "--workers", "2", "--bind", f"127.0.0.1:{port}", "--chdir", str(THIS.parent)]
-        args += ["--log-level", "warning", "wechat_push:werobot_wsgi()"]
+        args += ["--log-level", "warning", f"{THIS.stem}:werobot_wsgi()"]
         return await _spawn(*args), "gunicorn, 2 sync workers"
     return await _spawn(str(THIS), "--werobot-server", str(port)), "wsgiref, 1 process (gunicorn not installed)"
 
