@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from core.codec import from_jsonable, to_jsonable
-from core.model import InboundMessage, Language, Message, SenderCheck, TicketRequest, VoicemailRequest
+from core.model import FaqTry, InboundMessage, Language, Message, SenderCheck, TicketRequest, VoicemailRequest
 
 _PICKED_FAQ = "picked_faq"
 _SUBJECT = "subject"
@@ -25,6 +25,7 @@ _SUGGESTIONS = "suggestions"
 _LANGUAGE = "language"
 _SURVEY_REPLY = "survey_reply"
 _SENDER_CHECK = "sender_check"
+_FAQ_TRY = "faq_try"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -134,3 +135,19 @@ def suggestions_of(message: Message) -> tuple[Suggestion, ...]:
         for s in raw
         if isinstance(s, dict) and "faq_id" in s and "question" in s
     )
+
+
+def faq_try_meta(attempt: FaqTry) -> dict[str, Any]:
+    """The bot reply's meta entry for the try it answers with: the transcript is where a ticket finds the
+    bot's tries (``faq_tries_of``), written once with the reply instead of rewritten with every message."""
+    return {_FAQ_TRY: to_jsonable(attempt)}
+
+
+def faq_try_of(message: Message) -> FaqTry | None:
+    raw = message.meta.get(_FAQ_TRY)
+    return from_jsonable(FaqTry, raw) if isinstance(raw, dict) else None
+
+
+def faq_tries_of(transcript: Sequence[Message]) -> tuple[FaqTry, ...]:
+    """The bot's tries in ``transcript`` (an episode's messages), oldest first."""
+    return tuple(found for m in transcript if (found := faq_try_of(m)) is not None)
