@@ -9,6 +9,7 @@ from typing import Any, Protocol
 from core.model import (
     Admission,
     Channel,
+    Checkpoint,
     Contact,
     Conversation,
     Delivery,
@@ -21,7 +22,6 @@ from core.model import (
 )
 from core.store.types import (
     Assignment,
-    Checkpoint,
     DeadLetter,
     DueTimer,
     Gauges,
@@ -137,6 +137,7 @@ class Transcript(Protocol):
         saving: Conversation | None = None,
         outgoing: Outgoing | None = None,
         handled: bool = False,
+        checkpoints: Sequence[Checkpoint] = (),
         delivered: Delivery | None = None,
     ) -> tuple[Message, bool]:
         """Store a message once per (channel, inbox, direction, external_id).
@@ -148,6 +149,8 @@ class Transcript(Protocol):
         written, if it changed): a bot reply and the conversation it updates are one write.
         ``outgoing`` puts a new message in the outbox in the same write. ``handled``: an inbound message that
         intake has nothing to do for (a call log line) is stored handled, as ``mark_handled`` would leave it.
+        ``checkpoints`` are set as ``set_checkpoint`` would, with a new message only (a connector's state that the
+        message changes, such as a WeChat reply window opening).
         ``delivered``: an outbound message handed to the channel in the exchange that stores it (a WeChat passive
         reply, written in the push's response once stored) is stored with that delivery, as ``record_delivery``
         would leave it, in the same write; such a message is not put in the outbox.

@@ -23,9 +23,11 @@ from redis.exceptions import RedisError
 
 from core.bus import BusHandler
 from core.codec import dumps, loads
+from core.ids import random_hex
 from core.model import (
     Admission,
     Channel,
+    Checkpoint,
     Contact,
     Conversation,
     ConversationStatus,
@@ -46,7 +48,6 @@ from core.store.redis.audit import RedisAuditLog
 from core.store.types import (
     AdmissionRefused,
     Assignment,
-    Checkpoint,
     DeadLetter,
     DueTimer,
     Gauges,
@@ -101,7 +102,8 @@ end
 
 # ARGV: 4 id, 5 conversation, 6 unique key or '', 7 left for intake to handle 1/0, 8 episode, 9 ticket id, 10 data,
 # 11 answers, 12 conversation to save or '', 13 its expected version, 14 its new version, 15 its data,
-# 16 outbox due or '', 17 what it answers (for the outbox), 18 delivery ('' none yet), 19 its error, 20.. events
+# 16 outbox due or '', 17 what it answers (for the outbox), 18 delivery ('' none yet), 19 its error,
+# 20 n checkpoints to set with a new message, then (key, value, TTL in ms or '') for each, then the events
 _ADD_MESSAGE = (
     _PRELUDE
     + """
@@ -136,7 +138,16 @@ if ARGV[16] ~= '' then
   redis.call('ZADD', P .. 'outbox', ARGV[16], id)
   redis.call('HSET', P .. 'outbox-for', id, ARGV[17])
 end
-append_events(20)
+local n = tonumber(ARGV[20])
+for i = 0, n - 1 do
+  local at = 21 + i * 3
+  if ARGV[at + 2] == '' then
+    redis.call('SET', P .. 'checkpoint:' .. ARGV[at], ARGV[at + 1])
+  else
+    redis.call('SET', P .. 'checkpoint:' .. ARGV[at], ARGV[at + 1], 'PX', ARGV[at + 2])
+  end
+end
+append_events(21 + 3 * n)
 return {1}
 """
 )
@@ -233,22 +244,13 @@ return 1
 )
 
 # ARGV: 1 key tag, 2 address field, then optionally 3 a claim to take first (as _LEASE does), 4 its holder, 5 its
-# TTL in ms, 6 n checkpoints to write once it is granted, then (key, value, TTL in ms or '') for each.
-# Returns {0} when the claim is another holder's (nothing read or written), else {1, data or nil}.
+# TTL in ms. Returns {0} when the claim is another holder's (nothing read or written), else {1, data or nil}.
 _FIND_CONVERSATION = """
 if ARGV[3] then
   local key = ARGV[1] .. 'claim:' .. ARGV[3]
   local holder = redis.call('GET', key)
   if holder and holder ~= ARGV[4] then return {0} end
   redis.call('SET', key, ARGV[4], 'PX', ARGV[5])
-  for i = 0, tonumber(ARGV[6]) - 1 do
-    local at = 7 + i * 3
-    if ARGV[at + 2] == '' then
-      redis.call('SET', ARGV[1] .. 'checkpoint:' .. ARGV[at], ARGV[at + 1])
-    else
-      redis.call('SET', ARGV[1] .. 'checkpoint:' .. ARGV[at], ARGV[at + 1], 'PX', ARGV[at + 2])
-    end
-  end
 end
 local id = redis.call('HGET', ARGV[1] .. 'conv-by-addr', ARGV[2])
 if not id then return {1} end
@@ -983,7 +985,7 @@ class RedisStore(RedisAuditLog):
             if owner_id is not None and contact is None:
                 continue  # being written right now
             if contact is None:
-                contact = Contact(id=f"ct_{uuid.uuid4().hex}", name=name, identities=(), created_at=now)
+                contact = Contact(id=f"ct_{random_hex()}", name=name, identities=(), created_at=now)
             identities, flags, links = list(contact.identities), list(contact.flags), []
             for each, owner in zip(everyone, owners, strict=True):
                 if each in identities:
@@ -1143,12 +1145,7 @@ class RedisStore(RedisAuditLog):
     ) -> Conversation:
         field = _address_field(inbox, address, thread)
         # The claim rides on the first read: one round trip for a WeChat push's nonce and its conversation.
-        claim = (
-            [admit.key, admit.holder, _ms(admit.ttl_s), str(len(admit.checkpoints))]
-            + [x for c in admit.checkpoints for x in (c.key, c.value, "" if c.ttl_s is None else _ms(c.ttl_s))]
-            if admit is not None
-            else []
-        )
+        claim = [admit.key, admit.holder, _ms(admit.ttl_s)] if admit is not None else []
         for _ in range(_COMMIT_RETRIES):
             granted, *found = await self._run("find_conversation", self.tag, field, *claim)
             if not granted:
@@ -1156,7 +1153,7 @@ class RedisStore(RedisAuditLog):
             claim = []  # taken
             if found and found[0]:
                 return loads(Conversation, found[0])
-            fresh_id = f"cv_{uuid.uuid4().hex}"
+            fresh_id = f"cv_{random_hex()}"
 
             def fresh(contact: Contact, fresh_id: str = fresh_id) -> Conversation:
                 return Conversation(
@@ -1220,6 +1217,7 @@ class RedisStore(RedisAuditLog):
         saving: Conversation | None = None,
         outgoing: Outgoing | None = None,
         handled: bool = False,
+        checkpoints: Sequence[Checkpoint] = (),
         delivered: Delivery | None = None,
     ) -> tuple[Message, bool]:
         saved = dataclasses.replace(saving, version=saving.version + 1) if saving is not None else None
@@ -1246,13 +1244,15 @@ class RedisStore(RedisAuditLog):
             (outgoing.in_reply_to or "") if outgoing is not None else "",
             str(delivered.status) if delivered is not None else "",
             (delivered.reason or delivered.error or "") if delivered is not None else "",
+            str(len(checkpoints)),
+            *(x for c in checkpoints for x in (c.key, c.value, "" if c.ttl_s is None else _ms(c.ttl_s))),
             events=events,
             durable=message.direction is Direction.INBOUND,  # what a sender's acknowledgement waits for
         )
         if result[0] == 2:
             assert saving is not None
             raise VersionConflict(f"conversation {saving.id} changed since version {saving.version}")
-        if result[0] == 1:
+        if result[0] == 1:  # the checkpoints were set in the same script, with the new message
             return message, True
         return _load_message(*result[1:5]), False
 

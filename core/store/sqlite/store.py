@@ -6,7 +6,6 @@ import dataclasses
 import json
 import sqlite3
 import time
-import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -14,9 +13,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from core.codec import dumps, loads
+from core.ids import random_hex
 from core.model import (
     Admission,
     Channel,
+    Checkpoint,
     Contact,
     Conversation,
     ConversationStatus,
@@ -39,7 +40,6 @@ from core.store.sqlite.worker import SerialWorker
 from core.store.types import (
     AdmissionRefused,
     Assignment,
-    Checkpoint,
     DeadLetter,
     DueTimer,
     Gauges,
@@ -101,6 +101,15 @@ def _pick_agent(db: sqlite3.Connection, assign: Assignment) -> str | None:
         (assign.queue,),
     ).fetchone()
     return assign.agents[(int(turn) - 1) % len(assign.agents)]
+
+
+def _set_checkpoint(db: sqlite3.Connection, key: str, value: str, ttl_s: float | None) -> None:
+    expires_at = time.time() + ttl_s if ttl_s is not None else None
+    db.execute(
+        "INSERT INTO checkpoints (key, value, expires_at) VALUES (?, ?, ?)"
+        " ON CONFLICT (key) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at",
+        (key, value, expires_at),
+    )
 
 
 _IN_LIST = 500  # values per ``IN (...)``: well under SQLite's limit of bound parameters
@@ -221,7 +230,7 @@ class SqliteStore(SqliteAuditLog):
         if contact is None:
             contact = next((c for alias in aliases if (c := self._owner(db, alias)) is not None), None)
         if contact is None:
-            contact = Contact(id=f"ct_{uuid.uuid4().hex}", name=name, identities=(), created_at=now)
+            contact = Contact(id=f"ct_{random_hex()}", name=name, identities=(), created_at=now)
             db.execute("INSERT INTO contacts (id, data) VALUES (?, ?)", (contact.id, dumps(contact)))
         identities, flags = list(contact.identities), list(contact.flags)
         for each in (identity, *aliases):
@@ -345,11 +354,8 @@ class SqliteStore(SqliteAuditLog):
         aliases: Sequence[Identity] = (),
         admit: Admission | None = None,
     ) -> Conversation:
-        if admit is not None:
-            if not await self.lease(admit.key, admit.holder, admit.ttl_s):
-                raise AdmissionRefused(f"{admit.key} is held for another holder")
-            if admit.checkpoints:
-                await self.set_checkpoints(admit.checkpoints)
+        if admit is not None and not await self.lease(admit.key, admit.holder, admit.ttl_s):
+            raise AdmissionRefused(f"{admit.key} is held for another holder")
         key = (inbox, str(address), thread)
 
         def run(db: sqlite3.Connection) -> Conversation:
@@ -359,7 +365,7 @@ class SqliteStore(SqliteAuditLog):
                 with self._tx(db):
                     contact = self._contact(db, address, name, now, aliases)
                     fresh = Conversation(
-                        id=f"cv_{uuid.uuid4().hex}",
+                        id=f"cv_{random_hex()}",
                         contact_id=contact.id,
                         channel=channel,
                         inbox=inbox,
@@ -444,6 +450,7 @@ class SqliteStore(SqliteAuditLog):
         saving: Conversation | None = None,
         outgoing: Outgoing | None = None,
         handled: bool = False,
+        checkpoints: Sequence[Checkpoint] = (),
         delivered: Delivery | None = None,
     ) -> tuple[Message, bool]:
         def run(db: sqlite3.Connection) -> tuple[Message, bool]:
@@ -475,6 +482,8 @@ class SqliteStore(SqliteAuditLog):
                             "INSERT INTO outbox (message_id, in_reply_to, due) VALUES (?, ?, ?)",
                             (message.id, outgoing.in_reply_to, time.time() + outgoing.hold_s),
                         )
+                    for checkpoint in checkpoints:
+                        _set_checkpoint(db, checkpoint.key, checkpoint.value, checkpoint.ttl_s)
                     if delivered is not None:
                         db.execute(
                             "UPDATE messages SET delivery = ?, delivery_error = ? WHERE id = ?",
@@ -1041,25 +1050,12 @@ class SqliteStore(SqliteAuditLog):
         return await self._run(run)
 
     async def set_checkpoint(self, key: str, value: str, *, ttl_s: float | None = None) -> None:
-        def run(db: sqlite3.Connection) -> None:
-            expires_at = time.time() + ttl_s if ttl_s is not None else None
-            db.execute(
-                "INSERT INTO checkpoints (key, value, expires_at) VALUES (?, ?, ?)"
-                " ON CONFLICT (key) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at",
-                (key, value, expires_at),
-            )
-
-        await self._run(run)
+        await self._run(lambda db: _set_checkpoint(db, key, value, ttl_s))
 
     async def set_checkpoints(self, checkpoints: Sequence[Checkpoint]) -> None:
         def run(db: sqlite3.Connection) -> None:
-            now = time.time()
-            rows = [(c.key, c.value, now + c.ttl_s if c.ttl_s is not None else None) for c in checkpoints]
             with self._tx(db):
-                db.executemany(
-                    "INSERT INTO checkpoints (key, value, expires_at) VALUES (?, ?, ?)"
-                    " ON CONFLICT (key) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at",
-                    rows,
-                )
+                for c in checkpoints:
+                    _set_checkpoint(db, c.key, c.value, c.ttl_s)
 
         await self._run(run)
