@@ -130,7 +130,9 @@ async def import_batched(config: Config, bot: BotSetup, data: bytes) -> ImportRe
     async with offline_gateway(config, bot) as gateway:
         phone = gateway.connectors["tel"]
         assert isinstance(phone, ImportsCalls)
-        return await phone.import_cdr(data, CdrFormat.ASTERISK_CSV, gateway.intake.receive)
+        return await phone.import_cdr(
+            data, CdrFormat.ASTERISK_CSV, gateway.intake.receive, log_lines=gateway.intake.receive_log_lines
+        )
 
 
 async def test_batched_import_and_reimport_leave_the_store_as_row_by_row_intake_does(
