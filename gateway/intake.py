@@ -175,9 +175,13 @@ class Intake:
         facts = intake_facts(message)
         if message.author is not Author.CUSTOMER or facts.bot or facts.ticket is not None:
             return False
-        if facts.survey_reply is not None or conversation.status is ConversationStatus.RESOLVED:
+        return facts.survey_reply is None and self._leaves_alone(conversation)
+
+    def _leaves_alone(self, conversation: Conversation) -> bool:
+        """Whether a log line on ``conversation`` needs nothing of ``_respond``: not resolved (a message reopens),
+        and no human's ticket whose service rules look at every customer message."""
+        if conversation.status is ConversationStatus.RESOLVED:
             return False
-        # A human holds the conversation: the service rules look at every customer message on its ticket.
         return conversation.status is ConversationStatus.BOT or not conversation.ticket_id or self._rules.rules is None
 
     async def receive_log_lines(self, inbounds: Sequence[InboundMessage]) -> list[IntakeResult | None]:
@@ -219,14 +223,14 @@ class Intake:
             def build(
                 conversation: Conversation, draft: Message = draft
             ) -> tuple[Message, list[DownstreamEvent]] | None:
+                if not self._leaves_alone(conversation):  # the facts were checked: a log line (_is_log_line)
+                    return None
                 message = dataclasses.replace(
                     draft,
                     conversation_id=conversation.id,
                     ticket_id=conversation.ticket_id,
                     episode=conversation.episode,
                 )
-                if not self._nothing_to_do(conversation, message):
-                    return None
                 return message, [events.message_created(message)]
 
             lines.append(
