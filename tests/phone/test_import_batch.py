@@ -26,6 +26,7 @@ from gateway.wiring import offline_gateway
 from tests.conftest import make_config
 from tests.phone.rows import asterisk
 from tests.redis_util import REDIS_URL, redis_store
+from tests.rules.sample import sample_rules
 
 _ID = re.compile(r"\b(msg|cv|ct|tk)_[0-9a-f]{32}\b|\b(HL)-\d{6}\b")  # ticket numbers: customers' order varies
 _CLOCK_KEYS = frozenset({"created_at", "updated_at", "occurred_at", "received_at", "at", "seq", "id", "number"})
@@ -61,19 +62,23 @@ def cdr_file() -> bytes:
     return ("\n".join(rows) + "\n").encode()
 
 
-def canonical(value: Any) -> Any:
+def canonical_json(value: Any, drop: frozenset[str] = _CLOCK_KEYS) -> Any:
     """Model values as JSON with the random ids and the clock's times taken out."""
     if isinstance(value, dict):
-        return {k: canonical(v) for k, v in sorted(value.items()) if k not in _CLOCK_KEYS}
+        return {k: canonical_json(v, drop) for k, v in sorted(value.items()) if k not in drop}
     if isinstance(value, list):
-        return [canonical(v) for v in value]
+        return [canonical_json(v, drop) for v in value]
     if isinstance(value, str):
         return _ID.sub(lambda m: f"<{m.group(1) or m.group(2)}>", value)
     return value
 
 
-async def contents(store: Store, external_ids: list[str]) -> dict[str, Any]:
+async def contents(store: Store, external_ids: list[str], drop: frozenset[str] = _CLOCK_KEYS) -> dict[str, Any]:
     """Per customer address: the conversation, its messages in order, its tickets and its events in order."""
+
+    def canonical(value: Any) -> Any:
+        return canonical_json(value, drop)
+
     by_conversation: dict[str, str] = {}
     for external_id in external_ids:
         found = await store.find_message(
@@ -135,11 +140,18 @@ async def import_batched(config: Config, bot: BotSetup, data: bytes) -> ImportRe
         )
 
 
+@pytest.mark.parametrize("rules", [False, True], ids=["no-rules", "service-rules"])
 async def test_batched_import_and_reimport_leave_the_store_as_row_by_row_intake_does(
-    tmp_path: Path, bot_setup: BotSetup, store_settings: dict[str, Any]
+    tmp_path: Path, bot_setup: BotSetup, store_settings: dict[str, Any], rules: bool
 ) -> None:
+    """With the shipped service rules, an answered call on a ticket's conversation is not a log line any more (the
+    rules see it), so the bulk path must hand it to intake; SLA due times follow the clock and agents are taken
+    in turn as customers come, so those are left out of the comparison there."""
     data = cdr_file()
     inbox = {"name": "tel", "channel": "phone", "cti_enabled": False}
+    if rules:
+        store_settings = {**store_settings, **sample_rules()}
+    drop = _CLOCK_KEYS | {"sla", "assignee", "due_at"} if rules else _CLOCK_KEYS
     external_ids = [f"17092548{i:02d}.1" for i in range(60)] + ["anon.1", "internal.1"]
     results: list[tuple[list[str], dict[str, Any]]] = []
     for name, run in (("one-by-one", import_row_by_row), ("batched", import_batched)):
@@ -150,7 +162,7 @@ async def test_batched_import_and_reimport_leave_the_store_as_row_by_row_intake_
         first = await run(config, bot_setup, data)
         again = await run(config, bot_setup, data)
         async with offline_gateway(config, bot_setup) as gateway:
-            stored = await contents(gateway.store, external_ids)
+            stored = await contents(gateway.store, external_ids, drop)
         results.append((first.lines() + again.lines(), stored))
     (row_report, row_store), (batch_report, batch_store) = results
     assert batch_report == row_report
