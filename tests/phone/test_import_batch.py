@@ -4,7 +4,10 @@ leaves the store exactly as feeding the same rows one by one through intake does
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
+import sqlite3
+import sys
 from collections import defaultdict
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -23,7 +26,7 @@ from core.model import Channel, Direction
 from core.store import Store, TicketQuery
 from gateway.intake import BotSetup
 from gateway.wiring import offline_gateway
-from tests.conftest import make_config
+from tests.conftest import ROOT, make_config
 from tests.phone.rows import asterisk
 from tests.redis_util import REDIS_URL, redis_store
 from tests.rules.sample import sample_rules
@@ -183,3 +186,56 @@ def _diff(a: Any, b: Any, path: str = "") -> list[str]:
     if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
         return [d for i, (x, y) in enumerate(zip(a, b, strict=True)) for d in _diff(x, y, f"{path}[{i}]")]
     return [] if a == b else [f"{path}: {a!r} != {b!r}"]
+
+
+async def test_an_import_killed_midway_and_run_again_stores_every_call_once_with_its_event(tmp_path: Path) -> None:
+    """``huiliu calls import`` killed (SIGKILL) while it writes: each bulk write is one transaction, so no call is
+    stored without its ``message.created`` event; the second run stores exactly the calls the first did not."""
+    rows = [asterisk(uniqueid=f"k{i}", src=f"1390013{i % 400:04d}") for i in range(6000)]
+    cdr = tmp_path / "Master.csv"
+    cdr.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    config_path = tmp_path / "config.yaml"
+    config_path.write_text(
+        f"data_dir: {tmp_path / 'data'}\nbot: {{kb: {ROOT / 'kb' / 'faq.yaml'}}}\n"
+        "inboxes: [{name: tel, channel: phone, cti_enabled: false}]\n",
+        encoding="utf-8",
+    )
+    args = ["-m", "gateway.cli", "calls", "import", str(cdr), "--format", "asterisk-csv", "-c", str(config_path)]
+    database = tmp_path / "data" / "huiliu.sqlite3"
+
+    def stored() -> int:
+        if not database.exists():
+            return 0
+        with contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=10)) as db:
+            try:
+                return int(db.execute("SELECT COUNT(*) FROM messages").fetchone()[0])
+            except sqlite3.OperationalError:  # the schema is not there yet
+                return 0
+
+    first = await asyncio.create_subprocess_exec(sys.executable, *args, cwd=ROOT, stdout=asyncio.subprocess.DEVNULL)
+    for _ in range(1200):
+        if await asyncio.to_thread(stored) > 0:
+            break
+        await asyncio.sleep(0.05)
+    first.kill()
+    await first.wait()
+    killed_at = await asyncio.to_thread(stored)
+    assert 0 < killed_at < len(rows), "the kill should land mid-import; make the file longer if it did not"
+
+    again = await asyncio.create_subprocess_exec(
+        sys.executable, *args, cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+    )
+    out, _ = await again.communicate()
+    assert again.returncode == 0, out.decode()
+    skipped = f"skipped {killed_at} ({killed_at} already imported, 0 not calls with a customer)"
+    assert out.decode().splitlines()[0] == f"imported {len(rows) - killed_at}, {skipped}, bad 0"
+
+    def check() -> None:
+        with contextlib.closing(sqlite3.connect(database)) as db:
+            ids = [e for (e,) in db.execute("SELECT external_id FROM messages WHERE direction = 'inbound'")]
+            created = db.execute("SELECT COUNT(*) FROM events WHERE type = 'message.created'").fetchone()[0]
+            unhandled = db.execute("SELECT COUNT(*) FROM messages WHERE handled = 0").fetchone()[0]
+        assert sorted(ids) == sorted(f"k{i}" for i in range(len(rows)))
+        assert created == len(rows) and unhandled == 0
+
+    await asyncio.to_thread(check)
