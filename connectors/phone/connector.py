@@ -109,8 +109,10 @@ class ImportReport:
     duplicates: int = 0
     skipped: int = 0
     bad: list[BadRow] = field(default_factory=list)
+    in_bulk: int = 0  # of the imported and duplicate rows, those that intake took many per store write
 
     def add(self, other: ImportReport) -> None:
+        self.in_bulk += other.in_bulk
         self.imported += other.imported
         self.duplicates += other.duplicates
         self.skipped += other.skipped
@@ -171,9 +173,9 @@ async def import_parsed(
         if progress is not None:
             progress(done, total)
 
-    async def one(line: int, record: CallRecord) -> None:
+    async def one(line: int, inbound: InboundMessage) -> None:
         try:
-            result = await sink(to_inbound(record, inbox=inbox, options=options, received_at=clock()))
+            result = await sink(inbound)
         except Rejected as exc:
             nonlocal done
             report.bad.append(BadRow(line=line, reason=str(exc), text=""))
@@ -185,63 +187,69 @@ async def import_parsed(
         if result.handled is not None:
             await result.handled  # this customer's next call sees this one's ticket
 
+    def bulk(result: IntakeResult) -> None:
+        report.in_bulk += 1
+        count(result)
+
+    calls = [(line, record.customer_number, record) for line, record in records]
     if log_lines is None:
-        await _in_lanes(records, one)
+        await _in_lanes(calls, one, lambda r: to_inbound(r, inbox=inbox, options=options, received_at=clock()))
     else:
-        await _in_batches(records, one, log_lines, count, inbox=inbox, options=options, clock=clock)
+        inbounds = [(line, customer, to_inbound(r, inbox=inbox, options=options, received_at=clock()))
+                    for line, customer, r in calls]  # fmt: skip
+        await _in_batches(inbounds, one, log_lines, bulk)
     report.bad.sort(key=lambda b: b.line)
     return report
 
 
-async def _in_lanes(records: list[tuple[int, CallRecord]], one: Callable[[int, CallRecord], Awaitable[None]]) -> None:
+async def _in_lanes(
+    calls: list[tuple[int, str, CallRecord]],
+    one: Callable[[int, InboundMessage], Awaitable[None]],
+    message: Callable[[CallRecord], InboundMessage],
+) -> None:
     """Every call through intake alone: customers spread over ``_IMPORT_LANES`` lanes, each in file order."""
     lanes: list[list[tuple[int, CallRecord]]] = [[] for _ in range(_IMPORT_LANES)]
-    for line, record in records:
-        lanes[zlib.crc32(record.customer_number.encode()) % _IMPORT_LANES].append((line, record))
+    for line, customer, record in calls:
+        lanes[zlib.crc32(customer.encode()) % _IMPORT_LANES].append((line, record))
 
     async def run(lane: list[tuple[int, CallRecord]]) -> None:
         for line, record in lane:
-            await one(line, record)
+            await one(line, message(record))
 
     await asyncio.gather(*(run(lane) for lane in lanes if lane))
 
 
 async def _in_batches(
-    records: list[tuple[int, CallRecord]],
-    one: Callable[[int, CallRecord], Awaitable[None]],
+    calls: list[tuple[int, str, InboundMessage]],
+    one: Callable[[int, InboundMessage], Awaitable[None]],
     log_lines: LogLinesSink,
     count: Callable[[IntakeResult], None],
-    *,
-    inbox: str,
-    options: CallOptions,
-    clock: Clock,
 ) -> None:
     """Rounds: every pending call in file order through ``log_lines``, in batches; each customer's first call
     that it leaves (a missed call, or one whose ticket's rules must see it) goes through intake alone, customers
     in parallel; then the next round takes the calls after it. A customer holds back only its own calls."""
-    pending = [(line, record, to_inbound(record, inbox=inbox, options=options, received_at=clock()))
-               for line, record in records]  # fmt: skip
+    pending = calls
     gate = asyncio.Semaphore(_IMPORT_LANES)
 
-    async def alone(line: int, record: CallRecord) -> None:
+    async def alone(line: int, inbound: InboundMessage) -> None:
         async with gate:
-            await one(line, record)
+            await one(line, inbound)
 
     while pending:
-        held: dict[str, tuple[int, CallRecord]] = {}  # customer -> its call left for intake alone
-        rest: list[tuple[int, CallRecord, InboundMessage]] = []
+        held: dict[str, tuple[int, InboundMessage]] = {}  # customer -> its call left for intake alone
+        rest: list[tuple[int, str, InboundMessage]] = []
         for start in range(0, len(pending), _LOG_BATCH):
-            batch: list[tuple[int, CallRecord, InboundMessage]] = []
+            batch: list[tuple[int, str, InboundMessage]] = []
             for row in pending[start : start + _LOG_BATCH]:
-                (rest if row[1].customer_number in held else batch).append(row)
+                (rest if row[1] in held else batch).append(row)
             results = await log_lines([inbound for _, _, inbound in batch]) if batch else []
             for row, result in zip(batch, results, strict=True):
                 if result is not None:
                     count(result)
                     continue
-                held.setdefault(row[1].customer_number, (row[0], row[1]))
+                held.setdefault(row[1], (row[0], row[2]))
                 rest.append(row)
-        await asyncio.gather(*(alone(line, record) for line, record in held.values()))
+        await asyncio.gather(*(alone(line, inbound) for line, inbound in held.values()))
         taken = {line for line, _ in held.values()}
         pending = sorted((row for row in rest if row[0] not in taken), key=lambda row: row[0])
 
