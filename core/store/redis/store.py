@@ -519,6 +519,7 @@ return redis.call('DEL', ARGV[1] .. 'dead:' .. ARGV[2])
 """
 
 _COMMIT_RETRIES = 50
+_OPENING = 16  # new addresses of one bulk write whose contact and conversation are opened at once
 _GAUGE_SAMPLE = 1000  # items read for the quarantine trend and the outbox age
 
 
@@ -1242,11 +1243,11 @@ class RedisStore(RedisAuditLog):
                 await self._scripts["find_conversation"](keys=[self.stream_key], args=[self.tag, field], client=pipe)
             found = await pipe.execute()
         conversations: dict[str, Conversation | None] = {}  # None: stopped
-        for (field, line), raw in zip(firsts.items(), found, strict=True):
-            conversations[field] = (
-                loads(Conversation, raw)
-                if raw
-                else await self.conversation_for(
+        gate = asyncio.Semaphore(_OPENING)
+
+        async def opened(field: str, line: LogLine) -> None:
+            async with gate:  # a new address: its contact and conversation, as conversation_for opens them
+                conversations[field] = await self.conversation_for(
                     line.address,
                     channel=line.channel,
                     inbox=line.inbox,
@@ -1255,7 +1256,14 @@ class RedisStore(RedisAuditLog):
                     thread=line.thread,
                     aliases=line.aliases,
                 )
-            )
+
+        new: list[tuple[str, LogLine]] = []
+        for (field, first), raw in zip(firsts.items(), found, strict=True):
+            if raw:
+                conversations[field] = loads(Conversation, raw)
+            else:
+                new.append((field, first))
+        await asyncio.gather(*(opened(field, first) for field, first in new))
         results: list[tuple[Message, bool] | None] = [None] * len(lines)
         built: list[tuple[int, Message]] = []
         async with self.client.pipeline(transaction=False) as pipe:
