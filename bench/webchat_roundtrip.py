@@ -42,6 +42,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -148,6 +149,10 @@ def _gc_server(out: str, cli_args: list[str]) -> None:
             figures[f"gc{gen}_cpu_ms"] = round(sum(ms), 1)
         figures["gc2_max_ms"] = round(max((m for g, m in taken if g == 2), default=0.0), 1)
         figures["gc_frozen"] = gc.get_freeze_count()
+        figures["gc_unfrozen"] = len(gc.get_objects())
+        if os.environ.get("BENCH_GC_TYPES"):  # what the collector still walks, by type
+            kinds = Counter(type(o).__qualname__ for o in gc.get_objects())
+            print(kinds.most_common(25), file=sys.stderr)
         with open(out, "a", encoding="utf-8") as f:
             f.write(json.dumps(figures) + "\n")
 
@@ -371,7 +376,10 @@ async def _run(name: str, source: Path | None, args: argparse.Namespace) -> dict
             connector = aiohttp.TCPConnector(limit=0)
             async with aiohttp.ClientSession(connector=connector) as http:
                 await _visitor(http, url, 5, 0, [], [])  # warm-up
-                await asyncio.sleep(args.settle_s)  # let the idle sockets' hellos finish on the server
+                await asyncio.sleep(max(0.0, args.settle_s - 10))  # the idle sockets' hellos finish on the server
+                idle_cpu = _cpu_s(server.pid)
+                await asyncio.sleep(min(10.0, args.settle_s))  # what the idle sockets alone cost the server
+                idle_cpu = (_cpu_s(server.pid) - idle_cpu) / min(10.0, args.settle_s)
                 latencies: list[float] = []
                 errors: list[str] = []
                 cpu_server, cpu_idle, cpu_self = _cpu_s(server.pid), idle.cpu_s(), _cpu_s(os.getpid())
@@ -419,6 +427,7 @@ async def _run(name: str, source: Path | None, args: argparse.Namespace) -> dict
         "client_cpu_share": round((cpu_idle + cpu_self) / elapsed, 3),
         "idle_client_cpu_share": round(cpu_idle / elapsed, 3),
         "idle_open_s": round(idle_open_s, 1),
+        "server_cpu_share_idle": round(idle_cpu, 3),  # with only the idle sockets open, before the active phase
         "server_rss_mib": rss_mib,
         "errors": len(errors) + idle.errors + idle.dropped,
         **gc_figures,
