@@ -86,6 +86,10 @@ def _cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _rss_mib(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE") >> 20
+
+
 def _redis_connections(pid: int, redis_port: int) -> int:
     """How many TCP connections process ``pid`` holds to Redis right now."""
     out = subprocess.run(
@@ -109,8 +113,8 @@ def _bare_server(port: int) -> None:
                 message_id = uuid.uuid4().hex
                 await ws.send_str(json.dumps({"type": "ack", "seq": seq, "id": frame["id"], "message_id": message_id}))
                 seq += 1
-                reply = {"type": "message", "seq": seq, "author": "bot", "text": frame["text"], "message_id": message_id}
-                await ws.send_str(json.dumps(reply, ensure_ascii=False))
+                reply = {"type": "message", "seq": seq, "author": "bot", "text": frame["text"]}
+                await ws.send_str(json.dumps({**reply, "message_id": message_id}, ensure_ascii=False))
         return ws
 
     async def ready(request: web.Request) -> web.Response:
@@ -162,10 +166,14 @@ def _gc_server(out: str, cli_args: list[str]) -> None:
     runpy.run_module("gateway.cli", run_name="__main__", alter_sys=True)
 
 
+def _lines(path: str) -> list[str]:
+    return Path(path).read_text(encoding="utf-8").splitlines() if Path(path).exists() else []
+
+
 async def _gc_figures(server: asyncio.subprocess.Process, out: str) -> dict[str, Any]:
     server.send_signal(signal.SIGUSR1)
     for _ in range(100):
-        lines = Path(out).read_text(encoding="utf-8").splitlines() if Path(out).exists() else []
+        lines = await asyncio.to_thread(_lines, out)
         if len(lines) >= 2:
             return dict(json.loads(lines[-1]))
         await asyncio.sleep(0.05)
@@ -206,7 +214,7 @@ async def _hold_idle(url: str, count: int) -> None:
 
         closing = False
         tasks = [asyncio.create_task(one()) for _ in range(count)]
-        while len(opened) + errors < count:
+        while len(opened) + errors < count:  # noqa: ASYNC110 (two counters, no one event)
             await asyncio.sleep(0.1)
         print(json.dumps({"opened": len(opened), "errors": errors}), flush=True)
         await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
@@ -227,12 +235,9 @@ class _IdleClients:
 
     async def start(self) -> None:
         for count in self._counts:
-            self.procs.append(
-                await asyncio.create_subprocess_exec(
-                    sys.executable, __file__, "--role", "idle", "--url", self._url, "--idle", str(count),
-                    stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-                )  # fmt: skip
-            )
+            cmd = [sys.executable, __file__, "--role", "idle", "--url", self._url, "--idle", str(count)]
+            pipe = asyncio.subprocess.PIPE
+            self.procs.append(await asyncio.create_subprocess_exec(*cmd, stdin=pipe, stdout=pipe))
         for proc in self.procs:
             assert proc.stdout is not None
             line = json.loads(await proc.stdout.readline())
@@ -268,7 +273,7 @@ async def _visitor(
                 started = time.perf_counter()
                 await ws.send_json({"type": "message", "id": f"m{i}", "text": QUESTIONS[i % len(QUESTIONS)]})
                 while True:
-                    msg = await ws.receive()
+                    msg = await ws.receive(timeout=30)  # a reply later than this counts as an error
                     if msg.type is not aiohttp.WSMsgType.TEXT:
                         raise RuntimeError(f"socket ended: {msg.type.name}")
                     frame = json.loads(msg.data)
@@ -350,10 +355,14 @@ async def _run(name: str, source: Path | None, args: argparse.Namespace) -> dict
             cmd = [sys.executable, __file__, "--role", "bare-server", "--port", str(port)]
             cwd = ROOT
         else:
-            cmd = [sys.executable, __file__, "--role", "gc-server", "--gc-out", gc_out, "--", "--log-level", "WARNING", "serve",
-                   "-c", str(_config(tmp, args, prefix)), "--port", str(port)]  # fmt: skip
+            serve = ["--log-level", "WARNING", "serve", "-c", str(_config(tmp, args, prefix)), "--port", str(port)]
+            cmd = [sys.executable, __file__, "--role", "gc-server", "--gc-out", gc_out, "--", *serve]
             cwd = source
-        server = await asyncio.create_subprocess_exec(*cmd, cwd=cwd, env={**os.environ, "PYTHONPATH": str(cwd)})
+        server_log = Path(tmp) / "server.log"
+        with server_log.open("wb") as log_file:  # the server's log, to count what it logged as errors
+            server = await asyncio.create_subprocess_exec(
+                *cmd, cwd=cwd, env={**os.environ, "PYTHONPATH": str(cwd)}, stderr=log_file
+            )
         idle = _IdleClients(f"ws://127.0.0.1:{port}/chat/ws", args.idle, args.idle_procs)
         peak_redis = 0
         sampling = True
@@ -398,7 +407,7 @@ async def _run(name: str, source: Path | None, args: argparse.Namespace) -> dict
                 cpu_idle = idle.cpu_s() - cpu_idle
                 cpu_self = _cpu_s(os.getpid()) - cpu_self
                 gc_figures = await _gc_figures(server, gc_out) if source is not None else {}
-            rss_mib = int(Path(f"/proc/{server.pid}/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE") >> 20
+            rss_mib = _rss_mib(server.pid)
             await idle.stop()
         finally:
             sampling = False
@@ -406,6 +415,11 @@ async def _run(name: str, source: Path | None, args: argparse.Namespace) -> dict
                 await sampler
             server.terminate()
             await server.wait()
+            logged = server_log.read_text(encoding="utf-8", errors="replace").splitlines()
+            server_errors = [line for line in logged if " ERROR " in line or " CRITICAL " in line]
+            if server_errors and args.keep_logs:
+                kept = Path(f"{args.keep_logs}-{name}-{server.pid}.log")
+                await asyncio.to_thread(kept.write_text, "\n".join(logged), encoding="utf-8")
             if args.store == "redis" and source is not None:
                 await _drop_redis_prefix(args.redis_url, prefix)
 
@@ -430,8 +444,11 @@ async def _run(name: str, source: Path | None, args: argparse.Namespace) -> dict
         "server_cpu_share_idle": round(idle_cpu, 3),  # with only the idle sockets open, before the active phase
         "server_rss_mib": rss_mib,
         "errors": len(errors) + idle.errors + idle.dropped,
+        "server_errors_logged": len(server_errors),
         **gc_figures,
     }
+    if server_errors:
+        result["first_server_error"] = server_errors[0][:300]
     if errors:
         result["first_error"] = errors[0]
     if args.store == "redis" and source is not None:
@@ -441,13 +458,19 @@ async def _run(name: str, source: Path | None, args: argparse.Namespace) -> dict
 
 async def main(args: argparse.Namespace) -> None:
     _raise_nofile(args.idle + 2 * args.visitors + 1000)
-    targets: list[tuple[str, Path | None]] = []
-    for spec in args.target or [f"after={ROOT}", "bare"]:
-        name, _, path = spec.partition("=")
-        targets.append((name, None if name == "bare" and not path else Path(path or ROOT).resolve()))
+    targets = _targets(args.target or [f"after={ROOT}", "bare"])
     for _ in range(args.runs):
         for name, source in targets:
             print(json.dumps(await _run(name, source, args), ensure_ascii=False), flush=True)
+
+
+def _targets(specs: list[str]) -> list[tuple[str, Path | None]]:
+    """``NAME=DIR`` serves huiliu from DIR; ``bare`` the bare aiohttp comparator."""
+    targets: list[tuple[str, Path | None]] = []
+    for spec in specs:
+        name, _, path = spec.partition("=")
+        targets.append((name, None if name == "bare" and not path else Path(path or ROOT).resolve()))
+    return targets
 
 
 def _parse() -> argparse.Namespace:
@@ -465,10 +488,12 @@ def _parse() -> argparse.Namespace:
     parser.add_argument("--max-connections", type=int, default=0, help="store.max_connections (0: the default)")
     parser.add_argument("--target", action="append", help="NAME=SOURCE_DIR (huiliu serve from there) or bare")
     parser.add_argument("--runs", type=int, default=1)
+    parser.add_argument("--keep-logs", help="keep a server log with errors as KEEP_LOGS-TARGET-PID.log")
     parser.add_argument("--profile", help="py-spy the server over the active phase into PROFILE-TARGET-PID.txt")
     parser.add_argument("--gc-out", help=argparse.SUPPRESS)
     parser.add_argument("cli_args", nargs="*", help=argparse.SUPPRESS)
-    parser.add_argument("--role", choices=["main", "idle", "bare-server", "gc-server"], default="main", help=argparse.SUPPRESS)
+    roles = ["main", "idle", "bare-server", "gc-server"]
+    parser.add_argument("--role", choices=roles, default="main", help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     return parser.parse_args()

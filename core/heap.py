@@ -1,4 +1,4 @@
-"""Keep the long-lived heap (jieba's dictionary, the FAQ index, open sockets) out of the garbage collector's full passes."""
+"""Keep the long-lived heap (jieba's dictionary, the FAQ index, open sockets) out of the collector's full passes."""
 
 from __future__ import annotations
 

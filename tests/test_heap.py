@@ -112,7 +112,7 @@ async def test_serve_freezes_an_open_sockets_state_while_it_stays_usable(
             assert isinstance(connector, WebchatConnector)
             [session] = [s for group in connector._live.values() for s in group]
             async with asyncio.timeout(5):
-                while _collected(session) or _collected(session.ws):
+                while _collected(session) or _collected(session.ws):  # noqa: ASYNC110 (no event says it)
                     await asyncio.sleep(0.05)
             _, reply = await chat.say("怎么开发票")
             assert reply["author"] == "bot" and "发票" in reply["text"]

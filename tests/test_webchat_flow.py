@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
+from collections import Counter
+from typing import Any
 
 from connectors.webchat.connector import WebchatConnector
 from gateway.app import GATEWAY
@@ -176,3 +179,40 @@ async def test_a_visitor_who_left_leaves_no_state_behind(gateway: Gateway) -> No
             break
         await asyncio.sleep(0.02)
     assert connector._live == {} and connector._locks == {} and connector._last_seq == {}
+
+
+async def test_a_new_visitors_hello_reads_nothing_it_cannot_have(gateway: Gateway) -> None:
+    """5,000 visitors arriving at once queue on the store (Redis: on its connection pool) for every read their
+    hello makes; a visitor id made just now has no conversation and no frames to look up (issue 21). A returning
+    visitor's hello still replays what it missed."""
+    connector = gateway.server.app[GATEWAY].connectors["web"]
+    assert isinstance(connector, WebchatConnector)
+    real = connector._store
+    calls: Counter[str] = Counter()
+
+    class Counting:
+        def __getattr__(self, name: str) -> Any:
+            attr = getattr(real, name)
+            if not inspect.iscoroutinefunction(attr):
+                return attr
+
+            async def counted(*args: Any, **kwargs: Any) -> Any:
+                calls[name] += 1
+                return await attr(*args, **kwargs)
+
+            return counted
+
+    connector._store = Counting()  # type: ignore[assignment]
+    chat = await gateway.chat()
+    welcome = chat.frames[0]
+    assert welcome["seq"] == 0 and welcome["conversation_id"]
+    assert calls["find_conversation"] == calls["frames_after"] == calls["last_frame_seq"] == 0
+    _, reply = await chat.say("怎么开发票")
+    await chat.close()
+
+    back = await gateway.chat(token=chat.token, last_seq=0)
+    assert back.frames[0]["conversation_id"] == welcome["conversation_id"]
+    assert back.frames[0]["seq"] == reply["seq"]
+    replayed = await back.expect("message")
+    assert replayed["message_id"] == reply["message_id"]
+    await back.close()
