@@ -11,6 +11,7 @@ import re
 import tempfile
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -267,6 +268,13 @@ def _features_cached(a: Analyzed, cache: dict[Analyzed, frozenset[str]]) -> froz
     return feats
 
 
+def _model_features_cached(a: Analyzed, cache: dict[Analyzed, frozenset[str]]) -> frozenset[str]:
+    feats = cache.get(a)
+    if feats is None:
+        feats = cache[a] = frozenset(_model_features(a))
+    return feats
+
+
 _DIGITS = re.compile(r"[0-9]+")
 
 
@@ -329,6 +337,12 @@ class _Analysis:
     synonyms: dict[str, str]
     cache: dict[str, Analyzed]
     normalized: dict[str, str]  # phrasing -> fold_for_matching(phrasing)
+    # What the index reads off an analyzed phrasing, computed once for the index and its held-out indexes.
+    features: dict[Analyzed, frozenset[str]] = dataclasses.field(default_factory=dict)
+    model_features: dict[Analyzed, frozenset[str]] = dataclasses.field(default_factory=dict)
+    kinds: dict[str, frozenset[str]] = dataclasses.field(default_factory=dict)  # phrasing -> its question types
+    # (entry, phrasing) -> the confusable entries it is trained against
+    negatives: dict[tuple[int, str], list[int]] = dataclasses.field(default_factory=dict)
 
 
 class FaqIndex:
@@ -367,19 +381,23 @@ class FaqIndex:
         self._tokenizer = _analysis.tokenizer
         self._synonyms = _analysis.synonyms
         cache = _analysis.cache
-        analyzed = [[self._analyze_cached(q, cache) for q in e.questions] for e in self._entries]
+        normal = _analysis.normalized
+        analyzed = [[self._analyze_cached(q, cache, normal) for q in e.questions] for e in self._entries]
         self._keywords = [[self._analyze_cached(k, cache) for k in e.keywords] for e in self._entries]
         # A question typed exactly as one entry (and no other) words it.
-        normal = _analysis.normalized
         verbatim: dict[str, int] = {}
         for i, e in enumerate(self._entries):
             for q in e.questions:
                 verbatim[normal[q]] = i if verbatim.get(normal[q], i) == i else -1
         self._verbatim = {q: i for q, i in verbatim.items() if i >= 0}
         # Each distinct phrasing's question types, once (held-out indexes share the texts).
-        kinds = {q: question_types(normal[q]) for e in self._entries for q in e.questions}
+        kinds = _analysis.kinds
+        for e in self._entries:
+            for q in e.questions:
+                if q not in kinds:
+                    kinds[q] = question_types(normal[q])
         self._qtypes = [union(kinds[q] for q in e.questions) for e in self._entries]
-        feats_cache: dict[Analyzed, frozenset[str]] = {}
+        feats_cache = _analysis.features
         phrase_feats = [[_features_cached(a, feats_cache) for a in phrasings] for phrasings in analyzed]
         keyword_feats = [[_features_cached(k, feats_cache) for k in kws] for kws in self._keywords]
         # A term's frequency in an entry is the number of its phrasings (and keywords) that hold it: a word most
@@ -432,7 +450,11 @@ class FaqIndex:
         self._postings: dict[str, tuple[tuple[int, float], ...]] = {
             f: tuple(sorted(p, key=lambda iw: -iw[1])) for f, p in postings.items()
         }
-        self._train_model(analyzed, phrase_feats)
+        # Each feature's place in the walk's order, sorted once: (words and bigrams before characters, fewer postings
+        # first, then the feature itself).
+        order = sorted(self._postings, key=lambda f: (f[0] == "c", len(self._postings[f]), f))
+        self._anchor_rank = {f: k for k, f in enumerate(order)}
+        self._train_model(analyzed, phrase_feats, _analysis.model_features, _analysis.negatives)
         self._temperature, self._siblings = self._fit_confidence(_analysis) if calibrate else (1.0, frozenset())
 
     def __getstate__(self) -> dict[str, Any]:
@@ -520,10 +542,16 @@ class FaqIndex:
                 fb = nll(b)
         return round(2.0 / (lo + hi), 3), siblings
 
-    def _train_model(self, analyzed: list[list[Analyzed]], phrase_feats: list[list[frozenset[str]]]) -> None:
+    def _train_model(
+        self,
+        analyzed: list[list[Analyzed]],
+        phrase_feats: list[list[frozenset[str]]],
+        cache: dict[Analyzed, frozenset[str]],
+        shared: dict[tuple[int, str], list[int]],
+    ) -> None:
         """Learn per-entry feature weights from the phrasings: each phrasing is an example of its entry, told
         apart from the entries the inverted index finds for it."""
-        model_feats = [[_model_features(a) for a in phrasings] for phrasings in analyzed]
+        model_feats = [[_model_features_cached(a, cache) for a in phrasings] for phrasings in analyzed]
         df: dict[str, int] = defaultdict(int)
         for phrasings in model_feats:
             for feats in phrasings:
@@ -541,12 +569,18 @@ class FaqIndex:
         trained = sum(len(p) for p in model_feats if len(p) > 1)
         per_row = max(_MIN_NEGATIVES, min(_TRAIN_NEGATIVES, _TRAIN_PAIRS // max(trained, 1)))
         for i, phrasings in enumerate(model_feats):
-            for feats, bm25_feats in zip(phrasings, phrase_feats[i], strict=True):
+            questions = self._entries[i].questions
+            for k, (feats, bm25_feats) in enumerate(zip(phrasings, phrase_feats[i], strict=True)):
                 if len(phrasings) > 1:
                     # An entry with one phrasing has nothing its phrasings share to learn: its centroid is it.
-                    acc, _ = self._walk(bm25_feats, _TRAIN_BUDGET)
-                    acc.pop(i, None)
-                    negatives[len(rows)] = heapq.nlargest(per_row, acc, key=acc.__getitem__)
+                    # A held-out index takes the entries its parent index found (the same entries, in the same
+                    # order): walking for them again was a tenth of a large KB's build.
+                    found = shared.get((i, questions[k]))
+                    if found is None:
+                        acc, _ = self._walk(bm25_feats, _TRAIN_BUDGET)
+                        acc.pop(i, None)
+                        found = shared[i, questions[k]] = sorted(acc, key=acc.__getitem__, reverse=True)[:per_row]
+                    negatives[len(rows)] = found[:per_row]
                 rows.append(self._model_row(feats))
                 classes.append(i)
         self._model: LinearModel = train(rows, classes, negatives, len(self._entries))
@@ -566,7 +600,8 @@ class FaqIndex:
         # Words and bigrams first, rarest first; single characters last and only as a fallback (_CHAR_BUDGET).
         # Ties go by the feature itself: in set order, which a budget cut then depends on, the candidates (and
         # the model's training negatives) changed with PYTHONHASHSEED, and every metric by about 0.001.
-        anchors = sorted((f for f in feats if f in postings), key=lambda f: (f[0] == "c", len(postings[f]), f))
+        rank = self._anchor_rank
+        anchors = sorted((f for f in feats if f in rank), key=rank.__getitem__)
         acc: dict[int, float] = {}
         get = acc.get
         walked = 0
@@ -601,10 +636,14 @@ class FaqIndex:
                     del acc[i]
         return acc, complete
 
-    def _analyze_cached(self, text: str, cache: dict[str, Analyzed]) -> Analyzed:
+    def _analyze_cached(self, text: str, cache: dict[str, Analyzed], folded: dict[str, str] | None = None) -> Analyzed:
+        """``folded``: texts already folded for matching (the phrasings), so they are not folded twice."""
         a = cache.get(text)
         if a is None:
-            a = cache[text] = self._analyze(text)
+            if folded is not None and (done := folded.get(text)) is not None:
+                a = cache[text] = analyze(self._tokenizer, done, self._synonyms, folded=True)
+            else:
+                a = cache[text] = self._analyze(text)
         return a
 
     def _analyze(self, text: str) -> Analyzed:
