@@ -181,9 +181,9 @@ def analyze(tokenizer: Any, text: str, synonyms: Mapping[str, str] | None = None
             token = " "
         else:
             stemmed = stem(raw) if raw.isascii() else raw
-            folded = synonyms.get(stemmed, stemmed) if synonyms else stemmed
-            every.append(folded)
-            token = " " if raw in STOPWORDS or stemmed in STOPWORDS else folded
+            word = synonyms.get(stemmed, stemmed) if synonyms else stemmed
+            every.append(word)
+            token = " " if raw in STOPWORDS or stemmed in STOPWORDS else word
         if token == " " or not is_cjk(token):
             bigrams.update(run[i : i + 2] for i in range(len(run) - 1))
             chars.update(run)
