@@ -31,6 +31,18 @@ class AcknowledgesTickets(Protocol):
 
 
 @runtime_checkable
+class AnswersInline(Protocol):
+    """A channel whose inbound request can carry the reply back while it waits (a WeChat passive reply)."""
+
+    def inline_delivery(self, in_reply_to: str) -> Delivery | None:
+        """The delivery a reply to ``in_reply_to`` gets in that request's response, or None when nothing waits
+        for it there. Given, the request is committed to wait for the reply now being stored (and to ask for a
+        retry should that fail), so the reply is stored with this delivery in its own write, not recorded after.
+        """
+        ...
+
+
+@runtime_checkable
 class Drains(Protocol):
     """A connector holding long-lived connections (web chat sockets) that shutdown must let go first."""
 

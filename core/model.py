@@ -222,6 +222,17 @@ class VoicemailRequest:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Admission:
+    """A claim the store must grant before anything of a message is written: a webhook's replay guard (WeChat's
+    signed nonce, held for the body it came with, so only a byte-identical retry passes). Taken as a ``lease``,
+    in the same store call as intake's first read (``conversation_for``), not in a round trip of its own."""
+
+    key: str
+    holder: str
+    ttl_s: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class InboundMessage:
     """What a connector hands to intake: one customer message as the channel gave it."""
 
@@ -255,6 +266,7 @@ class InboundMessage:
     reopen: ReopenRequest | None = None
     greeting: str | None = None  # sent in reply to this message (a WeChat welcome on a follow)
     voicemail: VoicemailRequest | None = None
+    admission: Admission | None = None  # refused: nothing is written, intake raises AdmissionRefused
     checkpoints: tuple[Checkpoint, ...] = ()  # the connector's state the message sets, stored with it
     # Channel extras no other part reads (headers, call details), kept on the stored message.
     meta: Mapping[str, Any] = field(default_factory=dict)

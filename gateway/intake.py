@@ -51,7 +51,7 @@ from core.model import (
 )
 from core.store import Store, VersionConflict
 from core.store.roles import Conversations
-from core.store.types import LogLine
+from core.store.types import AdmissionRefused, LogLine
 from core.tasks import TaskTracker
 from gateway.contacts import ContactService, apply_flags
 from gateway.outbound import Outbound
@@ -120,7 +120,15 @@ class Intake:
             raise Rejected(f"there is no FAQ entry {inbound.picked_faq!r} to pick")
         # Facts that are safe to apply twice go before the message is stored, so a crash in between loses none
         # (the channel's redelivery applies them again); a repeat of a stored message applies nothing.
-        seen = await self._seen(inbound) if inbound.reopen is not None or inbound.contact_flags else False
+        checks_first = inbound.reopen is not None or bool(inbound.contact_flags)
+        # The channel's admission (a replay guard) is taken before anything is read or written: in the
+        # conversation's read when that comes first (one store call), on its own before the facts otherwise.
+        admit = inbound.admission
+        if admit is not None and checks_first:
+            if not await self._store.lease(admit.key, admit.holder, admit.ttl_s):
+                raise AdmissionRefused(f"{admit.key} is held for another holder")
+            admit = None
+        seen = await self._seen(inbound) if checks_first else False
         if inbound.reopen is not None and not seen:
             await self._tickets.reopen_resolved(inbound.reopen.conversation_id)
         conversation = await self._store.conversation_for(
@@ -131,6 +139,7 @@ class Intake:
             now=now,
             thread=inbound.thread,
             aliases=normalized.aliases,
+            admit=admit,
         )
         text = normalized.text
         survey_reply = (

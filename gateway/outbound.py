@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from typing import Protocol
 
 from connectors.base import Connector
-from connectors.capabilities import AcknowledgesTickets, Notifies
+from connectors.capabilities import AcknowledgesTickets, AnswersInline, Notifies
 from core import events
 from core.model import (
     Author,
@@ -109,17 +109,27 @@ class Outbound:
         A repeat (its external id already stored) sends nothing and gets None: the first one was sent, or
         is being sent, or waits in the outbox for ``resend_unsent`` because its sender died.
         """
+        connector = self._connectors.get(conversation.inbox)
+        # A reply the waiting request carries back is stored as delivered, in the one write (no outbox entry,
+        # no delivery record after it): if this process dies before the response is written, the channel's
+        # retry of the request finds the stored reply and carries it (see the WeChat connector).
+        inline = (
+            connector.inline_delivery(in_reply_to)
+            if in_reply_to is not None and isinstance(connector, AnswersInline)
+            else None
+        )
         stored, created = await self._store.add_message(
             message,
             [events.message_created(message)],
             answers=answers,
             saving=saving,
-            outgoing=Outgoing(in_reply_to=in_reply_to, hold_s=self._resend_after_s),
+            outgoing=Outgoing(in_reply_to=in_reply_to, hold_s=self._resend_after_s) if inline is None else None,
+            delivered=inline,
         )
         if not created:
             return stored, None
         self._observer.message_stored(stored)
-        return stored, await self.send(stored, conversation, in_reply_to=in_reply_to)
+        return stored, await self.send(stored, conversation, in_reply_to=in_reply_to, recorded=inline)
 
     async def record_greeting(self, answering: Message, text: str, at: datetime) -> Message:
         """A greeting the channel delivers itself, in the same exchange as the message it answers (a WeChat
@@ -138,16 +148,29 @@ class Outbound:
             self._observer.message_stored(stored)
         return stored
 
-    async def send(self, message: Message, conversation: Conversation, *, in_reply_to: str | None = None) -> Delivery:
+    async def send(
+        self,
+        message: Message,
+        conversation: Conversation,
+        *,
+        in_reply_to: str | None = None,
+        recorded: Delivery | None = None,
+    ) -> Delivery:
         """Send through the inbox's connector and record the outcome (which takes it out of the outbox).
 
         A retryable failure is retried in the background with backoff; a permanent one raises
-        ``message.delivery_failed`` so the helpdesk can choose another channel.
+        ``message.delivery_failed`` so the helpdesk can choose another channel. ``recorded``: the delivery the
+        message was stored with (an inline reply); when it went out that way there is nothing left to record,
+        and when it did not, the message goes back in the outbox before anything else is tried.
         """
         reply = OutboundReply(
             message=message, address=conversation.address, conversation=conversation, in_reply_to=in_reply_to
         )
         delivery = await self._attempt(reply)
+        if recorded is not None:
+            if delivery == recorded:
+                return delivery
+            await self._store.requeue(message.id, in_reply_to, self._resend_after_s)
         if delivery.status is DeliveryStatus.RETRYABLE:
             self._tasks.spawn(self._retry(reply), name=f"outbound-retry:{message.id}")
         await self._record(message, delivery)

@@ -26,6 +26,7 @@ from connectors.wechat.signature import verify
 from connectors.wechat.window import ReplyWindow, Verdict
 from core.config import WechatInbox
 from core.model import (
+    Admission,
     Channel,
     ContactFlag,
     Delivery,
@@ -41,6 +42,7 @@ from core.model import (
     reply_key,
 )
 from core.observe import token_refresh_key
+from core.store.types import AdmissionRefused
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +55,13 @@ DELIVERED_TTL_S = 2 * 86400
 # WeChat waits 5 s for an answer and retries a push three times: within this long after a passive reply was
 # written, a retry means it was lost; no retry by then means it arrived.
 RETRY_WINDOW_S = 20.0
+_RETRY = {"Retry-After": "1"}
+# How long a push whose reply is being stored as its response's waits for that write past the budget: longer
+# than the store's pool and socket timeouts together, so it is their answer (stored, or an error) that counts.
+COMMITTED_WAIT_S = 30.0
+# Pushes of one inbox taken in at once (the rest wait their turn): fewer than the store's pooled connections
+# (50 by default), so those taken in never wait out the pool's timeout for one.
+ACTIVE_PUSHES = 40
 # Errors that mean the customer cannot be reached this way now; never retried blindly.
 PERMANENT: dict[int, str] = {
     45015: "window_closed",
@@ -74,6 +83,8 @@ class _Waiter:
 
     reply: asyncio.Future[OutboundReply]
     written: asyncio.Future[bool]
+    # The reply is being stored as this response's (``inline_delivery``): the push waits for it past the budget.
+    committed: bool = False
 
 
 class WechatConnector:
@@ -90,6 +101,7 @@ class WechatConnector:
         self._sink: InboundSink | None = None
         self._api: WechatApi | None = None
         self._waiters: dict[str, _Waiter] = {}
+        self._active = asyncio.Semaphore(ACTIVE_PUSHES)
         self._answering: set[str] = set()  # pushes whose first delivery is still being answered here
         # External ids of pushes intake is still taking in here: intake stores a greeting before it returns,
         # and a concurrent retry must not answer with it while the first delivery will.
@@ -123,6 +135,14 @@ class WechatConnector:
     def is_running(self) -> bool:
         return self._sink is not None
 
+    def inline_delivery(self, in_reply_to: str) -> Delivery | None:
+        """While the push still waits, its reply goes back in the response: stored as sent, in its own write."""
+        waiter = self._waiters.get(in_reply_to)
+        if waiter is None or waiter.reply.done():
+            return None
+        waiter.committed = True
+        return Delivery(status=DeliveryStatus.SENT, external_id=f"passive:{in_reply_to}")
+
     async def send(self, reply: OutboundReply) -> Delivery:
         """Hand the reply to its push's POST response while that still waits; else the customer-service API."""
         waiter = self._waiters.pop(reply.in_reply_to, None) if reply.in_reply_to else None
@@ -134,6 +154,12 @@ class WechatConnector:
                 written = False
             if written:
                 return Delivery(status=DeliveryStatus.SENT, external_id=f"passive:{reply.in_reply_to}")
+            if waiter.committed:
+                # Stored as sent, and the response did not go out: the outbox takes it back, and WeChat, which
+                # got no answer, retries the push. The retry's response or the customer-service API (on the
+                # outbox's retry) carries it, whichever comes first; the delivered lease lets only one.
+                log.info("passive reply for %s did not go out; it waits for a retry or the API", reply.in_reply_to)
+                return Delivery(status=DeliveryStatus.RETRYABLE, error="the passive reply was not written")
             log.info("passive reply for %s did not go out; using the customer-service API", reply.in_reply_to)
             return await self._send_custom(reply)
         if reply.in_reply_to is not None:
@@ -224,25 +250,45 @@ class WechatConnector:
         timestamp, nonce = self._authenticate(request)
         ttl = min(2 * self._cfg.timestamp_window_s + 60, 2 * 86400)
         # The nonce is held for this body: WeChat's byte-identical retry passes again (a delivery that died
-        # before its message was stored is not lost), while the signed query with any other body is refused.
-        # Whether the message is stored already is the dedupe key's business, after parsing.
-        body_digest = hashlib.sha256(body).hexdigest()
-        if not await self._store.lease(f"wechat:nonce:{self.inbox}:{timestamp}:{nonce}", body_digest, ttl):
-            raise web.HTTPForbidden(text="replayed nonce")
+        # before its message was stored is not lost), while the signed query with any other body is refused
+        # before anything is written. Whether the message is stored already is the dedupe key's business.
+        # Parsing writes nothing, so it goes first: the claim then rides on intake's first store call.
+        admission = Admission(
+            key=f"wechat:nonce:{self.inbox}:{timestamp}:{nonce}", holder=hashlib.sha256(body).hexdigest(), ttl_s=ttl
+        )
         encrypted = request.query.get("encrypt_type", "raw").lower() == "aes"
         now = datetime.now(UTC)
         try:
             xml = self._open(body, encrypted, request.query.get("msg_signature", ""), timestamp, nonce)
             push = parse_push(xml, inbox=self.inbox, received_at=now, menu_faq=self._cfg.menu_faq)
         except PushError as exc:
+            await self._admit(admission)
             await self._quarantine(body, f"{exc.code}: {exc.message}", now)
             raise web.HTTPBadRequest(text=exc.message) from None
         except crypto.CryptoError as exc:
+            await self._admit(admission)
             await self._quarantine(body, f"undecryptable: {exc}", now)
             raise web.HTTPBadRequest(text=f"cannot decrypt: {exc}") from None
 
+        # A burst queues here, past parsing, instead of on the store's connection pool: a push taken in gets its
+        # store calls answered promptly, where 500 at once each waiting for a pooled connection per round trip
+        # ran past the pool's timeout (a 503) on a busy machine.
+        async with self._active:
+            return await self._take_in(request, sink, push, admission, body, encrypted, now)
+
+    async def _take_in(
+        self,
+        request: web.Request,
+        sink: InboundSink,
+        push: Push,
+        admission: Admission,
+        body: bytes,
+        encrypted: bool,
+        now: datetime,
+    ) -> web.StreamResponse:
+        """The push, parsed and signed: taken in, answered once, and the reply (if any) in its response."""
         try:
-            inbound = self._reported(push, now)
+            inbound = dataclasses.replace(self._reported(push, now), admission=admission)
             self._receiving[inbound.external_id] += 1  # counted: a concurrent retry takes it in too
             try:
                 result = await self._intake(sink, inbound)
@@ -252,6 +298,8 @@ class WechatConnector:
                     del self._receiving[inbound.external_id]
         except web.HTTPException:
             raise
+        except AdmissionRefused:  # the signed query with another body: nothing was written
+            raise web.HTTPForbidden(text="replayed nonce") from None
         except Exception as exc:
             # WeChat retries three times and then drops the push: keep it for ``huiliu quarantine replay``
             # (when the store itself failed, this fails too, and the retries are what is left).
@@ -273,14 +321,14 @@ class WechatConnector:
         try:
             text = inbound.greeting  # intake stored it, for the passive reply
             if text is None and waiter is not None and result.handled is not None:
+                # The reply comes stored as sent (``inline_delivery``): if this process dies before the write,
+                # WeChat's retry finds it stored and its response carries it (see _answer_again).
                 reply = await self._await_reply(result.message.id, waiter, result.handled)
                 text = render.plain_text(reply.message) if reply is not None else None
-                if reply is not None:
-                    # Kept before the write: if this process dies now, a resend of the reply knows it may
-                    # have arrived, and waits for WeChat's retries to tell (see _after_passive).
-                    await self._store.set_checkpoint(
-                        self._passive_key(result.message.id), repr(time.time()), ttl_s=DELIVERED_TTL_S
-                    )
+                if reply is None and waiter.committed:
+                    # Being stored as this response's, and it did not come (the store failed or is slow): it may
+                    # be stored as sent, so "success" could lose it. WeChat retries and the retry answers.
+                    return web.Response(status=503, text="the reply is not stored yet; retry", headers=_RETRY)
             if text is None:
                 return web.Response(text=SUCCESS)
             response, written = await self._write_passive(request, push, text, encrypted)
@@ -334,6 +382,11 @@ class WechatConnector:
             raise web.HTTPForbidden(text="bad or missing msg_signature")
         return crypto.decrypt(encrypt, key=self._key, app_id=self._cfg.app_id)
 
+    async def _admit(self, admission: Admission) -> None:
+        """The replay guard on its own, for a push that is quarantined rather than taken in."""
+        if not await self._store.lease(admission.key, admission.holder, admission.ttl_s):
+            raise web.HTTPForbidden(text="replayed nonce")
+
     async def _intake(self, sink: InboundSink, inbound: InboundMessage) -> IntakeResult:
         try:
             return await sink(inbound)
@@ -371,6 +424,10 @@ class WechatConnector:
         """The bot's reply if it comes within the budget; None when it is late or there is none."""
         pending: set[asyncio.Future[Any]] = {waiter.reply, handled}
         await asyncio.wait(pending, timeout=self._cfg.reply_budget_s, return_when=asyncio.FIRST_COMPLETED)
+        if waiter.committed and not waiter.reply.done() and not handled.done():
+            # Its reply is being stored as this response's: that write is under way (bounded by the store's own
+            # timeouts), wait for it rather than ask WeChat to retry a reply that is about to be there.
+            await asyncio.wait(pending, timeout=COMMITTED_WAIT_S, return_when=asyncio.FIRST_COMPLETED)
         # From here on a late reply finds no waiter and goes through the customer-service API.
         self._waiters.pop(message_id, None)
         return waiter.reply.result() if waiter.reply.done() else None

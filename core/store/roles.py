@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from core.model import (
+    Admission,
     Channel,
     Checkpoint,
     Contact,
@@ -93,8 +94,12 @@ class Conversations(Protocol):
         now: datetime,
         thread: str = "",
         aliases: Sequence[Identity] = (),
+        admit: Admission | None = None,
     ) -> Conversation:
         """The conversation for this address and thread on this inbox.
+
+        ``admit``: first take this claim as ``lease`` would (in the same call: on Redis, the same script as the
+        read), raising AdmissionRefused, with nothing read or written, when another holder has it.
 
         If there is none, it is created atomically, together with the contact if the address is new.
         A new address joins the contact of any of its ``aliases`` (verified identities such as a WeChat
@@ -134,6 +139,7 @@ class Transcript(Protocol):
         outgoing: Outgoing | None = None,
         handled: bool = False,
         checkpoints: Sequence[Checkpoint] = (),
+        delivered: Delivery | None = None,
     ) -> tuple[Message, bool]:
         """Store a message once per (channel, inbox, direction, external_id).
 
@@ -146,6 +152,9 @@ class Transcript(Protocol):
         intake has nothing to do for (a call log line) is stored handled, as ``mark_handled`` would leave it.
         ``checkpoints`` are set as ``set_checkpoint`` would, with a new message only (a connector's state that the
         message changes, such as a WeChat reply window opening).
+        ``delivered``: an outbound message handed to the channel in the exchange that stores it (a WeChat passive
+        reply, written in the push's response once stored) is stored with that delivery, as ``record_delivery``
+        would leave it, in the same write; such a message is not put in the outbox.
         """
         ...
 
@@ -201,6 +210,11 @@ class Outbox(Protocol):
 
         A final delivery (anything but retryable) takes the message out of the outbox.
         """
+        ...
+
+    async def requeue(self, message_id: str, in_reply_to: str | None, hold_s: float) -> None:
+        """Put a message (back) in the outbox, held for ``hold_s``: one stored as delivered whose delivery then
+        failed (a passive reply whose response could not be written) is sent again like any other."""
         ...
 
     async def hold_outgoing(self, message_id: str, hold_s: float) -> None:
@@ -380,6 +394,11 @@ class Checkpoints(Protocol):
         per-user state would otherwise grow the store without bound. Without it the checkpoint is kept
         until overwritten, as a position (IMAP UIDs, a file offset, a webhook cursor) must be.
         """
+        ...
+
+    async def set_checkpoints(self, checkpoints: Sequence[Checkpoint]) -> None:
+        """``set_checkpoint`` for each, in one store call: a WeChat push writes its reply window and its passive
+        reply's mark together, one Redis round trip (a pipeline) or one SQLite job instead of two."""
         ...
 
 

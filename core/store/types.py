@@ -17,6 +17,7 @@ from core.model import (
     Ticket,
     TicketStatus,
 )
+from core.model import Checkpoint as Checkpoint  # re-exported: the store's word for it
 
 
 class StoreError(Exception):
@@ -32,6 +33,10 @@ class StoreUnavailable(StoreError):
 
 class VersionConflict(StoreError):
     """Someone else saved the record first: reload and try again."""
+
+
+class AdmissionRefused(Exception):
+    """A message's ``Admission`` is held by another holder (a replayed nonce with another body): nothing written."""
 
 
 class NotFound(StoreError):

@@ -14,6 +14,7 @@ import pytest
 
 from core import events
 from core.model import (
+    Admission,
     Author,
     Channel,
     Checkpoint,
@@ -35,6 +36,7 @@ from core.model import (
 from core.store import Store, TicketQuery, VersionConflict
 from core.store.base import DeadLetter, Outgoing
 from core.store.sqlite import SqliteStore
+from core.store.types import AdmissionRefused
 from tests.redis_util import redis_store
 
 NOW = datetime(2026, 11, 22, 8, 0, tzinfo=UTC)
@@ -280,6 +282,24 @@ async def test_frames_are_numbered_without_gaps_even_when_pushed_concurrently(st
     assert await store.frames_after(visitor(2), 0) == []
 
 
+async def test_an_admission_rides_on_the_conversation_read_and_refuses_another_holder(store: Store) -> None:
+    """A WeChat push's nonce is claimed in intake's first store call: the byte-identical retry (same holder) is
+    admitted again, the same nonce with another body is refused before anything is written."""
+    first = Admission(key="wechat:nonce:oa:1:n1", holder="body-a", ttl_s=60)
+    conversation = await store.conversation_for(
+        visitor(7), channel=Channel.WEBCHAT, inbox="web", name=None, now=NOW, admit=first
+    )
+    again = await store.conversation_for(
+        visitor(7), channel=Channel.WEBCHAT, inbox="web", name=None, now=NOW, admit=first
+    )
+    assert again.id == conversation.id
+    forged = dataclasses.replace(first, holder="body-b")
+    with pytest.raises(AdmissionRefused):
+        await store.conversation_for(visitor(8), channel=Channel.WEBCHAT, inbox="web", name=None, now=NOW, admit=forged)
+    assert await store.find_conversation("web", visitor(8)) is None  # nothing created for the refused one
+    assert not await store.lease(first.key, "body-b", 60)  # still held for the first body
+
+
 async def test_claim_is_granted_once_until_it_expires(store: Store) -> None:
     results = await asyncio.gather(*(store.claim("nonce:abc", 60) for _ in range(8)))
     assert results.count(True) == 1
@@ -375,6 +395,17 @@ async def test_checkpoint_without_a_ttl_is_kept_and_survives_the_sweep(store: St
     assert await store.purge_expired() == 0
     assert await store.get_checkpoint("imap:inbox") == "42"
     assert await store.get_checkpoint("window:u1") == "kept"
+
+
+async def test_checkpoints_written_together_behave_as_each_written_alone(store: Store) -> None:
+    await store.set_checkpoint("window:u2", "old", ttl_s=0.05)
+    await store.set_checkpoints(
+        [Checkpoint(key="window:u2", value="kept"), Checkpoint(key="passive:m1", value="1.5", ttl_s=0.05)]
+    )
+    assert await store.get_checkpoint("passive:m1") == "1.5"
+    await asyncio.sleep(0.1)
+    assert await store.get_checkpoint("passive:m1") is None  # its own TTL
+    assert await store.get_checkpoint("window:u2") == "kept"  # overwritten without one: the expiry went too
 
 
 async def test_sqlite_sweep_deletes_expired_checkpoints_with_the_claims(tmp_path: Path) -> None:

@@ -21,6 +21,7 @@ from connectors.wechat.signature import sign
 from core.config import WechatInbox
 from core.model import Channel, Direction, InboundMessage
 from core.store.sqlite import SqliteStore
+from core.store.types import AdmissionRefused
 from core.tasks import TaskTracker
 from gateway.app import GATEWAY
 from gateway.intake import BotSetup
@@ -261,6 +262,10 @@ async def test_a_byte_identical_retry_of_a_push_that_died_before_it_was_stored_i
     taken: list[InboundMessage] = []
 
     async def dies_once(message: InboundMessage) -> IntakeResult:
+        admit = message.admission  # the replay guard, taken as intake takes it (with its first store call)
+        assert admit is not None
+        if not await store.lease(admit.key, admit.holder, admit.ttl_s):
+            raise AdmissionRefused(admit.key)
         if not taken:
             taken.append(message)
             raise asyncio.CancelledError  # the process went down mid-request: nothing stored

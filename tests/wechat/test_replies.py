@@ -14,6 +14,7 @@ from connectors.wechat.api import WechatApi
 from connectors.wechat.connector import unsubscribed_flag
 from connectors.wechat.parse import read_xml
 from core.model import Conversation, Identity, IdentityKind, Message, OutboundReply
+from core.store import StoreUnavailable
 from gateway.app import GATEWAY
 from gateway.intake import BotSetup
 from tests.conftest import Gateway, started
@@ -88,13 +89,45 @@ async def test_bot_answer_within_budget_goes_back_as_passive_reply(
         assert texts[0] == "怎么开发票" and "发票" in texts[1]
 
 
+async def test_a_passive_reply_is_stored_as_sent_before_it_is_written_so_a_kill_leaves_it_to_wechats_retry(
+    tmp_path: Path, bot_setup: BotSetup, fake_wechat: FakeWechat, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The reply a push's response carries is stored as sent in the write that stores it: when the response is
+    written there is nothing in the outbox for a restarted gateway to send again through the customer-service
+    API (which doubled replies after kills), and no delivery record left to write. Had the process died before
+    the write, WeChat (no answer) retries the push, and the retry's response carries the stored reply."""
+    config = wechat_config(tmp_path, fake_wechat, inbox(reply_budget_s=3))
+    async with started(config, bot_setup) as gw:
+        connector = gw.server.app[GATEWAY].connectors["oa"]
+        store = gw.server.app[GATEWAY].store
+        seen_at_write: list[tuple[str | None, int]] = []
+        write = connector._write_passive  # type: ignore[attr-defined]
+
+        async def observed(*args: Any, **kwargs: Any) -> Any:
+            _, reply = await transcript(gw, "oa", "oStored")
+            seen_at_write.append((reply.delivery, (await store.gauges(since=datetime.now(UTC))).outbox_size))
+            return await write(*args, **kwargs)
+
+        monkeypatch.setattr(connector, "_write_passive", observed)
+        xml = text_xml("怎么开发票", openid="oStored", msg_id="13")
+        pushed = await WechatClient(gw).push(xml)
+        assert read_xml(pushed.text)["MsgType"] == "text"
+        assert seen_at_write == [("sent", 0)]  # before the write: sent, and nothing to resend
+        retried = await WechatClient(gw).push(xml)  # as if the response had been lost with the process
+        assert read_xml(retried.text)["Content"] == read_xml(pushed.text)["Content"]
+        await gw.server.app[GATEWAY].tasks.drain(5)
+        assert fake_wechat.send_calls == 0
+
+
 async def test_a_passive_reply_resent_after_a_kill_waits_out_wechats_retries_and_is_not_sent_twice(
     tmp_path: Path, bot_setup: BotSetup, fake_wechat: FakeWechat
 ) -> None:
     """Killed after the passive reply went out but before its delivery was recorded, the restarted gateway
     resends the reply from the outbox. WeChat retries an unanswered push within ~15 s: until then the resend
     waits; with no retry by then the customer has the reply, and the customer-service API is not called (it
-    doubled 2/2000 replies on SQLite, up to 12/2000 on Redis)."""
+    doubled 2/2000 replies on SQLite, up to 12/2000 on Redis). Gateways now store such a reply as sent before
+    the write (the test above); a reply left in the outbox with this mark by an earlier version (a rolling
+    upgrade) is still resent this way."""
     config = wechat_config(tmp_path, fake_wechat, inbox(reply_budget_s=3))
     async with started(config, bot_setup) as gw:
         pushed = await WechatClient(gw).push(text_xml("怎么开发票", openid="oKill", msg_id="12"))
@@ -102,6 +135,7 @@ async def test_a_passive_reply_resent_after_a_kill_waits_out_wechats_retries_and
         gateway = gw.server.app[GATEWAY]
         store = gateway.store
         push, reply = await transcript(gw, "oa", "oKill")
+        await store.set_checkpoint(f"wechat:passive:oa:{push.id}", repr(time.time()))  # as an earlier version
         conversation = await store.get_conversation(reply.conversation_id)
         assert conversation is not None
         resend = gateway.connectors["oa"].send
@@ -339,3 +373,24 @@ async def test_a_retry_while_the_first_push_is_taken_in_leaves_the_welcome_to_th
         assert (await client.push(xml)).text == "success"
         release.set()
         assert read_xml((await first).text)["Content"] == "欢迎关注汇流！/ Welcome!"
+
+
+async def test_a_push_whose_reply_failed_to_store_asks_for_a_retry_instead_of_success(
+    tmp_path: Path, bot_setup: BotSetup, fake_wechat: FakeWechat, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The reply was being stored as this response's (as sent) and the store failed: it may or may not be
+    stored, so "success" could lose it. The push gets 503 and WeChat's retry answers."""
+    config = wechat_config(tmp_path, fake_wechat, inbox(reply_budget_s=3))
+    async with started(config, bot_setup) as gw:
+        store = gw.server.app[GATEWAY].store
+        add_message = store.add_message
+
+        async def fails_for_the_reply(message: Message, *args: Any, **kwargs: Any) -> Any:
+            if message.direction == "outbound" and kwargs.get("delivered") is not None:
+                raise StoreUnavailable("Redis is unreachable")
+            return await add_message(message, *args, **kwargs)
+
+        monkeypatch.setattr(store, "add_message", fails_for_the_reply)
+        pushed = await WechatClient(gw).push(text_xml("怎么开发票", openid="oFail", msg_id="14"))
+        assert pushed.status == 503 and "retry" in pushed.text
+        assert [m.direction for m in await transcript(gw, "oa", "oFail")] == ["inbound"]  # taken in, not answered

@@ -25,6 +25,7 @@ from core.bus import BusHandler
 from core.codec import dumps, loads
 from core.ids import random_hex
 from core.model import (
+    Admission,
     Channel,
     Checkpoint,
     Contact,
@@ -45,6 +46,7 @@ from core.store.contacts import merged_contact
 from core.store.cursor import decode_cursor, encode_cursor
 from core.store.redis.audit import RedisAuditLog
 from core.store.types import (
+    AdmissionRefused,
     Assignment,
     DeadLetter,
     DueTimer,
@@ -101,7 +103,8 @@ end
 
 # ARGV: 4 id, 5 conversation, 6 unique key or '', 7 left for intake to handle 1/0, 8 episode, 9 ticket id, 10 data,
 # 11 answers, 12 conversation to save or '', 13 its expected version, 14 its new version, 15 its data,
-# 16 outbox due or '', 17 what it answers (for the outbox), 18.. events
+# 16 outbox due or '', 17 what it answers (for the outbox), 18 delivery ('' none yet), 19 its error,
+# 20 n checkpoints to set with a new message, then (key, value, TTL in ms or '') for each, then the events
 _ADD_MESSAGE = (
     _PRELUDE
     + """
@@ -124,7 +127,7 @@ if saving ~= '' and redis.call('HGET', P .. 'conv:' .. saving, 'version') ~= ARG
 mark_answered()
 if ext ~= '' then redis.call('SET', P .. 'msgext:' .. ext, id) end
 redis.call('HSET', P .. 'msg:' .. id, 'data', ARGV[10], 'conv', ARGV[5], 'episode', ARGV[8],
-  'ticket_id', ARGV[9], 'handled', ARGV[7] == '1' and '0' or '1', 'delivery', '', 'delivery_error', '')
+  'ticket_id', ARGV[9], 'handled', ARGV[7] == '1' and '0' or '1', 'delivery', ARGV[18], 'delivery_error', ARGV[19])
 redis.call('RPUSH', P .. 'conv-msgs:' .. ARGV[5], id)
 if ARGV[7] == '1' then
   redis.call('ZADD', P .. 'unhandled', redis.call('INCR', P .. 'msgseq'), id)
@@ -136,7 +139,16 @@ if ARGV[16] ~= '' then
   redis.call('ZADD', P .. 'outbox', ARGV[16], id)
   redis.call('HSET', P .. 'outbox-for', id, ARGV[17])
 end
-append_events(18)
+local n = tonumber(ARGV[20])
+for i = 0, n - 1 do
+  local at = 21 + i * 3
+  if ARGV[at + 2] == '' then
+    redis.call('SET', P .. 'checkpoint:' .. ARGV[at], ARGV[at + 1])
+  else
+    redis.call('SET', P .. 'checkpoint:' .. ARGV[at], ARGV[at + 1], 'PX', ARGV[at + 2])
+  end
+end
+append_events(21 + 3 * n)
 return {1}
 """
 )
@@ -232,10 +244,18 @@ return 1
 """
 )
 
+# ARGV: 1 key tag, 2 address field, then optionally 3 a claim to take first (as _LEASE does), 4 its holder, 5 its
+# TTL in ms. Returns {0} when the claim is another holder's (nothing read or written), else {1, data or nil}.
 _FIND_CONVERSATION = """
+if ARGV[3] then
+  local key = ARGV[1] .. 'claim:' .. ARGV[3]
+  local holder = redis.call('GET', key)
+  if holder and holder ~= ARGV[4] then return {0} end
+  redis.call('SET', key, ARGV[4], 'PX', ARGV[5])
+end
 local id = redis.call('HGET', ARGV[1] .. 'conv-by-addr', ARGV[2])
-if not id then return false end
-return redis.call('HGET', ARGV[1] .. 'conv:' .. id, 'data')
+if not id then return {1} end
+return {1, redis.call('HGET', ARGV[1] .. 'conv:' .. id, 'data')}
 """
 
 _TICKET_INDEX = """
@@ -528,6 +548,11 @@ _GAUGE_SAMPLE = 1000  # items read for the quarantine trend and the outbox age
 def _us(at: datetime) -> str:
     """Microseconds since the epoch, zero-padded so that byte order is time order (a lex index)."""
     return f"{max(0, int(at.timestamp() * 1_000_000)):020d}"
+
+
+def _ms(seconds: float) -> str:
+    """A TTL for PX: whole milliseconds, at least one."""
+    return str(max(1, int(seconds * 1000)))
 
 
 def _event_args(events: Sequence[DownstreamEvent]) -> list[str]:
@@ -910,11 +935,23 @@ class RedisStore(RedisAuditLog):
         argv = [self.tag, self._maxlen, self._ttl, *args, *_event_args(events)]
         if not durable or self._aof_timeout_ms is None:
             return await self._run(script, *argv)
-        # WAITAOF waits for the writes of its own connection: one pipeline puts the script and it on one.
-        async with self.client.pipeline(transaction=False) as pipe:
-            await self._scripts[script](keys=[self.stream_key], args=argv, client=pipe)
-            pipe.execute_command("WAITAOF", 1, 0, self._aof_timeout_ms)
-            result, (local, _) = await pipe.execute()
+        # WAITAOF waits for the writes of its own connection: one pipeline puts the script and it on one. The
+        # script goes in as a bare EVALSHA: handed a pipeline, redis-py's Script first asks SCRIPT EXISTS in a
+        # round trip of its own; a server that lost its scripts (restarted) answers NOSCRIPT, and we load it.
+        code = self._scripts[script]
+        for attempt in range(2):
+            async with self.client.pipeline(transaction=False) as pipe:
+                pipe.evalsha(code.sha, 1, self.stream_key, *argv)
+                pipe.execute_command("WAITAOF", 1, 0, self._aof_timeout_ms)
+                result, waited = await pipe.execute(raise_on_error=False)
+            if isinstance(result, redis.exceptions.NoScriptError) and attempt == 0:
+                await self.client.script_load(code.script)
+                continue
+            for outcome in (result, waited):
+                if isinstance(outcome, Exception):
+                    raise outcome
+            break
+        local, _ = waited
         if int(local) < 1:
             # Written, not yet on disk: the sender retries, finds it stored, and waits for the AOF again.
             raise StoreUnavailable(f"the write did not reach the AOF within {self._aof_timeout_ms} ms")
@@ -1106,12 +1143,18 @@ class RedisStore(RedisAuditLog):
         now: datetime,
         thread: str = "",
         aliases: Sequence[Identity] = (),
+        admit: Admission | None = None,
     ) -> Conversation:
         field = _address_field(inbox, address, thread)
+        # The claim rides on the first read: one round trip for a WeChat push's nonce and its conversation.
+        claim = [admit.key, admit.holder, _ms(admit.ttl_s)] if admit is not None else []
         for _ in range(_COMMIT_RETRIES):
-            found = await self._run("find_conversation", self.tag, field)
-            if found:
-                return loads(Conversation, found)
+            granted, *found = await self._run("find_conversation", self.tag, field, *claim)
+            if not granted:
+                raise AdmissionRefused(f"{claim[0]} is held for another holder")
+            claim = []  # taken
+            if found and found[0]:
+                return loads(Conversation, found[0])
             fresh_id = f"cv_{random_hex()}"
 
             def fresh(contact: Contact, fresh_id: str = fresh_id) -> Conversation:
@@ -1139,8 +1182,8 @@ class RedisStore(RedisAuditLog):
         return loads(Conversation, raw) if raw else None
 
     async def find_conversation(self, inbox: str, address: Identity, thread: str = "") -> Conversation | None:
-        found = await self._run("find_conversation", self.tag, _address_field(inbox, address, thread))
-        return loads(Conversation, found) if found else None
+        _, *found = await self._run("find_conversation", self.tag, _address_field(inbox, address, thread))
+        return loads(Conversation, found[0]) if found and found[0] else None
 
     async def conversations_of(self, contact_id: str) -> list[Conversation]:
         ids = await self.client.lrange(self.key(f"conv-of:{contact_id}"), 0, -1)
@@ -1177,6 +1220,7 @@ class RedisStore(RedisAuditLog):
         outgoing: Outgoing | None = None,
         handled: bool = False,
         checkpoints: Sequence[Checkpoint] = (),
+        delivered: Delivery | None = None,
     ) -> tuple[Message, bool]:
         saved = dataclasses.replace(saving, version=saving.version + 1) if saving is not None else None
         unique = (
@@ -1200,15 +1244,17 @@ class RedisStore(RedisAuditLog):
             dumps(saved) if saved is not None else "",
             repr(time.time() + outgoing.hold_s) if outgoing is not None else "",
             (outgoing.in_reply_to or "") if outgoing is not None else "",
+            str(delivered.status) if delivered is not None else "",
+            (delivered.reason or delivered.error or "") if delivered is not None else "",
+            str(len(checkpoints)),
+            *(x for c in checkpoints for x in (c.key, c.value, "" if c.ttl_s is None else _ms(c.ttl_s))),
             events=events,
             durable=message.direction is Direction.INBOUND,  # what a sender's acknowledgement waits for
         )
         if result[0] == 2:
             assert saving is not None
             raise VersionConflict(f"conversation {saving.id} changed since version {saving.version}")
-        if result[0] == 1:
-            for checkpoint in checkpoints:  # after the message: a crash in between leaves it unset, as before
-                await self.set_checkpoint(checkpoint.key, checkpoint.value, ttl_s=checkpoint.ttl_s)
+        if result[0] == 1:  # the checkpoints were set in the same script, with the new message
             return message, True
         return _load_message(*result[1:5]), False
 
@@ -1263,9 +1309,9 @@ class RedisStore(RedisAuditLog):
                 )
 
         new: list[tuple[str, LogLine]] = []
-        for (field, first), raw in zip(firsts.items(), found, strict=True):
-            if raw:
-                conversations[field] = loads(Conversation, raw)
+        for (field, first), (_, *raw) in zip(firsts.items(), found, strict=True):
+            if raw and raw[0]:
+                conversations[field] = loads(Conversation, raw[0])
             else:
                 new.append((field, first))
         await asyncio.gather(*(opened(field, first) for field, first in new))
@@ -1285,7 +1331,8 @@ class RedisStore(RedisAuditLog):
                     *(self.tag, self._maxlen, self._ttl, message.id, message.conversation_id),
                     unique if message.external_id is not None else "",
                     *("0", str(message.episode), message.ticket_id or "", dumps(message)),
-                    *([""] * 7),  # answers nothing, saves no conversation, no outbox
+                    *([""] * 9),  # answers nothing, saves no conversation, no outbox, no delivery yet
+                    "0",  # no checkpoints
                     *_event_args(message_events),
                 ]
                 await self._scripts["add_message"](keys=[self.stream_key], args=args, client=pipe)
@@ -1311,6 +1358,12 @@ class RedisStore(RedisAuditLog):
             delivery.reason or delivery.error or "",
             events=events,
         )
+
+    async def requeue(self, message_id: str, in_reply_to: str | None, hold_s: float) -> None:
+        async with self.client.pipeline(transaction=True) as pipe:
+            pipe.zadd(self.key("outbox"), {message_id: time.time() + hold_s})
+            pipe.hset(self.key("outbox-for"), message_id, in_reply_to or "")
+            await pipe.execute()
 
     async def hold_outgoing(self, message_id: str, hold_s: float) -> None:
         await self._run("hold_outgoing", self.tag, message_id, repr(time.time() + hold_s))
@@ -1682,3 +1735,14 @@ class RedisStore(RedisAuditLog):
         # A plain SET also clears an earlier expiry: without ttl_s the checkpoint is kept.
         px = max(1, int(ttl_s * 1000)) if ttl_s is not None else None
         await self.client.set(self.key(f"checkpoint:{key}"), value, px=px)
+
+    async def set_checkpoints(self, checkpoints: Sequence[Checkpoint]) -> None:
+        # Independent SETs: one pipeline, no transaction (each write stands alone, as set_checkpoint's does).
+        async with self.client.pipeline(transaction=False) as pipe:
+            for c in checkpoints:
+                pipe.set(
+                    self.key(f"checkpoint:{c.key}"),
+                    c.value,
+                    px=max(1, int(c.ttl_s * 1000)) if c.ttl_s is not None else None,
+                )
+            await pipe.execute()

@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 from core.codec import dumps, loads
 from core.ids import random_hex
 from core.model import (
+    Admission,
     Channel,
     Checkpoint,
     Contact,
@@ -37,6 +38,7 @@ from core.store.sqlite.audit import AUDIT_SCHEMA, SqliteAuditLog
 from core.store.sqlite.schema import SCHEMA, migrate
 from core.store.sqlite.worker import SerialWorker
 from core.store.types import (
+    AdmissionRefused,
     Assignment,
     DeadLetter,
     DueTimer,
@@ -351,7 +353,10 @@ class SqliteStore(SqliteAuditLog):
         now: datetime,
         thread: str = "",
         aliases: Sequence[Identity] = (),
+        admit: Admission | None = None,
     ) -> Conversation:
+        if admit is not None and not await self.lease(admit.key, admit.holder, admit.ttl_s):
+            raise AdmissionRefused(f"{admit.key} is held for another holder")
         return await self._run(
             lambda db: self._conversation(db, address, channel, inbox, name, now, thread, tuple(aliases))
         )
@@ -458,6 +463,7 @@ class SqliteStore(SqliteAuditLog):
         outgoing: Outgoing | None = None,
         handled: bool = False,
         checkpoints: Sequence[Checkpoint] = (),
+        delivered: Delivery | None = None,
     ) -> tuple[Message, bool]:
         def run(db: sqlite3.Connection) -> tuple[Message, bool]:
             with self._tx(db):
@@ -490,6 +496,11 @@ class SqliteStore(SqliteAuditLog):
                         )
                     for checkpoint in checkpoints:
                         _set_checkpoint(db, checkpoint.key, checkpoint.value, checkpoint.ttl_s)
+                    if delivered is not None:
+                        db.execute(
+                            "UPDATE messages SET delivery = ?, delivery_error = ? WHERE id = ?",
+                            (delivered.status, delivered.reason or delivered.error, message.id),
+                        )
                     self._append_events(db, events)
                     return message, True
             row = db.execute(
@@ -627,6 +638,16 @@ class SqliteStore(SqliteAuditLog):
                 if delivery.status is not DeliveryStatus.RETRYABLE:
                     db.execute("DELETE FROM outbox WHERE message_id = ?", (message_id,))
                 self._append_events(db, events)
+
+        await self._run(run)
+
+    async def requeue(self, message_id: str, in_reply_to: str | None, hold_s: float) -> None:
+        def run(db: sqlite3.Connection) -> None:
+            db.execute(
+                "INSERT INTO outbox (message_id, in_reply_to, due) VALUES (?, ?, ?)"
+                " ON CONFLICT (message_id) DO UPDATE SET due = excluded.due, in_reply_to = excluded.in_reply_to",
+                (message_id, in_reply_to, time.time() + hold_s),
+            )
 
         await self._run(run)
 
@@ -1120,3 +1141,11 @@ class SqliteStore(SqliteAuditLog):
 
     async def set_checkpoint(self, key: str, value: str, *, ttl_s: float | None = None) -> None:
         await self._run(lambda db: _set_checkpoint(db, key, value, ttl_s))
+
+    async def set_checkpoints(self, checkpoints: Sequence[Checkpoint]) -> None:
+        def run(db: sqlite3.Connection) -> None:
+            with self._tx(db):
+                for c in checkpoints:
+                    _set_checkpoint(db, c.key, c.value, c.ttl_s)
+
+        await self._run(run)
