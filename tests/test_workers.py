@@ -9,6 +9,7 @@ import secrets
 import signal
 import sqlite3
 import time
+from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -286,3 +287,42 @@ async def test_a_busy_port_is_one_line_even_when_another_huiliu_holds_it(tmp_pat
         assert code == 2 and "already in use" in err
     finally:
         await stop(proc)
+
+
+async def test_sla_timers_fire_once_though_every_worker_runs_the_timer_scan(tmp_path: Path) -> None:
+    sla = {
+        "calendar": "24x7", "holidays": "", "warn_at": 0.5, "scan_interval_s": 0.2,
+        "policies": [{"name": "fast", "first_response": "3s"}],
+    }  # fmt: skip
+    config = write_config(tmp_path, inboxes=[WEB], sla=sla)
+    proc, url = await serve_workers(config, log=tmp_path / "serve.log")
+    try:
+        await worker_pids(url, 2)
+        for index in (0, 1, 0, 1):  # tickets opened on both workers
+            async with pinned(url, index) as (http, _):
+                ws = await http.ws_connect(url.replace("http", "ws") + "/chat/ws")
+                await ws.send_json({"type": "hello", "token": None, "last_seq": 0})
+                await _until(ws, "welcome")
+                await ws.send_json({"type": "message", "id": "c1", "text": "转人工"})
+                await _until(ws, "status", status="waiting_for_agent")
+                await ws.close()
+        async with aiohttp.ClientSession() as http:
+            async with asyncio.timeout(30):
+                while True:
+                    async with http.get(url + "/api/v1/events?limit=1000", headers=AUTH) as resp:
+                        events = (await resp.json())["events"]
+                    breached = [e for e in events if e["type"] == "ticket.sla_breached"]
+                    if len({e["data"]["ticket"]["id"] for e in breached}) == 4:
+                        break
+                    await asyncio.sleep(0.2)
+            await asyncio.sleep(2)  # ten more scans by each worker: a second firing would show by now
+            async with http.get(url + "/api/v1/events?limit=1000", headers=AUTH) as resp:
+                events = (await resp.json())["events"]
+        for kind in ("ticket.sla_warning", "ticket.sla_breached"):
+            fired = Counter(e["data"]["ticket"]["id"] for e in events if e["type"] == kind)
+            assert len(fired) == 4 and set(fired.values()) == {1}, (kind, fired)
+        assert await stop(proc) == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
