@@ -1,12 +1,14 @@
 """WeChat text pushes end to end, against a bare aiohttp handler that only parses the same XML.
 
-Run on demand (never in CI):  .venv/bin/python bench/wechat_push.py [--pushes 2000] [--concurrency 20]
+Run on demand (never in CI):  .venv/bin/python bench/wechat_push.py [--pushes 2000] [--concurrency 20] [--workers N]
 
 The gateway runs as its own process (``huiliu serve``) with a safe-mode (encrypted) WeChat inbox, SQLite and
 the sample KB: each push is signature-checked, nonce-claimed, decrypted, parsed, deduplicated, stored, answered
 by the bot and answered back as an encrypted passive reply. The bare handler runs as its own process too and
 only parses the body. Pushes are built (signed, encrypted) before the clock starts. Afterwards the store is
 opened and every acknowledged push must be there. Prints msgs/s and p50/p99 for both, and their ratio.
+``--workers N`` serves with ``huiliu serve --workers N``; the server CPU is then that of the supervisor and all
+its workers together.
 """
 
 from __future__ import annotations
@@ -101,10 +103,31 @@ async def _drive(
 
 
 def _cpu_s(pid: int) -> tuple[float, float]:
-    """The server's (user, system) CPU so far: per push, it is less at the mercy of other load than msgs/s."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    """The server's (user, system) CPU so far, its worker processes' included: per push, it is less at the
+    mercy of other load than msgs/s."""
     tick = os.sysconf("SC_CLK_TCK")
-    return int(fields[11]) / tick, int(fields[12]) / tick
+    user = system = 0
+    for each in _tree(pid):
+        try:
+            fields = Path(f"/proc/{each}/stat").read_text().rsplit(")", 1)[1].split()
+        except FileNotFoundError:
+            continue
+        user += int(fields[11])
+        system += int(fields[12])
+    return user / tick, system / tick
+
+
+def _tree(pid: int) -> list[int]:
+    """``pid`` and its descendants (a supervisor's workers)."""
+    out = [pid]
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            children = (task / "children").read_text().split()
+        except FileNotFoundError:
+            continue
+        for child in children:
+            out += _tree(int(child))
+    return out
 
 
 async def _measure(pid: int, url: str, pushes: list[tuple[dict[str, str], str]], concurrency: int) -> dict[str, float]:
@@ -128,13 +151,19 @@ def _summary(elapsed: float, latencies: list[float], acked: int) -> dict[str, fl
     }
 
 
-async def _wait_ready(url: str) -> None:
-    async with aiohttp.ClientSession() as http:
-        for _ in range(300):
+async def _wait_ready(url: str, workers: int = 1) -> None:
+    """Until ``url`` answers 200, from each of ``workers`` worker processes (fresh connections reach any one)."""
+    seen: set[int] = set()
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as http:
+        for _ in range(1200):
             try:
                 async with http.get(url) as resp:
                     if resp.status == 200:
-                        return
+                        worker = (await resp.json(content_type=None) if workers > 1 else {}).get("worker", {})
+                        seen.add(worker.get("index", 0))
+                        if len(seen) >= workers:
+                            return
+                        continue
             except aiohttp.ClientConnectionError:
                 pass
             await asyncio.sleep(0.1)
@@ -194,6 +223,7 @@ async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--pushes", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, default=20)
+    parser.add_argument("--workers", type=int, default=1, help="huiliu serve --workers N (processes on one port)")
     parser.add_argument("--bare-server", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--protocol-server", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -223,14 +253,16 @@ async def main() -> None:
 
         port = _free_port()
         proc = await _spawn(
-            "-m", "gateway.cli", "--log-level", "WARNING", "serve", "-c", str(path), "--port", str(port)
-        )
+            "-m", "gateway.cli", "--log-level", "WARNING", "serve", "-c", str(path), "--port", str(port),
+            "--workers", str(args.workers),
+        )  # fmt: skip
         try:
-            await _wait_ready(f"http://127.0.0.1:{port}/readyz")
+            await _wait_ready(f"http://127.0.0.1:{port}/readyz", args.workers)
             url = f"http://127.0.0.1:{port}/wechat/bench"
             await _drive(url, _pushes(20), 4)  # warm-up (distinct MsgIds from the measured run below)
             pushes = _pushes(args.pushes + 20)[20:]
             results["gateway"] = await _measure(proc.pid, url, pushes, args.concurrency)
+            results["gateway"]["workers"] = args.workers
         finally:
             proc.terminate()
             await proc.wait()

@@ -326,3 +326,28 @@ async def test_sla_timers_fire_once_though_every_worker_runs_the_timer_scan(tmp_
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+async def test_workers_stop_by_themselves_when_their_supervisor_is_killed(tmp_path: Path) -> None:
+    """No orphan keeps serving (and holding the port) after its supervisor is gone."""
+    config = write_config(tmp_path)
+    proc, url = await serve_workers(config, log=tmp_path / "serve.log")
+    pids: dict[int, int] = {}
+    try:
+        pids = await worker_pids(url, 2)
+        proc.kill()
+        await proc.wait()
+        for _ in range(200):
+            if not any(alive(pid) for pid in pids.values()):
+                break
+            await asyncio.sleep(0.1)
+        assert not any(alive(pid) for pid in pids.values())
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        for pid in pids.values():
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
+    log = (tmp_path / "serve.log").read_text()
+    assert log.count("the supervisor is gone; stopping") == 2 and "Traceback" not in log
