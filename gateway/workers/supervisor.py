@@ -108,7 +108,17 @@ class Supervisor:
         backoff = FIRST_BACKOFF_S
         while not self._stopping.is_set():
             started = time.monotonic()
-            proc, hub = await self._start(index)
+            try:
+                proc, hub = await self._start(index)
+            except OSError as exc:  # no process could be made (out of memory, too many processes)
+                log.error("worker %d could not be started (%s); trying again in %.1f s", index + 1, exc, backoff)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF_S)
+                continue
+            if self._stopping.is_set():  # SIGTERM came while it was being made: it missed the round of signals
+                with contextlib.suppress(ProcessLookupError):
+                    proc.send_signal(signal.SIGTERM)
             code = await proc.wait()
             await hub  # the worker's end is closed now: the hub forgets its subscriptions
             was_ready = index in self._ready
