@@ -1,23 +1,38 @@
-"""WeChat text pushes end to end, against a bare aiohttp handler that only parses the same XML.
+"""WeChat text pushes end to end, against a bare aiohttp handler that only parses the same XML, the protocol
+work alone, and WeRoBot.
 
-Run on demand (never in CI):  .venv/bin/python bench/wechat_push.py [--pushes 2000] [--concurrency 20] [--workers N]
+Run on demand (never in CI):
+    .venv/bin/pip install -c requirements.lock -e '.[bench]'   # WeRoBot and gunicorn, for the third comparator
+    .venv/bin/python bench/wechat_push.py [--pushes 2000] [--concurrency 20] [--py-spy profile.txt] [--workers N]
 
 The gateway runs as its own process (``huiliu serve``) with a safe-mode (encrypted) WeChat inbox, SQLite and
 the sample KB: each push is signature-checked, nonce-claimed, decrypted, parsed, deduplicated, stored, answered
 by the bot and answered back as an encrypted passive reply. The bare handler runs as its own process too and
 only parses the body. Pushes are built (signed, encrypted) before the clock starts. Afterwards the store is
 opened and every acknowledged push must be there. Prints msgs/s and p50/p99 for both, and their ratio.
-``--workers N`` serves with ``huiliu serve --workers N``; the server CPU is then that of the supervisor and all
-its workers together.
+
+The same gateway then takes ``--pushes / 2`` pushes from senders it has never seen (``gateway_new_senders``)
+and as many from 40 of the first run's senders, each with a long history by then (``gateway_repeat_senders``),
+so the cost of a sender's history shows as the difference of the two.
+
+WeRoBot (the popular Python WeChat framework) answers the same encrypted pushes with a fixed text, in safe
+mode, under gunicorn with 2 sync workers (its usual deployment; no dedup, no store, no bot, sessions off). Its
+CPU is the master's and the workers' together. Without gunicorn installed it runs in one process under
+wsgiref, and the JSON says so.
+
+``--workers N`` serves the gateway with ``huiliu serve --workers N``; its CPU is then the supervisor's and all
+its workers' together (``threads_ms_per_push`` stays the supervisor's own threads).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import json
 import os
 import secrets
+import signal
 import socket
 import sqlite3
 import statistics
@@ -27,6 +42,7 @@ import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import yaml
@@ -53,13 +69,16 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _pushes(n: int) -> list[tuple[dict[str, str], str]]:
+def _pushes(
+    n: int, *, first: int = 0, sender: Callable[[int], str] = lambda i: f"oBench{i % 200:04d}"
+) -> list[tuple[dict[str, str], str]]:
+    """Signed, encrypted pushes ``first`` .. ``first + n - 1`` (the MsgId follows the number)."""
     crypto = WeChatCrypto(TOKEN, AES_KEY, APP_ID)
     out = []
-    for i in range(n):
+    for i in range(first, first + n):
         timestamp, nonce = str(int(time.time())), secrets.token_hex(8)
         xml = (
-            f"<xml><ToUserName><![CDATA[gh_bench]]></ToUserName><FromUserName><![CDATA[oBench{i % 200:04d}]]>"
+            f"<xml><ToUserName><![CDATA[gh_bench]]></ToUserName><FromUserName><![CDATA[{sender(i)}]]>"
             f"</FromUserName><CreateTime>{timestamp}</CreateTime><MsgType><![CDATA[text]]></MsgType>"
             f"<Content><![CDATA[{QUESTIONS[i % len(QUESTIONS)]}]]></Content><MsgId>{7_000_000_000 + i}</MsgId></xml>"
         )
@@ -103,43 +122,72 @@ async def _drive(
 
 
 def _cpu_s(pid: int) -> tuple[float, float]:
-    """The server's (user, system) CPU so far, its worker processes' included: per push, it is less at the
-    mercy of other load than msgs/s."""
+    """The server's (user, system) CPU so far, its child processes' (gunicorn's or huiliu's workers) included: per push,
+    it is less at the mercy of other load than msgs/s."""
     tick = os.sysconf("SC_CLK_TCK")
-    user = system = 0
+    user = system = 0.0
     for each in _tree(pid):
         try:
             fields = Path(f"/proc/{each}/stat").read_text().rsplit(")", 1)[1].split()
         except FileNotFoundError:
             continue
-        user += int(fields[11])
-        system += int(fields[12])
-    return user / tick, system / tick
+        user, system = user + int(fields[11]) / tick, system + int(fields[12]) / tick
+    return user, system
 
 
 def _tree(pid: int) -> list[int]:
-    """``pid`` and its descendants (a supervisor's workers)."""
-    out = [pid]
-    for task in Path(f"/proc/{pid}/task").glob("*"):
-        try:
-            children = (task / "children").read_text().split()
-        except FileNotFoundError:
-            continue
-        for child in children:
-            out += _tree(int(child))
+    """``pid`` and its descendants."""
+    out, todo = [], [pid]
+    while todo:
+        each = todo.pop()
+        out.append(each)
+        for task in Path(f"/proc/{each}/task").glob("*/children"):
+            todo += [int(c) for c in task.read_text().split()]
     return out
 
 
-async def _measure(pid: int, url: str, pushes: list[tuple[dict[str, str], str]], concurrency: int) -> dict[str, float]:
+def _thread_ticks(pid: int) -> dict[int, int]:
+    """CPU ticks so far of each thread of ``pid``."""
+    out = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except FileNotFoundError:
+            continue
+        out[int(task.name)] = int(fields[11]) + int(fields[12])
+    return out
+
+
+async def _measure(pid: int, url: str, pushes: list[tuple[dict[str, str], str]], concurrency: int) -> dict[str, Any]:
     user, system = _cpu_s(pid)
-    summary = _summary(*await _drive(url, pushes, concurrency))
+    threads = _thread_ticks(pid)
+    summary: dict[str, Any] = _summary(*await _drive(url, pushes, concurrency))
     user_after, system_after = _cpu_s(pid)
+    threads_after = _thread_ticks(pid)
     summary["server_cpu_ms_per_push"] = round((user_after + system_after - user - system) * 1000 / len(pushes), 3)
     summary["of_which_system_ms"] = round((system_after - system) * 1000 / len(pushes), 3)
+    # Per thread (the main thread, then the busiest others: for the gateway, the SQLite thread first).
+    tick_ms = 1000 / os.sysconf("SC_CLK_TCK") / len(pushes)
+    spent = {tid: (ticks - threads.get(tid, 0)) * tick_ms for tid, ticks in threads_after.items()}
+    others = sorted((ms for tid, ms in spent.items() if tid != pid), reverse=True)
+    summary["threads_ms_per_push"] = [round(ms, 3) for ms in [spent.get(pid, 0.0), *others[:3]]]
     return summary
 
 
-def _summary(elapsed: float, latencies: list[float], acked: int) -> dict[str, float]:
+async def _py_spy(pid: int, out: str) -> asyncio.subprocess.Process:
+    """py-spy sampling ``pid`` until SIGINT (the thread holding the GIL: Python work, not SQLite's own C code),
+    writing collapsed stacks to ``out``."""
+    spy = await asyncio.create_subprocess_exec(
+        str(Path(sys.executable).with_name("py-spy")),
+        *("record", "--pid", str(pid), "--format", "raw", "--output", out, "--rate", "250", "--threads", "--gil"),
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    await asyncio.sleep(1.0)  # attached before the clock starts
+    return spy
+
+
+def _summary(elapsed: float, latencies: list[float], acked: int) -> dict[str, Any]:
     latencies = sorted(latencies)
     return {
         "pushes": len(latencies),
@@ -172,6 +220,49 @@ async def _wait_ready(url: str, workers: int = 1) -> None:
 
 async def _spawn(*args: str) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(sys.executable, *args, cwd=ROOT, env=os.environ.copy())
+
+
+def werobot_wsgi() -> Callable[..., Any]:
+    """WeRoBot's WSGI app for the bench inbox (safe mode, sessions off), answering every text with a fixed
+    reply, plus the /readyz the driver waits for. gunicorn loads it as ``wechat_push:werobot_wsgi()``."""
+    from werobot import WeRoBot
+
+    robot = WeRoBot(token=TOKEN, encoding_aes_key=AES_KEY, app_id=APP_ID)
+    robot.config["SESSION_STORAGE"] = False  # else a SQLite session per sender (``session_storage=False`` is ignored)
+
+    @robot.text
+    def hello(message: Any) -> str:
+        return "您好"
+
+    app = robot.wsgi
+
+    def ready_or_robot(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        if environ.get("PATH_INFO") == "/readyz":
+            start_response("200 OK", [("Content-Type", "text/plain")])
+            return [b"ok"]
+        return app(environ, start_response)
+
+    return ready_or_robot
+
+
+async def _spawn_werobot(port: int) -> tuple[asyncio.subprocess.Process, str]:
+    """WeRoBot under gunicorn with 2 workers, as it is usually deployed; (the process, how it runs)."""
+    if importlib.util.find_spec("gunicorn") is not None:
+        args = ["-m", "gunicorn", "--workers", "2", "--bind", f"127.0.0.1:{port}", "--chdir", str(THIS.parent)]
+        args += ["--log-level", "warning", f"{THIS.stem}:werobot_wsgi()"]
+        return await _spawn(*args), "gunicorn, 2 sync workers"
+    return await _spawn(str(THIS), "--werobot-server", str(port)), "wsgiref, 1 process (gunicorn not installed)"
+
+
+def werobot_server(port: int) -> None:
+    """Without gunicorn: the standard library's WSGI server, one process, one request at a time."""
+    from wsgiref.simple_server import WSGIRequestHandler, make_server
+
+    class Quiet(WSGIRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    make_server("127.0.0.1", port, werobot_wsgi(), handler_class=Quiet).serve_forever()
 
 
 def _serve_one(port: int, handler: Callable[[web.Request], Awaitable[web.Response]]) -> None:
@@ -223,12 +314,14 @@ async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--pushes", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, default=20)
+    parser.add_argument("--py-spy", metavar="OUT", help="record the gateway's main run with py-spy into OUT")
     parser.add_argument("--workers", type=int, default=1, help="huiliu serve --workers N (processes on one port)")
     parser.add_argument("--bare-server", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--protocol-server", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--werobot-server", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
 
-    results: dict[str, dict[str, float]] = {}
+    results: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         config = yaml.safe_load((ROOT / "config.yaml").read_text(encoding="utf-8"))
         config["data_dir"] = tmp
@@ -260,9 +353,21 @@ async def main() -> None:
             await _wait_ready(f"http://127.0.0.1:{port}/readyz", args.workers)
             url = f"http://127.0.0.1:{port}/wechat/bench"
             await _drive(url, _pushes(20), 4)  # warm-up (distinct MsgIds from the measured run below)
-            pushes = _pushes(args.pushes + 20)[20:]
-            results["gateway"] = await _measure(proc.pid, url, pushes, args.concurrency)
-            results["gateway"]["workers"] = args.workers
+            pushes = _pushes(args.pushes, first=20)
+            spy = await _py_spy(proc.pid, args.py_spy) if args.py_spy else None
+            try:
+                results["gateway"] = await _measure(proc.pid, url, pushes, args.concurrency)
+                results["gateway"]["workers"] = args.workers
+            finally:
+                if spy is not None:
+                    spy.send_signal(signal.SIGINT)
+                    await spy.wait()
+            half = max(1, args.pushes // 2)
+            first = 20 + args.pushes
+            fresh = _pushes(half, first=first, sender=lambda i: f"oNew{i:08d}")
+            results["gateway_new_senders"] = await _measure(proc.pid, url, fresh, args.concurrency)
+            again = _pushes(half, first=first + half, sender=lambda i: f"oBench{i % 40:04d}")
+            results["gateway_repeat_senders"] = await _measure(proc.pid, url, again, args.concurrency)
         finally:
             proc.terminate()
             await proc.wait()
@@ -277,7 +382,10 @@ async def main() -> None:
         results["gateway"]["stored_inbound"] = stored[0]
         results["gateway"]["stored_replies"] = replies[0]
         # every acknowledged push (plus the 20 warm-up ones) is in the store
-        results["gateway"]["all_acknowledged_stored"] = stored[0] >= results["gateway"]["acknowledged"] + 20
+        acknowledged = sum(
+            results[name]["acknowledged"] for name in ("gateway", "gateway_new_senders", "gateway_repeat_senders")
+        )
+        results["gateway"]["all_acknowledged_stored"] = stored[0] >= acknowledged + 20
 
         for name, flag in (("bare_parse_only", "--bare-server"), ("protocol_only", "--protocol-server")):
             port = _free_port()
@@ -291,6 +399,17 @@ async def main() -> None:
                 server.terminate()
                 await server.wait()
 
+        port = _free_port()
+        server, how = await _spawn_werobot(port)
+        try:
+            await _wait_ready(f"http://127.0.0.1:{port}/readyz")
+            url = f"http://127.0.0.1:{port}/wechat/bench"
+            await _drive(url, _pushes(20), 4)
+            results["werobot"] = {**await _measure(server.pid, url, _pushes(args.pushes), args.concurrency), "how": how}
+        finally:
+            server.terminate()
+            await server.wait()
+
     bare, gateway = results["bare_parse_only"], results["gateway"]
     ratio = gateway["msgs_per_s"] / bare["msgs_per_s"]
     # CPU per push does not depend on how busy the machine (or the load generator) was.
@@ -301,6 +420,16 @@ async def main() -> None:
         "cpu_ratio": round(cpu_ratio, 3),
         "protocol_only_cpu_ratio": round(protocol_ratio, 3),
         "goal": ">= 0.5",
+        # issue #23: gateway CPU per push <= 3x the protocol's, throughput >= 1.5x WeRoBot's
+        "cpu_multiple_of_protocol": round(
+            gateway["server_cpu_ms_per_push"] / results["protocol_only"]["server_cpu_ms_per_push"], 2
+        ),
+        "throughput_multiple_of_werobot": round(gateway["msgs_per_s"] / results["werobot"]["msgs_per_s"], 2),
+        "repeat_minus_new_sender_cpu_ms": round(
+            results["gateway_repeat_senders"]["server_cpu_ms_per_push"]
+            - results["gateway_new_senders"]["server_cpu_ms_per_push"],
+            3,
+        ),
     }
     print(json.dumps({**results, **summary}, indent=2))
 
@@ -309,10 +438,13 @@ if __name__ == "__main__":
     cli = argparse.ArgumentParser(add_help=False)
     cli.add_argument("--bare-server", type=int)
     cli.add_argument("--protocol-server", type=int)
+    cli.add_argument("--werobot-server", type=int)
     known, _ = cli.parse_known_args()
     if known.bare_server:
         bare_server(known.bare_server)
     elif known.protocol_server:
         protocol_server(known.protocol_server)
+    elif known.werobot_server:
+        werobot_server(known.werobot_server)
     else:
         asyncio.run(main())

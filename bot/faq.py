@@ -200,6 +200,10 @@ _CHAR_BUDGET = 60
 _CHAR_MIN = 2
 _TYPO_CUTOFF = 84
 _TYPO_CACHE = 10_000  # typo fixes remembered per index
+# Answers remembered per index. Customers ask the same few questions in the same words ("怎么开发票", a menu
+# question, "转人工"), and a search is a pure function of the index (rebuilt, never changed, on a KB reload) and the
+# text: repeating it cost a third of a push's CPU on the event loop.
+_SEARCH_CACHE = 4096
 # The learned model (bot/learn.py) and how its logits combine with the lexical score: logit = model + _BETA *
 # lexical score, softmax over the rescored candidates and a "none of these" option at logit _NULL, so a query
 # that no candidate explains well gets a low probability even when one candidate beats the others.
@@ -403,6 +407,7 @@ class FaqIndex:
         for word in self._vocab:
             self._vocab_by_initial[word[0]].append(word)
         self._typos: dict[str, str] = {}
+        self._searched: dict[tuple[str, int], tuple[FaqHit, ...]] = {}
         weight2 = self._weight2
         self._phrases: list[tuple[_Phrase, ...]] = [
             tuple(
@@ -656,6 +661,15 @@ class FaqIndex:
     def search(self, text: str, limit: int = 3) -> tuple[FaqHit, ...]:
         if limit <= 0:
             return ()
+        found = self._searched.get((text, limit))
+        if found is None:
+            found = self._search(text, limit)
+            if len(self._searched) >= _SEARCH_CACHE:
+                self._searched.clear()  # bounded; a miss only costs one search
+            self._searched[text, limit] = found
+        return found
+
+    def _search(self, text: str, limit: int) -> tuple[FaqHit, ...]:
         scored_entries = self._rank(text, limit)
         if not scored_entries:
             return ()

@@ -112,19 +112,20 @@ def _phrase_pattern(phrases: tuple[str, ...]) -> re.Pattern[str]:
 _patterns: dict[tuple[str, ...], re.Pattern[str]] = {}
 
 
-def _matches(phrases: tuple[str, ...], text: str) -> bool:
+def _matches(phrases: tuple[str, ...], folded: str) -> bool:
+    """Whether ``folded`` (a text through ``fold_for_matching``) says one of ``phrases``."""
     pattern = _patterns.get(phrases)
     if pattern is None:
         pattern = _patterns[phrases] = _phrase_pattern(phrases)
-    return pattern.search(fold_for_matching(text)) is not None
+    return pattern.search(folded) is not None
 
 
 def wants_human(text: str, policy: BotPolicy) -> bool:
-    return _matches(policy.human_phrases, text)
+    return _matches(policy.human_phrases, fold_for_matching(text))
 
 
 def is_negative(text: str, policy: BotPolicy) -> bool:
-    return _matches(policy.negative_phrases, text)
+    return _matches(policy.negative_phrases, fold_for_matching(text))
 
 
 def _decision(
@@ -144,9 +145,10 @@ def _decision(
 def decide(index: Matcher, text: str, *, consecutive_misses: int, policy: BotPolicy, vip: bool = False) -> Decision:
     """Handoff triggers first (each becomes the ticket's reason), then answer / suggest / miss by score."""
     hits = index.search(text, limit=max(policy.max_suggestions, 3))
-    if wants_human(text, policy):
+    folded = fold_for_matching(text)  # once for both phrase lists
+    if _matches(policy.human_phrases, folded):
         return _decision(Outcome.HANDOFF, hits, reason=HandoffReason.ASKED_FOR_HUMAN)
-    if is_negative(text, policy):
+    if _matches(policy.negative_phrases, folded):
         return _decision(Outcome.HANDOFF, hits, reason=HandoffReason.NEGATIVE_SENTIMENT)
     if vip and policy.vip_handoff:
         return _decision(Outcome.HANDOFF, hits, reason=HandoffReason.VIP)

@@ -67,7 +67,7 @@ def conversation_handoff(conversation: Conversation, ticket: Ticket, reason: Han
             "ticket_id": ticket.id,
             "ticket_number": ticket.number,
             "reason": str(reason),
-            "faq_tries": to_jsonable(conversation.faq_tries),
+            "faq_tries": to_jsonable(ticket.faq_tries),  # what the agent sees on the ticket
         },
         occurred_at=conversation.updated_at,
         idempotency_key=f"conversation.handoff:{conversation.id}:{ticket.id}",

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from core.codec import from_jsonable, to_jsonable
-from core.model import InboundMessage, Language, Message, TicketRequest, VoicemailRequest
+from core.model import FaqTry, InboundMessage, Language, Message, SenderCheck, TicketRequest, VoicemailRequest
 
 _PICKED_FAQ = "picked_faq"
 _SUBJECT = "subject"
@@ -24,6 +24,8 @@ _TRANSCRIPT = "transcript"
 _SUGGESTIONS = "suggestions"
 _LANGUAGE = "language"
 _SURVEY_REPLY = "survey_reply"
+_SENDER_CHECK = "sender_check"
+_FAQ_TRY = "faq_try"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -37,6 +39,7 @@ class IntakeFacts:
     voicemail: VoicemailRequest | None = None
     # Intake's own finding, kept for a re-handling: the message rates its ticket's survey (gateway/survey.py).
     survey_reply: Mapping[str, Any] | None = None
+    sender_check: SenderCheck = SenderCheck.CHANNEL
 
 
 def survey_reply_meta(reply: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -51,6 +54,8 @@ def intake_meta(inbound: InboundMessage, language: Language = Language.UNKNOWN) 
         meta[_LANGUAGE] = str(language)
     if inbound.picked_faq:
         meta[_PICKED_FAQ] = inbound.picked_faq
+    if inbound.sender_check is not SenderCheck.CHANNEL:  # stored (and in message.created) only when it says more
+        meta[_SENDER_CHECK] = str(inbound.sender_check)
     if inbound.subject:
         meta[_SUBJECT] = inbound.subject
     if not inbound.bot:
@@ -81,7 +86,15 @@ def intake_facts(message: Message) -> IntakeFacts:
         ticket=from_jsonable(TicketRequest, raw_ticket) if isinstance(raw_ticket, dict) else None,
         voicemail=_voicemail(meta),
         survey_reply=meta[_SURVEY_REPLY] if isinstance(meta.get(_SURVEY_REPLY), dict) else None,
+        sender_check=_sender_check(meta.get(_SENDER_CHECK)),
     )
+
+
+def _sender_check(value: object) -> SenderCheck:
+    try:
+        return SenderCheck(str(value)) if value is not None else SenderCheck.CHANNEL
+    except ValueError:
+        return SenderCheck.UNVERIFIED  # a value this version does not know: vouch for nothing
 
 
 def _voicemail(meta: Mapping[str, Any]) -> VoicemailRequest | None:
@@ -122,3 +135,19 @@ def suggestions_of(message: Message) -> tuple[Suggestion, ...]:
         for s in raw
         if isinstance(s, dict) and "faq_id" in s and "question" in s
     )
+
+
+def faq_try_meta(attempt: FaqTry) -> dict[str, Any]:
+    """The bot reply's meta entry for the try it answers with: the transcript is where a ticket finds the
+    bot's tries (``faq_tries_of``), written once with the reply instead of rewritten with every message."""
+    return {_FAQ_TRY: to_jsonable(attempt)}
+
+
+def faq_try_of(message: Message) -> FaqTry | None:
+    raw = message.meta.get(_FAQ_TRY)
+    return from_jsonable(FaqTry, raw) if isinstance(raw, dict) else None
+
+
+def faq_tries_of(transcript: Sequence[Message]) -> tuple[FaqTry, ...]:
+    """The bot's tries in ``transcript`` (an episode's messages), oldest first."""
+    return tuple(found for m in transcript if (found := faq_try_of(m)) is not None)

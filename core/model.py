@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from core.ids import random_hex
 from core.redact import scrub
 
 
@@ -26,6 +26,20 @@ class IdentityKind(enum.StrEnum):
     WECHAT_OPENID = "wechat"
     WECHAT_UNIONID = "wechat_union"
     WEBCHAT_VISITOR = "webchat"
+
+
+class SenderCheck(enum.StrEnum):
+    """How far a message's sender address is vouched for.
+
+    Most channels vouch for it by their nature (WeChat signs the openid, a web chat session holds its token, the
+    phone network gives the number), and email did as written when nobody checks it. Email with a trusted
+    authentication server (``trusted_authserv_ids``) knows more: the server authenticated the From: domain, or it
+    looked and could not, and then the address is only claimed: anyone can write a customer's address in From:.
+    """
+
+    CHANNEL = "channel"  # as far as the channel vouches for it
+    AUTHENTICATED = "authenticated"  # a trusted server authenticated it (email: DMARC, or aligned DKIM or SPF)
+    UNVERIFIED = "unverified"  # a trusted server checked and could not: perhaps forged
 
 
 class Direction(enum.StrEnum):
@@ -180,6 +194,16 @@ class ContactFlag:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Checkpoint:
+    """A connector's own state that a new message sets, in the same write as the message (a WeChat reply window
+    opening): one store write per message instead of two, and never set by a repeat delivery."""
+
+    key: str
+    value: str
+    ttl_s: float | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ReopenRequest:
     """The customer wrote again on a resolved conversation that this inbox puts back in front of agents
     (email ``resolved_reply: reopen``): its resolved ticket and the conversation go back to open."""
@@ -219,6 +243,9 @@ class InboundMessage:
     aliases: tuple[Identity, ...] = ()
     # A customer's pick from a "did you mean" list: the FAQ entry id.
     picked_faq: str | None = None
+    # UNVERIFIED: the message lands on the address's contact, but sees none of that contact's other tickets, links
+    # no address to it, joins none of its tickets as a follow-up, and a ticket it opens is flagged for agents.
+    sender_check: SenderCheck = SenderCheck.CHANNEL
     subject: str | None = None
     ticket: TicketRequest | None = None
     # False for messages the bot must not answer (events, calls, auto-replies).
@@ -228,6 +255,7 @@ class InboundMessage:
     reopen: ReopenRequest | None = None
     greeting: str | None = None  # sent in reply to this message (a WeChat welcome on a follow)
     voicemail: VoicemailRequest | None = None
+    checkpoints: tuple[Checkpoint, ...] = ()  # the connector's state the message sets, stored with it
     # Channel extras no other part reads (headers, call details), kept on the stored message.
     meta: Mapping[str, Any] = field(default_factory=dict)
 
@@ -302,7 +330,9 @@ class Conversation:
     thread: str = ""
     consecutive_misses: int = 0
     ticket_id: str | None = None  # the active ticket, if any
-    faq_tries: tuple[FaqTry, ...] = ()
+    # The bot's tries are not kept here: each bot reply carries its own in its meta (``core.meta.faq_try_of``),
+    # and a new ticket takes the episode's from the transcript it reads anyway. Kept here, they made the one
+    # record every message reads and writes back grow to ~5.5 KB for a repeat sender.
     episode: int = 1  # bumped when a resolved conversation starts anew
 
     def moved_to(self, status: ConversationStatus) -> Conversation:
@@ -367,7 +397,7 @@ def outbound_message(
     else:
         conversation_id, active_ticket = on.id, on.ticket_id
     return Message(
-        id=f"msg_{uuid.uuid4().hex}",
+        id=f"msg_{random_hex()}",
         conversation_id=conversation_id,
         channel=on.channel,
         inbox=on.inbox,
@@ -496,6 +526,9 @@ class Ticket:
     sla: TicketSla | None = None
     survey: Survey | None = None
     csat: Csat | None = None
+    # Opened by a message whose sender a trusted server could not authenticate (SenderCheck.UNVERIFIED): the
+    # contact it is filed under may not have written it, so agents check before acting on it.
+    sender_unverified: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import uuid
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -18,7 +17,16 @@ from connectors.base import IntakeResult, Rejected
 from core import events
 from core.clock import Clock, utcnow
 from core.config import CustomerConfig
-from core.meta import Suggestion, intake_facts, intake_meta, suggestions_meta, survey_reply_meta
+from core.ids import random_hex
+from core.meta import (
+    Suggestion,
+    faq_tries_of,
+    faq_try_meta,
+    intake_facts,
+    intake_meta,
+    suggestions_meta,
+    survey_reply_meta,
+)
 from core.model import (
     MAX_FAQ_TRIES,
     Author,
@@ -34,6 +42,7 @@ from core.model import (
     Message,
     MessageKind,
     Priority,
+    SenderCheck,
     Ticket,
     TicketRequest,
     TicketStatus,
@@ -138,7 +147,7 @@ class Intake:
         if picked is not None and not text:  # the transcript shows the question the customer picked
             text = picked.questions[0]
         message = Message(
-            id=f"msg_{uuid.uuid4().hex}",
+            id=f"msg_{random_hex()}",
             conversation_id=conversation.id,
             channel=inbound.channel,
             inbox=inbound.inbox,
@@ -157,7 +166,9 @@ class Intake:
         if inbound.contact_flags and not seen:
             await apply_flags(self._store, inbound.contact_flags, now)
         settled = not inbound.greeting and self._nothing_to_do(conversation, message)
-        stored, created = await self._store.add_message(message, [events.message_created(message)], handled=settled)
+        stored, created = await self._store.add_message(
+            message, [events.message_created(message)], handled=settled, checkpoints=inbound.checkpoints
+        )
         if not created:
             return IntakeResult(message=stored, duplicate=True, handled=None)
         if settled:  # what handle() would decide from this same conversation: nothing but "handled"
@@ -254,7 +265,6 @@ class Intake:
                 episode=conversation.episode + 1,
                 ticket_id=None,
                 consecutive_misses=0,
-                faq_tries=(),
                 updated_at=self._clock(),
             )
             try:
@@ -281,15 +291,16 @@ class Intake:
             await self._say(conversation, message, text, {"outcome": "survey"})
             return True
         may_answer = facts.bot
+        claimed = facts.sender_check is SenderCheck.UNVERIFIED  # the address may be someone else's
         question = status_question(message.text) if may_answer and message.kind is MessageKind.TEXT else None
         if question is not None:
             # The one thing the bot still says once a human holds the conversation; the agent sees it too.
-            text = await self._status.answer(conversation, question)
+            text = await self._status.answer(conversation, question, own_only=claimed)
             await self._say(conversation, message, text, {"outcome": "status"})
             return True
         linking = (
             await self._contacts.chat_step(conversation.contact_id, message.text)
-            if may_answer and message.kind is MessageKind.TEXT
+            if may_answer and message.kind is MessageKind.TEXT and not claimed  # else a forger could link an address
             else None
         )
         if linking is not None:
@@ -312,7 +323,7 @@ class Intake:
         if not may_answer:
             return False
         picked = facts.picked_faq
-        vip = self._bot.policy.vip_handoff and await self._is_vip(conversation.contact_id)
+        vip = self._bot.policy.vip_handoff and not claimed and await self._is_vip(conversation.contact_id)
         decision = (decide_pick(self._bot.index, picked) if picked else None) or decide(
             self._bot.index,
             message.text,
@@ -320,20 +331,17 @@ class Intake:
             policy=self._bot.policy,
             vip=vip,
         )
+        attempt = FaqTry(query=message.text, outcome=str(decision.outcome), hits=decision.hits)
         if request is not None and decision.outcome is not Outcome.ANSWER:
             # The channel wants humans unless the bot is sure: no suggestions or "please rephrase" here.
-            attempt = FaqTry(query=message.text, outcome=str(decision.outcome), hits=decision.hits)
-            tried = dataclasses.replace(conversation, faq_tries=(*conversation.faq_tries, attempt)[-MAX_FAQ_TRIES:])
-            if await self._follow_up(tried, message, request):
+            if await self._follow_up(conversation, message, request):
                 return True
-            await self._open_ticket(tried, message, request)
+            await self._open_ticket(conversation, message, request, attempt=attempt)
             return False
-        attempt = FaqTry(query=message.text, outcome=str(decision.outcome), hits=decision.hits)
         now = self._clock()
         updated = dataclasses.replace(
             conversation,
             consecutive_misses=conversation.consecutive_misses + 1 if decision.is_miss else 0,
-            faq_tries=(*conversation.faq_tries, attempt)[-MAX_FAQ_TRIES:],
             updated_at=now,
         )
         if decision.outcome is Outcome.HANDOFF:
@@ -345,17 +353,20 @@ class Intake:
                 # customer is told to come back, the message stays in the transcript, and no ticket opens.
                 await self._say(conversation, message, self._bot.messages.ticket_limit, {"outcome": "ticket_limit"})
                 return True
-            await self._handoff(updated, message, reason, now)
+            await self._handoff(updated, message, reason, now, attempt)
             return True  # the handoff message marked it handled
-        reply = self._bot_reply(conversation, message, decision, now)
+        reply = self._bot_reply(conversation, message, decision, now, attempt)
         await self._outbound.deliver_bot_reply(
             reply, conversation, in_reply_to=message.id, mark_handled=True, saving=updated
         )
         return True
 
-    def _bot_reply(self, conversation: Conversation, message: Message, decision: Decision, now: datetime) -> Message:
+    def _bot_reply(
+        self, conversation: Conversation, message: Message, decision: Decision, now: datetime, attempt: FaqTry
+    ) -> Message:
+        """The bot's answer, suggestions or "please rephrase", carrying its try for a later ticket."""
         messages = self._bot.messages
-        meta: dict[str, object] = {"outcome": str(decision.outcome)}
+        meta: dict[str, object] = {"outcome": str(decision.outcome), **faq_try_meta(attempt)}
         if decision.outcome is Outcome.ANSWER and decision.answer is not None:
             text = decision.answer.answer
             meta["faq_id"] = decision.answer.id
@@ -377,14 +388,14 @@ class Intake:
         )
 
     async def _handoff(
-        self, conversation: Conversation, message: Message, reason: HandoffReason, now: datetime
+        self, conversation: Conversation, message: Message, reason: HandoffReason, now: datetime, attempt: FaqTry
     ) -> None:
         # An angry customer (complaint wording) or a VIP waits less: the ticket starts at high priority.
         urgent = reason in (HandoffReason.NEGATIVE_SENTIMENT, HandoffReason.VIP)
         request = TicketRequest(reason=reason, priority=Priority.HIGH if urgent else Priority.NORMAL)
         # The ticket first: its version check is what stops a second, concurrent handoff, so the
         # customer never gets the handoff message twice. The message then joins the ticket.
-        created, saved = await self._create_ticket(conversation, message, request, now)
+        created, saved = await self._create_ticket(conversation, message, request, now, attempt)
         text = handoff_message(self._bot.messages, self._bot.hours, now)
         number = self._bot.messages.ticket_number.format(number=created.number)
         text = f"{text}\n{number}" if number else text
@@ -408,7 +419,8 @@ class Intake:
         active = [
             t
             for t in await self._store.tickets_of(conversation.contact_id)
-            if t.status.is_active and (now - t.updated_at).total_seconds() <= window
+            # a ticket opened under the contact's address by an unverified sender is no ticket of theirs to join
+            if t.status.is_active and (now - t.updated_at).total_seconds() <= window and not t.sender_unverified
         ]
         if not active:
             return False
@@ -442,10 +454,10 @@ class Intake:
         return contact is not None and contact.vip
 
     async def _open_ticket(
-        self, conversation: Conversation, message: Message, request: TicketRequest
+        self, conversation: Conversation, message: Message, request: TicketRequest, attempt: FaqTry | None = None
     ) -> tuple[Ticket, Conversation]:
         """The channel asked for humans (an email, a missed call): a ticket at once, no bot reply."""
-        ticket, saved = await self._create_ticket(conversation, message, request, self._clock())
+        ticket, saved = await self._create_ticket(conversation, message, request, self._clock(), attempt)
         await self._announce(ticket, saved)
         return ticket, saved
 
@@ -454,12 +466,20 @@ class Intake:
         await self._outbound.ticket_opened(ticket, conversation)
 
     async def _create_ticket(
-        self, conversation: Conversation, message: Message, request: TicketRequest, now: datetime
+        self,
+        conversation: Conversation,
+        message: Message,
+        request: TicketRequest,
+        now: datetime,
+        attempt: FaqTry | None = None,
     ) -> tuple[Ticket, Conversation]:
+        """``attempt``: the bot's try at ``message``, which no stored reply carries; the episode's earlier tries
+        are on the bot's replies in the transcript."""
         transcript = await self._store.messages(conversation.id, episode=conversation.episode)
+        tries = faq_tries_of(transcript) + ((attempt,) if attempt is not None else ())
         first = next((m for m in transcript if m.author is Author.CUSTOMER), message)
         ticket = Ticket(
-            id=f"tk_{uuid.uuid4().hex}",
+            id=f"tk_{random_hex()}",
             number="",
             conversation_id=conversation.id,
             contact_id=conversation.contact_id,
@@ -472,7 +492,8 @@ class Intake:
             created_at=now,
             updated_at=now,
             handoff_reason=request.reason,
-            faq_tries=conversation.faq_tries,
+            faq_tries=tries[-MAX_FAQ_TRIES:],
+            sender_unverified=intake_facts(message).sender_check is SenderCheck.UNVERIFIED,
         )
         ticket, assign = await self._rules.new_ticket(ticket, conversation, transcript, message)
         waiting = dataclasses.replace(conversation.moved_to(ConversationStatus.WAITING_FOR_AGENT), updated_at=now)

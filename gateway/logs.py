@@ -6,13 +6,13 @@ import contextvars
 import json
 import logging
 import re
-import uuid
 from datetime import UTC, datetime
 from typing import Literal
 
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
+from core.ids import random_hex
 from core.redact import ScrubbingFormatter, scrub
 from gateway.access import REQUEST_ID, Handler
 
@@ -80,7 +80,7 @@ def configure_logging(level: str, fmt: LogFormat) -> None:
 async def request_ids(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Give each request an id (the caller's ``X-Request-Id`` when it is plain, else a new one), for its logs."""
     given = request.headers.get(REQUEST_ID_HEADER, "")
-    rid = given if _GOOD_ID.match(given) else uuid.uuid4().hex
+    rid = given if _GOOD_ID.match(given) else random_hex()
     request[REQUEST_ID] = rid  # the same id in the audit log and the API's answers
     token = request_id.set(rid)
     try:

@@ -37,7 +37,7 @@ class IntakeRules:
         if rules is None:
             return ticket, None
         texts = _customer_texts(ticket.subject, [*messages, latest] if latest not in messages else messages)
-        customer = await self._customer(conversation.contact_id, texts, conversation.faq_tries, latest)
+        customer = await self._customer(conversation.contact_id, texts, ticket.faq_tries, latest)
         assessed = assess(rules, ticket, customer, self._clock(), new=True)
         queue = rules.queues.get(assessed.queue or "")
         if queue is None or assessed.assignee is not None or not queue.agents:

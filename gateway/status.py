@@ -23,9 +23,15 @@ class StatusAnswers:
         self._store = store
         self._timezone = zone
 
-    async def answer(self, conversation: Conversation, question: StatusQuestion) -> str:
+    async def answer(self, conversation: Conversation, question: StatusQuestion, *, own_only: bool = False) -> str:
         """Looked up by the conversation's contact: a number of someone else's ticket is "not found", exactly like
-        one that does not exist, so the answer tells nothing about other customers' tickets."""
+        one that does not exist, so the answer tells nothing about other customers' tickets.
+
+        ``own_only``: only this conversation's tickets, for a sender who only claims the contact's address (an
+        unverified email From:): the contact's other tickets are then someone else's as far as we know.
+        """
         tickets = await self._store.tickets_of(conversation.contact_id)
+        if own_only:
+            tickets = [t for t in tickets if t.conversation_id == conversation.id]
         queues = {t.id: q for t in tickets if (q := ticket_queue(t))}
         return status_answer(question, tickets, queue_of=queues, timezone=self._timezone)

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from bot.faq import FaqEntry, Matcher
+from core.codec import dumps
 from core.model import (
     Author,
     Channel,
@@ -170,6 +171,34 @@ async def test_a_long_bot_chat_keeps_only_the_latest_tries_on_the_conversation(g
     assert len(ticket["faq_tries"]) == MAX_FAQ_TRIES
     assert ticket["faq_tries"][-1]["query"] == "转人工"
     assert last["author"] == "bot"
+
+
+async def test_the_conversation_record_does_not_grow_with_the_bots_tries(gateway: Gateway) -> None:
+    """Every message reads and writes the conversation back: the bot's tries ride on its replies instead, and the
+    ticket still gets the latest ones, in the order they were asked."""
+    store = gateway.server.app[GATEWAY].store
+    chat = await gateway.chat()
+    said = ["我想退款" if n % 2 else "怎么开发票" for n in range(MAX_FAQ_TRIES + 5)]
+    ack, _ = await chat.say(said[0])
+    await _settle(gateway)
+    first = await store.get_message(ack["message_id"])
+    assert first is not None
+    conversation = await store.get_conversation(first.conversation_id)
+    assert conversation is not None
+    size = len(dumps(conversation))
+    for text in said[1:]:
+        await chat.say(text)
+    await _settle(gateway)
+    grown = await store.get_conversation(first.conversation_id)
+    assert grown is not None
+    assert len(dumps(grown)) <= size + 8  # a longer version number, nothing more
+    await chat.say("转人工")
+    await chat.expect("status")
+    status, body = await gateway.api("GET", "/tickets")
+    assert status == 200
+    (ticket,) = body["tickets"]
+    assert [t["query"] for t in ticket["faq_tries"]] == [*said, "转人工"][-MAX_FAQ_TRIES:]
+    assert all(t["hits"] for t in ticket["faq_tries"][:-1])  # with the scores the agent sees
 
 
 def requesting(visitor: str, external_id: str, text: str, request: TicketRequest, **extra: object) -> InboundMessage:

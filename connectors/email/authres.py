@@ -1,4 +1,5 @@
-"""Authentication-Results (RFC 8601) read from a trusted server: did the From domain pass DMARC or aligned DKIM."""
+"""Authentication-Results (RFC 8601) read from a trusted server: did the From domain pass DMARC, or DKIM or SPF
+aligned with it."""
 
 from __future__ import annotations
 
@@ -147,4 +148,25 @@ def sender_auth(headers: Iterable[str], *, trusted: Collection[str], from_domain
                 signer = res.props.get("header.d") or res.props.get("header.i", "").rpartition("@")[2]
                 if _aligned(signer, from_domain) and verdict is SenderAuth.NONE:
                     verdict = SenderAuth.PASS
+            elif res.method == "spf" and res.result == "pass":
+                # SPF vouches for the envelope sender; aligned with From: it is what DMARC itself accepts.
+                envelope = res.props.get("smtp.mailfrom", "").rpartition("@")[2]
+                if _aligned(envelope, from_domain) and verdict is SenderAuth.NONE:
+                    verdict = SenderAuth.PASS
     return verdict
+
+
+def checked_by_trusted(headers: Iterable[str], *, trusted: Collection[str]) -> bool:
+    """Whether a trusted server wrote its results on this mail, whatever they were.
+
+    Such a server checks every mail it takes in, so when it is configured and said nothing that passes, the From:
+    address is only claimed. A mail it never saw (one put into the mailbox another way) is not judged by it.
+    """
+    wanted = {t.lower() for t in trusted}
+    if not wanted:
+        return False
+    for value in headers:
+        parsed = parse_authentication_results(value)
+        if parsed is not None and parsed.authserv_id in wanted:
+            return True
+    return False

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from email.message import Message
 
 from connectors.email.bounce_phrases import (
+    BOUNCE_NOTICE,
     FIRST_LOOK,
     HARD_REASONS,
     NO_SUCH_MAILBOX,
@@ -71,6 +72,8 @@ _BOUNCE_SUBJECT = re.compile(
     r"メールエラー|配信エラー|送信エラー|配送エラー|不達)",
     re.IGNORECASE,
 )
+# A person forwarding a bounce to us ("Fwd: Undelivered Mail ...") is a customer with a question, not a bounce.
+_FORWARDED = re.compile(r"^\s*(fwd?|fw|wg|tr|转发|轉寄|转寄)\s*[:：]", re.IGNORECASE)
 _BOUNCE_SENDER = re.compile(r"^(mailer-daemon|post_?master|mail-daemon|mailer|bounce[s]?|mdaemon|mail\.daemon)@", re.I)
 _STATUS = re.compile(r"\b([245])\.(\d{1,3})\.(\d{1,3})\b")
 _REPLY_CODE = re.compile(r"(?<![\d.])([45]\d\d)(?:[ -]|$)", re.MULTILINE)
@@ -327,7 +330,8 @@ _RETURNED_MAIL = re.compile(
     r"^(-+ ?(original|undelivered|returned|unsent) message|content-type: message/rfc822|"
     r"-+ ?this is a copy of the message|received: |original message follows|message headers follow|"
     r"-* ?below this line is a copy|"
-    r"-* ?the header of the original message)",
+    r"-* ?the header of the original message|"
+    r"\s*below is a copy of the original message|original mail as follows)",
     re.IGNORECASE | re.MULTILINE,
 )
 
@@ -368,20 +372,83 @@ def _recipients_from_text(body: str, sender: str) -> tuple[BounceRecipient, ...]
     return tuple(out)
 
 
+# Microsoft's Junk Mail Reporting Program and Amazon SES send complaints that are not RFC 5965 reports: a plain
+# multipart mail with the reported message attached, under this Subject.
+_JMRP_SUBJECT = re.compile(r"^\s*complaint about message from ", re.IGNORECASE)
+_FEEDBACK_LOOP_SENDERS = frozenset({"staff@hotmail.com", "complaints@email-abuse.amazonses.com"})
+_ORIGINAL_RECIPIENT = re.compile(r"^x-hmxmroriginalrecipient:\s*<?([^>\s]+)", re.IGNORECASE | re.MULTILINE)
+_ATTACHED_MAIL = ("message/rfc822", "message/global", "text/rfc822-headers", "message/rfc822-headers")
+
+
+def _attached_headers(msg: Message) -> str:
+    """The header block of every mail attached to this one, as text."""
+    blocks: list[str] = []
+    for part in msg.walk():
+        if part.get_content_type() not in _ATTACHED_MAIL:
+            continue
+        payload = part.get_payload()
+        if isinstance(payload, list):
+            blocks += ["".join(f"{k}: {v}\n" for k, v in sub.items()) for sub in payload if isinstance(sub, Message)]
+        elif isinstance(payload, str):
+            blocks.append(payload.split("\n\n", 1)[0])
+    return "\n".join(blocks)
+
+
+def _complaint(
+    msg: Message, *, report_type: str, types: set[str], sender: str, subject: str, text: str
+) -> AutoReport | None:
+    """An abuse complaint about mail of ours: an RFC 5965 feedback report, or Microsoft's own format."""
+    recipients: tuple[BounceRecipient, ...] = ()
+    if report_type == "feedback-report" or "message/feedback-report" in types:
+        reason = "feedback-report"
+    elif _JMRP_SUBJECT.match(subject) and (
+        sender.lower() in _FEEDBACK_LOOP_SENDERS or _ORIGINAL_RECIPIENT.search(_attached_headers(msg))
+    ):
+        reason = "complaint-about-message"
+        if found := _ORIGINAL_RECIPIENT.search(_attached_headers(msg)):
+            recipients = (BounceRecipient(recipient=found.group(1).lower(), action="complained"),)
+    else:
+        return None
+    body = _full_text(msg, text)
+    if not recipients:
+        rcpt = _recipients_from_text(body, sender)
+        recipients = tuple(BounceRecipient(recipient=r.recipient, action="complained") for r in rcpt[:1])
+    return AutoReport(
+        kind=AutoKind.COMPLAINT,
+        reason=reason,
+        recipients=recipients,
+        original_message_id=_original_message_id(msg, body),
+    )
+
+
+def _list_manager_notice(headers: Mapping[str, str], sender: str) -> bool:
+    """An error notice from the fml mailing-list manager (loop alerts, "not a member"): it writes X-MLServer, mails
+    from the list's -admin address and numbers its own Message-IDs ".FML...". A post the list passes on from a
+    member carries X-MLServer too, but the member's From and Message-ID."""
+    if "x-mlserver" not in headers:
+        return False
+    return sender.lower().partition("@")[0].endswith("-admin") or ".fml" in _header(headers, "message-id").lower()
+
+
+def _says_bounce_notice(body: str) -> bool:
+    head = _explanation(body)[:3000]
+    return BOUNCE_NOTICE.found_in(head, fold_case(head))
+
+
 def classify(msg: Message, *, headers: Mapping[str, str], sender: str, subject: str, text: str) -> AutoReport:
-    """Decide whether a mail was sent by a machine, and what it says about our mail if it was."""
+    """Decide whether a mail was sent by a machine, and what it says about our mail if it was.
+
+    As sisimai does, a header says "this may be a machine" first (a bounce's Subject, a daemon's address, the
+    null reverse-path, a list manager's fields) and the body then has to agree (a status code, the returned mail,
+    a mail system's own opening sentence): neither alone is enough for the weaker signals, because a customer who
+    forwards us a bounce writes from their own address with "Fwd:" and quotes those words.
+    """
     ctype = msg.get_content_type()
     report_type = str(msg.get_param("report-type", "") or "").lower() if ctype == "multipart/report" else ""
     types = {p.get_content_type() for p in _parts(msg)}
-    if report_type == "feedback-report" or "message/feedback-report" in types:
-        body = _full_text(msg, text)
-        rcpt = _recipients_from_text(body, sender)
-        return AutoReport(
-            kind=AutoKind.COMPLAINT,
-            reason="feedback-report",
-            recipients=tuple(BounceRecipient(recipient=r.recipient, action="complained") for r in rcpt[:1]),
-            original_message_id=_original_message_id(msg, body),
-        )
+    complaint = _complaint(msg, report_type=report_type, types=types, sender=sender, subject=subject, text=text)
+    if complaint is not None:
+        return complaint
     dsn_types = {"message/delivery-status", "message/global-delivery-status"}
     if report_type in ("delivery-status", "global-delivery-status") or types & dsn_types:
         body = _full_text(msg, text)
@@ -392,20 +459,40 @@ def classify(msg: Message, *, headers: Mapping[str, str], sender: str, subject: 
             recipients=recipients,
             original_message_id=_original_message_id(msg, body),
         )
+    if report_type == "disposition-notification" or "message/disposition-notification" in types:
+        # A read receipt (RFC 8098): the recipient's mail program answering for them.
+        return AutoReport(kind=AutoKind.AUTO_REPLY, reason="disposition-notification", original_message_id=None)
     notification = _ses_notification(headers, sender, text)
     if notification is not None:
         return notification
+    if _list_manager_notice(headers, sender):
+        body = _full_text(msg, text)
+        return AutoReport(
+            kind=AutoKind.BOUNCE,
+            reason="list-manager",
+            recipients=_recipients_from_text(body, sender),
+            original_message_id=_original_message_id(msg, body),
+        )
     auto = _auto_reply_signal(headers, subject)
     from_daemon = bool(_BOUNCE_SENDER.match(sender)) or sender.lower().startswith("mailer-daemon")
-    return_path = _header(headers, "return-path")
-    if from_daemon or (
-        _BOUNCE_SUBJECT.search(subject) and (auto is None or auto.startswith("auto-submitted") or return_path == "<>")
+    # Only a mail system sends from the null reverse-path (RFC 5321 4.5.5); the delivering server writes it into
+    # Return-Path. Spam uses it too, so it needs the body to agree.
+    null_sender = _header(headers, "return-path").replace(" ", "") == "<>"
+    bounce_subject = bool(_BOUNCE_SUBJECT.search(subject)) and not _FORWARDED.match(subject)
+    # The null reverse-path alone says "a machine", not "a bounce": a vacation notice from it stays an auto-reply
+    # (as a bounce it could have its quoted original's addresses flagged as dead).
+    if (
+        from_daemon
+        or (bounce_subject and (auto is None or auto.startswith("auto-submitted") or null_sender))
+        or (null_sender and auto is None)
     ):
         body = _full_text(msg, text)
-        if from_daemon or _STATUS.search(body) or _REPLY_CODE.search(body) or "message/rfc822" in types:
+        returned = bool(types & set(_ATTACHED_MAIL))
+        coded = bounce_subject and bool(_STATUS.search(body) or _REPLY_CODE.search(body))
+        if from_daemon or coded or returned or _says_bounce_notice(body):
             return AutoReport(
                 kind=AutoKind.BOUNCE,
-                reason="sender" if from_daemon else "subject",
+                reason="sender" if from_daemon else "subject" if bounce_subject else "null-sender",
                 recipients=_recipients_from_text(body, sender),
                 original_message_id=_original_message_id(msg, body),
             )

@@ -275,6 +275,7 @@ REASON_TEXT: dict[str, Phrases] = {
         r"was not delivered (for|within) \d",
         r"delivery attempts? (will continue|have been|exceeded)",
         r"(unable|failed) to deliver .{0,40}(for|within) \d+ (days|hours)",
+        r"envelope expired",  # OpenSMTPD
     ),
     "failedstarttls": _phrases(r"starttls", r"tls (is )?required", r"requiretls", r"must issue a starttls"),
     "securityerror": _phrases(
@@ -350,4 +351,22 @@ NO_SUCH_MAILBOX = _phrases(
     r"this user doesn'?t have an? \S+ account",  # Yahoo
     r"no mailbox here by that name",  # qmail
     r"mail\.local: unknown user",  # sendmail's local delivery agent
+    r"no valid recipients for this mm",  # Verizon's MMS gateway
+)
+
+
+# How a mail system opens its own bounce --------------------------------------------------------------------
+# Fixed sentences that MTAs, mobile carriers and list managers write at the top of a notice, in words no person
+# writes to a helpdesk. They settle a mail only together with a header that already points at a machine (a
+# bounce's Subject, the null reverse-path): a customer who forwards a bounce to us quotes these words too.
+BOUNCE_NOTICE = _phrases(
+    r"this is the mailer-daemon, please do not reply",  # OpenSMTPD
+    r"message could not be delivered to mobile",  # Verizon's MMS gateway (vzwpix.com)
+    r"could not be delivered to: ?<",  # KDDI au
+    r"original mail as follows:",  # fml
+    r"this is the mail system at host",  # Postfix
+    r"i'?m afraid i wasn'?t able to deliver your message",  # qmail
+    r"this message was created automatically by mail delivery software",  # Exim
+    r"delivery to the following recipients? (failed|has been delayed)",  # Exchange
+    r"the original message was received at",  # sendmail
 )

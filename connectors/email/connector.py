@@ -26,7 +26,7 @@ import aiosmtplib
 from aiohttp import web
 
 from connectors.base import ConnectorDeps, InboundSink, IntakeResult, stored_as
-from connectors.email.authres import SenderAuth, sender_auth
+from connectors.email.authres import SenderAuth, checked_by_trusted, sender_auth
 from connectors.email.auto import AutoKind
 from connectors.email.compose import Outgoing, compose
 from connectors.email.files import plan_files, write_files
@@ -57,6 +57,7 @@ from core.model import (
     OutboundReply,
     QuarantinedItem,
     ReopenRequest,
+    SenderCheck,
     Ticket,
     TicketRequest,
     outbound_message,
@@ -400,11 +401,10 @@ class EmailConnector:
             match = await self._bounce_thread(mail)
             if match is not None and match.conversation is not None:
                 sender, sender_name = match.conversation.address, None
-        auth = sender_auth(
-            _header_values(raw, "authentication-results"),
-            trusted=self._cfg.trusted_authserv_ids,
-            from_domain=mail.sender.email.rpartition("@")[2],
-        )
+        results = _header_values(raw, "authentication-results")
+        trusted = self._cfg.trusted_authserv_ids
+        auth = sender_auth(results, trusted=trusted, from_domain=mail.sender.email.rpartition("@")[2])
+        check = _sender_check(auth, checked=checked_by_trusted(results, trusted=trusted))
         if match is None:
             match = await find_thread(
                 self._store,
@@ -447,6 +447,7 @@ class EmailConnector:
                 "references": list(mail.references)[-50:],
                 "thread_via": match.via,
                 "auth": auth.value,
+                "sender_check": check.value,
                 "participant": participant,
                 **files_meta,
             },
@@ -485,6 +486,7 @@ class EmailConnector:
             subject=mail.subject or None,
             ticket=ticket,
             bot=not automatic and report.kind is not AutoKind.BULK,
+            sender_check=check,
             contact_flags=bounced_flags(mail),
             reopen=reopen,
             meta=meta,
@@ -661,6 +663,16 @@ class EmailConnector:
         return OutboundReply(
             message=ack, address=conversation.address, conversation=conversation, in_reply_to=inbound[-1].id
         )
+
+
+def _sender_check(auth: SenderAuth, *, checked: bool) -> SenderCheck:
+    """What the trusted servers' verdict makes of the From: address. Nothing configured, or a mail they never saw:
+    the address as written, as before. Seen and not passed (or failed): only claimed."""
+    if auth is SenderAuth.PASS:
+        return SenderCheck.AUTHENTICATED
+    if auth is SenderAuth.FAIL or checked:
+        return SenderCheck.UNVERIFIED
+    return SenderCheck.CHANNEL
 
 
 def _header_values(raw: bytes, name: str) -> list[str]:

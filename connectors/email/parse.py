@@ -483,7 +483,9 @@ def _flatten_payload(part: Message) -> bytes:
     return _payload_bytes(part)
 
 
-_HEADER_LINE = re.compile(rb"^[!-9;-~]+:[ \t]")
+# "Name: value", or "Name:value" (RFC 5322 needs no space after the colon: Verizon's bounces write
+# "From:MMSC NDR Administrator <...>") where the name is a word and the value is not a URL's "//".
+_HEADER_LINE = re.compile(rb"^[!-9;-~]+:[ \t]|^[A-Za-z][A-Za-z0-9-]*:(?!//)")
 _DAEMON = re.compile(r"(mailer-daemon|postmaster)", re.IGNORECASE)
 
 

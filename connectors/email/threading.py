@@ -11,7 +11,7 @@ from typing import Any
 from connectors.email.authres import SenderAuth
 from connectors.email.parse import ParsedMail
 from connectors.email.tagsig import TAG, signed_tag, subject_tags
-from core.model import Channel, Conversation, Direction, Identity, Message
+from core.model import Channel, Conversation, Direction, Identity, Message, SenderCheck
 from core.store.base import ChannelStore
 
 _PREFIX = re.compile(
@@ -63,10 +63,11 @@ def admits_copies(email_meta: Mapping[str, Any]) -> bool:
     """Whether the people a stored mail copied in are on the thread from then on.
 
     A mail that joined by our reply chain or opened the thread vouches for its To/Cc; one that joined by a subject
-    tag only when a trusted server authenticated its sender; one whose DMARC failed never does.
+    tag only when a trusted server authenticated its sender; one whose DMARC failed, or whose sender a trusted server
+    checked and could not authenticate, never does: a forger must not get the answers copied to a friend.
     """
     auth = email_meta.get("auth", SenderAuth.NONE.value)
-    if auth == SenderAuth.FAIL.value:
+    if auth == SenderAuth.FAIL.value or email_meta.get("sender_check") == SenderCheck.UNVERIFIED.value:
         return False
     return email_meta.get("thread_via") != "tag" or auth == SenderAuth.PASS.value
 

@@ -242,7 +242,7 @@ class WechatConnector:
             raise web.HTTPBadRequest(text=f"cannot decrypt: {exc}") from None
 
         try:
-            inbound = self._reported(push)
+            inbound = self._reported(push, now)
             self._receiving[inbound.external_id] += 1  # counted: a concurrent retry takes it in too
             try:
                 result = await self._intake(sink, inbound)
@@ -271,7 +271,7 @@ class WechatConnector:
             waiter = _Waiter(reply=loop.create_future(), written=loop.create_future())
             self._waiters[result.message.id] = waiter
         try:
-            text = await self._after_intake(push, inbound, now)
+            text = inbound.greeting  # intake stored it, for the passive reply
             if text is None and waiter is not None and result.handled is not None:
                 reply = await self._await_reply(result.message.id, waiter, result.handled)
                 text = render.plain_text(reply.message) if reply is not None else None
@@ -352,21 +352,20 @@ class WechatConnector:
             )
             return await sink(fallback)
 
-    def _reported(self, push: Push) -> InboundMessage:
+    def _reported(self, push: Push, now: datetime) -> InboundMessage:
         """The push's message with the facts intake acts on: a follow clears the inbox's unsubscribed flag and
-        is greeted (when a welcome is configured), an unfollow sets the flag."""
-        if push.action is Action.NONE:
-            return push.message
-        unfollow = push.action is Action.UNSUBSCRIBE
-        flag = ContactFlag(identity=push.message.sender, flag=unsubscribed_flag(self.inbox), on=unfollow)
-        greeting = (self._cfg.welcome or None) if push.action is Action.SUBSCRIBE else None
-        return dataclasses.replace(push.message, contact_flags=(flag,), greeting=greeting)
-
-    async def _after_intake(self, push: Push, inbound: InboundMessage, now: datetime) -> str | None:
-        """Window bookkeeping; returns the greeting intake stored, for the passive reply."""
+        is greeted (when a welcome is configured), an unfollow sets the flag; and the reply window it opens,
+        stored with the message (a repeat delivery opens nothing)."""
+        message = push.message
         if push.opens is not None:
-            await self._window.opened(push.message.sender.value, push.opens, now)
-        return inbound.greeting
+            opening = self._window.opening(message.sender.value, push.opens, now)
+            message = dataclasses.replace(message, checkpoints=(*message.checkpoints, opening))
+        if push.action is Action.NONE:
+            return message
+        unfollow = push.action is Action.UNSUBSCRIBE
+        flag = ContactFlag(identity=message.sender, flag=unsubscribed_flag(self.inbox), on=unfollow)
+        greeting = (self._cfg.welcome or None) if push.action is Action.SUBSCRIBE else None
+        return dataclasses.replace(message, contact_flags=(flag,), greeting=greeting)
 
     async def _await_reply(self, message_id: str, waiter: _Waiter, handled: asyncio.Task[None]) -> OutboundReply | None:
         """The bot's reply if it comes within the budget; None when it is late or there is none."""
@@ -407,12 +406,9 @@ class WechatConnector:
             else:
                 xml = item.raw
             push = parse_push(xml, inbox=self.inbox, received_at=now, menu_faq=self._cfg.menu_faq)
-            inbound = self._reported(push)
-            result = await self._intake(sink, inbound)
+            result = await self._intake(sink, self._reported(push, now))
         except (PushError, crypto.CryptoError, web.HTTPBadRequest):
             return None
-        if not result.duplicate:
-            await self._after_intake(push, inbound, now)
         return stored_as(result)
 
     async def _quarantine(self, body: bytes, reason: str, now: datetime) -> None:

@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 from typing import Final, Protocol
 
 from connectors.wechat.parse import Opens
+from core.model import Checkpoint
 from core.store.roles import Checkpoints, Coordination
 
 
@@ -70,14 +71,20 @@ class ReplyWindow:
     def _key(self, openid: str, opens: Opens) -> str:
         return f"wechat:window:{self._inbox}:{openid}:{opens}"
 
-    async def opened(self, openid: str, opens: Opens, at: datetime) -> None:
-        """The user wrote (or clicked, subscribed, scanned): a fresh allowance starts now.
+    def opening(self, openid: str, opens: Opens, at: datetime) -> Checkpoint:
+        """The user wrote (or clicked, subscribed, scanned): a fresh allowance starts now. The checkpoint is
+        stored with the push's message (one write), and only when that message is new.
 
         Kept for the window's span plus a margin (49 h for a message), not for ever: one per user who
         ever wrote would grow the store without bound.
         """
         ttl = RULES[opens].span + KEPT_PAST_SPAN
-        await self._store.set_checkpoint(self._key(openid, opens), at.isoformat(), ttl_s=ttl.total_seconds())
+        return Checkpoint(key=self._key(openid, opens), value=at.isoformat(), ttl_s=ttl.total_seconds())
+
+    async def opened(self, openid: str, opens: Opens, at: datetime) -> None:
+        """``opening``, written on its own."""
+        checkpoint = self.opening(openid, opens, at)
+        await self._store.set_checkpoint(checkpoint.key, checkpoint.value, ttl_s=checkpoint.ttl_s)
 
     async def take(self, openid: str, now: datetime) -> Verdict:
         """Take one slot of an open allowance for a customer-service message."""

@@ -8,6 +8,7 @@ from typing import Any, Protocol
 
 from core.model import (
     Channel,
+    Checkpoint,
     Contact,
     Conversation,
     Delivery,
@@ -131,6 +132,7 @@ class Transcript(Protocol):
         saving: Conversation | None = None,
         outgoing: Outgoing | None = None,
         handled: bool = False,
+        checkpoints: Sequence[Checkpoint] = (),
     ) -> tuple[Message, bool]:
         """Store a message once per (channel, inbox, direction, external_id).
 
@@ -141,6 +143,8 @@ class Transcript(Protocol):
         written, if it changed): a bot reply and the conversation it updates are one write.
         ``outgoing`` puts a new message in the outbox in the same write. ``handled``: an inbound message that
         intake has nothing to do for (a call log line) is stored handled, as ``mark_handled`` would leave it.
+        ``checkpoints`` are set as ``set_checkpoint`` would, with a new message only (a connector's state that the
+        message changes, such as a WeChat reply window opening).
         """
         ...
 

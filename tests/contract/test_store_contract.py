@@ -16,6 +16,7 @@ from core import events
 from core.model import (
     Author,
     Channel,
+    Checkpoint,
     Conversation,
     ConversationStatus,
     Delivery,
@@ -340,6 +341,19 @@ async def test_secrets_expire_and_checkpoints_persist(store: Store) -> None:
     await store.set_checkpoint("imap:inbox", "42")
     await store.set_checkpoint("imap:inbox", "43")
     assert await store.get_checkpoint("imap:inbox") == "43"
+
+
+async def test_a_new_message_sets_its_checkpoints_in_the_same_write_and_a_repeat_sets_none(store: Store) -> None:
+    """A WeChat push's reply window opening is stored with the push's message: one write, never by a repeat."""
+    conversation = await new_conversation(store)
+    opening = Checkpoint(key="wechat:window:oa:u1:message", value="first", ttl_s=3600)
+    _, created = await store.add_message(inbound(conversation, "m1"), checkpoints=[opening])
+    assert created
+    assert await store.get_checkpoint(opening.key) == "first"
+    again = Checkpoint(key=opening.key, value="repeat", ttl_s=3600)
+    _, created = await store.add_message(inbound(conversation, "m1"), checkpoints=[again])
+    assert not created
+    assert await store.get_checkpoint(opening.key) == "first"
 
 
 async def test_checkpoint_with_a_ttl_is_gone_once_it_expires(store: Store) -> None:

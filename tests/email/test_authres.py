@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from connectors.email.authres import SenderAuth, parse_authentication_results, sender_auth
+from connectors.email.authres import SenderAuth, checked_by_trusted, parse_authentication_results, sender_auth
 from connectors.email.tagsig import signature, signed_tag, subject_tags
 from connectors.email.threading import base_subject
 
@@ -101,3 +101,22 @@ def test_the_signature_is_not_the_secret_and_base_subject_drops_signed_tags() ->
 def test_any_header_parses_or_is_refused_without_raising(value: str) -> None:
     parse_authentication_results(value)
     sender_auth([value], trusted=("a",), from_domain="b")
+
+
+def test_spf_counts_only_when_the_envelope_domain_aligns_with_the_from_domain() -> None:
+    aligned = "mx.example.com; spf=pass smtp.mailfrom=bounces@mail.example.org"
+    assert sender_auth([aligned], trusted=TRUSTED, from_domain="example.org") is SenderAuth.PASS
+    foreign = "mx.example.com; spf=pass smtp.mailfrom=mallory@evil.example"
+    assert sender_auth([foreign], trusted=TRUSTED, from_domain="example.org") is SenderAuth.NONE
+    assert sender_auth(["mx.example.com; spf=pass"], trusted=TRUSTED, from_domain="example.org") is SenderAuth.NONE
+
+
+def test_a_mail_counts_as_checked_only_by_a_trusted_servers_well_formed_results() -> None:
+    """Checked but not passed is what makes a From: address only claimed (SenderCheck.UNVERIFIED)."""
+    unaligned = "mx.example.com; spf=softfail smtp.mailfrom=evil.example; dkim=none; dmarc=none"
+    assert checked_by_trusted([unaligned], trusted=TRUSTED)
+    assert checked_by_trusted(["mx.example.com; none"], trusted=TRUSTED)
+    assert not checked_by_trusted([unaligned], trusted=())
+    assert not checked_by_trusted(["mx.evil.example; dmarc=none"], trusted=TRUSTED)
+    assert not checked_by_trusted(["mx.example.com; dmarc"], trusted=TRUSTED)
+    assert not checked_by_trusted([], trusted=TRUSTED)

@@ -121,13 +121,17 @@ def test_sisimai_bounces_are_classified(corpora: Path, record_property: pytest.R
 
 
 def test_every_sisimai_bounce_is_recognised_as_automatic(corpora: Path) -> None:
-    """Whatever the hard/soft verdict, no bounce may be taken for a customer's mail (that is how loops start)."""
+    """Whatever the hard/soft verdict, no bounce may be taken for a customer's mail (that is how loops start).
+
+    The one left is a person's mail: lhost-sendmail-14.eml is "Forward the message." from Apple Mail, with
+    "Fwd: Returned mail" and the bounce quoted. Sisimai reads the quoted bounce; a helpdesk answers the person.
+    """
     missed = []
     for path in sorted((SISIMAI / "bsd").glob("*.eml")):
         parsed = try_parse(path.read_bytes())
         if isinstance(parsed, ParsedMail) and parsed.auto.kind is AutoKind.NONE:
             missed.append(path.name)
-    assert len(missed) <= 10, missed
+    assert missed == ["lhost-sendmail-14.eml"]
 
 
 def test_non_bounces_are_not_flagged(corpora: Path) -> None:

@@ -23,8 +23,10 @@ from redis.exceptions import RedisError
 
 from core.bus import BusHandler
 from core.codec import dumps, loads
+from core.ids import random_hex
 from core.model import (
     Channel,
+    Checkpoint,
     Contact,
     Conversation,
     ConversationStatus,
@@ -946,7 +948,7 @@ class RedisStore(RedisAuditLog):
             if owner_id is not None and contact is None:
                 continue  # being written right now
             if contact is None:
-                contact = Contact(id=f"ct_{uuid.uuid4().hex}", name=name, identities=(), created_at=now)
+                contact = Contact(id=f"ct_{random_hex()}", name=name, identities=(), created_at=now)
             identities, flags, links = list(contact.identities), list(contact.flags), []
             for each, owner in zip(everyone, owners, strict=True):
                 if each in identities:
@@ -1108,7 +1110,7 @@ class RedisStore(RedisAuditLog):
             found = await self._run("find_conversation", self.tag, field)
             if found:
                 return loads(Conversation, found)
-            fresh_id = f"cv_{uuid.uuid4().hex}"
+            fresh_id = f"cv_{random_hex()}"
 
             def fresh(contact: Contact, fresh_id: str = fresh_id) -> Conversation:
                 return Conversation(
@@ -1172,6 +1174,7 @@ class RedisStore(RedisAuditLog):
         saving: Conversation | None = None,
         outgoing: Outgoing | None = None,
         handled: bool = False,
+        checkpoints: Sequence[Checkpoint] = (),
     ) -> tuple[Message, bool]:
         saved = dataclasses.replace(saving, version=saving.version + 1) if saving is not None else None
         unique = (
@@ -1202,6 +1205,8 @@ class RedisStore(RedisAuditLog):
             assert saving is not None
             raise VersionConflict(f"conversation {saving.id} changed since version {saving.version}")
         if result[0] == 1:
+            for checkpoint in checkpoints:  # after the message: a crash in between leaves it unset, as before
+                await self.set_checkpoint(checkpoint.key, checkpoint.value, ttl_s=checkpoint.ttl_s)
             return message, True
         return _load_message(*result[1:5]), False
 

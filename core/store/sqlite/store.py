@@ -6,7 +6,6 @@ import dataclasses
 import json
 import sqlite3
 import time
-import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -15,8 +14,10 @@ from typing import Any, TypeVar
 
 from core.bus import Bus
 from core.codec import dumps, loads
+from core.ids import random_hex
 from core.model import (
     Channel,
+    Checkpoint,
     Contact,
     Conversation,
     ConversationStatus,
@@ -99,6 +100,15 @@ def _pick_agent(db: sqlite3.Connection, assign: Assignment) -> str | None:
         (assign.queue,),
     ).fetchone()
     return assign.agents[(int(turn) - 1) % len(assign.agents)]
+
+
+def _set_checkpoint(db: sqlite3.Connection, key: str, value: str, ttl_s: float | None) -> None:
+    expires_at = time.time() + ttl_s if ttl_s is not None else None
+    db.execute(
+        "INSERT INTO checkpoints (key, value, expires_at) VALUES (?, ?, ?)"
+        " ON CONFLICT (key) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at",
+        (key, value, expires_at),
+    )
 
 
 _IN_LIST = 500  # values per ``IN (...)``: well under SQLite's limit of bound parameters
@@ -221,7 +231,7 @@ class SqliteStore(SqliteAuditLog):
         if contact is None:
             contact = next((c for alias in aliases if (c := self._owner(db, alias)) is not None), None)
         if contact is None:
-            contact = Contact(id=f"ct_{uuid.uuid4().hex}", name=name, identities=(), created_at=now)
+            contact = Contact(id=f"ct_{random_hex()}", name=name, identities=(), created_at=now)
             db.execute("INSERT INTO contacts (id, data) VALUES (?, ?)", (contact.id, dumps(contact)))
         identities, flags = list(contact.identities), list(contact.flags)
         for each in (identity, *aliases):
@@ -353,7 +363,7 @@ class SqliteStore(SqliteAuditLog):
                 with self._tx(db):
                     contact = self._contact(db, address, name, now, aliases)
                     fresh = Conversation(
-                        id=f"cv_{uuid.uuid4().hex}",
+                        id=f"cv_{random_hex()}",
                         contact_id=contact.id,
                         channel=channel,
                         inbox=inbox,
@@ -438,6 +448,7 @@ class SqliteStore(SqliteAuditLog):
         saving: Conversation | None = None,
         outgoing: Outgoing | None = None,
         handled: bool = False,
+        checkpoints: Sequence[Checkpoint] = (),
     ) -> tuple[Message, bool]:
         def run(db: sqlite3.Connection) -> tuple[Message, bool]:
             with self._tx(db):
@@ -468,6 +479,8 @@ class SqliteStore(SqliteAuditLog):
                             "INSERT INTO outbox (message_id, in_reply_to, due) VALUES (?, ?, ?)",
                             (message.id, outgoing.in_reply_to, time.time() + outgoing.hold_s),
                         )
+                    for checkpoint in checkpoints:
+                        _set_checkpoint(db, checkpoint.key, checkpoint.value, checkpoint.ttl_s)
                     self._append_events(db, events)
                     return message, True
             row = db.execute(
@@ -1019,12 +1032,4 @@ class SqliteStore(SqliteAuditLog):
         return await self._run(run)
 
     async def set_checkpoint(self, key: str, value: str, *, ttl_s: float | None = None) -> None:
-        def run(db: sqlite3.Connection) -> None:
-            expires_at = time.time() + ttl_s if ttl_s is not None else None
-            db.execute(
-                "INSERT INTO checkpoints (key, value, expires_at) VALUES (?, ?, ?)"
-                " ON CONFLICT (key) DO UPDATE SET value = excluded.value, expires_at = excluded.expires_at",
-                (key, value, expires_at),
-            )
-
-        await self._run(run)
+        await self._run(lambda db: _set_checkpoint(db, key, value, ttl_s))
