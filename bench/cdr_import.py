@@ -1,5 +1,8 @@
 """CDR import speed: parse rows/s and end-to-end import rows/s (intake into SQLite) on a generated file.
 
+Answered calls go through intake's bulk path (many rows per store write); missed calls open or escalate a
+ticket one at a time (``bulk intake`` line: how many went which way).
+
 python bench/cdr_import.py --rows 100000 [--format asterisk-csv|freeswitch-csv|freeswitch-json] [--parse-only]
 """
 
@@ -137,6 +140,8 @@ def main() -> None:
             f"import (parse + intake + SQLite, tickets included): {import_s:.1f} s = {args.rows / import_s:,.0f} rows/s"
         )
         print(report.lines()[0])
+        alone = args.rows - report.in_bulk
+        print(f"bulk intake: {report.in_bulk} rows many per store write, the other {alone} one by one")
         print(
             f"baseline (csv + executemany): {base_s:.2f} s = {args.rows / base_s:,.0f} rows/s;"
             f" import/baseline = {base_s / import_s:.3f}x (wall), {base_cpu / import_cpu:.3f}x (CPU);"

@@ -227,6 +227,7 @@ def werobot_wsgi() -> Callable[..., Any]:
     reply, plus the /readyz the driver waits for. gunicorn loads it as ``wechat_push:werobot_wsgi()``."""
     from werobot import WeRoBot
 
+    os.chdir(tempfile.mkdtemp(prefix="werobot-"))  # WeRoBot may still create werobot_session.sqlite3 in its cwd
     robot = WeRoBot(token=TOKEN, encoding_aes_key=AES_KEY, app_id=APP_ID)
     robot.config["SESSION_STORAGE"] = False  # else a SQLite session per sender (``session_storage=False`` is ignored)
 

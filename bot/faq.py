@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import itertools
 import math
@@ -221,6 +222,15 @@ _TRAIN_BUDGET = 120  # postings walked to find them: a phrasing's rarest words f
 # characters keep their full IDF: one character is shared by many unrelated words, and only its rarity says how
 # much it tells. All four dev sets rank better (top1: clinc150 +0.010, banking77 +0.012, massive +0.006, afqmc +0.004).
 _MODEL_IDF_POWER = 0.5
+# Phrase-level inputs, weighed below single words (a scale on their damped IDF): adjacent English word pairs,
+# stopwords kept ("my card" / "card arrive", "what is" / "is it"), and a text's first and last word, where a
+# question's kind (how / can / what) and its object usually sit. Top1, before -> after (pairs only / with ends):
+# clinc150 0.816 -> 0.8177 / 0.8200, banking77 0.736 -> 0.747 / 0.7433, massive-zh 0.6317 -> 0.6317 / 0.6322,
+# afqmc 0.0810 -> 0.0810 / 0.0808. Chinese word pairs added nothing (massive-zh +0.0006); English character
+# n-grams cost every English set (3-grams: clinc150 0.800, banking77 0.725). Weights 0.4-1.4 for the pairs were
+# tried: at 1.0 banking77 falls back to 0.735, at 0.4 clinc150 gains less. They cost build time: more inputs per
+# phrasing to train on (bench/faq_speed.py --many-phrasings, build CPU about +35%).
+_MODEL_KIND: dict[str, float] = {"q": 0.6, "e": 0.3}
 _ALPHA = 1.0
 _BETA = 8.0
 _NULL = 4.0
@@ -271,6 +281,13 @@ def _features_cached(a: Analyzed, cache: dict[Analyzed, frozenset[str]]) -> froz
     return feats
 
 
+def _model_features_cached(a: Analyzed, cache: dict[Analyzed, frozenset[str]]) -> frozenset[str]:
+    feats = cache.get(a)
+    if feats is None:
+        feats = cache[a] = frozenset(_model_features(a))
+    return feats
+
+
 _DIGITS = re.compile(r"[0-9]+")
 
 
@@ -293,9 +310,14 @@ def _features(a: Analyzed) -> set[str]:
 
 
 def _model_features(a: Analyzed) -> set[str]:
-    """The learned model's features: every word (stopwords too), and Chinese character bigrams and characters."""
-    feats = {"r" + t for t in a.words}
-    feats.update("r" + t for t in _shapes(a.words))
+    """The learned model's features: every word (stopwords too), adjacent word pairs, the first and last word, and
+    Chinese character bigrams and characters."""
+    words = a.words
+    feats = {"r" + t for t in words}
+    feats.update("r" + t for t in _shapes(words))
+    feats.update("q" + x + " " + y for x, y in itertools.pairwise(words) if x.isascii() and y.isascii())
+    if words:
+        feats.update(("e^" + words[0], "e$" + words[-1]))
     feats.update("b" + b for b in a.bigrams)
     feats.update("c" + c for c in a.chars)
     return feats
@@ -333,6 +355,12 @@ class _Analysis:
     synonyms: dict[str, str]
     cache: dict[str, Analyzed]
     normalized: dict[str, str]  # phrasing -> fold_for_matching(phrasing)
+    # What the index reads off an analyzed phrasing, computed once for the index and its held-out indexes.
+    features: dict[Analyzed, frozenset[str]] = dataclasses.field(default_factory=dict)
+    model_features: dict[Analyzed, frozenset[str]] = dataclasses.field(default_factory=dict)
+    kinds: dict[str, frozenset[str]] = dataclasses.field(default_factory=dict)  # phrasing -> its question types
+    # (entry, phrasing) -> the confusable entries it is trained against
+    negatives: dict[tuple[int, str], list[int]] = dataclasses.field(default_factory=dict)
 
 
 class FaqIndex:
@@ -371,19 +399,23 @@ class FaqIndex:
         self._tokenizer = _analysis.tokenizer
         self._synonyms = _analysis.synonyms
         cache = _analysis.cache
-        analyzed = [[self._analyze_cached(q, cache) for q in e.questions] for e in self._entries]
+        normal = _analysis.normalized
+        analyzed = [[self._analyze_cached(q, cache, normal) for q in e.questions] for e in self._entries]
         self._keywords = [[self._analyze_cached(k, cache) for k in e.keywords] for e in self._entries]
         # A question typed exactly as one entry (and no other) words it.
-        normal = _analysis.normalized
         verbatim: dict[str, int] = {}
         for i, e in enumerate(self._entries):
             for q in e.questions:
                 verbatim[normal[q]] = i if verbatim.get(normal[q], i) == i else -1
         self._verbatim = {q: i for q, i in verbatim.items() if i >= 0}
         # Each distinct phrasing's question types, once (held-out indexes share the texts).
-        kinds = {q: question_types(normal[q]) for e in self._entries for q in e.questions}
+        kinds = _analysis.kinds
+        for e in self._entries:
+            for q in e.questions:
+                if q not in kinds:
+                    kinds[q] = question_types(normal[q])
         self._qtypes = [union(kinds[q] for q in e.questions) for e in self._entries]
-        feats_cache: dict[Analyzed, frozenset[str]] = {}
+        feats_cache = _analysis.features
         phrase_feats = [[_features_cached(a, feats_cache) for a in phrasings] for phrasings in analyzed]
         keyword_feats = [[_features_cached(k, feats_cache) for k in kws] for kws in self._keywords]
         # A term's frequency in an entry is the number of its phrasings (and keywords) that hold it: a word most
@@ -437,7 +469,11 @@ class FaqIndex:
         self._postings: dict[str, tuple[tuple[int, float], ...]] = {
             f: tuple(sorted(p, key=lambda iw: -iw[1])) for f, p in postings.items()
         }
-        self._train_model(analyzed, phrase_feats)
+        # Each feature's place in the walk's order, sorted once: (words and bigrams before characters, fewer postings
+        # first, then the feature itself).
+        order = sorted(self._postings, key=lambda f: (f[0] == "c", len(self._postings[f]), f))
+        self._anchor_rank = {f: k for k, f in enumerate(order)}
+        self._train_model(analyzed, phrase_feats, _analysis.model_features, _analysis.negatives)
         self._temperature, self._siblings = self._fit_confidence(_analysis) if calibrate else (1.0, frozenset())
 
     def __getstate__(self) -> dict[str, Any]:
@@ -525,10 +561,16 @@ class FaqIndex:
                 fb = nll(b)
         return round(2.0 / (lo + hi), 3), siblings
 
-    def _train_model(self, analyzed: list[list[Analyzed]], phrase_feats: list[list[frozenset[str]]]) -> None:
+    def _train_model(
+        self,
+        analyzed: list[list[Analyzed]],
+        phrase_feats: list[list[frozenset[str]]],
+        cache: dict[Analyzed, frozenset[str]],
+        shared: dict[tuple[int, str], list[int]],
+    ) -> None:
         """Learn per-entry feature weights from the phrasings: each phrasing is an example of its entry, told
         apart from the entries the inverted index finds for it."""
-        model_feats = [[_model_features(a) for a in phrasings] for phrasings in analyzed]
+        model_feats = [[_model_features_cached(a, cache) for a in phrasings] for phrasings in analyzed]
         df: dict[str, int] = defaultdict(int)
         for phrasings in model_feats:
             for feats in phrasings:
@@ -537,7 +579,11 @@ class FaqIndex:
         total = sum(len(p) for p in model_feats)
         # feature -> (its column in the model, its damped IDF): one lookup per query feature
         self._model_feats = {
-            f: (k, (math.log((1 + total) / (1 + d)) + 1) ** (1.0 if f[0] == "c" else _MODEL_IDF_POWER))
+            f: (
+                k,
+                _MODEL_KIND.get(f[0], 1.0)
+                * (math.log((1 + total) / (1 + d)) + 1) ** (1.0 if f[0] == "c" else _MODEL_IDF_POWER),
+            )
             for k, (f, d) in enumerate(sorted(df.items()))
         }
         rows: list[tuple[list[int], list[float]]] = []
@@ -546,12 +592,18 @@ class FaqIndex:
         trained = sum(len(p) for p in model_feats if len(p) > 1)
         per_row = max(_MIN_NEGATIVES, min(_TRAIN_NEGATIVES, _TRAIN_PAIRS // max(trained, 1)))
         for i, phrasings in enumerate(model_feats):
-            for feats, bm25_feats in zip(phrasings, phrase_feats[i], strict=True):
+            questions = self._entries[i].questions
+            for k, (feats, bm25_feats) in enumerate(zip(phrasings, phrase_feats[i], strict=True)):
                 if len(phrasings) > 1:
                     # An entry with one phrasing has nothing its phrasings share to learn: its centroid is it.
-                    acc, _ = self._walk(bm25_feats, _TRAIN_BUDGET)
-                    acc.pop(i, None)
-                    negatives[len(rows)] = heapq.nlargest(per_row, acc, key=acc.__getitem__)
+                    # A held-out index takes the entries its parent index found (the same entries, in the same
+                    # order): walking for them again was a tenth of a large KB's build.
+                    found = shared.get((i, questions[k]))
+                    if found is None:
+                        acc, _ = self._walk(bm25_feats, _TRAIN_BUDGET)
+                        acc.pop(i, None)
+                        found = shared[i, questions[k]] = sorted(acc, key=acc.__getitem__, reverse=True)[:per_row]
+                    negatives[len(rows)] = found[:per_row]
                 rows.append(self._model_row(feats))
                 classes.append(i)
         self._model: LinearModel = train(rows, classes, negatives, len(self._entries))
@@ -571,7 +623,8 @@ class FaqIndex:
         # Words and bigrams first, rarest first; single characters last and only as a fallback (_CHAR_BUDGET).
         # Ties go by the feature itself: in set order, which a budget cut then depends on, the candidates (and
         # the model's training negatives) changed with PYTHONHASHSEED, and every metric by about 0.001.
-        anchors = sorted((f for f in feats if f in postings), key=lambda f: (f[0] == "c", len(postings[f]), f))
+        rank = self._anchor_rank
+        anchors = sorted((f for f in feats if f in rank), key=rank.__getitem__)
         acc: dict[int, float] = {}
         get = acc.get
         walked = 0
@@ -606,10 +659,14 @@ class FaqIndex:
                     del acc[i]
         return acc, complete
 
-    def _analyze_cached(self, text: str, cache: dict[str, Analyzed]) -> Analyzed:
+    def _analyze_cached(self, text: str, cache: dict[str, Analyzed], folded: dict[str, str] | None = None) -> Analyzed:
+        """``folded``: texts already folded for matching (the phrasings), so they are not folded twice."""
         a = cache.get(text)
         if a is None:
-            a = cache[text] = self._analyze(text)
+            if folded is not None and (done := folded.get(text)) is not None:
+                a = cache[text] = analyze(self._tokenizer, done, self._synonyms, folded=True)
+            else:
+                a = cache[text] = self._analyze(text)
         return a
 
     def _analyze(self, text: str) -> Analyzed:

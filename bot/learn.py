@@ -108,7 +108,8 @@ def train(
     used = np.flatnonzero(touched)
     local = (np.cumsum(touched) - 1)[pidx]
     flat = local.ravel()
-    w = theta[used]
+    w = theta[used].astype(np.float32)
+    tval = tval.astype(np.float32)
     prior = w.copy()
     pad = used == len(keys)
     m = np.zeros_like(w)
@@ -120,7 +121,7 @@ def train(
         p = np.exp(logits)
         p /= p.sum(axis=1, keepdims=True)
         p[:, 0] -= 1.0
-        grad = np.bincount(flat, weights=(p[trow] * tval[:, None]).ravel(), minlength=len(w)) / n
+        grad = (np.bincount(flat, weights=(p[trow] * tval[:, None]).ravel(), minlength=len(w)) / n).astype(np.float32)
         grad += _L2 * (w - prior)
         m = _BETA1 * m + (1 - _BETA1) * grad
         s = _BETA2 * s + (1 - _BETA2) * grad * grad

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,6 +57,9 @@ class Rejected(Exception):
 
 
 InboundSink = Callable[[InboundMessage], Awaitable[IntakeResult]]
+# Intake of many log lines in one store write (a CDR import's answered calls): a result per message, None for
+# one that the InboundSink must take on its own, in order (``Intake.receive_log_lines``).
+LogLinesSink = Callable[[Sequence[InboundMessage]], Awaitable[list[IntakeResult | None]]]
 
 
 class Connector(Protocol):

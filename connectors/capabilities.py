@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-from connectors.base import InboundSink
+from connectors.base import InboundSink, LogLinesSink
 from core.model import Conversation, Delivery, Identity, OutboundReply, QuarantinedItem, Ticket
 from core.progress import Progress
 
@@ -69,6 +69,7 @@ class ImportsCalls(Protocol):
         *,
         first_line: int = 1,
         progress: Progress | None = None,
+        log_lines: LogLinesSink | None = None,
     ) -> ImportReport: ...
 
 

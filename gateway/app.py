@@ -120,13 +120,21 @@ def create_app(
     app.on_response_prepare.append(_plain_server_header)
     app.cleanup_ctx.append(_lifespan)
     if settle_heap:
-        app.on_startup.append(_settle_heap)
+        app.cleanup_ctx.append(_settled_heap)
     app.on_shutdown.append(_stop_connectors)
     return app
 
 
-async def _settle_heap(app: web.Application) -> None:
+async def _settled_heap(app: web.Application) -> AsyncIterator[None]:
+    """Freeze the heap once started (after ``_lifespan``'s start-up), then what survives since, every SETTLE_EVERY_S."""
     heap.settle()
+    settler = heap.Settler()
+
+    async def tick() -> None:
+        settler.tick()
+
+    async with periodically(heap.SETTLE_EVERY_S, tick, name="heap:settle"):
+        yield
 
 
 async def _lifespan(app: web.Application) -> AsyncIterator[None]:

@@ -48,5 +48,9 @@ async def import_calls(
         if not isinstance(phone, ImportsCalls):
             raise ConfigError(f"inbox {target.name!r} cannot import call records")
         return await phone.import_cdr(
-            data, fmt or CdrFormat(target.cdr.format), gateway.intake.receive, progress=progress
+            data,
+            fmt or CdrFormat(target.cdr.format),
+            gateway.intake.receive,
+            progress=progress,
+            log_lines=gateway.intake.receive_log_lines,
         )

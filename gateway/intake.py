@@ -51,6 +51,7 @@ from core.model import (
 )
 from core.store import Store, VersionConflict
 from core.store.roles import Conversations
+from core.store.types import LogLine
 from core.tasks import TaskTracker
 from gateway.contacts import ContactService, apply_flags
 from gateway.outbound import Outbound
@@ -185,10 +186,82 @@ class Intake:
         facts = intake_facts(message)
         if message.author is not Author.CUSTOMER or facts.bot or facts.ticket is not None:
             return False
-        if facts.survey_reply is not None or conversation.status is ConversationStatus.RESOLVED:
+        return facts.survey_reply is None and self._leaves_alone(conversation)
+
+    def _leaves_alone(self, conversation: Conversation) -> bool:
+        """Whether a log line on ``conversation`` needs nothing of ``_respond``: not resolved (a message reopens),
+        and no human's ticket whose service rules look at every customer message."""
+        if conversation.status is ConversationStatus.RESOLVED:
             return False
-        # A human holds the conversation: the service rules look at every customer message on its ticket.
         return conversation.status is ConversationStatus.BOT or not conversation.ticket_id or self._rules.rules is None
+
+    async def receive_log_lines(self, inbounds: Sequence[InboundMessage]) -> list[IntakeResult | None]:
+        """Many messages that are log lines (an answered call: not for the bot, asking for no ticket, no facts to
+        apply) in one store write, each stored exactly as ``receive`` would store it handled. None for a message
+        ``receive`` must take on its own, in order: one that is not a log line, one whose conversation needs
+        handling (see ``_nothing_to_do``), and every later message of the same sender and thread after it."""
+        lines: list[LogLine] = []
+        at: list[int] = []
+        held: set[tuple[str, str, str]] = set()  # sender and thread with a message left for receive()
+        for i, inbound in enumerate(inbounds):
+            given = (inbound.inbox, f"given:{inbound.sender}", inbound.thread)  # spares normalizing the rest
+            if given in held:
+                continue
+            normalized = normalize(inbound, self._steps)
+            key = (inbound.inbox, str(normalized.sender), inbound.thread)
+            if key in held:
+                continue
+            if not _is_log_line(inbound):
+                held.update((key, given))
+                continue
+            now = self._clock()
+            draft = Message(
+                id=f"msg_{random_hex()}",
+                conversation_id="",
+                channel=inbound.channel,
+                inbox=inbound.inbox,
+                direction=Direction.INBOUND,
+                author=Author.CUSTOMER,
+                kind=inbound.kind,
+                text=normalized.text,
+                created_at=now,
+                external_id=inbound.external_id,
+                attachments=inbound.attachments,
+                raw=inbound.raw,
+                meta=intake_meta(inbound, normalized.language),
+            )
+
+            def build(
+                conversation: Conversation, draft: Message = draft
+            ) -> tuple[Message, list[DownstreamEvent]] | None:
+                if not self._leaves_alone(conversation):  # the facts were checked: a log line (_is_log_line)
+                    return None
+                message = dataclasses.replace(
+                    draft,
+                    conversation_id=conversation.id,
+                    ticket_id=conversation.ticket_id,
+                    episode=conversation.episode,
+                )
+                return message, [events.message_created(message)]
+
+            lines.append(
+                LogLine(
+                    address=normalized.sender,
+                    channel=inbound.channel,
+                    inbox=inbound.inbox,
+                    name=inbound.sender_name,
+                    now=now,
+                    build=build,
+                    thread=inbound.thread,
+                    aliases=normalized.aliases,
+                )
+            )
+            at.append(i)
+        results: list[IntakeResult | None] = [None] * len(inbounds)
+        for i, stored in zip(at, await self._store.add_log_lines(lines), strict=True):
+            if stored is not None:
+                results[i] = IntakeResult(message=stored[0], duplicate=not stored[1], handled=None)
+        return results
 
     async def _seen(self, inbound: InboundMessage) -> bool:
         """Whether this message was stored before: a repeat delivery changes nothing."""
@@ -510,6 +583,22 @@ class Intake:
     async def _escalate(self, ticket_id: str) -> None:
         """A repeat (another missed call while a ticket is open) raises the ticket's priority one step."""
         await self._tickets.change(ticket_id, TicketChange(raise_priority=True))
+
+
+def _is_log_line(inbound: InboundMessage) -> bool:
+    """Whether ``receive`` would store ``inbound`` with no fact to apply before or after: no reopen request, no
+    contact flag, no FAQ pick, no greeting, no checkpoint, not for the bot, no ticket or voicemail request (an
+    answered call)."""
+    return (
+        not inbound.bot
+        and inbound.ticket is None
+        and inbound.voicemail is None
+        and inbound.reopen is None
+        and not inbound.contact_flags
+        and not inbound.picked_faq
+        and not inbound.greeting
+        and not inbound.checkpoints  # stored with the message by add_message, which the bulk write does not take
+    )
 
 
 def _subject(text: str, limit: int = 80) -> str:

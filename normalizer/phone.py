@@ -40,12 +40,11 @@ def to_e164(raw: str, region: str = "CN") -> str | None:
         return None
     readings: list[phonenumbers.PhoneNumber] = []
     for candidate, hint in ((text, region), ("+" + text.lstrip("+"), None)):
-        try:
-            number = phonenumbers.parse(candidate, hint)
-        except phonenumbers.NumberParseException:
+        number, is_valid = _read(candidate, hint)
+        if number is None:
             continue
-        if phonenumbers.is_valid_number(number):
-            return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+        if is_valid:
+            return _e164(number)
         readings.append(number)
     for number in readings:
         if phonenumbers.is_possible_number(number):
@@ -81,6 +80,15 @@ def _parse(text: str, region: str | None) -> phonenumbers.PhoneNumber | None:
         return None
 
 
+@lru_cache(maxsize=65536)
+def _read(text: str, region: str | None) -> tuple[phonenumbers.PhoneNumber | None, bool]:
+    """The parse of a cleaned number and whether it is valid, once per distinct (number, region): ``to_e164``
+    (a CDR row's direction), ``read_number`` (its caller) and each other reading of one number share it. The
+    parsed number is shared too, so nothing may change it."""
+    number = _parse(text, region)
+    return number, number is not None and phonenumbers.is_valid_number(number)
+
+
 def _e164(number: phonenumbers.PhoneNumber) -> str:
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
@@ -97,8 +105,8 @@ def read_number(raw: str, region: str = "CN", other_regions: tuple[str, ...] = (
     text = clean(raw)
     if text.lower() in _NOT_A_NUMBER or not re.fullmatch(r"\+?\d{3,17}", text):
         return NumberReading(text=text)
-    national = _parse(text, region)
-    if national is not None and phonenumbers.is_valid_number(national):
+    national, national_valid = _read(text, region)
+    if national is not None and national_valid:
         return NumberReading(text=text, e164=_e164(national))
     if national is not None and national.country_code_source in _EXPLICIT:
         possible = phonenumbers.is_possible_number(national)
@@ -109,10 +117,10 @@ def read_number(raw: str, region: str = "CN", other_regions: tuple[str, ...] = (
         possible_forms.append(_e164(national))
     readings = [("+" + text.lstrip("+"), None), *((text, r) for r in other_regions if r != region)]
     for candidate, hint in readings:
-        number = _parse(candidate, hint)
+        number, is_valid = _read(candidate, hint)
         if number is None:
             continue
-        if phonenumbers.is_valid_number(number):
+        if is_valid:
             valid[_e164(number)] = valid.get(_e164(number), False) or hint is not None
         elif phonenumbers.is_possible_number(number):
             possible_forms.append(_e164(number))

@@ -5,13 +5,20 @@ from __future__ import annotations
 import asyncio
 import gc
 import shutil
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 
+import aiohttp
 import pytest
+from aiohttp.test_utils import TestServer
 
 from bot.live import LiveIndex
+from bot.setup import BotSetup
+from connectors.webchat.connector import WebchatConnector
 from core import heap
+from gateway.app import GATEWAY, create_app
+from tests.conftest import ChatClient, make_config
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -47,3 +54,68 @@ async def test_a_reloaded_index_is_frozen_once_the_process_has_settled(unfrozen:
     assert index.current is not first
     assert not _collected(index.current)
     assert index.search("怎么开发票")
+
+
+class _Node:
+    """A tracked object that can sit in a reference cycle, and be watched dying through a weak reference."""
+
+    def __init__(self) -> None:
+        self.other: _Node | None = None
+
+
+def test_a_tick_freezes_what_was_made_since_the_start_up_settle(unfrozen: None) -> None:
+    """What an open socket keeps (made after start-up) must leave full collections once it has lived a tick,
+    or 5,000 idle sockets are walked by every one of them (issue 23)."""
+    heap.settle()
+    sockets = [{"session": [i]} for i in range(100)]
+    assert _collected(sockets[0])
+    heap.Settler().tick()
+    assert not _collected(sockets[0])
+    assert not _collected(sockets)
+
+
+def test_a_full_tick_reclaims_cycles_that_died_frozen(unfrozen: None) -> None:
+    """Frozen cycles are never collected: the periodic full settle must free them, or memory creeps up."""
+    heap.settle()
+    settler = heap.Settler(full_every=3)
+    a, b = _Node(), _Node()
+    a.other, b.other = b, a
+    alive = weakref.ref(a)
+    settler.tick()  # frozen while alive
+    del a, b
+    settler.tick()
+    gc.collect()
+    assert alive() is not None  # died frozen: only a full settle can reclaim it
+    settler.tick()  # the third: full
+    assert alive() is None
+
+
+def test_tick_leaves_a_process_that_never_settled_alone(unfrozen: None) -> None:
+    heap.Settler(full_every=1).tick()
+    assert gc.get_freeze_count() == 0
+
+
+async def test_serve_freezes_an_open_sockets_state_while_it_stays_usable(
+    unfrozen: None, tmp_path: Path, bot_setup: BotSetup, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """serve's app settles periodically: a visitor's socket opened after start-up leaves full collections, and
+    the chat goes on as before."""
+    monkeypatch.setattr(heap, "SETTLE_EVERY_S", 0.05)
+    server = TestServer(create_app(make_config(tmp_path), bot_setup, settle_heap=True), host="127.0.0.1")
+    await server.start_server()
+    try:
+        async with aiohttp.ClientSession() as http:
+            ws_url = str(server.make_url("/chat/ws")).replace("http://", "ws://")
+            chat = ChatClient(await http.ws_connect(ws_url))
+            await chat.hello(None, 0)
+            connector = server.app[GATEWAY].connectors["web"]
+            assert isinstance(connector, WebchatConnector)
+            [session] = [s for group in connector._live.values() for s in group]
+            async with asyncio.timeout(5):
+                while _collected(session) or _collected(session.ws):  # noqa: ASYNC110 (no event says it)
+                    await asyncio.sleep(0.05)
+            _, reply = await chat.say("怎么开发票")
+            assert reply["author"] == "bot" and "发票" in reply["text"]
+            await chat.close()
+    finally:
+        await server.close()

@@ -12,7 +12,7 @@ import logging
 import os
 import uuid
 import zlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,7 +22,7 @@ from zoneinfo import ZoneInfo
 
 from aiohttp import web
 
-from connectors.base import ConnectorDeps, InboundSink, Rejected
+from connectors.base import ConnectorDeps, InboundSink, IntakeResult, LogLinesSink, Rejected
 from connectors.phone.call import CallOptions, CallRecord, to_inbound
 from connectors.phone.cdr import (
     BadRow,
@@ -54,6 +54,7 @@ from core.model import (
     Delivery,
     DeliveryStatus,
     Direction,
+    InboundMessage,
     OutboundReply,
     QuarantinedItem,
 )
@@ -70,6 +71,7 @@ TIMESTAMP_HEADER = "X-Huiliu-Timestamp"  # Unix seconds, signed together with th
 TOKEN_HEADER = "X-Huiliu-Token"
 _IMPORT_LANES = 32  # customers imported at once
 _KNOWN_BATCH = 5000  # rows whose earlier import one store read looks up
+_LOG_BATCH = 2000  # rows offered to intake's bulk write at once
 
 
 def _utcnow() -> datetime:
@@ -107,8 +109,10 @@ class ImportReport:
     duplicates: int = 0
     skipped: int = 0
     bad: list[BadRow] = field(default_factory=list)
+    in_bulk: int = 0  # of the imported and duplicate rows, those that intake took many per store write
 
     def add(self, other: ImportReport) -> None:
+        self.in_bulk += other.in_bulk
         self.imported += other.imported
         self.duplicates += other.duplicates
         self.skipped += other.skipped
@@ -131,13 +135,16 @@ async def import_parsed(
     clock: Clock = _utcnow,
     store: ChannelStore | None = None,
     progress: Progress | None = None,
+    log_lines: LogLinesSink | None = None,
 ) -> ImportReport:
     """Hand each parsed call to intake; a call imported before (same external id) is a duplicate.
 
     With ``store``, the calls stored by an earlier import are found with one read per batch of rows and
-    skipped before they are built (intake's unique key would skip them too, one store job each). Calls of
-    different customers go in parallel (the store batches their writes); the calls of one customer stay in
-    file order, since the first missed call opens the callback ticket and later ones raise its priority.
+    skipped before they are built (intake's unique key would skip them too, one store job each). The calls of
+    one customer stay in file order, since the first missed call opens the callback ticket and later ones raise
+    its priority. With ``log_lines``, the calls intake has nothing to do for (answered calls) go in batches of
+    ``_LOG_BATCH`` rows, one store write each; the others go one at a time through ``sink``, each customer's next
+    batch waiting for its call's handling. Without it, every call goes through ``sink``, customers in parallel.
     """
     report = ImportReport(skipped=len(parsed.skipped), bad=list(parsed.bad))
     records = parsed.records
@@ -151,41 +158,100 @@ async def import_parsed(
         if stored:
             records = [(line, record) for line, record in records if record.external_id not in stored]
             report.duplicates += len(parsed.records) - len(records)
-    lanes: list[list[tuple[int, CallRecord]]] = [[] for _ in range(_IMPORT_LANES)]
-    for line, record in records:
-        customer = record.caller if record.direction == "in" else record.callee
-        lanes[zlib.crc32(customer.encode()) % _IMPORT_LANES].append((line, record))
 
     total, done = len(parsed.records), len(parsed.records) - len(records)  # rows found stored count as done
     if progress is not None:
         progress(0, total)
 
-    async def run(lane: list[tuple[int, CallRecord]]) -> None:
+    def count(result: IntakeResult) -> None:
         nonlocal done
-        for line, record in lane:
-            try:
-                await one(line, record)
-            finally:
-                done += 1
-                if progress is not None:
-                    progress(done, total)
-
-    async def one(line: int, record: CallRecord) -> None:
-        try:
-            result = await sink(to_inbound(record, inbox=inbox, options=options, received_at=clock()))
-        except Rejected as exc:
-            report.bad.append(BadRow(line=line, reason=str(exc), text=""))
-            return
         if result.duplicate:
             report.duplicates += 1
         else:
             report.imported += 1
+        done += 1
+        if progress is not None:
+            progress(done, total)
+
+    async def one(line: int, inbound: InboundMessage) -> None:
+        try:
+            result = await sink(inbound)
+        except Rejected as exc:
+            nonlocal done
+            report.bad.append(BadRow(line=line, reason=str(exc), text=""))
+            done += 1
+            if progress is not None:
+                progress(done, total)
+            return
+        count(result)
         if result.handled is not None:
             await result.handled  # this customer's next call sees this one's ticket
 
-    await asyncio.gather(*(run(lane) for lane in lanes if lane))
+    def bulk(result: IntakeResult) -> None:
+        report.in_bulk += 1
+        count(result)
+
+    calls = [(line, record.customer_number, record) for line, record in records]
+    if log_lines is None:
+        await _in_lanes(calls, one, lambda r: to_inbound(r, inbox=inbox, options=options, received_at=clock()))
+    else:
+        inbounds = [(line, customer, to_inbound(r, inbox=inbox, options=options, received_at=clock()))
+                    for line, customer, r in calls]  # fmt: skip
+        await _in_batches(inbounds, one, log_lines, bulk)
     report.bad.sort(key=lambda b: b.line)
     return report
+
+
+async def _in_lanes(
+    calls: list[tuple[int, str, CallRecord]],
+    one: Callable[[int, InboundMessage], Awaitable[None]],
+    message: Callable[[CallRecord], InboundMessage],
+) -> None:
+    """Every call through intake alone: customers spread over ``_IMPORT_LANES`` lanes, each in file order."""
+    lanes: list[list[tuple[int, CallRecord]]] = [[] for _ in range(_IMPORT_LANES)]
+    for line, customer, record in calls:
+        lanes[zlib.crc32(customer.encode()) % _IMPORT_LANES].append((line, record))
+
+    async def run(lane: list[tuple[int, CallRecord]]) -> None:
+        for line, record in lane:
+            await one(line, message(record))
+
+    await asyncio.gather(*(run(lane) for lane in lanes if lane))
+
+
+async def _in_batches(
+    calls: list[tuple[int, str, InboundMessage]],
+    one: Callable[[int, InboundMessage], Awaitable[None]],
+    log_lines: LogLinesSink,
+    count: Callable[[IntakeResult], None],
+) -> None:
+    """Rounds: every pending call in file order through ``log_lines``, in batches; each customer's first call
+    that it leaves (a missed call, or one whose ticket's rules must see it) goes through intake alone, customers
+    in parallel; then the next round takes the calls after it. A customer holds back only its own calls."""
+    pending = calls
+    gate = asyncio.Semaphore(_IMPORT_LANES)
+
+    async def alone(line: int, inbound: InboundMessage) -> None:
+        async with gate:
+            await one(line, inbound)
+
+    while pending:
+        held: dict[str, tuple[int, InboundMessage]] = {}  # customer -> its call left for intake alone
+        rest: list[tuple[int, str, InboundMessage]] = []
+        for start in range(0, len(pending), _LOG_BATCH):
+            batch: list[tuple[int, str, InboundMessage]] = []
+            for row in pending[start : start + _LOG_BATCH]:
+                (rest if row[1] in held else batch).append(row)
+            results = await log_lines([inbound for _, _, inbound in batch]) if batch else []
+            for row, result in zip(batch, results, strict=True):
+                if result is not None:
+                    count(result)
+                    continue
+                held.setdefault(row[1], (row[0], row[2]))
+                rest.append(row)
+        await asyncio.gather(*(alone(line, inbound) for line, inbound in held.values()))
+        taken = {line for line, _ in held.values()}
+        pending = sorted((row for row in rest if row[0] not in taken), key=lambda row: row[0])
 
 
 class PhoneConnector:
@@ -424,9 +490,17 @@ class PhoneConnector:
         return f"imported {report.imported} call(s), {report.duplicates} already there"
 
     async def import_cdr(
-        self, data: bytes, fmt: CdrFormat, sink: InboundSink, *, first_line: int = 1, progress: Progress | None = None
+        self,
+        data: bytes,
+        fmt: CdrFormat,
+        sink: InboundSink,
+        *,
+        first_line: int = 1,
+        progress: Progress | None = None,
+        log_lines: LogLinesSink | None = None,
     ) -> ImportReport:
-        """Parse (off the loop: 100,000 rows take a while) and import one file's rows."""
+        """Parse (off the loop: 100,000 rows take a while) and import one file's rows (``log_lines``: the answered
+        calls in bulk writes, see ``import_parsed``)."""
         if self._options is None:
             self._options = await asyncio.to_thread(cdr_options, self._cfg)
         options = self._options
@@ -439,6 +513,7 @@ class PhoneConnector:
             clock=self._clock,
             store=self._store,
             progress=progress,
+            log_lines=log_lines,
         )
 
     @property

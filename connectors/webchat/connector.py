@@ -197,8 +197,15 @@ class WebchatConnector:
             seq = await self._store.push_frame(address, body)
             sessions = self._live.get(address, set())
             if self._bus is not None:
-                # Frames other instances stored meanwhile go first: every socket sees seq order, no gaps.
-                await self._catch_up(address)
+                if sessions and seq == self._last_seq.get(address, 0) + 1:
+                    # No other instance stored a frame since ours went out: this one is next, and goes as it
+                    # is, not read back from the store (one round trip fewer per frame).
+                    self._last_seq[address] = seq
+                    frame = {**body, "seq": seq}
+                    await asyncio.gather(*(self._send(s, frame) for s in sessions))
+                else:
+                    # Frames other instances stored meanwhile go first: every socket sees seq order, no gaps.
+                    await self._catch_up(address)
                 poke = json.dumps({"from": self._instance, "seq": seq})
                 elsewhere = await self._bus.publish(self._channel(address), poke) - (1 if sessions else 0)
             else:
@@ -438,7 +445,10 @@ class WebchatConnector:
             visitor = found
         await self._touch(session, visitor)
         address = Identity(IdentityKind.WEBCHAT_VISITOR, visitor)
-        conversation = await self._store.find_conversation(self.inbox, address)
+        # A new visitor's id was made just now: nothing can be stored for it yet, so its hello reads nothing
+        # (3 store round trips fewer; 5,000 sockets opening at once on Redis queued on the pool for them).
+        new = hello.token is None
+        conversation = None if new else await self._store.find_conversation(self.inbox, address)
         if conversation is None and self._open_conversation is not None:
             # A new visitor gets its conversation now, so the page (and an agent tool it hands the id to) knows it
             # before the first message; the first message then lands in this same conversation.
@@ -448,8 +458,8 @@ class WebchatConnector:
                 if address not in self._live:  # subscribe before reading, so no announcement falls in between
                     await self._bus.subscribe(self._channel(address), partial(self._on_bus, address))
                 await self._catch_up(address)
-            missed = await self._store.frames_after(address, hello.last_seq)
-            last = missed[-1].seq if missed else await self._store.last_frame_seq(address)
+            missed = [] if new else await self._store.frames_after(address, hello.last_seq)
+            last = missed[-1].seq if missed else 0 if new else await self._store.last_frame_seq(address)
             self._last_seq[address] = last
             session.state.greeted(address)
             await self._send(

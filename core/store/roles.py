@@ -25,6 +25,7 @@ from core.store.types import (
     DueTimer,
     Gauges,
     Hits,
+    LogLine,
     Outgoing,
     StoredFrame,
     TicketEvents,
@@ -173,6 +174,20 @@ class Transcript(Protocol):
 
     async def unhandled_messages(self) -> list[Message]:
         """Inbound messages stored but not handled, e.g. after a crash mid-request."""
+        ...
+
+
+class LogLines(Protocol):
+    """Bulk intake of messages that need no handling (a CDR import's answered calls): one write for many."""
+
+    async def add_log_lines(self, lines: Sequence[LogLine]) -> list[tuple[Message, bool] | None]:
+        """Store ``lines`` in order, in one write, each as ``conversation_for`` and then ``add_message(...,
+        handled=True)`` would: the same contact and conversation (opened if there is none), the same unique key
+        and the same events, with (stored message, created) as ``add_message`` returns it.
+
+        None for a line whose ``build`` gave None on its conversation, and for every later line of that
+        conversation in ``lines``: the caller hands those to intake one at a time, in order.
+        """
         ...
 
 

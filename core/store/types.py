@@ -12,6 +12,8 @@ from core.model import (
     Channel,
     Conversation,
     DownstreamEvent,
+    Identity,
+    Message,
     Ticket,
     TicketStatus,
 )
@@ -147,3 +149,24 @@ class Gauges:
     quarantined_since: int  # pending items received at or after the ``since`` asked for
     outbox_size: int
     outbox_oldest: datetime | None  # when the oldest message still waiting in the outbox was written
+
+
+# What a log line becomes on its conversation as the store finds it: the message and its events, or None when
+# that conversation needs intake's full handling for it (a ticket's rules to run, a resolved one to reopen).
+LogLineBuild = Callable[[Conversation], tuple[Message, Sequence[DownstreamEvent]] | None]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LogLine:
+    """An inbound message that intake stores handled, with nothing more to do, when its conversation lets it (an
+    answered call in a CDR import): ``add_log_lines`` stores many in one write. The address part is what
+    ``conversation_for`` takes; ``build`` makes the message from the conversation the store found or opened."""
+
+    address: Identity
+    channel: Channel
+    inbox: str
+    name: str | None
+    now: datetime
+    build: LogLineBuild
+    thread: str = ""
+    aliases: tuple[Identity, ...] = ()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bot.faq import FaqEntry, FaqIndex
+from bot.faq import FaqEntry, FaqIndex, _model_features
 from bot.learn import train
 from bot.policy import BotPolicy, Outcome, decide
 
@@ -101,3 +101,51 @@ def test_an_entry_with_one_phrasing_is_scored_by_its_centroid_alone() -> None:
     model = train(rows, [0, 1], {}, 2)
     assert model.logits([1], [1.0], [0, 1])[0] > 0.0
     assert model.logits([1], [1.0], [0, 1])[1] == 0.0
+
+
+# Two entries with the same words in another order: only word pairs and the last word tell them apart.
+DIRECTIONS = (
+    FaqEntry(
+        id="savings_to_checking",
+        questions=(
+            "move money from savings to checking",
+            "transfer from savings to checking",
+            "send funds from my savings to my checking",
+            "from savings into checking please",
+        ),
+        answer="Use Transfers, then pick savings as the source.",
+    ),
+    FaqEntry(
+        id="checking_to_savings",
+        questions=(
+            "move money from checking to savings",
+            "transfer from checking to savings",
+            "send funds from my checking to my savings",
+            "from checking into savings please",
+        ),
+        answer="Use Transfers, then pick checking as the source.",
+    ),
+    *ENTRIES,
+)
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ("can i transfer money from checking to savings", "checking_to_savings"),
+        ("can i transfer money from savings to checking", "savings_to_checking"),
+        ("how do i move funds from my savings to my checking", "savings_to_checking"),
+    ],
+)
+def test_word_order_tells_entries_with_the_same_words_apart(query: str, expected: str) -> None:
+    assert FaqIndex(DIRECTIONS).search(query)[0].entry_id == expected
+
+
+def test_the_model_reads_english_word_pairs_and_a_texts_first_and_last_word() -> None:
+    """Phrase-level inputs: "what is" / "is it" and where a question starts and ends, stopwords kept; Chinese gets
+    no word pairs (its character bigrams already are)."""
+    index = FaqIndex(DIRECTIONS)
+    feats = _model_features(index._analyze("What is my balance"))
+    assert {"qwhat is", "qis my", "qmy balanc", "e^what", "e$balanc"} <= feats  # stemmed
+    chinese = _model_features(index._analyze("怎么开发票"))
+    assert not any(f.startswith("q") for f in chinese)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from bot.faq import FaqEntry, FaqIndex
@@ -93,9 +95,12 @@ def test_siblings_are_suggested_not_answered() -> None:
     assert decision.outcome is Outcome.SUGGEST
     assert [h.entry_id for h in decision.hits[:2]] == ["e0", "e1"]
     # Without the sibling rule the same query is answered: the rule, not the scores alone, makes it a suggestion.
+    # (At a threshold of 0.9: with the model's word pairs the uncapped score is 0.916, just under the shipped 0.92.)
+    lower = dataclasses.replace(POLICY, answer_threshold=0.9)
+    assert decide(twins, query, consecutive_misses=0, policy=lower).outcome is Outcome.SUGGEST
     twins._siblings = frozenset()
     twins._searched.clear()  # the index remembers its answers: it is never changed but here
-    assert decide(twins, query, consecutive_misses=0, policy=POLICY).outcome is Outcome.ANSWER
+    assert decide(twins, query, consecutive_misses=0, policy=lower).outcome is Outcome.ANSWER
 
 
 def test_distinct_entries_are_no_siblings() -> None:

@@ -50,6 +50,7 @@ from core.store.types import (
     DueTimer,
     Gauges,
     Hits,
+    LogLine,
     NotFound,
     Outgoing,
     StoredFrame,
@@ -520,6 +521,7 @@ return redis.call('DEL', ARGV[1] .. 'dead:' .. ARGV[2])
 """
 
 _COMMIT_RETRIES = 50
+_OPENING = 16  # new addresses of one bulk write whose contact and conversation are opened at once
 _GAUGE_SAMPLE = 1000  # items read for the quarantine trend and the outbox age
 
 
@@ -1231,6 +1233,73 @@ class RedisStore(RedisAuditLog):
             ids = await self.client.mget([self.key(f"msgext:{channel}:{inbox}:{direction}:{e}") for e in part])
             found.update(e for e, id_ in zip(part, ids, strict=True) if id_ is not None)
         return found
+
+    async def add_log_lines(self, lines: Sequence[LogLine]) -> list[tuple[Message, bool] | None]:
+        """The addresses' conversations in one pipeline (a new address opens its own, as ``conversation_for``
+        does), then every line's ``add_message`` script in one pipeline: each line is atomic on its own, and a
+        line written twice (a kill between the two, then a re-run) is found by its unique key."""
+        if not lines:
+            return []
+        firsts: dict[str, LogLine] = {}
+        for line in lines:
+            firsts.setdefault(_address_field(line.inbox, line.address, line.thread), line)
+        async with self.client.pipeline(transaction=False) as pipe:
+            for field in firsts:
+                await self._scripts["find_conversation"](keys=[self.stream_key], args=[self.tag, field], client=pipe)
+            found = await pipe.execute()
+        conversations: dict[str, Conversation | None] = {}  # None: stopped
+        gate = asyncio.Semaphore(_OPENING)
+
+        async def opened(field: str, line: LogLine) -> None:
+            async with gate:  # a new address: its contact and conversation, as conversation_for opens them
+                conversations[field] = await self.conversation_for(
+                    line.address,
+                    channel=line.channel,
+                    inbox=line.inbox,
+                    name=line.name,
+                    now=line.now,
+                    thread=line.thread,
+                    aliases=line.aliases,
+                )
+
+        new: list[tuple[str, LogLine]] = []
+        for (field, first), raw in zip(firsts.items(), found, strict=True):
+            if raw:
+                conversations[field] = loads(Conversation, raw)
+            else:
+                new.append((field, first))
+        await asyncio.gather(*(opened(field, first) for field, first in new))
+        results: list[tuple[Message, bool] | None] = [None] * len(lines)
+        built: list[tuple[int, Message]] = []
+        async with self.client.pipeline(transaction=False) as pipe:
+            for i, line in enumerate(lines):
+                field = _address_field(line.inbox, line.address, line.thread)
+                conversation = conversations[field]
+                made = line.build(conversation) if conversation is not None else None
+                if made is None:
+                    conversations[field] = None  # this line and the address's later ones go to intake alone
+                    continue
+                message, message_events = made
+                unique = f"{message.channel}:{message.inbox}:{message.direction}:{message.external_id}"
+                args = [
+                    *(self.tag, self._maxlen, self._ttl, message.id, message.conversation_id),
+                    unique if message.external_id is not None else "",
+                    *("0", str(message.episode), message.ticket_id or "", dumps(message)),
+                    *([""] * 7),  # answers nothing, saves no conversation, no outbox
+                    *_event_args(message_events),
+                ]
+                await self._scripts["add_message"](keys=[self.stream_key], args=args, client=pipe)
+                built.append((i, message))
+            if self._aof_timeout_ms is not None and built:
+                pipe.execute_command("WAITAOF", 1, 0, self._aof_timeout_ms)
+            replies = await pipe.execute() if built else []
+        if self._aof_timeout_ms is not None and built:
+            local, _ = replies.pop()
+            if int(local) < 1:
+                raise StoreUnavailable(f"the write did not reach the AOF within {self._aof_timeout_ms} ms")
+        for (i, message), reply in zip(built, replies, strict=True):
+            results[i] = (message, True) if reply[0] == 1 else (_load_message(*reply[1:5]), False)
+        return results
 
     async def record_delivery(
         self, message_id: str, delivery: Delivery, events: Sequence[DownstreamEvent] = ()

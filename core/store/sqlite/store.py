@@ -43,6 +43,7 @@ from core.store.types import (
     DueTimer,
     Gauges,
     Hits,
+    LogLine,
     NotFound,
     Outgoing,
     StoredFrame,
@@ -354,35 +355,46 @@ class SqliteStore(SqliteAuditLog):
         thread: str = "",
         aliases: Sequence[Identity] = (),
     ) -> Conversation:
+        return await self._run(
+            lambda db: self._conversation(db, address, channel, inbox, name, now, thread, tuple(aliases))
+        )
+
+    def _conversation(
+        self,
+        db: sqlite3.Connection,
+        address: Identity,
+        channel: Channel,
+        inbox: str,
+        name: str | None,
+        now: datetime,
+        thread: str,
+        aliases: tuple[Identity, ...],
+    ) -> Conversation:
         key = (inbox, str(address), thread)
-
-        def run(db: sqlite3.Connection) -> Conversation:
-            sql = "SELECT data FROM conversations WHERE inbox = ? AND address = ? AND thread = ?"
+        sql = "SELECT data FROM conversations WHERE inbox = ? AND address = ? AND thread = ?"
+        row = db.execute(sql, key).fetchone()
+        if row is None:
+            with self._tx(db):
+                contact = self._contact(db, address, name, now, aliases)
+                fresh = Conversation(
+                    id=f"cv_{random_hex()}",
+                    contact_id=contact.id,
+                    channel=channel,
+                    inbox=inbox,
+                    address=address,
+                    thread=thread,
+                    status=ConversationStatus.BOT,
+                    version=1,
+                    created_at=now,
+                    updated_at=now,
+                )
+                db.execute(
+                    "INSERT INTO conversations (id, inbox, address, thread, contact_id, version, data)"
+                    " VALUES (?, ?, ?, ?, ?, 1, ?) ON CONFLICT (inbox, address, thread) DO NOTHING",
+                    (fresh.id, *key, contact.id, dumps(fresh)),
+                )
             row = db.execute(sql, key).fetchone()
-            if row is None:
-                with self._tx(db):
-                    contact = self._contact(db, address, name, now, aliases)
-                    fresh = Conversation(
-                        id=f"cv_{random_hex()}",
-                        contact_id=contact.id,
-                        channel=channel,
-                        inbox=inbox,
-                        address=address,
-                        thread=thread,
-                        status=ConversationStatus.BOT,
-                        version=1,
-                        created_at=now,
-                        updated_at=now,
-                    )
-                    db.execute(
-                        "INSERT INTO conversations (id, inbox, address, thread, contact_id, version, data)"
-                        " VALUES (?, ?, ?, ?, ?, 1, ?) ON CONFLICT (inbox, address, thread) DO NOTHING",
-                        (fresh.id, *key, contact.id, dumps(fresh)),
-                    )
-                row = db.execute(sql, key).fetchone()
-            return loads(Conversation, row[0])
-
-        return await self._run(run)
+        return loads(Conversation, row[0])
 
     async def find_conversation(self, inbox: str, address: Identity, thread: str = "") -> Conversation | None:
         def run(db: sqlite3.Connection) -> Conversation | None:
@@ -491,6 +503,84 @@ class SqliteStore(SqliteAuditLog):
             return self._load_message(*row), False
 
         return await self._run(run)
+
+    async def add_log_lines(self, lines: Sequence[LogLine]) -> list[tuple[Message, bool] | None]:
+        """One transaction: each address's conversation read (or opened) once, the lines' earlier copies found
+        with one read per ``_IN_LIST`` of them, then every new message and its events in one ``executemany``."""
+
+        def run(db: sqlite3.Connection) -> list[tuple[Message, bool] | None]:
+            results: list[tuple[Message, bool] | None] = [None] * len(lines)
+            with self._tx(db):
+                conversations: dict[tuple[str, str, str], Conversation | None] = {}  # None: stopped
+                built: list[tuple[int, Message, Sequence[DownstreamEvent]]] = []
+                for i, line in enumerate(lines):
+                    key = (line.inbox, str(line.address), line.thread)
+                    if key not in conversations:
+                        conversations[key] = self._conversation(
+                            db, line.address, line.channel, line.inbox, line.name, line.now, line.thread, line.aliases
+                        )
+                    conversation = conversations[key]
+                    made = line.build(conversation) if conversation is not None else None
+                    if made is None:
+                        conversations[key] = None  # this line and the address's later ones go to intake alone
+                        continue
+                    built.append((i, *made))
+                earlier = self._stored_messages(db, [m for _, m, _ in built])
+                rows: list[tuple[Any, ...]] = []
+                appended: list[DownstreamEvent] = []
+                for i, message, message_events in built:
+                    unique = (message.channel, message.inbox, message.direction, message.external_id)
+                    if message.external_id is not None:
+                        if unique in earlier:
+                            results[i] = (earlier[unique], False)
+                            continue
+                        earlier[unique] = message  # the same call twice in one file: the second is a duplicate
+                    results[i] = (message, True)
+                    rows.append(
+                        (
+                            message.id,
+                            message.conversation_id,
+                            message.channel,
+                            message.inbox,
+                            message.direction,
+                            message.external_id,
+                            message.ticket_id,
+                            message.episode,
+                            1,
+                            dumps(message),
+                        )
+                    )
+                    appended.extend(message_events)
+                db.executemany(
+                    "INSERT INTO messages (id, conversation_id, channel, inbox, direction, external_id, ticket_id,"
+                    " episode, handled, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    rows,
+                )
+                self._append_events(db, appended)
+            return results
+
+        return await self._run(run) if lines else []
+
+    def _stored_messages(
+        self, db: sqlite3.Connection, messages: Sequence[Message]
+    ) -> dict[tuple[Channel, str, Direction, str | None], Message]:
+        """The stored messages with the unique keys of ``messages`` (which share channel, inbox and direction
+        when they come from one import; any mix is read correctly, one query per distinct triple)."""
+        found: dict[tuple[Channel, str, Direction, str | None], Message] = {}
+        groups: dict[tuple[Channel, str, Direction], list[str]] = {}
+        for m in messages:
+            if m.external_id is not None:
+                groups.setdefault((m.channel, m.inbox, m.direction), []).append(m.external_id)
+        for (channel, inbox, direction), ids in groups.items():
+            for start in range(0, len(ids), _IN_LIST):
+                part = ids[start : start + _IN_LIST]
+                sql = (
+                    f"SELECT external_id, {self._MESSAGE_COLUMNS} FROM messages WHERE channel = ? AND inbox = ?"
+                    f" AND direction = ? AND external_id IN ({', '.join('?' * len(part))})"
+                )
+                for external_id, *row in db.execute(sql, (channel, inbox, direction, *part)):
+                    found[(channel, inbox, direction, external_id)] = self._load_message(*row)
+        return found
 
     async def get_message(self, message_id: str) -> Message | None:
         def run(db: sqlite3.Connection) -> Message | None:
