@@ -3,7 +3,7 @@ work alone, and WeRoBot.
 
 Run on demand (never in CI):
     .venv/bin/pip install -c requirements.lock -e '.[bench]'   # WeRoBot and gunicorn, for the third comparator
-    .venv/bin/python bench/wechat_push.py [--pushes 2000] [--concurrency 20] [--py-spy profile.txt]
+    .venv/bin/python bench/wechat_push.py [--pushes 2000] [--concurrency 20] [--py-spy profile.txt] [--workers N]
 
 The gateway runs as its own process (``huiliu serve``) with a safe-mode (encrypted) WeChat inbox, SQLite and
 the sample KB: each push is signature-checked, nonce-claimed, decrypted, parsed, deduplicated, stored, answered
@@ -19,6 +19,9 @@ WeRoBot (the popular Python WeChat framework) answers the same encrypted pushes 
 mode, under gunicorn with 2 sync workers (its usual deployment; no dedup, no store, no bot, sessions off). Its
 CPU is the master's and the workers' together. Without gunicorn installed it runs in one process under
 wsgiref, and the JSON says so.
+
+``--workers N`` serves the gateway with ``huiliu serve --workers N``; its CPU is then the supervisor's and all
+its workers' together (``threads_ms_per_push`` stays the supervisor's own threads).
 """
 
 from __future__ import annotations
@@ -119,7 +122,7 @@ async def _drive(
 
 
 def _cpu_s(pid: int) -> tuple[float, float]:
-    """The server's (user, system) CPU so far, its child processes' (gunicorn's workers) included: per push,
+    """The server's (user, system) CPU so far, its child processes' (gunicorn's or huiliu's workers) included: per push,
     it is less at the mercy of other load than msgs/s."""
     tick = os.sysconf("SC_CLK_TCK")
     user = system = 0.0
@@ -196,13 +199,19 @@ def _summary(elapsed: float, latencies: list[float], acked: int) -> dict[str, An
     }
 
 
-async def _wait_ready(url: str) -> None:
-    async with aiohttp.ClientSession() as http:
-        for _ in range(300):
+async def _wait_ready(url: str, workers: int = 1) -> None:
+    """Until ``url`` answers 200, from each of ``workers`` worker processes (fresh connections reach any one)."""
+    seen: set[int] = set()
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as http:
+        for _ in range(1200):
             try:
                 async with http.get(url) as resp:
                     if resp.status == 200:
-                        return
+                        worker = (await resp.json(content_type=None) if workers > 1 else {}).get("worker", {})
+                        seen.add(worker.get("index", 0))
+                        if len(seen) >= workers:
+                            return
+                        continue
             except aiohttp.ClientConnectionError:
                 pass
             await asyncio.sleep(0.1)
@@ -307,6 +316,7 @@ async def main() -> None:
     parser.add_argument("--pushes", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, default=20)
     parser.add_argument("--py-spy", metavar="OUT", help="record the gateway's main run with py-spy into OUT")
+    parser.add_argument("--workers", type=int, default=1, help="huiliu serve --workers N (processes on one port)")
     parser.add_argument("--bare-server", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--protocol-server", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--werobot-server", type=int, help=argparse.SUPPRESS)
@@ -337,16 +347,18 @@ async def main() -> None:
 
         port = _free_port()
         proc = await _spawn(
-            "-m", "gateway.cli", "--log-level", "WARNING", "serve", "-c", str(path), "--port", str(port)
-        )
+            "-m", "gateway.cli", "--log-level", "WARNING", "serve", "-c", str(path), "--port", str(port),
+            "--workers", str(args.workers),
+        )  # fmt: skip
         try:
-            await _wait_ready(f"http://127.0.0.1:{port}/readyz")
+            await _wait_ready(f"http://127.0.0.1:{port}/readyz", args.workers)
             url = f"http://127.0.0.1:{port}/wechat/bench"
             await _drive(url, _pushes(20), 4)  # warm-up (distinct MsgIds from the measured run below)
             pushes = _pushes(args.pushes, first=20)
             spy = await _py_spy(proc.pid, args.py_spy) if args.py_spy else None
             try:
                 results["gateway"] = await _measure(proc.pid, url, pushes, args.concurrency)
+                results["gateway"]["workers"] = args.workers
             finally:
                 if spy is not None:
                     spy.send_signal(signal.SIGINT)

@@ -1,4 +1,5 @@
-"""Messages between gateway instances (Redis pub/sub); absent with the single-instance SQLite store."""
+"""Messages between gateway instances: Redis pub/sub, or the supervisor's hub between the worker processes of
+one SQLite store (``gateway/workers/hub.py``); absent with a single SQLite process."""
 
 from __future__ import annotations
 

@@ -54,6 +54,9 @@ class ServerConfig(_Model):
     # A reply whose delivery is still unknown this long after its send began (the process died mid-send) is
     # sent again from the outbox, by this instance after a restart or by any other; checked 4 times as often.
     resend_after_s: Annotated[float, Field(ge=1)] = 120.0
+    # Processes serving one port (``huiliu serve --workers N``): a supervisor starts them, restarts one that dies,
+    # and stops them all on SIGTERM. 1: the server is one process, as before.
+    workers: Annotated[int, Field(ge=1, le=64)] = 1
 
 
 class SqliteStoreConfig(_Model):

@@ -13,6 +13,7 @@ from bot.live import LiveIndex
 from bot.setup import BotSetup
 from connectors.capabilities import Drains, ShowsTyping
 from core import heap
+from core.bus import Bus
 from core.clock import Clock, utcnow
 from core.config import Config
 from core.jsonweb import json_response
@@ -29,6 +30,7 @@ from gateway.outbound import RETRY_DELAYS_S
 from gateway.survey_page import SurveyPage
 from gateway.webchat_admin import WebchatSessions
 from gateway.wiring import Gateway, bot_policy, build_bot, build_gateway, warm_up
+from gateway.workers.seat import WorkerSeat
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +39,7 @@ __all__ = ["ACCESS", "GATEWAY", "Gateway", "bot_policy", "build_bot", "create_ap
 
 GATEWAY = web.AppKey("gateway", Gateway)
 ACCESS = web.AppKey("access", Access)
+SEAT = web.AppKey("seat", WorkerSeat)  # only in a worker of ``huiliu serve --workers N``
 
 
 # What a sender is told to wait when the store is down: WeChat, PBXes and helpdesks retry, and nothing was kept.
@@ -74,17 +77,22 @@ def create_app(
     clock: Clock = utcnow,
     retry_delays_s: tuple[float, ...] = RETRY_DELAYS_S,
     settle_heap: bool = False,
+    bus: Bus | None = None,
+    seat: WorkerSeat | None = None,
 ) -> web.Application:
     """``retry_delays_s``: the backoff between attempts of a retryable delivery (tests shorten it).
     ``settle_heap``: once started, freeze what is alive out of the garbage collector's sight (``core.heap``);
-    ``serve`` does, a test process (whose heap is the test run's) does not."""
+    ``serve`` does, a test process (whose heap is the test run's) does not. ``bus`` and ``seat``: this process
+    is one of ``huiliu serve --workers N`` (``gateway.workers``)."""
     access = Access(Tokens(config.api.tokens))
     app = web.Application(client_max_size=config.server.max_body_bytes, middlewares=[access.middleware, _errors])
     install_request_ids(app)  # outermost: every request, channels' too, has its id in the access log
-    gateway = build_gateway(config, bot, clock=clock, retry_delays_s=retry_delays_s)
+    gateway = build_gateway(config, bot, clock=clock, retry_delays_s=retry_delays_s, bus=bus)
     store, connectors, tickets, webhooks = gateway.store, gateway.connectors, gateway.tickets, gateway.webhooks
     app[GATEWAY] = gateway
     app[ACCESS] = access
+    if seat is not None:
+        app[SEAT] = seat
 
     async def typing(ticket: Ticket, on: bool) -> bool:
         conversation = await store.get_conversation(ticket.conversation_id)
@@ -107,7 +115,7 @@ def create_app(
     access.add(
         app.router,
         ops_routes(config=config, store=store, connectors=connectors, sink=gateway.sink, metrics=gateway.metrics,
-                   health=gateway.health, clock=clock, auditor=gateway.auditor),
+                   health=gateway.health, clock=clock, auditor=gateway.auditor, seat=seat),
     )  # fmt: skip
     app.on_response_prepare.append(_plain_server_header)
     app.cleanup_ctx.append(_lifespan)
@@ -163,7 +171,9 @@ async def _lifespan(app: web.Application) -> AsyncIterator[None]:
         await stack.enter_async_context(
             periodically(gateway.config.server.sweep_interval_s, gateway.auditor.sweep, name="audit:sweep")
         )
-        await stack.enter_async_context(ops_running(gateway.config, gateway.metrics, gateway.health))
+        seat = app.get(SEAT)
+        metrics_fd = seat.metrics_fd if seat is not None else None
+        await stack.enter_async_context(ops_running(gateway.config, gateway.metrics, gateway.health, metrics_fd))
         if isinstance(gateway.bot.index, LiveIndex) and gateway.config.bot.kb_watch_s > 0:
             await stack.enter_async_context(watching_kb(gateway.bot.index, gateway.config.bot.kb_watch_s))
         yield

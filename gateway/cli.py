@@ -8,46 +8,115 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from bot.faq import KbError
-from core.config import ConfigError, load_config
+from core.config import Config, ConfigError, load_config
 from gateway.logs import configure_logging
 from gateway.serving import huiliu_version
 
 
 def _serve(args: argparse.Namespace) -> int:
     import asyncio
+    import os
+    import socket
 
     from bot.live import LiveIndex
+    from core.config import SqliteStoreConfig
     from gateway.access import exposure_problem
     from gateway.app import build_bot, create_app
     from gateway.container import seed_from_env
     from gateway.serving import BindError, StartupError, listen_socket, listen_url, run, startup_summary
+    from gateway.workers.hub import HubLink
+    from gateway.workers.seat import WorkerSeat
 
+    seat = WorkerSeat.from_env()  # set when this process is one of a supervisor's workers
     try:
         config = load_config(Path(args.config))
-        updates = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
+        given = (("host", args.host), ("port", args.port), ("workers", args.workers))
+        updates = {k: v for k, v in given if v is not None}
         if updates:
             config = config.model_copy(update={"server": config.server.model_copy(update=updates)})
         if problem := exposure_problem(config.server.host, config.api.tokens):
             raise ConfigError(problem)
         if seeded := seed_from_env(config):
             print(f"huiliu: seeded the knowledge base {seeded} from the image's copy", file=sys.stderr, flush=True)
+        if seat is None and config.server.workers > 1:
+            return _supervise(args, config)
         bot = build_bot(config)
-        sock = listen_socket(config.server.host, config.server.port)
+        if seat is None:
+            sock = listen_socket(config.server.host, config.server.port)
+        else:
+            sock = socket.socket(fileno=seat.listen_fd)
+            sock.setblocking(False)
     except (ConfigError, KbError, BindError) as exc:
         print(f"huiliu: {exc}", file=sys.stderr)
         return 2
     entries = len(bot.index.kb.entries) if isinstance(bot.index, LiveIndex) else 0
     summary = startup_summary(config, listen_url(sock), entries)
+    link = HubLink(seat.hub_fd) if seat is not None else None
+    if seat is not None:
+        this = f"worker {seat.index + 1} of {seat.workers} (pid {os.getpid()})"
+        summary = f"{this}: {summary}" if seat.index == 0 else f"{this} serves"
+    # Without Redis's pub/sub, the workers' bus is the supervisor's hub (web chat replies reach any worker).
+    bus = link if isinstance(config.store, SqliteStoreConfig) else None
+    app = create_app(config, bot, settle_heap=True, bus=bus, seat=seat)
     try:
-        asyncio.run(
-            run(
-                create_app(config, bot, settle_heap=True), sock, grace_s=config.server.shutdown_grace_s, summary=summary
-            )
-        )
+        asyncio.run(run(app, sock, grace_s=config.server.shutdown_grace_s, summary=summary, link=link))
     except StartupError as exc:
         print(f"huiliu: {exc}", file=sys.stderr)
         return 2
     return 0
+
+
+def _supervise(args: argparse.Namespace, config: Config) -> int:
+    """``serve`` with ``server.workers`` > 1: this process binds the port and keeps that many workers on it."""
+    import asyncio
+    import logging
+    import shutil
+    import tempfile
+
+    from gateway.serving import BindError, huiliu_version, listen_socket, listen_sockets, listen_url
+    from gateway.wiring import opened_store
+    from gateway.workers.supervisor import Plan, Supervisor, worker_command, worker_environ
+
+    async def check_store() -> None:
+        async with opened_store(config):
+            pass
+
+    try:
+        # Once, before any worker: SQLite's schema and migrations are made by one process (two racing to add
+        # a column would fail one), and an unreachable Redis is one line here, not one per worker.
+        asyncio.run(check_store())
+    except Exception as exc:
+        print(f"huiliu: cannot start: {exc}", file=sys.stderr)
+        return 2
+    workers, server, ops = config.server.workers, config.server, config.ops
+    try:
+        listeners = listen_sockets(server.host, server.port, workers)
+        metrics = listen_socket(ops.metrics_host, ops.metrics_port) if ops.metrics_port is not None else None
+    except BindError as exc:
+        print(f"huiliu: {exc}", file=sys.stderr)
+        return 2
+    url = listen_url(listeners[0])
+    # Counters from every worker, summed at each scrape (prometheus_client's multiprocess mode): whichever
+    # worker a scrape reaches answers for all, and a restarted worker's counts are kept.
+    counts = tempfile.mkdtemp(prefix="huiliu-metrics-")
+    environ = {**worker_environ(), "PROMETHEUS_MULTIPROC_DIR": counts}
+    plan = Plan(
+        command=worker_command(
+            sys.executable, ["--log-level", args.log_level, "--log-format", args.log_format], args.config
+        ),
+        listeners=listeners,
+        metrics=metrics,
+        grace_s=server.shutdown_grace_s,
+        url=url,
+        environ=environ,
+    )
+    logging.getLogger("huiliu.serve").info("huiliu %s: starting %d workers on %s", huiliu_version(), workers, url)
+    try:
+        return asyncio.run(Supervisor(plan).run())
+    finally:
+        for sock in (*listeners, *([metrics] if metrics is not None else [])):
+            sock.close()
+        shutil.rmtree(counts, ignore_errors=True)
 
 
 def _calls_import(args: argparse.Namespace) -> int:
@@ -214,6 +283,16 @@ def _token_new(args: argparse.Namespace) -> int:
     return 0
 
 
+def _worker_count(value: str) -> int:
+    try:
+        count = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number from 1 to 64 (got {value!r})") from None
+    if not 1 <= count <= 64:
+        raise argparse.ArgumentTypeError(f"must be from 1 to 64 (got {count})")
+    return count
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="huiliu", description="Huiliu omnichannel intake gateway")
     parser.add_argument("--version", action="version", version=f"huiliu {huiliu_version()}")
@@ -226,6 +305,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve.add_argument("-c", "--config", default="config.yaml", help="path to config.yaml")
     serve.add_argument("--host", help="listen address (overrides server.host)")
     serve.add_argument("--port", type=int, help="listen port (overrides server.port)")
+    serve.add_argument(
+        "--workers", type=_worker_count, metavar="N", help="processes serving the port (overrides server.workers)"
+    )
     serve.set_defaults(run=_serve)
     doctor = sub.add_parser("doctor", help="check the config and every service it names")
     doctor.add_argument("-c", "--config", default="config.yaml", help="path to config.yaml")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
 import time
 from collections.abc import Iterable, Iterator
 
@@ -9,6 +11,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
 from connectors.base import InboundSink, IntakeResult
@@ -27,9 +30,15 @@ class Metrics:
     Counters are per process, as Prometheus expects: sum them across instances. What describes shared state
     (tickets, quarantine, outbox, dead letters, mailbox and token health, alarms) is read from the store at
     each scrape instead, so every instance reports the same value.
+
+    The workers of ``huiliu serve --workers N`` share one port, so a scrape reaches any one of them: there the
+    supervisor sets ``PROMETHEUS_MULTIPROC_DIR`` (read by prometheus_client at import), every worker's counters
+    live in files in that folder, and each scrape sums them all (``MultiProcessCollector``). A restarted
+    worker's counts stay in the sum, so the counters never go back.
     """
 
     def __init__(self) -> None:
+        self._multiprocess_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.messages = Counter(
@@ -100,11 +109,22 @@ class Metrics:
     def exposition(self, snapshot: Snapshot) -> bytes:
         shared = CollectorRegistry(auto_describe=False)
         shared.register(_SnapshotCollector(snapshot))
-        return generate_latest(self.registry) + generate_latest(shared)
+        return generate_latest(self._counters()) + generate_latest(shared)
+
+    def _counters(self) -> CollectorRegistry:
+        if self._multiprocess_dir is None:
+            return self.registry
+        every_worker = CollectorRegistry(auto_describe=False)
+        MultiProcessCollector(every_worker, path=self._multiprocess_dir)  # type: ignore[no-untyped-call]
+        return every_worker
 
     def handler(self, health: Health) -> Handler:
         async def metrics(request: web.Request) -> web.StreamResponse:
-            body = self.exposition(await health.snapshot())
+            snapshot = await health.snapshot()
+            if self._multiprocess_dir is None:
+                body = self.exposition(snapshot)
+            else:  # the workers' files are read: off the event loop
+                body = await asyncio.to_thread(self.exposition, snapshot)
             return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
 
         return metrics

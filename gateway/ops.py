@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import socket
 from collections.abc import AsyncIterator, Mapping
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager, suppress
 
@@ -22,6 +23,7 @@ from gateway.health import Health, readiness
 from gateway.metrics import Metrics
 from gateway.quarantine_api import QuarantineApi
 from gateway.reports_api import ReportsApi
+from gateway.workers.seat import WorkerSeat
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +38,7 @@ def ops_routes(
     health: Health,
     clock: Clock,
     auditor: Auditor,
+    seat: WorkerSeat | None = None,
 ) -> list[Guarded]:
     """Each route with what it needs: /readyz and the dashboard's static page are public (the page shows
     nothing until the API answers it with a token); the data behind them needs a scope."""
@@ -46,6 +49,8 @@ def ops_routes(
         """Each component's state and the firing alarms; 503 only when the store or a connector is down."""
         snapshot = await health.snapshot()
         body = readiness(snapshot)
+        if seat is not None:  # one of several workers answered: which one
+            body["worker"] = seat.describe()
         if snapshot.ready and isinstance(store, ReportsDurability):
             with suppress(StoreUnavailable):  # what an acknowledged message survives on this store
                 body["durability"] = await store.durability()
@@ -63,12 +68,15 @@ def ops_routes(
 
 
 @asynccontextmanager
-async def ops_running(config: Config, metrics: Metrics, health: Health) -> AsyncIterator[None]:
-    """The alarm checks, and /metrics on its loopback port when one is configured."""
+async def ops_running(
+    config: Config, metrics: Metrics, health: Health, metrics_fd: int | None = None
+) -> AsyncIterator[None]:
+    """The alarm checks, and /metrics on its loopback port when one is configured (``metrics_fd``: that port's
+    socket, bound by the supervisor and shared by its workers)."""
     async with AsyncExitStack() as stack:
         await stack.enter_async_context(alarming(health, config.ops.alarms.check_interval_s))
         if config.ops.metrics_port is not None:
-            await stack.enter_async_context(metrics_site(config, metrics, health))
+            await stack.enter_async_context(metrics_site(config, metrics, health, metrics_fd))
         yield
 
 
@@ -83,14 +91,20 @@ def alarming(health: Health, interval_s: float) -> AbstractAsyncContextManager[N
 
 
 @asynccontextmanager
-async def metrics_site(config: Config, metrics: Metrics, health: Health) -> AsyncIterator[None]:
+async def metrics_site(config: Config, metrics: Metrics, health: Health, fd: int | None = None) -> AsyncIterator[None]:
     """/metrics without a token on a loopback port, for a Prometheus agent on the same host."""
     app = web.Application()
     app.router.add_get("/metrics", metrics.handler(health))
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     ops = config.ops
-    site = web.TCPSite(runner, ops.metrics_host, ops.metrics_port)
+    site: web.BaseSite
+    if fd is None:
+        site = web.TCPSite(runner, ops.metrics_host, ops.metrics_port)
+    else:
+        sock = socket.socket(fileno=fd)
+        sock.setblocking(False)
+        site = web.SockSite(runner, sock)
     await site.start()
     log.info("metrics on http://%s:%s/metrics", ops.metrics_host, ops.metrics_port)
     try:

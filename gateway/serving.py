@@ -22,6 +22,7 @@ from core.config import (
     WechatInbox,
 )
 from gateway.logs import ACCESS_LOGGER, AccessLogger
+from gateway.workers.hub import HubLink
 
 log = logging.getLogger("huiliu.serve")
 
@@ -70,6 +71,31 @@ def listen_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
+def listen_sockets(host: str, port: int, count: int) -> tuple[socket.socket, ...]:
+    """``count`` listening sockets on one address, one per worker, bound with SO_REUSEPORT: the kernel spreads
+    new connections evenly over them (one shared socket would let whichever worker wakes first take a burst).
+
+    The address is first taken without SO_REUSEPORT, so another server already on it (even another huiliu,
+    which would otherwise silently share the port) stops the start with the same one line as ever."""
+    probe = listen_socket(host, port)
+    address = probe.getsockname()
+    probe.close()
+    socks: list[socket.socket] = []
+    try:
+        for _ in range(count):
+            sock = socket.socket(probe.family, socket.SOCK_STREAM)
+            socks.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            sock.bind(address)
+            sock.listen(128)
+    except OSError as exc:  # taken in the instant between the probe and here
+        for sock in socks:
+            sock.close()
+        raise BindError(f"cannot listen on {host}:{address[1]}: {exc.strerror or exc}") from None
+    return tuple(socks)
+
+
 def listen_url(sock: socket.socket) -> str:
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
@@ -116,8 +142,13 @@ def startup_summary(config: Config, url: str, kb_entries: int) -> str:
     return "\n".join(lines)
 
 
-async def run(app: web.Application, sock: socket.socket, *, grace_s: float, summary: str) -> None:
-    """Serve on ``sock`` until SIGTERM or SIGINT; then stop taking requests and give in-flight work ``grace_s``."""
+async def run(
+    app: web.Application, sock: socket.socket, *, grace_s: float, summary: str, link: HubLink | None = None
+) -> None:
+    """Serve on ``sock`` until SIGTERM or SIGINT; then stop taking requests and give in-flight work ``grace_s``.
+
+    ``link``: a worker's link to its supervisor (``huiliu serve --workers N``). The worker says when it serves,
+    and stops as on SIGTERM when the link closes: its supervisor is gone, and no orphan may keep the port."""
     runner = web.AppRunner(
         app,
         handle_signals=False,
@@ -126,10 +157,14 @@ async def run(app: web.Application, sock: socket.socket, *, grace_s: float, summ
         access_log=logging.getLogger(ACCESS_LOGGER),
     )
     try:
+        if link is not None:
+            await link.start()  # before the app starts: web chat finds the bus in the store as it starts
         await runner.setup()
     except Exception as exc:
         log.debug("start-up failed", exc_info=True)
         await runner.cleanup()
+        if link is not None:
+            await link.stop()
         sock.close()
         raise StartupError(f"cannot start: {exc} (--log-level DEBUG shows where)") from exc
     try:
@@ -139,8 +174,18 @@ async def run(app: web.Application, sock: socket.socket, *, grace_s: float, summ
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        await stop.wait()
+        waits = [loop.create_task(stop.wait())]
+        if link is not None:
+            await link.ready()
+            waits.append(loop.create_task(link.closed.wait()))
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        for waiting in waits:
+            waiting.cancel()
+        if not stop.is_set():
+            log.error("the supervisor is gone; stopping")
         log.info("stopping: in-flight work has %.0f s to finish", grace_s)
     finally:
         await runner.cleanup()
+        if link is not None:
+            await link.stop()
     log.info("stopped")

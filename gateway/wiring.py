@@ -15,6 +15,7 @@ from bot.setup import BotSetup
 from connectors import build_connectors
 from connectors.base import Connector, ConnectorDeps, InboundSink
 from connectors.capabilities import SendsCodes
+from core.bus import Bus
 from core.clock import Clock, utcnow
 from core.config import Config
 from core.model import Delivery, Identity, Ticket, TicketStatus
@@ -93,13 +94,19 @@ def bot_policy(config: Config) -> BotPolicy:
 
 
 def build_gateway(
-    config: Config, bot: BotSetup, *, clock: Clock = utcnow, retry_delays_s: tuple[float, ...] = RETRY_DELAYS_S
+    config: Config,
+    bot: BotSetup,
+    *,
+    clock: Clock = utcnow,
+    retry_delays_s: tuple[float, ...] = RETRY_DELAYS_S,
+    bus: Bus | None = None,
 ) -> Gateway:
     """The parts, wired and not yet started: the store is not open and no connector runs.
 
-    ``retry_delays_s``: the backoff between attempts of a retryable delivery (tests shorten it).
+    ``retry_delays_s``: the backoff between attempts of a retryable delivery (tests shorten it). ``bus``: the
+    SQLite store's way to the other worker processes (``gateway.workers``), when there are any.
     """
-    store = open_store(config)
+    store = open_store(config, bus=bus)
     outage = OutageLog()
     tasks = TaskTracker(outage)
     metrics = Metrics()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from core.bus import Bus
 from core.config import Config, RedisStoreConfig
 from core.store.base import NotFound, Store, StoreError, StoreUnavailable, TicketPage, TicketQuery, VersionConflict
 from core.store.sqlite import SqliteStore
@@ -20,8 +21,9 @@ __all__ = [
 ]
 
 
-def open_store(config: Config) -> Store:
-    """The configured backend, not yet opened."""
+def open_store(config: Config, *, bus: Bus | None = None) -> Store:
+    """The configured backend, not yet opened. ``bus``: how SQLite's instances reach each other, when there are
+    several (the workers of ``huiliu serve --workers N``); Redis brings its own pub/sub."""
     if isinstance(config.store, RedisStoreConfig):
         from core.store.redis import RedisPool, RedisStore  # only Redis deployments import the client
 
@@ -42,4 +44,4 @@ def open_store(config: Config) -> Store:
     path = Path(config.store.path)
     if not path.is_absolute():
         path = config.data_path / path
-    return SqliteStore(path)
+    return SqliteStore(path, bus=bus)

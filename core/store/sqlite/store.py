@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
+from core.bus import Bus
 from core.codec import dumps, loads
 from core.ids import random_hex
 from core.model import (
@@ -121,8 +122,10 @@ def _micros(at: datetime) -> int:
 
 
 class SqliteStore(SqliteAuditLog):
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, bus: Bus | None = None) -> None:
+        """``bus``: the messages between processes that share this file (``core.bus``); None for one process."""
         self._path = path
+        self.bus = bus
         self._worker = SerialWorker("huiliu-sqlite", batch=self._group_commit)
         self._close_after_batch = False
         self._open = False

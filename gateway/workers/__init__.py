@@ -1,0 +1,1 @@
+"""``huiliu serve --workers N``: a supervisor process and the N gateway processes it keeps running."""
