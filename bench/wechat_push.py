@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib.util
+import importlib.util
 import json
 import os
 import secrets
@@ -321,6 +322,9 @@ async def main() -> None:
     parser.add_argument("--protocol-server", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--werobot-server", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if importlib.util.find_spec("werobot") is None:
+        # The comparator's server would die at start and the driver would wait for it forever.
+        sys.exit("WeRoBot is missing: .venv/bin/pip install -c requirements.lock -e '.[bench]'")
 
     results: dict[str, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory() as tmp:
