@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib.util
-import importlib.util
 import json
 import os
 import secrets
