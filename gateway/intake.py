@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from bot.handoff import handoff_message
@@ -156,23 +157,8 @@ class Intake:
                 await self._outbound.status_changed(conversation)
         if picked is not None and not text:  # the transcript shows the question the customer picked
             text = picked.questions[0]
-        message = Message(
-            id=f"msg_{random_hex()}",
-            conversation_id=conversation.id,
-            channel=inbound.channel,
-            inbox=inbound.inbox,
-            direction=Direction.INBOUND,
-            author=Author.CUSTOMER,
-            kind=inbound.kind,
-            text=text,
-            created_at=now,
-            external_id=inbound.external_id,
-            attachments=inbound.attachments,
-            raw=inbound.raw,
-            ticket_id=conversation.ticket_id,
-            episode=conversation.episode,
-            meta={**intake_meta(inbound, normalized.language), **survey_reply_meta(survey_reply)},
-        )
+        meta = {**intake_meta(inbound, normalized.language), **survey_reply_meta(survey_reply)}
+        message = _customer_message(inbound, text, meta, now, conversation)
         if inbound.contact_flags and not seen:
             await apply_flags(self._store, inbound.contact_flags, now)
         settled = not inbound.greeting and self._nothing_to_do(conversation, message)
@@ -224,33 +210,14 @@ class Intake:
                 held.update((key, given))
                 continue
             now = self._clock()
-            draft = Message(
-                id=f"msg_{random_hex()}",
-                conversation_id="",
-                channel=inbound.channel,
-                inbox=inbound.inbox,
-                direction=Direction.INBOUND,
-                author=Author.CUSTOMER,
-                kind=inbound.kind,
-                text=normalized.text,
-                created_at=now,
-                external_id=inbound.external_id,
-                attachments=inbound.attachments,
-                raw=inbound.raw,
-                meta=intake_meta(inbound, normalized.language),
-            )
+            draft = _customer_message(inbound, normalized.text, intake_meta(inbound, normalized.language), now)
 
             def build(
                 conversation: Conversation, draft: Message = draft
             ) -> tuple[Message, list[DownstreamEvent]] | None:
                 if not self._leaves_alone(conversation):  # the facts were checked: a log line (_is_log_line)
                     return None
-                message = dataclasses.replace(
-                    draft,
-                    conversation_id=conversation.id,
-                    ticket_id=conversation.ticket_id,
-                    episode=conversation.episode,
-                )
+                message = _placed(draft, conversation)
                 return message, [events.message_created(message)]
 
             lines.append(
@@ -613,3 +580,38 @@ def _is_log_line(inbound: InboundMessage) -> bool:
 def _subject(text: str, limit: int = 80) -> str:
     line = " ".join(text.split())
     return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
+def _customer_message(
+    inbound: InboundMessage,
+    text: str,
+    meta: Mapping[str, Any],
+    now: datetime,
+    conversation: Conversation | None = None,
+) -> Message:
+    """The stored form of a customer's message, one for ``receive`` and the bulk path alike; without a
+    conversation it is a draft the bulk write places (``_placed``) once the store knows the conversation."""
+    return Message(
+        id=f"msg_{random_hex()}",
+        conversation_id=conversation.id if conversation else "",
+        channel=inbound.channel,
+        inbox=inbound.inbox,
+        direction=Direction.INBOUND,
+        author=Author.CUSTOMER,
+        kind=inbound.kind,
+        text=text,
+        created_at=now,
+        external_id=inbound.external_id,
+        attachments=inbound.attachments,
+        raw=inbound.raw,
+        ticket_id=conversation.ticket_id if conversation else None,
+        episode=conversation.episode if conversation else 1,
+        meta=meta,
+    )
+
+
+def _placed(message: Message, conversation: Conversation) -> Message:
+    """The message in its conversation: which one, and the ticket and episode it belongs to."""
+    return dataclasses.replace(
+        message, conversation_id=conversation.id, ticket_id=conversation.ticket_id, episode=conversation.episode
+    )
