@@ -473,21 +473,8 @@ class SqliteStore(SqliteAuditLog):
                 if answers is not None:
                     db.execute("UPDATE messages SET handled = 1 WHERE id = ?", (answers,))
                 cur = db.execute(
-                    "INSERT INTO messages (id, conversation_id, channel, inbox, direction, external_id, ticket_id,"
-                    " episode, handled, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-                    " ON CONFLICT (channel, inbox, direction, external_id) DO NOTHING",
-                    (
-                        message.id,
-                        message.conversation_id,
-                        message.channel,
-                        message.inbox,
-                        message.direction,
-                        message.external_id,
-                        message.ticket_id,
-                        message.episode,
-                        0 if message.direction is Direction.INBOUND and not handled else 1,
-                        dumps(message),
-                    ),
+                    _INSERT_MESSAGE + " ON CONFLICT (channel, inbox, direction, external_id) DO NOTHING",
+                    _message_row(message, handled=handled),
                 )
                 if cur.rowcount == 1:
                     if saving is not None:  # a conflict raises, and the transaction takes the message back
@@ -547,26 +534,9 @@ class SqliteStore(SqliteAuditLog):
                             continue
                         earlier[unique] = message  # the same call twice in one file: the second is a duplicate
                     results[i] = (message, True)
-                    rows.append(
-                        (
-                            message.id,
-                            message.conversation_id,
-                            message.channel,
-                            message.inbox,
-                            message.direction,
-                            message.external_id,
-                            message.ticket_id,
-                            message.episode,
-                            1,
-                            dumps(message),
-                        )
-                    )
+                    rows.append(_message_row(message, handled=True))
                     appended.extend(message_events)
-                db.executemany(
-                    "INSERT INTO messages (id, conversation_id, channel, inbox, direction, external_id, ticket_id,"
-                    " episode, handled, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    rows,
-                )
+                db.executemany(_INSERT_MESSAGE, rows)
                 self._append_events(db, appended)
             return results
 
@@ -1152,3 +1122,25 @@ class SqliteStore(SqliteAuditLog):
                     _set_checkpoint(db, c.key, c.value, c.ttl_s)
 
         await self._run(run)
+
+
+_INSERT_MESSAGE = (
+    "INSERT INTO messages (id, conversation_id, channel, inbox, direction, external_id, ticket_id,"
+    " episode, handled, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+def _message_row(message: Message, *, handled: bool) -> tuple[object, ...]:
+    """A message's row for ``_INSERT_MESSAGE``; an outbound message is always handled (nothing waits on it)."""
+    return (
+        message.id,
+        message.conversation_id,
+        message.channel,
+        message.inbox,
+        message.direction,
+        message.external_id,
+        message.ticket_id,
+        message.episode,
+        0 if message.direction is Direction.INBOUND and not handled else 1,
+        dumps(message),
+    )
