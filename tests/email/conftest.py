@@ -27,6 +27,8 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from connectors.email.connector import EmailConnector
 from core.config import Config
+from core.model import Direction, Message
+from gateway.app import GATEWAY
 from tests.conftest import Gateway, make_config, need
 from tests.email.certs import Pki, make_pki
 
@@ -406,3 +408,22 @@ def mail(
         msg[key] = value
     msg.set_content(body, charset=charset)
     return msg.as_bytes(policy=policy.SMTP)
+
+
+async def stored_inbound(gw: Gateway, n: int, *, settle_s: float = 0.0) -> dict[str, Message]:
+    """The stored inbound mails by Message-ID, once there are ``n`` of them; ``settle_s`` waits a little
+    longer, for a test where a duplicate would show up late."""
+    store = gw.server.app[GATEWAY].store
+
+    async def now() -> dict[str, Message]:
+        events = await store.events_after(0, limit=10_000)
+        out: dict[str, Message] = {}
+        for conv_id in dict.fromkeys(e.conversation_id for e in events if e.conversation_id):
+            out |= {m.external_id: m for m in await store.messages(conv_id) if m.direction is Direction.INBOUND}
+        return out
+
+    async with asyncio.timeout(20):
+        while len(await now()) < n:  # noqa: ASYNC110 - polling the store is what we test against
+            await asyncio.sleep(0.05)
+    await asyncio.sleep(settle_s)
+    return await now()

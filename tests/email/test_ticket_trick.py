@@ -7,31 +7,11 @@ import asyncio
 import re
 from pathlib import Path
 
-from core.model import Direction, Message
-from gateway.app import GATEWAY
 from gateway.intake import BotSetup
 from tests.conftest import Gateway, started
-from tests.email.conftest import Dovecot, SmtpSink, email_config, mail
+from tests.email.conftest import Dovecot, SmtpSink, email_config, mail, stored_inbound
 
 TRUSTED = "mx.example.test"
-
-
-async def _inbound(gw: Gateway, n: int) -> dict[str, Message]:
-    """The stored inbound mails by Message-ID, once there are ``n`` of them."""
-    store = gw.server.app[GATEWAY].store
-
-    async def now() -> dict[str, Message]:
-        events = await store.events_after(0, limit=10_000)
-        out: dict[str, Message] = {}
-        for conv_id in dict.fromkeys(e.conversation_id for e in events if e.conversation_id):
-            out |= {m.external_id: m for m in await store.messages(conv_id) if m.direction is Direction.INBOUND}
-        return out
-
-    async with asyncio.timeout(20):
-        while len(await now()) < n:  # noqa: ASYNC110 - polling the store is what we test against
-            await asyncio.sleep(0.05)
-    await asyncio.sleep(0.3)  # a duplicate would show up now
-    return await now()
 
 
 async def _reply(gw: Gateway, ticket_id: str, text: str, key: str) -> None:
@@ -76,7 +56,7 @@ async def test_a_forged_sender_with_the_ticket_number_gets_a_new_ticket_and_no_c
         )
         await asyncio.to_thread(dovecot.append, user, forged)
         await asyncio.to_thread(dovecot.append, user, leaked)
-        by_id = await _inbound(gw, 3)
+        by_id = await stored_inbound(gw, settle_s=0.3, n=3)
         victim = by_id["v1@example.org"]
         for attack in ("f1@evil.example", "f2@evil.example"):
             assert by_id[attack].conversation_id != victim.conversation_id
@@ -137,7 +117,7 @@ async def test_colleagues_on_the_thread_or_authenticated_join_by_the_signed_tag_
         )
         for raw in (boss, colleague, stranger):
             await asyncio.to_thread(dovecot.append, user, raw)
-        by_id = await _inbound(gw, 4)
+        by_id = await stored_inbound(gw, settle_s=0.3, n=4)
         customer = by_id["c1@example.org"]
         for joined in ("c2@example.org", "c3@example.org"):
             assert by_id[joined].conversation_id == customer.conversation_id

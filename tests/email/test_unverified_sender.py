@@ -14,11 +14,10 @@ from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
-from core.model import Direction, Message
 from gateway.app import GATEWAY
 from gateway.intake import BotSetup
 from tests.conftest import Gateway, started
-from tests.email.conftest import Dovecot, SmtpSink, email_config, mail
+from tests.email.conftest import Dovecot, SmtpSink, email_config, mail, stored_inbound
 
 TRUSTED = "mx.example.test"
 GENUINE = (
@@ -27,23 +26,6 @@ GENUINE = (
 # What our MX writes on the forgeries: the domain publishes no DMARC policy here, so only the alignment failed.
 UNALIGNED = f"{TRUSTED}; spf=softfail smtp.mailfrom=evil.example; dkim=none; dmarc=none header.from=example.org"
 DMARC_FAIL = f"{TRUSTED}; spf=fail smtp.mailfrom=example.org; dkim=none; dmarc=fail (p=reject) header.from=example.org"
-
-
-async def _inbound(gw: Gateway, n: int) -> dict[str, Message]:
-    """The stored inbound mails by Message-ID, once there are ``n`` of them."""
-    store = gw.server.app[GATEWAY].store
-
-    async def now() -> dict[str, Message]:
-        events = await store.events_after(0, limit=10_000)
-        out: dict[str, Message] = {}
-        for conv_id in dict.fromkeys(e.conversation_id for e in events if e.conversation_id):
-            out |= {m.external_id: m for m in await store.messages(conv_id) if m.direction is Direction.INBOUND}
-        return out
-
-    async with asyncio.timeout(20):
-        while len(await now()) < n:  # noqa: ASYNC110 - polling the store is what we test against
-            await asyncio.sleep(0.05)
-    return await now()
 
 
 async def _handled(gw: Gateway, message_ids: list[str]) -> None:
@@ -100,7 +82,7 @@ async def test_a_forged_first_mail_learns_nothing_of_the_customer_and_is_flagged
         )  # fmt: skip
         for raw in (asks_status, links, copies):
             await asyncio.to_thread(dovecot.append, user, raw)
-        by_id = await _inbound(gw, 4)
+        by_id = await stored_inbound(gw, 4)
         await _handled(gw, ["s@evil.example", "l@evil.example", "c@evil.example"])
         own = by_id["own@example.org"]
         assert own.meta["email"]["sender_check"] == "authenticated"
@@ -147,10 +129,10 @@ async def test_a_forged_first_mail_learns_nothing_of_the_customer_and_is_flagged
             headers={"Authentication-Results": GENUINE},
         )  # fmt: skip
         await asyncio.to_thread(dovecot.append, user, again)
-        by_id = await _inbound(gw, 5)
+        by_id = await stored_inbound(gw, 5)
         assert by_id["again@example.org"].meta["email"]["sender_check"] == "authenticated"
         await _handled(gw, ["again@example.org"])
-        joined = (await _inbound(gw, 5))["again@example.org"]
+        joined = (await stored_inbound(gw, 5))["again@example.org"]
         assert joined.ticket_id == own.ticket_id
 
 
@@ -164,7 +146,7 @@ async def test_without_a_trusted_server_a_claimed_address_is_taken_as_written(
     async with started(config, bot_setup) as gw:
         forged = mail(message_id="<c@evil.example>", headers={"Authentication-Results": UNALIGNED})
         await asyncio.to_thread(dovecot.append, user, forged)
-        message = (await _inbound(gw, 1))["c@evil.example"]
+        message = (await stored_inbound(gw, 1))["c@evil.example"]
         assert message.meta["email"]["sender_check"] == "channel" and "sender_check" not in message.meta
         await smtp_sink.wait_for(1)
         assert (await _ticket(gw, message.ticket_id))["sender_unverified"] is False
