@@ -11,6 +11,7 @@ from typing import Any
 from core.model import (
     Channel,
     Conversation,
+    ConversationStatus,
     DownstreamEvent,
     Identity,
     Message,
@@ -74,6 +75,24 @@ class Assignment:
 class DueTimer:
     key: str
     due_at: datetime
+
+
+def opened_conversation(
+    conversation_id: str, contact_id: str, channel: Channel, inbox: str, address: Identity, thread: str, now: datetime
+) -> Conversation:
+    """A conversation as either backend first stores it: with the bot, version 1."""
+    return Conversation(
+        id=conversation_id,
+        contact_id=contact_id,
+        channel=channel,
+        inbox=inbox,
+        address=address,
+        thread=thread,
+        status=ConversationStatus.BOT,
+        version=1,
+        created_at=now,
+        updated_at=now,
+    )
 
 
 def fill_assignee(events: Sequence[DownstreamEvent], assignee: str) -> list[DownstreamEvent]:

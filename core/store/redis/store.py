@@ -30,7 +30,6 @@ from core.model import (
     Checkpoint,
     Contact,
     Conversation,
-    ConversationStatus,
     Delivery,
     DeliveryStatus,
     Direction,
@@ -63,6 +62,7 @@ from core.store.types import (
     TicketQuery,
     VersionConflict,
     fill_assignee,
+    opened_conversation,
 )
 
 log = logging.getLogger(__name__)
@@ -1158,18 +1158,7 @@ class RedisStore(RedisAuditLog):
             fresh_id = f"cv_{random_hex()}"
 
             def fresh(contact: Contact, fresh_id: str = fresh_id) -> Conversation:
-                return Conversation(
-                    id=fresh_id,
-                    contact_id=contact.id,
-                    channel=channel,
-                    inbox=inbox,
-                    address=address,
-                    thread=thread,
-                    status=ConversationStatus.BOT,
-                    version=1,
-                    created_at=now,
-                    updated_at=now,
-                )
+                return opened_conversation(fresh_id, contact.id, channel, inbox, address, thread, now)
 
             outcome, contact, _ = await self._commit_contact(address, name, now, aliases, fresh, field)
             if outcome == "ok":

@@ -21,7 +21,6 @@ from core.model import (
     Checkpoint,
     Contact,
     Conversation,
-    ConversationStatus,
     Delivery,
     DeliveryStatus,
     Direction,
@@ -55,6 +54,7 @@ from core.store.types import (
     TicketQuery,
     VersionConflict,
     fill_assignee,
+    opened_conversation,
     ticket_timer,
 )
 
@@ -381,18 +381,7 @@ class SqliteStore(SqliteAuditLog):
         if row is None:
             with self._tx(db):
                 contact = self._contact(db, address, name, now, aliases)
-                fresh = Conversation(
-                    id=f"cv_{random_hex()}",
-                    contact_id=contact.id,
-                    channel=channel,
-                    inbox=inbox,
-                    address=address,
-                    thread=thread,
-                    status=ConversationStatus.BOT,
-                    version=1,
-                    created_at=now,
-                    updated_at=now,
-                )
+                fresh = opened_conversation(f"cv_{random_hex()}", contact.id, channel, inbox, address, thread, now)
                 db.execute(
                     "INSERT INTO conversations (id, inbox, address, thread, contact_id, version, data)"
                     " VALUES (?, ?, ?, ?, ?, 1, ?) ON CONFLICT (inbox, address, thread) DO NOTHING",
