@@ -555,6 +555,46 @@ def _ms(seconds: float) -> str:
     return str(max(1, int(seconds * 1000)))
 
 
+def _add_message_args(
+    message: Message,
+    *,
+    handled: bool,
+    answers: str | None = None,
+    saving: Conversation | None = None,
+    outgoing: Outgoing | None = None,
+    delivered: Delivery | None = None,
+    checkpoints: Sequence[Checkpoint] = (),
+) -> list[str]:
+    """``_ADD_MESSAGE``'s ARGV from 4 up to its events, one list for ``add_message`` and the bulk call-log write,
+    so the script's argument order is written once on this side."""
+    unique = (
+        f"{message.channel}:{message.inbox}:{message.direction}:{message.external_id}"
+        if message.external_id is not None
+        else ""
+    )
+    saved = dataclasses.replace(saving, version=saving.version + 1) if saving is not None else None
+    return [
+        message.id,
+        message.conversation_id,
+        unique,
+        "1" if message.direction is Direction.INBOUND and not handled else "0",
+        str(message.episode),
+        message.ticket_id or "",
+        dumps(message),
+        answers or "",
+        saving.id if saving is not None else "",
+        str(saving.version) if saving is not None else "",
+        str(saved.version) if saved is not None else "",
+        dumps(saved) if saved is not None else "",
+        repr(time.time() + outgoing.hold_s) if outgoing is not None else "",
+        (outgoing.in_reply_to or "") if outgoing is not None else "",
+        str(delivered.status) if delivered is not None else "",
+        (delivered.reason or delivered.error or "") if delivered is not None else "",
+        str(len(checkpoints)),
+        *(x for c in checkpoints for x in (c.key, c.value, "" if c.ttl_s is None else _ms(c.ttl_s))),
+    ]
+
+
 def _event_args(events: Sequence[DownstreamEvent]) -> list[str]:
     """(idempotency key, type, JSON tail after the id) per event; the script splices in the seq."""
     args = [str(len(events))]
@@ -1211,32 +1251,17 @@ class RedisStore(RedisAuditLog):
         checkpoints: Sequence[Checkpoint] = (),
         delivered: Delivery | None = None,
     ) -> tuple[Message, bool]:
-        saved = dataclasses.replace(saving, version=saving.version + 1) if saving is not None else None
-        unique = (
-            f"{message.channel}:{message.inbox}:{message.direction}:{message.external_id}"
-            if message.external_id is not None
-            else ""
-        )
         result = await self._write(
             "add_message",
-            message.id,
-            message.conversation_id,
-            unique,
-            "1" if message.direction is Direction.INBOUND and not handled else "0",
-            str(message.episode),
-            message.ticket_id or "",
-            dumps(message),
-            answers or "",
-            saving.id if saving is not None else "",
-            str(saving.version) if saving is not None else "",
-            str(saved.version) if saved is not None else "",
-            dumps(saved) if saved is not None else "",
-            repr(time.time() + outgoing.hold_s) if outgoing is not None else "",
-            (outgoing.in_reply_to or "") if outgoing is not None else "",
-            str(delivered.status) if delivered is not None else "",
-            (delivered.reason or delivered.error or "") if delivered is not None else "",
-            str(len(checkpoints)),
-            *(x for c in checkpoints for x in (c.key, c.value, "" if c.ttl_s is None else _ms(c.ttl_s))),
+            *_add_message_args(
+                message,
+                handled=handled,
+                answers=answers,
+                saving=saving,
+                outgoing=outgoing,
+                delivered=delivered,
+                checkpoints=checkpoints,
+            ),
             events=events,
             durable=message.direction is Direction.INBOUND,  # what a sender's acknowledgement waits for
         )
@@ -1315,13 +1340,9 @@ class RedisStore(RedisAuditLog):
                     conversations[field] = None  # this line and the address's later ones go to intake alone
                     continue
                 message, message_events = made
-                unique = f"{message.channel}:{message.inbox}:{message.direction}:{message.external_id}"
                 args = [
-                    *(self.tag, self._maxlen, self._ttl, message.id, message.conversation_id),
-                    unique if message.external_id is not None else "",
-                    *("0", str(message.episode), message.ticket_id or "", dumps(message)),
-                    *([""] * 9),  # answers nothing, saves no conversation, no outbox, no delivery yet
-                    "0",  # no checkpoints
+                    *(self.tag, self._maxlen, self._ttl),
+                    *_add_message_args(message, handled=True),  # answers nothing, saves nothing, no outbox
                     *_event_args(message_events),
                 ]
                 await self._scripts["add_message"](keys=[self.stream_key], args=args, client=pipe)
