@@ -28,6 +28,11 @@ from core.tasks import TaskTracker
 OpenConversation = Callable[[Identity, Channel, str], Awaitable[Conversation]]
 
 
+# Messages taken in at once when a connector is given no shared gate (``ConnectorDeps.intake_gate``): fewer than
+# the Redis store's pooled connections (50 by default), so those taken in never wait out the pool's timeout.
+ACTIVE_PUSHES = 40
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ConnectorDeps:
     """What every connector is given; nothing else of the app is reachable from a connector."""
@@ -40,6 +45,9 @@ class ConnectorDeps:
     # that greets a visitor with the conversation before the first message. A service, not a store write.
     open_conversation: OpenConversation | None = None
     observer: Observer = NO_OBSERVER  # counts what the connector sees (a channel API's errors)
+    # Messages taken in at once, shared by every inbox of the process: fewer than the store's pooled connections,
+    # so a burst queues before intake instead of each store call waiting out the pool's timeout (None: its own).
+    intake_gate: asyncio.Semaphore | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

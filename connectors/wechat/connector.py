@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 import aiohttp
 from aiohttp import web
 
-from connectors.base import ConnectorDeps, InboundSink, IntakeResult, Rejected, stored_as
+from connectors.base import ACTIVE_PUSHES, ConnectorDeps, InboundSink, IntakeResult, Rejected, stored_as
 from connectors.wechat import crypto, render
 from connectors.wechat.api import ApiError, ApiUnavailable, WechatApi
 from connectors.wechat.parse import Action, Push, PushError, parse_push, read_xml
@@ -59,9 +59,6 @@ _RETRY = {"Retry-After": "1"}
 # How long a push whose reply is being stored as its response's waits for that write past the budget: longer
 # than the store's pool and socket timeouts together, so it is their answer (stored, or an error) that counts.
 COMMITTED_WAIT_S = 30.0
-# Pushes of one inbox taken in at once (the rest wait their turn): fewer than the store's pooled connections
-# (50 by default), so those taken in never wait out the pool's timeout for one.
-ACTIVE_PUSHES = 40
 # Errors that mean the customer cannot be reached this way now; never retried blindly.
 PERMANENT: dict[int, str] = {
     45015: "window_closed",
@@ -101,7 +98,7 @@ class WechatConnector:
         self._sink: InboundSink | None = None
         self._api: WechatApi | None = None
         self._waiters: dict[str, _Waiter] = {}
-        self._active = asyncio.Semaphore(ACTIVE_PUSHES)
+        self._active = deps.intake_gate if deps.intake_gate is not None else asyncio.Semaphore(ACTIVE_PUSHES)
         self._answering: set[str] = set()  # pushes whose first delivery is still being answered here
         # External ids of pushes intake is still taking in here: intake stores a greeting before it returns,
         # and a concurrent retry must not answer with it while the first delivery will.
