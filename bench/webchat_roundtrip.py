@@ -273,7 +273,13 @@ class _IdleClients:
 
 # active visitors ------------------------------------------------------------------------------------------------
 async def _visitor(
-    http: aiohttp.ClientSession, url: str, n_messages: int, think_s: float, latencies: list[float], errors: list[str]
+    http: aiohttp.ClientSession,
+    url: str,
+    n_messages: int,
+    think_s: float,
+    latencies: list[float],
+    errors: list[str],
+    timeline: list[tuple[float, float]] | None = None,
 ) -> None:
     try:
         async with http.ws_connect(url) as ws:
@@ -296,6 +302,8 @@ async def _visitor(
                     if frame["type"] == "message":
                         break
                 latencies.append((time.perf_counter() - started) * 1000)
+                if timeline is not None:
+                    timeline.append((started, latencies[-1]))
     except Exception as exc:
         errors.append(f"{type(exc).__name__}: {exc}")
 
@@ -405,15 +413,23 @@ async def _run(name: str, source: Path | None, args: argparse.Namespace) -> dict
                 idle_cpu = (_cpu_s(server.pid) - idle_cpu) / min(10.0, args.settle_s)
                 latencies: list[float] = []
                 errors: list[str] = []
+                timeline: list[tuple[float, float]] = []
                 cpu_server, cpu_idle, cpu_self = _cpu_s(server.pid), idle.cpu_s(), _cpu_s(os.getpid())
                 profiler = await _profiler(args.profile, name, server.pid)
                 if source is not None:
                     server.send_signal(signal.SIGUSR1)  # the server's GC figures count from here
                 started = time.perf_counter()
                 await asyncio.gather(
-                    *(_visitor(http, url, args.messages, args.think_s, latencies, errors) for _ in range(args.visitors))
+                    *(
+                        _visitor(http, url, args.messages, args.think_s, latencies, errors, timeline)
+                        for _ in range(args.visitors)
+                    )
                 )
                 elapsed = time.perf_counter() - started
+                if args.latency_log:
+                    rows = [f"{at - started:.3f} {ms:.1f}" for at, ms in sorted(timeline)]
+                    log_path = Path(f"{args.latency_log}-{name}-{server.pid}.txt")
+                    await asyncio.to_thread(log_path.write_text, "\n".join(rows) + "\n", encoding="utf-8")
                 if profiler is not None:
                     profiler.send_signal(2)
                     await profiler.wait()
@@ -504,6 +520,9 @@ def _parse() -> argparse.Namespace:
     parser.add_argument("--runs", type=int, default=1)
     parser.add_argument("--keep-logs", help="keep a server log with errors as KEEP_LOGS-TARGET-PID.log")
     parser.add_argument("--profile", help="py-spy the server over the active phase into PROFILE-TARGET-PID.txt")
+    parser.add_argument(
+        "--latency-log", help="write each round trip as 'SECONDS_INTO_RUN MS' into LATENCY_LOG-TARGET-PID.txt"
+    )
     parser.add_argument("--gc-out", help=argparse.SUPPRESS)
     parser.add_argument("cli_args", nargs="*", help=argparse.SUPPRESS)
     roles = ["main", "idle", "bare-server", "gc-server"]

@@ -10,7 +10,7 @@ import logging
 import secrets
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from functools import partial
@@ -61,6 +61,15 @@ CLOSE_BAD_TOKEN = 4401
 
 def _read_assets() -> dict[str, bytes]:
     return {name: (STATIC_DIR / name).read_bytes() for name in _STATIC if (STATIC_DIR / name).is_file()}
+
+
+async def _send_text(session: _Session, text: str) -> None:
+    if session.ws.closed:
+        return
+    try:
+        await session.ws.send_str(text)
+    except (ConnectionError, RuntimeError) as exc:
+        log.info("dropping frame for a closing socket: %s", exc)
 
 
 class _Session:
@@ -180,7 +189,7 @@ class WebchatConnector:
         """An ephemeral typing frame to the visitor's open sockets; False when none is open."""
         sessions = self._live.get(address, set())
         frame = {"type": "typing", "seq": self._last_seq.get(address, 0), "author": author, "on": on}
-        await asyncio.gather(*(self._send(s, frame) for s in sessions))
+        await self._send_all(sessions, frame)
         if self._bus is not None:
             payload = json.dumps({"from": self._instance, "frame": {k: v for k, v in frame.items() if k != "seq"}})
             return await self._bus.publish(self._channel(address), payload) > 0 or bool(sessions)
@@ -202,7 +211,7 @@ class WebchatConnector:
                     # is, not read back from the store (one round trip fewer per frame).
                     self._last_seq[address] = seq
                     frame = {**body, "seq": seq}
-                    await asyncio.gather(*(self._send(s, frame) for s in sessions))
+                    await self._send_all(sessions, frame)
                 else:
                     # Frames other instances stored meanwhile go first: every socket sees seq order, no gaps.
                     await self._catch_up(address)
@@ -213,7 +222,7 @@ class WebchatConnector:
                 if sessions:
                     self._last_seq[address] = seq
                 frame = {**body, "seq": seq}
-                await asyncio.gather(*(self._send(s, frame) for s in sessions))
+                await self._send_all(sessions, frame)
         self._forget(address)
         return bool(sessions) or elsewhere > 0
 
@@ -228,7 +237,7 @@ class WebchatConnector:
             return
         for stored in await self._store.frames_after(address, self._last_seq.get(address, 0)):
             frame = {**stored.body, "seq": stored.seq}
-            await asyncio.gather(*(self._send(s, frame) for s in sessions))
+            await self._send_all(sessions, frame)
             self._last_seq[address] = stored.seq
 
     async def _on_bus(self, address: Identity, payload: str) -> None:
@@ -241,7 +250,7 @@ class WebchatConnector:
         async with self._lock(address):
             if "frame" in note:
                 frame = {**note["frame"], "seq": self._last_seq.get(address, 0)}
-                await asyncio.gather(*(self._send(s, frame) for s in self._live.get(address, set())))
+                await self._send_all(self._live.get(address, set()), frame)
             else:
                 await self._catch_up(address)
         self._forget(address)  # a note for a visitor with no socket here must not leave a lock behind
@@ -255,12 +264,19 @@ class WebchatConnector:
 
     @staticmethod
     async def _send(session: _Session, frame: dict[str, Any]) -> None:
-        if session.ws.closed:
+        await _send_text(session, json.dumps(frame, ensure_ascii=False))
+
+    @staticmethod
+    async def _send_all(sessions: Collection[_Session], frame: dict[str, Any]) -> None:
+        """One frame to a visitor's open sockets, serialized once; a lone socket (the usual case) is sent to
+        without a task and a gather around it."""
+        if not sessions:
             return
-        try:
-            await session.ws.send_str(json.dumps(frame, ensure_ascii=False))
-        except (ConnectionError, RuntimeError) as exc:
-            log.info("dropping frame for a closing socket: %s", exc)
+        text = json.dumps(frame, ensure_ascii=False)
+        if len(sessions) == 1:
+            await _send_text(next(iter(sessions)), text)
+        else:
+            await asyncio.gather(*(_send_text(s, text) for s in sessions))
 
     def _seq(self, session: _Session) -> int:
         return self._last_seq.get(session.address, 0) if session.address else 0
