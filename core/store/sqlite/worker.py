@@ -26,8 +26,7 @@ class SerialWorker:
         (SQLite: one transaction, so one commit serves them all). If it raises, every job of the batch
         gets that error, even one whose own work went through, since none of it was kept."""
         self._batch = batch
-        self._jobs: queue.SimpleQueue[list[Job] | None] = queue.SimpleQueue()
-        self._handing: list[Job] = []  # submitted during this turn of the loop, handed over at its end
+        self._jobs: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
         self._resource: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -38,22 +37,9 @@ class SerialWorker:
         self._resource = await self.submit(lambda _: opener())
 
     async def submit(self, fn: Callable[[Any], T]) -> T:
-        """Queue ``fn``; the jobs the loop submits in one turn reach the thread together (``_hand_over``)."""
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[T] = loop.create_future()
-        self._handing.append((fn, future))
-        if len(self._handing) == 1:
-            loop.call_soon(self._hand_over)
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._jobs.put((fn, future))
         return await future
-
-    def _hand_over(self) -> None:
-        """One queue put, so one wake-up of the thread, for every job submitted since the last one.
-
-        A put that finds the thread waiting wakes it at once, and it then contends for the GIL with the loop
-        that is still running the rest of its turn: with five store jobs per web chat message, those hand-overs
-        were ~6% of the loop's time under load (issue 23). Handed over together, they also share one commit."""
-        jobs, self._handing = self._handing, []
-        self._jobs.put(jobs)
 
     async def stop(self, closer: Callable[[Any], None]) -> None:
         await self.submit(closer)
@@ -61,26 +47,20 @@ class SerialWorker:
         await asyncio.to_thread(self._thread.join)
 
     def _serve(self) -> None:
-        waiting: list[Job] = []
-        stopping = False
         while True:
-            if not waiting:
-                if stopping:
-                    return
-                first = self._jobs.get()
-                if first is None:
-                    return
-                waiting = first
-            while len(waiting) < _MAX_BATCH and not stopping:
+            first = self._jobs.get()
+            if first is None:
+                return
+            batch = [first]
+            while len(batch) < _MAX_BATCH:
                 try:
-                    more = self._jobs.get_nowait()
+                    job = self._jobs.get_nowait()
                 except queue.Empty:
                     break
-                if more is None:
-                    stopping = True  # stop once what was handed over before it has run
+                if job is None:
+                    self._jobs.put(None)  # stop after this batch
                     break
-                waiting += more
-            batch, waiting = waiting[:_MAX_BATCH], waiting[_MAX_BATCH:]
+                batch.append(job)
             outcomes = self._run_batch(batch)
             assert self._loop is not None
             self._loop.call_soon_threadsafe(_settle, outcomes)
