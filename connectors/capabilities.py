@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 from connectors.base import InboundSink, LogLinesSink
 from core.model import Conversation, Delivery, Identity, OutboundReply, QuarantinedItem, Ticket
 from core.progress import Progress
+from core.store.types import Frame
 
 if TYPE_CHECKING:
     from connectors.phone.cdr import CdrFormat
@@ -39,6 +40,22 @@ class AnswersInline(Protocol):
         for it there. Given, the request is committed to wait for the reply now being stored (and to ask for a
         retry should that fail), so the reply is stored with this delivery in its own write, not recorded after.
         """
+        ...
+
+
+@runtime_checkable
+class DeliversByFrames(Protocol):
+    """A live channel whose delivery is the customer's durable, numbered frame log (web chat): a reply is theirs
+    once its frame is stored, open socket or not, so the gateway stores the reply, its frame and its delivery in
+    one write (``Frames.add_framed_message``) and the connector then sends the numbered frame to open sockets."""
+
+    def reply_frame(self, reply: OutboundReply) -> tuple[Frame, Delivery]:
+        """The frame to store with ``reply.message``, and the delivery to store it with (what is known before)."""
+        ...
+
+    async def send_frame(self, reply: OutboundReply, frame: Frame, seq: int) -> Delivery:
+        """After the write: frame ``seq`` to the customer's open sockets, in seq order, here and on other instances.
+        The delivery it turned out to be (the gateway records it when it differs from the stored one)."""
         ...
 
 

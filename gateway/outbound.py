@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from typing import Protocol, TypeGuard
 
 from connectors.base import Connector
-from connectors.capabilities import AcknowledgesTickets, AnswersInline, Notifies
+from connectors.capabilities import AcknowledgesTickets, AnswersInline, DeliversByFrames, Notifies
 from core import events
 from core.model import (
     Author,
@@ -27,7 +27,7 @@ from core.model import (
 )
 from core.observe import NO_OBSERVER, Observer
 from core.store.base import Outgoing
-from core.store.roles import Conversations, Outbox, Transcript
+from core.store.roles import Conversations, Frames, Outbox, Transcript
 from core.tasks import TaskTracker
 
 log = logging.getLogger(__name__)
@@ -35,8 +35,9 @@ log = logging.getLogger(__name__)
 RETRY_DELAYS_S = (1.0, 4.0, 15.0, 60.0)
 
 
-class OutboundStore(Transcript, Outbox, Conversations, Protocol):
-    """The roles replies go through: the transcript, its outbox, and the conversation a reply is on."""
+class OutboundStore(Transcript, Outbox, Conversations, Frames, Protocol):
+    """The roles replies go through: the transcript, its outbox, the conversation a reply is on, and the frame
+    log of a channel that delivers by frames."""
 
 
 def delivery_failed(message: Message, delivery: Delivery, at: datetime) -> DownstreamEvent:
@@ -76,6 +77,15 @@ class Outbound:
         self._resend_after_s = resend_after_s
         self._observer = observer
         self._inline: dict[type, bool] = {}
+        self._framed: dict[type, bool] = {}
+
+    def _frames(self, connector: object) -> TypeGuard[DeliversByFrames]:
+        """``isinstance(connector, DeliversByFrames)``, decided once per connector class (see _answers_inline)."""
+        kind = type(connector)
+        frames = self._framed.get(kind)
+        if frames is None:
+            frames = self._framed[kind] = isinstance(connector, DeliversByFrames)
+        return frames
 
     def _answers_inline(self, connector: object) -> TypeGuard[AnswersInline]:
         """``isinstance(connector, AnswersInline)``, decided once per connector class: a runtime-checkable
@@ -129,6 +139,8 @@ class Outbound:
             if in_reply_to is not None and self._answers_inline(connector)
             else None
         )
+        if inline is None and self._frames(connector):
+            return await self._store_framed(connector, message, conversation, in_reply_to, answers, saving)
         stored, created = await self._store.add_message(
             message,
             [events.message_created(message)],
@@ -141,6 +153,34 @@ class Outbound:
             return stored, None
         self._observer.message_stored(stored)
         return stored, await self.send(stored, conversation, in_reply_to=in_reply_to, recorded=inline)
+
+    async def _store_framed(
+        self,
+        connector: DeliversByFrames,
+        message: Message,
+        conversation: Conversation,
+        in_reply_to: str | None,
+        answers: str | None,
+        saving: Conversation | None,
+    ) -> tuple[Message, Delivery | None]:
+        """``store_and_send`` on a channel that delivers by frames: the reply, its frame and its delivery in one
+        write (three store jobs were: the reply with its outbox entry, the frame, the delivery record), then the
+        frame to the open sockets. Nothing waits in the outbox: the stored frame is the delivery, and a visitor
+        who reconnects, to any instance, is sent what they missed from it."""
+        reply = OutboundReply(
+            message=message, address=conversation.address, conversation=conversation, in_reply_to=in_reply_to
+        )
+        frame, delivered = connector.reply_frame(reply)
+        stored, seq = await self._store.add_framed_message(
+            message, [events.message_created(message)], frame=frame, delivered=delivered, answers=answers, saving=saving
+        )
+        if seq is None:
+            return stored, None
+        self._observer.message_stored(stored)
+        delivery = await connector.send_frame(reply, frame, seq)
+        if delivery != delivered:
+            await self._record(stored, delivery)
+        return stored, delivery
 
     async def record_greeting(self, answering: Message, text: str, at: datetime) -> Message:
         """A greeting the channel delivers itself, in the same exchange as the message it answers (a WeChat

@@ -49,6 +49,7 @@ from core.model import (
     MessageKind,
     OutboundReply,
 )
+from core.store.types import Frame
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +71,25 @@ async def _send_text(session: _Session, text: str) -> None:
         await session.ws.send_str(text)
     except (ConnectionError, RuntimeError) as exc:
         log.info("dropping frame for a closing socket: %s", exc)
+
+
+def _reply_body(reply: OutboundReply) -> dict[str, Any]:
+    """A reply's frame, all but its seq (the store numbers it)."""
+    message = reply.message
+    body: dict[str, Any] = {
+        "type": "message",
+        "message_id": message.id,
+        "author": str(message.author),
+        "text": message.text,
+        "at": message.created_at.isoformat(),
+    }
+    suggestions = suggestions_of(message)
+    if suggestions:
+        body["suggestions"] = suggestions_json(suggestions)
+    survey = message.meta.get("survey")
+    if survey:  # the satisfaction survey's buttons: each sends its value as the customer's reply
+        body["survey"] = [{"label": o["label"], "value": o["value"]} for o in survey]
+    return body
 
 
 class _Session:
@@ -165,22 +185,22 @@ class WebchatConnector:
         )
 
     async def send(self, reply: OutboundReply) -> Delivery:
-        message = reply.message
-        frame: dict[str, Any] = {
-            "type": "message",
-            "message_id": message.id,
-            "author": str(message.author),
-            "text": message.text,
-            "at": message.created_at.isoformat(),
-        }
-        suggestions = suggestions_of(message)
-        if suggestions:
-            frame["suggestions"] = suggestions_json(suggestions)
-        survey = message.meta.get("survey")
-        if survey:  # the satisfaction survey's buttons: each sends its value as the customer's reply
-            frame["survey"] = [{"label": o["label"], "value": o["value"]} for o in survey]
-        live = await self._push(reply.address, frame)
-        return Delivery(status=DeliveryStatus.SENT if live else DeliveryStatus.QUEUED, external_id=message.id)
+        live = await self._push(reply.address, _reply_body(reply))
+        return Delivery(status=DeliveryStatus.SENT if live else DeliveryStatus.QUEUED, external_id=reply.message.id)
+
+    def reply_frame(self, reply: OutboundReply) -> tuple[Frame, Delivery]:
+        """Sent if a socket of the visitor is open here now; queued otherwise, until ``send_frame`` hears from
+        other instances (a reply finds a socket elsewhere, or none: it waits in the frame log for the visitor)."""
+        live = bool(self._live.get(reply.address))
+        status = DeliveryStatus.SENT if live else DeliveryStatus.QUEUED
+        delivery = Delivery(status=status, external_id=reply.message.id)
+        return Frame(address=reply.address, body=_reply_body(reply)), delivery
+
+    async def send_frame(self, reply: OutboundReply, frame: Frame, seq: int) -> Delivery:
+        async with self._lock(reply.address):
+            live = await self._send_in_order(reply.address, frame.body, seq)
+        self._forget(reply.address)
+        return Delivery(status=DeliveryStatus.SENT if live else DeliveryStatus.QUEUED, external_id=reply.message.id)
 
     async def notify(self, conversation: Conversation) -> None:
         await self._push(conversation.address, {"type": "status", "status": str(conversation.status)})
@@ -201,29 +221,29 @@ class WebchatConnector:
 
     async def _push(self, address: Identity, body: dict[str, Any]) -> bool:
         """Store the frame first (it gets its seq), then send it to every open socket, in seq order."""
-        lock = self._lock(address)
-        async with lock:
+        async with self._lock(address):
             seq = await self._store.push_frame(address, body)
-            sessions = self._live.get(address, set())
-            if self._bus is not None:
-                if sessions and seq == self._last_seq.get(address, 0) + 1:
-                    # No other instance stored a frame since ours went out: this one is next, and goes as it
-                    # is, not read back from the store (one round trip fewer per frame).
-                    self._last_seq[address] = seq
-                    frame = {**body, "seq": seq}
-                    await self._send_all(sessions, frame)
-                else:
-                    # Frames other instances stored meanwhile go first: every socket sees seq order, no gaps.
-                    await self._catch_up(address)
-                poke = json.dumps({"from": self._instance, "seq": seq})
-                elsewhere = await self._bus.publish(self._channel(address), poke) - (1 if sessions else 0)
-            else:
-                elsewhere = 0
-                if sessions:
-                    self._last_seq[address] = seq
-                frame = {**body, "seq": seq}
-                await self._send_all(sessions, frame)
+            live = await self._send_in_order(address, body, seq)
         self._forget(address)
+        return live
+
+    async def _send_in_order(self, address: Identity, body: dict[str, Any], seq: int) -> bool:
+        """Under the address lock: stored frame ``seq`` to this instance's sockets, announced to the others; True
+        when a socket of the visitor is open somewhere. The next in line goes as it is, not read back from the
+        store (one round trip fewer per frame); frames stored since the last one sent here (by another write or
+        another instance) go first, read back, so every socket sees seq order with no gaps; a frame a hello
+        already replayed is not sent twice."""
+        sessions = self._live.get(address, set())
+        last = self._last_seq.get(address, 0)
+        if sessions and seq == last + 1:
+            self._last_seq[address] = seq
+            await self._send_all(sessions, {**body, "seq": seq})
+        elif sessions and seq > last:
+            await self._catch_up(address)
+        if self._bus is None:
+            return bool(sessions)
+        poke = json.dumps({"from": self._instance, "seq": seq})
+        elsewhere = await self._bus.publish(self._channel(address), poke) - (1 if sessions else 0)
         return bool(sessions) or elsewhere > 0
 
     # many instances -------------------------------------------------------------------

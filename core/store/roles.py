@@ -24,6 +24,7 @@ from core.store.types import (
     Assignment,
     DeadLetter,
     DueTimer,
+    Frame,
     Gauges,
     Hits,
     LogLine,
@@ -303,6 +304,23 @@ class Frames(Protocol):
     async def frames_after(self, address: Identity, seq: int, limit: int = 500) -> list[StoredFrame]: ...
 
     async def last_frame_seq(self, address: Identity) -> int: ...
+
+    async def add_framed_message(
+        self,
+        message: Message,
+        events: Sequence[DownstreamEvent],
+        *,
+        frame: Frame,
+        delivered: Delivery,
+        answers: str | None = None,
+        saving: Conversation | None = None,
+    ) -> tuple[Message, int | None]:
+        """``add_message(message, events, answers=..., saving=..., delivered=...)`` and, with a new message only,
+        ``push_frame(frame.address, frame.body)`` in the same write: a reply whose delivery is the customer's frame
+        log (web chat) is stored, delivered and numbered at once, with no outbox entry and no delivery record after
+        (one store job instead of three). Returns (stored message, the frame's seq), or (the earlier message, None)
+        for a repeat, which writes nothing. VersionConflict as ``add_message`` raises it."""
+        ...
 
 
 class Quarantine(Protocol):

@@ -123,6 +123,14 @@ class TicketPage:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Frame:
+    """A frame to append for ``address`` (web chat), numbered by the store as ``push_frame`` numbers it."""
+
+    address: Identity
+    body: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class StoredFrame:
     seq: int
     body: dict[str, Any]

@@ -37,7 +37,7 @@ from core.model import (
 from core.store import Store, TicketQuery, VersionConflict
 from core.store.base import DeadLetter, Outgoing
 from core.store.sqlite import SqliteStore
-from core.store.types import AdmissionRefused, LogLine
+from core.store.types import AdmissionRefused, Frame, LogLine
 from tests.redis_util import redis_store
 
 NOW = datetime(2026, 11, 22, 8, 0, tzinfo=UTC)
@@ -692,6 +692,35 @@ async def test_an_unsent_reply_waits_in_the_outbox_until_its_delivery_is_final(s
     assert [(m.id, answers) for m, answers in await store.take_outgoing(hold_s=0)] == [(held.id, question.id)]
     await store.record_delivery(held.id, Delivery(status=DeliveryStatus.QUEUED))
     assert await store.take_outgoing(hold_s=0) == []
+
+
+async def test_a_framed_reply_is_stored_delivered_and_numbered_in_one_write(store: Store) -> None:
+    """``add_framed_message``: the reply, its delivery and its frame at once (web chat), numbered after the frames
+    already pushed, with nothing left in the outbox and the answered message marked handled. A repeat writes no
+    second frame and no second event."""
+    conversation = await new_conversation(store)
+    question, _ = await store.add_message(inbound(conversation, "q"))
+    assert await store.push_frame(conversation.address, {"type": "status"}) == 1
+    reply = dataclasses.replace(
+        inbound(conversation, "reply:q"), direction=Direction.OUTBOUND, author=Author.BOT, id="msg_reply"
+    )
+    frame = Frame(address=conversation.address, body={"type": "message", "message_id": reply.id})
+    sent = Delivery(status=DeliveryStatus.SENT, external_id=reply.id)
+    stored, seq = await store.add_framed_message(
+        reply, [events.message_created(reply)], frame=frame, delivered=sent, answers=question.id
+    )
+    assert seq == 2 and stored == reply
+    assert [(f.seq, f.body) for f in await store.frames_after(conversation.address, 1)] == [(2, frame.body)]
+    kept = await store.get_message(reply.id)
+    assert kept is not None and kept.delivery is DeliveryStatus.SENT
+    assert await store.unhandled_messages() == []
+    assert await store.take_outgoing(hold_s=0) == []
+    again, none = await store.add_framed_message(
+        dataclasses.replace(reply, id="msg_other"), [], frame=frame, delivered=sent, answers=question.id
+    )
+    assert none is None and again.id == reply.id
+    assert await store.last_frame_seq(conversation.address) == 2
+    assert [e.type for e in await store.events_after(0)] == [EventType.MESSAGE_CREATED]  # the reply's, once
 
 
 async def test_quarantine_keeps_raw_input_once_until_replayed(store: Store) -> None:

@@ -49,6 +49,7 @@ from core.store.types import (
     Assignment,
     DeadLetter,
     DueTimer,
+    Frame,
     Gauges,
     Hits,
     LogLine,
@@ -104,7 +105,8 @@ end
 # ARGV: 4 id, 5 conversation, 6 unique key or '', 7 left for intake to handle 1/0, 8 episode, 9 ticket id, 10 data,
 # 11 answers, 12 conversation to save or '', 13 its expected version, 14 its new version, 15 its data,
 # 16 outbox due or '', 17 what it answers (for the outbox), 18 delivery ('' none yet), 19 its error,
-# 20 n checkpoints to set with a new message, then (key, value, TTL in ms or '') for each, then the events
+# 20 n checkpoints to set with a new message, then (key, value, TTL in ms or '') for each, then the events, then
+# optionally a frame's address and body to append with a new message
 _ADD_MESSAGE = (
     _PRELUDE
     + """
@@ -149,6 +151,10 @@ for i = 0, n - 1 do
   end
 end
 append_events(21 + 3 * n)
+local after = 22 + 3 * n + 3 * tonumber(ARGV[21 + 3 * n])
+if ARGV[after] then  -- a frame to append with the new message (add_framed_message): its number comes back
+  return {1, redis.call('RPUSH', P .. 'frames:' .. ARGV[after], ARGV[after + 1])}
+end
 return {1}
 """
 )
@@ -970,9 +976,15 @@ class RedisStore(RedisAuditLog):
         return await self._scripts[script](keys=list(keys) or [self.stream_key], args=list(args))
 
     async def _write(
-        self, script: str, *args: str, events: Sequence[DownstreamEvent] = (), durable: bool = False
+        self,
+        script: str,
+        *args: str,
+        events: Sequence[DownstreamEvent] = (),
+        durable: bool = False,
+        tail: Sequence[str] = (),
     ) -> Any:
-        argv = [self.tag, self._maxlen, self._ttl, *args, *_event_args(events)]
+        """``tail``: arguments after the events (``add_message``'s frame)."""
+        argv = [self.tag, self._maxlen, self._ttl, *args, *_event_args(events), *tail]
         if not durable or self._aof_timeout_ms is None:
             return await self._run(script, *argv)
         # WAITAOF waits for the writes of its own connection: one pipeline puts the script and it on one. The
@@ -1588,6 +1600,29 @@ class RedisStore(RedisAuditLog):
     async def push_frame(self, address: Identity, body: dict[str, Any]) -> int:
         # The list's length after the push is the frame's number: gapless, and atomic in one command.
         return int(await self.client.rpush(self.key(f"frames:{address}"), json.dumps(body, ensure_ascii=False)))
+
+    async def add_framed_message(
+        self,
+        message: Message,
+        events: Sequence[DownstreamEvent],
+        *,
+        frame: Frame,
+        delivered: Delivery,
+        answers: str | None = None,
+        saving: Conversation | None = None,
+    ) -> tuple[Message, int | None]:
+        result = await self._write(
+            "add_message",
+            *_add_message_args(message, handled=False, answers=answers, saving=saving, delivered=delivered),
+            events=events,
+            tail=(str(frame.address), json.dumps(frame.body, ensure_ascii=False)),
+        )
+        if result[0] == 2:
+            assert saving is not None
+            raise VersionConflict(f"conversation {saving.id} changed since version {saving.version}")
+        if result[0] == 1:
+            return message, int(result[1])
+        return _load_message(*result[1:5]), None
 
     async def frames_after(self, address: Identity, seq: int, limit: int = 500) -> list[StoredFrame]:
         rows = await self.client.lrange(self.key(f"frames:{address}"), seq, seq + limit - 1)

@@ -42,6 +42,7 @@ from core.store.types import (
     Assignment,
     DeadLetter,
     DueTimer,
+    Frame,
     Gauges,
     Hits,
     LogLine,
@@ -458,38 +459,52 @@ class SqliteStore(SqliteAuditLog):
         delivered: Delivery | None = None,
     ) -> tuple[Message, bool]:
         def run(db: sqlite3.Connection) -> tuple[Message, bool]:
-            with self._tx(db):
-                if answers is not None:
-                    db.execute("UPDATE messages SET handled = 1 WHERE id = ?", (answers,))
-                cur = db.execute(
-                    _INSERT_MESSAGE + " ON CONFLICT (channel, inbox, direction, external_id) DO NOTHING",
-                    _message_row(message, handled=handled),
-                )
-                if cur.rowcount == 1:
-                    if saving is not None:  # a conflict raises, and the transaction takes the message back
-                        self._save_conversation(db, saving)
-                    if outgoing is not None:
-                        db.execute(
-                            "INSERT INTO outbox (message_id, in_reply_to, due) VALUES (?, ?, ?)",
-                            (message.id, outgoing.in_reply_to, time.time() + outgoing.hold_s),
-                        )
-                    for checkpoint in checkpoints:
-                        _set_checkpoint(db, checkpoint.key, checkpoint.value, checkpoint.ttl_s)
-                    if delivered is not None:
-                        db.execute(
-                            "UPDATE messages SET delivery = ?, delivery_error = ? WHERE id = ?",
-                            (delivered.status, delivered.reason or delivered.error, message.id),
-                        )
-                    self._append_events(db, events)
-                    return message, True
-            row = db.execute(
-                f"SELECT {self._MESSAGE_COLUMNS} FROM messages WHERE channel = ? AND inbox = ? AND direction = ?"
-                " AND external_id = ?",
-                (message.channel, message.inbox, message.direction, message.external_id),
-            ).fetchone()
-            return self._load_message(*row), False
+            return self._add_message(db, message, events, answers, saving, outgoing, handled, checkpoints, delivered)
 
         return await self._run(run)
+
+    def _add_message(
+        self,
+        db: sqlite3.Connection,
+        message: Message,
+        events: Sequence[DownstreamEvent],
+        answers: str | None,
+        saving: Conversation | None,
+        outgoing: Outgoing | None,
+        handled: bool,
+        checkpoints: Sequence[Checkpoint],
+        delivered: Delivery | None,
+    ) -> tuple[Message, bool]:
+        with self._tx(db):
+            if answers is not None:
+                db.execute("UPDATE messages SET handled = 1 WHERE id = ?", (answers,))
+            cur = db.execute(
+                _INSERT_MESSAGE + " ON CONFLICT (channel, inbox, direction, external_id) DO NOTHING",
+                _message_row(message, handled=handled),
+            )
+            if cur.rowcount == 1:
+                if saving is not None:  # a conflict raises, and the transaction takes the message back
+                    self._save_conversation(db, saving)
+                if outgoing is not None:
+                    db.execute(
+                        "INSERT INTO outbox (message_id, in_reply_to, due) VALUES (?, ?, ?)",
+                        (message.id, outgoing.in_reply_to, time.time() + outgoing.hold_s),
+                    )
+                for checkpoint in checkpoints:
+                    _set_checkpoint(db, checkpoint.key, checkpoint.value, checkpoint.ttl_s)
+                if delivered is not None:
+                    db.execute(
+                        "UPDATE messages SET delivery = ?, delivery_error = ? WHERE id = ?",
+                        (delivered.status, delivered.reason or delivered.error, message.id),
+                    )
+                self._append_events(db, events)
+                return message, True
+        row = db.execute(
+            f"SELECT {self._MESSAGE_COLUMNS} FROM messages WHERE channel = ? AND inbox = ? AND direction = ?"
+            " AND external_id = ?",
+            (message.channel, message.inbox, message.direction, message.external_id),
+        ).fetchone()
+        return self._load_message(*row), False
 
     async def add_log_lines(self, lines: Sequence[LogLine]) -> list[tuple[Message, bool] | None]:
         """One transaction: each address's conversation read (or opened) once, the lines' earlier copies found
@@ -844,16 +859,26 @@ class SqliteStore(SqliteAuditLog):
 
     # frames -------------------------------------------------------------------
     async def push_frame(self, address: Identity, body: dict[str, Any]) -> int:
-        key = str(address)
-
         def run(db: sqlite3.Connection) -> int:
             with self._tx(db):
-                (seq,) = db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM frames WHERE address = ?", (key,)).fetchone()
-                db.execute(
-                    "INSERT INTO frames (address, seq, body) VALUES (?, ?, ?)",
-                    (key, seq, json.dumps(body, ensure_ascii=False)),
-                )
-                return int(seq)
+                return _append_frame(db, Frame(address=address, body=body))
+
+        return await self._run(run)
+
+    async def add_framed_message(
+        self,
+        message: Message,
+        events: Sequence[DownstreamEvent],
+        *,
+        frame: Frame,
+        delivered: Delivery,
+        answers: str | None = None,
+        saving: Conversation | None = None,
+    ) -> tuple[Message, int | None]:
+        def run(db: sqlite3.Connection) -> tuple[Message, int | None]:
+            with self._tx(db):
+                stored, created = self._add_message(db, message, events, answers, saving, None, False, (), delivered)
+                return stored, _append_frame(db, frame) if created else None
 
         return await self._run(run)
 
@@ -1117,6 +1142,15 @@ _INSERT_MESSAGE = (
     "INSERT INTO messages (id, conversation_id, channel, inbox, direction, external_id, ticket_id,"
     " episode, handled, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
+
+
+def _append_frame(db: sqlite3.Connection, frame: Frame) -> int:
+    """Inside a write transaction: the frame under the address's next number (gapless: one writer at a time)."""
+    key = str(frame.address)
+    (seq,) = db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM frames WHERE address = ?", (key,)).fetchone()
+    body = json.dumps(frame.body, ensure_ascii=False)
+    db.execute("INSERT INTO frames (address, seq, body) VALUES (?, ?, ?)", (key, seq, body))
+    return int(seq)
 
 
 def _message_row(message: Message, *, handled: bool) -> tuple[object, ...]:
