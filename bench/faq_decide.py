@@ -197,6 +197,12 @@ def fit_logistic(rows: list[list[float]], labels: list[bool], l2: float = 1.0) -
 Scorer = Callable[[Evidence | None], float]
 
 
+def _composed(
+    model: Callable[[list[float]], float], vector: Callable[[Evidence], list[float]]
+) -> Callable[[Evidence], float]:
+    return lambda e: model(vector(e))
+
+
 def scorers(examples: list[tuple[Evidence, bool]]) -> tuple[dict[str, Scorer], float]:
     """Each variant's score for a query's evidence (capped by the rules), and the seconds the models took to fit."""
 
@@ -211,7 +217,7 @@ def scorers(examples: list[tuple[Evidence, bool]]) -> tuple[dict[str, Scorer], f
     if len({ok for _, ok in examples}) == 2:
         for name, vector in FEATURES.items():
             model = fit_logistic([vector(e) for e, _ in examples], [ok for _, ok in examples])
-            out[name] = capped(lambda e, model=model, vector=vector: model(vector(e)))
+            out[name] = capped(_composed(model, vector))
     return out, time.process_time() - start
 
 
