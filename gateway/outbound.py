@@ -177,7 +177,13 @@ class Outbound:
         if seq is None:
             return stored, None
         self._observer.message_stored(stored)
-        delivery = await connector.send_frame(reply, frame, seq)
+        try:
+            delivery = await connector.send_frame(reply, frame, seq)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # stored, so not lost: the next frame or a reconnect sends it from the frame log
+            log.exception("sending the stored frame of %s failed; it waits in the frame log", stored.id)
+            return stored, delivered
         if delivery != delivered:
             await self._record(stored, delivery)
         return stored, delivery
