@@ -119,6 +119,7 @@ def build_gateway(
         business_hours=config.bot.business_hours,
         open_conversation=partial(open_conversation, store, clock),
         intake_gate=asyncio.Semaphore(intake_slots(config)),
+        outage=outage,
     )
     connectors = build_connectors(config, deps)
     outbound = Outbound(
