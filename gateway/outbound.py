@@ -28,7 +28,8 @@ from core.model import (
     outbound_message,
 )
 from core.observe import NO_OBSERVER, Observer
-from core.store.base import Outgoing
+from core.outage import OutageLog
+from core.store.base import Outgoing, StoreUnavailable
 from core.store.roles import Conversations, Outbox, Transcript
 from core.tasks import TaskTracker
 
@@ -68,6 +69,7 @@ class Outbound:
         resend_after_s: float,
         retry_delays_s: tuple[float, ...] = RETRY_DELAYS_S,
         observer: Observer = NO_OBSERVER,
+        outage: OutageLog | None = None,
     ) -> None:
         """``resend_after_s`` (``server.resend_after_s``): how long a send may take before another sender (this
         process after a restart, or another instance) may take the message from the outbox and send it."""
@@ -77,6 +79,7 @@ class Outbound:
         self._retry_delays_s = retry_delays_s
         self._resend_after_s = resend_after_s
         self._observer = observer
+        self._outage = outage or OutageLog()
         # Messages this process is sending now (a connector call, or a retry task between attempts): the outbox
         # hold is a time, and a send slower than ``resend_after_s`` must not be taken and sent again from here.
         self._sending: collections.Counter[str] = collections.Counter()
@@ -223,6 +226,9 @@ class Outbound:
             return await connector.send(reply)
         except asyncio.CancelledError:
             raise
+        except StoreUnavailable as exc:  # a connector's own store calls (web chat's frames): retried, no traceback
+            self._outage.report(f"sending {reply.message.id}", exc)
+            return Delivery(status=DeliveryStatus.RETRYABLE, error=f"{type(exc).__name__}: {exc}")
         except Exception as exc:  # a connector bug must not lose the record of what happened
             log.exception("connector for inbox %s failed to send %s", reply.conversation.inbox, reply.message.id)
             return Delivery(status=DeliveryStatus.RETRYABLE, error=f"{type(exc).__name__}: {exc}")

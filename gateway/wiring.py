@@ -129,6 +129,7 @@ def build_gateway(
         resend_after_s=config.server.resend_after_s,
         retry_delays_s=retry_delays_s,
         observer=observer,
+        outage=outage,
     )
     rules = ServiceRules.from_config(config)
     surveys = SurveyService(
