@@ -5,10 +5,8 @@ from __future__ import annotations
 import asyncio
 import collections
 import dataclasses
-import inspect
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 from bot.faq import FaqEntry, Matcher
 from core.codec import dumps
@@ -322,38 +320,3 @@ async def test_a_greeting_is_stored_once_as_the_bot_reply_to_its_message(gateway
     await _settle(gateway)
     messages = await _conversation_messages(gateway, result.message.id)
     assert [(m.author, m.text) for m in messages] == [(Author.CUSTOMER, "subscribe"), (Author.BOT, "欢迎关注")]
-
-
-async def test_a_message_for_the_bot_is_read_and_stored_in_one_store_call(gateway: Gateway) -> None:
-    """A web chat message has nothing to apply before it is stored: its conversation is read (or opened) and
-    the message stored in one store job, not two (issue 23: each job is a thread hand-over and a commit). It is
-    stored unhandled, as before, so a crash before the answer leaves it for recovery; a repeat is still found."""
-    intake = gateway.server.app[GATEWAY].intake
-    store = gateway.server.app[GATEWAY].store
-    calls: collections.Counter[str] = collections.Counter()
-
-    class Counting:
-        def __getattr__(self, name: str) -> Any:
-            attr = getattr(store, name)
-            if not inspect.iscoroutinefunction(attr):
-                return attr
-
-            async def counted(*args: Any, **kwargs: Any) -> Any:
-                calls[name] += 1
-                return await attr(*args, **kwargs)
-
-            return counted
-
-    intake._store = Counting()  # type: ignore[assignment]
-    visitor = "cd" * 16
-    first = await intake.receive(inbound(visitor, f"{visitor}:m1", "我想退款"))
-    assert dict(calls) == {"add_log_lines": 1}
-    assert first.handled is not None and not first.duplicate
-    stored = await store.get_message(first.message.id)
-    assert stored is not None and stored.conversation_id == first.message.conversation_id
-    again = await intake.receive(inbound(visitor, f"{visitor}:m1", "我想退款"))
-    assert again.duplicate and again.message.id == first.message.id
-    await first.handled
-    messages = await store.messages(first.message.conversation_id)
-    assert [m.author for m in messages] == [Author.CUSTOMER, Author.BOT]
-    assert await store.unhandled_messages() == []

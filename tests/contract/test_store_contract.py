@@ -23,7 +23,6 @@ from core.model import (
     Delivery,
     DeliveryStatus,
     Direction,
-    DownstreamEvent,
     EventType,
     Identity,
     IdentityKind,
@@ -141,32 +140,6 @@ async def test_same_external_id_twice_concurrently_is_one_message(store: Store) 
     assert len(await store.messages(conversation.id)) == 1
     feed = await store.events_after(0)
     assert [e.type for e in feed] == [EventType.MESSAGE_CREATED]
-
-
-async def test_a_line_intake_still_answers_is_stored_unhandled_with_its_conversation(store: Store) -> None:
-    """``add_log_lines`` with ``handled=False`` (intake's one-write path for a web chat message) reads or opens the
-    conversation and stores the message unhandled, as ``add_message`` would: a crash before the answer leaves it
-    for recovery. A repeat of it is found by its unique key and written nothing."""
-    seen: list[Conversation] = []
-
-    def build(conversation: Conversation) -> tuple[Message, list[DownstreamEvent]]:
-        seen.append(conversation)
-        message = inbound(conversation, "ext-one-write")
-        return message, [events.message_created(message)]
-
-    def line(handled: bool) -> LogLine:
-        return LogLine(
-            address=visitor(8), channel=Channel.WEBCHAT, inbox="web", name=None, now=NOW, build=build, handled=handled
-        )
-
-    [first] = await store.add_log_lines([line(False)])
-    assert first is not None and first[1]
-    assert seen[0].id == first[0].conversation_id
-    assert (await store.find_conversation("web", visitor(8))) == seen[0]
-    assert [m.id for m in await store.unhandled_messages()] == [first[0].id]
-    [again] = await store.add_log_lines([line(False)])
-    assert again is not None and again == (first[0], False)
-    assert [e.type for e in await store.events_after(0)] == [EventType.MESSAGE_CREATED]
 
 
 async def test_messages_without_external_id_are_all_kept(store: Store) -> None:
