@@ -10,7 +10,6 @@ from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from bot.faq import FaqEntry
 from bot.handoff import handoff_message
 from bot.policy import Decision, Outcome, decide, decide_pick
 from bot.setup import BotSetup
@@ -43,7 +42,6 @@ from core.model import (
     InboundMessage,
     Message,
     MessageKind,
-    NormalizedMessage,
     Priority,
     SenderCheck,
     Ticket,
@@ -131,10 +129,6 @@ class Intake:
             if not await self._store.lease(admit.key, admit.holder, admit.ttl_s):
                 raise AdmissionRefused(f"{admit.key} is held for another holder")
             admit = None
-        if admit is None and not checks_first and inbound.bot and not inbound.checkpoints:
-            written = await self._receive_in_one_write(inbound, normalized, picked, now)
-            if written is not None:
-                return written
         seen = await self._seen(inbound) if checks_first else False
         if inbound.reopen is not None and not seen:
             await self._tickets.reopen_resolved(inbound.reopen.conversation_id)
@@ -178,50 +172,6 @@ class Intake:
         if inbound.greeting:  # keyed on the stored message, so it follows it
             await self._outbound.record_greeting(stored, inbound.greeting, now)
         task = self._tasks.spawn(self.handle(stored, conversation), name=f"intake:{stored.id}")
-        return IntakeResult(message=stored, duplicate=False, handled=task)
-
-    async def _receive_in_one_write(
-        self, inbound: InboundMessage, normalized: NormalizedMessage, picked: FaqEntry | None, now: datetime
-    ) -> IntakeResult | None:
-        """``receive`` for a message for the bot with nothing to apply before it is stored (a web chat message):
-        its conversation read (or opened) and the message stored in one store job instead of two, the same
-        record either way. None, with nothing written, when the conversation is resolved: a survey reply or a
-        reopening, which ``receive``'s full path handles."""
-        text = normalized.text
-        if picked is not None and not text:  # the transcript shows the question the customer picked
-            text = picked.questions[0]
-        meta = intake_meta(inbound, normalized.language)
-        found: list[Conversation] = []
-
-        def build(conversation: Conversation) -> tuple[Message, list[DownstreamEvent]] | None:
-            if conversation.status is ConversationStatus.RESOLVED:
-                return None
-            message = _customer_message(inbound, text, meta, now, conversation)
-            if not inbound.greeting and self._nothing_to_do(conversation, message):
-                return None  # not for the bot after all: receive stores it handled
-            found.append(conversation)
-            return message, [events.message_created(message)]
-
-        line = LogLine(
-            address=normalized.sender,
-            channel=inbound.channel,
-            inbox=inbound.inbox,
-            name=inbound.sender_name,
-            now=now,
-            build=build,
-            thread=inbound.thread,
-            aliases=normalized.aliases,
-            handled=False,
-        )
-        [written] = await self._store.add_log_lines([line])
-        if written is None:
-            return None
-        stored, created = written
-        if not created:
-            return IntakeResult(message=stored, duplicate=True, handled=None)
-        if inbound.greeting:  # keyed on the stored message, so it follows it
-            await self._outbound.record_greeting(stored, inbound.greeting, now)
-        task = self._tasks.spawn(self.handle(stored, found[-1]), name=f"intake:{stored.id}")
         return IntakeResult(message=stored, duplicate=False, handled=task)
 
     def _nothing_to_do(self, conversation: Conversation, message: Message) -> bool:

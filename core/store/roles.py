@@ -197,7 +197,6 @@ class LogLines(Protocol):
 
         None for a line whose ``build`` gave None on its conversation, and for every later line of that
         conversation in ``lines``: the caller hands those to intake one at a time, in order.
-        A line with ``handled=False`` is stored as ``add_message`` stores a message intake still has to answer.
         """
         ...
 

@@ -202,7 +202,3 @@ class LogLine:
     build: LogLineBuild
     thread: str = ""
     aliases: tuple[Identity, ...] = ()
-    # False: a message intake answers after it is stored (``Intake.receive``'s one-write path for a message with
-    # nothing to apply first): stored unhandled, as ``add_message`` leaves it, so a crash before the answer is
-    # recovered. The read and the write of such a message are one store job instead of two (issue 23).
-    handled: bool = True

@@ -1355,7 +1355,7 @@ class RedisStore(RedisAuditLog):
                 message, message_events = made
                 args = [
                     *(self.tag, self._maxlen, self._ttl),
-                    *_add_message_args(message, handled=line.handled),  # answers nothing, saves nothing, no outbox
+                    *_add_message_args(message, handled=True),  # answers nothing, saves nothing, no outbox
                     *_event_args(message_events),
                 ]
                 await self._scripts["add_message"](keys=[self.stream_key], args=args, client=pipe)

@@ -538,7 +538,7 @@ class SqliteStore(SqliteAuditLog):
                             continue
                         earlier[unique] = message  # the same call twice in one file: the second is a duplicate
                     results[i] = (message, True)
-                    rows.append(_message_row(message, handled=lines[i].handled))
+                    rows.append(_message_row(message, handled=True))
                     appended.extend(message_events)
                 db.executemany(_INSERT_MESSAGE, rows)
                 self._append_events(db, appended)
