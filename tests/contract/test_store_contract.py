@@ -36,7 +36,7 @@ from core.model import (
 from core.store import Store, TicketQuery, VersionConflict
 from core.store.base import DeadLetter, Outgoing
 from core.store.sqlite import SqliteStore
-from core.store.types import AdmissionRefused, Frame, LogLine
+from core.store.types import AdmissionRefused, Frame
 from tests.redis_util import redis_store
 
 NOW = datetime(2026, 11, 22, 8, 0, tzinfo=UTC)
