@@ -43,6 +43,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 import yaml
@@ -53,6 +54,7 @@ THIS = Path(__file__).resolve()
 ROOT = THIS.parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench import rawload  # noqa: E402
 from connectors.wechat import crypto, render  # noqa: E402
 from connectors.wechat.parse import parse_push, read_xml  # noqa: E402
 from connectors.wechat.signature import sign, verify  # noqa: E402
@@ -96,9 +98,17 @@ def _pushes(
     return out
 
 
+CLIENT = "raw"  # --client: "raw" (bench/rawload.py, lean) or "aiohttp" (the client earlier figures used)
+
+
 async def _drive(
     url: str, pushes: list[tuple[dict[str, str], str]], concurrency: int
 ) -> tuple[float, list[float], int]:
+    if CLIENT == "raw":
+        parts = urlsplit(url)
+        host, port = parts.hostname or "127.0.0.1", parts.port or 80
+        requests = [rawload.post(host, port, parts.path, params, body) for params, body in pushes]
+        return await rawload.drive(host, port, requests, concurrency)
     latencies: list[float] = []
     acked = 0
     queue = list(reversed(pushes))
@@ -161,9 +171,15 @@ def _thread_ticks(pid: int) -> dict[int, int]:
 async def _measure(pid: int, url: str, pushes: list[tuple[dict[str, str], str]], concurrency: int) -> dict[str, Any]:
     user, system = _cpu_s(pid)
     threads = _thread_ticks(pid)
+    client = time.process_time()
+    loads = os.getloadavg()
     summary: dict[str, Any] = _summary(*await _drive(url, pushes, concurrency))
+    client = time.process_time() - client
     user_after, system_after = _cpu_s(pid)
     threads_after = _thread_ticks(pid)
+    summary["client_cpu_ms_per_push"] = round(client * 1000 / len(pushes), 3)
+    summary["client"] = CLIENT
+    summary["load_average_1m"] = round((loads[0] + os.getloadavg()[0]) / 2, 2)
     summary["server_cpu_ms_per_push"] = round((user_after + system_after - user - system) * 1000 / len(pushes), 3)
     summary["of_which_system_ms"] = round((system_after - system) * 1000 / len(pushes), 3)
     # Per thread (the main thread, then the busiest others: for the gateway, the SQLite thread first).
@@ -317,10 +333,18 @@ async def main() -> None:
     parser.add_argument("--concurrency", type=int, default=20)
     parser.add_argument("--py-spy", metavar="OUT", help="record the gateway's main run with py-spy into OUT")
     parser.add_argument("--workers", type=int, default=1, help="huiliu serve --workers N (processes on one port)")
+    parser.add_argument(
+        "--client",
+        choices=("raw", "aiohttp"),
+        default="raw",
+        help="the load generator: raw (lean, pre-built requests; default) or aiohttp (the client of earlier figures)",
+    )
     parser.add_argument("--bare-server", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--protocol-server", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--werobot-server", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    global CLIENT
+    CLIENT = args.client
     if importlib.util.find_spec("werobot") is None:
         # The comparator's server would die at start and the driver would wait for it forever.
         sys.exit("WeRoBot is missing: .venv/bin/pip install -c requirements.lock -e '.[bench]'")
