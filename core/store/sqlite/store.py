@@ -42,6 +42,7 @@ from core.store.types import (
     Assignment,
     DeadLetter,
     DueTimer,
+    FirstBuild,
     Gauges,
     Hits,
     LogLine,
@@ -358,11 +359,42 @@ class SqliteStore(SqliteAuditLog):
         aliases: Sequence[Identity] = (),
         admit: Admission | None = None,
     ) -> Conversation:
-        if admit is not None and not await self.lease(admit.key, admit.holder, admit.ttl_s):
-            raise AdmissionRefused(f"{admit.key} is held for another holder")
-        return await self._run(
-            lambda db: self._conversation(db, address, channel, inbox, name, now, thread, tuple(aliases))
-        )
+        def run(db: sqlite3.Connection) -> Conversation:
+            # The claim rides on the conversation's read: one store job for a WeChat push's nonce and its
+            # conversation, where two cost a second hand-off to this thread and back (and a second commit).
+            if admit is not None and not self._lease(db, admit.key, admit.holder, admit.ttl_s):
+                raise AdmissionRefused(f"{admit.key} is held for another holder")
+            return self._conversation(db, address, channel, inbox, name, now, thread, tuple(aliases))
+
+        return await self._run(run)
+
+    async def receive_first(
+        self,
+        address: Identity,
+        *,
+        channel: Channel,
+        inbox: str,
+        name: str | None,
+        now: datetime,
+        build: FirstBuild,
+        thread: str = "",
+        aliases: Sequence[Identity] = (),
+        admit: Admission | None = None,
+    ) -> tuple[Conversation, tuple[Message, bool] | None]:
+        def run(db: sqlite3.Connection) -> tuple[Conversation, tuple[Message, bool] | None]:
+            with self._tx(db):  # all or nothing: a refused claim or a failing build leaves no trace
+                if admit is not None and not self._lease(db, admit.key, admit.holder, admit.ttl_s):
+                    raise AdmissionRefused(f"{admit.key} is held for another holder")
+                conversation = self._conversation(db, address, channel, inbox, name, now, thread, tuple(aliases))
+                write = build(conversation)
+                if write is None:
+                    return conversation, None
+                stored = self._add_message(
+                    db, write.message, write.events, handled=write.handled, checkpoints=write.checkpoints
+                )
+                return conversation, stored
+
+        return await self._run(run)
 
     def _conversation(
         self,
@@ -457,39 +489,63 @@ class SqliteStore(SqliteAuditLog):
         checkpoints: Sequence[Checkpoint] = (),
         delivered: Delivery | None = None,
     ) -> tuple[Message, bool]:
-        def run(db: sqlite3.Connection) -> tuple[Message, bool]:
-            with self._tx(db):
-                if answers is not None:
-                    db.execute("UPDATE messages SET handled = 1 WHERE id = ?", (answers,))
-                cur = db.execute(
-                    _INSERT_MESSAGE + " ON CONFLICT (channel, inbox, direction, external_id) DO NOTHING",
-                    _message_row(message, handled=handled),
-                )
-                if cur.rowcount == 1:
-                    if saving is not None:  # a conflict raises, and the transaction takes the message back
-                        self._save_conversation(db, saving)
-                    if outgoing is not None:
-                        db.execute(
-                            "INSERT INTO outbox (message_id, in_reply_to, due) VALUES (?, ?, ?)",
-                            (message.id, outgoing.in_reply_to, time.time() + outgoing.hold_s),
-                        )
-                    for checkpoint in checkpoints:
-                        _set_checkpoint(db, checkpoint.key, checkpoint.value, checkpoint.ttl_s)
-                    if delivered is not None:
-                        db.execute(
-                            "UPDATE messages SET delivery = ?, delivery_error = ? WHERE id = ?",
-                            (delivered.status, delivered.reason or delivered.error, message.id),
-                        )
-                    self._append_events(db, events)
-                    return message, True
-            row = db.execute(
-                f"SELECT {self._MESSAGE_COLUMNS} FROM messages WHERE channel = ? AND inbox = ? AND direction = ?"
-                " AND external_id = ?",
-                (message.channel, message.inbox, message.direction, message.external_id),
-            ).fetchone()
-            return self._load_message(*row), False
+        return await self._run(
+            lambda db: self._add_message(
+                db,
+                message,
+                events,
+                answers=answers,
+                saving=saving,
+                outgoing=outgoing,
+                handled=handled,
+                checkpoints=checkpoints,
+                delivered=delivered,
+            )
+        )
 
-        return await self._run(run)
+    def _add_message(
+        self,
+        db: sqlite3.Connection,
+        message: Message,
+        events: Sequence[DownstreamEvent],
+        *,
+        answers: str | None = None,
+        saving: Conversation | None = None,
+        outgoing: Outgoing | None = None,
+        handled: bool = False,
+        checkpoints: Sequence[Checkpoint] = (),
+        delivered: Delivery | None = None,
+    ) -> tuple[Message, bool]:
+        with self._tx(db):
+            if answers is not None:
+                db.execute("UPDATE messages SET handled = 1 WHERE id = ?", (answers,))
+            cur = db.execute(
+                _INSERT_MESSAGE + " ON CONFLICT (channel, inbox, direction, external_id) DO NOTHING",
+                _message_row(message, handled=handled),
+            )
+            if cur.rowcount == 1:
+                if saving is not None:  # a conflict raises, and the transaction takes the message back
+                    self._save_conversation(db, saving)
+                if outgoing is not None:
+                    db.execute(
+                        "INSERT INTO outbox (message_id, in_reply_to, due) VALUES (?, ?, ?)",
+                        (message.id, outgoing.in_reply_to, time.time() + outgoing.hold_s),
+                    )
+                for checkpoint in checkpoints:
+                    _set_checkpoint(db, checkpoint.key, checkpoint.value, checkpoint.ttl_s)
+                if delivered is not None:
+                    db.execute(
+                        "UPDATE messages SET delivery = ?, delivery_error = ? WHERE id = ?",
+                        (delivered.status, delivered.reason or delivered.error, message.id),
+                    )
+                self._append_events(db, events)
+                return message, True
+        row = db.execute(
+            f"SELECT {self._MESSAGE_COLUMNS} FROM messages WHERE channel = ? AND inbox = ? AND direction = ?"
+            " AND external_id = ?",
+            (message.channel, message.inbox, message.direction, message.external_id),
+        ).fetchone()
+        return self._load_message(*row), False
 
     async def add_log_lines(self, lines: Sequence[LogLine]) -> list[tuple[Message, bool] | None]:
         """One transaction: each address's conversation read (or opened) once, the lines' earlier copies found
@@ -993,18 +1049,18 @@ class SqliteStore(SqliteAuditLog):
         return await self._run(run)
 
     async def lease(self, key: str, holder: str, ttl_s: float) -> bool:
-        def run(db: sqlite3.Connection) -> bool:
-            now = time.time()
-            with self._tx(db):
-                cur = db.execute(
-                    "INSERT INTO claims (key, expires_at, holder) VALUES (?, ?, ?) ON CONFLICT (key) DO UPDATE"
-                    " SET expires_at = excluded.expires_at, holder = excluded.holder"
-                    " WHERE claims.expires_at <= ? OR claims.holder = excluded.holder",
-                    (key, now + ttl_s, holder, now),
-                )
-                return cur.rowcount == 1
+        return await self._run(lambda db: self._lease(db, key, holder, ttl_s))
 
-        return await self._run(run)
+    def _lease(self, db: sqlite3.Connection, key: str, holder: str, ttl_s: float) -> bool:
+        now = time.time()
+        with self._tx(db):
+            cur = db.execute(
+                "INSERT INTO claims (key, expires_at, holder) VALUES (?, ?, ?) ON CONFLICT (key) DO UPDATE"
+                " SET expires_at = excluded.expires_at, holder = excluded.holder"
+                " WHERE claims.expires_at <= ? OR claims.holder = excluded.holder",
+                (key, now + ttl_s, holder, now),
+            )
+            return cur.rowcount == 1
 
     async def release(self, key: str, holder: str) -> None:
         def run(db: sqlite3.Connection) -> None:
