@@ -130,6 +130,7 @@ class SqliteStore(SqliteAuditLog):
         self._worker = SerialWorker("huiliu-sqlite", batch=self._group_commit)
         self._close_after_batch = False
         self._open = False
+        self._depth = 0  # nested ``_tx`` of the running job (only the store thread touches it)
 
     # plumbing -------------------------------------------------------------
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
@@ -137,27 +138,40 @@ class SqliteStore(SqliteAuditLog):
             raise StoreError("store is not open")
         return await self._worker.submit(fn)
 
-    @staticmethod
     @contextmanager
-    def _tx(db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
-        """A job's transaction; inside a batch, a savepoint of the batch's one transaction."""
-        if db.in_transaction:
-            db.execute("SAVEPOINT job")
+    def _tx(self, db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+        """A job's transaction; inside a batch, a savepoint of the batch's one transaction; inside another
+        ``_tx`` of the same job (a claim or a message written as part of a bigger write), nothing more: the outer
+        one takes it all back if anything raises, and no code here catches a failure and goes on writing.
+        (A savepoint and its release are two statements: nested ones were a quarter of a push's statements.)"""
+        if self._depth:
+            self._depth += 1
+            try:
+                yield db
+            finally:
+                self._depth -= 1
+            return
+        self._depth = 1
+        try:
+            if db.in_transaction:
+                db.execute("SAVEPOINT job")
+                try:
+                    yield db
+                except BaseException:
+                    db.execute("ROLLBACK TO job")
+                    db.execute("RELEASE job")
+                    raise
+                db.execute("RELEASE job")
+                return
+            db.execute("BEGIN IMMEDIATE")
             try:
                 yield db
             except BaseException:
-                db.execute("ROLLBACK TO job")
-                db.execute("RELEASE job")
+                db.execute("ROLLBACK")
                 raise
-            db.execute("RELEASE job")
-            return
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            yield db
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        db.execute("COMMIT")
+            db.execute("COMMIT")
+        finally:
+            self._depth = 0
 
     def _group_commit(self, db: sqlite3.Connection, run_all: Callable[[], None]) -> None:
         """Jobs queued together share one transaction: one commit (one WAL append) instead of one each.
