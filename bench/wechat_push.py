@@ -22,6 +22,13 @@ wsgiref, and the JSON says so.
 
 ``--workers N`` serves the gateway with ``huiliu serve --workers N``; its CPU is then the supervisor's and all
 its workers' together (``threads_ms_per_push`` stays the supervisor's own threads).
+
+The load comes from ``bench/rawload.py`` (requests built before the clock, keep-alive, about 0.06 ms of CPU a
+push; ``client_cpu_ms_per_push``), so on a 2-core machine the server gets the cores rather than the client;
+``--client aiohttp`` is the heavier client earlier figures were taken with (0.2-0.7 ms a push). ``--store
+redis://127.0.0.1:6379/13`` runs the gateway on Redis (a fresh key prefix, deleted afterwards; every
+acknowledged push is looked up by its MsgId), and ``--gateway-only`` skips the comparators, for comparing
+``--workers`` or stores in alternating runs.
 """
 
 from __future__ import annotations
@@ -215,6 +222,37 @@ def _summary(elapsed: float, latencies: list[float], acked: int) -> dict[str, An
     }
 
 
+async def _redis_counts(url: str, prefix: str, pushes: int) -> tuple[tuple[int], tuple[int]]:
+    """(stored inbound, stored replies) of pushes 0 .. ``pushes - 1`` on Redis, as the SQLite query counts them,
+    then every key of the run's prefix deleted."""
+    from core.model import Channel, Direction, reply_key
+    from core.store.redis import RedisStore
+
+    store = RedisStore(url, prefix=prefix)
+    await store.open()
+    try:
+        ids = [str(7_000_000_000 + i) for i in range(pushes)]
+        found = await store.stored_external_ids(
+            channel=Channel.WECHAT, inbox="bench", direction=Direction.INBOUND, external_ids=ids
+        )
+        replies = 0
+        for external_id in found:
+            message = await store.find_message(
+                channel=Channel.WECHAT, inbox="bench", direction=Direction.INBOUND, external_id=external_id
+            )
+            assert message is not None
+            reply = await store.find_message(
+                channel=Channel.WECHAT, inbox="bench", direction=Direction.OUTBOUND, external_id=reply_key(message.id)
+            )
+            replies += reply is not None
+        keys = [key async for key in store.client.scan_iter(match=store.tag.replace("[", "\\[") + "*", count=1000)]
+        for start in range(0, len(keys), 500):
+            await store.client.unlink(*keys[start : start + 500])
+    finally:
+        await store.close()
+    return (len(found),), (replies,)
+
+
 async def _wait_ready(url: str, workers: int = 1) -> None:
     """Until ``url`` answers 200, from each of ``workers`` worker processes (fresh connections reach any one)."""
     seen: set[int] = set()
@@ -334,6 +372,18 @@ async def main() -> None:
     parser.add_argument("--py-spy", metavar="OUT", help="record the gateway's main run with py-spy into OUT")
     parser.add_argument("--workers", type=int, default=1, help="huiliu serve --workers N (processes on one port)")
     parser.add_argument(
+        "--gateway-only",
+        action="store_true",
+        help="measure the gateway alone (no comparators, no ratios): for comparing --workers or --store runs",
+    )
+    parser.add_argument(
+        "--store",
+        default="sqlite",
+        metavar="sqlite|redis://HOST:PORT/DB",
+        help="the gateway's store: SQLite in a temporary directory (default), or Redis at this URL under a fresh key"
+        " prefix that is deleted afterwards (pick a DB index nobody else uses)",
+    )
+    parser.add_argument(
         "--client",
         choices=("raw", "aiohttp"),
         default="raw",
@@ -353,6 +403,9 @@ async def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         config = yaml.safe_load((ROOT / "config.yaml").read_text(encoding="utf-8"))
         config["data_dir"] = tmp
+        prefix = f"bench{secrets.token_hex(4)}:"
+        if args.store != "sqlite":
+            config["store"] = {"backend": "redis", "url": args.store, "prefix": prefix}
         config["bot"]["kb"] = str(ROOT / "kb" / "faq.yaml")
         config["bot"]["max_misses"] = 10**6
         config["bot"].pop("business_hours", None)
@@ -399,14 +452,18 @@ async def main() -> None:
         finally:
             proc.terminate()
             await proc.wait()
-        db = sqlite3.connect(Path(tmp) / "huiliu.sqlite3")
-        stored = db.execute(
-            "SELECT COUNT(*) FROM messages WHERE channel = 'wechat' AND direction = 'inbound'"
-        ).fetchone()
-        replies = db.execute(
-            "SELECT COUNT(*) FROM messages WHERE channel = 'wechat' AND direction = 'outbound'"
-        ).fetchone()
-        db.close()
+        if args.store == "sqlite":
+            db = sqlite3.connect(Path(tmp) / "huiliu.sqlite3")
+            stored = db.execute(
+                "SELECT COUNT(*) FROM messages WHERE channel = 'wechat' AND direction = 'inbound'"
+            ).fetchone()
+            replies = db.execute(
+                "SELECT COUNT(*) FROM messages WHERE channel = 'wechat' AND direction = 'outbound'"
+            ).fetchone()
+            db.close()
+        else:
+            stored, replies = await _redis_counts(args.store, prefix, first + 2 * half)
+        results["gateway"]["store"] = "sqlite" if args.store == "sqlite" else "redis"
         results["gateway"]["stored_inbound"] = stored[0]
         results["gateway"]["stored_replies"] = replies[0]
         # every acknowledged push (plus the 20 warm-up ones) is in the store
@@ -414,6 +471,9 @@ async def main() -> None:
             results[name]["acknowledged"] for name in ("gateway", "gateway_new_senders", "gateway_repeat_senders")
         )
         results["gateway"]["all_acknowledged_stored"] = stored[0] >= acknowledged + 20
+        if args.gateway_only:
+            print(json.dumps(results, indent=2))
+            return
 
         for name, flag in (("bare_parse_only", "--bare-server"), ("protocol_only", "--protocol-server")):
             port = _free_port()
