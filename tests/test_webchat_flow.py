@@ -273,7 +273,7 @@ async def test_a_message_and_the_bots_reply_cost_two_store_jobs(gateway: Gateway
     store._run = counted  # type: ignore[method-assign]
     ack, reply = await chat.say("怎么开发票")
     await gateway.server.app[GATEWAY].tasks.drain(10)
-    assert dict(jobs) == {"add_log_lines": 1, "add_framed_message": 1}
+    assert dict(jobs) == {"receive_first": 1, "add_framed_message": 1}
     assert reply["seq"] == 2 and "发票" in reply["text"]
     stored = await store.get_message(reply["message_id"])
     assert stored is not None and str(stored.delivery) == "sent"
