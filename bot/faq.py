@@ -10,15 +10,16 @@ import os
 import pathlib
 import re
 import tempfile
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import numpy as np
 import yaml
 from rapidfuzz import fuzz, process
 
-from bot.learn import LinearModel, train
+from bot.learn import LinearModel, Rows, train
 from bot.qtype import disagree, question_types, union
 from bot.synonyms import STARTER_SYNONYMS, merged, synonym_map
 from bot.text import Analyzed, analyze, is_cjk, new_tokenizer, stem
@@ -571,29 +572,23 @@ class FaqIndex:
         """Learn per-entry feature weights from the phrasings: each phrasing is an example of its entry, told
         apart from the entries the inverted index finds for it."""
         model_feats = [[_model_features_cached(a, cache) for a in phrasings] for phrasings in analyzed]
-        df: dict[str, int] = defaultdict(int)
-        for phrasings in model_feats:
-            for feats in phrasings:
-                for f in feats:
-                    df[f] += 1
+        every = list(itertools.chain.from_iterable(itertools.chain.from_iterable(model_feats)))
+        df = Counter(every)
         total = sum(len(p) for p in model_feats)
         # feature -> (its column in the model, its damped IDF): one lookup per query feature
-        self._model_feats = {
-            f: (
-                k,
-                _MODEL_KIND.get(f[0], 1.0)
-                * (math.log((1 + total) / (1 + d)) + 1) ** (1.0 if f[0] == "c" else _MODEL_IDF_POWER),
-            )
-            for k, (f, d) in enumerate(sorted(df.items()))
-        }
-        rows: list[tuple[list[int], list[float]]] = []
+        names = sorted(df)
+        counts = np.fromiter((df[f] for f in names), dtype=np.float64, count=len(names))
+        kind = np.fromiter((_MODEL_KIND.get(f[0], 1.0) for f in names), dtype=np.float64, count=len(names))
+        power = np.fromiter((1.0 if f[0] == "c" else _MODEL_IDF_POWER for f in names), np.float64, len(names))
+        idf = kind * (np.log((1 + total) / (1 + counts)) + 1) ** power
+        self._model_feats = dict(zip(names, zip(range(len(names)), idf.tolist(), strict=True), strict=True))
         classes: list[int] = []
         negatives: dict[int, list[int]] = {}
         trained = sum(len(p) for p in model_feats if len(p) > 1)
         per_row = max(_MIN_NEGATIVES, min(_TRAIN_NEGATIVES, _TRAIN_PAIRS // max(trained, 1)))
         for i, phrasings in enumerate(model_feats):
             questions = self._entries[i].questions
-            for k, (feats, bm25_feats) in enumerate(zip(phrasings, phrase_feats[i], strict=True)):
+            for k, bm25_feats in enumerate(phrase_feats[i]):
                 if len(phrasings) > 1:
                     # An entry with one phrasing has nothing its phrasings share to learn: its centroid is it.
                     # A held-out index takes the entries its parent index found (the same entries, in the same
@@ -603,10 +598,22 @@ class FaqIndex:
                         acc, _ = self._walk(bm25_feats, _TRAIN_BUDGET)
                         acc.pop(i, None)
                         found = shared[i, questions[k]] = sorted(acc, key=acc.__getitem__, reverse=True)[:per_row]
-                    negatives[len(rows)] = found[:per_row]
-                rows.append(self._model_row(feats))
+                    negatives[len(classes)] = found[:per_row]
                 classes.append(i)
-        self._model: LinearModel = train(rows, classes, negatives, len(self._entries))
+        # Every phrasing's row at once (what _model_row does for a query): its features in column order, with
+        # their IDF values, L2-normalized. Every feature of a phrasing is known here.
+        column = {f: k for k, f in enumerate(names)}
+        cols = np.fromiter(map(column.__getitem__, every), dtype=np.int64, count=len(every))
+        lengths = np.fromiter((len(f) for p in model_feats for f in p), dtype=np.int64, count=total)
+        row = np.repeat(np.arange(total), lengths)
+        order = np.argsort(row * max(len(names), 1) + cols, kind="stable")
+        cols = cols[order]
+        values = idf[cols]
+        norm = np.sqrt(np.bincount(row, weights=values * values, minlength=total))
+        norm[norm == 0] = 1.0
+        self._model: LinearModel = train(
+            Rows(lengths=lengths, features=cols, values=values / norm[row]), classes, negatives, len(self._entries)
+        )
 
     def _model_row(self, feats: Iterable[str]) -> tuple[list[int], list[float]]:
         """Known features with IDF values, L2-normalized (unknown features say nothing to the model)."""

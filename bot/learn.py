@@ -23,6 +23,25 @@ _STEP = 0.2
 _L2 = 1e-4  # towards the centroids
 _PRIOR = 4.0  # the centroids' scale: a cosine of 1 is a logit of 4
 _BETA1, _BETA2, _EPS = 0.9, 0.999, 1e-8
+_DENSE_KEYS = 8  # _unique_inverse marks keys in a table up to this many table slots per key (about 5 bytes each)
+
+
+@dataclass(frozen=True, slots=True)
+class Rows:
+    """Training examples as flat arrays: each row's feature columns and values, one row after another."""
+
+    lengths: npt.NDArray[np.int64]  # how many features each row has
+    features: npt.NDArray[np.int64]
+    values: npt.NDArray[np.float64]
+
+    @classmethod
+    def of(cls, rows: Sequence[tuple[Sequence[int], Sequence[float]]]) -> Rows:
+        """From one (features, values) pair per row."""
+        return cls(
+            lengths=np.asarray([len(f) for f, _ in rows], dtype=np.int64),
+            features=np.asarray([x for f, _ in rows for x in f], dtype=np.int64),
+            values=np.asarray([x for _, v in rows for x in v], dtype=np.float64),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,14 +70,22 @@ class LinearModel:
 
 
 def _unique_inverse(values: npt.NDArray[np.int64]) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
-    """``np.unique(values, return_inverse=True)`` for non-negative keys, by one sort of the keys packed with their
-    positions: a plain sort of int64 is several times faster than the argsort np.unique does, and this unique was a
-    sixth of a large KB's build."""
+    """``np.unique(values, return_inverse=True)`` for non-negative keys, without np.unique's argsort (a sixth of a
+    large KB's build): dense keys are marked in a table, sparse ones sorted packed with their positions (a plain
+    sort of int64 is several times faster than an argsort)."""
     n = len(values)
     if not n:
         return values.copy(), np.zeros(0, np.int64)
+    top = int(values.max()) + 1
+    if top <= _DENSE_KEYS * n:
+        # Keys this dense (a KB's training pairs: a few million, 5-6 per possible key): mark them in a table and
+        # count, with no sort at all.
+        table = np.zeros(top, dtype=bool)
+        table[values] = True
+        rank = np.cumsum(table, dtype=np.int32 if n < 2**31 else np.int64)
+        return np.flatnonzero(table), (rank[values] - 1).astype(np.int64)
     shift = max(int(n - 1).bit_length(), 1)
-    if int(values.max()).bit_length() + shift > 62:
+    if top.bit_length() + shift > 62:
         keys, inv = np.unique(values, return_inverse=True)
         return keys, inv.ravel()
     packed = np.sort((values << shift) | np.arange(n, dtype=np.int64))
@@ -72,7 +99,7 @@ def _unique_inverse(values: npt.NDArray[np.int64]) -> tuple[npt.NDArray[np.int64
 
 
 def train(
-    rows: Sequence[tuple[Sequence[int], Sequence[float]]],
+    rows: Rows,
     classes: Sequence[int],
     negatives: Mapping[int, Sequence[int]],
     n_classes: int,
@@ -84,12 +111,11 @@ def train(
     classes. Only (feature, class) pairs that a centroid or a training row pairs up are parameters, so the model
     stays as sparse as the inverted index.
     """
-    lengths = np.asarray([len(f) for f, _ in rows], dtype=np.int64)
+    lengths = rows.lengths
     if not lengths.sum() or n_classes < 1:
         return LinearModel(keys=np.zeros(0, np.int64), weights=np.zeros(0), n_classes=n_classes)
-    fid = np.concatenate([np.asarray(f, dtype=np.int64) for f, _ in rows])
-    val = np.concatenate([np.asarray(v, dtype=np.float64) for _, v in rows])
-    row_of = np.repeat(np.arange(len(rows)), lengths)
+    fid, val = rows.features, rows.values
+    row_of = np.repeat(np.arange(len(lengths)), lengths)
     cls = np.asarray(classes, dtype=np.int64)
     # Centroids.
     per_class = np.bincount(cls, minlength=n_classes).astype(np.float64)

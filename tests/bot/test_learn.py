@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from bot.faq import FaqEntry, FaqIndex, _model_features
-from bot.learn import train
+from bot.learn import Rows, _unique_inverse, train
 from bot.policy import BotPolicy, Outcome, decide
 
 # Two entries that share every content word and differ only in words a stopword list drops ("my" / "your"),
@@ -87,7 +88,7 @@ def test_a_clear_question_is_answered_and_an_unrelated_one_is_not(index: FaqInde
 def test_training_separates_classes_that_share_features() -> None:
     # Feature 0 is in both classes, feature 1 only in class 0, feature 2 only in class 1.
     rows = [([0, 1], [0.6, 0.8]), ([0, 1], [0.8, 0.6]), ([0, 2], [0.6, 0.8]), ([0, 2], [0.8, 0.6])]
-    model = train(rows, [0, 0, 1, 1], {0: [1], 1: [1], 2: [0], 3: [0]}, 2)
+    model = train(Rows.of(rows), [0, 0, 1, 1], {0: [1], 1: [1], 2: [0], 3: [0]}, 2)
     mine, other = model.logits([0, 1], [0.6, 0.8], [0, 1])
     assert mine > other
     theirs, own = model.logits([2], [1.0], [0, 1])
@@ -98,7 +99,7 @@ def test_training_separates_classes_that_share_features() -> None:
 
 def test_an_entry_with_one_phrasing_is_scored_by_its_centroid_alone() -> None:
     rows = [([0, 1], [0.6, 0.8]), ([2], [1.0])]
-    model = train(rows, [0, 1], {}, 2)
+    model = train(Rows.of(rows), [0, 1], {}, 2)
     assert model.logits([1], [1.0], [0, 1])[0] > 0.0
     assert model.logits([1], [1.0], [0, 1])[1] == 0.0
 
@@ -149,3 +150,16 @@ def test_the_model_reads_english_word_pairs_and_a_texts_first_and_last_word() ->
     assert {"qwhat is", "qis my", "qmy balanc", "e^what", "e$balanc"} <= feats  # stemmed
     chinese = _model_features(index._analyze("怎么开发票"))
     assert not any(f.startswith("q") for f in chinese)
+
+
+@pytest.mark.parametrize(
+    ("top", "n"),
+    [(10, 1), (10, 50), (1000, 100_000), (10**7, 1_000), (2**40, 1_000), (2**62, 10)],
+)
+def test_parameters_are_found_as_numpy_finds_them(top: int, n: int) -> None:
+    """Dense keys (a table) and sparse ones (a packed sort, or np.unique past 62 bits) give np.unique's answer."""
+    values = np.random.default_rng(top + n).integers(0, top, n)
+    keys, inverse = _unique_inverse(values)
+    expected_keys, expected_inverse = np.unique(values, return_inverse=True)
+    assert keys.tolist() == expected_keys.tolist()
+    assert inverse.tolist() == expected_inverse.ravel().tolist()
