@@ -6,6 +6,7 @@ import dataclasses
 import heapq
 import itertools
 import math
+import operator
 import os
 import pathlib
 import re
@@ -324,6 +325,7 @@ def _model_features(a: Analyzed) -> set[str]:
     return feats
 
 
+_weight = operator.itemgetter(1)  # of a posting (entry, weight); a stable sort, reversed, keeps ties in entry order
 _KIND = {"w": _W_WORD, "b": _W_BIGRAM, "c": _W_CHAR, "p": _W_PAIR}
 
 
@@ -421,16 +423,10 @@ class FaqIndex:
         keyword_feats = [[_features_cached(k, feats_cache) for k in kws] for kws in self._keywords]
         # A term's frequency in an entry is the number of its phrasings (and keywords) that hold it: a word most
         # phrasings of an entry share is what that entry is about.
-        tfs: list[dict[str, int]] = []
-        df: dict[str, int] = defaultdict(int)
-        for i in range(len(self._entries)):
-            tf: dict[str, int] = defaultdict(int)
-            for feats in (*phrase_feats[i], *keyword_feats[i]):
-                for f in feats:
-                    tf[f] += 1
-            for f in tf:
-                df[f] += 1
-            tfs.append(tf)
+        tfs = [Counter(itertools.chain(*phrase_feats[i], *keyword_feats[i])) for i in range(len(self._entries))]
+        df: Counter[str] = Counter()
+        for tf in tfs:
+            df.update(tf.keys())
         n = max(len(self._entries), 1)
         self._n = n
         self._weight2 = {f: (_KIND[f[0]] * math.log(1 + n / d) ** _IDF_POWER) ** 2 for f, d in df.items()}
@@ -447,7 +443,7 @@ class FaqIndex:
                 _Phrase(
                     question=self._entries[i].questions[k],
                     features=feats,
-                    inv_norm=1.0 / (math.sqrt(math.fsum(weight2[f] for f in feats)) or 1.0),
+                    inv_norm=1.0 / (math.sqrt(math.fsum(map(weight2.__getitem__, feats))) or 1.0),
                     content=a.content,
                 )
                 for k, (feats, a) in enumerate(zip(phrase_feats[i], analyzed[i], strict=True))
@@ -468,7 +464,7 @@ class FaqIndex:
             for f, v in values.items():
                 postings[f].append((i, v))
         self._postings: dict[str, tuple[tuple[int, float], ...]] = {
-            f: tuple(sorted(p, key=lambda iw: -iw[1])) for f, p in postings.items()
+            f: tuple(sorted(p, key=_weight, reverse=True)) for f, p in postings.items()
         }
         # Each feature's place in the walk's order, sorted once: (words and bigrams before characters, fewer postings
         # first, then the feature itself).
