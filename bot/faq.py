@@ -20,7 +20,7 @@ import numpy as np
 import yaml
 from rapidfuzz import fuzz, process
 
-from bot.learn import LinearModel, Rows, train
+from bot.learn import LinearModel, Rows, train, unique_inverse
 from bot.qtype import disagree, question_types, union
 from bot.synonyms import STARTER_SYNONYMS, merged, synonym_map
 from bot.text import Analyzed, analyze, is_cjk, new_tokenizer, stem
@@ -470,7 +470,7 @@ class FaqIndex:
         # first, then the feature itself).
         order = sorted(self._postings, key=lambda f: (f[0] == "c", len(self._postings[f]), f))
         self._anchor_rank = {f: k for k, f in enumerate(order)}
-        self._train_model(analyzed, phrase_feats, _analysis.model_features, _analysis.negatives)
+        self._train_model(analyzed, phrase_feats, _analysis.model_features, _analysis.negatives, order)
         self._temperature, self._siblings = self._fit_confidence(_analysis) if calibrate else (1.0, frozenset())
 
     def __getstate__(self) -> dict[str, Any]:
@@ -564,9 +564,10 @@ class FaqIndex:
         phrase_feats: list[list[frozenset[str]]],
         cache: dict[Analyzed, frozenset[str]],
         shared: dict[tuple[int, str], list[int]],
+        order: list[str],
     ) -> None:
         """Learn per-entry feature weights from the phrasings: each phrasing is an example of its entry, told
-        apart from the entries the inverted index finds for it."""
+        apart from the entries the inverted index finds for it. ``order``: the features in the walk's order."""
         model_feats = [[_model_features_cached(a, cache) for a in phrasings] for phrasings in analyzed]
         every = list(itertools.chain.from_iterable(itertools.chain.from_iterable(model_feats)))
         df = Counter(every)
@@ -582,19 +583,21 @@ class FaqIndex:
         negatives: dict[int, list[int]] = {}
         trained = sum(len(p) for p in model_feats if len(p) > 1)
         per_row = max(_MIN_NEGATIVES, min(_TRAIN_NEGATIVES, _TRAIN_PAIRS // max(trained, 1)))
+        # An entry with one phrasing has nothing its phrasings share to learn: its centroid is it. A held-out index
+        # takes the entries its parent index found (the same entries, in the same order): walking for them again
+        # was a tenth of a large KB's build.
+        missing = {
+            (i, q): feats
+            for i, phrasings in enumerate(model_feats)
+            if len(phrasings) > 1
+            for q, feats in zip(self._entries[i].questions, phrase_feats[i], strict=True)
+            if (i, q) not in shared
+        }
+        shared.update(zip(missing, self._confusable(list(missing.items()), order, per_row), strict=True))
         for i, phrasings in enumerate(model_feats):
-            questions = self._entries[i].questions
-            for k, bm25_feats in enumerate(phrase_feats[i]):
+            for q in self._entries[i].questions:
                 if len(phrasings) > 1:
-                    # An entry with one phrasing has nothing its phrasings share to learn: its centroid is it.
-                    # A held-out index takes the entries its parent index found (the same entries, in the same
-                    # order): walking for them again was a tenth of a large KB's build.
-                    found = shared.get((i, questions[k]))
-                    if found is None:
-                        acc, _ = self._walk(bm25_feats, _TRAIN_BUDGET)
-                        acc.pop(i, None)
-                        found = shared[i, questions[k]] = sorted(acc, key=acc.__getitem__, reverse=True)[:per_row]
-                    negatives[len(classes)] = found[:per_row]
+                    negatives[len(classes)] = shared[i, q][:per_row]
                 classes.append(i)
         # Every phrasing's row at once (what _model_row does for a query): its features in column order, with
         # their IDF values, L2-normalized. Every feature of a phrasing is known here.
@@ -602,14 +605,78 @@ class FaqIndex:
         cols = np.fromiter(map(column.__getitem__, every), dtype=np.int64, count=len(every))
         lengths = np.fromiter((len(f) for p in model_feats for f in p), dtype=np.int64, count=total)
         row = np.repeat(np.arange(total), lengths)
-        order = np.argsort(row * max(len(names), 1) + cols, kind="stable")
-        cols = cols[order]
+        cols = cols[np.argsort(row * max(len(names), 1) + cols, kind="stable")]
         values = idf[cols]
         norm = np.sqrt(np.bincount(row, weights=values * values, minlength=total))
         norm[norm == 0] = 1.0
         self._model: LinearModel = train(
             Rows(lengths=lengths, features=cols, values=values / norm[row]), classes, negatives, len(self._entries)
         )
+
+    def _confusable(
+        self, phrasings: list[tuple[tuple[int, str], frozenset[str]]], order: list[str], limit: int
+    ) -> list[list[int]]:
+        """For each phrasing (its entry, its text; its features): the entries ``_walk(features, _TRAIN_BUDGET)``
+        finds for it, by partial BM25, best first (ties in the order found), without its own entry, at most
+        ``limit``.
+
+        The same walk, for every phrasing at once in numpy: a phrasing's own walk in Python was a tenth of a large
+        KB's build. A feature's postings are walked up to the budget left (the characters' budget for a Chinese
+        character), and how much that leaves is a running sum capped by the budgets along the walk's order.
+        """
+        if not phrasings:
+            return []
+        rank = self._anchor_rank
+        postings = self._postings
+        budget, char_budget = _TRAIN_BUDGET, min(_TRAIN_BUDGET, _CHAR_BUDGET)
+        # The postings, one feature after another in the walk's order.
+        size = np.fromiter((len(postings[f]) for f in order), dtype=np.int64, count=len(order))
+        offset = np.cumsum(size) - size
+        is_char = np.fromiter((f[0] == "c" for f in order), dtype=bool, count=len(order))
+        entry = np.fromiter((i for f in order for i, _ in postings[f]), dtype=np.int64, count=int(size.sum()))
+        weight = np.fromiter((w for f in order for _, w in postings[f]), dtype=np.float64, count=int(size.sum()))
+        # Each phrasing's features in the walk's order (its anchors), one phrasing after another.
+        anchors = [sorted(rank[f] for f in feats if f in rank) for _, feats in phrasings]
+        count = np.fromiter(map(len, anchors), dtype=np.int64, count=len(anchors))
+        feature = np.fromiter(itertools.chain.from_iterable(anchors), dtype=np.int64, count=int(count.sum()))
+        owner = np.repeat(np.arange(len(phrasings)), count)
+        first = np.cumsum(count) - count  # each phrasing's first anchor
+        # Postings walked after each anchor: the running sum of its postings, capped by the anchor's budget, never
+        # going back (a character's lower budget ends the walk where the words left it at or past it).
+        total = np.cumsum(size[feature])
+        total -= np.repeat(total[first] - size[feature[first]], count)
+        cap = np.where(is_char[feature], char_budget, budget)
+        step = budget + 1  # keeps each phrasing's running maximum its own
+        after = np.maximum.accumulate(np.minimum(cap, total) + owner * step) - owner * step
+        before = np.concatenate(([0], after[:-1]))
+        before[first] = 0
+        taken = after - before
+        # The postings walked, in walk order: (phrasing, entry, weight, from a character).
+        pos = np.repeat(offset[feature] - np.cumsum(taken) + taken, taken) + np.arange(int(taken.sum()))
+        by = np.repeat(owner, taken)
+        by_char = np.repeat(is_char[feature], taken)
+        n = len(self._entries)
+        keys, group = unique_inverse(by * n + entry[pos])
+        score = np.bincount(group, weights=weight[pos], minlength=len(keys))
+        found_at = np.empty(len(keys), dtype=np.int64)
+        found_at[group[::-1]] = np.arange(len(group) - 1, -1, -1)  # the first time each was found
+        phrasing_of, entry_of = keys // n, keys % n
+        own = np.fromiter((i for (i, _), _ in phrasings), dtype=np.int64, count=len(phrasings))
+        keep = entry_of != own[phrasing_of]
+        # An entry that only a character found must share _CHAR_MIN of the phrasing's characters (as in _walk).
+        terms = self._entry_terms
+        for g in np.flatnonzero(by_char[found_at] & keep).tolist():
+            p = int(phrasing_of[g])
+            values = terms[int(entry_of[g])]
+            if sum(order[a] in values for a in anchors[p] if is_char[a]) < _CHAR_MIN:
+                keep[g] = False
+        kept = np.flatnonzero(keep)
+        best = kept[np.lexsort((found_at[kept], -score[kept], phrasing_of[kept]))]
+        where = phrasing_of[best]
+        place = np.arange(len(best)) - np.searchsorted(where, where)
+        best, where = best[place < limit], where[place < limit]
+        cuts = np.searchsorted(where, np.arange(1, len(phrasings)))
+        return [part.tolist() for part in np.split(entry_of[best], cuts)]
 
     def _model_row(self, feats: Iterable[str]) -> tuple[list[int], list[float]]:
         """Known features with IDF values, L2-normalized (unknown features say nothing to the model)."""

@@ -23,7 +23,7 @@ _STEP = 0.2
 _L2 = 1e-4  # towards the centroids
 _PRIOR = 4.0  # the centroids' scale: a cosine of 1 is a logit of 4
 _BETA1, _BETA2, _EPS = 0.9, 0.999, 1e-8
-# _unique_inverse marks keys in a table of up to this many slots per key, and up to this many slots in all
+# unique_inverse marks keys in a table of up to this many slots per key, and up to this many slots in all
 _DENSE_KEYS, _DENSE_TABLE = 64, 2**26
 
 
@@ -70,7 +70,7 @@ class LinearModel:
         return result
 
 
-def _unique_inverse(values: npt.NDArray[np.int64]) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+def unique_inverse(values: npt.NDArray[np.int64]) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
     """``np.unique(values, return_inverse=True)`` for non-negative keys, without np.unique's argsort (a sixth of a
     large KB's build): dense keys are marked in a table, sparse ones sorted packed with their positions (a plain
     sort of int64 is several times faster than an argsort)."""
@@ -122,7 +122,7 @@ def train(
     cls = np.asarray(classes, dtype=np.int64)
     # Centroids.
     per_class = np.bincount(cls, minlength=n_classes).astype(np.float64)
-    ckeys, cinv = _unique_inverse(fid * n_classes + cls[row_of])
+    ckeys, cinv = unique_inverse(fid * n_classes + cls[row_of])
     raw = np.bincount(cinv, weights=val / per_class[cls[row_of]]).astype(np.float64)
     cnorm = np.sqrt(np.bincount(ckeys % n_classes, weights=raw * raw, minlength=n_classes))
     cval: npt.NDArray[np.float64] = raw / cnorm[ckeys % n_classes]
@@ -147,7 +147,7 @@ def train(
     pair = tfid[:, None] * n_classes + cand[trow]
     pair_valid = valid[trow]
     # One sort finds the parameters (the centroids' pairs and the training pairs) and where each pair is.
-    keys, inv = _unique_inverse(np.concatenate((ckeys, pair[pair_valid])))
+    keys, inv = unique_inverse(np.concatenate((ckeys, pair[pair_valid])))
     theta = np.zeros(len(keys) + 1)  # the last weight is the padding slots', and stays zero
     theta[inv[: len(ckeys)]] = cval * _PRIOR
     pidx = np.full(pair.shape, len(keys), dtype=np.int64)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bot.faq import FaqEntry, FaqIndex, _model_features
-from bot.learn import Rows, _unique_inverse, train
+from bot.faq import _TRAIN_BUDGET, FaqEntry, FaqIndex, _features, _model_features
+from bot.learn import Rows, train, unique_inverse
 from bot.policy import BotPolicy, Outcome, decide
 
 # Two entries that share every content word and differ only in words a stopword list drops ("my" / "your"),
@@ -159,7 +159,31 @@ def test_the_model_reads_english_word_pairs_and_a_texts_first_and_last_word() ->
 def test_parameters_are_found_as_numpy_finds_them(top: int, n: int) -> None:
     """Dense keys (a table) and sparse ones (a packed sort, or np.unique past 62 bits) give np.unique's answer."""
     values = np.random.default_rng(top + n).integers(0, top, n)
-    keys, inverse = _unique_inverse(values)
+    keys, inverse = unique_inverse(values)
     expected_keys, expected_inverse = np.unique(values, return_inverse=True)
     assert keys.tolist() == expected_keys.tolist()
     assert inverse.tolist() == expected_inverse.ravel().tolist()
+
+
+def _walked_negatives(index: FaqIndex, entry: int, features: frozenset[str], limit: int) -> list[int]:
+    """What the model's training negatives were before they were found in one batch: a walk per phrasing."""
+    acc, _ = index._walk(features, _TRAIN_BUDGET)
+    acc.pop(entry, None)
+    return sorted(acc, key=acc.__getitem__, reverse=True)[:limit]
+
+
+@pytest.mark.parametrize("limit", [1, 3, 32])
+def test_training_negatives_are_what_each_phrasings_walk_finds(limit: int) -> None:
+    """The batched walk (FaqIndex._confusable) finds for every phrasing the entries, order and ties that a walk per
+    phrasing finds, Chinese characters' fallback included."""
+    entries = (
+        *DIRECTIONS,
+        FaqEntry(id="weather", questions=("今天天气怎么样", "明天会下雪吗", "下雪了吗"), answer="-"),
+        FaqEntry(id="days", questions=("几天能到", "今天发货吗", "雪地靴几天到"), answer="-"),
+    )
+    index = FaqIndex(entries, calibrate=False)
+    phrasings = [((i, q), frozenset(_features(index._analyze(q)))) for i, e in enumerate(entries) for q in e.questions]
+    order = sorted(index._anchor_rank, key=index._anchor_rank.__getitem__)
+    assert index._confusable(phrasings, order, limit) == [
+        _walked_negatives(index, i, feats, limit) for (i, _), feats in phrasings
+    ]
