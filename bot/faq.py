@@ -633,23 +633,28 @@ class FaqIndex:
         size = np.fromiter((len(postings[f]) for f in order), dtype=np.int64, count=len(order))
         offset = np.cumsum(size) - size
         is_char = np.fromiter((f[0] == "c" for f in order), dtype=bool, count=len(order))
-        entry = np.fromiter((i for f in order for i, _ in postings[f]), dtype=np.int64, count=int(size.sum()))
-        weight = np.fromiter((w for f in order for _, w in postings[f]), dtype=np.float64, count=int(size.sum()))
+        flat = np.array(list(itertools.chain.from_iterable(map(postings.__getitem__, order))), dtype=np.float64)
+        flat = flat.reshape(-1, 2)  # (entry, weight) rows, none in a KB of stopwords
+        entry, weight = flat[:, 0].astype(np.int64), flat[:, 1]
         # Each phrasing's features in the walk's order (its anchors), one phrasing after another.
-        anchors = [sorted(rank[f] for f in feats if f in rank) for _, feats in phrasings]
-        count = np.fromiter(map(len, anchors), dtype=np.int64, count=len(anchors))
-        feature = np.fromiter(itertools.chain.from_iterable(anchors), dtype=np.int64, count=int(count.sum()))
-        owner = np.repeat(np.arange(len(phrasings)), count)
+        ranked = [rank.get(f, -1) for _, feats in phrasings for f in feats]
+        owner = np.repeat(np.arange(len(phrasings)), [len(feats) for _, feats in phrasings])
+        feature = np.asarray(ranked, dtype=np.int64)
+        known = feature >= 0
+        owner, feature = owner[known], feature[known]
+        feature = feature[np.argsort(owner * len(order) + feature)]
+        count = np.bincount(owner, minlength=len(phrasings))
         first = np.cumsum(count) - count  # each phrasing's first anchor
         # Postings walked after each anchor: the running sum of its postings, capped by the anchor's budget, never
         # going back (a character's lower budget ends the walk where the words left it at or past it).
+        some = first[count > 0]  # (a phrasing of stopwords only has no anchors)
         total = np.cumsum(size[feature])
-        total -= np.repeat(total[first] - size[feature[first]], count)
+        total -= np.repeat(total[some] - size[feature[some]], count[count > 0])
         cap = np.where(is_char[feature], char_budget, budget)
         step = budget + 1  # keeps each phrasing's running maximum its own
         after = np.maximum.accumulate(np.minimum(cap, total) + owner * step) - owner * step
         before = np.concatenate(([0], after[:-1]))
-        before[first] = 0
+        before[some] = 0
         taken = after - before
         # The postings walked, in walk order: (phrasing, entry, weight, from a character).
         pos = np.repeat(offset[feature] - np.cumsum(taken) + taken, taken) + np.arange(int(taken.sum()))
@@ -668,15 +673,18 @@ class FaqIndex:
         for g in np.flatnonzero(by_char[found_at] & keep).tolist():
             p = int(phrasing_of[g])
             values = terms[int(entry_of[g])]
-            if sum(order[a] in values for a in anchors[p] if is_char[a]) < _CHAR_MIN:
+            mine = feature[first[p] : first[p] + count[p]]
+            if sum(order[a] in values for a in mine[is_char[mine]].tolist()) < _CHAR_MIN:
                 keep[g] = False
         kept = np.flatnonzero(keep)
         best = kept[np.lexsort((found_at[kept], -score[kept], phrasing_of[kept]))]
+        # The first ``limit`` of each phrasing's run.
         where = phrasing_of[best]
-        place = np.arange(len(best)) - np.searchsorted(where, where)
-        best, where = best[place < limit], where[place < limit]
-        cuts = np.searchsorted(where, np.arange(1, len(phrasings)))
-        return [part.tolist() for part in np.split(entry_of[best], cuts)]
+        runs = np.bincount(where, minlength=len(phrasings))
+        place = np.arange(len(best)) - np.repeat(np.cumsum(runs) - runs, runs)
+        found = entry_of[best[place < limit]].tolist()
+        ends = np.cumsum(np.minimum(runs, limit)).tolist()
+        return [found[a:b] for a, b in zip([0, *ends[:-1]], ends, strict=True)]
 
     def _model_row(self, feats: Iterable[str]) -> tuple[list[int], list[float]]:
         """Known features with IDF values, L2-normalized (unknown features say nothing to the model)."""

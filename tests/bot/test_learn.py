@@ -180,6 +180,7 @@ def test_training_negatives_are_what_each_phrasings_walk_finds(limit: int) -> No
         *DIRECTIONS,
         FaqEntry(id="weather", questions=("今天天气怎么样", "明天会下雪吗", "下雪了吗"), answer="-"),
         FaqEntry(id="days", questions=("几天能到", "今天发货吗", "雪地靴几天到"), answer="-"),
+        FaqEntry(id="greeting", questions=("你好", "您好", "hello 我"), answer="-"),  # stopwords only: no features
     )
     index = FaqIndex(entries, calibrate=False)
     phrasings = [((i, q), frozenset(_features(index._analyze(q)))) for i, e in enumerate(entries) for q in e.questions]
@@ -187,3 +188,9 @@ def test_training_negatives_are_what_each_phrasings_walk_finds(limit: int) -> No
     assert index._confusable(phrasings, order, limit) == [
         _walked_negatives(index, i, feats, limit) for (i, _), feats in phrasings
     ]
+
+
+def test_a_kb_of_stopwords_only_builds_and_finds_nothing() -> None:
+    """No phrasing has a feature to walk or to find negatives by; the index still builds."""
+    index = FaqIndex([FaqEntry(id="greeting", questions=("你好", "您好", "hello 我"), answer="-")], calibrate=False)
+    assert index.search("退款") == ()
