@@ -463,13 +463,21 @@ class FaqIndex:
             self._entry_terms.append(values)
             for f, v in values.items():
                 postings[f].append((i, v))
-        self._postings: dict[str, tuple[tuple[int, float], ...]] = {
-            f: tuple(sorted(p, key=_weight, reverse=True)) for f, p in postings.items()
-        }
+        ranked = {f: sorted(p, key=_weight, reverse=True) for f, p in postings.items()}
         # Each feature's place in the walk's order, sorted once: (words and bigrams before characters, fewer postings
         # first, then the feature itself).
-        order = sorted(self._postings, key=lambda f: (f[0] == "c", len(self._postings[f]), f))
+        order = sorted(ranked, key=lambda f: (f[0] == "c", len(ranked[f]), f))
         self._anchor_rank = {f: k for k, f in enumerate(order)}
+        # The postings as two flat arrays, one feature after another in that order, and where each feature's are:
+        # a walk sums them in numpy (a loop over them in Python was a fifth of ranking a query), and an index sent
+        # from the process that built it pickles two arrays rather than a tuple per posting.
+        flat = np.array(list(itertools.chain.from_iterable(map(ranked.__getitem__, order))), dtype=np.float64)
+        flat = flat.reshape(-1, 2)  # (entry, weight) rows, none in a KB of stopwords
+        self._post_entry = flat[:, 0].astype(np.int64)
+        self._post_weight = flat[:, 1].copy()
+        sizes = [len(ranked[f]) for f in order]
+        starts = [0, *itertools.accumulate(sizes)][:-1]
+        self._postings: dict[str, tuple[int, int]] = dict(zip(order, zip(starts, sizes, strict=True), strict=True))
         self._train_model(analyzed, phrase_feats, _analysis.model_features, _analysis.negatives, order)
         self._temperature, self._siblings = self._fit_confidence(_analysis) if calibrate else (1.0, frozenset())
 
@@ -630,12 +638,10 @@ class FaqIndex:
         postings = self._postings
         budget, char_budget = _TRAIN_BUDGET, min(_TRAIN_BUDGET, _CHAR_BUDGET)
         # The postings, one feature after another in the walk's order.
-        size = np.fromiter((len(postings[f]) for f in order), dtype=np.int64, count=len(order))
+        size = np.fromiter((postings[f][1] for f in order), dtype=np.int64, count=len(order))
         offset = np.cumsum(size) - size
         is_char = np.fromiter((f[0] == "c" for f in order), dtype=bool, count=len(order))
-        flat = np.array(list(itertools.chain.from_iterable(map(postings.__getitem__, order))), dtype=np.float64)
-        flat = flat.reshape(-1, 2)  # (entry, weight) rows, none in a KB of stopwords
-        entry, weight = flat[:, 0].astype(np.int64), flat[:, 1]
+        entry, weight = self._post_entry, self._post_weight
         # Each phrasing's features in the walk's order (its anchors), one phrasing after another.
         ranked = [rank.get(f, -1) for _, feats in phrasings for f in feats]
         owner = np.repeat(np.arange(len(phrasings)), [len(feats) for _, feats in phrasings])
@@ -703,35 +709,48 @@ class FaqIndex:
         # the model's training negatives) changed with PYTHONHASHSEED, and every metric by about 0.001.
         rank = self._anchor_rank
         anchors = sorted((f for f in feats if f in rank), key=rank.__getitem__)
-        acc: dict[int, float] = {}
-        get = acc.get
         walked = 0
         complete: set[str] = set()
         char_budget = min(budget, _CHAR_BUDGET)
-        found_by_word: set[int] | None = None
+        chars_from = -1  # postings walked before the first character's (-1: no character walked)
+        spans: list[tuple[int, int]] = []
         for f in anchors:
             # Postings are in order of weight, so a cut keeps the entries where the feature counts most.
-            full = postings[f]
+            at, size = postings[f]
             if f[0] == "c":
                 if walked >= char_budget:
                     break
-                if found_by_word is None:
-                    found_by_word = set(acc)
-                plist = full[: char_budget - walked]
+                if chars_from < 0:
+                    chars_from = walked
+                take = min(size, char_budget - walked)
             else:
-                plist = full[: budget - walked]
-            walked += len(plist)
-            for i, w in plist:
-                acc[i] = get(i, 0.0) + w
-            if len(plist) == len(full):
+                take = min(size, budget - walked)
+            spans.append((at, take))
+            walked += take
+            if take == size:
                 complete.add(f)
             if walked >= budget:
                 break
-        if found_by_word is not None:
+        if not spans:
+            return {}, complete
+        # Each entry's sum of the postings walked, in the order they were walked (bincount adds them in that order,
+        # as a loop did), and entries in the order first found.
+        if len(spans) == 1:
+            at, take = spans[0]
+            ids, weights = self._post_entry[at : at + take], self._post_weight[at : at + take]
+        else:
+            pick = np.concatenate([np.arange(at, at + take) for at, take in spans])
+            ids, weights = self._post_entry[pick], self._post_weight[pick]
+        sums = np.bincount(ids, weights=weights)
+        seen = np.full(len(sums), walked, dtype=np.int64)
+        seen[ids[::-1]] = np.arange(walked - 1, -1, -1)  # where each entry was first found
+        firsts = ids[seen[ids] == np.arange(walked)]
+        acc = dict(zip(firsts.tolist(), sums[firsts].tolist(), strict=True))
+        if chars_from >= 0:
             # An entry that shares only one character with the query (天 in 今天 and 几天) is no candidate.
             chars = [f for f in anchors if f[0] == "c"]
             terms = self._entry_terms
-            for i in [i for i in acc if i not in found_by_word]:
+            for i in firsts[seen[firsts] >= chars_from].tolist():
                 values = terms[i]
                 if sum(f in values for f in chars) < _CHAR_MIN:
                     del acc[i]

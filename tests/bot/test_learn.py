@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bot.faq import _TRAIN_BUDGET, FaqEntry, FaqIndex, _features, _model_features
+from bot.faq import _CHAR_BUDGET, _CHAR_MIN, _TRAIN_BUDGET, FaqEntry, FaqIndex, _features, _model_features
 from bot.learn import Rows, train, unique_inverse
 from bot.policy import BotPolicy, Outcome, decide
 
@@ -165,6 +165,64 @@ def test_parameters_are_found_as_numpy_finds_them(top: int, n: int) -> None:
     assert inverse.tolist() == expected_inverse.ravel().tolist()
 
 
+_MORE = (
+    FaqEntry(id="weather", questions=("今天天气怎么样", "明天会下雪吗", "下雪了吗"), answer="-"),
+    FaqEntry(id="days", questions=("几天能到", "今天发货吗", "雪地靴几天到"), answer="-"),
+    FaqEntry(id="greeting", questions=("你好", "您好", "hello 我"), answer="-"),  # stopwords only: no features
+)
+
+
+def _reference_walk(index: FaqIndex, feats: frozenset[str], budget: int) -> tuple[dict[int, float], set[str]]:
+    """FaqIndex._walk as a loop over the postings, one at a time (as it was before it summed them in numpy)."""
+    rank = index._anchor_rank
+    anchors = sorted((f for f in feats if f in rank), key=rank.__getitem__)
+    acc: dict[int, float] = {}
+    walked = 0
+    complete: set[str] = set()
+    char_budget = min(budget, _CHAR_BUDGET)
+    found_by_word: set[int] | None = None
+    for f in anchors:
+        at, size = index._postings[f]
+        ids, weights = index._post_entry[at : at + size].tolist(), index._post_weight[at : at + size].tolist()
+        full = list(zip(ids, weights, strict=True))
+        if f[0] == "c":
+            if walked >= char_budget:
+                break
+            if found_by_word is None:
+                found_by_word = set(acc)
+            plist = full[: char_budget - walked]
+        else:
+            plist = full[: budget - walked]
+        walked += len(plist)
+        for i, w in plist:
+            acc[i] = acc.get(i, 0.0) + w
+        if len(plist) == len(full):
+            complete.add(f)
+        if walked >= budget:
+            break
+    if found_by_word is not None:
+        chars = [f for f in anchors if f[0] == "c"]
+        for i in [i for i in acc if i not in found_by_word]:
+            if sum(f in index._entry_terms[i] for f in chars) < _CHAR_MIN:
+                del acc[i]
+    return acc, complete
+
+
+@pytest.mark.parametrize("budget", [2, 5, 500])
+def test_a_walk_sums_postings_in_the_order_a_loop_does(budget: int) -> None:
+    """Candidates, their partial BM25 to the last bit, the order they were found in, and the features walked whole:
+    the numpy walk gives what a loop over the postings gives, Chinese characters' fallback and budget cuts included."""
+    entries = (*DIRECTIONS, *_MORE)
+    index = FaqIndex(entries, calibrate=False)
+    texts = [q for e in entries for q in e.questions] + ["雪天几天能到", "下雪", "今天", "transfer savings 天气"]
+    for text in texts:
+        feats = frozenset(_features(index._analyze(text)))
+        acc, complete = index._walk(feats, budget)
+        expected, expected_complete = _reference_walk(index, feats, budget)
+        assert list(acc.items()) == list(expected.items()), text
+        assert complete == expected_complete, text
+
+
 def _walked_negatives(index: FaqIndex, entry: int, features: frozenset[str], limit: int) -> list[int]:
     """What the model's training negatives were before they were found in one batch: a walk per phrasing."""
     acc, _ = index._walk(features, _TRAIN_BUDGET)
@@ -176,12 +234,7 @@ def _walked_negatives(index: FaqIndex, entry: int, features: frozenset[str], lim
 def test_training_negatives_are_what_each_phrasings_walk_finds(limit: int) -> None:
     """The batched walk (FaqIndex._confusable) finds for every phrasing the entries, order and ties that a walk per
     phrasing finds, Chinese characters' fallback included."""
-    entries = (
-        *DIRECTIONS,
-        FaqEntry(id="weather", questions=("今天天气怎么样", "明天会下雪吗", "下雪了吗"), answer="-"),
-        FaqEntry(id="days", questions=("几天能到", "今天发货吗", "雪地靴几天到"), answer="-"),
-        FaqEntry(id="greeting", questions=("你好", "您好", "hello 我"), answer="-"),  # stopwords only: no features
-    )
+    entries = (*DIRECTIONS, *_MORE)
     index = FaqIndex(entries, calibrate=False)
     phrasings = [((i, q), frozenset(_features(index._analyze(q)))) for i, e in enumerate(entries) for q in e.questions]
     order = sorted(index._anchor_rank, key=index._anchor_rank.__getitem__)
