@@ -533,7 +533,7 @@ class FaqIndex:
                 held = [held[round(n * len(held) / need)] for n in range(need)]
             other = FaqIndex(kept, calibrate=False, _analysis=analysis)
             for text, i in held:
-                ranked = other._rank(text, _RESCORE, analysis.cache.get(text))
+                ranked = other._rank(text, _RESCORE, analysis)
                 logits = [r.logit for r in ranked]
                 gold = next((n for n, r in enumerate(ranked) if r.entry == i), -1)
                 examples.append((logits, gold))
@@ -849,10 +849,13 @@ class FaqIndex:
             )
         return tuple(hits)
 
-    def _rank(self, text: str, limit: int, analyzed: Analyzed | None = None) -> list[_Scored]:
-        """The rescored candidates, best first."""
+    def _rank(self, text: str, limit: int, analysis: _Analysis | None = None) -> list[_Scored]:
+        """The rescored candidates, best first. ``analysis``: what the index (or the one it was cut from) has read
+        off its phrasings, which the held-out fit asks it for, reused rather than read again."""
+        analyzed = analysis.cache.get(text) if analysis else None
         query = self._fix_typos(analyzed or self._analyze(text))
-        feats = _features(query)
+        reuse = analysis is not None and query is analyzed
+        feats = _features_cached(query, analysis.features) if analysis and reuse else _features(query)
         acc, complete = self._walk(feats)
         if not acc:
             return []
@@ -866,7 +869,10 @@ class FaqIndex:
             values = terms[i]
             exact[i] = acc[i] + math.fsum([values[f] for f in rest if f in values])
         bm25_max = (_K1 + 1) * math.fsum(self._bm25.get(f) or self._bm25_unknown[f[0]] for f in feats)
-        logits = self._model.logits(*self._model_row(_model_features(query)), candidates)
+        model_feats = (
+            _model_features_cached(query, analysis.model_features) if analysis and reuse else _model_features(query)
+        )
+        logits = self._model.logits(*self._model_row(model_feats), candidates)
         model = dict(zip(candidates, logits, strict=True))
         pre = {i: _ALPHA * model[i] + _BETA * _A_BM25 * exact[i] / bm25_max for i in candidates}
         rescore = heapq.nlargest(max(_RESCORE, limit), pre, key=pre.__getitem__)
@@ -874,9 +880,11 @@ class FaqIndex:
         inv_q = 1.0 / math.sqrt(math.fsum(weight2.get(f) or self._unknown2[f[0]] for f in feats))
         feat_set = frozenset(known)
         q_weight = {f: weight2[f] for f in known}.__getitem__
-        folded = fold_for_matching(text)
+        folded = analysis.normalized.get(text) if analysis else None
+        folded = fold_for_matching(text) if folded is None else folded
         verbatim = self._verbatim.get(folded, -1)
-        asked = question_types(folded)
+        asked = analysis.kinds.get(text) if analysis else None
+        asked = question_types(folded) if asked is None else asked
         scored_entries: list[_Scored] = []
         for i in rescore:
             scored = sorted(
