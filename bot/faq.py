@@ -533,7 +533,7 @@ class FaqIndex:
                 held = [held[round(n * len(held) / need)] for n in range(need)]
             other = FaqIndex(kept, calibrate=False, _analysis=analysis)
             for text, i in held:
-                ranked = other._rank(text, _RESCORE, analysis)
+                ranked = other._rank(text, _RESCORE, analysis.cache.get(text), analysis=analysis)
                 logits = [r.logit for r in ranked]
                 gold = next((n for n, r in enumerate(ranked) if r.entry == i), -1)
                 examples.append((logits, gold))
@@ -849,12 +849,13 @@ class FaqIndex:
             )
         return tuple(hits)
 
-    def _rank(self, text: str, limit: int, analysis: _Analysis | None = None) -> list[_Scored]:
+    def _rank(
+        self, text: str, limit: int, analyzed: Analyzed | None = None, *, analysis: _Analysis | None = None
+    ) -> list[_Scored]:
         """The rescored candidates, best first. ``analysis``: what the index (or the one it was cut from) has read
-        off its phrasings, which the held-out fit asks it for, reused rather than read again."""
-        analyzed = analysis.cache.get(text) if analysis else None
+        off ``analyzed`` (one of its phrasings, which the held-out fit asks for), reused rather than read again."""
         query = self._fix_typos(analyzed or self._analyze(text))
-        reuse = analysis is not None and query is analyzed
+        reuse = analyzed is not None and query is analyzed
         feats = _features_cached(query, analysis.features) if analysis and reuse else _features(query)
         acc, complete = self._walk(feats)
         if not acc:
