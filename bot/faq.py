@@ -6,19 +6,21 @@ import dataclasses
 import heapq
 import itertools
 import math
+import operator
 import os
 import pathlib
 import re
 import tempfile
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import numpy as np
 import yaml
 from rapidfuzz import fuzz, process
 
-from bot.learn import LinearModel, train
+from bot.learn import LinearModel, Rows, train, unique_inverse
 from bot.qtype import disagree, question_types, union
 from bot.synonyms import STARTER_SYNONYMS, merged, synonym_map
 from bot.text import Analyzed, analyze, is_cjk, new_tokenizer, stem
@@ -323,6 +325,7 @@ def _model_features(a: Analyzed) -> set[str]:
     return feats
 
 
+_weight = operator.itemgetter(1)  # of a posting (entry, weight); a stable sort, reversed, keeps ties in entry order
 _KIND = {"w": _W_WORD, "b": _W_BIGRAM, "c": _W_CHAR, "p": _W_PAIR}
 
 
@@ -420,16 +423,10 @@ class FaqIndex:
         keyword_feats = [[_features_cached(k, feats_cache) for k in kws] for kws in self._keywords]
         # A term's frequency in an entry is the number of its phrasings (and keywords) that hold it: a word most
         # phrasings of an entry share is what that entry is about.
-        tfs: list[dict[str, int]] = []
-        df: dict[str, int] = defaultdict(int)
-        for i in range(len(self._entries)):
-            tf: dict[str, int] = defaultdict(int)
-            for feats in (*phrase_feats[i], *keyword_feats[i]):
-                for f in feats:
-                    tf[f] += 1
-            for f in tf:
-                df[f] += 1
-            tfs.append(tf)
+        tfs = [Counter(itertools.chain(*phrase_feats[i], *keyword_feats[i])) for i in range(len(self._entries))]
+        df: Counter[str] = Counter()
+        for tf in tfs:
+            df.update(tf.keys())
         n = max(len(self._entries), 1)
         self._n = n
         self._weight2 = {f: (_KIND[f[0]] * math.log(1 + n / d) ** _IDF_POWER) ** 2 for f, d in df.items()}
@@ -446,7 +443,7 @@ class FaqIndex:
                 _Phrase(
                     question=self._entries[i].questions[k],
                     features=feats,
-                    inv_norm=1.0 / (math.sqrt(math.fsum(weight2[f] for f in feats)) or 1.0),
+                    inv_norm=1.0 / (math.sqrt(math.fsum(map(weight2.__getitem__, feats))) or 1.0),
                     content=a.content,
                 )
                 for k, (feats, a) in enumerate(zip(phrase_feats[i], analyzed[i], strict=True))
@@ -466,14 +463,22 @@ class FaqIndex:
             self._entry_terms.append(values)
             for f, v in values.items():
                 postings[f].append((i, v))
-        self._postings: dict[str, tuple[tuple[int, float], ...]] = {
-            f: tuple(sorted(p, key=lambda iw: -iw[1])) for f, p in postings.items()
-        }
+        ranked = {f: sorted(p, key=_weight, reverse=True) for f, p in postings.items()}
         # Each feature's place in the walk's order, sorted once: (words and bigrams before characters, fewer postings
         # first, then the feature itself).
-        order = sorted(self._postings, key=lambda f: (f[0] == "c", len(self._postings[f]), f))
+        order = sorted(ranked, key=lambda f: (f[0] == "c", len(ranked[f]), f))
         self._anchor_rank = {f: k for k, f in enumerate(order)}
-        self._train_model(analyzed, phrase_feats, _analysis.model_features, _analysis.negatives)
+        # The postings as two flat arrays, one feature after another in that order, and where each feature's are:
+        # a walk sums them in numpy (a loop over them in Python was a fifth of ranking a query), and an index sent
+        # from the process that built it pickles two arrays rather than a tuple per posting.
+        flat = np.array(list(itertools.chain.from_iterable(map(ranked.__getitem__, order))), dtype=np.float64)
+        flat = flat.reshape(-1, 2)  # (entry, weight) rows, none in a KB of stopwords
+        self._post_entry = flat[:, 0].astype(np.int64)
+        self._post_weight = flat[:, 1].copy()
+        sizes = [len(ranked[f]) for f in order]
+        starts = [0, *itertools.accumulate(sizes)][:-1]
+        self._postings: dict[str, tuple[int, int]] = dict(zip(order, zip(starts, sizes, strict=True), strict=True))
+        self._train_model(analyzed, phrase_feats, _analysis.model_features, _analysis.negatives, order)
         self._temperature, self._siblings = self._fit_confidence(_analysis) if calibrate else (1.0, frozenset())
 
     def __getstate__(self) -> dict[str, Any]:
@@ -528,7 +533,7 @@ class FaqIndex:
                 held = [held[round(n * len(held) / need)] for n in range(need)]
             other = FaqIndex(kept, calibrate=False, _analysis=analysis)
             for text, i in held:
-                ranked = other._rank(text, _RESCORE, analysis.cache.get(text))
+                ranked = other._rank(text, _RESCORE, analysis.cache.get(text), analysis=analysis)
                 logits = [r.logit for r in ranked]
                 gold = next((n for n, r in enumerate(ranked) if r.entry == i), -1)
                 examples.append((logits, gold))
@@ -567,46 +572,125 @@ class FaqIndex:
         phrase_feats: list[list[frozenset[str]]],
         cache: dict[Analyzed, frozenset[str]],
         shared: dict[tuple[int, str], list[int]],
+        order: list[str],
     ) -> None:
         """Learn per-entry feature weights from the phrasings: each phrasing is an example of its entry, told
-        apart from the entries the inverted index finds for it."""
+        apart from the entries the inverted index finds for it. ``order``: the features in the walk's order."""
         model_feats = [[_model_features_cached(a, cache) for a in phrasings] for phrasings in analyzed]
-        df: dict[str, int] = defaultdict(int)
-        for phrasings in model_feats:
-            for feats in phrasings:
-                for f in feats:
-                    df[f] += 1
+        every = list(itertools.chain.from_iterable(itertools.chain.from_iterable(model_feats)))
+        df = Counter(every)
         total = sum(len(p) for p in model_feats)
         # feature -> (its column in the model, its damped IDF): one lookup per query feature
-        self._model_feats = {
-            f: (
-                k,
-                _MODEL_KIND.get(f[0], 1.0)
-                * (math.log((1 + total) / (1 + d)) + 1) ** (1.0 if f[0] == "c" else _MODEL_IDF_POWER),
-            )
-            for k, (f, d) in enumerate(sorted(df.items()))
-        }
-        rows: list[tuple[list[int], list[float]]] = []
+        names = sorted(df)
+        counts = np.fromiter((df[f] for f in names), dtype=np.float64, count=len(names))
+        kind = np.fromiter((_MODEL_KIND.get(f[0], 1.0) for f in names), dtype=np.float64, count=len(names))
+        power = np.fromiter((1.0 if f[0] == "c" else _MODEL_IDF_POWER for f in names), np.float64, len(names))
+        idf = kind * (np.log((1 + total) / (1 + counts)) + 1) ** power
+        self._model_feats = dict(zip(names, zip(range(len(names)), idf.tolist(), strict=True), strict=True))
         classes: list[int] = []
         negatives: dict[int, list[int]] = {}
         trained = sum(len(p) for p in model_feats if len(p) > 1)
         per_row = max(_MIN_NEGATIVES, min(_TRAIN_NEGATIVES, _TRAIN_PAIRS // max(trained, 1)))
+        # An entry with one phrasing has nothing its phrasings share to learn: its centroid is it. A held-out index
+        # takes the entries its parent index found (the same entries, in the same order): walking for them again
+        # was a tenth of a large KB's build.
+        missing = {
+            (i, q): feats
+            for i, phrasings in enumerate(model_feats)
+            if len(phrasings) > 1
+            for q, feats in zip(self._entries[i].questions, phrase_feats[i], strict=True)
+            if (i, q) not in shared
+        }
+        shared.update(zip(missing, self._confusable(list(missing.items()), order, per_row), strict=True))
         for i, phrasings in enumerate(model_feats):
-            questions = self._entries[i].questions
-            for k, (feats, bm25_feats) in enumerate(zip(phrasings, phrase_feats[i], strict=True)):
+            for q in self._entries[i].questions:
                 if len(phrasings) > 1:
-                    # An entry with one phrasing has nothing its phrasings share to learn: its centroid is it.
-                    # A held-out index takes the entries its parent index found (the same entries, in the same
-                    # order): walking for them again was a tenth of a large KB's build.
-                    found = shared.get((i, questions[k]))
-                    if found is None:
-                        acc, _ = self._walk(bm25_feats, _TRAIN_BUDGET)
-                        acc.pop(i, None)
-                        found = shared[i, questions[k]] = sorted(acc, key=acc.__getitem__, reverse=True)[:per_row]
-                    negatives[len(rows)] = found[:per_row]
-                rows.append(self._model_row(feats))
+                    negatives[len(classes)] = shared[i, q][:per_row]
                 classes.append(i)
-        self._model: LinearModel = train(rows, classes, negatives, len(self._entries))
+        # Every phrasing's row at once (what _model_row does for a query): its features in column order, with
+        # their IDF values, L2-normalized. Every feature of a phrasing is known here.
+        column = {f: k for k, f in enumerate(names)}
+        cols = np.fromiter(map(column.__getitem__, every), dtype=np.int64, count=len(every))
+        lengths = np.fromiter((len(f) for p in model_feats for f in p), dtype=np.int64, count=total)
+        row = np.repeat(np.arange(total), lengths)
+        cols = cols[np.argsort(row * max(len(names), 1) + cols, kind="stable")]
+        values = idf[cols]
+        norm = np.sqrt(np.bincount(row, weights=values * values, minlength=total))
+        norm[norm == 0] = 1.0
+        self._model: LinearModel = train(
+            Rows(lengths=lengths, features=cols, values=values / norm[row]), classes, negatives, len(self._entries)
+        )
+
+    def _confusable(
+        self, phrasings: list[tuple[tuple[int, str], frozenset[str]]], order: list[str], limit: int
+    ) -> list[list[int]]:
+        """For each phrasing (its entry, its text; its features): the entries ``_walk(features, _TRAIN_BUDGET)``
+        finds for it, by partial BM25, best first (ties in the order found), without its own entry, at most
+        ``limit``.
+
+        The same walk, for every phrasing at once in numpy: a phrasing's own walk in Python was a tenth of a large
+        KB's build. A feature's postings are walked up to the budget left (the characters' budget for a Chinese
+        character), and how much that leaves is a running sum capped by the budgets along the walk's order.
+        """
+        if not phrasings:
+            return []
+        rank = self._anchor_rank
+        postings = self._postings
+        budget, char_budget = _TRAIN_BUDGET, min(_TRAIN_BUDGET, _CHAR_BUDGET)
+        # The postings, one feature after another in the walk's order.
+        size = np.fromiter((postings[f][1] for f in order), dtype=np.int64, count=len(order))
+        offset = np.cumsum(size) - size
+        is_char = np.fromiter((f[0] == "c" for f in order), dtype=bool, count=len(order))
+        entry, weight = self._post_entry, self._post_weight
+        # Each phrasing's features in the walk's order (its anchors), one phrasing after another.
+        ranked = [rank.get(f, -1) for _, feats in phrasings for f in feats]
+        owner = np.repeat(np.arange(len(phrasings)), [len(feats) for _, feats in phrasings])
+        feature = np.asarray(ranked, dtype=np.int64)
+        known = feature >= 0
+        owner, feature = owner[known], feature[known]
+        feature = feature[np.argsort(owner * len(order) + feature)]
+        count = np.bincount(owner, minlength=len(phrasings))
+        first = np.cumsum(count) - count  # each phrasing's first anchor
+        # Postings walked after each anchor: the running sum of its postings, capped by the anchor's budget, never
+        # going back (a character's lower budget ends the walk where the words left it at or past it).
+        some = first[count > 0]  # (a phrasing of stopwords only has no anchors)
+        total = np.cumsum(size[feature])
+        total -= np.repeat(total[some] - size[feature[some]], count[count > 0])
+        cap = np.where(is_char[feature], char_budget, budget)
+        step = budget + 1  # keeps each phrasing's running maximum its own
+        after = np.maximum.accumulate(np.minimum(cap, total) + owner * step) - owner * step
+        before = np.concatenate(([0], after[:-1]))
+        before[some] = 0
+        taken = after - before
+        # The postings walked, in walk order: (phrasing, entry, weight, from a character).
+        pos = np.repeat(offset[feature] - np.cumsum(taken) + taken, taken) + np.arange(int(taken.sum()))
+        by = np.repeat(owner, taken)
+        by_char = np.repeat(is_char[feature], taken)
+        n = len(self._entries)
+        keys, group = unique_inverse(by * n + entry[pos])
+        score = np.bincount(group, weights=weight[pos], minlength=len(keys))
+        found_at = np.empty(len(keys), dtype=np.int64)
+        found_at[group[::-1]] = np.arange(len(group) - 1, -1, -1)  # the first time each was found
+        phrasing_of, entry_of = keys // n, keys % n
+        own = np.fromiter((i for (i, _), _ in phrasings), dtype=np.int64, count=len(phrasings))
+        keep = entry_of != own[phrasing_of]
+        # An entry that only a character found must share _CHAR_MIN of the phrasing's characters (as in _walk).
+        terms = self._entry_terms
+        for g in np.flatnonzero(by_char[found_at] & keep).tolist():
+            p = int(phrasing_of[g])
+            values = terms[int(entry_of[g])]
+            mine = feature[first[p] : first[p] + count[p]]
+            if sum(order[a] in values for a in mine[is_char[mine]].tolist()) < _CHAR_MIN:
+                keep[g] = False
+        kept = np.flatnonzero(keep)
+        best = kept[np.lexsort((found_at[kept], -score[kept], phrasing_of[kept]))]
+        # The first ``limit`` of each phrasing's run.
+        where = phrasing_of[best]
+        runs = np.bincount(where, minlength=len(phrasings))
+        place = np.arange(len(best)) - np.repeat(np.cumsum(runs) - runs, runs)
+        found = entry_of[best[place < limit]].tolist()
+        ends = np.cumsum(np.minimum(runs, limit)).tolist()
+        return [found[a:b] for a, b in zip([0, *ends[:-1]], ends, strict=True)]
 
     def _model_row(self, feats: Iterable[str]) -> tuple[list[int], list[float]]:
         """Known features with IDF values, L2-normalized (unknown features say nothing to the model)."""
@@ -625,35 +709,48 @@ class FaqIndex:
         # the model's training negatives) changed with PYTHONHASHSEED, and every metric by about 0.001.
         rank = self._anchor_rank
         anchors = sorted((f for f in feats if f in rank), key=rank.__getitem__)
-        acc: dict[int, float] = {}
-        get = acc.get
         walked = 0
         complete: set[str] = set()
         char_budget = min(budget, _CHAR_BUDGET)
-        found_by_word: set[int] | None = None
+        chars_from = -1  # postings walked before the first character's (-1: no character walked)
+        spans: list[tuple[int, int]] = []
         for f in anchors:
             # Postings are in order of weight, so a cut keeps the entries where the feature counts most.
-            full = postings[f]
+            at, size = postings[f]
             if f[0] == "c":
                 if walked >= char_budget:
                     break
-                if found_by_word is None:
-                    found_by_word = set(acc)
-                plist = full[: char_budget - walked]
+                if chars_from < 0:
+                    chars_from = walked
+                take = min(size, char_budget - walked)
             else:
-                plist = full[: budget - walked]
-            walked += len(plist)
-            for i, w in plist:
-                acc[i] = get(i, 0.0) + w
-            if len(plist) == len(full):
+                take = min(size, budget - walked)
+            spans.append((at, take))
+            walked += take
+            if take == size:
                 complete.add(f)
             if walked >= budget:
                 break
-        if found_by_word is not None:
+        if not spans:
+            return {}, complete
+        # Each entry's sum of the postings walked, in the order they were walked (bincount adds them in that order,
+        # as a loop did), and entries in the order first found.
+        if len(spans) == 1:
+            at, take = spans[0]
+            ids, weights = self._post_entry[at : at + take], self._post_weight[at : at + take]
+        else:
+            pick = np.concatenate([np.arange(at, at + take) for at, take in spans])
+            ids, weights = self._post_entry[pick], self._post_weight[pick]
+        sums = np.bincount(ids, weights=weights)
+        seen = np.full(len(sums), walked, dtype=np.int64)
+        seen[ids[::-1]] = np.arange(walked - 1, -1, -1)  # where each entry was first found
+        firsts = ids[seen[ids] == np.arange(walked)]
+        acc = dict(zip(firsts.tolist(), sums[firsts].tolist(), strict=True))
+        if chars_from >= 0:
             # An entry that shares only one character with the query (天 in 今天 and 几天) is no candidate.
             chars = [f for f in anchors if f[0] == "c"]
             terms = self._entry_terms
-            for i in [i for i in acc if i not in found_by_word]:
+            for i in firsts[seen[firsts] >= chars_from].tolist():
                 values = terms[i]
                 if sum(f in values for f in chars) < _CHAR_MIN:
                     del acc[i]
@@ -752,10 +849,14 @@ class FaqIndex:
             )
         return tuple(hits)
 
-    def _rank(self, text: str, limit: int, analyzed: Analyzed | None = None) -> list[_Scored]:
-        """The rescored candidates, best first."""
+    def _rank(
+        self, text: str, limit: int, analyzed: Analyzed | None = None, *, analysis: _Analysis | None = None
+    ) -> list[_Scored]:
+        """The rescored candidates, best first. ``analysis``: what the index (or the one it was cut from) has read
+        off ``analyzed`` (one of its phrasings, which the held-out fit asks for), reused rather than read again."""
         query = self._fix_typos(analyzed or self._analyze(text))
-        feats = _features(query)
+        reuse = analyzed is not None and query is analyzed
+        feats = _features_cached(query, analysis.features) if analysis and reuse else _features(query)
         acc, complete = self._walk(feats)
         if not acc:
             return []
@@ -769,7 +870,10 @@ class FaqIndex:
             values = terms[i]
             exact[i] = acc[i] + math.fsum([values[f] for f in rest if f in values])
         bm25_max = (_K1 + 1) * math.fsum(self._bm25.get(f) or self._bm25_unknown[f[0]] for f in feats)
-        logits = self._model.logits(*self._model_row(_model_features(query)), candidates)
+        model_feats = (
+            _model_features_cached(query, analysis.model_features) if analysis and reuse else _model_features(query)
+        )
+        logits = self._model.logits(*self._model_row(model_feats), candidates)
         model = dict(zip(candidates, logits, strict=True))
         pre = {i: _ALPHA * model[i] + _BETA * _A_BM25 * exact[i] / bm25_max for i in candidates}
         rescore = heapq.nlargest(max(_RESCORE, limit), pre, key=pre.__getitem__)
@@ -777,9 +881,11 @@ class FaqIndex:
         inv_q = 1.0 / math.sqrt(math.fsum(weight2.get(f) or self._unknown2[f[0]] for f in feats))
         feat_set = frozenset(known)
         q_weight = {f: weight2[f] for f in known}.__getitem__
-        folded = fold_for_matching(text)
+        folded = analysis.normalized.get(text) if analysis else None
+        folded = fold_for_matching(text) if folded is None else folded
         verbatim = self._verbatim.get(folded, -1)
-        asked = question_types(folded)
+        asked = analysis.kinds.get(text) if analysis else None
+        asked = question_types(folded) if asked is None else asked
         scored_entries: list[_Scored] = []
         for i in rescore:
             scored = sorted(

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
-from bot.faq import FaqEntry, FaqIndex, _model_features
-from bot.learn import train
+from bot.faq import _CHAR_BUDGET, _CHAR_MIN, _TRAIN_BUDGET, FaqEntry, FaqIndex, _features, _model_features
+from bot.learn import Rows, train, unique_inverse
 from bot.policy import BotPolicy, Outcome, decide
 
 # Two entries that share every content word and differ only in words a stopword list drops ("my" / "your"),
@@ -87,7 +88,7 @@ def test_a_clear_question_is_answered_and_an_unrelated_one_is_not(index: FaqInde
 def test_training_separates_classes_that_share_features() -> None:
     # Feature 0 is in both classes, feature 1 only in class 0, feature 2 only in class 1.
     rows = [([0, 1], [0.6, 0.8]), ([0, 1], [0.8, 0.6]), ([0, 2], [0.6, 0.8]), ([0, 2], [0.8, 0.6])]
-    model = train(rows, [0, 0, 1, 1], {0: [1], 1: [1], 2: [0], 3: [0]}, 2)
+    model = train(Rows.of(rows), [0, 0, 1, 1], {0: [1], 1: [1], 2: [0], 3: [0]}, 2)
     mine, other = model.logits([0, 1], [0.6, 0.8], [0, 1])
     assert mine > other
     theirs, own = model.logits([2], [1.0], [0, 1])
@@ -98,7 +99,7 @@ def test_training_separates_classes_that_share_features() -> None:
 
 def test_an_entry_with_one_phrasing_is_scored_by_its_centroid_alone() -> None:
     rows = [([0, 1], [0.6, 0.8]), ([2], [1.0])]
-    model = train(rows, [0, 1], {}, 2)
+    model = train(Rows.of(rows), [0, 1], {}, 2)
     assert model.logits([1], [1.0], [0, 1])[0] > 0.0
     assert model.logits([1], [1.0], [0, 1])[1] == 0.0
 
@@ -149,3 +150,100 @@ def test_the_model_reads_english_word_pairs_and_a_texts_first_and_last_word() ->
     assert {"qwhat is", "qis my", "qmy balanc", "e^what", "e$balanc"} <= feats  # stemmed
     chinese = _model_features(index._analyze("怎么开发票"))
     assert not any(f.startswith("q") for f in chinese)
+
+
+@pytest.mark.parametrize(
+    ("top", "n"),
+    [(10, 1), (10, 50), (1000, 100_000), (10**7, 1_000), (2**40, 1_000), (2**62, 10)],
+)
+def test_parameters_are_found_as_numpy_finds_them(top: int, n: int) -> None:
+    """Dense keys (a table) and sparse ones (a packed sort, or np.unique past 62 bits) give np.unique's answer."""
+    values = np.random.default_rng(top + n).integers(0, top, n)
+    keys, inverse = unique_inverse(values)
+    expected_keys, expected_inverse = np.unique(values, return_inverse=True)
+    assert keys.tolist() == expected_keys.tolist()
+    assert inverse.tolist() == expected_inverse.ravel().tolist()
+
+
+_MORE = (
+    FaqEntry(id="weather", questions=("今天天气怎么样", "明天会下雪吗", "下雪了吗"), answer="-"),
+    FaqEntry(id="days", questions=("几天能到", "今天发货吗", "雪地靴几天到"), answer="-"),
+    FaqEntry(id="greeting", questions=("你好", "您好", "hello 我"), answer="-"),  # stopwords only: no features
+)
+
+
+def _reference_walk(index: FaqIndex, feats: frozenset[str], budget: int) -> tuple[dict[int, float], set[str]]:
+    """FaqIndex._walk as a loop over the postings, one at a time (as it was before it summed them in numpy)."""
+    rank = index._anchor_rank
+    anchors = sorted((f for f in feats if f in rank), key=rank.__getitem__)
+    acc: dict[int, float] = {}
+    walked = 0
+    complete: set[str] = set()
+    char_budget = min(budget, _CHAR_BUDGET)
+    found_by_word: set[int] | None = None
+    for f in anchors:
+        at, size = index._postings[f]
+        ids, weights = index._post_entry[at : at + size].tolist(), index._post_weight[at : at + size].tolist()
+        full = list(zip(ids, weights, strict=True))
+        if f[0] == "c":
+            if walked >= char_budget:
+                break
+            if found_by_word is None:
+                found_by_word = set(acc)
+            plist = full[: char_budget - walked]
+        else:
+            plist = full[: budget - walked]
+        walked += len(plist)
+        for i, w in plist:
+            acc[i] = acc.get(i, 0.0) + w
+        if len(plist) == len(full):
+            complete.add(f)
+        if walked >= budget:
+            break
+    if found_by_word is not None:
+        chars = [f for f in anchors if f[0] == "c"]
+        for i in [i for i in acc if i not in found_by_word]:
+            if sum(f in index._entry_terms[i] for f in chars) < _CHAR_MIN:
+                del acc[i]
+    return acc, complete
+
+
+@pytest.mark.parametrize("budget", [2, 5, 500])
+def test_a_walk_sums_postings_in_the_order_a_loop_does(budget: int) -> None:
+    """Candidates, their partial BM25 to the last bit, the order they were found in, and the features walked whole:
+    the numpy walk gives what a loop over the postings gives, Chinese characters' fallback and budget cuts included."""
+    entries = (*DIRECTIONS, *_MORE)
+    index = FaqIndex(entries, calibrate=False)
+    texts = [q for e in entries for q in e.questions] + ["雪天几天能到", "下雪", "今天", "transfer savings 天气"]
+    for text in texts:
+        feats = frozenset(_features(index._analyze(text)))
+        acc, complete = index._walk(feats, budget)
+        expected, expected_complete = _reference_walk(index, feats, budget)
+        assert list(acc.items()) == list(expected.items()), text
+        assert complete == expected_complete, text
+
+
+def _walked_negatives(index: FaqIndex, entry: int, features: frozenset[str], limit: int) -> list[int]:
+    """What the model's training negatives were before they were found in one batch: a walk per phrasing."""
+    acc, _ = index._walk(features, _TRAIN_BUDGET)
+    acc.pop(entry, None)
+    return sorted(acc, key=acc.__getitem__, reverse=True)[:limit]
+
+
+@pytest.mark.parametrize("limit", [1, 3, 32])
+def test_training_negatives_are_what_each_phrasings_walk_finds(limit: int) -> None:
+    """The batched walk (FaqIndex._confusable) finds for every phrasing the entries, order and ties that a walk per
+    phrasing finds, Chinese characters' fallback included."""
+    entries = (*DIRECTIONS, *_MORE)
+    index = FaqIndex(entries, calibrate=False)
+    phrasings = [((i, q), frozenset(_features(index._analyze(q)))) for i, e in enumerate(entries) for q in e.questions]
+    order = sorted(index._anchor_rank, key=index._anchor_rank.__getitem__)
+    assert index._confusable(phrasings, order, limit) == [
+        _walked_negatives(index, i, feats, limit) for (i, _), feats in phrasings
+    ]
+
+
+def test_a_kb_of_stopwords_only_builds_and_finds_nothing() -> None:
+    """No phrasing has a feature to walk or to find negatives by; the index still builds."""
+    index = FaqIndex([FaqEntry(id="greeting", questions=("你好", "您好", "hello 我"), answer="-")], calibrate=False)
+    assert index.search("退款") == ()
