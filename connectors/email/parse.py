@@ -10,7 +10,6 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from email import policy
 from email.errors import HeaderParseError
 from email.header import decode_header
 from email.message import EmailMessage, Message
@@ -476,7 +475,10 @@ def _flatten_payload(part: Message) -> bytes:
         for sub in payload:
             if isinstance(sub, Message):
                 try:
-                    chunks.append(sub.as_bytes(policy=policy.SMTP.clone(linesep="\n")))
+                    # _POLICY has policy.SMTP's settings with "\n" line ends (policy.default's), so the bytes are
+                    # the same; the generator puts its policy on every part while it writes, and with ours the
+                    # Content-Type of each part it reads is the parse the collector already made, not a fresh one.
+                    chunks.append(sub.as_bytes(policy=_POLICY))
                 except (ValueError, TypeError, LookupError, UnicodeError, AttributeError):
                     chunks.append(str(sub.get_payload()).encode("utf-8", "surrogateescape"))
         return b"\n".join(chunks)
@@ -582,6 +584,20 @@ def read_message(raw: bytes) -> EmailMessage:
     return msg
 
 
+def _header_map(msg: Message) -> dict[str, str]:
+    """Each header's first value, decoded, in the order of each name's last occurrence, newest first.
+
+    Only the first value of a repeated header (Received, a dozen times in a relayed mail) is decoded: the others
+    would be overwritten anyway.
+    """
+    items = list(msg.raw_items())
+    first: dict[str, str] = {}
+    for name, value in items:
+        first.setdefault(name.lower(), value)
+    order = dict.fromkeys(name.lower() for name, _ in reversed(items))
+    return {name: cap(decode_header_value(str(first[name])), MAX_HEADER_CHARS) for name in order}
+
+
 def parse_mail(raw: bytes) -> ParsedMail:
     """Pure: bytes in, ParsedMail out. Raises MailParseError for mail that has no usable sender or headers."""
     clean = normalize_line_endings(raw)
@@ -615,9 +631,7 @@ def parse_mail(raw: bytes) -> ParsedMail:
         text = cap(text, MAX_TEXT_CHARS)
     ids = _message_ids(_raw_values(msg, "message-id"))
     message_id = ids[0] if ids else None
-    headers = {
-        k.lower(): cap(decode_header_value(str(v)), MAX_HEADER_CHARS) for k, v in reversed(list(msg.raw_items()))
-    }
+    headers = _header_map(msg)
     subject_values = _raw_values(msg, "subject")
     subject = cap(decode_header_value(subject_values[0]), MAX_SUBJECT_CHARS) if subject_values else ""
     report = classify(msg, headers=headers, sender=sender.email, subject=subject, text=text)
