@@ -44,11 +44,13 @@ from core.model import (
 from core.store.contacts import merged_contact
 from core.store.cursor import decode_cursor, encode_cursor
 from core.store.redis.audit import RedisAuditLog
+from core.store.redis.pool import FairConnectionPool
 from core.store.types import (
     AdmissionRefused,
     Assignment,
     DeadLetter,
     DueTimer,
+    FirstBuild,
     Gauges,
     Hits,
     LogLine,
@@ -847,7 +849,7 @@ class RedisStore(RedisAuditLog):
         # An explicit lib version: otherwise redis-py reads package metadata from disk for each new connection.
         driver = DriverInfo(name="redis-py", lib_version=redis.__version__)
         bounds = self._pool
-        pool = aioredis.BlockingConnectionPool.from_url(
+        pool = FairConnectionPool.from_url(
             self._url,
             max_connections=bounds.max_connections,
             timeout=bounds.wait_s,
@@ -1239,6 +1241,31 @@ class RedisStore(RedisAuditLog):
         return saved
 
     # messages -----------------------------------------------------------------
+    async def receive_first(
+        self,
+        address: Identity,
+        *,
+        channel: Channel,
+        inbox: str,
+        name: str | None,
+        now: datetime,
+        build: FirstBuild,
+        thread: str = "",
+        aliases: Sequence[Identity] = (),
+        admit: Admission | None = None,
+    ) -> tuple[Conversation, tuple[Message, bool] | None]:
+        """Two round trips, as the two calls: ``build`` is Python, which a script cannot run between them."""
+        conversation = await self.conversation_for(
+            address, channel=channel, inbox=inbox, name=name, now=now, thread=thread, aliases=aliases, admit=admit
+        )
+        write = build(conversation)
+        if write is None:
+            return conversation, None
+        stored = await self.add_message(
+            write.message, write.events, handled=write.handled, checkpoints=write.checkpoints
+        )
+        return conversation, stored
+
     async def add_message(
         self,
         message: Message,
