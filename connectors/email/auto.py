@@ -7,6 +7,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from email.message import Message
+from email.policy import EmailPolicy
 
 from connectors.email.bounce_phrases import (
     BOUNCE_NOTICE,
@@ -212,18 +213,45 @@ def _bulk_signal(headers: Mapping[str, str]) -> str | None:
     return None
 
 
-def _parts(msg: Message) -> list[Message]:
-    return [p for p in msg.walk()]
+# Every part of a mail with its content type, attached mails' parts included (as Message.walk goes): the type is
+# looked up once per part, not once per question asked about the part (each lookup scans all of its headers).
+_Parts = list[tuple[Message, str]]
+
+
+def _parts(msg: Message) -> _Parts:
+    return [(p, p.get_content_type()) for p in msg.walk()]
+
+
+# The fields of a delivery-status block that _recipients_from_dsn reads.
+_DSN_FIELDS = frozenset({"final-recipient", "original-recipient", "status", "action", "diagnostic-code"})
+
+
+def _field_text(sub: Message, name: str, value: str) -> str:
+    """str(sub[name]), what Message.items() gives, for one of _DSN_FIELDS.
+
+    Under EmailPolicy those are unstructured headers, and their parse (_header_value_parser.get_unstructured)
+    gives the unfolded value back as it is unless it holds an encoded word ("=?") or 8-bit bytes: only those
+    are run through the parser (a parse each, most of the cost of reading a bounce's status blocks).
+    """
+    unfolded = value.replace("\r", "").replace("\n", "")  # what EmailPolicy.header_fetch_parse does first
+    if isinstance(sub.policy, EmailPolicy) and unfolded.isascii() and "=?" not in unfolded:
+        return unfolded
+    return str(sub.policy.header_fetch_parse(name, value))
 
 
 def _fields(part: Message) -> list[dict[str, str]]:
-    """message/delivery-status → its header blocks (per-message, then one per recipient)."""
+    """message/delivery-status → its header blocks (per-message, then one per recipient), the fields we read.
+
+    Only those are run through the header parser (the rest, Reporting-MTA, Arrival-Date..., cost a parse each).
+    """
     payload = part.get_payload()
     blocks: list[dict[str, str]] = []
     if isinstance(payload, list):
         for sub in payload:
             if isinstance(sub, Message):
-                blocks.append({k.lower(): str(v) for k, v in sub.items()})
+                blocks.append(
+                    {k.lower(): _field_text(sub, k, v) for k, v in sub.raw_items() if k.lower() in _DSN_FIELDS}
+                )
     elif isinstance(payload, str):
         for chunk in re.split(r"\n\s*\n", payload.replace("\r\n", "\n")):
             block: dict[str, str] = {}
@@ -242,9 +270,8 @@ def _strip_type(value: str) -> str:
     return value.strip().strip("<>").strip()
 
 
-def _original_message_id(msg: Message, text: str) -> str | None:
-    for part in msg.walk():
-        ctype = part.get_content_type()
+def _original_message_id(parts: _Parts, text: str) -> str | None:
+    for part, ctype in parts:
         if ctype in ("message/rfc822", "message/global", "text/rfc822-headers", "message/rfc822-headers"):
             payload = part.get_payload()
             if isinstance(payload, list) and payload and isinstance(payload[0], Message):
@@ -259,11 +286,11 @@ def _original_message_id(msg: Message, text: str) -> str | None:
     return matches[-1] if matches else None
 
 
-def _full_text(msg: Message, text: str) -> str:
+def _full_text(parts: _Parts, text: str) -> str:
     """The body text plus any text parts (a bounce's explanation may sit in a second text/plain part)."""
     chunks = [text]
-    for part in msg.walk():
-        if part.get_content_maintype() == "text" and not part.is_multipart():
+    for part, ctype in parts:
+        if ctype.split("/")[0] == "text" and not part.is_multipart():
             try:
                 data = part.get_payload(decode=True)
             except (ValueError, TypeError, LookupError, AssertionError):
@@ -286,11 +313,11 @@ def _around(text: str, rcpt: str, span: int = 800) -> str:
     return text[at : at + span] if at >= 0 else ""
 
 
-def _recipients_from_dsn(msg: Message, body: str) -> tuple[BounceRecipient, ...]:
+def _recipients_from_dsn(parts: _Parts, body: str) -> tuple[BounceRecipient, ...]:
     out: list[BounceRecipient] = []
     explanation = _explanation(body)
-    for part in msg.walk():
-        if part.get_content_type() not in ("message/delivery-status", "message/global-delivery-status"):
+    for part, ctype in parts:
+        if ctype not in ("message/delivery-status", "message/global-delivery-status"):
             continue
         for block in _fields(part):
             rcpt = block.get("final-recipient") or block.get("original-recipient")
@@ -380,11 +407,11 @@ _ORIGINAL_RECIPIENT = re.compile(r"^x-hmxmroriginalrecipient:\s*<?([^>\s]+)", re
 _ATTACHED_MAIL = ("message/rfc822", "message/global", "text/rfc822-headers", "message/rfc822-headers")
 
 
-def _attached_headers(msg: Message) -> str:
+def _attached_headers(parts: _Parts) -> str:
     """The header block of every mail attached to this one, as text."""
     blocks: list[str] = []
-    for part in msg.walk():
-        if part.get_content_type() not in _ATTACHED_MAIL:
+    for part, ctype in parts:
+        if ctype not in _ATTACHED_MAIL:
             continue
         payload = part.get_payload()
         if isinstance(payload, list):
@@ -395,21 +422,21 @@ def _attached_headers(msg: Message) -> str:
 
 
 def _complaint(
-    msg: Message, *, report_type: str, types: set[str], sender: str, subject: str, text: str
+    parts: _Parts, *, report_type: str, types: set[str], sender: str, subject: str, text: str
 ) -> AutoReport | None:
     """An abuse complaint about mail of ours: an RFC 5965 feedback report, or Microsoft's own format."""
     recipients: tuple[BounceRecipient, ...] = ()
     if report_type == "feedback-report" or "message/feedback-report" in types:
         reason = "feedback-report"
     elif _JMRP_SUBJECT.match(subject) and (
-        sender.lower() in _FEEDBACK_LOOP_SENDERS or _ORIGINAL_RECIPIENT.search(_attached_headers(msg))
+        sender.lower() in _FEEDBACK_LOOP_SENDERS or _ORIGINAL_RECIPIENT.search(_attached_headers(parts))
     ):
         reason = "complaint-about-message"
-        if found := _ORIGINAL_RECIPIENT.search(_attached_headers(msg)):
+        if found := _ORIGINAL_RECIPIENT.search(_attached_headers(parts)):
             recipients = (BounceRecipient(recipient=found.group(1).lower(), action="complained"),)
     else:
         return None
-    body = _full_text(msg, text)
+    body = _full_text(parts, text)
     if not recipients:
         rcpt = _recipients_from_text(body, sender)
         recipients = tuple(BounceRecipient(recipient=r.recipient, action="complained") for r in rcpt[:1])
@@ -417,7 +444,7 @@ def _complaint(
         kind=AutoKind.COMPLAINT,
         reason=reason,
         recipients=recipients,
-        original_message_id=_original_message_id(msg, body),
+        original_message_id=_original_message_id(parts, body),
     )
 
 
@@ -443,21 +470,22 @@ def classify(msg: Message, *, headers: Mapping[str, str], sender: str, subject: 
     a mail system's own opening sentence): neither alone is enough for the weaker signals, because a customer who
     forwards us a bounce writes from their own address with "Fwd:" and quotes those words.
     """
-    ctype = msg.get_content_type()
+    parts = _parts(msg)
+    ctype = parts[0][1]  # the mail itself comes first
     report_type = str(msg.get_param("report-type", "") or "").lower() if ctype == "multipart/report" else ""
-    types = {p.get_content_type() for p in _parts(msg)}
-    complaint = _complaint(msg, report_type=report_type, types=types, sender=sender, subject=subject, text=text)
+    types = {ctype for _, ctype in parts}
+    complaint = _complaint(parts, report_type=report_type, types=types, sender=sender, subject=subject, text=text)
     if complaint is not None:
         return complaint
     dsn_types = {"message/delivery-status", "message/global-delivery-status"}
     if report_type in ("delivery-status", "global-delivery-status") or types & dsn_types:
-        body = _full_text(msg, text)
-        recipients = _recipients_from_dsn(msg, body) or _recipients_from_text(body, sender)
+        body = _full_text(parts, text)
+        recipients = _recipients_from_dsn(parts, body) or _recipients_from_text(body, sender)
         return AutoReport(
             kind=AutoKind.BOUNCE,
             reason="delivery-status",
             recipients=recipients,
-            original_message_id=_original_message_id(msg, body),
+            original_message_id=_original_message_id(parts, body),
         )
     if report_type == "disposition-notification" or "message/disposition-notification" in types:
         # A read receipt (RFC 8098): the recipient's mail program answering for them.
@@ -466,12 +494,12 @@ def classify(msg: Message, *, headers: Mapping[str, str], sender: str, subject: 
     if notification is not None:
         return notification
     if _list_manager_notice(headers, sender):
-        body = _full_text(msg, text)
+        body = _full_text(parts, text)
         return AutoReport(
             kind=AutoKind.BOUNCE,
             reason="list-manager",
             recipients=_recipients_from_text(body, sender),
-            original_message_id=_original_message_id(msg, body),
+            original_message_id=_original_message_id(parts, body),
         )
     auto = _auto_reply_signal(headers, subject)
     from_daemon = bool(_BOUNCE_SENDER.match(sender)) or sender.lower().startswith("mailer-daemon")
@@ -486,7 +514,7 @@ def classify(msg: Message, *, headers: Mapping[str, str], sender: str, subject: 
         or (bounce_subject and (auto is None or auto.startswith("auto-submitted") or null_sender))
         or (null_sender and auto is None)
     ):
-        body = _full_text(msg, text)
+        body = _full_text(parts, text)
         returned = bool(types & set(_ATTACHED_MAIL))
         coded = bounce_subject and bool(_STATUS.search(body) or _REPLY_CODE.search(body))
         if from_daemon or coded or returned or _says_bounce_notice(body):
@@ -494,7 +522,7 @@ def classify(msg: Message, *, headers: Mapping[str, str], sender: str, subject: 
                 kind=AutoKind.BOUNCE,
                 reason="sender" if from_daemon else "subject" if bounce_subject else "null-sender",
                 recipients=_recipients_from_text(body, sender),
-                original_message_id=_original_message_id(msg, body),
+                original_message_id=_original_message_id(parts, body),
             )
     if auto is not None:
         return AutoReport(kind=AutoKind.AUTO_REPLY, reason=auto, original_message_id=_in_reply_to(headers))

@@ -10,7 +10,6 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from email import policy
 from email.errors import HeaderParseError
 from email.header import decode_header
 from email.message import EmailMessage, Message
@@ -234,6 +233,15 @@ def _raw_values(msg: Message, name: str) -> list[str]:
     return [str(v) for k, v in msg.raw_items() if k.lower() == lname]
 
 
+def _field_index(msg: Message) -> dict[str, list[str]]:
+    """Every header's raw values by lower-case name: the mail's own headers are asked for a dozen times, and
+    _raw_values scans them all on each ask."""
+    index: dict[str, list[str]] = {}
+    for name, value in msg.raw_items():
+        index.setdefault(name.lower(), []).append(str(value))
+    return index
+
+
 def _addresses(raw_values: Iterable[str]) -> tuple[Address, ...]:
     values = [re.sub(r"\r?\n[ \t]", " ", v) for v in raw_values]
     if not values:
@@ -276,8 +284,8 @@ def normalize_message_id(value: str) -> str:
     return ids[0] if ids else value.strip().strip("<>")
 
 
-def _date(msg: Message) -> datetime | None:
-    values = _raw_values(msg, "date")
+def _date(fields: Mapping[str, list[str]]) -> datetime | None:
+    values = fields.get("date", [])
     if not values:
         return None
     try:
@@ -476,7 +484,10 @@ def _flatten_payload(part: Message) -> bytes:
         for sub in payload:
             if isinstance(sub, Message):
                 try:
-                    chunks.append(sub.as_bytes(policy=policy.SMTP.clone(linesep="\n")))
+                    # _POLICY has policy.SMTP's settings with "\n" line ends (policy.default's), so the bytes are
+                    # the same; the generator puts its policy on every part while it writes, and with ours the
+                    # Content-Type of each part it reads is the parse the collector already made, not a fresh one.
+                    chunks.append(sub.as_bytes(policy=_POLICY))
                 except (ValueError, TypeError, LookupError, UnicodeError, AttributeError):
                     chunks.append(str(sub.get_payload()).encode("utf-8", "surrogateescape"))
         return b"\n".join(chunks)
@@ -489,16 +500,16 @@ _HEADER_LINE = re.compile(rb"^[!-9;-~]+:[ \t]|^[A-Za-z][A-Za-z0-9-]*:(?!//)")
 _DAEMON = re.compile(r"(mailer-daemon|postmaster)", re.IGNORECASE)
 
 
-def _sender(msg: Message) -> Address | None:
+def _sender(fields: Mapping[str, list[str]]) -> Address | None:
     """From, else Sender, Reply-To, Return-Path; a bounce's bare "MAILER-DAEMON" counts as an address."""
     for name in ("from", "sender", "reply-to", "return-path"):
-        found = _addresses(_raw_values(msg, name))
+        found = _addresses(fields.get(name, []))
         if found:
             return found[0]
-    if any(v.strip() == "<>" for name in ("from", "return-path") for v in _raw_values(msg, name)):
+    if any(v.strip() == "<>" for name in ("from", "return-path") for v in fields.get(name, [])):
         # The null reverse-path (RFC 5321 4.5.5): only the mail system itself sends from it, e.g. a bounce.
         return Address(email="mailer-daemon", name="Mail Delivery System")
-    for value in _raw_values(msg, "from"):
+    for value in fields.get("from", []):
         m = _DAEMON.search(value)
         if m:
             comment = re.search(r"\(([^)]*)\)", value)
@@ -582,6 +593,20 @@ def read_message(raw: bytes) -> EmailMessage:
     return msg
 
 
+def _header_map(msg: Message) -> dict[str, str]:
+    """Each header's first value, decoded, in the order of each name's last occurrence, newest first.
+
+    Only the first value of a repeated header (Received, a dozen times in a relayed mail) is decoded: the others
+    would be overwritten anyway.
+    """
+    items = list(msg.raw_items())
+    first: dict[str, str] = {}
+    for name, value in items:
+        first.setdefault(name.lower(), value)
+    order = dict.fromkeys(name.lower() for name, _ in reversed(items))
+    return {name: cap(decode_header_value(str(first[name])), MAX_HEADER_CHARS) for name in order}
+
+
 def parse_mail(raw: bytes) -> ParsedMail:
     """Pure: bytes in, ParsedMail out. Raises MailParseError for mail that has no usable sender or headers."""
     clean = normalize_line_endings(raw)
@@ -598,7 +623,8 @@ def parse_mail(raw: bytes) -> ParsedMail:
             msg = read_message(clean)
     if not list(msg.raw_items()):
         raise MailParseError("no headers")
-    sender = _sender(msg)
+    fields = _field_index(msg)
+    sender = _sender(fields)
     if sender is None:
         raise MailParseError("no sender address in From, Sender, Reply-To or Return-Path")
     collector = _Collector()
@@ -613,12 +639,10 @@ def parse_mail(raw: bytes) -> ParsedMail:
         collector.attachments.append(full)
         collector.defects.append("TextTooLong")
         text = cap(text, MAX_TEXT_CHARS)
-    ids = _message_ids(_raw_values(msg, "message-id"))
+    ids = _message_ids(fields.get("message-id", []))
     message_id = ids[0] if ids else None
-    headers = {
-        k.lower(): cap(decode_header_value(str(v)), MAX_HEADER_CHARS) for k, v in reversed(list(msg.raw_items()))
-    }
-    subject_values = _raw_values(msg, "subject")
+    headers = _header_map(msg)
+    subject_values = fields.get("subject", [])
     subject = cap(decode_header_value(subject_values[0]), MAX_SUBJECT_CHARS) if subject_values else ""
     report = classify(msg, headers=headers, sender=sender.email, subject=subject, text=text)
     return ParsedMail(
@@ -626,13 +650,13 @@ def parse_mail(raw: bytes) -> ParsedMail:
         dedupe_key=message_id or f"sha256:{content_digest(msg, clean)}",
         raw_sha256=digest,
         sender=sender,
-        to=_addresses(_raw_values(msg, "to")),
-        cc=_addresses(_raw_values(msg, "cc")),
-        reply_to=_addresses(_raw_values(msg, "reply-to")),
+        to=_addresses(fields.get("to", [])),
+        cc=_addresses(fields.get("cc", [])),
+        reply_to=_addresses(fields.get("reply-to", [])),
         subject=subject,
-        date=_date(msg),
-        in_reply_to=_message_ids(_raw_values(msg, "in-reply-to")),
-        references=_message_ids(_raw_values(msg, "references")),
+        date=_date(fields),
+        in_reply_to=_message_ids(fields.get("in-reply-to", [])),
+        references=_message_ids(fields.get("references", [])),
         text=text,
         html=sanitize_html(html_raw) if html_raw else None,
         attachments=tuple(collector.attachments),

@@ -242,3 +242,39 @@ def test_amazon_ses_notifications_mailed_through_sns_are_machine_mail(notificati
     assert report.kind is kind and report.reason.startswith("amazon-ses")
     if kind is AutoKind.BOUNCE:
         assert [r.recipient for r in report.recipients] == ["gone@example.org"]
+
+
+def test_an_attached_mail_keeps_the_bytes_the_smtp_policy_writes() -> None:
+    """The attached mail is written with our memo policy: the same bytes as policy.SMTP with "\\n" line ends,
+    long headers refolded (an encoded-word Subject) included."""
+    from email import policy
+    from email.parser import BytesParser
+
+    long_subject = "=?utf-8?B?" + base64.b64encode(("退信通知 " * 20).encode()).decode() + "?="
+    inner = (
+        f"From: b@example.com\nSubject: {long_subject}\nContent-Type: multipart/alternative; boundary=i\n\n"
+        "--i\nContent-Type: text/plain\n\nhello\n--i\nContent-Type: text/html\n\n<p>hello</p>\n--i--\n"
+    )
+    raw = (
+        "From: a@example.org\nContent-Type: multipart/mixed; boundary=o\n\n--o\nContent-Type: text/plain\n\nsee\n"
+        f"--o\nContent-Type: message/rfc822\nContent-Disposition: attachment\n\n{inner}--o--\n"
+    ).encode()
+    mail = parse_mail(raw)
+    attached = BytesParser(policy=policy.default).parsebytes(raw).get_payload()[1].get_payload()[0]
+    assert [a.data for a in mail.attachments] == [attached.as_bytes(policy=policy.SMTP.clone(linesep="\n"))]
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["smtp; 550 5.1.1 <gone@example.com>: Recipient address rejected", "smtp; 550\n  user unknown",
+     "smtp; =?utf-8?q?Postfach_unbekannt_=C3=BC?=", "x-unix; caf\udcc3\udca9 failed"],
+)  # fmt: skip
+def test_a_dsn_field_reads_as_the_header_parser_gives_it(value: str) -> None:
+    from email import policy
+    from email.message import EmailMessage
+
+    from connectors.email.auto import _field_text
+
+    block = EmailMessage(policy=policy.default)
+    block.set_raw("Diagnostic-Code", value)
+    assert _field_text(block, "Diagnostic-Code", value) == str(block["diagnostic-code"])
