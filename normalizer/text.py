@@ -25,5 +25,20 @@ def fold_for_matching(text: str) -> str:
     """A comparison key, never shown: NFKC (full-width to half-width), casefold, traditional to simplified,
     punctuation and symbols to spaces. "ＡＢＣ，“你好”" and "abc 你好" fold to the same key."""
     text = _T2S.convert(unicodedata.normalize("NFKC", text).casefold())
-    chars = [" " if unicodedata.category(c)[0] in "PSZC" and c != "'" else c for c in text]
-    return _SPACES.sub(" ", "".join(chars).replace("'", "")).strip()
+    return _SPACES.sub(" ", text.translate(_BLANKS)).strip()
+
+
+class _Blanks(dict[int, str | None]):
+    """``str.translate``'s table for folding: punctuation, symbols, separators and control characters (Unicode
+    categories P, S, Z, C) become spaces, the apostrophe goes ("don't" is "dont"), the rest stays. Each character's
+    category is looked up the first time it is seen and remembered: a translate in C instead of a Python test
+    per character (a tenth of a large KB's build went to that test)."""
+
+    def __missing__(self, code: int) -> str | None:
+        char = chr(code)
+        folded = None if char == "'" else " " if unicodedata.category(char)[0] in "PSZC" else char
+        self[code] = folded
+        return folded
+
+
+_BLANKS = _Blanks()
