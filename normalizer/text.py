@@ -37,8 +37,12 @@ class _Blanks(dict[int, str | None]):
     def __missing__(self, code: int) -> str | None:
         char = chr(code)
         folded = None if char == "'" else " " if unicodedata.category(char)[0] in "PSZC" else char
-        self[code] = folded
+        if len(self) < _BLANKS_KEPT:  # bounded: text from outside may bring any of Unicode's 1.1M code points
+            self[code] = folded
         return folded
+
+
+_BLANKS_KEPT = 65_536
 
 
 _BLANKS = _Blanks()
