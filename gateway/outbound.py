@@ -199,6 +199,9 @@ class Outbound:
             delivery = await connector.send_frame(reply, frame, seq)
         except asyncio.CancelledError:
             raise
+        except StoreUnavailable as exc:  # stored, so not lost; an outage is one line per interval, not a traceback
+            self._outage.report(f"sending the frame of {stored.id}", exc)
+            return stored, delivered
         except Exception:  # stored, so not lost: the next frame or a reconnect sends it from the frame log
             log.exception("sending the stored frame of %s failed; it waits in the frame log", stored.id)
             return stored, delivered
