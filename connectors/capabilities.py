@@ -82,6 +82,7 @@ class ImportsCalls(Protocol):
         first_line: int = 1,
         progress: Progress | None = None,
         log_lines: LogLinesSink | None = None,
+        ticket_lines: LogLinesSink | None = None,
     ) -> ImportReport: ...
 
 

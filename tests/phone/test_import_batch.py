@@ -139,7 +139,11 @@ async def import_batched(config: Config, bot: BotSetup, data: bytes) -> ImportRe
         phone = gateway.connectors["tel"]
         assert isinstance(phone, ImportsCalls)
         return await phone.import_cdr(
-            data, CdrFormat.ASTERISK_CSV, gateway.intake.receive, log_lines=gateway.intake.receive_log_lines
+            data,
+            CdrFormat.ASTERISK_CSV,
+            gateway.intake.receive,
+            log_lines=gateway.intake.receive_log_lines,
+            ticket_lines=gateway.intake.receive_ticket_lines,
         )
 
 
@@ -190,8 +194,14 @@ def _diff(a: Any, b: Any, path: str = "") -> list[str]:
 
 async def test_an_import_killed_midway_and_run_again_stores_every_call_once_with_its_event(tmp_path: Path) -> None:
     """``huiliu calls import`` killed (SIGKILL) while it writes: each bulk write is one transaction, so no call is
-    stored without its ``message.created`` event; the second run stores exactly the calls the first did not."""
-    rows = [asterisk(uniqueid=f"k{i}", src=f"1390013{i % 400:04d}") for i in range(6000)]
+    stored without its ``message.created`` event, and no missed call without its handling (a ticket for the
+    customer's first, a raised priority for the next); the second run stores exactly the calls the first did
+    not, and every customer with a missed call has one ticket, opened once."""
+    missed = {"answer": "", "billsec": "0", "disposition": "NO ANSWER"}
+    rows = [
+        asterisk(uniqueid=f"k{i}", src=f"1390013{i % 400:04d}", **(missed if i % 3 == 1 else {})) for i in range(6000)
+    ]
+    callers_missed = len({i % 400 for i in range(6000) if i % 3 == 1})
     cdr = tmp_path / "Master.csv"
     cdr.write_text("\n".join(rows) + "\n", encoding="utf-8")
     config_path = tmp_path / "config.yaml"
@@ -235,7 +245,15 @@ async def test_an_import_killed_midway_and_run_again_stores_every_call_once_with
             ids = [e for (e,) in db.execute("SELECT external_id FROM messages WHERE direction = 'inbound'")]
             created = db.execute("SELECT COUNT(*) FROM events WHERE type = 'message.created'").fetchone()[0]
             unhandled = db.execute("SELECT COUNT(*) FROM messages WHERE handled = 0").fetchone()[0]
+            tickets = db.execute("SELECT COUNT(*), COUNT(DISTINCT contact_id) FROM tickets").fetchone()
+            opened = db.execute("SELECT COUNT(*) FROM events WHERE type = 'ticket.created'").fetchone()[0]
+            unticketed = db.execute(
+                "SELECT COUNT(*) FROM messages WHERE direction = 'inbound' AND ticket_id IS NULL"
+                " AND external_id IN (" + ",".join(f"'k{i}'" for i in range(1, len(rows), 3)) + ")"
+            ).fetchone()[0]
         assert sorted(ids) == sorted(f"k{i}" for i in range(len(rows)))
         assert created == len(rows) and unhandled == 0
+        assert tuple(tickets) == (callers_missed, callers_missed) and opened == callers_missed
+        assert unticketed == 0  # each missed call joined its customer's ticket
 
     await asyncio.to_thread(check)
