@@ -257,26 +257,33 @@ class SqliteStore(SqliteAuditLog):
         now: datetime,
         aliases: Sequence[Identity] = (),
     ) -> Contact:
-        """Inside a write transaction: the contact of the identity or of an alias, created if there is none."""
+        """Inside a write transaction: the contact of the identity or of an alias, created if there is none (in
+        one insert, with its identities: a CDR import creates thousands)."""
         contact = self._owner(db, identity)
+        unowned = identity if contact is None else None  # just read: nobody has it
         if contact is None:
             contact = next((c for alias in aliases if (c := self._owner(db, alias)) is not None), None)
+        new = contact is None
         if contact is None:
             contact = Contact(id=f"ct_{random_hex()}", name=name, identities=(), created_at=now)
-            db.execute("INSERT INTO contacts (id, data) VALUES (?, ?)", (contact.id, dumps(contact)))
         identities, flags = list(contact.identities), list(contact.flags)
+        owned: list[Identity] = []
         for each in (identity, *aliases):
             if each in identities:
                 continue
-            if self._owner(db, each) is not None:
+            if each != unowned and self._owner(db, each) is not None:
                 if f"ambiguous:{each}" not in flags:
                     flags.append(f"ambiguous:{each}")  # another contact has it: flag, never merge on our own
                 continue
-            db.execute("INSERT INTO identities (identity, contact_id) VALUES (?, ?)", (str(each), contact.id))
+            owned.append(each)
             identities.append(each)
         updated = dataclasses.replace(contact, identities=tuple(identities), flags=tuple(flags))
-        if updated != contact:
+        if new:
+            db.execute("INSERT INTO contacts (id, data) VALUES (?, ?)", (contact.id, dumps(updated)))
+        elif updated != contact:
             db.execute("UPDATE contacts SET data = ? WHERE id = ?", (dumps(updated), contact.id))
+        for each in owned:  # after the contact they refer to
+            db.execute("INSERT INTO identities (identity, contact_id) VALUES (?, ?)", (str(each), contact.id))
         return updated
 
     async def contact_for(self, identity: Identity, *, name: str | None, now: datetime) -> Contact:
@@ -409,12 +416,14 @@ class SqliteStore(SqliteAuditLog):
             with self._tx(db):
                 contact = self._contact(db, address, name, now, aliases)
                 fresh = opened_conversation(f"cv_{random_hex()}", contact.id, channel, inbox, address, thread, now)
-                db.execute(
+                cur = db.execute(
                     "INSERT INTO conversations (id, inbox, address, thread, contact_id, version, data)"
                     " VALUES (?, ?, ?, ?, ?, 1, ?) ON CONFLICT (inbox, address, thread) DO NOTHING",
                     (fresh.id, *key, contact.id, dumps(fresh)),
                 )
-            row = db.execute(sql, key).fetchone()
+            if cur.rowcount == 1:  # ours, as written: no read back
+                return fresh
+            row = db.execute(sql, key).fetchone()  # another process opened it first
         return loads(Conversation, row[0])
 
     async def find_conversation(self, inbox: str, address: Identity, thread: str = "") -> Conversation | None:
@@ -567,6 +576,7 @@ class SqliteStore(SqliteAuditLog):
             results: list[TicketLineStored | None] = [None] * len(lines)
             reads = _Reads(db)
             stopped: set[tuple[str, str, str]] = set()
+            appended: list[DownstreamEvent] = []  # the lines' events, in order, in one insert
             with self._tx(db):
                 for i, line in enumerate(lines):
                     key = (line.inbox, str(line.address), line.thread)
@@ -579,12 +589,15 @@ class SqliteStore(SqliteAuditLog):
                     if write is None:
                         stopped.add(key)  # this line and the address's later ones go to intake alone
                         continue
-                    results[i] = self._ticket_line(db, write)
+                    results[i] = self._ticket_line(db, write, appended)
+                self._append_events(db, appended)
             return results
 
         return await self._run(run) if lines else []
 
-    def _ticket_line(self, db: sqlite3.Connection, write: TicketWrite) -> TicketLineStored:
+    def _ticket_line(
+        self, db: sqlite3.Connection, write: TicketWrite, appended: list[DownstreamEvent]
+    ) -> TicketLineStored:
         message = write.message
         cur = db.execute(
             _INSERT_MESSAGE + " ON CONFLICT (channel, inbox, direction, external_id) DO NOTHING",
@@ -597,13 +610,13 @@ class SqliteStore(SqliteAuditLog):
                 (message.channel, message.inbox, message.direction, message.external_id),
             ).fetchone()
             return TicketLineStored(message=self._load_message(*row), created=False)
-        self._append_events(db, write.events)
+        appended.extend(write.events)
         opened = None
         if write.opened is not None:
             ticket, conversation, events = write.opened
-            opened = self._create_ticket(db, ticket, conversation, events, None)
+            opened = self._create_ticket(db, ticket, conversation, events, None, appended)
         elif write.changed is not None:
-            self._update_ticket(db, *write.changed, None)
+            self._update_ticket(db, *write.changed, None, appended)
         return TicketLineStored(message=message, created=True, opened=opened)
 
     def _stored_messages(
@@ -754,8 +767,10 @@ class SqliteStore(SqliteAuditLog):
         conversation: Conversation,
         events: TicketEvents,
         assign: Assignment | None,
+        appended: list[DownstreamEvent] | None = None,
     ) -> tuple[Ticket, Conversation]:
-        """Inside a write transaction: ``create_ticket``'s writes (``add_ticket_lines`` makes the same)."""
+        """Inside a write transaction: ``create_ticket``'s writes (``add_ticket_lines`` makes the same, its events
+        gathered in ``appended`` for one insert at the end)."""
         assigned = ticket
         if assign is not None and ticket.assignee is None:
             assigned = dataclasses.replace(ticket, assignee=_pick_agent(db, assign))
@@ -785,7 +800,7 @@ class SqliteStore(SqliteAuditLog):
             (ticket.id, conversation.id, conversation.episode),
         )
         _set_ticket_timer(db, numbered)
-        self._append_events(db, events(numbered, saved))
+        self._append_events(db, events(numbered, saved), appended)
         return numbered, saved
 
     async def join_ticket(self, conversation: Conversation, events: Sequence[DownstreamEvent] = ()) -> Conversation:
@@ -825,8 +840,10 @@ class SqliteStore(SqliteAuditLog):
         ticket: Ticket,
         events: Sequence[DownstreamEvent],
         assign: Assignment | None,
+        appended: list[DownstreamEvent] | None = None,
     ) -> Ticket:
-        """Inside a write transaction: ``update_ticket``'s writes (``add_ticket_lines`` makes the same)."""
+        """Inside a write transaction: ``update_ticket``'s writes (``add_ticket_lines`` makes the same, its events
+        gathered in ``appended``)."""
         saved = dataclasses.replace(ticket, version=ticket.version + 1)
         written = events
         if assign is not None and ticket.assignee is None and assign.agents:
@@ -850,7 +867,7 @@ class SqliteStore(SqliteAuditLog):
                 raise NotFound(f"ticket {ticket.id} does not exist")
             raise VersionConflict(f"ticket {ticket.id} changed since version {ticket.version}")
         _set_ticket_timer(db, saved)
-        self._append_events(db, written)
+        self._append_events(db, written, appended)
         return saved
 
     async def list_tickets(self, query: TicketQuery) -> TicketPage:
@@ -896,7 +913,13 @@ class SqliteStore(SqliteAuditLog):
 
     # events -------------------------------------------------------------------
     @staticmethod
-    def _append_events(db: sqlite3.Connection, events: Sequence[DownstreamEvent]) -> None:
+    def _append_events(
+        db: sqlite3.Connection, events: Sequence[DownstreamEvent], appended: list[DownstreamEvent] | None = None
+    ) -> None:
+        """Insert ``events`` now, or add them to ``appended``, a bulk write's events inserted at its end in order."""
+        if appended is not None:
+            appended.extend(events)
+            return
         db.executemany(
             "INSERT INTO events (idempotency_key, type, ticket_id, conversation_id, occurred_at, data)"
             " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (idempotency_key) DO NOTHING",
