@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar, Protocol
 
@@ -22,6 +22,7 @@ from core.model import (
     OutboundReply,
 )
 from core.observe import NO_OBSERVER, Observer
+from core.outage import OutageLog
 from core.store.base import ChannelStore
 from core.tasks import TaskTracker
 
@@ -48,6 +49,9 @@ class ConnectorDeps:
     # Messages taken in at once, shared by every inbox of the process: fewer than the store's pooled connections,
     # so a burst queues before intake instead of each store call waiting out the pool's timeout (None: its own).
     intake_gate: asyncio.Semaphore | None = None
+    # The process's one rate-limited report of a store outage: a connector that answers "retry later" on its own
+    # (web chat's error frame) logs it there, once per interval with a count, as the HTTP side does.
+    outage: OutageLog = field(default_factory=OutageLog)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

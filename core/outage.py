@@ -8,6 +8,10 @@ from collections.abc import Callable
 
 log = logging.getLogger(__name__)
 
+# What a sender is told to wait when the store is down (HTTP's Retry-After, web chat's ``retry_after_s``): WeChat,
+# PBXes, helpdesks and the chat widget retry, and what they retry is deduplicated.
+RETRY_AFTER_S = 5
+
 
 class OutageLog:
     """With Redis stopped every request failed and logged a traceback (28 in 8 s); one line per interval says

@@ -18,7 +18,7 @@ from core.clock import Clock, utcnow
 from core.config import Config
 from core.jsonweb import json_response
 from core.model import Ticket
-from core.outage import OutageLog
+from core.outage import RETRY_AFTER_S, OutageLog
 from core.store import Store, StoreUnavailable
 from gateway.access import CHANNEL, PUBLIC, Access, Tokens, needs
 from gateway.api import Api, Handler, error
@@ -42,16 +42,13 @@ ACCESS = web.AppKey("access", Access)
 SEAT = web.AppKey("seat", WorkerSeat)  # only in a worker of ``huiliu serve --workers N``
 
 
-# What a sender is told to wait when the store is down: WeChat, PBXes and helpdesks retry, and nothing was kept.
-RETRY_AFTER_S = 5
-
-
 @web.middleware
 async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Every error is JSON with a code and a message; an unexpected one never takes the server down."""
     try:
         response: web.StreamResponse = await handler(request)
-        if response.status < 500:
+        # A web chat socket ending is no sign the store is back (its frames report that themselves).
+        if response.status < 500 and not isinstance(response, web.WebSocketResponse):
             request.app[GATEWAY].outage.recovered()
         return response
     except web.HTTPException as exc:

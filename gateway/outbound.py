@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextlib
 import logging
 import random
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Protocol
 
@@ -26,7 +28,8 @@ from core.model import (
     outbound_message,
 )
 from core.observe import NO_OBSERVER, Observer
-from core.store.base import Outgoing
+from core.outage import OutageLog
+from core.store.base import Outgoing, StoreUnavailable
 from core.store.roles import Conversations, Outbox, Transcript
 from core.tasks import TaskTracker
 
@@ -66,6 +69,7 @@ class Outbound:
         resend_after_s: float,
         retry_delays_s: tuple[float, ...] = RETRY_DELAYS_S,
         observer: Observer = NO_OBSERVER,
+        outage: OutageLog | None = None,
     ) -> None:
         """``resend_after_s`` (``server.resend_after_s``): how long a send may take before another sender (this
         process after a restart, or another instance) may take the message from the outbox and send it."""
@@ -75,6 +79,20 @@ class Outbound:
         self._retry_delays_s = retry_delays_s
         self._resend_after_s = resend_after_s
         self._observer = observer
+        self._outage = outage or OutageLog()
+        # Messages this process is sending now (a connector call, or a retry task between attempts): the outbox
+        # hold is a time, and a send slower than ``resend_after_s`` must not be taken and sent again from here.
+        self._sending: collections.Counter[str] = collections.Counter()
+
+    @contextlib.contextmanager
+    def _owned(self, message_id: str) -> Iterator[None]:
+        self._sending[message_id] += 1
+        try:
+            yield
+        finally:
+            self._sending[message_id] -= 1
+            if self._sending[message_id] <= 0:
+                del self._sending[message_id]
 
     async def deliver_bot_reply(
         self,
@@ -166,14 +184,15 @@ class Outbound:
         reply = OutboundReply(
             message=message, address=conversation.address, conversation=conversation, in_reply_to=in_reply_to
         )
-        delivery = await self._attempt(reply)
-        if recorded is not None:
-            if delivery == recorded:
-                return delivery
-            await self._store.requeue(message.id, in_reply_to, self._resend_after_s)
-        if delivery.status is DeliveryStatus.RETRYABLE:
-            self._tasks.spawn(self._retry(reply), name=f"outbound-retry:{message.id}")
-        await self._record(message, delivery)
+        with self._owned(message.id):
+            delivery = await self._attempt(reply)
+            if recorded is not None:
+                if delivery == recorded:
+                    return delivery
+                await self._store.requeue(message.id, in_reply_to, self._resend_after_s)
+            if delivery.status is DeliveryStatus.RETRYABLE:
+                self._tasks.spawn(self._retry(reply), name=f"outbound-retry:{message.id}")
+            await self._record(message, delivery)
         return delivery
 
     async def resend_unsent(self) -> int:
@@ -181,6 +200,11 @@ class Outbound:
         delivery (killed mid-send, or during the retries). Runs at start-up and then every little while."""
         taken = await self._store.take_outgoing(self._resend_after_s)
         for message, in_reply_to in taken:
+            if message.id in self._sending:
+                # Its send is still under way here (slower than resend_after_s): not dead, only slow. Taking it
+                # held it for another resend_after_s, which keeps other instances off it while it lasts.
+                log.info("%s is still being sent here; not sending it again", message.id)
+                continue
             conversation = await self._store.get_conversation(message.conversation_id)
             if conversation is None:
                 gone = Delivery(status=DeliveryStatus.FAILED, error="no conversation", reason="no_conversation")
@@ -202,11 +226,18 @@ class Outbound:
             return await connector.send(reply)
         except asyncio.CancelledError:
             raise
+        except StoreUnavailable as exc:  # a connector's own store calls (web chat's frames): retried, no traceback
+            self._outage.report(f"sending {reply.message.id}", exc)
+            return Delivery(status=DeliveryStatus.RETRYABLE, error=f"{type(exc).__name__}: {exc}")
         except Exception as exc:  # a connector bug must not lose the record of what happened
             log.exception("connector for inbox %s failed to send %s", reply.conversation.inbox, reply.message.id)
             return Delivery(status=DeliveryStatus.RETRYABLE, error=f"{type(exc).__name__}: {exc}")
 
     async def _retry(self, reply: OutboundReply) -> None:
+        with self._owned(reply.message.id):  # between attempts too: the task will send it
+            await self._retry_owned(reply)
+
+    async def _retry_owned(self, reply: OutboundReply) -> None:
         delivery = Delivery(status=DeliveryStatus.RETRYABLE)
         for delay in self._retry_delays_s:
             wait = delay * random.uniform(0.8, 1.2)

@@ -119,6 +119,7 @@ def build_gateway(
         business_hours=config.bot.business_hours,
         open_conversation=partial(open_conversation, store, clock),
         intake_gate=asyncio.Semaphore(intake_slots(config)),
+        outage=outage,
     )
     connectors = build_connectors(config, deps)
     outbound = Outbound(
@@ -128,6 +129,7 @@ def build_gateway(
         resend_after_s=config.server.resend_after_s,
         retry_delays_s=retry_delays_s,
         observer=observer,
+        outage=outage,
     )
     rules = ServiceRules.from_config(config)
     surveys = SurveyService(

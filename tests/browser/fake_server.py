@@ -10,6 +10,9 @@ Test hooks (behaviour the real bot does not have):
   * text containing "drop-before-ack" — the first time a given message id is seen it is
     stored, but the socket is closed (1012) before the ack is sent, so the client has to
     resend it after reconnecting (and gets ``duplicate: true``).
+  * text containing "store-down-once" — the first time a given message id is seen it is
+    not stored and gets ``error{code: "store_unavailable", retry_after_s: 1}`` (the store
+    did not answer), so the client has to resend it on the same socket.
 
 Run by hand:  /work/venv/bin/python -m tests.browser.fake_server --port 8765
 then open http://127.0.0.1:8765/chat/
@@ -217,6 +220,10 @@ class FakeGateway:
                     return
                 text = FAQS[faq_id]
             duplicate = cid in v.stored
+            if not duplicate and "store-down-once" in text and cid not in v.dropped_once:
+                v.dropped_once.add(cid)
+                await self._error(ws, v, "store_unavailable", "the store is unreachable", cid, retry_after_s=1)
+                return
             if not duplicate:
                 v.stored[cid] = "m_" + secrets.token_hex(8)
                 if "drop-before-ack" in text and cid not in v.dropped_once:
@@ -272,11 +279,20 @@ class FakeGateway:
             await self._send(ws, frame)
 
     async def _error(
-        self, ws: web.WebSocketResponse, v: Visitor | None, code: str, message: str, cid: str | None = None
+        self,
+        ws: web.WebSocketResponse,
+        v: Visitor | None,
+        code: str,
+        message: str,
+        cid: str | None = None,
+        *,
+        retry_after_s: int | None = None,
     ) -> None:
         frame: dict[str, Any] = {"type": "error", "seq": v.seq if v else 0, "code": code, "message": message}
         if cid is not None:
             frame["id"] = cid
+        if retry_after_s is not None:
+            frame["retry_after_s"] = retry_after_s
         await self._send(ws, frame)
 
     @staticmethod

@@ -320,6 +320,22 @@ async def test_unacked_message_is_resent_after_reconnect(
         assert len(seqs) == len(set(seqs)), seqs
 
 
+async def test_a_message_the_store_could_not_take_is_resent_after_retry_after(
+    page: Any, fake_gateway: tuple[str, FakeGateway], tmp_path: Path
+) -> None:
+    url, gateway = fake_gateway
+    async with screenshot_on_failure(page, tmp_path):
+        await _open(page, url)
+        # The fake server answers store_unavailable (retry_after_s: 1) the first time and stores nothing.
+        await _ask(page, "store-down-once 你好")
+        await page.wait_for_selector('[data-hl="msg"][data-author="customer"][data-state="sent"]', timeout=10_000)
+        await _wait_bot_count(page, 1)
+        sent = [f for f in gateway.received if f["type"] == "message"]
+        assert len(sent) == 2 and sent[0]["id"] == sent[1]["id"], sent  # resent once, same id, same socket
+        assert len([f for f in gateway.received if f["type"] == "hello"]) == 1
+        assert await _bot_texts(page) == ["答: store-down-once 你好"]
+
+
 async def test_a_reply_sent_twice_is_shown_once(
     page: Any, fake_gateway: tuple[str, FakeGateway], tmp_path: Path
 ) -> None:

@@ -35,6 +35,8 @@ class FakeWechat:
     token_delay_s: float = 0.0
     # While set, a custom/send is held and never answered nor delivered (as if it never reached WeChat).
     blackhole: bool = False
+    # Each custom/send is answered (and delivered) only after this long: a slow WeChat API.
+    send_delay_s: float = 0.0
     held: int = 0
     sent: list[dict[str, Any]] = field(default_factory=list)
     token_fetches: int = 0
@@ -88,6 +90,8 @@ class FakeWechat:
         if self.blackhole:
             self.held += 1
             await asyncio.Event().wait()  # until the caller gives up or the server closes
+        if self.send_delay_s:
+            await asyncio.sleep(self.send_delay_s)
         token = request.query.get("access_token")
         if not token:
             return web.json_response({"errcode": TOKEN_MISSING, "errmsg": "access_token missing"})

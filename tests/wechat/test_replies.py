@@ -17,7 +17,7 @@ from core.model import Conversation, Identity, IdentityKind, Message, OutboundRe
 from core.store import StoreUnavailable
 from gateway.app import GATEWAY
 from gateway.intake import BotSetup
-from tests.conftest import Gateway, started
+from tests.conftest import Gateway, make_config, started
 from tests.wechat.conftest import APP_ID, APP_SECRET, WechatClient, event_xml, inbox, text_xml, wechat_config
 from tests.wechat.fake_api import QUOTA_USED, UNSUBSCRIBED, WINDOW_CLOSED, FakeWechat
 
@@ -268,6 +268,21 @@ async def test_agent_reply_goes_out_through_customer_service_api_with_delivery_r
         ]
         again = await agent_reply(gw, ticket, "您好，我是客服小王。", "k1")
         assert again["duplicate"] is True and len(fake_wechat.sent) == 1
+
+
+async def test_a_send_slower_than_resend_after_s_is_not_taken_from_the_outbox_and_sent_again(
+    tmp_path: Path, bot_setup: BotSetup, fake_wechat: FakeWechat
+) -> None:
+    """The outbox hold lapses after ``resend_after_s`` while the first send still waits for WeChat: the periodic
+    resend (every quarter of it) took the message again and sent it a second time from the same process."""
+    config = make_config(tmp_path, server={"resend_after_s": 1}, inboxes=[{**inbox(), "api_base": fake_wechat.url}])
+    async with started(config, bot_setup) as gw:
+        ticket = await handed_off(gw, WechatClient(gw), "oSlow", "30")
+        fake_wechat.send_delay_s = 2.5  # two and a half holds, ten resend sweeps
+        body = await agent_reply(gw, ticket, "您好，马上为您处理。", "slow-1")
+        assert body["delivery"] == "sent"
+        await asyncio.sleep(1.5)  # sweeps after the send: nothing left in the outbox to take
+        assert fake_wechat.send_calls == 1 and len(fake_wechat.sent_to("oSlow")) == 1, fake_wechat.sent
 
 
 async def test_token_expiring_mid_send_is_refreshed_once_and_the_send_retried(

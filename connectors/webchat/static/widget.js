@@ -65,6 +65,7 @@
       hello_required: '连接尚未就绪 / Connection not ready',
       bad_token: '会话已过期，正在重新连接 / Session expired, reconnecting',
       rate_limited: '发送太频繁，请稍候 / Too many messages, please wait',
+      store_unavailable: '服务暂时繁忙，稍后自动重发 / Service busy, resending shortly',
       too_long: '消息太长（最多 {n} 字）/ Message too long (max {n} characters)',
     },
   };
@@ -597,10 +598,12 @@
         this._resetIdentity(); // the server closes with 4401 next; we reconnect as a new visitor
       } else if (code === 'rate_limited' && typeof f.retry_after_s === 'number' && !f.id) {
         this.retryAfterMs = f.retry_after_s * 1000; // a refused hello: the server closes with 4429 next
-      } else if (code === 'rate_limited') {
-        // Resending is idempotent (same client ids), so just try the unacked ones again later.
+      } else if (code === 'rate_limited' || code === 'store_unavailable') {
+        // Resending is idempotent (same client ids), so just try the unacked ones again later: after the
+        // server's retry_after_s when it says (a store outage), else rateLimitRetryMs.
+        var later = typeof f.retry_after_s === 'number' ? f.retry_after_s * 1000 : this.o.rateLimitRetryMs;
         clearTimeout(this.timers.retry);
-        this.timers.retry = setTimeout(() => this._flushPending(), this.o.rateLimitRetryMs);
+        this.timers.retry = setTimeout(() => this._flushPending(), later);
       } else if (f.id && (code === 'bad_frame' || code === 'frame_too_large')) {
         // Optional 'id' on errors (see protocol doc): this message will never be accepted.
         var idx = this._pendingIndex(f.id);

@@ -44,6 +44,7 @@ from core.model import (
 from core.store.contacts import merged_contact
 from core.store.cursor import decode_cursor, encode_cursor
 from core.store.redis.audit import RedisAuditLog
+from core.store.redis.pool import FairConnectionPool
 from core.store.types import (
     AdmissionRefused,
     Assignment,
@@ -849,7 +850,7 @@ class RedisStore(RedisAuditLog):
         # An explicit lib version: otherwise redis-py reads package metadata from disk for each new connection.
         driver = DriverInfo(name="redis-py", lib_version=redis.__version__)
         bounds = self._pool
-        pool = aioredis.BlockingConnectionPool.from_url(
+        pool = FairConnectionPool.from_url(
             self._url,
             max_connections=bounds.max_connections,
             timeout=bounds.wait_s,
