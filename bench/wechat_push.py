@@ -22,6 +22,13 @@ wsgiref, and the JSON says so.
 
 ``--workers N`` serves the gateway with ``huiliu serve --workers N``; its CPU is then the supervisor's and all
 its workers' together (``threads_ms_per_push`` stays the supervisor's own threads).
+
+The load comes from ``bench/rawload.py`` (requests built before the clock, keep-alive, about 0.06 ms of CPU a
+push; ``client_cpu_ms_per_push``), so on a 2-core machine the server gets the cores rather than the client;
+``--client aiohttp`` is the heavier client earlier figures were taken with (0.2-0.7 ms a push). ``--store
+redis://127.0.0.1:6379/13`` runs the gateway on Redis (a fresh key prefix, deleted afterwards; every
+acknowledged push is looked up by its MsgId), and ``--gateway-only`` skips the comparators, for comparing
+``--workers`` or stores in alternating runs.
 """
 
 from __future__ import annotations
@@ -43,6 +50,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 import yaml
@@ -53,6 +61,7 @@ THIS = Path(__file__).resolve()
 ROOT = THIS.parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench import rawload  # noqa: E402
 from connectors.wechat import crypto, render  # noqa: E402
 from connectors.wechat.parse import parse_push, read_xml  # noqa: E402
 from connectors.wechat.signature import sign, verify  # noqa: E402
@@ -96,9 +105,17 @@ def _pushes(
     return out
 
 
+CLIENT = "raw"  # --client: "raw" (bench/rawload.py, lean) or "aiohttp" (the client earlier figures used)
+
+
 async def _drive(
     url: str, pushes: list[tuple[dict[str, str], str]], concurrency: int
 ) -> tuple[float, list[float], int]:
+    if CLIENT == "raw":
+        parts = urlsplit(url)
+        host, port = parts.hostname or "127.0.0.1", parts.port or 80
+        requests = [rawload.post(host, port, parts.path, params, body) for params, body in pushes]
+        return await rawload.drive(host, port, requests, concurrency)
     latencies: list[float] = []
     acked = 0
     queue = list(reversed(pushes))
@@ -161,9 +178,15 @@ def _thread_ticks(pid: int) -> dict[int, int]:
 async def _measure(pid: int, url: str, pushes: list[tuple[dict[str, str], str]], concurrency: int) -> dict[str, Any]:
     user, system = _cpu_s(pid)
     threads = _thread_ticks(pid)
+    client = time.process_time()
+    loads = os.getloadavg()
     summary: dict[str, Any] = _summary(*await _drive(url, pushes, concurrency))
+    client = time.process_time() - client
     user_after, system_after = _cpu_s(pid)
     threads_after = _thread_ticks(pid)
+    summary["client_cpu_ms_per_push"] = round(client * 1000 / len(pushes), 3)
+    summary["client"] = CLIENT
+    summary["load_average_1m"] = round((loads[0] + os.getloadavg()[0]) / 2, 2)
     summary["server_cpu_ms_per_push"] = round((user_after + system_after - user - system) * 1000 / len(pushes), 3)
     summary["of_which_system_ms"] = round((system_after - system) * 1000 / len(pushes), 3)
     # Per thread (the main thread, then the busiest others: for the gateway, the SQLite thread first).
@@ -197,6 +220,37 @@ def _summary(elapsed: float, latencies: list[float], acked: int) -> dict[str, An
         "p50_ms": round(statistics.median(latencies), 2),
         "p99_ms": round(latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))], 2),
     }
+
+
+async def _redis_counts(url: str, prefix: str, pushes: int) -> tuple[tuple[int], tuple[int]]:
+    """(stored inbound, stored replies) of pushes 0 .. ``pushes - 1`` on Redis, as the SQLite query counts them,
+    then every key of the run's prefix deleted."""
+    from core.model import Channel, Direction, reply_key
+    from core.store.redis import RedisStore
+
+    store = RedisStore(url, prefix=prefix)
+    await store.open()
+    try:
+        ids = [str(7_000_000_000 + i) for i in range(pushes)]
+        found = await store.stored_external_ids(
+            channel=Channel.WECHAT, inbox="bench", direction=Direction.INBOUND, external_ids=ids
+        )
+        replies = 0
+        for external_id in found:
+            message = await store.find_message(
+                channel=Channel.WECHAT, inbox="bench", direction=Direction.INBOUND, external_id=external_id
+            )
+            assert message is not None
+            reply = await store.find_message(
+                channel=Channel.WECHAT, inbox="bench", direction=Direction.OUTBOUND, external_id=reply_key(message.id)
+            )
+            replies += reply is not None
+        keys = [key async for key in store.client.scan_iter(match=store.tag.replace("[", "\\[") + "*", count=1000)]
+        for start in range(0, len(keys), 500):
+            await store.client.unlink(*keys[start : start + 500])
+    finally:
+        await store.close()
+    return (len(found),), (replies,)
 
 
 async def _wait_ready(url: str, workers: int = 1) -> None:
@@ -317,10 +371,30 @@ async def main() -> None:
     parser.add_argument("--concurrency", type=int, default=20)
     parser.add_argument("--py-spy", metavar="OUT", help="record the gateway's main run with py-spy into OUT")
     parser.add_argument("--workers", type=int, default=1, help="huiliu serve --workers N (processes on one port)")
+    parser.add_argument(
+        "--gateway-only",
+        action="store_true",
+        help="measure the gateway alone (no comparators, no ratios): for comparing --workers or --store runs",
+    )
+    parser.add_argument(
+        "--store",
+        default="sqlite",
+        metavar="sqlite|redis://HOST:PORT/DB",
+        help="the gateway's store: SQLite in a temporary directory (default), or Redis at this URL under a fresh key"
+        " prefix that is deleted afterwards (pick a DB index nobody else uses)",
+    )
+    parser.add_argument(
+        "--client",
+        choices=("raw", "aiohttp"),
+        default="raw",
+        help="the load generator: raw (lean, pre-built requests; default) or aiohttp (the client of earlier figures)",
+    )
     parser.add_argument("--bare-server", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--protocol-server", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--werobot-server", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    global CLIENT
+    CLIENT = args.client
     if importlib.util.find_spec("werobot") is None:
         # The comparator's server would die at start and the driver would wait for it forever.
         sys.exit("WeRoBot is missing: .venv/bin/pip install -c requirements.lock -e '.[bench]'")
@@ -329,6 +403,9 @@ async def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         config = yaml.safe_load((ROOT / "config.yaml").read_text(encoding="utf-8"))
         config["data_dir"] = tmp
+        prefix = f"bench{secrets.token_hex(4)}:"
+        if args.store != "sqlite":
+            config["store"] = {"backend": "redis", "url": args.store, "prefix": prefix}
         config["bot"]["kb"] = str(ROOT / "kb" / "faq.yaml")
         config["bot"]["max_misses"] = 10**6
         config["bot"].pop("business_hours", None)
@@ -375,14 +452,18 @@ async def main() -> None:
         finally:
             proc.terminate()
             await proc.wait()
-        db = sqlite3.connect(Path(tmp) / "huiliu.sqlite3")
-        stored = db.execute(
-            "SELECT COUNT(*) FROM messages WHERE channel = 'wechat' AND direction = 'inbound'"
-        ).fetchone()
-        replies = db.execute(
-            "SELECT COUNT(*) FROM messages WHERE channel = 'wechat' AND direction = 'outbound'"
-        ).fetchone()
-        db.close()
+        if args.store == "sqlite":
+            db = sqlite3.connect(Path(tmp) / "huiliu.sqlite3")
+            stored = db.execute(
+                "SELECT COUNT(*) FROM messages WHERE channel = 'wechat' AND direction = 'inbound'"
+            ).fetchone()
+            replies = db.execute(
+                "SELECT COUNT(*) FROM messages WHERE channel = 'wechat' AND direction = 'outbound'"
+            ).fetchone()
+            db.close()
+        else:
+            stored, replies = await _redis_counts(args.store, prefix, first + 2 * half)
+        results["gateway"]["store"] = "sqlite" if args.store == "sqlite" else "redis"
         results["gateway"]["stored_inbound"] = stored[0]
         results["gateway"]["stored_replies"] = replies[0]
         # every acknowledged push (plus the 20 warm-up ones) is in the store
@@ -390,6 +471,9 @@ async def main() -> None:
             results[name]["acknowledged"] for name in ("gateway", "gateway_new_senders", "gateway_repeat_senders")
         )
         results["gateway"]["all_acknowledged_stored"] = stored[0] >= acknowledged + 20
+        if args.gateway_only:
+            print(json.dumps(results, indent=2))
+            return
 
         for name, flag in (("bare_parse_only", "--bare-server"), ("protocol_only", "--protocol-server")):
             port = _free_port()

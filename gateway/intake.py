@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import logging
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -30,6 +31,7 @@ from core.meta import (
 )
 from core.model import (
     MAX_FAQ_TRIES,
+    Admission,
     Author,
     Channel,
     Conversation,
@@ -42,6 +44,7 @@ from core.model import (
     InboundMessage,
     Message,
     MessageKind,
+    NormalizedMessage,
     Priority,
     SenderCheck,
     Ticket,
@@ -52,7 +55,15 @@ from core.model import (
 )
 from core.store import Store, VersionConflict
 from core.store.roles import Conversations
-from core.store.types import AdmissionRefused, LineReads, LogLine, TicketEvents, TicketLine, TicketWrite
+from core.store.types import (
+    AdmissionRefused,
+    FirstWrite,
+    LineReads,
+    LogLine,
+    TicketEvents,
+    TicketLine,
+    TicketWrite,
+)
 from core.tasks import TaskTracker
 from gateway.contacts import ContactService, apply_flags
 from gateway.outbound import Outbound
@@ -132,16 +143,27 @@ class Intake:
         seen = await self._seen(inbound) if checks_first else False
         if inbound.reopen is not None and not seen:
             await self._tickets.reopen_resolved(inbound.reopen.conversation_id)
-        conversation = await self._store.conversation_for(
-            normalized.sender,
-            channel=inbound.channel,
-            inbox=inbound.inbox,
-            name=inbound.sender_name,
-            now=now,
-            thread=inbound.thread,
-            aliases=normalized.aliases,
-            admit=admit,
-        )
+        if not checks_first:
+            # the transcript shows the question the customer picked
+            shown = picked.questions[0] if picked is not None and not normalized.text else normalized.text
+            first = await self._receive_first(inbound, normalized, shown, now, admit)
+            if first.stored is not None:
+                stored, created = first.stored
+                return await self._received_then(
+                    inbound, first.conversation, stored, created, settled=first.settled, now=now
+                )
+            conversation = first.conversation  # a resolved one: the full path below, with the claim taken
+        else:
+            conversation = await self._store.conversation_for(
+                normalized.sender,
+                channel=inbound.channel,
+                inbox=inbound.inbox,
+                name=inbound.sender_name,
+                now=now,
+                thread=inbound.thread,
+                aliases=normalized.aliases,
+                admit=admit,
+            )
         text = normalized.text
         survey_reply = (
             await self._surveys.reply_in(conversation, text)
@@ -165,6 +187,55 @@ class Intake:
         stored, created = await self._store.add_message(
             message, [events.message_created(message)], handled=settled, checkpoints=inbound.checkpoints
         )
+        return await self._received_then(inbound, conversation, stored, created, settled=settled, now=now)
+
+    async def _receive_first(
+        self, inbound: InboundMessage, normalized: NormalizedMessage, text: str, now: datetime, admit: Admission | None
+    ) -> _First:
+        """The common path in one store call: the claim, the conversation and the message (SQLite: one job, one
+        commit, where the claim, the read and the write were three hand-offs to the store's thread). A resolved
+        conversation is left to the full path (a survey reply to read, a ticket or the bot to reopen it), with
+        nothing but the claim and the conversation taken."""
+        meta = intake_meta(inbound, normalized.language)
+        settled = False
+
+        def build(conversation: Conversation) -> FirstWrite | None:
+            nonlocal settled
+            if conversation.status is ConversationStatus.RESOLVED:
+                return None
+            message = _customer_message(inbound, text, meta, now, conversation)
+            settled = not inbound.greeting and self._nothing_to_do(conversation, message)
+            return FirstWrite(
+                message=message,
+                events=(events.message_created(message),),
+                handled=settled,
+                checkpoints=tuple(inbound.checkpoints),
+            )
+
+        conversation, stored = await self._store.receive_first(
+            normalized.sender,
+            channel=inbound.channel,
+            inbox=inbound.inbox,
+            name=inbound.sender_name,
+            now=now,
+            build=build,
+            thread=inbound.thread,
+            aliases=normalized.aliases,
+            admit=admit,
+        )
+        return _First(conversation=conversation, stored=stored, settled=settled)
+
+    async def _received_then(
+        self,
+        inbound: InboundMessage,
+        conversation: Conversation,
+        stored: Message,
+        created: bool,
+        *,
+        settled: bool,
+        now: datetime,
+    ) -> IntakeResult:
+        """After the message's write: a repeat does nothing; a new one is greeted and handed to the bot."""
         if not created:
             return IntakeResult(message=stored, duplicate=True, handled=None)
         if settled:  # what handle() would decide from this same conversation: nothing but "handled"
@@ -648,6 +719,16 @@ class Intake:
     async def _escalate(self, ticket_id: str) -> None:
         """A repeat (another missed call while a ticket is open) raises the ticket's priority one step."""
         await self._tickets.change(ticket_id, TicketChange(raise_priority=True))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _First:
+    """What ``receive_first`` left: the conversation, the message's (stored, created) unless the conversation
+    needs the full path, and whether it was stored handled."""
+
+    conversation: Conversation
+    stored: tuple[Message, bool] | None
+    settled: bool
 
 
 def _is_log_line(inbound: InboundMessage) -> bool:

@@ -24,6 +24,7 @@ from core.store.types import (
     Assignment,
     DeadLetter,
     DueTimer,
+    FirstBuild,
     Gauges,
     Hits,
     LogLine,
@@ -107,6 +108,29 @@ class Conversations(Protocol):
         A new address joins the contact of any of its ``aliases`` (verified identities such as a WeChat
         unionid); aliases owned by another contact are never merged, the contact is flagged instead.
         Finding an existing conversation is a single read: this is on every message's path.
+        """
+        ...
+
+    async def receive_first(
+        self,
+        address: Identity,
+        *,
+        channel: Channel,
+        inbox: str,
+        name: str | None,
+        now: datetime,
+        build: FirstBuild,
+        thread: str = "",
+        aliases: Sequence[Identity] = (),
+        admit: Admission | None = None,
+    ) -> tuple[Conversation, tuple[Message, bool] | None]:
+        """``conversation_for`` (with its ``admit``), then ``add_message`` of what ``build`` makes of that
+        conversation, as the two calls would leave the store: (the conversation, add_message's (stored message,
+        created)), or (the conversation, None) with nothing more written when ``build`` gives None.
+
+        One write where the backend allows it (SQLite: one store job, so one hand-off to the store's thread
+        and one commit for a message's nonce, conversation and message); two calls where it does not (Redis).
+        ``build`` runs once, on the conversation as stored, and must not block: it may run in the store's thread.
         """
         ...
 

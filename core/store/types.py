@@ -246,3 +246,19 @@ class TicketLineStored:
     message: Message
     created: bool
     opened: tuple[Ticket, Conversation] | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FirstWrite:
+    """An inbound message as intake stores it on the conversation the store just found or opened: what
+    ``add_message`` takes for it (``Transcript.receive_first`` writes both in one go)."""
+
+    message: Message
+    events: tuple[DownstreamEvent, ...]
+    handled: bool = False
+    checkpoints: tuple[Checkpoint, ...] = ()
+
+
+# What an inbound message becomes on its conversation as the store finds it, or None when that conversation
+# needs intake's full path first (a resolved one to reopen, a survey reply to read).
+FirstBuild = Callable[[Conversation], FirstWrite | None]

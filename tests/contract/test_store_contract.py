@@ -36,7 +36,7 @@ from core.model import (
 from core.store import Store, TicketQuery, VersionConflict
 from core.store.base import DeadLetter, Outgoing
 from core.store.sqlite import SqliteStore
-from core.store.types import AdmissionRefused
+from core.store.types import AdmissionRefused, FirstWrite
 from tests.redis_util import redis_store
 
 NOW = datetime(2026, 11, 22, 8, 0, tzinfo=UTC)
@@ -298,6 +298,63 @@ async def test_an_admission_rides_on_the_conversation_read_and_refuses_another_h
         await store.conversation_for(visitor(8), channel=Channel.WEBCHAT, inbox="web", name=None, now=NOW, admit=forged)
     assert await store.find_conversation("web", visitor(8)) is None  # nothing created for the refused one
     assert not await store.lease(first.key, "body-b", 60)  # still held for the first body
+
+
+async def test_receive_first_writes_what_conversation_for_then_add_message_would(store: Store) -> None:
+    """Intake's common path in one call: the claim, the conversation (opened with its contact when new) and the
+    message with its checkpoints and events; a repeat writes nothing; ``build`` giving None writes no message."""
+    claim = Admission(key="wechat:nonce:oa:2:n2", holder="body-a", ttl_s=60)
+    opening = Checkpoint(key="wechat:window:oa:u9:message", value="first", ttl_s=3600)
+    seen: list[Conversation] = []
+
+    def build(conversation: Conversation, external_id: str = "m9") -> FirstWrite | None:
+        seen.append(conversation)
+        message = inbound(conversation, external_id)
+        return FirstWrite(message=message, events=(events.message_created(message),), checkpoints=(opening,))
+
+    since = len(await store.events_after(0, limit=1000))
+    conversation, stored = await store.receive_first(
+        visitor(9), channel=Channel.WEBCHAT, inbox="web", name="李", now=NOW, build=build, admit=claim
+    )
+    assert stored is not None and stored[1] and seen == [conversation]
+    assert conversation == await store.find_conversation("web", visitor(9))
+    contact = await store.get_contact(conversation.contact_id)
+    assert contact is not None and contact.name == "李" and contact.identities == (visitor(9),)
+    assert await store.get_message(stored[0].id) == stored[0]
+    assert await store.get_checkpoint(opening.key) == "first"
+    assert [e.type for e in (await store.events_after(0, limit=1000))[since:]] == [EventType.MESSAGE_CREATED]
+    assert [m.id for m in await store.unhandled_messages()] == [stored[0].id]
+
+    again, repeat = await store.receive_first(
+        visitor(9), channel=Channel.WEBCHAT, inbox="web", name=None, now=NOW, build=build, admit=claim
+    )
+    assert again == conversation and repeat == (stored[0], False)  # the stored one, nothing new written
+
+    def declined(conversation: Conversation) -> FirstWrite | None:
+        return None
+
+    kept, nothing = await store.receive_first(
+        visitor(9), channel=Channel.WEBCHAT, inbox="web", name=None, now=NOW, build=declined
+    )
+    assert kept == conversation and nothing is None
+    assert [m.id for m in await store.messages(conversation.id)] == [stored[0].id]
+
+
+async def test_receive_first_refused_writes_nothing(store: Store) -> None:
+    held = Admission(key="wechat:nonce:oa:3:n3", holder="body-a", ttl_s=60)
+    assert await store.lease(held.key, held.holder, 60)
+    forged = dataclasses.replace(held, holder="body-b")
+
+    def build(conversation: Conversation) -> FirstWrite | None:
+        message = inbound(conversation, "m10")
+        return FirstWrite(message=message, events=(events.message_created(message),))
+
+    with pytest.raises(AdmissionRefused):
+        await store.receive_first(
+            visitor(10), channel=Channel.WEBCHAT, inbox="web", name=None, now=NOW, build=build, admit=forged
+        )
+    assert await store.find_conversation("web", visitor(10)) is None
+    assert await store.unhandled_messages() == []
 
 
 async def test_claim_is_granted_once_until_it_expires(store: Store) -> None:

@@ -50,6 +50,7 @@ from core.store.types import (
     Assignment,
     DeadLetter,
     DueTimer,
+    FirstBuild,
     Gauges,
     Hits,
     LogLine,
@@ -1242,6 +1243,31 @@ class RedisStore(RedisAuditLog):
         return saved
 
     # messages -----------------------------------------------------------------
+    async def receive_first(
+        self,
+        address: Identity,
+        *,
+        channel: Channel,
+        inbox: str,
+        name: str | None,
+        now: datetime,
+        build: FirstBuild,
+        thread: str = "",
+        aliases: Sequence[Identity] = (),
+        admit: Admission | None = None,
+    ) -> tuple[Conversation, tuple[Message, bool] | None]:
+        """Two round trips, as the two calls: ``build`` is Python, which a script cannot run between them."""
+        conversation = await self.conversation_for(
+            address, channel=channel, inbox=inbox, name=name, now=now, thread=thread, aliases=aliases, admit=admit
+        )
+        write = build(conversation)
+        if write is None:
+            return conversation, None
+        stored = await self.add_message(
+            write.message, write.events, handled=write.handled, checkpoints=write.checkpoints
+        )
+        return conversation, stored
+
     async def add_message(
         self,
         message: Message,

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import json
+import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -42,6 +44,7 @@ from core.store.types import (
     Assignment,
     DeadLetter,
     DueTimer,
+    FirstBuild,
     Gauges,
     Hits,
     LogLine,
@@ -157,6 +160,8 @@ class SqliteStore(SqliteAuditLog):
         self._worker = SerialWorker("huiliu-sqlite", batch=self._group_commit)
         self._close_after_batch = False
         self._open = False
+        self._depth = 0  # nested ``_tx`` of the running job (only the store thread touches it)
+        self._lock_fd = -1  # the file lock of ``_writer``, opened with the connection
 
     # plumbing -------------------------------------------------------------
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
@@ -164,46 +169,86 @@ class SqliteStore(SqliteAuditLog):
             raise StoreError("store is not open")
         return await self._worker.submit(fn)
 
-    @staticmethod
     @contextmanager
-    def _tx(db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
-        """A job's transaction; inside a batch, a savepoint of the batch's one transaction."""
-        if db.in_transaction:
-            db.execute("SAVEPOINT job")
+    def _tx(self, db: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+        """A job's transaction; inside a batch, a savepoint of the batch's one transaction; inside another
+        ``_tx`` of the same job (a claim or a message written as part of a bigger write), nothing more: the outer
+        one takes it all back if anything raises, and no code here catches a failure and goes on writing.
+        (A savepoint and its release are two statements: nested ones were a quarter of a push's statements.)"""
+        if self._depth:
+            self._depth += 1
             try:
                 yield db
-            except BaseException:
-                db.execute("ROLLBACK TO job")
-                db.execute("RELEASE job")
-                raise
-            db.execute("RELEASE job")
+            finally:
+                self._depth -= 1
             return
-        db.execute("BEGIN IMMEDIATE")
+        self._depth = 1
         try:
-            yield db
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        db.execute("COMMIT")
+            if db.in_transaction:
+                db.execute("SAVEPOINT job")
+                try:
+                    yield db
+                except BaseException:
+                    db.execute("ROLLBACK TO job")
+                    db.execute("RELEASE job")
+                    raise
+                db.execute("RELEASE job")
+                return
+            with self._writer():
+                db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield db
+                except BaseException:
+                    db.execute("ROLLBACK")
+                    raise
+                db.execute("COMMIT")
+        finally:
+            self._depth = 0
+
+    @contextmanager
+    def _writer(self) -> Iterator[None]:
+        """The file's write turn, taken before BEGIN IMMEDIATE by every SqliteStore on the file (``--workers N``
+        processes, a CLI command next to a running gateway).
+
+        SQLite lets one writer in at a time, and one that finds the file locked sleeps in its busy handler
+        (1, 2, 5, 10 ... 100 ms) and polls again, so two busy workers spent their time asleep: two served fewer
+        pushes than one. A writer waiting on ``flock`` is woken by the kernel the moment the other lets go.
+        The busy timeout stays behind it for writers that do not take this lock."""
+        fd = self._lock_fd
+        if fd < 0:
+            yield
+            return
+        fcntl.flock(fd, fcntl.LOCK_EX)  # blocks in the kernel, the GIL released
+        try:
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
 
     def _group_commit(self, db: sqlite3.Connection, run_all: Callable[[], None]) -> None:
         """Jobs queued together share one transaction: one commit (one WAL append) instead of one each.
         Nobody hears of success before the commit, so "stored" still means stored."""
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            run_all()
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        db.execute("COMMIT")
+        with self._writer():
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                run_all()
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
         if self._close_after_batch:
-            db.close()
+            self._close_now(db)
 
     def _close(self, db: sqlite3.Connection) -> None:
         if db.in_transaction:  # queued together with other jobs: close once their batch commits
             self._close_after_batch = True
         else:
-            db.close()
+            self._close_now(db)
+
+    def _close_now(self, db: sqlite3.Connection) -> None:
+        db.close()
+        if self._lock_fd >= 0:
+            os.close(self._lock_fd)
+            self._lock_fd = -1
 
     async def open(self) -> None:
         def connect() -> sqlite3.Connection:
@@ -213,6 +258,7 @@ class SqliteStore(SqliteAuditLog):
             db.execute("PRAGMA synchronous=NORMAL")
             db.execute("PRAGMA busy_timeout=10000")
             db.execute("PRAGMA foreign_keys=ON")
+            self._lock_fd = os.open(f"{self._path}-writer.lock", os.O_RDWR | os.O_CREAT, 0o600)
             db.executescript(SCHEMA)
             db.executescript(AUDIT_SCHEMA)
             migrate(db)
@@ -392,11 +438,42 @@ class SqliteStore(SqliteAuditLog):
         aliases: Sequence[Identity] = (),
         admit: Admission | None = None,
     ) -> Conversation:
-        if admit is not None and not await self.lease(admit.key, admit.holder, admit.ttl_s):
-            raise AdmissionRefused(f"{admit.key} is held for another holder")
-        return await self._run(
-            lambda db: self._conversation(db, address, channel, inbox, name, now, thread, tuple(aliases))
-        )
+        def run(db: sqlite3.Connection) -> Conversation:
+            # The claim rides on the conversation's read: one store job for a WeChat push's nonce and its
+            # conversation, where two cost a second hand-off to this thread and back (and a second commit).
+            if admit is not None and not self._lease(db, admit.key, admit.holder, admit.ttl_s):
+                raise AdmissionRefused(f"{admit.key} is held for another holder")
+            return self._conversation(db, address, channel, inbox, name, now, thread, tuple(aliases))
+
+        return await self._run(run)
+
+    async def receive_first(
+        self,
+        address: Identity,
+        *,
+        channel: Channel,
+        inbox: str,
+        name: str | None,
+        now: datetime,
+        build: FirstBuild,
+        thread: str = "",
+        aliases: Sequence[Identity] = (),
+        admit: Admission | None = None,
+    ) -> tuple[Conversation, tuple[Message, bool] | None]:
+        def run(db: sqlite3.Connection) -> tuple[Conversation, tuple[Message, bool] | None]:
+            with self._tx(db):  # all or nothing: a refused claim or a failing build leaves no trace
+                if admit is not None and not self._lease(db, admit.key, admit.holder, admit.ttl_s):
+                    raise AdmissionRefused(f"{admit.key} is held for another holder")
+                conversation = self._conversation(db, address, channel, inbox, name, now, thread, tuple(aliases))
+                write = build(conversation)
+                if write is None:
+                    return conversation, None
+                stored = self._add_message(
+                    db, write.message, write.events, handled=write.handled, checkpoints=write.checkpoints
+                )
+                return conversation, stored
+
+        return await self._run(run)
 
     def _conversation(
         self,
@@ -493,39 +570,63 @@ class SqliteStore(SqliteAuditLog):
         checkpoints: Sequence[Checkpoint] = (),
         delivered: Delivery | None = None,
     ) -> tuple[Message, bool]:
-        def run(db: sqlite3.Connection) -> tuple[Message, bool]:
-            with self._tx(db):
-                if answers is not None:
-                    db.execute("UPDATE messages SET handled = 1 WHERE id = ?", (answers,))
-                cur = db.execute(
-                    _INSERT_MESSAGE + " ON CONFLICT (channel, inbox, direction, external_id) DO NOTHING",
-                    _message_row(message, handled=handled),
-                )
-                if cur.rowcount == 1:
-                    if saving is not None:  # a conflict raises, and the transaction takes the message back
-                        self._save_conversation(db, saving)
-                    if outgoing is not None:
-                        db.execute(
-                            "INSERT INTO outbox (message_id, in_reply_to, due) VALUES (?, ?, ?)",
-                            (message.id, outgoing.in_reply_to, time.time() + outgoing.hold_s),
-                        )
-                    for checkpoint in checkpoints:
-                        _set_checkpoint(db, checkpoint.key, checkpoint.value, checkpoint.ttl_s)
-                    if delivered is not None:
-                        db.execute(
-                            "UPDATE messages SET delivery = ?, delivery_error = ? WHERE id = ?",
-                            (delivered.status, delivered.reason or delivered.error, message.id),
-                        )
-                    self._append_events(db, events)
-                    return message, True
-            row = db.execute(
-                f"SELECT {self._MESSAGE_COLUMNS} FROM messages WHERE channel = ? AND inbox = ? AND direction = ?"
-                " AND external_id = ?",
-                (message.channel, message.inbox, message.direction, message.external_id),
-            ).fetchone()
-            return self._load_message(*row), False
+        return await self._run(
+            lambda db: self._add_message(
+                db,
+                message,
+                events,
+                answers=answers,
+                saving=saving,
+                outgoing=outgoing,
+                handled=handled,
+                checkpoints=checkpoints,
+                delivered=delivered,
+            )
+        )
 
-        return await self._run(run)
+    def _add_message(
+        self,
+        db: sqlite3.Connection,
+        message: Message,
+        events: Sequence[DownstreamEvent],
+        *,
+        answers: str | None = None,
+        saving: Conversation | None = None,
+        outgoing: Outgoing | None = None,
+        handled: bool = False,
+        checkpoints: Sequence[Checkpoint] = (),
+        delivered: Delivery | None = None,
+    ) -> tuple[Message, bool]:
+        with self._tx(db):
+            if answers is not None:
+                db.execute("UPDATE messages SET handled = 1 WHERE id = ?", (answers,))
+            cur = db.execute(
+                _INSERT_MESSAGE + " ON CONFLICT (channel, inbox, direction, external_id) DO NOTHING",
+                _message_row(message, handled=handled),
+            )
+            if cur.rowcount == 1:
+                if saving is not None:  # a conflict raises, and the transaction takes the message back
+                    self._save_conversation(db, saving)
+                if outgoing is not None:
+                    db.execute(
+                        "INSERT INTO outbox (message_id, in_reply_to, due) VALUES (?, ?, ?)",
+                        (message.id, outgoing.in_reply_to, time.time() + outgoing.hold_s),
+                    )
+                for checkpoint in checkpoints:
+                    _set_checkpoint(db, checkpoint.key, checkpoint.value, checkpoint.ttl_s)
+                if delivered is not None:
+                    db.execute(
+                        "UPDATE messages SET delivery = ?, delivery_error = ? WHERE id = ?",
+                        (delivered.status, delivered.reason or delivered.error, message.id),
+                    )
+                self._append_events(db, events)
+                return message, True
+        row = db.execute(
+            f"SELECT {self._MESSAGE_COLUMNS} FROM messages WHERE channel = ? AND inbox = ? AND direction = ?"
+            " AND external_id = ?",
+            (message.channel, message.inbox, message.direction, message.external_id),
+        ).fetchone()
+        return self._load_message(*row), False
 
     async def add_log_lines(self, lines: Sequence[LogLine]) -> list[tuple[Message, bool] | None]:
         """One transaction: each address's conversation read (or opened) once, the lines' earlier copies found
@@ -1112,18 +1213,18 @@ class SqliteStore(SqliteAuditLog):
         return await self._run(run)
 
     async def lease(self, key: str, holder: str, ttl_s: float) -> bool:
-        def run(db: sqlite3.Connection) -> bool:
-            now = time.time()
-            with self._tx(db):
-                cur = db.execute(
-                    "INSERT INTO claims (key, expires_at, holder) VALUES (?, ?, ?) ON CONFLICT (key) DO UPDATE"
-                    " SET expires_at = excluded.expires_at, holder = excluded.holder"
-                    " WHERE claims.expires_at <= ? OR claims.holder = excluded.holder",
-                    (key, now + ttl_s, holder, now),
-                )
-                return cur.rowcount == 1
+        return await self._run(lambda db: self._lease(db, key, holder, ttl_s))
 
-        return await self._run(run)
+    def _lease(self, db: sqlite3.Connection, key: str, holder: str, ttl_s: float) -> bool:
+        now = time.time()
+        with self._tx(db):
+            cur = db.execute(
+                "INSERT INTO claims (key, expires_at, holder) VALUES (?, ?, ?) ON CONFLICT (key) DO UPDATE"
+                " SET expires_at = excluded.expires_at, holder = excluded.holder"
+                " WHERE claims.expires_at <= ? OR claims.holder = excluded.holder",
+                (key, now + ttl_s, holder, now),
+            )
+            return cur.rowcount == 1
 
     async def release(self, key: str, holder: str) -> None:
         def run(db: sqlite3.Connection) -> None:
