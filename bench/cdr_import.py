@@ -1,9 +1,12 @@
 """CDR import speed: parse rows/s and end-to-end import rows/s (intake into SQLite) on a generated file.
 
 Answered calls go through intake's bulk path (many rows per store write); missed calls open or escalate a
-ticket one at a time (``bulk intake`` line: how many went which way).
+ticket in bulk too (``bulk intake`` line: how many went which way).
+
+Missed calls (callback tickets, raised priorities) go in bulk too where the store can (SQLite), else one at a time.
 
 python bench/cdr_import.py --rows 100000 [--format asterisk-csv|freeswitch-csv|freeswitch-json] [--parse-only]
+    [--redis redis://127.0.0.1:6379/0]  (the store on Redis, under a key prefix of its own, removed after)
 """
 
 from __future__ import annotations
@@ -18,14 +21,18 @@ import sqlite3
 import sys
 import tempfile
 import time
+import uuid
 from datetime import datetime, timedelta
 from pathlib import Path
+
+import redis.asyncio as aioredis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from connectors.phone.cdr import CdrFormat, decode, parse_cdr
 from connectors.phone.connector import cdr_options
 from core.config import PhoneInbox, parse_config
+from core.store.redis.store import key_tag
 from gateway.app import build_bot
 from gateway.calls import import_calls
 
@@ -107,17 +114,37 @@ def main() -> None:
     parser.add_argument("--customers", type=int, default=20_000)
     parser.add_argument("--format", default="asterisk-csv", choices=[f.value for f in CdrFormat])
     parser.add_argument("--parse-only", action="store_true")
+    parser.add_argument("--redis", metavar="URL", help="import into Redis at URL instead of SQLite")
     args = parser.parse_args()
     fmt = CdrFormat(args.format)
+    prefix = f"hlbench-cdr-{uuid.uuid4().hex[:12]}:"
+    try:
+        run(args, fmt, prefix)
+    finally:
+        if args.redis:
+            asyncio.run(drop_keys(args.redis, prefix))
+
+
+async def drop_keys(url: str, prefix: str) -> None:
+    """The bench's keys out of the shared Redis."""
+    client = aioredis.Redis.from_url(url)
+    try:
+        async for key in client.scan_iter(match=key_tag(prefix).replace("[", "\\[") + "*", count=1000):
+            await client.unlink(key)
+    finally:
+        await client.aclose()
+
+
+def run(args: argparse.Namespace, fmt: CdrFormat, prefix: str) -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        config = parse_config(
-            {
-                "data_dir": str(Path(tmp) / "data"),
-                "bot": {"kb": str(ROOT / "kb" / "faq.yaml")},
-                "inboxes": [{"name": "tel", "channel": "phone", "cti_enabled": False}],
-            },
-            base_dir=ROOT,
-        )
+        settings: dict[str, object] = {
+            "data_dir": str(Path(tmp) / "data"),
+            "bot": {"kb": str(ROOT / "kb" / "faq.yaml")},
+            "inboxes": [{"name": "tel", "channel": "phone", "cti_enabled": False}],
+        }
+        if args.redis:
+            settings["store"] = {"backend": "redis", "url": args.redis, "prefix": prefix}
+        config = parse_config(settings, base_dir=ROOT)
         path = Path(tmp) / "cdr.txt"
         path.write_text(generate(args.rows, fmt, args.customers), encoding="utf-8")
         size_mb = path.stat().st_size / 1e6
@@ -137,7 +164,8 @@ def main() -> None:
         report = asyncio.run(import_calls(config, bot, path, fmt=fmt, inbox="tel"))
         import_s, import_cpu = time.perf_counter() - began, time.process_time() - cpu
         print(
-            f"import (parse + intake + SQLite, tickets included): {import_s:.1f} s = {args.rows / import_s:,.0f} rows/s"
+            f"import (parse + intake + {'Redis' if args.redis else 'SQLite'}, tickets included): {import_s:.1f} s"
+            f" = {args.rows / import_s:,.0f} rows/s"
         )
         print(report.lines()[0])
         alone = args.rows - report.in_bulk

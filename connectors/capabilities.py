@@ -99,6 +99,7 @@ class ImportsCalls(Protocol):
         first_line: int = 1,
         progress: Progress | None = None,
         log_lines: LogLinesSink | None = None,
+        ticket_lines: LogLinesSink | None = None,
     ) -> ImportReport: ...
 
 

@@ -53,4 +53,5 @@ async def import_calls(
             gateway.intake.receive,
             progress=progress,
             log_lines=gateway.intake.receive_log_lines,
+            ticket_lines=gateway.intake.receive_ticket_lines,
         )

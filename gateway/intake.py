@@ -55,7 +55,15 @@ from core.model import (
 )
 from core.store import Store, VersionConflict
 from core.store.roles import Conversations
-from core.store.types import AdmissionRefused, FirstWrite, LogLine
+from core.store.types import (
+    AdmissionRefused,
+    FirstWrite,
+    LineReads,
+    LogLine,
+    TicketEvents,
+    TicketLine,
+    TicketWrite,
+)
 from core.tasks import TaskTracker
 from gateway.contacts import ContactService, apply_flags
 from gateway.outbound import Outbound
@@ -302,6 +310,81 @@ class Intake:
                 results[i] = IntakeResult(message=stored[0], duplicate=not stored[1], handled=None)
         return results
 
+    async def receive_ticket_lines(self, inbounds: Sequence[InboundMessage]) -> list[IntakeResult | None]:
+        """Many messages whose handling is one ticket write (a missed call: a callback ticket, or a raised
+        priority on the ticket a human holds) in one store write (``Store.add_ticket_lines``), each stored and
+        handled exactly as ``receive`` and ``handle`` would, then the new tickets announced. None for a message
+        ``receive`` must take on its own, in order: one asking for more (see ``_is_ticket_line``), one whose
+        conversation needs more (``_ticket_write``), and every later message of the same sender and thread.
+        With service rules every message goes alone (the rules read the contact and may assign an agent)."""
+        if self._rules.rules is not None:
+            return [None] * len(inbounds)
+        lines: list[TicketLine] = []
+        at: list[int] = []
+        held: set[tuple[str, str, str]] = set()  # sender and thread with a message left for receive()
+        for i, inbound in enumerate(inbounds):
+            normalized = normalize(inbound, self._steps)
+            key = (inbound.inbox, str(normalized.sender), inbound.thread)
+            request = inbound.ticket
+            if key in held or request is None or not _is_ticket_line(inbound):
+                held.add(key)
+                continue
+            now = self._clock()
+            draft = _customer_message(inbound, normalized.text, intake_meta(inbound, normalized.language), now)
+
+            def build(
+                conversation: Conversation, reads: LineReads, draft: Message = draft, request: TicketRequest = request
+            ) -> TicketWrite | None:
+                return self._ticket_write(conversation, reads, draft, request)
+
+            lines.append(
+                TicketLine(
+                    address=normalized.sender,
+                    channel=inbound.channel,
+                    inbox=inbound.inbox,
+                    name=inbound.sender_name,
+                    now=now,
+                    build=build,
+                    thread=inbound.thread,
+                    aliases=normalized.aliases,
+                )
+            )
+            at.append(i)
+        results: list[IntakeResult | None] = [None] * len(inbounds)
+        for i, stored in zip(at, await self._store.add_ticket_lines(lines), strict=True):
+            if stored is None:
+                continue
+            if stored.opened is not None:
+                await self._announce(*stored.opened)
+            results[i] = IntakeResult(message=stored.message, duplicate=not stored.created, handled=None)
+        return results
+
+    def _ticket_write(
+        self, conversation: Conversation, reads: LineReads, draft: Message, request: TicketRequest
+    ) -> TicketWrite | None:
+        """What ``receive`` and then ``_respond`` write for a ticket line (not for the bot, no service rules, no
+        voicemail) on ``conversation`` as the store has it, reading what they read; None when they would do
+        more than one ticket write: a resolved conversation (it reopens), a ticket the customer joins."""
+        if conversation.status is ConversationStatus.RESOLVED:
+            return None
+        message = _placed(draft, conversation)
+        created = [events.message_created(message)]
+        if conversation.status is not ConversationStatus.BOT:  # a human holds it: escalate the ticket
+            if not (request.escalate and conversation.ticket_id):
+                return TicketWrite(message=message, events=created)
+            ticket = reads.ticket(conversation.ticket_id)
+            if ticket is None:
+                return None
+            changed = self._tickets.revision(ticket, TicketChange(raise_priority=True))
+            return TicketWrite(message=message, events=created, changed=changed)
+        now = self._clock()
+        if self._follows_up(request) and self._joinable(reads.tickets_of(conversation.contact_id), now):
+            return None
+        transcript = [*reads.transcript(conversation), message]  # as stored once the message is
+        ticket = self._draft_ticket(conversation, message, request, now, transcript)
+        waiting, ticket_events = _taken(conversation, request, now)
+        return TicketWrite(message=message, events=created, opened=(ticket, waiting, ticket_events))
+
     async def _seen(self, inbound: InboundMessage) -> bool:
         """Whether this message was stored before: a repeat delivery changes nothing."""
         found = await self._store.find_message(
@@ -524,19 +607,12 @@ class Intake:
     async def _follow_up(self, conversation: Conversation, message: Message, request: TicketRequest) -> bool:
         """A customer with an active ticket (updated within the follow-up window) who now needs a human again, on
         any channel, joins that ticket instead of getting a new one; True when it did (the message is handled)."""
-        window = self._customer.followup.window_s
-        if window <= 0 or not request.follow_up:  # off, or a sender whose address is only claimed
+        if not self._follows_up(request):
             return False
         now = self._clock()
-        active = [
-            t
-            for t in await self._store.tickets_of(conversation.contact_id)
-            # a ticket opened under the contact's address by an unverified sender is no ticket of theirs to join
-            if t.status.is_active and (now - t.updated_at).total_seconds() <= window and not t.sender_unverified
-        ]
-        if not active:
+        ticket = self._joinable(await self._store.tickets_of(conversation.contact_id), now)
+        if ticket is None:
             return False
-        ticket = max(active, key=lambda t: t.updated_at)
         joined = dataclasses.replace(
             conversation.moved_to(ConversationStatus.WAITING_FOR_AGENT), ticket_id=ticket.id, updated_at=now
         )
@@ -560,6 +636,22 @@ class Intake:
             await self._voicemail.answer(saved, joined_message, ticket.id, opened=False)
             await self._store.mark_handled(message.id)
         return True
+
+    def _follows_up(self, request: TicketRequest) -> bool:
+        """Whether ``request`` may join an active ticket: the window is on, and the sender's address is not only
+        claimed."""
+        return self._customer.followup.window_s > 0 and request.follow_up
+
+    def _joinable(self, tickets: Sequence[Ticket], now: datetime) -> Ticket | None:
+        """The contact's ticket a follow-up joins: the latest active one updated within the window."""
+        window = self._customer.followup.window_s
+        active = [
+            t
+            for t in tickets
+            # a ticket opened under the contact's address by an unverified sender is no ticket of theirs to join
+            if t.status.is_active and (now - t.updated_at).total_seconds() <= window and not t.sender_unverified
+        ]
+        return max(active, key=lambda t: t.updated_at) if active else None
 
     async def _is_vip(self, contact_id: str) -> bool:
         contact = await self._store.get_contact(contact_id)
@@ -588,9 +680,25 @@ class Intake:
         """``attempt``: the bot's try at ``message``, which no stored reply carries; the episode's earlier tries
         are on the bot's replies in the transcript."""
         transcript = await self._store.messages(conversation.id, episode=conversation.episode)
+        ticket = self._draft_ticket(conversation, message, request, now, transcript, attempt)
+        ticket, assign = await self._rules.new_ticket(ticket, conversation, transcript, message)
+        waiting, ticket_events = _taken(conversation, request, now)
+        return await self._store.create_ticket(ticket, waiting, ticket_events, assign=assign)
+
+    def _draft_ticket(
+        self,
+        conversation: Conversation,
+        message: Message,
+        request: TicketRequest,
+        now: datetime,
+        transcript: Sequence[Message],
+        attempt: FaqTry | None = None,
+    ) -> Ticket:
+        """The new ticket before the service rules and the store's number: ``transcript`` is the episode's
+        messages, ``message`` stored among them."""
         tries = faq_tries_of(transcript) + ((attempt,) if attempt is not None else ())
         first = next((m for m in transcript if m.author is Author.CUSTOMER), message)
-        ticket = Ticket(
+        return Ticket(
             id=f"tk_{random_hex()}",
             number="",
             conversation_id=conversation.id,
@@ -607,17 +715,6 @@ class Intake:
             faq_tries=tries[-MAX_FAQ_TRIES:],
             sender_unverified=intake_facts(message).sender_check is SenderCheck.UNVERIFIED,
         )
-        ticket, assign = await self._rules.new_ticket(ticket, conversation, transcript, message)
-        waiting = dataclasses.replace(conversation.moved_to(ConversationStatus.WAITING_FOR_AGENT), updated_at=now)
-
-        def ticket_events(numbered: Ticket, saved: Conversation) -> list[DownstreamEvent]:
-            return [
-                events.ticket_created(numbered),
-                events.conversation_handoff(saved, numbered, request.reason),
-                events.status_changed(dataclasses.replace(waiting, ticket_id=numbered.id), conversation.status, at=now),
-            ]
-
-        return await self._store.create_ticket(ticket, waiting, ticket_events, assign=assign)
 
     async def _escalate(self, ticket_id: str) -> None:
         """A repeat (another missed call while a ticket is open) raises the ticket's priority one step."""
@@ -635,19 +732,44 @@ class _First:
 
 
 def _is_log_line(inbound: InboundMessage) -> bool:
-    """Whether ``receive`` would store ``inbound`` with no fact to apply before or after: no reopen request, no
-    contact flag, no FAQ pick, no greeting, no checkpoint, not for the bot, no ticket or voicemail request (an
-    answered call)."""
+    """Whether ``receive`` would store ``inbound`` with no fact to apply before or after: no ticket request and
+    nothing else asked (an answered call)."""
+    return inbound.ticket is None and _asks_nothing_else(inbound)
+
+
+def _asks_nothing_else(inbound: InboundMessage) -> bool:
+    """No reopen request, no contact flag, no FAQ pick, no greeting, no checkpoint, not for the bot, no voicemail
+    to answer."""
     return (
         not inbound.bot
-        and inbound.ticket is None
         and inbound.voicemail is None
         and inbound.reopen is None
         and not inbound.contact_flags
         and not inbound.picked_faq
         and not inbound.greeting
-        and not inbound.checkpoints  # stored with the message by add_message, which the bulk write does not take
+        and not inbound.checkpoints  # stored with the message by add_message, which the bulk writes do not take
     )
+
+
+def _is_ticket_line(inbound: InboundMessage) -> bool:
+    """Whether ``receive`` would store ``inbound`` with no fact to apply before and hand it to ``_respond`` for
+    a ticket request alone: no admission to take, and nothing else asked (``_asks_nothing_else``)."""
+    return inbound.ticket is not None and inbound.admission is None and _asks_nothing_else(inbound)
+
+
+def _taken(conversation: Conversation, request: TicketRequest, now: datetime) -> tuple[Conversation, TicketEvents]:
+    """The conversation as a new ticket takes it (waiting for an agent), and the events of that ticket's
+    creation, given the ticket as numbered and the conversation as saved."""
+    waiting = dataclasses.replace(conversation.moved_to(ConversationStatus.WAITING_FOR_AGENT), updated_at=now)
+
+    def ticket_events(numbered: Ticket, saved: Conversation) -> list[DownstreamEvent]:
+        return [
+            events.ticket_created(numbered),
+            events.conversation_handoff(saved, numbered, request.reason),
+            events.status_changed(dataclasses.replace(waiting, ticket_id=numbered.id), conversation.status, at=now),
+        ]
+
+    return waiting, ticket_events
 
 
 def _subject(text: str, limit: int = 80) -> str:

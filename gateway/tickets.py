@@ -95,45 +95,14 @@ class TicketService:
     async def change(self, ticket_ref: str, change: TicketChange) -> Ticket:
         for _ in range(_MAX_RETRIES):
             ticket = await self._require(ticket_ref)
-            diff: dict[str, Any] = {}
-            if change.status is not None and change.status != ticket.status:
-                diff["status"] = {"from": ticket.status, "to": change.status}
-            priority = change.priority or (_raised(ticket.priority) if change.raise_priority else ticket.priority)
-            if priority != ticket.priority:
-                diff["priority"] = {"from": ticket.priority, "to": priority}
-            tags = ticket.tags if change.tags is None else change.tags
-            tags = (*tags, *(t for t in change.add_tags if t not in tags))
-            if tags != ticket.tags:
-                diff["tags"] = {"from": list(ticket.tags), "to": list(tags)}
-            faq_tries = ticket.faq_tries
-            if change.faq_try is not None:
-                faq_tries = (*faq_tries, change.faq_try)[-MAX_FAQ_TRIES:]
-                diff["faq_tries"] = {"added": change.faq_try}
-            assignee = None if change.clear_assignee else (change.assignee or ticket.assignee)
-            if assignee != ticket.assignee:
-                diff["assignee"] = {"from": ticket.assignee, "to": assignee}
-            status = change.status or ticket.status
-            sla = self._sla_after(ticket, status, change.agent_replied_at)
-            if sla != ticket.sla:
-                diff["sla"] = {"from": ticket.sla, "to": sla}
-            if not diff:
+            revised = self._revised(ticket, change)
+            if revised is None:
                 return ticket
+            updated, diff = revised
             if "status" in diff and change.status is not None and change.status.is_active:
                 await self._claim_conversation(ticket)
-            updated = dataclasses.replace(
-                ticket,
-                status=status,
-                priority=priority,
-                tags=tags,
-                faq_tries=faq_tries,
-                assignee=assignee,
-                sla=sla,
-                updated_at=self._clock(),
-            )
             try:
-                saved = await self._store.update_ticket(
-                    updated, [events.ticket_updated(dataclasses.replace(updated, version=updated.version + 1), diff)]
-                )
+                saved = await self._store.update_ticket(updated, _updated_events(updated, diff))
             except VersionConflict:
                 continue
             if "status" in diff and not saved.status.is_active:
@@ -143,6 +112,52 @@ class TicketService:
                 await self._on_status(saved, ticket.status)
             return saved
         raise VersionConflict(f"ticket {ticket_ref} kept changing")
+
+    def revision(self, ticket: Ticket, change: TicketChange) -> tuple[Ticket, list[DownstreamEvent]] | None:
+        """What ``change`` writes for ``ticket`` as read (``update_ticket``'s arguments), None when it changes
+        nothing; only for a change that writes nothing else (no status: a raised priority), so a bulk write
+        (``Store.add_ticket_lines``) can make it."""
+        if change.status is not None:
+            raise ValueError("a status change writes more than the ticket: use change()")
+        revised = self._revised(ticket, change)
+        return None if revised is None else (revised[0], _updated_events(*revised))
+
+    def _revised(self, ticket: Ticket, change: TicketChange) -> tuple[Ticket, dict[str, Any]] | None:
+        """The ticket after ``change`` and what changed, None when nothing does."""
+        diff: dict[str, Any] = {}
+        if change.status is not None and change.status != ticket.status:
+            diff["status"] = {"from": ticket.status, "to": change.status}
+        priority = change.priority or (_raised(ticket.priority) if change.raise_priority else ticket.priority)
+        if priority != ticket.priority:
+            diff["priority"] = {"from": ticket.priority, "to": priority}
+        tags = ticket.tags if change.tags is None else change.tags
+        tags = (*tags, *(t for t in change.add_tags if t not in tags))
+        if tags != ticket.tags:
+            diff["tags"] = {"from": list(ticket.tags), "to": list(tags)}
+        faq_tries = ticket.faq_tries
+        if change.faq_try is not None:
+            faq_tries = (*faq_tries, change.faq_try)[-MAX_FAQ_TRIES:]
+            diff["faq_tries"] = {"added": change.faq_try}
+        assignee = None if change.clear_assignee else (change.assignee or ticket.assignee)
+        if assignee != ticket.assignee:
+            diff["assignee"] = {"from": ticket.assignee, "to": assignee}
+        status = change.status or ticket.status
+        sla = self._sla_after(ticket, status, change.agent_replied_at)
+        if sla != ticket.sla:
+            diff["sla"] = {"from": ticket.sla, "to": sla}
+        if not diff:
+            return None
+        updated = dataclasses.replace(
+            ticket,
+            status=status,
+            priority=priority,
+            tags=tags,
+            faq_tries=faq_tries,
+            assignee=assignee,
+            sla=sla,
+            updated_at=self._clock(),
+        )
+        return updated, diff
 
     def _sla_after(self, ticket: Ticket, status: TicketStatus, replied_at: datetime | None) -> TicketSla | None:
         """The SLA clocks after a change: an agent's reply meets the response targets, ``pending`` pauses the
@@ -391,3 +406,8 @@ def _differences(before: Ticket, after: Ticket) -> dict[str, Any]:
 def _raised(priority: Priority) -> Priority:
     order = list(Priority)
     return order[min(order.index(priority) + 1, len(order) - 1)]
+
+
+def _updated_events(updated: Ticket, diff: dict[str, Any]) -> list[DownstreamEvent]:
+    """The ``ticket.updated`` of a change, carrying the version the store gives the ticket."""
+    return [events.ticket_updated(dataclasses.replace(updated, version=updated.version + 1), diff)]

@@ -136,6 +136,7 @@ async def import_parsed(
     store: ChannelStore | None = None,
     progress: Progress | None = None,
     log_lines: LogLinesSink | None = None,
+    ticket_lines: LogLinesSink | None = None,
 ) -> ImportReport:
     """Hand each parsed call to intake; a call imported before (same external id) is a duplicate.
 
@@ -145,6 +146,8 @@ async def import_parsed(
     its priority. With ``log_lines``, the calls intake has nothing to do for (answered calls) go in batches of
     ``_LOG_BATCH`` rows, one store write each; the others go one at a time through ``sink``, each customer's next
     batch waiting for its call's handling. Without it, every call goes through ``sink``, customers in parallel.
+    With ``ticket_lines`` as well, those others (a missed call) are offered to it first, in batches of
+    ``_LOG_BATCH``, one store write each; what it leaves goes through ``sink``.
     """
     report = ImportReport(skipped=len(parsed.skipped), bad=list(parsed.bad))
     records = parsed.records
@@ -197,7 +200,7 @@ async def import_parsed(
     else:
         inbounds = [(line, customer, to_inbound(r, inbox=inbox, options=options, received_at=clock()))
                     for line, customer, r in calls]  # fmt: skip
-        await _in_batches(inbounds, one, log_lines, bulk)
+        await _in_batches(inbounds, one, log_lines, bulk, ticket_lines)
     report.bad.sort(key=lambda b: b.line)
     return report
 
@@ -224,10 +227,12 @@ async def _in_batches(
     one: Callable[[int, InboundMessage], Awaitable[None]],
     log_lines: LogLinesSink,
     count: Callable[[IntakeResult], None],
+    ticket_lines: LogLinesSink | None = None,
 ) -> None:
     """Rounds: every pending call in file order through ``log_lines``, in batches; each customer's first call
     that it leaves (a missed call, or one whose ticket's rules must see it) goes through intake alone, customers
-    in parallel; then the next round takes the calls after it. A customer holds back only its own calls."""
+    in parallel (``ticket_lines`` first, in batches, when given); then the next round takes the calls after it.
+    A customer holds back only its own calls."""
     pending = calls
     gate = asyncio.Semaphore(_IMPORT_LANES)
 
@@ -249,7 +254,18 @@ async def _in_batches(
                     continue
                 held.setdefault(row[1], (row[0], row[2]))
                 rest.append(row)
-        await asyncio.gather(*(alone(line, inbound) for line, inbound in held.values()))
+        left = list(held.values())
+        if ticket_lines is not None:
+            offered, left = left, []
+            for start in range(0, len(offered), _LOG_BATCH):
+                batch_of = offered[start : start + _LOG_BATCH]
+                taken_in_bulk = await ticket_lines([inbound for _, inbound in batch_of])
+                for (line, inbound), result in zip(batch_of, taken_in_bulk, strict=True):
+                    if result is None:
+                        left.append((line, inbound))
+                    else:
+                        count(result)
+        await asyncio.gather(*(alone(line, inbound) for line, inbound in left))
         taken = {line for line, _ in held.values()}
         pending = sorted((row for row in rest if row[0] not in taken), key=lambda row: row[0])
 
@@ -498,9 +514,10 @@ class PhoneConnector:
         first_line: int = 1,
         progress: Progress | None = None,
         log_lines: LogLinesSink | None = None,
+        ticket_lines: LogLinesSink | None = None,
     ) -> ImportReport:
         """Parse (off the loop: 100,000 rows take a while) and import one file's rows (``log_lines``: the answered
-        calls in bulk writes, see ``import_parsed``)."""
+        calls in bulk writes, ``ticket_lines``: the missed calls, see ``import_parsed``)."""
         if self._options is None:
             self._options = await asyncio.to_thread(cdr_options, self._cfg)
         options = self._options
@@ -514,6 +531,7 @@ class PhoneConnector:
             store=self._store,
             progress=progress,
             log_lines=log_lines,
+            ticket_lines=ticket_lines,
         )
 
     @property

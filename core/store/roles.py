@@ -32,6 +32,8 @@ from core.store.types import (
     Outgoing,
     StoredFrame,
     TicketEvents,
+    TicketLine,
+    TicketLineStored,
     TicketPage,
     TicketQuery,
 )
@@ -221,6 +223,15 @@ class LogLines(Protocol):
 
         None for a line whose ``build`` gave None on its conversation, and for every later line of that
         conversation in ``lines``: the caller hands those to intake one at a time, in order.
+        """
+        ...
+
+    async def add_ticket_lines(self, lines: Sequence[TicketLine]) -> list[TicketLineStored | None]:
+        """Store ``lines`` in order, in one write where the backend can, each as intake alone would: its
+        conversation (opened if there is none), ``build``'s decision on it, the message (``add_message``, stored
+        handled), then, for a new message only, its ticket (``create_ticket``) or ticket change
+        (``update_ticket``). Each line sees what the earlier ones wrote. None as in ``add_log_lines``; a
+        backend may give None for every line (Redis: intake takes them one at a time).
         """
         ...
 

@@ -6,7 +6,7 @@ import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from core.model import (
     Channel,
@@ -202,6 +202,58 @@ class LogLine:
     build: LogLineBuild
     thread: str = ""
     aliases: tuple[Identity, ...] = ()
+
+
+class LineReads(Protocol):
+    """What a ticket line's ``build`` may read, inside the write that stores the line: what intake reads alone."""
+
+    def tickets_of(self, contact_id: str) -> list[Ticket]: ...
+
+    def transcript(self, conversation: Conversation) -> list[Message]:
+        """The conversation's messages of its current episode, in order (``messages(..., episode=...)``)."""
+        ...
+
+    def ticket(self, ticket_id: str) -> Ticket | None: ...
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TicketWrite:
+    """What a ticket line becomes: its message (stored handled) with its events, then either a new ticket for
+    the conversation (``opened``: the draft, unnumbered, and the conversation as it is to be saved, as
+    ``create_ticket`` takes them) or a change to an existing ticket (``changed``: as ``update_ticket`` takes it),
+    or neither."""
+
+    message: Message
+    events: Sequence[DownstreamEvent]
+    opened: tuple[Ticket, Conversation, TicketEvents] | None = None
+    changed: tuple[Ticket, Sequence[DownstreamEvent]] | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TicketLine:
+    """An inbound message whose handling is a ticket write and nothing else intake must do in between (a missed
+    call in a CDR import: a callback ticket, or a raised priority on the open one): ``add_ticket_lines`` stores
+    many in one write. ``build`` decides on the conversation the store found or opened, reading through
+    ``LineReads``; None when that conversation needs intake's full handling."""
+
+    address: Identity
+    channel: Channel
+    inbox: str
+    name: str | None
+    now: datetime
+    build: Callable[[Conversation, LineReads], TicketWrite | None]
+    thread: str = ""
+    aliases: tuple[Identity, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TicketLineStored:
+    """A ticket line as stored: the message and whether it is new (as ``add_message``), and the ticket opened
+    with the conversation as saved (for intake to announce), None when it opened none (a repeat, a change)."""
+
+    message: Message
+    created: bool
+    opened: tuple[Ticket, Conversation] | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

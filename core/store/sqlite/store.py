@@ -54,8 +54,11 @@ from core.store.types import (
     StoredFrame,
     StoreError,
     TicketEvents,
+    TicketLine,
+    TicketLineStored,
     TicketPage,
     TicketQuery,
+    TicketWrite,
     VersionConflict,
     fill_assignee,
     opened_conversation,
@@ -123,6 +126,31 @@ _IN_LIST = 500  # values per ``IN (...)``: well under SQLite's limit of bound pa
 
 def _micros(at: datetime) -> int:
     return int(at.timestamp() * 1_000_000)
+
+
+def _tickets_of(db: sqlite3.Connection, contact_id: str) -> list[Ticket]:
+    sql = "SELECT data FROM tickets WHERE contact_id = ? ORDER BY seq"
+    return [loads(Ticket, d) for (d,) in db.execute(sql, (contact_id,))]
+
+
+class _Reads:
+    """``LineReads`` on the write transaction's connection: what intake alone would read, as the earlier lines
+    of the same write left it."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+
+    def tickets_of(self, contact_id: str) -> list[Ticket]:
+        return _tickets_of(self._db, contact_id)
+
+    def transcript(self, conversation: Conversation) -> list[Message]:
+        sql = f"SELECT {SqliteStore._MESSAGE_COLUMNS} FROM messages WHERE conversation_id = ? AND episode = ?"
+        rows = self._db.execute(sql + " ORDER BY seq", (conversation.id, conversation.episode))
+        return [SqliteStore._load_message(*row) for row in rows]
+
+    def ticket(self, ticket_id: str) -> Ticket | None:
+        row = self._db.execute("SELECT data FROM tickets WHERE id = ?", (ticket_id,)).fetchone()
+        return loads(Ticket, row[0]) if row else None
 
 
 class SqliteStore(SqliteAuditLog):
@@ -276,26 +304,33 @@ class SqliteStore(SqliteAuditLog):
         now: datetime,
         aliases: Sequence[Identity] = (),
     ) -> Contact:
-        """Inside a write transaction: the contact of the identity or of an alias, created if there is none."""
+        """Inside a write transaction: the contact of the identity or of an alias, created if there is none (in
+        one insert, with its identities: a CDR import creates thousands)."""
         contact = self._owner(db, identity)
+        unowned = identity if contact is None else None  # just read: nobody has it
         if contact is None:
             contact = next((c for alias in aliases if (c := self._owner(db, alias)) is not None), None)
+        new = contact is None
         if contact is None:
             contact = Contact(id=f"ct_{random_hex()}", name=name, identities=(), created_at=now)
-            db.execute("INSERT INTO contacts (id, data) VALUES (?, ?)", (contact.id, dumps(contact)))
         identities, flags = list(contact.identities), list(contact.flags)
+        owned: list[Identity] = []
         for each in (identity, *aliases):
             if each in identities:
                 continue
-            if self._owner(db, each) is not None:
+            if each != unowned and self._owner(db, each) is not None:
                 if f"ambiguous:{each}" not in flags:
                     flags.append(f"ambiguous:{each}")  # another contact has it: flag, never merge on our own
                 continue
-            db.execute("INSERT INTO identities (identity, contact_id) VALUES (?, ?)", (str(each), contact.id))
+            owned.append(each)
             identities.append(each)
         updated = dataclasses.replace(contact, identities=tuple(identities), flags=tuple(flags))
-        if updated != contact:
+        if new:
+            db.execute("INSERT INTO contacts (id, data) VALUES (?, ?)", (contact.id, dumps(updated)))
+        elif updated != contact:
             db.execute("UPDATE contacts SET data = ? WHERE id = ?", (dumps(updated), contact.id))
+        for each in owned:  # after the contact they refer to
+            db.execute("INSERT INTO identities (identity, contact_id) VALUES (?, ?)", (str(each), contact.id))
         return updated
 
     async def contact_for(self, identity: Identity, *, name: str | None, now: datetime) -> Contact:
@@ -334,8 +369,7 @@ class SqliteStore(SqliteAuditLog):
         return await self._run(lambda db: self._owner(db, identity))
 
     async def tickets_of(self, contact_id: str) -> list[Ticket]:
-        sql = "SELECT data FROM tickets WHERE contact_id = ? ORDER BY seq"
-        return await self._run(lambda db: [loads(Ticket, d) for (d,) in db.execute(sql, (contact_id,))])
+        return await self._run(lambda db: _tickets_of(db, contact_id))
 
     async def merge_contacts(self, source_id: str, into_id: str, *, events: Sequence[DownstreamEvent] = ()) -> Contact:
         def load(db: sqlite3.Connection, contact_id: str) -> Contact:
@@ -460,12 +494,14 @@ class SqliteStore(SqliteAuditLog):
             with self._tx(db):
                 contact = self._contact(db, address, name, now, aliases)
                 fresh = opened_conversation(f"cv_{random_hex()}", contact.id, channel, inbox, address, thread, now)
-                db.execute(
+                cur = db.execute(
                     "INSERT INTO conversations (id, inbox, address, thread, contact_id, version, data)"
                     " VALUES (?, ?, ?, ?, ?, 1, ?) ON CONFLICT (inbox, address, thread) DO NOTHING",
                     (fresh.id, *key, contact.id, dumps(fresh)),
                 )
-            row = db.execute(sql, key).fetchone()
+            if cur.rowcount == 1:  # ours, as written: no read back
+                return fresh
+            row = db.execute(sql, key).fetchone()  # another process opened it first
         return loads(Conversation, row[0])
 
     async def find_conversation(self, inbox: str, address: Identity, thread: str = "") -> Conversation | None:
@@ -633,6 +669,58 @@ class SqliteStore(SqliteAuditLog):
 
         return await self._run(run) if lines else []
 
+    async def add_ticket_lines(self, lines: Sequence[TicketLine]) -> list[TicketLineStored | None]:
+        """One transaction; each line as intake alone: its conversation, ``build``'s decision, the message, then
+        its ticket write, with the statements ``conversation_for``, ``add_message``, ``create_ticket`` and
+        ``update_ticket`` make, in that order (so the same ticket numbers, versions and events)."""
+
+        def run(db: sqlite3.Connection) -> list[TicketLineStored | None]:
+            results: list[TicketLineStored | None] = [None] * len(lines)
+            reads = _Reads(db)
+            stopped: set[tuple[str, str, str]] = set()
+            appended: list[DownstreamEvent] = []  # the lines' events, in order, in one insert
+            with self._tx(db):
+                for i, line in enumerate(lines):
+                    key = (line.inbox, str(line.address), line.thread)
+                    if key in stopped:
+                        continue
+                    conversation = self._conversation(
+                        db, line.address, line.channel, line.inbox, line.name, line.now, line.thread, line.aliases
+                    )
+                    write = line.build(conversation, reads)
+                    if write is None:
+                        stopped.add(key)  # this line and the address's later ones go to intake alone
+                        continue
+                    results[i] = self._ticket_line(db, write, appended)
+                self._append_events(db, appended)
+            return results
+
+        return await self._run(run) if lines else []
+
+    def _ticket_line(
+        self, db: sqlite3.Connection, write: TicketWrite, appended: list[DownstreamEvent]
+    ) -> TicketLineStored:
+        message = write.message
+        cur = db.execute(
+            _INSERT_MESSAGE + " ON CONFLICT (channel, inbox, direction, external_id) DO NOTHING",
+            _message_row(message, handled=True),
+        )
+        if cur.rowcount != 1:
+            row = db.execute(
+                f"SELECT {self._MESSAGE_COLUMNS} FROM messages WHERE channel = ? AND inbox = ? AND direction = ?"
+                " AND external_id = ?",
+                (message.channel, message.inbox, message.direction, message.external_id),
+            ).fetchone()
+            return TicketLineStored(message=self._load_message(*row), created=False)
+        appended.extend(write.events)
+        opened = None
+        if write.opened is not None:
+            ticket, conversation, events = write.opened
+            opened = self._create_ticket(db, ticket, conversation, events, None, appended)
+        elif write.changed is not None:
+            self._update_ticket(db, *write.changed, None, appended)
+        return TicketLineStored(message=message, created=True, opened=opened)
+
     def _stored_messages(
         self, db: sqlite3.Connection, messages: Sequence[Message]
     ) -> dict[tuple[Channel, str, Direction, str | None], Message]:
@@ -770,39 +858,52 @@ class SqliteStore(SqliteAuditLog):
     ) -> tuple[Ticket, Conversation]:
         def run(db: sqlite3.Connection) -> tuple[Ticket, Conversation]:
             with self._tx(db):
-                assigned = ticket
-                if assign is not None and ticket.assignee is None:
-                    assigned = dataclasses.replace(ticket, assignee=_pick_agent(db, assign))
-                cur = db.execute(
-                    "INSERT INTO tickets (id, number, status, channel, contact_id, updated_us, version, data,"
-                    " queue, category, assignee, due_us, sla_flag)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, '', ?, ?, ?, ?, ?)",
-                    (
-                        ticket.id,
-                        f"pending-{ticket.id}",
-                        ticket.status,
-                        ticket.channel,
-                        ticket.contact_id,
-                        _micros(ticket.updated_at),
-                        ticket.version,
-                        *_rule_values(assigned),
-                    ),
-                )
-                numbered = dataclasses.replace(assigned, number=f"HL-{cur.lastrowid:06d}")
-                db.execute(
-                    "UPDATE tickets SET number = ?, data = ? WHERE id = ?",
-                    (numbered.number, dumps(numbered), ticket.id),
-                )
-                saved = self._save_conversation(db, dataclasses.replace(conversation, ticket_id=ticket.id))
-                db.execute(
-                    "UPDATE messages SET ticket_id = ? WHERE conversation_id = ? AND episode = ? AND ticket_id IS NULL",
-                    (ticket.id, conversation.id, conversation.episode),
-                )
-                _set_ticket_timer(db, numbered)
-                self._append_events(db, events(numbered, saved))
-                return numbered, saved
+                return self._create_ticket(db, ticket, conversation, events, assign)
 
         return await self._run(run)
+
+    def _create_ticket(
+        self,
+        db: sqlite3.Connection,
+        ticket: Ticket,
+        conversation: Conversation,
+        events: TicketEvents,
+        assign: Assignment | None,
+        appended: list[DownstreamEvent] | None = None,
+    ) -> tuple[Ticket, Conversation]:
+        """Inside a write transaction: ``create_ticket``'s writes (``add_ticket_lines`` makes the same, its events
+        gathered in ``appended`` for one insert at the end)."""
+        assigned = ticket
+        if assign is not None and ticket.assignee is None:
+            assigned = dataclasses.replace(ticket, assignee=_pick_agent(db, assign))
+        cur = db.execute(
+            "INSERT INTO tickets (id, number, status, channel, contact_id, updated_us, version, data,"
+            " queue, category, assignee, due_us, sla_flag)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, '', ?, ?, ?, ?, ?)",
+            (
+                ticket.id,
+                f"pending-{ticket.id}",
+                ticket.status,
+                ticket.channel,
+                ticket.contact_id,
+                _micros(ticket.updated_at),
+                ticket.version,
+                *_rule_values(assigned),
+            ),
+        )
+        numbered = dataclasses.replace(assigned, number=f"HL-{cur.lastrowid:06d}")
+        db.execute(
+            "UPDATE tickets SET number = ?, data = ? WHERE id = ?",
+            (numbered.number, dumps(numbered), ticket.id),
+        )
+        saved = self._save_conversation(db, dataclasses.replace(conversation, ticket_id=ticket.id))
+        db.execute(
+            "UPDATE messages SET ticket_id = ? WHERE conversation_id = ? AND episode = ? AND ticket_id IS NULL",
+            (ticket.id, conversation.id, conversation.episode),
+        )
+        _set_ticket_timer(db, numbered)
+        self._append_events(db, events(numbered, saved), appended)
+        return numbered, saved
 
     async def join_ticket(self, conversation: Conversation, events: Sequence[DownstreamEvent] = ()) -> Conversation:
         def run(db: sqlite3.Connection) -> Conversation:
@@ -830,34 +931,46 @@ class SqliteStore(SqliteAuditLog):
         self, ticket: Ticket, events: Sequence[DownstreamEvent] = (), *, assign: Assignment | None = None
     ) -> Ticket:
         def run(db: sqlite3.Connection) -> Ticket:
-            saved = dataclasses.replace(ticket, version=ticket.version + 1)
-            written = events
             with self._tx(db):
-                if assign is not None and ticket.assignee is None and assign.agents:
-                    saved = dataclasses.replace(saved, assignee=_pick_agent(db, assign))
-                    written = fill_assignee(events, saved.assignee or "")
-                cur = db.execute(
-                    "UPDATE tickets SET status = ?, updated_us = ?, version = ?, data = ?,"
-                    " queue = ?, category = ?, assignee = ?, due_us = ?, sla_flag = ? WHERE id = ? AND version = ?",
-                    (
-                        saved.status,
-                        _micros(saved.updated_at),
-                        saved.version,
-                        dumps(saved),
-                        *_rule_values(saved),
-                        ticket.id,
-                        ticket.version,
-                    ),
-                )
-                if cur.rowcount != 1:
-                    if db.execute("SELECT 1 FROM tickets WHERE id = ?", (ticket.id,)).fetchone() is None:
-                        raise NotFound(f"ticket {ticket.id} does not exist")
-                    raise VersionConflict(f"ticket {ticket.id} changed since version {ticket.version}")
-                _set_ticket_timer(db, saved)
-                self._append_events(db, written)
-                return saved
+                return self._update_ticket(db, ticket, events, assign)
 
         return await self._run(run)
+
+    def _update_ticket(
+        self,
+        db: sqlite3.Connection,
+        ticket: Ticket,
+        events: Sequence[DownstreamEvent],
+        assign: Assignment | None,
+        appended: list[DownstreamEvent] | None = None,
+    ) -> Ticket:
+        """Inside a write transaction: ``update_ticket``'s writes (``add_ticket_lines`` makes the same, its events
+        gathered in ``appended``)."""
+        saved = dataclasses.replace(ticket, version=ticket.version + 1)
+        written = events
+        if assign is not None and ticket.assignee is None and assign.agents:
+            saved = dataclasses.replace(saved, assignee=_pick_agent(db, assign))
+            written = fill_assignee(events, saved.assignee or "")
+        cur = db.execute(
+            "UPDATE tickets SET status = ?, updated_us = ?, version = ?, data = ?,"
+            " queue = ?, category = ?, assignee = ?, due_us = ?, sla_flag = ? WHERE id = ? AND version = ?",
+            (
+                saved.status,
+                _micros(saved.updated_at),
+                saved.version,
+                dumps(saved),
+                *_rule_values(saved),
+                ticket.id,
+                ticket.version,
+            ),
+        )
+        if cur.rowcount != 1:
+            if db.execute("SELECT 1 FROM tickets WHERE id = ?", (ticket.id,)).fetchone() is None:
+                raise NotFound(f"ticket {ticket.id} does not exist")
+            raise VersionConflict(f"ticket {ticket.id} changed since version {ticket.version}")
+        _set_ticket_timer(db, saved)
+        self._append_events(db, written, appended)
+        return saved
 
     async def list_tickets(self, query: TicketQuery) -> TicketPage:
         by_due = query.sla is not None
@@ -902,7 +1015,13 @@ class SqliteStore(SqliteAuditLog):
 
     # events -------------------------------------------------------------------
     @staticmethod
-    def _append_events(db: sqlite3.Connection, events: Sequence[DownstreamEvent]) -> None:
+    def _append_events(
+        db: sqlite3.Connection, events: Sequence[DownstreamEvent], appended: list[DownstreamEvent] | None = None
+    ) -> None:
+        """Insert ``events`` now, or add them to ``appended``, a bulk write's events inserted at its end in order."""
+        if appended is not None:
+            appended.extend(events)
+            return
         db.executemany(
             "INSERT INTO events (idempotency_key, type, ticket_id, conversation_id, occurred_at, data)"
             " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (idempotency_key) DO NOTHING",
