@@ -298,6 +298,15 @@ end
 local function set_timer(key, due)
   if due == '' then redis.call('ZREM', P .. 'timers', key) else redis.call('ZADD', P .. 'timers', due, key) end
 end
+-- What the store decides (an assignee, a ticket number) stands as a placeholder in the record's JSON
+-- (ARGV[data_at]) and in the events that begin at ARGV[events_at]: written in place here.
+local function fill(placeholder, value, data_at, events_at)
+  ARGV[data_at] = replace_all(ARGV[data_at], placeholder, value)
+  for i = 0, tonumber(ARGV[events_at]) - 1 do
+    local e = events_at + 3 + i * 3
+    ARGV[e] = replace_all(ARGV[e], placeholder, value)
+  end
+end
 -- The store picks the assignee: ARGV[at] mode ('' none), [at+1] the placeholder standing for it in the ticket's
 -- JSON (ARGV[data_at]) and in the events, [at+2] n agents, then the agents, then each one JSON-quoted. Returns
 -- the assignee ('' for none, nil when not asked) and where the events begin.
@@ -317,11 +326,7 @@ local function assign_from(queue, at, data_at)
   end
   local assignee, quoted = '', 'null'
   if pick then assignee, quoted = ARGV[at + 2 + pick], ARGV[at + 2 + n + pick] end
-  ARGV[data_at] = replace_all(ARGV[data_at], placeholder, quoted)
-  for i = 0, tonumber(ARGV[events_at]) - 1 do
-    local e = events_at + 3 + i * 3
-    ARGV[e] = replace_all(ARGV[e], placeholder, quoted)
-  end
+  fill(placeholder, quoted, data_at, events_at)
   return assignee, events_at
 end
 -- "timer;flag;due": the ticket's next SLA check (score), and its at_risk/breached index entry by due time
@@ -339,16 +344,16 @@ local function set_sla(tkey, id, tail, packed)
 end
 """
 
-# ARGV: 4 expected ticket counter, 5 ticket id, 6 ticket data, 7 status, 8 channel, 9 updated (20 digits),
+# ARGV: 4 the number's placeholder, 5 ticket id, 6 ticket data, 7 status, 8 channel, 9 updated (20 digits),
 # 10 conversation id, 11 expected conversation version, 12 new version, 13 conversation data, 14 episode,
-# 15 number, 16 queue, 17 assignee, 18 active 1/0, 19 timer;sla flag;due (see set_sla), 20 assign mode ('' none),
-# 21 placeholder, 22 n agents, then the agents, then each one JSON-quoted, then the events
+# 15 the number's format (the counter goes in), 16 queue, 17 assignee, 18 active 1/0, 19 timer;sla flag;due
+# (see set_sla), 20 assign mode ('' none), 21 the assignee's placeholder, 22 n agents, then the agents, then each
+# one JSON-quoted, then the events
 _CREATE_TICKET = (
     _PRELUDE
     + _TICKET_INDEX
     + _TICKET_LOAD
     + """
-if (redis.call('GET', P .. 'ticketseq') or '0') ~= ARGV[4] then return {'retry'} end
 local ckey = P .. 'conv:' .. ARGV[10]
 local v = redis.call('HGET', ckey, 'version')
 if not v or v ~= ARGV[11] then return {'conflict'} end
@@ -356,10 +361,12 @@ local queue = ARGV[16]
 local picked, events_at = assign_from(queue, 20, 6)
 local assignee = picked or ARGV[17]
 local seq = redis.call('INCR', P .. 'ticketseq')
+local number = string.format(ARGV[15], seq)
+fill(ARGV[4], number, 6, events_at)
 local member = ARGV[9] .. ':' .. string.format('%012d', seq) .. ':' .. ARGV[5]
 redis.call('HSET', P .. 'ticket:' .. ARGV[5], 'data', ARGV[6], 'version', '1', 'status', ARGV[7],
   'channel', ARGV[8], 'member', member, 'queue', queue, 'assignee', assignee, 'active', ARGV[18])
-redis.call('SET', P .. 'ticketnum:' .. ARGV[15], ARGV[5])
+redis.call('SET', P .. 'ticketnum:' .. number, ARGV[5])
 redis.call('ZADD', P .. 'tix-of:' .. cjson.decode(ARGV[6])['contact_id'], seq, ARGV[5])
 index(member, ARGV[7], ARGV[8], true)
 if ARGV[18] == '1' then load(queue, assignee, ARGV[5], true) end
@@ -372,7 +379,7 @@ for _, mid in ipairs(redis.call('LRANGE', P .. 'conv-msgs:' .. ARGV[10], 0, -1))
   end
 end
 append_events(events_at)
-return {'ok', assignee}
+return {'ok', assignee, number}
 """
 )
 
@@ -551,6 +558,7 @@ return redis.call('DEL', ARGV[1] .. 'dead:' .. ARGV[2])
 """
 
 _COMMIT_RETRIES = 50
+_TICKET_NUMBER = "HL-%06d"  # Lua's string.format with the ticket counter (SQLite: its row id)
 _OPENING = 16  # new addresses of one bulk write whose contact and conversation are opened at once
 _GAUGE_SAMPLE = 1000  # items read for the quarantine trend and the outbox age
 
@@ -1469,41 +1477,39 @@ class RedisStore(RedisAuditLog):
         placeholder = f"@@assignee-{uuid.uuid4().hex}@@"
         draft = dataclasses.replace(ticket, assignee=placeholder) if picking else ticket
         agents = assign.agents if assign is not None and picking else ()
-        for _ in range(_COMMIT_RETRIES):
-            # The number is read here and the script commits only if no other ticket took it meanwhile:
-            # a failed version check then burns no number.
-            current = int(await self.client.get(self.key("ticketseq")) or 0)
-            numbered = dataclasses.replace(draft, number=f"HL-{current + 1:06d}")
-            outcome = await self._write(
-                "create_ticket",
-                str(current),
-                ticket.id,
-                dumps(numbered),
-                str(ticket.status),
-                str(ticket.channel),
-                _us(ticket.updated_at),
-                conversation.id,
-                str(conversation.version),
-                str(saved.version),
-                dumps(saved),
-                str(conversation.episode),
-                numbered.number,
-                ticket.queue or "",
-                ticket.assignee or "",
-                "1" if ticket.status.is_active else "0",
-                _timer_score(ticket),
-                assign.mode if assign is not None and picking else "",
-                f'"{placeholder}"',
-                str(len(agents)),
-                *agents,
-                *(json.dumps(a, ensure_ascii=False) for a in agents),
-                events=events(numbered, saved),
-            )
-            if outcome[0] == "ok":
-                return dataclasses.replace(numbered, assignee=outcome[1] or None), saved
-            if outcome[0] == "conflict":
-                raise VersionConflict(f"conversation {conversation.id} changed since version {conversation.version}")
-        raise StoreError("too many tickets created at once; try again")
+        # The script takes the number from the counter once the version check has passed (a conflict burns none)
+        # and writes it where the placeholder stands. A number read here first and checked there made every
+        # creator but one start over: 32 callers' missed calls at once ran out of retries (issue 23).
+        hole = f"@@number-{ticket.id}@@"
+        numbered = dataclasses.replace(draft, number=hole)
+        outcome = await self._write(
+            "create_ticket",
+            hole,
+            ticket.id,
+            dumps(numbered),
+            str(ticket.status),
+            str(ticket.channel),
+            _us(ticket.updated_at),
+            conversation.id,
+            str(conversation.version),
+            str(saved.version),
+            dumps(saved),
+            str(conversation.episode),
+            _TICKET_NUMBER,
+            ticket.queue or "",
+            ticket.assignee or "",
+            "1" if ticket.status.is_active else "0",
+            _timer_score(ticket),
+            assign.mode if assign is not None and picking else "",
+            f'"{placeholder}"',
+            str(len(agents)),
+            *agents,
+            *(json.dumps(a, ensure_ascii=False) for a in agents),
+            events=events(numbered, saved),
+        )
+        if outcome[0] == "ok":
+            return dataclasses.replace(numbered, number=outcome[2], assignee=outcome[1] or None), saved
+        raise VersionConflict(f"conversation {conversation.id} changed since version {conversation.version}")
 
     async def join_ticket(self, conversation: Conversation, events: Sequence[DownstreamEvent] = ()) -> Conversation:
         saved = dataclasses.replace(conversation, version=conversation.version + 1)
