@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -261,13 +261,12 @@ class Intake:
             return False
         return conversation.status is ConversationStatus.BOT or not conversation.ticket_id or self._rules.rules is None
 
-    async def receive_log_lines(self, inbounds: Sequence[InboundMessage]) -> list[IntakeResult | None]:
-        """Many messages that are log lines (an answered call: not for the bot, asking for no ticket, no facts to
-        apply) in one store write, each stored exactly as ``receive`` would store it handled. None for a message
-        ``receive`` must take on its own, in order: one that is not a log line, one whose conversation needs
-        handling (see ``_nothing_to_do``), and every later message of the same sender and thread after it."""
-        lines: list[LogLine] = []
-        at: list[int] = []
+    def _in_bulk(
+        self, inbounds: Sequence[InboundMessage], fits: Callable[[InboundMessage], bool]
+    ) -> Iterator[tuple[int, InboundMessage, NormalizedMessage, datetime, Message]]:
+        """The messages of ``inbounds`` that may go in one bulk write (``fits``), each with its index, normalized
+        form, time and stored draft. Once a sender and thread has a message left for ``receive`` (one that does
+        not fit), every later one of theirs is left too, so that customer's messages keep their order."""
         held: set[tuple[str, str, str]] = set()  # sender and thread with a message left for receive()
         for i, inbound in enumerate(inbounds):
             given = (inbound.inbox, f"given:{inbound.sender}", inbound.thread)  # spares normalizing the rest
@@ -277,11 +276,26 @@ class Intake:
             key = (inbound.inbox, str(normalized.sender), inbound.thread)
             if key in held:
                 continue
-            if not _is_log_line(inbound):
+            if not fits(inbound):
                 held.update((key, given))
                 continue
             now = self._clock()
-            draft = _customer_message(inbound, normalized.text, intake_meta(inbound, normalized.language), now)
+            yield (
+                i,
+                inbound,
+                normalized,
+                now,
+                _customer_message(inbound, normalized.text, intake_meta(inbound, normalized.language), now),
+            )
+
+    async def receive_log_lines(self, inbounds: Sequence[InboundMessage]) -> list[IntakeResult | None]:
+        """Many messages that are log lines (an answered call: not for the bot, asking for no ticket, no facts to
+        apply) in one store write, each stored exactly as ``receive`` would store it handled. None for a message
+        ``receive`` must take on its own, in order: one that is not a log line, one whose conversation needs
+        handling (see ``_nothing_to_do``), and every later message of the same sender and thread after it."""
+        lines: list[LogLine] = []
+        at: list[int] = []
+        for i, inbound, normalized, now, draft in self._in_bulk(inbounds, _is_log_line):
 
             def build(
                 conversation: Conversation, draft: Message = draft
@@ -321,16 +335,9 @@ class Intake:
             return [None] * len(inbounds)
         lines: list[TicketLine] = []
         at: list[int] = []
-        held: set[tuple[str, str, str]] = set()  # sender and thread with a message left for receive()
-        for i, inbound in enumerate(inbounds):
-            normalized = normalize(inbound, self._steps)
-            key = (inbound.inbox, str(normalized.sender), inbound.thread)
+        for i, inbound, normalized, now, draft in self._in_bulk(inbounds, _is_ticket_line):
             request = inbound.ticket
-            if key in held or request is None or not _is_ticket_line(inbound):
-                held.add(key)
-                continue
-            now = self._clock()
-            draft = _customer_message(inbound, normalized.text, intake_meta(inbound, normalized.language), now)
+            assert request is not None  # _is_ticket_line
 
             def build(
                 conversation: Conversation, reads: LineReads, draft: Message = draft, request: TicketRequest = request
