@@ -28,9 +28,7 @@ import collections
 import hashlib
 import json
 import os
-import secrets
 import shutil
-import socket
 import statistics
 import sys
 import tempfile
@@ -42,27 +40,17 @@ from typing import Any
 import aiohttp
 import redis.asyncio as aioredis
 import yaml
-from wechatpy.crypto import WeChatCrypto
 
 THIS = Path(__file__).resolve()
 ROOT = THIS.parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(THIS.parent))
 
-from connectors.wechat.parse import read_xml  # noqa: E402
-from connectors.wechat.signature import sign  # noqa: E402
+import wechat_push as wp  # noqa: E402
 
-TOKEN = "benchtoken"
-APP_ID = "wxbench000000001"
-AES_KEY = "Zm9vYmFyYmF6cXV4MDEyMzQ1Njc4OWFiY2RlZmdoaWo"
+TOKEN, APP_ID, AES_KEY = wp.TOKEN, wp.APP_ID, wp.AES_KEY
 API_TOKEN = "bench-api-token-0123456789"
-QUESTIONS = ["我想退款", "怎么开发票", "where is my order", "运费怎么算", "可以用支付宝吗", "优惠券怎么用"]
 SENDERS = 200
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _cpu_s(pid: int) -> float:
@@ -158,28 +146,8 @@ class Wire:
 
 
 def _pushes(n: int, first_id: int) -> list[tuple[int, dict[str, str], str]]:
-    crypto = WeChatCrypto(TOKEN, AES_KEY, APP_ID)
-    out = []
-    for i in range(n):
-        timestamp, nonce = str(int(time.time())), secrets.token_hex(8)
-        msg_id = first_id + i
-        xml = (
-            f"<xml><ToUserName><![CDATA[gh_bench]]></ToUserName><FromUserName><![CDATA[oBench{i % SENDERS:04d}]]>"
-            f"</FromUserName><CreateTime>{timestamp}</CreateTime><MsgType><![CDATA[text]]></MsgType>"
-            f"<Content><![CDATA[{QUESTIONS[i % len(QUESTIONS)]}]]></Content><MsgId>{msg_id}</MsgId></xml>"
-        )
-        envelope = read_xml(crypto.encrypt_message(xml, nonce, timestamp))
-        params = {
-            "timestamp": timestamp,
-            "nonce": nonce,
-            "signature": sign(TOKEN, timestamp, nonce),
-            "encrypt_type": "aes",
-            "msg_signature": envelope["MsgSignature"],
-        }
-        encrypted = envelope["Encrypt"]
-        body = f"<xml><ToUserName><![CDATA[gh_bench]]></ToUserName><Encrypt><![CDATA[{encrypted}]]></Encrypt></xml>"
-        out.append((msg_id, params, body))
-    return out
+    """wechat_push's signed, encrypted pushes from senders oBench0000..0199, each with its MsgId."""
+    return [(first_id + i, params, body) for i, (params, body) in enumerate(wp._pushes(n, msg_ids=first_id))]
 
 
 async def _drive(
@@ -252,7 +220,7 @@ async def _commands(client: aioredis.Redis) -> int:
 async def one_run(args: argparse.Namespace, root: Path, durability: str, run: int) -> dict[str, Any]:
     scripts = _script_names(root)
     with tempfile.TemporaryDirectory() as tmp:
-        redis_port, proxy_port, port = _free_port(), _free_port(), _free_port()
+        redis_port, proxy_port, port = wp._free_port(), wp._free_port(), wp._free_port()
         aof = durability == "aof" or args.appendonly
         server = await asyncio.create_subprocess_exec(
             args.server, "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "", "--dir", tmp,

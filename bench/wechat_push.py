@@ -79,9 +79,13 @@ def _free_port() -> int:
 
 
 def _pushes(
-    n: int, *, first: int = 0, sender: Callable[[int], str] = lambda i: f"oBench{i % 200:04d}"
+    n: int,
+    *,
+    first: int = 0,
+    sender: Callable[[int], str] = lambda i: f"oBench{i % 200:04d}",
+    msg_ids: int = 7_000_000_000,
 ) -> list[tuple[dict[str, str], str]]:
-    """Signed, encrypted pushes ``first`` .. ``first + n - 1`` (the MsgId follows the number)."""
+    """Signed, encrypted pushes ``first`` .. ``first + n - 1`` (MsgId ``msg_ids`` + the number)."""
     crypto = WeChatCrypto(TOKEN, AES_KEY, APP_ID)
     out = []
     for i in range(first, first + n):
@@ -89,7 +93,7 @@ def _pushes(
         xml = (
             f"<xml><ToUserName><![CDATA[gh_bench]]></ToUserName><FromUserName><![CDATA[{sender(i)}]]>"
             f"</FromUserName><CreateTime>{timestamp}</CreateTime><MsgType><![CDATA[text]]></MsgType>"
-            f"<Content><![CDATA[{QUESTIONS[i % len(QUESTIONS)]}]]></Content><MsgId>{7_000_000_000 + i}</MsgId></xml>"
+            f"<Content><![CDATA[{QUESTIONS[i % len(QUESTIONS)]}]]></Content><MsgId>{msg_ids + i}</MsgId></xml>"
         )
         envelope = read_xml(crypto.encrypt_message(xml, nonce, timestamp))
         params = {
