@@ -334,6 +334,8 @@ async def test_a_message_the_store_could_not_take_is_resent_after_retry_after(
         assert len(sent) == 2 and sent[0]["id"] == sent[1]["id"], sent  # resent once, same id, same socket
         assert len([f for f in gateway.received if f["type"] == "hello"]) == 1
         assert await _bot_texts(page) == ["答: store-down-once 你好"]
+        # "Resending shortly" goes once the resent message is in, not 6 s later.
+        assert await page.locator('[data-hl="error"]').is_hidden()
 
 
 async def test_a_reply_sent_twice_is_shown_once(

@@ -159,6 +159,7 @@
       this.conversationId = saved.conversation_id || null;
       /** unacked outgoing frames, in send order: {type, id, text, faq_id?} */
       this.pending = Array.isArray(saved.pending) ? saved.pending.filter(function (p) { return p && p.id && p.type; }) : [];
+      this.resending = false; // a "resending shortly" notice is up for the pending messages
 
       this.ws = null;
       this.ready = false;        // true between 'welcome' and close
@@ -590,6 +591,12 @@
         this._save();
       }
       this._setOwnState(f.id, 'sent', f);
+      if (this.resending && !this.pending.length) {
+        // "Resending shortly" was about these messages: all are in now, so the notice is stale.
+        this.resending = false;
+        clearTimeout(this.timers.error);
+        this.errorEl.hidden = true;
+      }
     }
 
     _onError(f) {
@@ -611,6 +618,7 @@
         this._setOwnState(f.id, 'failed');
       }
       this._showError(T.errors[code] || (typeof f.message === 'string' ? f.message : String(code)));
+      this.resending = code === 'rate_limited' || code === 'store_unavailable';
     }
 
     // ------------------------------------------------------------ outgoing
