@@ -39,9 +39,12 @@ def to_jsonable(value: Any) -> Any:
     if kind is str or kind is int or kind is float or kind is bool or value is None:
         return value
     if kind is dict:
-        return {str(k): to_jsonable(v) for k, v in value.items()}
+        return _plain_dict(value)
     if kind is list or kind is tuple:
         return [to_jsonable(v) for v in value]
+    encode = _DIRECT.get(kind)  # a model dataclass seen before: straight to its compiled encoder
+    if encode is not None:
+        return encode(value)
     if isinstance(value, enum.Enum):
         return value.value
     if isinstance(value, (str, int, float)) or value is None:
@@ -59,6 +62,19 @@ def to_jsonable(value: Any) -> Any:
     return value
 
 
+def _plain_dict(value: dict[Any, Any]) -> dict[str, Any]:
+    """``{str(k): to_jsonable(v)}``, with strings, numbers and None taken as they are without a call: a
+    message's ``meta`` is a flat dict of them, encoded with every message (a call per value cost more than
+    the rest of the message's encoding)."""
+    out: dict[str, Any] = {}
+    for k, v in value.items():
+        kind = type(v)
+        out[k if type(k) is str else str(k)] = (
+            v if kind is str or kind is int or kind is float or kind is bool or v is None else to_jsonable(v)
+        )
+    return out
+
+
 # orjson walks dicts, lists, strings and numbers itself (an event's data is already such a tree) and hands
 # each model object to to_jsonable, so an Identity stays "kind:value" and a datetime its isoformat().
 _OPTIONS = orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_NON_STR_KEYS
@@ -67,7 +83,8 @@ _OPTIONS = orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_PASSTHROUGH_DATETIME | 
 def dumps(value: Any) -> str:
     """The one JSON text form the stores keep: compact UTF-8, Chinese left readable (what
     ``json.dumps(..., ensure_ascii=False, separators=(",", ":"))`` writes, at a tenth of its cost)."""
-    text = orjson.dumps(value, default=to_jsonable, option=_OPTIONS).decode()
+    encode = _DIRECT.get(type(value))  # what orjson's ``default`` would call, without the detour
+    text = orjson.dumps(value if encode is None else encode(value), default=to_jsonable, option=_OPTIONS).decode()
     memo = _MEMOS.get(type(value))
     if memo is not None:
         memo.keep(text, value)
@@ -123,10 +140,16 @@ _DECODERS: dict[Any, Decoder] = {}
 _names = itertools.count()
 
 
+_DIRECT: dict[type, Encoder] = {}  # the dataclasses ``to_jsonable`` encodes with their compiled encoder
+_NOT_DIRECT = (Identity, datetime, enum.Enum, str, int, float)  # ``to_jsonable`` takes these first
+
+
 def encoder_for(cls: type) -> Encoder:
     found = _ENCODERS.get(cls)
     if found is None:
         found = _ENCODERS[cls] = _Lazy(lambda: _compile_encoder(cls))
+        if not issubclass(cls, _NOT_DIRECT):
+            _DIRECT[cls] = found
     return found
 
 

@@ -263,10 +263,12 @@ class Intake:
 
     def _in_bulk(
         self, inbounds: Sequence[InboundMessage], fits: Callable[[InboundMessage], bool]
-    ) -> Iterator[tuple[int, InboundMessage, NormalizedMessage, datetime, Message]]:
+    ) -> Iterator[tuple[int, InboundMessage, NormalizedMessage, datetime, Mapping[str, Any]]]:
         """The messages of ``inbounds`` that may go in one bulk write (``fits``), each with its index, normalized
-        form, time and stored draft. Once a sender and thread has a message left for ``receive`` (one that does
-        not fit), every later one of theirs is left too, so that customer's messages keep their order."""
+        form, time and meta, from which the store's ``build`` makes the message once it knows the conversation
+        (``_customer_message``: one Message each, where a draft placed later was two). Once a sender and thread
+        has a message left for ``receive`` (one that does not fit), every later one of theirs is left too, so that
+        customer's messages keep their order."""
         held: set[tuple[str, str, str]] = set()  # sender and thread with a message left for receive()
         for i, inbound in enumerate(inbounds):
             given = (inbound.inbox, f"given:{inbound.sender}", inbound.thread)  # spares normalizing the rest
@@ -279,14 +281,7 @@ class Intake:
             if not fits(inbound):
                 held.update((key, given))
                 continue
-            now = self._clock()
-            yield (
-                i,
-                inbound,
-                normalized,
-                now,
-                _customer_message(inbound, normalized.text, intake_meta(inbound, normalized.language), now),
-            )
+            yield i, inbound, normalized, self._clock(), intake_meta(inbound, normalized.language)
 
     async def receive_log_lines(self, inbounds: Sequence[InboundMessage]) -> list[IntakeResult | None]:
         """Many messages that are log lines (an answered call: not for the bot, asking for no ticket, no facts to
@@ -295,14 +290,18 @@ class Intake:
         handling (see ``_nothing_to_do``), and every later message of the same sender and thread after it."""
         lines: list[LogLine] = []
         at: list[int] = []
-        for i, inbound, normalized, now, draft in self._in_bulk(inbounds, _is_log_line):
+        for i, inbound, normalized, now, meta in self._in_bulk(inbounds, _is_log_line):
 
             def build(
-                conversation: Conversation, draft: Message = draft
+                conversation: Conversation,
+                inbound: InboundMessage = inbound,
+                text: str = normalized.text,
+                meta: Mapping[str, Any] = meta,
+                now: datetime = now,
             ) -> tuple[Message, list[DownstreamEvent]] | None:
                 if not self._leaves_alone(conversation):  # the facts were checked: a log line (_is_log_line)
                     return None
-                message = _placed(draft, conversation)
+                message = _customer_message(inbound, text, meta, now, conversation)
                 return message, [events.message_created(message)]
 
             lines.append(
@@ -335,14 +334,23 @@ class Intake:
             return [None] * len(inbounds)
         lines: list[TicketLine] = []
         at: list[int] = []
-        for i, inbound, normalized, now, draft in self._in_bulk(inbounds, _is_ticket_line):
+        for i, inbound, normalized, now, meta in self._in_bulk(inbounds, _is_ticket_line):
             request = inbound.ticket
             assert request is not None  # _is_ticket_line
 
             def build(
-                conversation: Conversation, reads: LineReads, draft: Message = draft, request: TicketRequest = request
+                conversation: Conversation,
+                reads: LineReads,
+                inbound: InboundMessage = inbound,
+                text: str = normalized.text,
+                meta: Mapping[str, Any] = meta,
+                now: datetime = now,
+                request: TicketRequest = request,
             ) -> TicketWrite | None:
-                return self._ticket_write(conversation, reads, draft, request)
+                if conversation.status is ConversationStatus.RESOLVED:  # it reopens: intake alone
+                    return None
+                message = _customer_message(inbound, text, meta, now, conversation)
+                return self._ticket_write(conversation, reads, message, request)
 
             lines.append(
                 TicketLine(
@@ -367,14 +375,11 @@ class Intake:
         return results
 
     def _ticket_write(
-        self, conversation: Conversation, reads: LineReads, draft: Message, request: TicketRequest
+        self, conversation: Conversation, reads: LineReads, message: Message, request: TicketRequest
     ) -> TicketWrite | None:
         """What ``receive`` and then ``_respond`` write for a ticket line (not for the bot, no service rules, no
-        voicemail) on ``conversation`` as the store has it, reading what they read; None when they would do
-        more than one ticket write: a resolved conversation (it reopens), a ticket the customer joins."""
-        if conversation.status is ConversationStatus.RESOLVED:
-            return None
-        message = _placed(draft, conversation)
+        voicemail) on ``conversation`` (not resolved) as the store has it, ``message`` stored in it, reading what
+        they read; None when they would do more than one ticket write (a ticket the customer joins)."""
         created = [events.message_created(message)]
         if conversation.status is not ConversationStatus.BOT:  # a human holds it: escalate the ticket
             if not (request.escalate and conversation.ticket_id):
@@ -789,13 +794,12 @@ def _customer_message(
     text: str,
     meta: Mapping[str, Any],
     now: datetime,
-    conversation: Conversation | None = None,
+    conversation: Conversation,
 ) -> Message:
-    """The stored form of a customer's message, one for ``receive`` and the bulk path alike; without a
-    conversation it is a draft the bulk write places (``_placed``) once the store knows the conversation."""
+    """The stored form of a customer's message, one for ``receive`` and the bulk path alike."""
     return Message(
         id=f"msg_{random_hex()}",
-        conversation_id=conversation.id if conversation else "",
+        conversation_id=conversation.id,
         channel=inbound.channel,
         inbox=inbound.inbox,
         direction=Direction.INBOUND,
@@ -806,14 +810,7 @@ def _customer_message(
         external_id=inbound.external_id,
         attachments=inbound.attachments,
         raw=inbound.raw,
-        ticket_id=conversation.ticket_id if conversation else None,
-        episode=conversation.episode if conversation else 1,
+        ticket_id=conversation.ticket_id,
+        episode=conversation.episode,
         meta=meta,
-    )
-
-
-def _placed(message: Message, conversation: Conversation) -> Message:
-    """The message in its conversation: which one, and the ticket and episode it belongs to."""
-    return dataclasses.replace(
-        message, conversation_id=conversation.id, ticket_id=conversation.ticket_id, episode=conversation.episode
     )

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 from core.bus import Bus
 from core.codec import dumps, loads
+from core.events import message_json
 from core.ids import random_hex
 from core.model import (
     Admission,
@@ -1373,5 +1374,5 @@ def _message_row(message: Message, *, handled: bool) -> tuple[object, ...]:
         message.ticket_id,
         message.episode,
         0 if message.direction is Direction.INBOUND and not handled else 1,
-        dumps(message),
+        message_json(message),  # encoded once for the row and its message.created event
     )
