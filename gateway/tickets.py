@@ -403,9 +403,13 @@ def _differences(before: Ticket, after: Ticket) -> dict[str, Any]:
     return diff
 
 
+_ORDER = list(Priority)
+# One step up, the highest staying put: listing the enum on every repeat call cost more than the rest of the change.
+_RAISED = {p: _ORDER[min(i + 1, len(_ORDER) - 1)] for i, p in enumerate(_ORDER)}
+
+
 def _raised(priority: Priority) -> Priority:
-    order = list(Priority)
-    return order[min(order.index(priority) + 1, len(order) - 1)]
+    return _RAISED[priority]
 
 
 def _updated_events(updated: Ticket, diff: dict[str, Any]) -> list[DownstreamEvent]:
