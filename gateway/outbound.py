@@ -84,8 +84,7 @@ class Outbound:
         # Messages this process is sending now (a connector call, or a retry task between attempts): the outbox
         # hold is a time, and a send slower than ``resend_after_s`` must not be taken and sent again from here.
         self._sending: collections.Counter[str] = collections.Counter()
-        self._inline: dict[type, bool] = {}
-        self._framed: dict[type, bool] = {}
+        self._capabilities: dict[tuple[type, type], bool] = {}  # (connector class, capability) -> has it
 
     @contextlib.contextmanager
     def _owned(self, message_id: str) -> Iterator[None]:
@@ -97,23 +96,27 @@ class Outbound:
             if self._sending[message_id] <= 0:
                 del self._sending[message_id]
 
+    def _capable(self, connector: object, capability: type) -> bool:
+        """``isinstance(connector, capability)``, decided once per connector class: a runtime-checkable protocol's
+        ``isinstance`` walks the class's attributes on every call (~2% of a web chat message's server CPU, and two
+        checks per ticket a CDR import opens, issue 23)."""
+        key = (type(connector), capability)
+        found = self._capabilities.get(key)
+        if found is None:
+            found = self._capabilities[key] = isinstance(connector, capability)
+        return found
+
     def _frames(self, connector: object) -> TypeGuard[DeliversByFrames]:
-        """``isinstance(connector, DeliversByFrames)``, decided once per connector class (see _answers_inline)."""
-        kind = type(connector)
-        frames = self._framed.get(kind)
-        if frames is None:
-            frames = self._framed[kind] = isinstance(connector, DeliversByFrames)
-        return frames
+        return self._capable(connector, DeliversByFrames)
 
     def _answers_inline(self, connector: object) -> TypeGuard[AnswersInline]:
-        """``isinstance(connector, AnswersInline)``, decided once per connector class: a runtime-checkable
-        protocol's ``isinstance`` walks the class's attributes on every call (~2% of a web chat message's server
-        CPU, issue 23)."""
-        kind = type(connector)
-        answers = self._inline.get(kind)
-        if answers is None:
-            answers = self._inline[kind] = isinstance(connector, AnswersInline)
-        return answers
+        return self._capable(connector, AnswersInline)
+
+    def _notifies(self, connector: object) -> TypeGuard[Notifies]:
+        return self._capable(connector, Notifies)
+
+    def _acknowledges_tickets(self, connector: object) -> TypeGuard[AcknowledgesTickets]:
+        return self._capable(connector, AcknowledgesTickets)
 
     async def deliver_bot_reply(
         self,
@@ -321,14 +324,14 @@ class Outbound:
 
     async def status_changed(self, conversation: Conversation) -> None:
         connector = self._connectors.get(conversation.inbox)
-        if isinstance(connector, Notifies):
+        if self._notifies(connector):
             await connector.notify(conversation)
 
     async def ticket_opened(self, ticket: Ticket, conversation: Conversation) -> None:
         """Send what the inbox's connector wants said about a new ticket, stored once and retried like a reply."""
         self._observer.ticket_opened(ticket)
         connector = self._connectors.get(conversation.inbox)
-        if not isinstance(connector, AcknowledgesTickets):
+        if not self._acknowledges_tickets(connector):
             return
         notice = await connector.ticket_opened(ticket, conversation)
         if notice is not None:  # a repeat (a retried handling) finds it stored, and sends nothing

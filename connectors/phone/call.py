@@ -156,6 +156,10 @@ def ambiguous_flag(sender: Identity) -> str:
     return f"ambiguous:{sender}"
 
 
+# json.dumps(raw, ensure_ascii=False, default=str), without building an encoder for every row.
+_RAW_JSON = json.JSONEncoder(ensure_ascii=False, default=str)
+
+
 def to_inbound(record: CallRecord, *, inbox: str, options: CallOptions, received_at: datetime) -> InboundMessage:
     """The call as a message of kind ``call`` from the customer's E.164 identity, never for the bot.
 
@@ -233,7 +237,7 @@ def to_inbound(record: CallRecord, *, inbox: str, options: CallOptions, received
         kind=MessageKind.CALL,
         sent_at=record.started_at or record.ended_at,
         received_at=received_at,
-        raw=json.dumps(record.raw, ensure_ascii=False, default=str),
+        raw=_RAW_JSON.encode(record.raw),
         ticket=ticket,
         bot=False,
         contact_flags=(ContactFlag(identity=sender, flag=ambiguous_flag(sender)),) if reading.ambiguous else (),

@@ -10,6 +10,7 @@ import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, tzinfo
+from functools import lru_cache
 from typing import Any
 from urllib.parse import unquote
 from zoneinfo import ZoneInfo
@@ -432,8 +433,13 @@ _CLID = re.compile(r'^\s*"?([^"<]*)"?\s*<([^>]*)>\s*$')
 def _is_external(number: str, options: CdrOptions) -> bool:
     if len(number) <= options.extension_max_digits:  # cheap first: most CDR rows have an extension in them
         return False
+    return _external(number, options.extension_max_digits, options.region)
+
+
+@lru_cache(maxsize=65536)  # pure, and a file repeats its numbers: the hotline on every row, each caller's calls
+def _external(number: str, extension_max_digits: int, region: str) -> bool:
     digits = clean(number).lstrip("+")
-    return len(digits) > options.extension_max_digits and to_e164(number, options.region) is not None
+    return len(digits) > extension_max_digits and to_e164(number, region) is not None
 
 
 def _direction(row: Mapping[str, str], src: str, dst: str, options: CdrOptions) -> str | None:

@@ -557,12 +557,11 @@ class SqliteStore(SqliteAuditLog):
 
     @staticmethod
     def _load_message(data: str, ticket_id: str | None, delivery: str | None, error: str | None) -> Message:
-        return dataclasses.replace(
-            loads(Message, data),
-            ticket_id=ticket_id,
-            delivery=DeliveryStatus(delivery) if delivery else None,
-            delivery_error=error,
-        )
+        message = loads(Message, data)
+        status = DeliveryStatus(delivery) if delivery else None
+        if message.ticket_id == ticket_id and message.delivery is status and message.delivery_error == error:
+            return message  # the columns say what the JSON says: no copy (a transcript read makes one per message)
+        return dataclasses.replace(message, ticket_id=ticket_id, delivery=status, delivery_error=error)
 
     async def add_message(
         self,
