@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import re
 import sqlite3
 import sys
@@ -263,3 +264,78 @@ async def test_an_import_killed_midway_and_run_again_stores_every_call_once_with
         assert unticketed == 0  # each missed call joined its customer's ticket
 
     await asyncio.to_thread(check)
+
+
+_CLOCK_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?\+00:00")  # the clock's (UTC); CDR times are local
+
+
+def _masked(text: str | None) -> str | None:
+    """Stored text with the random ids and the clock's times taken out, byte for byte otherwise."""
+    if text is None:
+        return None
+    return _CLOCK_TIME.sub("<now>", _ID.sub(lambda m: f"<{m.group(1) or m.group(2)}>", text))
+
+
+def stored_text(db_path: Path) -> dict[str, Any]:
+    """The rows as SQLite holds them (JSON texts as written, key order and spacing included), per customer
+    address: its contact, conversation, messages (by call id), tickets and events in order."""
+    db = sqlite3.connect(db_path)
+    try:
+        address_of = dict(db.execute("SELECT id, address FROM conversations"))
+        per: dict[str, dict[str, Any]] = defaultdict(lambda: defaultdict(list))
+        contact_sql = "SELECT c.data FROM contacts c JOIN conversations v ON v.contact_id = c.id WHERE v.address = ?"
+        for address, data in db.execute("SELECT address, data FROM conversations"):
+            per[address]["conversation"] = _masked(data)
+            per[address]["contact"] = _masked(db.execute(contact_sql, (address,)).fetchone()[0])
+        rows = db.execute(
+            "SELECT conversation_id, external_id, ticket_id, episode, handled, delivery, data FROM messages"
+            " ORDER BY external_id"
+        )
+        for conversation_id, external_id, ticket_id, episode, handled, delivery, data in rows:
+            per[address_of[conversation_id]]["messages"].append(
+                (external_id, _masked(ticket_id), episode, handled, delivery, _masked(data))
+            )
+        for contact_id, data in db.execute("SELECT contact_id, data FROM tickets ORDER BY seq"):
+            address = db.execute("SELECT address FROM conversations WHERE contact_id = ?", (contact_id,)).fetchone()
+            per[address[0]]["tickets"].append(_masked(data))
+        events = db.execute(
+            "SELECT conversation_id, idempotency_key, type, ticket_id, occurred_at, data FROM events ORDER BY seq"
+        )
+        for conversation_id, key, kind, ticket_id, occurred_at, data in events:
+            per[address_of[conversation_id]]["events"].append(
+                (_masked(key), kind, _masked(ticket_id), _masked(occurred_at), _masked(data))
+            )
+        return {address: dict(entry) for address, entry in per.items()}
+    finally:
+        db.close()
+
+
+async def test_bulk_import_writes_the_rows_and_events_row_by_row_intake_writes_byte_for_byte(
+    tmp_path: Path, bot_setup: BotSetup
+) -> None:
+    """The bulk paths encode a message once for its row and its message.created event, build it in its
+    conversation, and write new callers' contacts and conversations and the missed calls' tickets themselves: the
+    stored JSON texts (key order, spacing, escapes) are those of intake alone, for new and repeat callers, answered
+    and missed calls (a ticket opened, then escalated), a withheld number and a row repeated in the file."""
+    data = cdr_file()
+    inbox = {"name": "tel", "channel": "phone", "cti_enabled": False}
+    stored: list[dict[str, Any]] = []
+    for name, run in (("one-by-one", import_row_by_row), ("batched", import_batched)):
+        config = await asyncio.to_thread(make_config, tmp_path / name, inboxes=[inbox])
+        await run(config, bot_setup, data)
+        await run(config, bot_setup, data)  # a re-import writes nothing
+        (db_path,) = (tmp_path / name).rglob("*.sqlite3")
+        stored.append(await asyncio.to_thread(stored_text, db_path))
+    row_by_row, batched = stored
+    assert batched == row_by_row, _diff(row_by_row, batched)[:8]
+    messages = [m for entry in batched.values() for m in entry.get("messages", [])]
+    assert len(messages) == 61 and all(m[3] == 1 for m in messages)  # every call stored once, handled
+    assert sum(len(entry.get("tickets", [])) for entry in batched.values()) == 7
+    created = {e[4] for entry in batched.values() for e in entry["events"] if e[1] == "message.created"}
+    for *_, row in messages:  # the event is the row without its raw copy, in the same compact form
+        assert row is not None
+        body = json.loads(row)
+        assert json.dumps(body, ensure_ascii=False, separators=(",", ":")) == row
+        del body["raw"]
+        event = json.dumps({"message": body}, ensure_ascii=False, separators=(",", ":"))
+        assert event in created
