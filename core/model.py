@@ -143,7 +143,9 @@ class Identity:
     value: str
 
     def __str__(self) -> str:
-        return f"{self.kind}:{self.value}"
+        # Concatenation, not an f-string: formatting the StrEnum went through Enum.__format__ in Python, and a
+        # CDR import makes this string several times a row (keys, index lookups, stored JSON).
+        return self.kind + ":" + self.value
 
     @classmethod
     def parse(cls, text: str) -> Identity:

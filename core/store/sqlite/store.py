@@ -263,7 +263,7 @@ class SqliteStore(SqliteAuditLog):
             # 32 MiB of page cache (the default is 2 MiB): a bulk write (2,000 CDR rows, ~6 MB with their events and
             # the random-keyed indexes they touch) spilled pages to the WAL mid-transaction and read them back, a
             # third of the store thread's CPU in system calls on an import (56 -> 35 us per row).
-            db.execute("PRAGMA cache_size=" + os.environ.get("HL_CACHE", "-32768"))
+            db.execute("PRAGMA cache_size=-32768")
             self._lock_fd = os.open(f"{self._path}-writer.lock", os.O_RDWR | os.O_CREAT, 0o600)
             db.executescript(SCHEMA)
             db.executescript(AUDIT_SCHEMA)
@@ -905,7 +905,8 @@ class SqliteStore(SqliteAuditLog):
             "UPDATE messages SET ticket_id = ? WHERE conversation_id = ? AND episode = ? AND ticket_id IS NULL",
             (ticket.id, conversation.id, conversation.episode),
         )
-        _set_ticket_timer(db, numbered)
+        if numbered.sla is not None:  # a new ticket without one has no timer to clear
+            _set_ticket_timer(db, numbered)
         self._append_events(db, events(numbered, saved), appended)
         return numbered, saved
 
