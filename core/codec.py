@@ -204,6 +204,11 @@ def _encode_expr(tp: Any, expr: str, env: dict[str, Any]) -> str:
     if tp is Identity:
         return f"str({expr})"
     if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        if issubclass(tp, str) and all(str.__str__(m) == m.value for m in tp):
+            # A StrEnum's value is its text: copied out in C, where ``.value`` is a Python descriptor call (a
+            # message has four, a ticket five, and a CDR import encodes several of each per row).
+            env["_text"] = str.__str__
+            return f"_text({expr})"
         return f"{expr}.value"
     if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         name = f"_enc{next(_names)}"

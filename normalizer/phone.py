@@ -89,8 +89,19 @@ def _read(text: str, region: str | None) -> tuple[phonenumbers.PhoneNumber | Non
     return number, number is not None and phonenumbers.is_valid_number(number)
 
 
+# The parse behind each E.164 form read above, for ``display``: a CDR import reads every caller's number
+# (``to_e164``, ``read_number``) and then shows it in the call's summary, which parsed it a second time.
+_PARSED: dict[str, phonenumbers.PhoneNumber] = {}
+_PARSED_MAX = 65536
+
+
 def _e164(number: phonenumbers.PhoneNumber) -> str:
-    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+    e164 = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+    if e164 not in _PARSED:
+        if len(_PARSED) >= _PARSED_MAX:
+            _PARSED.clear()
+        _PARSED[e164] = number
+    return e164
 
 
 @lru_cache(maxsize=65536)
@@ -134,8 +145,10 @@ def read_number(raw: str, region: str = "CN", other_regions: tuple[str, ...] = (
 @lru_cache(maxsize=65536)  # a summary shows the hotline's number on every call
 def display(e164: str) -> str:
     """``+86 138 0013 8000``: how agents read a number in a summary."""
-    try:
-        number = phonenumbers.parse(e164, None)
-    except phonenumbers.NumberParseException:
-        return e164
+    number = _PARSED.get(e164)  # the same number as parsing ``e164`` gives: country code and national number
+    if number is None:
+        try:
+            number = phonenumbers.parse(e164, None)
+        except phonenumbers.NumberParseException:
+            return e164
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.INTERNATIONAL)

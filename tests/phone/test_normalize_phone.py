@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import phonenumbers
 import pytest
 
 from normalizer.phone import display, read_number, to_e164
@@ -52,3 +53,31 @@ def test_reading_says_when_a_number_is_ambiguous(
     reading = read_number(raw, region, others)
     assert (reading.e164, reading.candidates) == (e164, candidates)
     assert reading.ambiguous == bool(candidates)
+
+
+@pytest.mark.parametrize(
+    ("raw", "region", "others"),
+    [
+        ("13800138000", "CN", ("HK",)),
+        ("010 6552 9988", "CN", ()),
+        ("4930600000000", "CN", ()),
+        ("030 600000000", "DE", ()),
+        ("06 6982 0000", "IT", ()),  # Italian numbers keep their leading zero
+        ("+49999992222222", "DE", ()),
+        ("91234567", "CN", ("HK",)),
+        ("0912345678", "CN", ("TW",)),
+        ("91234567", "CN", ()),
+    ],
+)
+def test_a_number_read_first_is_shown_as_its_e164_form_alone_would_be(
+    raw: str, region: str, others: tuple[str, ...]
+) -> None:
+    """``display`` takes the parse that reading the number made (parsed once per distinct number): the summary
+    shows what parsing the E.164 form afresh shows."""
+    reading = read_number(raw, region, others)
+    shown = [*(() if reading.e164 is None else (reading.e164,)), *reading.candidates]
+    assert shown
+    for e164 in shown:
+        fresh = phonenumbers.format_number(phonenumbers.parse(e164, None), phonenumbers.PhoneNumberFormat.INTERNATIONAL)
+        display.cache_clear()
+        assert display(e164) == fresh
