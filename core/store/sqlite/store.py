@@ -509,6 +509,30 @@ class SqliteStore(SqliteAuditLog):
             row = db.execute(sql, key).fetchone()  # another process opened it first
         return loads(Conversation, row[0])
 
+    @staticmethod
+    def _stored_conversations(
+        db: sqlite3.Connection, keys: Sequence[tuple[str, str, str]]
+    ) -> dict[tuple[str, str, str], Conversation]:
+        """The stored conversations of ``keys`` (inbox, address, thread), one read per ``_IN_LIST`` addresses of an
+        inbox: a bulk write's lines read them up front instead of one statement each."""
+        found: dict[tuple[str, str, str], Conversation] = {}
+        wanted = set(keys)
+        by_inbox: dict[str, list[str]] = {}
+        for inbox, address, _ in wanted:
+            by_inbox.setdefault(inbox, []).append(address)
+        for inbox, addresses in by_inbox.items():
+            unique = list(dict.fromkeys(addresses))
+            for start in range(0, len(unique), _IN_LIST):
+                part = unique[start : start + _IN_LIST]
+                sql = (
+                    "SELECT address, thread, data FROM conversations"
+                    f" WHERE inbox = ? AND address IN ({', '.join('?' * len(part))})"
+                )
+                for address, thread, data in db.execute(sql, (inbox, *part)):
+                    if (key := (inbox, address, thread)) in wanted:
+                        found[key] = loads(Conversation, data)
+        return found
+
     async def find_conversation(self, inbox: str, address: Identity, thread: str = "") -> Conversation | None:
         def run(db: sqlite3.Connection) -> Conversation | None:
             row = db.execute(
@@ -641,11 +665,12 @@ class SqliteStore(SqliteAuditLog):
             results: list[tuple[Message, bool] | None] = [None] * len(lines)
             with self._tx(db):
                 conversations: dict[tuple[str, str, str], Conversation | None] = {}  # None: stopped
+                keys = [(line.inbox, str(line.address), line.thread) for line in lines]
+                stored = self._stored_conversations(db, keys)  # log lines change no conversation: read once
                 built: list[tuple[int, Message, Sequence[DownstreamEvent]]] = []
-                for i, line in enumerate(lines):
-                    key = (line.inbox, str(line.address), line.thread)
+                for i, (line, key) in enumerate(zip(lines, keys, strict=True)):
                     if key not in conversations:
-                        conversations[key] = self._conversation(
+                        conversations[key] = stored.get(key) or self._conversation(
                             db, line.address, line.channel, line.inbox, line.name, line.now, line.thread, line.aliases
                         )
                     conversation = conversations[key]
@@ -684,11 +709,14 @@ class SqliteStore(SqliteAuditLog):
             stopped: set[tuple[str, str, str]] = set()
             appended: list[DownstreamEvent] = []  # the lines' events, in order, in one insert
             with self._tx(db):
-                for i, line in enumerate(lines):
-                    key = (line.inbox, str(line.address), line.thread)
+                keys = [(line.inbox, str(line.address), line.thread) for line in lines]
+                # Read up front, each taken by its key's first line only: a line's ticket write changes its
+                # conversation, so a later line of the same key reads it again.
+                stored = self._stored_conversations(db, keys)
+                for i, (line, key) in enumerate(zip(lines, keys, strict=True)):
                     if key in stopped:
                         continue
-                    conversation = self._conversation(
+                    conversation = stored.pop(key, None) or self._conversation(
                         db, line.address, line.channel, line.inbox, line.name, line.now, line.thread, line.aliases
                     )
                     write = line.build(conversation, reads)
