@@ -11,6 +11,7 @@ import sqlite3
 import sys
 from collections import defaultdict
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ from connectors.phone.connector import ImportReport, cdr_options
 from core.clock import utcnow
 from core.codec import to_jsonable
 from core.config import Config, PhoneInbox
-from core.model import Channel, Direction
+from core.model import Channel, Direction, Identity, IdentityKind
 from core.store import Store, TicketQuery
 from gateway.intake import BotSetup
 from gateway.wiring import offline_gateway
@@ -310,18 +311,24 @@ def stored_text(db_path: Path) -> dict[str, Any]:
         db.close()
 
 
+@pytest.mark.parametrize("known", [False, True], ids=["new-callers", "a-caller-already-a-contact"])
 async def test_bulk_import_writes_the_rows_and_events_row_by_row_intake_writes_byte_for_byte(
-    tmp_path: Path, bot_setup: BotSetup
+    tmp_path: Path, bot_setup: BotSetup, known: bool
 ) -> None:
     """The bulk paths encode a message once for its row and its message.created event, build it in its
-    conversation, and write new callers' contacts and conversations and the missed calls' tickets themselves: the
-    stored JSON texts (key order, spacing, escapes) are those of intake alone, for new and repeat callers, answered
-    and missed calls (a ticket opened, then escalated), a withheld number and a row repeated in the file."""
+    conversation, and open new callers' contacts and conversations in one insert each: the stored JSON texts (key
+    order, spacing, escapes) are those of intake alone, for new and repeat callers, answered and missed calls (a
+    ticket opened, then escalated), a withheld number, a row repeated in the file, and (``known``) a caller whose
+    number a contact already has (the call lands on that contact)."""
     data = cdr_file()
     inbox = {"name": "tel", "channel": "phone", "cti_enabled": False}
     stored: list[dict[str, Any]] = []
     for name, run in (("one-by-one", import_row_by_row), ("batched", import_batched)):
         config = await asyncio.to_thread(make_config, tmp_path / name, inboxes=[inbox])
+        if known:
+            async with offline_gateway(config, bot_setup) as gateway:
+                caller = Identity(IdentityKind.PHONE, "+8613800130003")
+                await gateway.store.contact_for(caller, name="Known", now=datetime(2024, 3, 1, tzinfo=UTC))
         await run(config, bot_setup, data)
         await run(config, bot_setup, data)  # a re-import writes nothing
         (db_path,) = (tmp_path / name).rglob("*.sqlite3")
@@ -331,6 +338,7 @@ async def test_bulk_import_writes_the_rows_and_events_row_by_row_intake_writes_b
     messages = [m for entry in batched.values() for m in entry.get("messages", [])]
     assert len(messages) == 61 and all(m[3] == 1 for m in messages)  # every call stored once, handled
     assert sum(len(entry.get("tickets", [])) for entry in batched.values()) == 7
+    assert ('"name":"Known"' in str(batched["phone:+8613800130003"]["contact"])) == known
     created = {e[4] for entry in batched.values() for e in entry["events"] if e[1] == "message.created"}
     for *_, row in messages:  # the event is the row without its raw copy, in the same compact form
         assert row is not None

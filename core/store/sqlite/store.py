@@ -533,6 +533,52 @@ class SqliteStore(SqliteAuditLog):
                         found[key] = loads(Conversation, data)
         return found
 
+    @staticmethod
+    def _open_new(
+        db: sqlite3.Connection,
+        lines: Sequence[LogLine | TicketLine],
+        keys: Sequence[tuple[str, str, str]],
+        stored: dict[tuple[str, str, str], Conversation],
+    ) -> None:
+        """Inside a write transaction: open, with a contact each, the conversations of ``keys`` that are not
+        ``stored`` and whose address nobody owns (new callers), three inserts for all of them, and add them to
+        ``stored``; each is what ``_conversation`` would open for its key's first line. A line with aliases, or
+        an address another contact owns, is left to ``_conversation``."""
+        first: dict[tuple[str, str, str], LogLine | TicketLine] = {}
+        for line, key in zip(lines, keys, strict=True):
+            if key not in stored and key not in first and not line.aliases:
+                first[key] = line
+        if not first:
+            return
+        addresses = list({key[1] for key in first})
+        owned: set[str] = set()
+        for start in range(0, len(addresses), _IN_LIST):
+            part = addresses[start : start + _IN_LIST]
+            sql = f"SELECT identity FROM identities WHERE identity IN ({', '.join('?' * len(part))})"
+            owned.update(identity for (identity,) in db.execute(sql, part))
+        contacts: list[tuple[str, str]] = []
+        identities: list[tuple[str, str]] = []
+        opened: list[tuple[Any, ...]] = []
+        for key, line in first.items():
+            if key[1] in owned:
+                continue
+            owned.add(key[1])  # a second thread of the same address joins this contact, as _contact would
+            contact = Contact(id=f"ct_{random_hex()}", name=line.name, identities=(line.address,), created_at=line.now)
+            conversation = opened_conversation(
+                f"cv_{random_hex()}", contact.id, line.channel, line.inbox, line.address, line.thread, line.now
+            )
+            contacts.append((contact.id, dumps(contact)))
+            identities.append((key[1], contact.id))
+            opened.append((conversation.id, *key, contact.id, dumps(conversation)))
+            stored[key] = conversation
+        db.executemany("INSERT INTO contacts (id, data) VALUES (?, ?)", contacts)
+        db.executemany("INSERT INTO identities (identity, contact_id) VALUES (?, ?)", identities)  # after contacts
+        db.executemany(
+            "INSERT INTO conversations (id, inbox, address, thread, contact_id, version, data)"
+            " VALUES (?, ?, ?, ?, ?, 1, ?)",
+            opened,
+        )
+
     async def find_conversation(self, inbox: str, address: Identity, thread: str = "") -> Conversation | None:
         def run(db: sqlite3.Connection) -> Conversation | None:
             row = db.execute(
@@ -667,6 +713,7 @@ class SqliteStore(SqliteAuditLog):
                 conversations: dict[tuple[str, str, str], Conversation | None] = {}  # None: stopped
                 keys = [(line.inbox, str(line.address), line.thread) for line in lines]
                 stored = self._stored_conversations(db, keys)  # log lines change no conversation: read once
+                self._open_new(db, lines, keys, stored)
                 built: list[tuple[int, Message, Sequence[DownstreamEvent]]] = []
                 for i, (line, key) in enumerate(zip(lines, keys, strict=True)):
                     if key not in conversations:
@@ -713,6 +760,7 @@ class SqliteStore(SqliteAuditLog):
                 # Read up front, each taken by its key's first line only: a line's ticket write changes its
                 # conversation, so a later line of the same key reads it again.
                 stored = self._stored_conversations(db, keys)
+                self._open_new(db, lines, keys, stored)
                 for i, (line, key) in enumerate(zip(lines, keys, strict=True)):
                     if key in stopped:
                         continue
