@@ -28,6 +28,9 @@ class IdentityKind(enum.StrEnum):
     WEBCHAT_VISITOR = "webchat"
 
 
+_IDENTITY_KINDS = {kind.value: kind for kind in IdentityKind}
+
+
 class SenderCheck(enum.StrEnum):
     """How far a message's sender address is vouched for.
 
@@ -152,7 +155,8 @@ class Identity:
         kind, sep, value = text.partition(":")
         if not sep or not value:
             raise ValueError(f"identity must look like kind:value, got {text!r}")
-        return cls(IdentityKind(kind), value)
+        # a dict lookup first: calling the enum class costs more than the rest (every stored conversation has one)
+        return cls(_IDENTITY_KINDS.get(kind) or IdentityKind(kind), value)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
