@@ -376,6 +376,12 @@ async def main() -> None:
     parser.add_argument("--py-spy", metavar="OUT", help="record the gateway's main run with py-spy into OUT")
     parser.add_argument("--workers", type=int, default=1, help="huiliu serve --workers N (processes on one port)")
     parser.add_argument(
+        "--protocol-runs",
+        type=int,
+        default=5,
+        help="measure the protocol-only handler this many times and take the median (its runs are short and noisy)",
+    )
+    parser.add_argument(
         "--gateway-only",
         action="store_true",
         help="measure the gateway alone (no comparators, no ratios): for comparing --workers or --store runs",
@@ -486,7 +492,19 @@ async def main() -> None:
                 await _wait_ready(f"http://127.0.0.1:{port}/readyz")
                 url = f"http://127.0.0.1:{port}/wechat/bench"
                 await _drive(url, _pushes(20), 4)
-                results[name] = await _measure(server.pid, url, _pushes(args.pushes), args.concurrency)
+                # The protocol alone takes a fifth of a second of CPU for 2,000 pushes, a few dozen clock ticks:
+                # one run moved by a third from run to run. It is measured ``--protocol-runs`` times (the
+                # server's nonces are not checked, so the same pushes serve every run) and the median counts;
+                # every run's figure is kept beside it, so the spread shows.
+                runs = [
+                    await _measure(server.pid, url, _pushes(args.pushes), args.concurrency)
+                    for _ in range(args.protocol_runs if name == "protocol_only" else 1)
+                ]
+                runs.sort(key=lambda run: float(run["server_cpu_ms_per_push"]))
+                results[name] = dict(runs[len(runs) // 2])
+                if len(runs) > 1:
+                    results[name]["runs"] = len(runs)
+                    results[name]["server_cpu_ms_per_push_of_each_run"] = [r["server_cpu_ms_per_push"] for r in runs]
             finally:
                 server.terminate()
                 await server.wait()
