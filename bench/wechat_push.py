@@ -11,6 +11,11 @@ by the bot and answered back as an encrypted passive reply. The bare handler run
 only parses the body. Pushes are built (signed, encrypted) before the clock starts. Afterwards the store is
 opened and every acknowledged push must be there. Prints msgs/s and p50/p99 for both, and their ratio.
 
+The protocol-only handler (``protocol_only``: both signatures, AES both ways, XML, the passive reply, nothing
+else) is measured ``--protocol-runs`` times (5) on one server and its median counts; each run's CPU per push is
+kept beside it (``server_cpu_ms_per_push_of_each_run``), so the spread of the baseline shows. One short run of
+it moved by a third from run to run.
+
 The same gateway then takes ``--pushes / 2`` pushes from senders it has never seen (``gateway_new_senders``)
 and as many from 40 of the first run's senders, each with a long history by then (``gateway_repeat_senders``),
 so the cost of a sender's history shows as the difference of the two.

@@ -18,4 +18,7 @@ def ordered_hex() -> str:
     keyed on them (``message.created:<id>``), take a batch's new entries on the same few pages at their right
     end, where random ids each dirtied a page of their own (each a 4 KiB write to SQLite's WAL, and again at the
     checkpoint)."""
-    return f"{time.time_ns() // 1000:013x}{os.urandom(10).hex()[:19]}"
+    return f"{time.time_ns() // 1000 & _THIRTEEN_DIGITS:013x}{os.urandom(10).hex()[:19]}"
+
+
+_THIRTEEN_DIGITS = 16**13 - 1  # microseconds until 2112; then it wraps rather than make a longer id
