@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from core.ids import random_hex
+from core.ids import ordered_hex
 from core.redact import scrub
 
 
@@ -415,7 +415,7 @@ def outbound_message(
     else:
         conversation_id, active_ticket = on.id, on.ticket_id
     return Message(
-        id=f"msg_{random_hex()}",
+        id=f"msg_{ordered_hex()}",
         conversation_id=conversation_id,
         channel=on.channel,
         inbox=on.inbox,

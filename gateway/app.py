@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager, suppress
@@ -123,15 +124,20 @@ def create_app(
 
 
 async def _settled_heap(app: web.Application) -> AsyncIterator[None]:
-    """Freeze the heap once started (after ``_lifespan``'s start-up), then what survives since, every SETTLE_EVERY_S."""
+    """Freeze the heap once started (after ``_lifespan``'s start-up), then what survives since, every SETTLE_EVERY_S;
+    and collect the young generation less often while serving (``heap.widen_young_generation``)."""
+    thresholds = heap.widen_young_generation()
     heap.settle()
     settler = heap.Settler()
 
     async def tick() -> None:
         settler.tick()
 
-    async with periodically(heap.SETTLE_EVERY_S, tick, name="heap:settle"):
-        yield
+    try:
+        async with periodically(heap.SETTLE_EVERY_S, tick, name="heap:settle"):
+            yield
+    finally:
+        gc.set_threshold(*thresholds)
 
 
 async def _lifespan(app: web.Application) -> AsyncIterator[None]:

@@ -19,7 +19,7 @@ from connectors.base import IntakeResult, Rejected
 from core import events
 from core.clock import Clock, utcnow
 from core.config import CustomerConfig
-from core.ids import random_hex
+from core.ids import ordered_hex, random_hex
 from core.meta import (
     Suggestion,
     faq_tries_of,
@@ -798,7 +798,7 @@ def _customer_message(
 ) -> Message:
     """The stored form of a customer's message, one for ``receive`` and the bulk path alike."""
     return Message(
-        id=f"msg_{random_hex()}",
+        id=f"msg_{ordered_hex()}",
         conversation_id=conversation.id,
         channel=inbound.channel,
         inbox=inbound.inbox,

@@ -108,6 +108,12 @@ def install_request_ids(app: web.Application) -> None:
 class AccessLogger(AbstractAccessLogger):
     """One line per request on ``huiliu.access``: method, path, status, time, size, remote, request id."""
 
+    @property
+    def enabled(self) -> bool:
+        """Whether the line would be written: aiohttp asks once per connection, and when it would not (the log
+        level is above INFO) skips the call and the line's arguments for each of the connection's requests."""
+        return self.logger.isEnabledFor(logging.INFO)
+
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
         rid = response.headers.get(REQUEST_ID_HEADER)
         self.logger.info(

@@ -119,3 +119,29 @@ async def test_serve_freezes_an_open_sockets_state_while_it_stays_usable(
             await chat.close()
     finally:
         await server.close()
+
+
+async def test_serving_collects_the_young_generation_less_often_and_puts_it_back(
+    unfrozen: None, tmp_path: Path, bot_setup: BotSetup
+) -> None:
+    """While serve's app runs, young collections wait for ``YOUNG_THRESHOLD`` net new objects (requests in flight
+    no longer trigger them); once it stops, the process has the collector's thresholds it had before."""
+    before = gc.get_threshold()
+    server = TestServer(create_app(make_config(tmp_path), bot_setup, settle_heap=True), host="127.0.0.1")
+    await server.start_server()
+    try:
+        young, older, oldest = gc.get_threshold()
+        assert young >= heap.YOUNG_THRESHOLD and (older, oldest) == before[1:]
+    finally:
+        await server.close()
+    assert gc.get_threshold() == before
+
+
+def test_a_higher_young_threshold_is_kept() -> None:
+    before = gc.get_threshold()
+    try:
+        gc.set_threshold(heap.YOUNG_THRESHOLD * 2, before[1], before[2])
+        assert heap.widen_young_generation()[0] == heap.YOUNG_THRESHOLD * 2
+        assert gc.get_threshold()[0] == heap.YOUNG_THRESHOLD * 2
+    finally:
+        gc.set_threshold(*before)

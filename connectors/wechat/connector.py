@@ -285,7 +285,7 @@ class WechatConnector:
     ) -> web.StreamResponse:
         """The push, parsed and signed: taken in, answered once, and the reply (if any) in its response."""
         try:
-            inbound = dataclasses.replace(self._reported(push, now), admission=admission)
+            inbound = self._reported(push, now, admission)
             self._receiving[inbound.external_id] += 1  # counted: a concurrent retry takes it in too
             try:
                 result = await self._intake(sink, inbound)
@@ -402,20 +402,25 @@ class WechatConnector:
             )
             return await sink(fallback)
 
-    def _reported(self, push: Push, now: datetime) -> InboundMessage:
+    def _reported(self, push: Push, now: datetime, admission: Admission | None = None) -> InboundMessage:
         """The push's message with the facts intake acts on: a follow clears the inbox's unsubscribed flag and
-        is greeted (when a welcome is configured), an unfollow sets the flag; and the reply window it opens,
-        stored with the message (a repeat delivery opens nothing)."""
+        is greeted (when a welcome is configured), an unfollow sets the flag; the reply window it opens, stored
+        with the message (a repeat delivery opens nothing); and the nonce's ``admission``. One copy of the
+        message with all of them (each copy of a frozen dataclass sets every field again)."""
         message = push.message
+        changes: dict[str, Any] = {}
+        if admission is not None:
+            changes["admission"] = admission
         if push.opens is not None:
             opening = self._window.opening(message.sender.value, push.opens, now)
-            message = dataclasses.replace(message, checkpoints=(*message.checkpoints, opening))
-        if push.action is Action.NONE:
-            return message
-        unfollow = push.action is Action.UNSUBSCRIBE
-        flag = ContactFlag(identity=message.sender, flag=unsubscribed_flag(self.inbox), on=unfollow)
-        greeting = (self._cfg.welcome or None) if push.action is Action.SUBSCRIBE else None
-        return dataclasses.replace(message, contact_flags=(flag,), greeting=greeting)
+            changes["checkpoints"] = (*message.checkpoints, opening)
+        if push.action is not Action.NONE:
+            unfollow = push.action is Action.UNSUBSCRIBE
+            changes["contact_flags"] = (
+                ContactFlag(identity=message.sender, flag=unsubscribed_flag(self.inbox), on=unfollow),
+            )
+            changes["greeting"] = (self._cfg.welcome or None) if push.action is Action.SUBSCRIBE else None
+        return dataclasses.replace(message, **changes) if changes else message
 
     async def _await_reply(self, message_id: str, waiter: _Waiter, handled: asyncio.Task[None]) -> OutboundReply | None:
         """The bot's reply if it comes within the budget; None when it is late or there is none."""

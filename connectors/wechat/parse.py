@@ -7,7 +7,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
-from xml.etree.ElementTree import Element, ParseError
+from xml.etree.ElementTree import Element, ParseError, XMLParser
 
 from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import fromstring
@@ -94,10 +94,41 @@ def _check_depth(root: Element) -> None:
         stack.extend((child, depth + 1) for child in element)
 
 
+def _declares_nothing(body: bytes | str) -> str | None:
+    """The document as text when it can hold no declaration to refuse: UTF-8, every ``<!`` the start of a CDATA
+    section (so no DOCTYPE, hence no entity, internal or external, and no comment), and no other encoding
+    declared. None otherwise.
+
+    Such a document (every push WeChat sends) is read by the standard library's C parser; any other goes through
+    defusedxml, whose parser is the pure-Python one, a callback in Python per element: reading the two documents
+    of an encrypted push that way was about a tenth of the event loop's time. Both run expat and build the same
+    elements; undefined entity references are errors in both."""
+    if isinstance(body, bytes):
+        try:
+            text = body.decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+    else:
+        text = body
+    if text.count("<!") != text.count("<![CDATA["):
+        return None
+    if text.startswith("<?xml"):
+        declaration = text[: text.find("?>")].lower()
+        if "encoding" in declaration and "utf-8" not in declaration:
+            return None  # bytes read as UTF-8 would not be what the document says they are
+    return text
+
+
 def read_xml(body: bytes | str) -> dict[str, Any]:
     """The ``<xml>`` document as a dict; a DOCTYPE or entity is refused before anything is expanded."""
+    plain = _declares_nothing(body)
     try:
-        root = fromstring(body, forbid_dtd=True, forbid_entities=True, forbid_external=True)
+        if plain is not None:
+            parser = XMLParser()
+            parser.feed(plain)
+            root = parser.close()
+        else:
+            root = fromstring(body, forbid_dtd=True, forbid_entities=True, forbid_external=True)
     except DefusedXmlException as exc:
         raise PushError("xml_forbidden", f"XML with a DOCTYPE or entities is refused ({type(exc).__name__})") from None
     except (ParseError, ValueError) as exc:

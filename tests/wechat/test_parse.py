@@ -3,14 +3,27 @@
 from __future__ import annotations
 
 import json
+import random
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from xml.etree.ElementTree import ParseError
 
 import pytest
+from defusedxml import DefusedXmlException
+from defusedxml.ElementTree import fromstring as defused_fromstring
 
 from connectors.wechat import crypto
-from connectors.wechat.parse import Action, Opens, PushError, parse_push, read_xml
+from connectors.wechat.parse import (
+    Action,
+    Opens,
+    PushError,
+    _check_depth,
+    _declares_nothing,
+    _to_value,
+    parse_push,
+    read_xml,
+)
 from connectors.wechat.render import passive_xml
 from connectors.wechat.signature import sign, verify
 from connectors.wechat.window import open_allowances
@@ -133,6 +146,85 @@ def test_doctype_and_entities_are_refused_without_expansion(body: bytes) -> None
     with pytest.raises(PushError) as caught:
         read_xml(body)
     assert caught.value.code == "xml_forbidden"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "<!DOCTYPE xml><xml/>".encode("utf-16"),  # not UTF-8: the byte search for "<!" would miss it
+        b"<xml><![CDATA[a]]><!DOCTYPE x [<!ENTITY a 'b'>]><Content>&a;</Content></xml>",
+        b"<xml><!-- <![CDATA[ --><!DOCTYPE x [<!ENTITY a 'b'>]></xml>",
+    ],
+    ids=["utf-16", "after-cdata", "in-comment"],
+)
+def test_a_doctype_is_refused_however_it_is_dressed(body: bytes) -> None:
+    with pytest.raises(PushError) as caught:
+        read_xml(body)
+    assert caught.value.code in ("xml_forbidden", "bad_xml")  # never read, never expanded
+
+
+def _as_defusedxml_reads_it(body: bytes) -> object:
+    """What ``read_xml`` gave when defusedxml read every document: the dict, or the PushError's code and text."""
+    try:
+        root = defused_fromstring(body, forbid_dtd=True, forbid_entities=True, forbid_external=True)
+    except DefusedXmlException as exc:
+        return ("xml_forbidden", type(exc).__name__)
+    except (ParseError, ValueError) as exc:
+        return ("bad_xml", f"not well-formed XML: {exc}")
+    if root.tag != "xml":
+        return ("bad_xml", f"root element must be <xml>, not <{root.tag}>")
+    try:
+        _check_depth(root)
+    except PushError as exc:
+        return (exc.code, exc.message)
+    value = _to_value(root)
+    return value if isinstance(value, dict) else {}
+
+
+def _read(body: bytes) -> object:
+    try:
+        return read_xml(body)
+    except PushError as exc:
+        return (exc.code, exc.message.removeprefix("XML with a DOCTYPE or entities is refused (").rstrip(")"))
+
+
+def test_the_c_parser_reads_every_push_as_defusedxml_did() -> None:
+    """Pushes declaring nothing are read by the standard library's C parser (``_declares_nothing``): the same
+    dicts and the same errors as defusedxml's pure-Python parser, on the corpus and on mangled copies of it."""
+    need(CORPUS.exists(), "the shared WeChat corpus")
+    rnd = random.Random(23)
+    bodies = [path.read_bytes() for path in sorted(CORPUS.rglob("*.xml"))]
+    assert bodies
+    pieces = [
+        b"<",
+        b">",
+        b"&",
+        b"&amp;",
+        b"&a;",
+        b"<!",
+        b"]]>",
+        b"<![CDATA[",
+        b"<a>",
+        b"</a>",
+        b"\x00",
+        b"\xe4\xbd\xa0",
+    ]
+    mangled = []
+    for body in bodies:
+        for _ in range(40):
+            copy = bytearray(body)
+            for _ in range(rnd.randint(1, 3)):
+                at = rnd.randrange(len(copy) + 1)
+                if rnd.random() < 0.4 and copy:
+                    del copy[min(at, len(copy) - 1)]
+                else:
+                    copy[at:at] = rnd.choice(pieces)
+            mangled.append(bytes(copy))
+    fast = 0
+    for body in [*bodies, *mangled]:
+        fast += _declares_nothing(body) is not None
+        assert _read(body) == _as_defusedxml_reads_it(body), body
+    assert fast >= len(bodies)  # most documents took the C parser
 
 
 @pytest.mark.parametrize("body", [b"", b"<xml>", b"<notxml/>", b"\xff\xfe"])
