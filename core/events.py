@@ -25,17 +25,21 @@ def ticket_summary(ticket: Ticket) -> dict[str, Any]:
 
 # The encoding each message.created event made of its message (raw included), by the message object, until the
 # store writes that message: a message and its event are written together, and the message's row is the same
-# JSON with raw, so it is encoded once (``message_json``). Bounded: an event built for a message that is never
-# written (a duplicate) leaves an entry, and a full table starts over (a miss costs one encoding).
+# JSON with raw, so it is encoded once (``message_json``; both stores take it from here). Bounded: an event built
+# for a message that is never written (a duplicate a bulk write skips) leaves an entry, and a full table starts
+# over (a miss costs one encoding). Each entry keeps its message alive, so only messages with a small raw are
+# kept (a call record or a push, a few hundred bytes; not a mail of megabytes): at most ~4096 x 8 KiB.
 _ENCODED: dict[int, tuple[Message, dict[str, Any]]] = {}
-_ENCODED_MAX = 8192
+_ENCODED_MAX = 4096  # above a bulk write's batch (2,000 lines), so a batch's messages are all still there
+_ENCODED_RAW_MAX = 8192  # characters of raw
 
 
 def message_created(message: Message) -> DownstreamEvent:
     full = to_jsonable(message)
-    if len(_ENCODED) >= _ENCODED_MAX:
-        _ENCODED.clear()
-    _ENCODED[id(message)] = (message, full)  # the entry holds the message, so its id is not reused meanwhile
+    if len(message.raw) <= _ENCODED_RAW_MAX:
+        if len(_ENCODED) >= _ENCODED_MAX:
+            _ENCODED.clear()
+        _ENCODED[id(message)] = (message, full)  # the entry holds the message, so its id is not reused meanwhile
     body = dict(full)
     body.pop("raw", None)  # audit copy stays in the store; events stay small
     return DownstreamEvent(

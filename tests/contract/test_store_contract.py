@@ -828,3 +828,16 @@ async def test_gauges_count_tickets_quarantine_and_outbox_as_stored(store: Store
     assert gauges.tickets_by_status == {"new": 1, "resolved": 1}
     assert (gauges.quarantine_pending, gauges.quarantined_since) == (2, 1)
     assert gauges.outbox_size == 2 and gauges.outbox_oldest == NOW - timedelta(minutes=5)
+
+
+@pytest.mark.parametrize("raw", ["<xml>short</xml>", "x" * 20_000])
+async def test_a_message_written_with_its_created_event_reads_back_as_it_was(store: Store, raw: str) -> None:
+    """The row's JSON is taken from the encoding its message.created event made (small raws) or made afresh
+    (large ones): either way the message and its event read back as written."""
+    conversation = await new_conversation(store)
+    message = dataclasses.replace(inbound(conversation, "m-raw"), raw=raw, meta={"k": "v", "n": 1})
+    stored, created = await store.add_message(message, [events.message_created(message)])
+    assert created and stored == message
+    assert await store.get_message(message.id) == message
+    (event,) = [e for e in await store.events_after(0) if e.idempotency_key == f"message.created:{message.id}"]
+    assert "raw" not in event.data["message"] and event.data["message"]["meta"] == {"k": "v", "n": 1}

@@ -23,6 +23,7 @@ from redis.exceptions import RedisError
 
 from core.bus import BusHandler
 from core.codec import dumps, loads
+from core.events import message_json
 from core.ids import random_hex
 from core.model import (
     Admission,
@@ -598,7 +599,7 @@ def _add_message_args(
         "1" if message.direction is Direction.INBOUND and not handled else "0",
         str(message.episode),
         message.ticket_id or "",
-        dumps(message),
+        message_json(message),  # encoded once for the message and its message.created event
         answers or "",
         saving.id if saving is not None else "",
         str(saving.version) if saving is not None else "",
