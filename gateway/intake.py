@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -263,9 +264,9 @@ class Intake:
 
     def _in_bulk(
         self, inbounds: Sequence[InboundMessage], fits: Callable[[InboundMessage], bool]
-    ) -> Iterator[tuple[int, InboundMessage, NormalizedMessage, datetime, Mapping[str, Any]]]:
+    ) -> Iterator[tuple[int, InboundMessage, NormalizedMessage, datetime, Callable[[Conversation], Message]]]:
         """The messages of ``inbounds`` that may go in one bulk write (``fits``), each with its index, normalized
-        form, time and meta, from which the store's ``build`` makes the message once it knows the conversation
+        form, time and how to make its stored message once the store's ``build`` knows the conversation
         (``_customer_message``: one Message each, where a draft placed later was two). Once a sender and thread
         has a message left for ``receive`` (one that does not fit), every later one of theirs is left too, so that
         customer's messages keep their order."""
@@ -281,7 +282,9 @@ class Intake:
             if not fits(inbound):
                 held.update((key, given))
                 continue
-            yield i, inbound, normalized, self._clock(), intake_meta(inbound, normalized.language)
+            now = self._clock()
+            meta = intake_meta(inbound, normalized.language)
+            yield i, inbound, normalized, now, functools.partial(_customer_message, inbound, normalized.text, meta, now)
 
     async def receive_log_lines(self, inbounds: Sequence[InboundMessage]) -> list[IntakeResult | None]:
         """Many messages that are log lines (an answered call: not for the bot, asking for no ticket, no facts to
@@ -290,18 +293,14 @@ class Intake:
         handling (see ``_nothing_to_do``), and every later message of the same sender and thread after it."""
         lines: list[LogLine] = []
         at: list[int] = []
-        for i, inbound, normalized, now, meta in self._in_bulk(inbounds, _is_log_line):
+        for i, inbound, normalized, now, place in self._in_bulk(inbounds, _is_log_line):
 
             def build(
-                conversation: Conversation,
-                inbound: InboundMessage = inbound,
-                text: str = normalized.text,
-                meta: Mapping[str, Any] = meta,
-                now: datetime = now,
+                conversation: Conversation, place: Callable[[Conversation], Message] = place
             ) -> tuple[Message, list[DownstreamEvent]] | None:
                 if not self._leaves_alone(conversation):  # the facts were checked: a log line (_is_log_line)
                     return None
-                message = _customer_message(inbound, text, meta, now, conversation)
+                message = place(conversation)
                 return message, [events.message_created(message)]
 
             lines.append(
@@ -334,23 +333,19 @@ class Intake:
             return [None] * len(inbounds)
         lines: list[TicketLine] = []
         at: list[int] = []
-        for i, inbound, normalized, now, meta in self._in_bulk(inbounds, _is_ticket_line):
+        for i, inbound, normalized, now, place in self._in_bulk(inbounds, _is_ticket_line):
             request = inbound.ticket
             assert request is not None  # _is_ticket_line
 
             def build(
                 conversation: Conversation,
                 reads: LineReads,
-                inbound: InboundMessage = inbound,
-                text: str = normalized.text,
-                meta: Mapping[str, Any] = meta,
-                now: datetime = now,
+                place: Callable[[Conversation], Message] = place,
                 request: TicketRequest = request,
             ) -> TicketWrite | None:
                 if conversation.status is ConversationStatus.RESOLVED:  # it reopens: intake alone
                     return None
-                message = _customer_message(inbound, text, meta, now, conversation)
-                return self._ticket_write(conversation, reads, message, request)
+                return self._ticket_write(conversation, reads, place(conversation), request)
 
             lines.append(
                 TicketLine(
