@@ -504,8 +504,7 @@ class SqliteStore(SqliteAuditLog):
                 contact = self._contact(db, address, name, now, aliases)
                 fresh = opened_conversation(f"cv_{random_hex()}", contact.id, channel, inbox, address, thread, now)
                 cur = db.execute(
-                    "INSERT INTO conversations (id, inbox, address, thread, contact_id, version, data)"
-                    " VALUES (?, ?, ?, ?, ?, 1, ?) ON CONFLICT (inbox, address, thread) DO NOTHING",
+                    _INSERT_CONVERSATION + " ON CONFLICT (inbox, address, thread) DO NOTHING",
                     (fresh.id, *key, contact.id, dumps(fresh)),
                 )
             if cur.rowcount == 1:  # ours, as written: no read back
@@ -577,11 +576,7 @@ class SqliteStore(SqliteAuditLog):
             stored[key] = conversation
         db.executemany("INSERT INTO contacts (id, data) VALUES (?, ?)", contacts)
         db.executemany("INSERT INTO identities (identity, contact_id) VALUES (?, ?)", identities)  # after contacts
-        db.executemany(
-            "INSERT INTO conversations (id, inbox, address, thread, contact_id, version, data)"
-            " VALUES (?, ?, ?, ?, ?, 1, ?)",
-            opened,
-        )
+        db.executemany(_INSERT_CONVERSATION, opened)
 
     async def find_conversation(self, inbox: str, address: Identity, thread: str = "") -> Conversation | None:
         def run(db: sqlite3.Connection) -> Conversation | None:
@@ -1431,6 +1426,10 @@ class SqliteStore(SqliteAuditLog):
         await self._run(run)
 
 
+# A new conversation's row, opened one at a time (``_conversation``) or a batch's new callers at once (``_open_new``).
+_INSERT_CONVERSATION = (
+    "INSERT INTO conversations (id, inbox, address, thread, contact_id, version, data) VALUES (?, ?, ?, ?, ?, 1, ?)"
+)
 _INSERT_MESSAGE = (
     "INSERT INTO messages (id, conversation_id, channel, inbox, direction, external_id, ticket_id,"
     " episode, handled, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
