@@ -134,18 +134,29 @@ def _gc_server(out: str, cli_args: list[str]) -> None:
     import gc
     import runpy
 
-    started = [0.0]
+    started = [0.0, 0.0]
     passes: list[tuple[int, float]] = []
+    events: list[tuple[float, int, float, float]] = []  # wall start (perf_counter), generation, CPU ms, wall ms
 
     def probe(phase: str, info: dict[str, Any]) -> None:
         if phase == "start":
+            if info["generation"] == 2 and os.environ.get("BENCH_GC_TYPES"):  # what a full pass is about to walk
+                kinds = Counter(type(o).__qualname__ for o in gc.get_objects())
+                with open(os.environ["BENCH_GC_TYPES"], "a", encoding="utf-8") as f:
+                    print(time.perf_counter(), sum(kinds.values()), kinds.most_common(12), file=f)
             started[0] = time.thread_time()
+            started[1] = time.perf_counter()
         else:
-            passes.append((info["generation"], (time.thread_time() - started[0]) * 1000))
+            cpu_ms = (time.thread_time() - started[0]) * 1000
+            passes.append((info["generation"], cpu_ms))
+            events.append((started[1], info["generation"], cpu_ms, (time.perf_counter() - started[1]) * 1000))
 
     def report(*_: object) -> None:
         taken = list(passes)
         passes.clear()
+        with open(out + ".events", "a", encoding="utf-8") as f:  # perf_counter is CLOCK_MONOTONIC: one clock
+            f.writelines(f"{at:.4f} {gen} {cpu:.2f} {wall:.2f}\n" for at, gen, cpu, wall in events)
+        events.clear()
         figures: dict[str, Any] = {}
         for gen in range(3):
             ms = [m for g, m in taken if g == gen]
@@ -168,6 +179,8 @@ def _gc_server(out: str, cli_args: list[str]) -> None:
         with open(out, "a", encoding="utf-8") as f:
             f.write(json.dumps({"gc_full_settle_freed": freed}) + "\n")
 
+    if os.environ.get("BENCH_SWITCH_INTERVAL"):  # an experiment: how long a thread may keep the GIL
+        sys.setswitchinterval(float(os.environ["BENCH_SWITCH_INTERVAL"]))
     gc.callbacks.append(probe)
     signal.signal(signal.SIGUSR1, report)
     signal.signal(signal.SIGUSR2, reclaim)
@@ -437,6 +450,11 @@ async def _run(name: str, source: Path | None, args: argparse.Namespace) -> dict
                 cpu_idle = idle.cpu_s() - cpu_idle
                 cpu_self = _cpu_s(os.getpid()) - cpu_self
                 gc_figures = await _gc_figures(server, gc_out) if source is not None else {}
+                if args.latency_log and source is not None:  # each collection: seconds into the run, gen, ms
+                    gc_events = [line.split() for line in await asyncio.to_thread(_lines, gc_out + ".events")]
+                    rows = [f"{float(at) - started:.3f} {gen} {cpu} {wall}" for at, gen, cpu, wall in gc_events]
+                    gc_path = Path(f"{args.latency_log}-gc-{name}-{server.pid}.txt")
+                    await asyncio.to_thread(gc_path.write_text, "\n".join(rows) + "\n", encoding="utf-8")
             rss_mib = _rss_mib(server.pid)
             await idle.stop()
         finally:
