@@ -163,6 +163,8 @@ def _gc_server(out: str, cli_args: list[str]) -> None:
             figures[f"gc{gen}_passes"] = len(ms)
             figures[f"gc{gen}_cpu_ms"] = round(sum(ms), 1)
         figures["gc2_max_ms"] = round(max((m for g, m in taken if g == 2), default=0.0), 1)
+        figures["store_jobs"], figures["store_batches"] = jobs
+        jobs[:] = [0, 0]
         figures["gc_frozen"] = gc.get_freeze_count()
         figures["gc_unfrozen"] = len(gc.get_objects())
         if os.environ.get("BENCH_GC_TYPES"):  # what the collector still walks, by type
@@ -179,6 +181,24 @@ def _gc_server(out: str, cli_args: list[str]) -> None:
         with open(out, "a", encoding="utf-8") as f:
             f.write(json.dumps({"gc_full_settle_freed": freed}) + "\n")
 
+    jobs = [0, 0]  # store jobs submitted, batches run (each one a hand-over to the store thread and back)
+    if os.environ.get("BENCH_COUNT_JOBS"):
+        from core.store.sqlite import worker
+
+        submit, run_batch = worker.SerialWorker.submit, worker.SerialWorker._run_batch
+
+        async def counted_submit(self: Any, fn: Any) -> Any:
+            jobs[0] += 1
+            return await submit(self, fn)
+
+        def counted_batch(self: Any, batch: Any) -> Any:
+            jobs[1] += 1
+            return run_batch(self, batch)
+
+        worker.SerialWorker.submit = counted_submit  # type: ignore[method-assign]
+        worker.SerialWorker._run_batch = counted_batch  # type: ignore[method-assign]
+    if os.environ.get("BENCH_BG_CHECKPOINT"):  # an experiment: WAL checkpoints off the store thread
+        _checkpoint_in_background(float(os.environ["BENCH_BG_CHECKPOINT"]))
     if os.environ.get("BENCH_SWITCH_INTERVAL"):  # an experiment: how long a thread may keep the GIL
         sys.setswitchinterval(float(os.environ["BENCH_SWITCH_INTERVAL"]))
     gc.callbacks.append(probe)
@@ -186,6 +206,35 @@ def _gc_server(out: str, cli_args: list[str]) -> None:
     signal.signal(signal.SIGUSR2, reclaim)
     sys.argv = ["huiliu", *cli_args]
     runpy.run_module("gateway.cli", run_name="__main__", alter_sys=True)
+
+
+def _checkpoint_in_background(every_s: float) -> None:
+    """The store's connections stop checkpointing on commit (each checkpoint syncs the WAL and the database: 2
+    fdatasync of 2-14 ms on the store thread every ~160 ms at 200 messages/s, every store job behind them
+    waiting); a thread with a connection of its own checkpoints every ``every_s`` instead."""
+    import sqlite3
+    import threading
+
+    connect = sqlite3.connect
+    started: list[str] = []
+
+    def checkpoints(path: str) -> None:
+        db = connect(path, isolation_level=None, check_same_thread=False)
+        while True:
+            time.sleep(every_s)
+            db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+
+    def connecting(database: Any, *args: Any, **kwargs: Any) -> sqlite3.Connection:
+        db: sqlite3.Connection = connect(database, *args, **kwargs)
+        path = str(database)
+        if path.endswith(".sqlite3"):
+            db.execute("PRAGMA wal_autocheckpoint=0")
+            if path not in started:
+                started.append(path)
+                threading.Thread(target=checkpoints, args=(path,), daemon=True).start()
+        return db
+
+    sqlite3.connect = connecting  # type: ignore[assignment]
 
 
 def _lines(path: str) -> list[str]:
@@ -439,6 +488,7 @@ async def _run(name: str, source: Path | None, args: argparse.Namespace) -> dict
                     )
                 )
                 elapsed = time.perf_counter() - started
+                load_1m = os.getloadavg()[0]
                 if args.latency_log:
                     rows = [f"{at - started:.3f} {ms:.1f}" for at, ms in sorted(timeline)]
                     log_path = Path(f"{args.latency_log}-{name}-{server.pid}.txt")
@@ -486,6 +536,7 @@ async def _run(name: str, source: Path | None, args: argparse.Namespace) -> dict
         "max_ms": round(latencies[-1], 2) if latencies else None,
         "server_cpu_ms_per_message": round(cpu_server * 1000 / max(total, 1), 3),
         "server_cpu_share": round(cpu_server / elapsed, 3),  # of one core, over the active phase
+        "load_1m": round(load_1m, 2),  # the machine's load average at the end of the active phase
         "client_cpu_share": round((cpu_idle + cpu_self) / elapsed, 3),
         "idle_client_cpu_share": round(cpu_idle / elapsed, 3),
         "idle_open_s": round(idle_open_s, 1),

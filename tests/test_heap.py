@@ -217,7 +217,7 @@ def test_ticks_ask_whether_the_process_settled_once(unfrozen: None, monkeypatch:
 
     monkeypatch.setattr(gc, "get_freeze_count", counted)
     settler = heap.Settler()
-    sockets = []
+    sockets: list[dict[str, list[int]]] = []
     for _ in range(3):
         sockets.append({"session": [len(sockets)]})
         settler.tick()
