@@ -683,10 +683,11 @@ class SqliteStore(SqliteAuditLog):
         with self._tx(db):
             if answers is not None:
                 db.execute("UPDATE messages SET handled = 1 WHERE id = ?", (answers,))
-            cur = db.execute(
-                _INSERT_MESSAGE + " ON CONFLICT (channel, inbox, direction, external_id) DO NOTHING",
-                _message_row(message, handled=handled),
-            )
+            if delivered is None:
+                cur = db.execute(_INSERT_MESSAGE + _NEW_ONLY, _message_row(message, handled=handled))
+            else:  # with its delivery, in the insert (an UPDATE after it was a statement a reply)
+                row = (*_message_row(message, handled=handled), delivered.status, delivered.reason or delivered.error)
+                cur = db.execute(_INSERT_DELIVERED_MESSAGE, row)
             if cur.rowcount == 1:
                 if saving is not None:  # a conflict raises, and the transaction takes the message back
                     self._save_conversation(db, saving)
@@ -697,11 +698,6 @@ class SqliteStore(SqliteAuditLog):
                     )
                 for checkpoint in checkpoints:
                     _set_checkpoint(db, checkpoint.key, checkpoint.value, checkpoint.ttl_s)
-                if delivered is not None:
-                    db.execute(
-                        "UPDATE messages SET delivery = ?, delivery_error = ? WHERE id = ?",
-                        (delivered.status, delivered.reason or delivered.error, message.id),
-                    )
                 self._append_events(db, events)
                 return message, True
         row = db.execute(
@@ -1442,6 +1438,13 @@ _INSERT_CONVERSATION = (
 _INSERT_MESSAGE = (
     "INSERT INTO messages (id, conversation_id, channel, inbox, direction, external_id, ticket_id,"
     " episode, handled, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_NEW_ONLY = " ON CONFLICT (channel, inbox, direction, external_id) DO NOTHING"
+# A message stored with its delivery known (a reply sent in the exchange that asked it): the row and the two
+# delivery columns, one statement.
+_INSERT_DELIVERED_MESSAGE = (
+    "INSERT INTO messages (id, conversation_id, channel, inbox, direction, external_id, ticket_id,"
+    " episode, handled, data, delivery, delivery_error) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)" + _NEW_ONLY
 )
 
 
