@@ -490,6 +490,10 @@ class SqliteStore(SqliteAuditLog):
                 )
                 if reply is not None and stored[1]:  # a repeat delivery was answered when it was new
                     self._add_message(db, reply.message, reply.events, saving=reply.saving, delivered=reply.delivered)
+                    if reply.frame is not None:
+                        seq = _append_frame(db, reply.frame)
+                        if reply.numbered is not None:
+                            reply.numbered(seq)
                 return conversation, stored
 
         return await self._run(run)
