@@ -155,6 +155,8 @@ class _Reads:
 
 
 class SqliteStore(SqliteAuditLog):
+    replies_in_first_write = True  # one job, one transaction: the message and its reply both, or neither
+
     def __init__(self, path: Path, *, bus: Bus | None = None) -> None:
         """``bus``: the messages between processes that share this file (``core.bus``); None for one process."""
         self._path = path
@@ -478,9 +480,20 @@ class SqliteStore(SqliteAuditLog):
                 write = build(conversation)
                 if write is None:
                     return conversation, None
+                reply = write.reply
                 stored = self._add_message(
-                    db, write.message, write.events, handled=write.handled, checkpoints=write.checkpoints
+                    db,
+                    write.message,
+                    write.events,
+                    handled=write.handled or reply is not None,
+                    checkpoints=write.checkpoints,
                 )
+                if reply is not None and stored[1]:  # a repeat delivery was answered when it was new
+                    self._add_message(db, reply.message, reply.events, saving=reply.saving, delivered=reply.delivered)
+                    if reply.frame is not None:
+                        seq = _append_frame(db, reply.frame)
+                        if reply.numbered is not None:
+                            reply.numbered(seq)
                 return conversation, stored
 
         return await self._run(run)
@@ -674,10 +687,11 @@ class SqliteStore(SqliteAuditLog):
         with self._tx(db):
             if answers is not None:
                 db.execute("UPDATE messages SET handled = 1 WHERE id = ?", (answers,))
-            cur = db.execute(
-                _INSERT_MESSAGE + " ON CONFLICT (channel, inbox, direction, external_id) DO NOTHING",
-                _message_row(message, handled=handled),
-            )
+            if delivered is None:
+                cur = db.execute(_INSERT_MESSAGE + _NEW_ONLY, _message_row(message, handled=handled))
+            else:  # with its delivery, in the insert (an UPDATE after it was a statement a reply)
+                row = (*_message_row(message, handled=handled), delivered.status, delivered.reason or delivered.error)
+                cur = db.execute(_INSERT_DELIVERED_MESSAGE, row)
             if cur.rowcount == 1:
                 if saving is not None:  # a conflict raises, and the transaction takes the message back
                     self._save_conversation(db, saving)
@@ -688,11 +702,6 @@ class SqliteStore(SqliteAuditLog):
                     )
                 for checkpoint in checkpoints:
                     _set_checkpoint(db, checkpoint.key, checkpoint.value, checkpoint.ttl_s)
-                if delivered is not None:
-                    db.execute(
-                        "UPDATE messages SET delivery = ?, delivery_error = ? WHERE id = ?",
-                        (delivered.status, delivered.reason or delivered.error, message.id),
-                    )
                 self._append_events(db, events)
                 return message, True
         row = db.execute(
@@ -1433,6 +1442,13 @@ _INSERT_CONVERSATION = (
 _INSERT_MESSAGE = (
     "INSERT INTO messages (id, conversation_id, channel, inbox, direction, external_id, ticket_id,"
     " episode, handled, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_NEW_ONLY = " ON CONFLICT (channel, inbox, direction, external_id) DO NOTHING"
+# A message stored with its delivery known (a reply sent in the exchange that asked it): the row and the two
+# delivery columns, one statement.
+_INSERT_DELIVERED_MESSAGE = (
+    "INSERT INTO messages (id, conversation_id, channel, inbox, direction, external_id, ticket_id,"
+    " episode, handled, data, delivery, delivery_error) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)" + _NEW_ONLY
 )
 
 
