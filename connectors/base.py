@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar, Protocol
+from typing import Any, ClassVar, Protocol
 
 from aiohttp import web
 
@@ -62,6 +62,11 @@ class IntakeResult:
     message: Message
     duplicate: bool
     handled: asyncio.Task[None] | None = None
+    # The bot's reply, stored with the message as delivered in this exchange (``InboundMessage.inline_reply``):
+    # the connector writes it in its response, and calls ``unsent`` when it could not (the reply then goes out
+    # the channel's other way, as a reply whose inline write failed always has).
+    reply: Message | None = None
+    unsent: Callable[[], Coroutine[Any, Any, object]] | None = None
 
 
 class Rejected(Exception):

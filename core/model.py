@@ -274,6 +274,10 @@ class InboundMessage:
     voicemail: VoicemailRequest | None = None
     admission: Admission | None = None  # refused: nothing is written, intake raises AdmissionRefused
     checkpoints: tuple[Checkpoint, ...] = ()  # the connector's state the message sets, stored with it
+    # The exchange that brought the message waits for its answer (a WeChat push's response): a bot reply that
+    # needs nothing but the FAQ index is stored with the message, as delivered that way (``inline_delivery``),
+    # and handed back in ``IntakeResult.reply`` for the connector to write.
+    inline_reply: bool = False
     # Channel extras no other part reads (headers, call details), kept on the stored message.
     meta: Mapping[str, Any] = field(default_factory=dict)
 
@@ -393,6 +397,12 @@ def greeting_key(message_id: str) -> str:
     """The external id of the greeting answering a message (a WeChat welcome on a follow): stored once, and
     found again by a retried push."""
     return f"welcome:{message_id}"
+
+
+def inline_delivery(in_reply_to: str | None) -> Delivery:
+    """How a reply carried back in the response to the message it answers is recorded: sent, in that exchange
+    (stored so before the response is written; a channel's retry of the request finds it and carries it)."""
+    return Delivery(status=DeliveryStatus.SENT, external_id=f"passive:{in_reply_to}")
 
 
 def outbound_message(

@@ -233,6 +233,12 @@ class ContactService:
     async def pending_code(self, contact_id: str) -> bool:
         return bool(await self._store.get_secret(self._secret_name(contact_id), self._clock()))
 
+    @staticmethod
+    def may_step(text: str) -> bool:
+        """Whether ``chat_step`` could take ``text`` as a step of linking (and so read the store): when not, it
+        answers None without a read, and the bot may answer at once."""
+        return link_request(text) is not None or code_entry(text) is not None
+
     async def chat_step(self, contact_id: str, text: str) -> str | None:
         """A customer linking an address in chat: "绑定邮箱 a@b.com" sends a code there, the code typed back links
         it. What to answer, or None when the message is no step of linking (a six-digit number with no code

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import dataclasses
 import functools
 import logging
+import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -51,6 +53,7 @@ from core.model import (
     Ticket,
     TicketRequest,
     TicketStatus,
+    inline_delivery,
     outbound_message,
     reply_key,
 )
@@ -58,6 +61,7 @@ from core.store import Store, VersionConflict
 from core.store.roles import Conversations
 from core.store.types import (
     AdmissionRefused,
+    FirstReply,
     FirstWrite,
     LineReads,
     LogLine,
@@ -123,6 +127,11 @@ class Intake:
         self._rules = IntakeRules(store, bot, self._tickets, clock)
         self._locks: dict[str, asyncio.Lock] = {}
         self._tries: dict[str, int] = {}  # message id -> recoveries that failed
+        # Conversation id -> its messages handed to handle() and not through it yet. The bot answers a message
+        # in its own write (``_answer_at_once``) only on a conversation with none: its reply must not overtake
+        # theirs. Counted from the write's ``build`` (the store's thread) to handle()'s end (the loop), so locked.
+        self._handing: collections.Counter[str] = collections.Counter()
+        self._handing_lock = threading.Lock()
 
     async def receive(self, inbound: InboundMessage) -> IntakeResult:
         """Store first; the bot's answer follows in a tracked task, so the channel can acknowledge at once."""
@@ -151,7 +160,7 @@ class Intake:
             if first.stored is not None:
                 stored, created = first.stored
                 return await self._received_then(
-                    inbound, first.conversation, stored, created, settled=first.settled, now=now
+                    inbound, first.conversation, stored, created, settled=first.settled, now=now, reply=first.reply
                 )
             conversation = first.conversation  # a resolved one: the full path below, with the claim taken
         else:
@@ -185,9 +194,16 @@ class Intake:
         if inbound.contact_flags and not seen:
             await apply_flags(self._store, inbound.contact_flags, now)
         settled = not inbound.greeting and self._nothing_to_do(conversation, message)
-        stored, created = await self._store.add_message(
-            message, [events.message_created(message)], handled=settled, checkpoints=inbound.checkpoints
-        )
+        if not settled:
+            self._hand(conversation.id)
+        try:
+            stored, created = await self._store.add_message(
+                message, [events.message_created(message)], handled=settled, checkpoints=inbound.checkpoints
+            )
+        except BaseException:
+            if not settled:
+                self._handed(conversation.id)
+            raise
         return await self._received_then(inbound, conversation, stored, created, settled=settled, now=now)
 
     async def _receive_first(
@@ -199,32 +215,105 @@ class Intake:
         nothing but the claim and the conversation taken."""
         meta = intake_meta(inbound, normalized.language)
         settled = False
+        reply: FirstReply | None = None
+        handing: str | None = None  # the conversation counted in _handing by build, until _received_then
 
         def build(conversation: Conversation) -> FirstWrite | None:
-            nonlocal settled
+            nonlocal settled, reply, handing
             if conversation.status is ConversationStatus.RESOLVED:
                 return None
             message = _customer_message(inbound, text, meta, now, conversation)
             settled = not inbound.greeting and self._nothing_to_do(conversation, message)
+            reply = None if settled else self._answer_at_once(conversation, message, inbound)
+            if not settled and reply is None:
+                handing = conversation.id
+                self._hand(handing)
             return FirstWrite(
                 message=message,
                 events=(events.message_created(message),),
                 handled=settled,
                 checkpoints=tuple(inbound.checkpoints),
+                reply=reply,
             )
 
-        conversation, stored = await self._store.receive_first(
-            normalized.sender,
-            channel=inbound.channel,
-            inbox=inbound.inbox,
-            name=inbound.sender_name,
-            now=now,
-            build=build,
-            thread=inbound.thread,
-            aliases=normalized.aliases,
-            admit=admit,
+        try:
+            conversation, stored = await self._store.receive_first(
+                normalized.sender,
+                channel=inbound.channel,
+                inbox=inbound.inbox,
+                name=inbound.sender_name,
+                now=now,
+                build=build,
+                thread=inbound.thread,
+                aliases=normalized.aliases,
+                admit=admit,
+            )
+        except BaseException:
+            if handing is not None:
+                self._handed(handing)
+            raise
+        return _First(conversation=conversation, stored=stored, settled=settled, reply=reply)
+
+    def _answer_at_once(
+        self, conversation: Conversation, message: Message, inbound: InboundMessage
+    ) -> FirstReply | None:
+        """The bot's reply to a new ``message``, to be stored with it, when ``_respond`` would answer it from the
+        FAQ index alone and the message's exchange waits for it (``inline_reply``): one store write instead of
+        the message's, a task's and the reply's (issue 23). None whenever ``_respond`` would read or write
+        anything else first (a status question, a linking step, a VIP check, a ticket or handoff, a human
+        holding the conversation) or another message of the conversation is still being handled: it then goes
+        the usual way. It runs inside the store's write (``build``), so a failure here must not fail that write.
+        """
+        if not (inbound.inline_reply and self._store.replies_in_first_write) or inbound.greeting:
+            return None
+        facts = intake_facts(message)
+        if message.author is not Author.CUSTOMER or not facts.bot or facts.ticket is not None:
+            return None
+        if facts.survey_reply is not None or conversation.status is not ConversationStatus.BOT:
+            return None
+        claimed = facts.sender_check is SenderCheck.UNVERIFIED
+        if message.kind is MessageKind.TEXT and (
+            status_question(message.text) is not None or (not claimed and self._contacts.may_step(message.text))
+        ):
+            return None
+        if self._bot.policy.vip_handoff and not claimed:  # whether the contact is a VIP is a read
+            return None
+        with self._handing_lock:
+            if self._handing[conversation.id]:
+                return None
+        try:
+            decision, attempt = self._decide(conversation, message, vip=False)
+            if decision.outcome is Outcome.HANDOFF:
+                return None
+            now = self._clock()
+            reply = self._bot_reply(conversation, message, decision, now, attempt)
+            saving = self._after_decision(conversation, decision, now)
+        except Exception:
+            log.exception("answering message %s at once failed; it is handled the usual way", message.id)
+            return None
+        return FirstReply(
+            message=reply,
+            events=(events.message_created(reply),),
+            saving=saving,
+            delivered=inline_delivery(message.id),
         )
-        return _First(conversation=conversation, stored=stored, settled=settled)
+
+    def _hand(self, conversation_id: str) -> None:
+        with self._handing_lock:
+            self._handing[conversation_id] += 1
+
+    def _handed(self, conversation_id: str) -> None:
+        with self._handing_lock:
+            self._handing[conversation_id] -= 1
+            if self._handing[conversation_id] <= 0:
+                del self._handing[conversation_id]
+
+    async def _handle_handed(self, message: Message, conversation: Conversation) -> None:
+        """``handle`` for a message counted in ``_handing``, which it leaves when done."""
+        try:
+            await self.handle(message, conversation)
+        finally:
+            self._handed(conversation.id)
 
     async def _received_then(
         self,
@@ -235,16 +324,30 @@ class Intake:
         *,
         settled: bool,
         now: datetime,
+        reply: FirstReply | None = None,
     ) -> IntakeResult:
-        """After the message's write: a repeat does nothing; a new one is greeted and handed to the bot."""
-        if not created:
-            return IntakeResult(message=stored, duplicate=True, handled=None)
-        if settled:  # what handle() would decide from this same conversation: nothing but "handled"
-            return IntakeResult(message=stored, duplicate=False, handled=None)
-        if inbound.greeting:  # keyed on the stored message, so it follows it
-            await self._outbound.record_greeting(stored, inbound.greeting, now)
-        task = self._tasks.spawn(self.handle(stored, conversation), name=f"intake:{stored.id}")
-        return IntakeResult(message=stored, duplicate=False, handled=task)
+        """After the message's write: a repeat does nothing; a new one is greeted and handed to the bot, unless
+        the bot's reply was written with it (``reply``), which goes back to the connector."""
+        handing = not settled and reply is None  # counted in _handing before the write, until handle() is done
+        try:
+            if not created:
+                return IntakeResult(message=stored, duplicate=True, handled=None)
+            if settled:  # what handle() would decide from this same conversation: nothing but "handled"
+                return IntakeResult(message=stored, duplicate=False, handled=None)
+            if reply is not None:
+                self._outbound.answered_inline(reply.message)
+                unsent = functools.partial(
+                    self._outbound.send, reply.message, conversation, in_reply_to=stored.id, recorded=reply.delivered
+                )
+                return IntakeResult(message=stored, duplicate=False, handled=None, reply=reply.message, unsent=unsent)
+            if inbound.greeting:  # keyed on the stored message, so it follows it
+                await self._outbound.record_greeting(stored, inbound.greeting, now)
+            task = self._tasks.spawn(self._handle_handed(stored, conversation), name=f"intake:{stored.id}")
+            handing = False  # the task's now
+            return IntakeResult(message=stored, duplicate=False, handled=task)
+        finally:
+            if handing:
+                self._handed(conversation.id)
 
     def _nothing_to_do(self, conversation: Conversation, message: Message) -> bool:
         """Whether ``_respond`` would do nothing for ``message`` on ``conversation`` (the one handle() is given):
@@ -524,16 +627,8 @@ class Intake:
             return False
         if not may_answer:
             return False
-        picked = facts.picked_faq
         vip = self._bot.policy.vip_handoff and not claimed and await self._is_vip(conversation.contact_id)
-        decision = (decide_pick(self._bot.index, picked) if picked else None) or decide(
-            self._bot.index,
-            message.text,
-            consecutive_misses=conversation.consecutive_misses,
-            policy=self._bot.policy,
-            vip=vip,
-        )
-        attempt = FaqTry(query=message.text, outcome=str(decision.outcome), hits=decision.hits)
+        decision, attempt = self._decide(conversation, message, vip=vip)
         if request is not None and decision.outcome is not Outcome.ANSWER:
             # The channel wants humans unless the bot is sure: no suggestions or "please rephrase" here.
             if await self._follow_up(conversation, message, request):
@@ -541,11 +636,7 @@ class Intake:
             await self._open_ticket(conversation, message, request, attempt=attempt)
             return False
         now = self._clock()
-        updated = dataclasses.replace(
-            conversation,
-            consecutive_misses=conversation.consecutive_misses + 1 if decision.is_miss else 0,
-            updated_at=now,
-        )
+        updated = self._after_decision(conversation, decision, now)
         if decision.outcome is Outcome.HANDOFF:
             reason = decision.handoff_reason or HandoffReason.NO_MATCH
             if await self._follow_up(updated, message, TicketRequest(reason=reason)):
@@ -562,6 +653,27 @@ class Intake:
             reply, conversation, in_reply_to=message.id, mark_handled=True, saving=updated
         )
         return True
+
+    def _decide(self, conversation: Conversation, message: Message, *, vip: bool) -> tuple[Decision, FaqTry]:
+        """The bot's decision on ``message`` (the customer's pick, else a search), and the try it records."""
+        picked = intake_facts(message).picked_faq
+        decision = (decide_pick(self._bot.index, picked) if picked else None) or decide(
+            self._bot.index,
+            message.text,
+            consecutive_misses=conversation.consecutive_misses,
+            policy=self._bot.policy,
+            vip=vip,
+        )
+        return decision, FaqTry(query=message.text, outcome=str(decision.outcome), hits=decision.hits)
+
+    @staticmethod
+    def _after_decision(conversation: Conversation, decision: Decision, now: datetime) -> Conversation:
+        """The conversation as the bot's decision leaves it: its misses in a row counted, or reset."""
+        return dataclasses.replace(
+            conversation,
+            consecutive_misses=conversation.consecutive_misses + 1 if decision.is_miss else 0,
+            updated_at=now,
+        )
 
     def _bot_reply(
         self, conversation: Conversation, message: Message, decision: Decision, now: datetime, attempt: FaqTry
@@ -736,6 +848,7 @@ class _First:
     conversation: Conversation
     stored: tuple[Message, bool] | None
     settled: bool
+    reply: FirstReply | None = None  # the bot's, written with the message
 
 
 def _is_log_line(inbound: InboundMessage) -> bool:

@@ -137,6 +137,11 @@ class Outbound:
         )
         return stored
 
+    def answered_inline(self, reply: Message) -> None:
+        """A bot reply intake stored with the message it answers, as delivered in that message's own exchange
+        (``InboundMessage.inline_reply``): the connector writes it, there is nothing to send or record."""
+        self._observer.message_stored(reply)
+
     async def store_and_send(
         self,
         message: Message,

@@ -39,6 +39,7 @@ from core.model import (
     OutboundReply,
     QuarantinedItem,
     greeting_key,
+    inline_delivery,
     reply_key,
 )
 from core.observe import token_refresh_key
@@ -138,7 +139,7 @@ class WechatConnector:
         if waiter is None or waiter.reply.done():
             return None
         waiter.committed = True
-        return Delivery(status=DeliveryStatus.SENT, external_id=f"passive:{in_reply_to}")
+        return inline_delivery(in_reply_to)
 
     async def send(self, reply: OutboundReply) -> Delivery:
         """Hand the reply to its push's POST response while that still waits; else the customer-service API."""
@@ -150,7 +151,7 @@ class WechatConnector:
             except TimeoutError:
                 written = False
             if written:
-                return Delivery(status=DeliveryStatus.SENT, external_id=f"passive:{reply.in_reply_to}")
+                return inline_delivery(reply.in_reply_to)
             if waiter.committed:
                 # Stored as sent, and the response did not go out: the outbox takes it back, and WeChat, which
                 # got no answer, retries the push. The retry's response or the customer-service API (on the
@@ -173,7 +174,7 @@ class WechatConnector:
             return Delivery(status=DeliveryStatus.RETRYABLE, error="waiting out WeChat's retries of the push")
         if await self._store.lease(self._delivered_key(reply.message), "api", DELIVERED_TTL_S):
             log.info("inbox %s: no retry of %s came: its passive reply arrived", self.inbox, reply.in_reply_to)
-        return Delivery(status=DeliveryStatus.SENT, external_id=f"passive:{reply.in_reply_to}")
+        return inline_delivery(reply.in_reply_to)
 
     def _passive_key(self, push_id: str) -> str:
         return f"wechat:passive:{self.inbox}:{push_id}"
@@ -192,7 +193,7 @@ class WechatConnector:
             self._delivered_key(reply.message), "api", DELIVERED_TTL_S
         ):
             # A retry of the push already carried this reply back in its response.
-            return Delivery(status=DeliveryStatus.SENT, external_id=f"passive:{reply.in_reply_to}")
+            return inline_delivery(reply.in_reply_to)
         verdict = await self._window.take(openid, datetime.now(UTC))
         if verdict in (Verdict.WINDOW_CLOSED, Verdict.QUOTA_EXHAUSTED):
             return Delivery(
@@ -285,7 +286,7 @@ class WechatConnector:
     ) -> web.StreamResponse:
         """The push, parsed and signed: taken in, answered once, and the reply (if any) in its response."""
         try:
-            inbound = self._reported(push, now, admission)
+            inbound = self._reported(push, now, admission, inline=True)
             self._receiving[inbound.external_id] += 1  # counted: a concurrent retry takes it in too
             try:
                 result = await self._intake(sink, inbound)
@@ -316,6 +317,8 @@ class WechatConnector:
             waiter = _Waiter(reply=loop.create_future(), written=loop.create_future())
             self._waiters[result.message.id] = waiter
         try:
+            if result.reply is not None:  # stored with the message, as sent in this response
+                return await self._write_stored_reply(request, push, result, encrypted)
             text = inbound.greeting  # intake stored it, for the passive reply
             if text is None and waiter is not None and result.handled is not None:
                 # The reply comes stored as sent (``inline_delivery``): if this process dies before the write,
@@ -337,6 +340,19 @@ class WechatConnector:
             self._waiters.pop(result.message.id, None)
             if waiter is not None and not waiter.written.done():
                 waiter.written.set_result(False)
+
+    async def _write_stored_reply(
+        self, request: web.Request, push: Push, result: IntakeResult, encrypted: bool
+    ) -> web.StreamResponse:
+        """The bot's reply intake stored with the push's message, as sent in this response: written now. If the
+        write fails (WeChat hung up), intake's ``unsent`` sends it the other way (the customer-service API),
+        unless a retry of the push carries it first: the delivered lease lets only one of them deliver it."""
+        assert result.reply is not None
+        response, written = await self._write_passive(request, push, render.plain_text(result.reply), encrypted)
+        if not written and result.unsent is not None:
+            log.info("passive reply for %s did not go out; using the customer-service API", result.message.id)
+            self._tasks.spawn(result.unsent(), name=f"wechat-unsent:{result.reply.id}")
+        return response
 
     async def _answer_again(self, message: Message) -> str | None:
         """What a retried push is answered with: the stored reply to it, if nobody delivered that yet.
@@ -402,15 +418,20 @@ class WechatConnector:
             )
             return await sink(fallback)
 
-    def _reported(self, push: Push, now: datetime, admission: Admission | None = None) -> InboundMessage:
+    def _reported(
+        self, push: Push, now: datetime, admission: Admission | None = None, *, inline: bool = False
+    ) -> InboundMessage:
         """The push's message with the facts intake acts on: a follow clears the inbox's unsubscribed flag and
         is greeted (when a welcome is configured), an unfollow sets the flag; the reply window it opens, stored
-        with the message (a repeat delivery opens nothing); and the nonce's ``admission``. One copy of the
+        with the message (a repeat delivery opens nothing); the nonce's ``admission``; and, for a push whose
+        response waits (``inline``, not a replay), that a reply ready at once may ride in it. One copy of the
         message with all of them (each copy of a frozen dataclass sets every field again)."""
         message = push.message
         changes: dict[str, Any] = {}
         if admission is not None:
             changes["admission"] = admission
+        if inline:
+            changes["inline_reply"] = True
         if push.opens is not None:
             opening = self._window.opening(message.sender.value, push.opens, now)
             changes["checkpoints"] = (*message.checkpoints, opening)

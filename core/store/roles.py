@@ -88,6 +88,11 @@ class Contacts(Protocol):
 class Conversations(Protocol):
     """The one mutable record, saved with a version check."""
 
+    # Whether ``receive_first`` writes a ``FirstWrite.reply`` with its message in one transaction (SQLite's one
+    # job). Where it cannot (Redis: two scripts, and a crash between them must leave the message unhandled),
+    # intake never gives one, and the bot answers after the write as for every other message.
+    replies_in_first_write: bool
+
     async def conversation_for(
         self,
         address: Identity,
@@ -132,6 +137,8 @@ class Conversations(Protocol):
         One write where the backend allows it (SQLite: one store job, so one hand-off to the store's thread
         and one commit for a message's nonce, conversation and message); two calls where it does not (Redis).
         ``build`` runs once, on the conversation as stored, and must not block: it may run in the store's thread.
+        A write's ``reply`` (see ``replies_in_first_write``) is stored, and the conversation saved, only when the
+        message is new: a repeat delivery writes nothing.
         """
         ...
 

@@ -12,6 +12,7 @@ from core.model import (
     Channel,
     Conversation,
     ConversationStatus,
+    Delivery,
     DownstreamEvent,
     Identity,
     Message,
@@ -257,14 +258,28 @@ class TicketLineStored:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class FirstReply:
+    """The bot's reply to a first write's message, written with it when that message is new: the reply, its
+    events, the conversation as the bot's decision leaves it (saved version-checked) and its delivery."""
+
+    message: Message
+    events: tuple[DownstreamEvent, ...]
+    saving: Conversation
+    delivered: Delivery
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class FirstWrite:
     """An inbound message as intake stores it on the conversation the store just found or opened: what
-    ``add_message`` takes for it (``Transcript.receive_first`` writes both in one go)."""
+    ``add_message`` takes for it (``Transcript.receive_first`` writes both in one go). With a ``reply`` (only
+    for a store whose ``replies_in_first_write`` is true) the message is stored handled, and its reply with it,
+    in the same transaction: one write where the reply was a second one after the bot's task."""
 
     message: Message
     events: tuple[DownstreamEvent, ...]
     handled: bool = False
     checkpoints: tuple[Checkpoint, ...] = ()
+    reply: FirstReply | None = None
 
 
 # What an inbound message becomes on its conversation as the store finds it, or None when that conversation

@@ -154,6 +154,9 @@ async def test_a_passive_reply_resent_after_a_kill_waits_out_wechats_retries_and
 async def test_slow_bot_answers_success_at_once_then_through_customer_service_api(
     tmp_path: Path, bot_setup: BotSetup, fake_wechat: FakeWechat, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """An answer that needs the store (a status question: the customer's tickets are read) and comes after the
+    reply budget goes through the customer-service API. A FAQ answer needs no wait: it is written with the push
+    (tests/wechat/test_answer_at_once.py)."""
     config = wechat_config(tmp_path, fake_wechat, inbox(reply_budget_s=0.2))
     async with started(config, bot_setup) as gw:
         intake = gw.server.app[GATEWAY].intake
@@ -166,15 +169,17 @@ async def test_slow_bot_answers_success_at_once_then_through_customer_service_ap
 
         monkeypatch.setattr(intake, "handle", slow_handle)
         started_at = time.monotonic()
-        pushed = await WechatClient(gw).push(text_xml("怎么开发票", openid="oSlow", msg_id="11"))
+        pushed = await WechatClient(gw).push(text_xml("我的工单进度怎么样了", openid="oSlow", msg_id="11"))
         assert (pushed.status, pushed.text) == (200, "success")
         assert time.monotonic() - started_at < 2
         gate.set()
         await eventually(lambda: len(fake_wechat.sent) == 1)
         (sent,) = fake_wechat.sent
-        assert sent["touser"] == "oSlow" and sent["msgtype"] == "text" and "发票" in sent["text"]["content"]
+        _, reply = await transcript(gw, "oa", "oSlow")
+        assert reply.meta["outcome"] == "status"
+        assert sent["touser"] == "oSlow" and sent["msgtype"] == "text" and sent["text"]["content"] == reply.text
         # A later delivery of the same push gets "received" only: the reply already went by the API.
-        again = await WechatClient(gw).push(text_xml("怎么开发票", openid="oSlow", msg_id="11"))
+        again = await WechatClient(gw).push(text_xml("我的工单进度怎么样了", openid="oSlow", msg_id="11"))
         assert (again.status, again.text) == (200, "success") and len(fake_wechat.sent) == 1
 
 
@@ -394,7 +399,8 @@ async def test_a_push_whose_reply_failed_to_store_asks_for_a_retry_instead_of_su
     tmp_path: Path, bot_setup: BotSetup, fake_wechat: FakeWechat, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The reply was being stored as this response's (as sent) and the store failed: it may or may not be
-    stored, so "success" could lose it. The push gets 503 and WeChat's retry answers."""
+    stored, so "success" could lose it. The push gets 503 and WeChat's retry answers. (A reply the bot's task
+    writes after the message: a status question's. A FAQ answer is written with its message, both or neither.)"""
     config = wechat_config(tmp_path, fake_wechat, inbox(reply_budget_s=3))
     async with started(config, bot_setup) as gw:
         store = gw.server.app[GATEWAY].store
@@ -406,6 +412,6 @@ async def test_a_push_whose_reply_failed_to_store_asks_for_a_retry_instead_of_su
             return await add_message(message, *args, **kwargs)
 
         monkeypatch.setattr(store, "add_message", fails_for_the_reply)
-        pushed = await WechatClient(gw).push(text_xml("怎么开发票", openid="oFail", msg_id="14"))
+        pushed = await WechatClient(gw).push(text_xml("我的工单进度怎么样了", openid="oFail", msg_id="14"))
         assert pushed.status == 503 and "retry" in pushed.text
         assert [m.direction for m in await transcript(gw, "oa", "oFail")] == ["inbound"]  # taken in, not answered

@@ -824,6 +824,8 @@ class _Client(aioredis.Redis):
 
 
 class RedisStore(RedisAuditLog):
+    replies_in_first_write = False  # two scripts: a crash between them must leave the message unhandled
+
     def __init__(
         self,
         url: str,
@@ -1284,6 +1286,7 @@ class RedisStore(RedisAuditLog):
         write = build(conversation)
         if write is None:
             return conversation, None
+        assert write.reply is None, "replies_in_first_write is False: intake answers after the write"
         stored = await self.add_message(
             write.message, write.events, handled=write.handled, checkpoints=write.checkpoints
         )

@@ -155,6 +155,8 @@ class _Reads:
 
 
 class SqliteStore(SqliteAuditLog):
+    replies_in_first_write = True  # one job, one transaction: the message and its reply both, or neither
+
     def __init__(self, path: Path, *, bus: Bus | None = None) -> None:
         """``bus``: the messages between processes that share this file (``core.bus``); None for one process."""
         self._path = path
@@ -478,9 +480,16 @@ class SqliteStore(SqliteAuditLog):
                 write = build(conversation)
                 if write is None:
                     return conversation, None
+                reply = write.reply
                 stored = self._add_message(
-                    db, write.message, write.events, handled=write.handled, checkpoints=write.checkpoints
+                    db,
+                    write.message,
+                    write.events,
+                    handled=write.handled or reply is not None,
+                    checkpoints=write.checkpoints,
                 )
+                if reply is not None and stored[1]:  # a repeat delivery was answered when it was new
+                    self._add_message(db, reply.message, reply.events, saving=reply.saving, delivered=reply.delivered)
                 return conversation, stored
 
         return await self._run(run)
