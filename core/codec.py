@@ -62,10 +62,17 @@ def to_jsonable(value: Any) -> Any:
     return value
 
 
+_PLAIN_VALUES = frozenset({str, int, float, bool, type(None)})
+_STR_KEYS = frozenset({str})
+
+
 def _plain_dict(value: dict[Any, Any]) -> dict[str, Any]:
     """``{str(k): to_jsonable(v)}``, with strings, numbers and None taken as they are without a call: a
     message's ``meta`` is a flat dict of them, encoded with every message (a call per value cost more than
-    the rest of the message's encoding)."""
+    the rest of the message's encoding). One made of nothing else (string keys, such values) is copied as it
+    is, the types checked in C: half the time of the loop below, which a CDR import ran for every row."""
+    if _PLAIN_VALUES.issuperset(map(type, value.values())) and _STR_KEYS.issuperset(map(type, value)):
+        return dict(value)
     out: dict[str, Any] = {}
     for k, v in value.items():
         kind = type(v)

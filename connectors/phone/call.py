@@ -215,13 +215,14 @@ def to_inbound(record: CallRecord, *, inbox: str, options: CallOptions, received
         "answered_at": record.answered_at.isoformat() if record.answered_at else None,
         "ended_at": record.ended_at.isoformat() if record.ended_at else None,
     }
-    optional = {
-        "recording_url": record.recording_url,
-        "transcript": record.transcript,
-        "linked_id": record.linked_id,
-        "caller_name": record.caller_name,
-    }
-    meta.update({k: v for k, v in optional.items() if v})
+    if record.recording_url:
+        meta["recording_url"] = record.recording_url
+    if record.transcript:
+        meta["transcript"] = record.transcript
+    if record.linked_id:
+        meta["linked_id"] = record.linked_id
+    if record.caller_name:
+        meta["caller_name"] = record.caller_name
     meta.update(record.extra)
     text = summary(record, shown)
     if reading.ambiguous:

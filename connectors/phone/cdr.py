@@ -526,7 +526,7 @@ def row_record(row: Mapping[str, str], options: CdrOptions, *, source: str) -> C
         recording_url=row.get("recording_url") or None,
         transcript=row.get("transcript") or None,
         linked_id=row.get("linkedid") or None,
-        raw=dict(row),
+        raw=row,  # this function's own copy, never changed after it is made
         extra=extra,
     )
 
