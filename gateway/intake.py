@@ -126,9 +126,10 @@ class Intake:
         self._rules = IntakeRules(store, bot, self._tickets, clock)
         self._locks: dict[str, asyncio.Lock] = {}
         self._tries: dict[str, int] = {}  # message id -> recoveries that failed
-        # Conversation id -> its messages handed to handle() and not through it yet. The bot answers a message
-        # in its own write (``_answer_at_once``) only on a conversation with none: its reply must not overtake
-        # theirs. Counted from the write's ``build`` (the store's thread) to handle()'s end (the loop), so locked.
+        # Conversation id -> its messages handed to handle() and not through it yet (new ones, and recoveries'). The
+        # bot answers a message in its own write (``_answer_at_once``) only on a conversation with none: its reply
+        # must not overtake theirs. Counted from the write's ``build`` (the store's thread) to handle()'s end (the
+        # loop), so locked.
         self._handing: collections.Counter[str] = collections.Counter()
         self._handing_lock = threading.Lock()
 
@@ -548,6 +549,7 @@ class Intake:
             cutoff = self._clock() - timedelta(seconds=older_than_s)
             pending = [m for m in pending if m.created_at <= cutoff and self._tries.get(m.id, 0) < _STUCK_TRIES]
         for message in pending:
+            self._hand(message.conversation_id)  # the conversation's next message waits its turn behind it
             try:
                 await self.handle(message)
             except Exception:
@@ -556,6 +558,8 @@ class Intake:
                 log.exception("handling message %s failed again%s", message.id, given_up)
             else:
                 self._tries.pop(message.id, None)
+            finally:
+                self._handed(message.conversation_id)
         return len(pending)
 
     async def handle(self, message: Message, known: Conversation | None = None) -> None:
