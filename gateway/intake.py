@@ -53,7 +53,6 @@ from core.model import (
     Ticket,
     TicketRequest,
     TicketStatus,
-    inline_delivery,
     outbound_message,
     reply_key,
 )
@@ -128,9 +127,10 @@ class Intake:
         self._rules = IntakeRules(store, bot, self._tickets, clock)
         self._locks: dict[str, asyncio.Lock] = {}
         self._tries: dict[str, int] = {}  # message id -> recoveries that failed
-        # Conversation id -> its messages handed to handle() and not through it yet. The bot answers a message
-        # in its own write (``_answer_at_once``) only on a conversation with none: its reply must not overtake
-        # theirs. Counted from the write's ``build`` (the store's thread) to handle()'s end (the loop), so locked.
+        # Conversation id -> its messages handed to handle() and not through it yet (new ones, and recoveries'). The
+        # bot answers a message in its own write (``_answer_at_once``) only on a conversation with none: its reply
+        # must not overtake theirs. Counted from the write's ``build`` (the store's thread) to handle()'s end (the
+        # loop), so locked.
         self._handing: collections.Counter[str] = collections.Counter()
         self._handing_lock = threading.Lock()
 
@@ -161,7 +161,14 @@ class Intake:
             if first.stored is not None:
                 stored, created = first.stored
                 return await self._received_then(
-                    inbound, first.conversation, stored, created, settled=first.settled, now=now, reply=first.reply
+                    inbound,
+                    first.conversation,
+                    stored,
+                    created,
+                    settled=first.settled,
+                    now=now,
+                    reply=first.reply,
+                    frame_seq=first.frame_seq,
                 )
             conversation = first.conversation  # a resolved one: the full path below, with the claim taken
         else:
@@ -218,6 +225,11 @@ class Intake:
         settled = False
         reply: FirstReply | None = None
         handing: str | None = None  # the conversation counted in _handing by build, until _received_then
+        frame_seq: int | None = None  # the reply's frame's number, when it has one
+
+        def numbered(seq: int) -> None:
+            nonlocal frame_seq
+            frame_seq = seq
 
         def build(conversation: Conversation) -> FirstWrite | None:
             nonlocal settled, reply, handing
@@ -225,7 +237,7 @@ class Intake:
                 return None
             message = _customer_message(inbound, text, meta, now, conversation)
             settled = not inbound.greeting and self._nothing_to_do(conversation, message)
-            reply = None if settled else self._answer_at_once(conversation, message, inbound)
+            reply = None if settled else self._answer_at_once(conversation, message, inbound, numbered)
             if not settled and reply is None:
                 handing = conversation.id
                 self._hand(handing)
@@ -253,19 +265,22 @@ class Intake:
             if handing is not None:
                 self._handed(handing)
             raise
-        return _First(conversation=conversation, stored=stored, settled=settled, reply=reply)
+        return _First(conversation=conversation, stored=stored, settled=settled, reply=reply, frame_seq=frame_seq)
 
     def _answer_at_once(
-        self, conversation: Conversation, message: Message, inbound: InboundMessage
+        self, conversation: Conversation, message: Message, inbound: InboundMessage, numbered: Callable[[int], None]
     ) -> FirstReply | None:
         """The bot's reply to a new ``message``, to be stored with it, when ``_respond`` would answer it from the
-        FAQ index alone and the message's exchange waits for it (``inline_reply``): one store write instead of
-        the message's, a task's and the reply's (issue 23). None whenever ``_respond`` would read or write
-        anything else first (a status question, a linking step, a VIP check, a ticket or handoff, a human
-        holding the conversation) or another message of the conversation is still being handled: it then goes
-        the usual way. It runs inside the store's write (``build``), so a failure here must not fail that write.
-        """
-        if not (inbound.inline_reply and self._store.replies_in_first_write) or inbound.greeting:
+        FAQ index alone and the reply goes out without the outbox (``Outbound.replies_at_once``: in the message's
+        own exchange, or as a web chat frame): one store write instead of the message's, a task's and the
+        reply's (issue 23). None whenever ``_respond`` would read or write anything else first (a status
+        question, a linking step, a VIP check, a ticket or handoff, a human holding the conversation) or another
+        message of the conversation is still being handled: it then goes the usual way. It runs inside the
+        store's write (``build``), so a failure here must not fail that write. ``numbered``: told the reply's
+        frame's number."""
+        if not self._store.replies_in_first_write or inbound.greeting:
+            return None
+        if not self._outbound.replies_at_once(conversation.inbox, inline=inbound.inline_reply):
             return None
         facts = intake_facts(message)
         if message.author is not Author.CUSTOMER or not facts.bot or facts.ticket is not None:
@@ -289,6 +304,9 @@ class Intake:
             now = self._clock()
             reply = self._bot_reply(conversation, message, decision, now, attempt)
             saving = self._after_decision(conversation, decision, now)
+            delivered, frame = self._outbound.first_delivery(
+                conversation, reply, in_reply_to=message.id, inline=inbound.inline_reply
+            )
         except Exception:
             log.exception("answering message %s at once failed; it is handled the usual way", message.id)
             return None
@@ -296,7 +314,9 @@ class Intake:
             message=reply,
             events=(events.message_created(reply),),
             saving=saving,
-            delivered=inline_delivery(message.id),
+            delivered=delivered,
+            frame=frame,
+            numbered=numbered if frame is not None else None,
         )
 
     def _hand(self, conversation_id: str) -> None:
@@ -326,9 +346,11 @@ class Intake:
         settled: bool,
         now: datetime,
         reply: FirstReply | None = None,
+        frame_seq: int | None = None,
     ) -> IntakeResult:
         """After the message's write: a repeat does nothing; a new one is greeted and handed to the bot, unless
-        the bot's reply was written with it (``reply``), which goes back to the connector."""
+        the bot's reply was written with it (``reply``): its frame is then sent (number ``frame_seq``), or the
+        reply goes back to the connector for the message's own exchange."""
         handing = not settled and reply is None  # counted in _handing before the write, until handle() is done
         try:
             if not created:
@@ -337,6 +359,18 @@ class Intake:
                 return IntakeResult(message=stored, duplicate=False, handled=None)
             if reply is not None:
                 self._outbound.answered_inline(reply.message)
+                if reply.frame is not None:
+                    assert frame_seq is not None, "the store numbers a reply's frame in the write"
+                    sending = self._outbound.send_first_frame(
+                        reply.message,
+                        conversation,
+                        in_reply_to=stored.id,
+                        frame=reply.frame,
+                        seq=frame_seq,
+                        delivered=reply.delivered,
+                    )
+                    task = self._tasks.spawn(sending, name=f"intake-frame:{stored.id}")
+                    return IntakeResult(message=stored, duplicate=False, handled=task)
                 unsent = functools.partial(
                     self._outbound.send, reply.message, conversation, in_reply_to=stored.id, recorded=reply.delivered
                 )
@@ -521,6 +555,7 @@ class Intake:
             cutoff = self._clock() - timedelta(seconds=older_than_s)
             pending = [m for m in pending if m.created_at <= cutoff and self._tries.get(m.id, 0) < _STUCK_TRIES]
         for message in pending:
+            self._hand(message.conversation_id)  # the conversation's next message waits its turn behind it
             try:
                 await self.handle(message)
             except Exception:
@@ -529,6 +564,8 @@ class Intake:
                 log.exception("handling message %s failed again%s", message.id, given_up)
             else:
                 self._tries.pop(message.id, None)
+            finally:
+                self._handed(message.conversation_id)
         return len(pending)
 
     async def handle(self, message: Message, known: Conversation | None = None) -> None:
@@ -855,6 +892,7 @@ class _First:
     stored: tuple[Message, bool] | None
     settled: bool
     reply: FirstReply | None = None  # the bot's, written with the message
+    frame_seq: int | None = None  # the number of the reply's frame, when it has one
 
 
 def _is_log_line(inbound: InboundMessage) -> bool:

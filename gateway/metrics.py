@@ -113,6 +113,8 @@ class Metrics:
             if result.handled is not None:
                 histogram = self._labelled(self.intake_seconds, channel, "handled")
                 result.handled.add_done_callback(lambda _: histogram.observe(time.perf_counter() - start))
+            elif result.reply is not None:  # answered in the message's own write: handled as it was stored
+                self._labelled(self.intake_seconds, channel, "handled").observe(time.perf_counter() - start)
             return result
 
         return receive

@@ -25,12 +25,14 @@ from core.model import (
     OutboundReply,
     Ticket,
     greeting_key,
+    inline_delivery,
     outbound_message,
 )
 from core.observe import NO_OBSERVER, Observer
 from core.outage import OutageLog
 from core.store.base import Outgoing, StoreUnavailable
 from core.store.roles import Conversations, Frames, Outbox, Transcript
+from core.store.types import Frame
 from core.tasks import TaskTracker
 
 log = logging.getLogger(__name__)
@@ -137,10 +139,52 @@ class Outbound:
         )
         return stored
 
+    def replies_at_once(self, inbox: str, *, inline: bool) -> bool:
+        """Whether a bot reply on ``inbox`` can be written with the message it answers (``Intake._answer_at_once``):
+        it goes back in that message's own exchange (``inline``, a connector that answers so), or as a frame of the
+        visitor's frame log (web chat). Any other channel sends through the outbox, after the write."""
+        connector = self._connectors.get(inbox)
+        return (inline and self._answers_inline(connector)) or self._frames(connector)
+
+    def first_delivery(
+        self, conversation: Conversation, reply: Message, *, in_reply_to: str, inline: bool
+    ) -> tuple[Delivery, Frame | None]:
+        """How a reply written with the message it answers is recorded (``replies_at_once`` said it can be): sent
+        in that exchange, or its frame and the delivery the frame has (sent to a socket open here, else queued).
+        Called inside the store's write: it reads the connector's state and writes nothing."""
+        connector = self._connectors.get(conversation.inbox)
+        if inline and self._answers_inline(connector):
+            return inline_delivery(in_reply_to), None
+        assert self._frames(connector), "replies_at_once said the connector delivers by frames"
+        outbound = OutboundReply(
+            message=reply, address=conversation.address, conversation=conversation, in_reply_to=in_reply_to
+        )
+        frame, delivered = connector.reply_frame(outbound)
+        return delivered, frame
+
     def answered_inline(self, reply: Message) -> None:
-        """A bot reply intake stored with the message it answers, as delivered in that message's own exchange
-        (``InboundMessage.inline_reply``): the connector writes it, there is nothing to send or record."""
+        """A bot reply intake stored with the message it answers (``first_delivery``): counted as the outbox counts
+        what it stores. One going back in the message's own exchange is the connector's to write."""
         self._observer.message_stored(reply)
+
+    async def send_first_frame(
+        self,
+        reply: Message,
+        conversation: Conversation,
+        *,
+        in_reply_to: str,
+        frame: Frame,
+        seq: int,
+        delivered: Delivery,
+    ) -> None:
+        """The frame of a reply intake stored with its message, to the visitor's sockets (as ``store_and_send`` sends
+        one it stored)."""
+        connector = self._connectors.get(conversation.inbox)
+        assert self._frames(connector)
+        outbound = OutboundReply(
+            message=reply, address=conversation.address, conversation=conversation, in_reply_to=in_reply_to
+        )
+        await self._send_stored_frame(connector, outbound, frame, seq, delivered)
 
     async def store_and_send(
         self,
@@ -203,19 +247,27 @@ class Outbound:
         if seq is None:
             return stored, None
         self._observer.message_stored(stored)
+        return stored, await self._send_stored_frame(connector, reply, frame, seq, delivered)
+
+    async def _send_stored_frame(
+        self, connector: DeliversByFrames, reply: OutboundReply, frame: Frame, seq: int, delivered: Delivery
+    ) -> Delivery:
+        """A stored reply's frame (number ``seq``, stored with ``delivered``) to the visitor's open sockets; the
+        delivery recorded again only when it turned out otherwise. A failure loses nothing: it is in the log."""
+        stored = reply.message
         try:
             delivery = await connector.send_frame(reply, frame, seq)
         except asyncio.CancelledError:
             raise
         except StoreUnavailable as exc:  # stored, so not lost; an outage is one line per interval, not a traceback
             self._outage.report(f"sending the frame of {stored.id}", exc)
-            return stored, delivered
+            return delivered
         except Exception:  # stored, so not lost: the next frame or a reconnect sends it from the frame log
             log.exception("sending the stored frame of %s failed; it waits in the frame log", stored.id)
-            return stored, delivered
+            return delivered
         if delivery != delivered:
             await self._record(stored, delivery)
-        return stored, delivery
+        return delivery
 
     async def record_greeting(self, answering: Message, text: str, at: datetime) -> Message:
         """A greeting the channel delivers itself, in the same exchange as the message it answers (a WeChat

@@ -260,12 +260,16 @@ class TicketLineStored:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class FirstReply:
     """The bot's reply to a first write's message, written with it when that message is new: the reply, its
-    events, the conversation as the bot's decision leaves it (saved version-checked) and its delivery."""
+    events, the conversation as the bot's decision leaves it (saved version-checked) and its delivery. With a
+    ``frame`` (a channel that delivers by frames: web chat), the frame is appended in the same write, as
+    ``add_framed_message`` appends it, and its number handed to ``numbered`` before the write returns."""
 
     message: Message
     events: tuple[DownstreamEvent, ...]
     saving: Conversation
     delivered: Delivery
+    frame: Frame | None = None
+    numbered: Callable[[int], None] | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -16,6 +16,7 @@ from core.model import Channel, Identity, IdentityKind, Message, QuarantinedItem
 from gateway.app import GATEWAY
 from gateway.intake import BotSetup
 from tests.conftest import started
+from tests.test_metrics import parse, scrape, value
 from tests.wechat.conftest import WechatClient, inbox, text_xml, wechat_config
 from tests.wechat.fake_api import FakeWechat
 from tests.wechat.test_replies import eventually, transcript
@@ -104,6 +105,14 @@ async def test_a_faq_answer_is_stored_with_its_push_handled_and_sent_in_one_writ
         assert await gateway.store.unhandled_messages() == []
         assert (await gateway.store.gauges(since=datetime.now(UTC))).outbox_size == 0
         assert fake_wechat.send_calls == 0
+        # Counted as the bot's task would count it: both messages, the decision, and handled as it was stored.
+        status, text = await scrape(gw)
+        assert status == 200
+        samples = parse(text)
+        for direction in ("inbound", "outbound"):
+            assert value(samples, "huiliu_messages_total", channel="wechat", inbox="oa", direction=direction) == 1
+        assert value(samples, "huiliu_bot_decisions_total", decision="answer") == 1
+        assert value(samples, "huiliu_intake_seconds_count", channel="wechat", stage="handled") == 1
 
 
 async def test_a_faq_answer_whose_response_could_not_be_written_goes_through_the_api_once(

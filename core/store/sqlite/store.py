@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 from core.bus import Bus
 from core.codec import dumps, loads
 from core.events import message_json
-from core.ids import random_hex
+from core.ids import ordered_hex
 from core.model import (
     Admission,
     Channel,
@@ -323,7 +323,7 @@ class SqliteStore(SqliteAuditLog):
             contact = next((c for alias in aliases if (c := self._owner(db, alias)) is not None), None)
         new = contact is None
         if contact is None:
-            contact = Contact(id=f"ct_{random_hex()}", name=name, identities=(), created_at=now)
+            contact = Contact(id=f"ct_{ordered_hex()}", name=name, identities=(), created_at=now)
         identities, flags = list(contact.identities), list(contact.flags)
         owned: list[Identity] = []
         for each in (identity, *aliases):
@@ -490,6 +490,10 @@ class SqliteStore(SqliteAuditLog):
                 )
                 if reply is not None and stored[1]:  # a repeat delivery was answered when it was new
                     self._add_message(db, reply.message, reply.events, saving=reply.saving, delivered=reply.delivered)
+                    if reply.frame is not None:
+                        seq = _append_frame(db, reply.frame)
+                        if reply.numbered is not None:
+                            reply.numbered(seq)
                 return conversation, stored
 
         return await self._run(run)
@@ -511,7 +515,7 @@ class SqliteStore(SqliteAuditLog):
         if row is None:
             with self._tx(db):
                 contact = self._contact(db, address, name, now, aliases)
-                fresh = opened_conversation(f"cv_{random_hex()}", contact.id, channel, inbox, address, thread, now)
+                fresh = opened_conversation(f"cv_{ordered_hex()}", contact.id, channel, inbox, address, thread, now)
                 cur = db.execute(
                     _INSERT_CONVERSATION + " ON CONFLICT (inbox, address, thread) DO NOTHING",
                     (fresh.id, *key, contact.id, dumps(fresh)),
@@ -575,9 +579,9 @@ class SqliteStore(SqliteAuditLog):
             if key[1] in owned:
                 continue
             owned.add(key[1])  # a second thread of the same address joins this contact, as _contact would
-            contact = Contact(id=f"ct_{random_hex()}", name=line.name, identities=(line.address,), created_at=line.now)
+            contact = Contact(id=f"ct_{ordered_hex()}", name=line.name, identities=(line.address,), created_at=line.now)
             conversation = opened_conversation(
-                f"cv_{random_hex()}", contact.id, line.channel, line.inbox, line.address, line.thread, line.now
+                f"cv_{ordered_hex()}", contact.id, line.channel, line.inbox, line.address, line.thread, line.now
             )
             contacts.append((contact.id, dumps(contact)))
             identities.append((key[1], contact.id))
@@ -683,10 +687,11 @@ class SqliteStore(SqliteAuditLog):
         with self._tx(db):
             if answers is not None:
                 db.execute("UPDATE messages SET handled = 1 WHERE id = ?", (answers,))
-            cur = db.execute(
-                _INSERT_MESSAGE + " ON CONFLICT (channel, inbox, direction, external_id) DO NOTHING",
-                _message_row(message, handled=handled),
-            )
+            if delivered is None:
+                cur = db.execute(_INSERT_MESSAGE + _NEW_ONLY, _message_row(message, handled=handled))
+            else:  # with its delivery, in the insert (an UPDATE after it was a statement a reply)
+                row = (*_message_row(message, handled=handled), delivered.status, delivered.reason or delivered.error)
+                cur = db.execute(_INSERT_DELIVERED_MESSAGE, row)
             if cur.rowcount == 1:
                 if saving is not None:  # a conflict raises, and the transaction takes the message back
                     self._save_conversation(db, saving)
@@ -697,11 +702,6 @@ class SqliteStore(SqliteAuditLog):
                     )
                 for checkpoint in checkpoints:
                     _set_checkpoint(db, checkpoint.key, checkpoint.value, checkpoint.ttl_s)
-                if delivered is not None:
-                    db.execute(
-                        "UPDATE messages SET delivery = ?, delivery_error = ? WHERE id = ?",
-                        (delivered.status, delivered.reason or delivered.error, message.id),
-                    )
                 self._append_events(db, events)
                 return message, True
         row = db.execute(
@@ -1442,6 +1442,13 @@ _INSERT_CONVERSATION = (
 _INSERT_MESSAGE = (
     "INSERT INTO messages (id, conversation_id, channel, inbox, direction, external_id, ticket_id,"
     " episode, handled, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_NEW_ONLY = " ON CONFLICT (channel, inbox, direction, external_id) DO NOTHING"
+# A message stored with its delivery known (a reply sent in the exchange that asked it): the row and the two
+# delivery columns, one statement.
+_INSERT_DELIVERED_MESSAGE = (
+    "INSERT INTO messages (id, conversation_id, channel, inbox, direction, external_id, ticket_id,"
+    " episode, handled, data, delivery, delivery_error) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)" + _NEW_ONLY
 )
 
 
