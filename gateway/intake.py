@@ -78,6 +78,7 @@ from gateway.ticket_quota import TicketQuota
 from gateway.tickets import TicketChange, TicketService
 from gateway.voicemail import VoicemailAnswers
 from normalizer import DEFAULT_STEPS, Step, normalize
+from normalizer.identity import canonical_identity
 
 log = logging.getLogger(__name__)
 
@@ -411,6 +412,11 @@ class Intake:
         for i, inbound in enumerate(inbounds):
             given = (inbound.inbox, f"given:{inbound.sender}", inbound.thread)  # spares normalizing the rest
             if given in held:
+                continue
+            if not self._steps and not fits(inbound):
+                # Left for receive(): only its sender matters, which is normalize's sender when no rule runs
+                # after the built-in steps (a missed call offered as a log line, then normalized as a ticket line).
+                held.update(((inbound.inbox, str(canonical_identity(inbound.sender)), inbound.thread), given))
                 continue
             normalized = normalize(inbound, self._steps)
             key = (inbound.inbox, str(normalized.sender), inbound.thread)
