@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import datetime
 from typing import Any
 
-from core.codec import dumps, to_jsonable
+import orjson
+
+from core.codec import Encoded, dumps, to_jsonable
 from core.model import (
     Conversation,
     ConversationStatus,
@@ -23,28 +26,37 @@ def ticket_summary(ticket: Ticket) -> dict[str, Any]:
     return data
 
 
-# The encoding each message.created event made of its message (raw included), by the message object, until the
+# The encoding each message.created event made of its message (raw left out), by the message object, until the
 # store writes that message: a message and its event are written together, and the message's row is the same
 # JSON with raw, so it is encoded once (``message_json``; both stores take it from here). Bounded: an event built
 # for a message that is never written (a duplicate a bulk write skips) leaves an entry, and a full table starts
 # over (a miss costs one encoding). Each entry keeps its message alive, so only messages with a small raw are
 # kept (a call record or a push, a few hundred bytes; not a mail of megabytes): at most ~4096 x 8 KiB.
-_ENCODED: dict[int, tuple[Message, dict[str, Any]]] = {}
+_ENCODED: dict[int, tuple[Message, str, str]] = {}
 _ENCODED_MAX = 4096  # above a bulk write's batch (2,000 lines), so a batch's messages are all still there
 _ENCODED_RAW_MAX = 8192  # characters of raw
 
+# Where raw goes back into the event's text: before the field that follows it. Only strings, enums, a time and
+# attachments (no field of that name) come before it, and a '"' right after a ',' is never inside a JSON string
+# (it would be escaped), so the first ',"<field>":' is that field's.
+_FIELDS = [f.name for f in dataclasses.fields(Message)]
+_AFTER_RAW = f',"{_FIELDS[_FIELDS.index("raw") + 1]}":'
+
 
 def message_created(message: Message) -> DownstreamEvent:
-    full = to_jsonable(message)
-    if len(message.raw) <= _ENCODED_RAW_MAX:
+    """The event's data is its message's encoding less raw, and its text (``codec.Encoded``) is made here once:
+    the store writes it as it is and makes the message's row from it (``message_json``), where the row and the
+    event were two encodings of nearly the same dict and the event's a copy of it."""
+    body = to_jsonable(message)
+    raw = body.pop("raw")  # audit copy stays in the store; events stay small
+    text = dumps(body)
+    if len(raw) <= _ENCODED_RAW_MAX:
         if len(_ENCODED) >= _ENCODED_MAX:
             _ENCODED.clear()
-        _ENCODED[id(message)] = (message, full)  # the entry holds the message, so its id is not reused meanwhile
-    body = dict(full)
-    body.pop("raw", None)  # audit copy stays in the store; events stay small
+        _ENCODED[id(message)] = (message, text, raw)  # the entry holds the message, so its id is not reused meanwhile
     return DownstreamEvent(
         type=EventType.MESSAGE_CREATED,
-        data={"message": body},
+        data=Encoded({"message": body}, '{"message":' + text + "}"),
         occurred_at=message.created_at,
         idempotency_key=f"message.created:{message.id}",
         ticket_id=message.ticket_id,
@@ -53,10 +65,14 @@ def message_created(message: Message) -> DownstreamEvent:
 
 
 def message_json(message: Message) -> str:
-    """``codec.dumps(message)``: the stored form, from the encoding its message.created event made if it has one."""
+    """``codec.dumps(message)``: the stored form, from the encoding its message.created event made if it has one
+    (raw put back in its place)."""
     found = _ENCODED.pop(id(message), None)
     if found is not None and found[0] is message:
-        return dumps(found[1])
+        _, text, raw = found
+        at = text.find(_AFTER_RAW)
+        if at > 0:  # always, while Message keeps its fields' order (a byte-for-byte test checks the row)
+            return text[:at] + ',"raw":' + orjson.dumps(raw).decode() + text[at:]
     return dumps(message)
 
 

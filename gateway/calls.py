@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
+from collections.abc import Iterator
 from pathlib import Path
 
 from bot.setup import BotSetup
@@ -12,6 +15,8 @@ from connectors.phone.connector import ImportReport
 from core.config import Config, ConfigError, PhoneInbox
 from core.progress import Progress
 from gateway.wiring import offline_gateway
+
+_IMPORT_YOUNG = 100_000  # net new tracked objects between young collections while importing (Python's default: 700)
 
 
 def phone_inbox(config: Config, name: str | None) -> PhoneInbox:
@@ -43,6 +48,13 @@ async def import_calls(
     """Open the store, build intake as ``serve`` does (no listeners, no pollers), import, finish every ticket."""
     target = phone_inbox(config, inbox)
     data = await asyncio.to_thread(path.read_bytes)
+    with _collected_less():
+        return await _import(config, bot, target, data, fmt, progress)
+
+
+async def _import(
+    config: Config, bot: BotSetup, target: PhoneInbox, data: bytes, fmt: CdrFormat | None, progress: Progress | None
+) -> ImportReport:
     async with offline_gateway(config, bot) as gateway:
         phone = gateway.connectors[target.name]
         if not isinstance(phone, ImportsCalls):
@@ -55,3 +67,28 @@ async def import_calls(
             log_lines=gateway.intake.receive_log_lines,
             ticket_lines=gateway.intake.receive_ticket_lines,
         )
+
+
+@contextlib.contextmanager
+def _collected_less() -> Iterator[None]:
+    """The collector kept off what was alive before the import (the bot: jieba's dictionary and the FAQ index),
+    and its young generation collected after ``_IMPORT_YOUNG`` net new objects instead of 700, until the import
+    ends.
+
+    An import keeps every row's objects alive at once (its records and messages, the batch being written), so
+    they kept crossing the thresholds: young collections walked them and pushed them on, and the full
+    collections that followed walked the bot's millions of objects each time, for nothing. 100,000 rows: 4,384
+    young, 399 middle and 17 full collections, 8.8 s of the import's 39 s of CPU; 11 young and 1 middle, 0.6 s,
+    with this. Cycles left meanwhile (a few per batch at most) wait for at most ``_IMPORT_YOUNG`` net objects.
+    """
+    before = gc.get_threshold()
+    gc.set_threshold(max(_IMPORT_YOUNG, before[0]), before[1], before[2])
+    frozen = gc.get_freeze_count() > 0  # a serving process settled its heap already: leave it as it is
+    if not frozen:
+        gc.freeze()
+    try:
+        yield
+    finally:
+        if not frozen:
+            gc.unfreeze()
+        gc.set_threshold(*before)

@@ -78,6 +78,7 @@ from gateway.ticket_quota import TicketQuota
 from gateway.tickets import TicketChange, TicketService
 from gateway.voicemail import VoicemailAnswers
 from normalizer import DEFAULT_STEPS, Step, normalize
+from normalizer.identity import canonical_identity
 
 log = logging.getLogger(__name__)
 
@@ -126,9 +127,10 @@ class Intake:
         self._rules = IntakeRules(store, bot, self._tickets, clock)
         self._locks: dict[str, asyncio.Lock] = {}
         self._tries: dict[str, int] = {}  # message id -> recoveries that failed
-        # Conversation id -> its messages handed to handle() and not through it yet. The bot answers a message
-        # in its own write (``_answer_at_once``) only on a conversation with none: its reply must not overtake
-        # theirs. Counted from the write's ``build`` (the store's thread) to handle()'s end (the loop), so locked.
+        # Conversation id -> its messages handed to handle() and not through it yet (new ones, and recoveries'). The
+        # bot answers a message in its own write (``_answer_at_once``) only on a conversation with none: its reply
+        # must not overtake theirs. Counted from the write's ``build`` (the store's thread) to handle()'s end (the
+        # loop), so locked.
         self._handing: collections.Counter[str] = collections.Counter()
         self._handing_lock = threading.Lock()
 
@@ -411,6 +413,11 @@ class Intake:
             given = (inbound.inbox, f"given:{inbound.sender}", inbound.thread)  # spares normalizing the rest
             if given in held:
                 continue
+            if not self._steps and not fits(inbound):
+                # Left for receive(): only its sender matters, which is normalize's sender when no rule runs
+                # after the built-in steps (a missed call offered as a log line, then normalized as a ticket line).
+                held.update(((inbound.inbox, str(canonical_identity(inbound.sender)), inbound.thread), given))
+                continue
             normalized = normalize(inbound, self._steps)
             key = (inbound.inbox, str(normalized.sender), inbound.thread)
             if key in held:
@@ -548,6 +555,7 @@ class Intake:
             cutoff = self._clock() - timedelta(seconds=older_than_s)
             pending = [m for m in pending if m.created_at <= cutoff and self._tries.get(m.id, 0) < _STUCK_TRIES]
         for message in pending:
+            self._hand(message.conversation_id)  # the conversation's next message waits its turn behind it
             try:
                 await self.handle(message)
             except Exception:
@@ -556,6 +564,8 @@ class Intake:
                 log.exception("handling message %s failed again%s", message.id, given_up)
             else:
                 self._tries.pop(message.id, None)
+            finally:
+                self._handed(message.conversation_id)
         return len(pending)
 
     async def handle(self, message: Message, known: Conversation | None = None) -> None:

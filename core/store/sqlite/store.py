@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 from core.bus import Bus
 from core.codec import dumps, loads
 from core.events import message_json
-from core.ids import random_hex
+from core.ids import ordered_hex
 from core.model import (
     Admission,
     Channel,
@@ -323,7 +323,7 @@ class SqliteStore(SqliteAuditLog):
             contact = next((c for alias in aliases if (c := self._owner(db, alias)) is not None), None)
         new = contact is None
         if contact is None:
-            contact = Contact(id=f"ct_{random_hex()}", name=name, identities=(), created_at=now)
+            contact = Contact(id=f"ct_{ordered_hex()}", name=name, identities=(), created_at=now)
         identities, flags = list(contact.identities), list(contact.flags)
         owned: list[Identity] = []
         for each in (identity, *aliases):
@@ -515,7 +515,7 @@ class SqliteStore(SqliteAuditLog):
         if row is None:
             with self._tx(db):
                 contact = self._contact(db, address, name, now, aliases)
-                fresh = opened_conversation(f"cv_{random_hex()}", contact.id, channel, inbox, address, thread, now)
+                fresh = opened_conversation(f"cv_{ordered_hex()}", contact.id, channel, inbox, address, thread, now)
                 cur = db.execute(
                     _INSERT_CONVERSATION + " ON CONFLICT (inbox, address, thread) DO NOTHING",
                     (fresh.id, *key, contact.id, dumps(fresh)),
@@ -579,9 +579,9 @@ class SqliteStore(SqliteAuditLog):
             if key[1] in owned:
                 continue
             owned.add(key[1])  # a second thread of the same address joins this contact, as _contact would
-            contact = Contact(id=f"ct_{random_hex()}", name=line.name, identities=(line.address,), created_at=line.now)
+            contact = Contact(id=f"ct_{ordered_hex()}", name=line.name, identities=(line.address,), created_at=line.now)
             conversation = opened_conversation(
-                f"cv_{random_hex()}", contact.id, line.channel, line.inbox, line.address, line.thread, line.now
+                f"cv_{ordered_hex()}", contact.id, line.channel, line.inbox, line.address, line.thread, line.now
             )
             contacts.append((contact.id, dumps(contact)))
             identities.append((key[1], contact.id))
