@@ -20,6 +20,14 @@ that does not depend on how busy the machine is), the clients' CPU in the same p
 machine), errors (failed connects, hellos, messages, idle sockets dropped), and on Redis the most connections
 the server held to Redis at once (sampled with ``ss``; its pool's bound is ``store.max_connections``).
 
+``--latency-log L`` also writes the server's collections as ``L-gc-TARGET-PID.txt`` (seconds into the active
+phase, generation, CPU ms, wall ms; negative times are before it), so a slow reply can be matched with a pass or
+told apart from one. Environment knobs for the server (huiliu targets only): ``BENCH_GC_TYPES=FILE`` appends the
+object count and commonest types before each full pass; ``BENCH_COUNT_JOBS=1`` adds ``store_jobs`` and
+``store_batches`` (hand-overs to the SQLite thread); two experiments, measured and not part of the product:
+``BENCH_SWITCH_INTERVAL=S`` (``sys.setswitchinterval``) and ``BENCH_BG_CHECKPOINT=S`` (WAL checkpoints on a
+thread of their own every S seconds instead of in the store thread's commits).
+
 5,000 sockets need as many file descriptors on each side: the script raises its soft ``ulimit -n`` to the hard
 limit (the children inherit it) and says so when the hard limit is too low. The bench config lifts the per-address
 abuse limits (every client here is 127.0.0.1) and the per-visitor frame rate; nothing else differs from
@@ -134,24 +142,37 @@ def _gc_server(out: str, cli_args: list[str]) -> None:
     import gc
     import runpy
 
-    started = [0.0]
+    started = [0.0, 0.0]
     passes: list[tuple[int, float]] = []
+    events: list[tuple[float, int, float, float]] = []  # wall start (perf_counter), generation, CPU ms, wall ms
 
     def probe(phase: str, info: dict[str, Any]) -> None:
         if phase == "start":
+            if info["generation"] == 2 and os.environ.get("BENCH_GC_TYPES"):  # what a full pass is about to walk
+                kinds = Counter(type(o).__qualname__ for o in gc.get_objects())
+                with open(os.environ["BENCH_GC_TYPES"], "a", encoding="utf-8") as f:
+                    print(time.perf_counter(), sum(kinds.values()), kinds.most_common(12), file=f)
             started[0] = time.thread_time()
+            started[1] = time.perf_counter()
         else:
-            passes.append((info["generation"], (time.thread_time() - started[0]) * 1000))
+            cpu_ms = (time.thread_time() - started[0]) * 1000
+            passes.append((info["generation"], cpu_ms))
+            events.append((started[1], info["generation"], cpu_ms, (time.perf_counter() - started[1]) * 1000))
 
     def report(*_: object) -> None:
         taken = list(passes)
         passes.clear()
+        with open(out + ".events", "a", encoding="utf-8") as f:  # perf_counter is CLOCK_MONOTONIC: one clock
+            f.writelines(f"{at:.4f} {gen} {cpu:.2f} {wall:.2f}\n" for at, gen, cpu, wall in events)
+        events.clear()
         figures: dict[str, Any] = {}
         for gen in range(3):
             ms = [m for g, m in taken if g == gen]
             figures[f"gc{gen}_passes"] = len(ms)
             figures[f"gc{gen}_cpu_ms"] = round(sum(ms), 1)
         figures["gc2_max_ms"] = round(max((m for g, m in taken if g == 2), default=0.0), 1)
+        figures["store_jobs"], figures["store_batches"] = jobs
+        jobs[:] = [0, 0]
         figures["gc_frozen"] = gc.get_freeze_count()
         figures["gc_unfrozen"] = len(gc.get_objects())
         if os.environ.get("BENCH_GC_TYPES"):  # what the collector still walks, by type
@@ -168,11 +189,60 @@ def _gc_server(out: str, cli_args: list[str]) -> None:
         with open(out, "a", encoding="utf-8") as f:
             f.write(json.dumps({"gc_full_settle_freed": freed}) + "\n")
 
+    jobs = [0, 0]  # store jobs submitted, batches run (each one a hand-over to the store thread and back)
+    if os.environ.get("BENCH_COUNT_JOBS"):
+        from core.store.sqlite import worker
+
+        submit, run_batch = worker.SerialWorker.submit, worker.SerialWorker._run_batch
+
+        async def counted_submit(self: Any, fn: Any) -> Any:
+            jobs[0] += 1
+            return await submit(self, fn)
+
+        def counted_batch(self: Any, batch: Any) -> Any:
+            jobs[1] += 1
+            return run_batch(self, batch)
+
+        worker.SerialWorker.submit = counted_submit  # type: ignore[method-assign]
+        worker.SerialWorker._run_batch = counted_batch  # type: ignore[method-assign]
+    if os.environ.get("BENCH_BG_CHECKPOINT"):  # an experiment: WAL checkpoints off the store thread
+        _checkpoint_in_background(float(os.environ["BENCH_BG_CHECKPOINT"]))
+    if os.environ.get("BENCH_SWITCH_INTERVAL"):  # an experiment: how long a thread may keep the GIL
+        sys.setswitchinterval(float(os.environ["BENCH_SWITCH_INTERVAL"]))
     gc.callbacks.append(probe)
     signal.signal(signal.SIGUSR1, report)
     signal.signal(signal.SIGUSR2, reclaim)
     sys.argv = ["huiliu", *cli_args]
     runpy.run_module("gateway.cli", run_name="__main__", alter_sys=True)
+
+
+def _checkpoint_in_background(every_s: float) -> None:
+    """The store's connections stop checkpointing on commit (each checkpoint syncs the WAL and the database: 2
+    fdatasync of 2-14 ms on the store thread every ~160 ms at 200 messages/s, every store job behind them
+    waiting); a thread with a connection of its own checkpoints every ``every_s`` instead."""
+    import sqlite3
+    import threading
+
+    connect = sqlite3.connect
+    started: list[str] = []
+
+    def checkpoints(path: str) -> None:
+        db = connect(path, isolation_level=None, check_same_thread=False)
+        while True:
+            time.sleep(every_s)
+            db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+
+    def connecting(database: Any, *args: Any, **kwargs: Any) -> sqlite3.Connection:
+        db: sqlite3.Connection = connect(database, *args, **kwargs)
+        path = str(database)
+        if path.endswith(".sqlite3"):
+            db.execute("PRAGMA wal_autocheckpoint=0")
+            if path not in started:
+                started.append(path)
+                threading.Thread(target=checkpoints, args=(path,), daemon=True).start()
+        return db
+
+    sqlite3.connect = connecting  # type: ignore[assignment]
 
 
 def _lines(path: str) -> list[str]:
@@ -426,6 +496,7 @@ async def _run(name: str, source: Path | None, args: argparse.Namespace) -> dict
                     )
                 )
                 elapsed = time.perf_counter() - started
+                load_1m = os.getloadavg()[0]
                 if args.latency_log:
                     rows = [f"{at - started:.3f} {ms:.1f}" for at, ms in sorted(timeline)]
                     log_path = Path(f"{args.latency_log}-{name}-{server.pid}.txt")
@@ -437,6 +508,11 @@ async def _run(name: str, source: Path | None, args: argparse.Namespace) -> dict
                 cpu_idle = idle.cpu_s() - cpu_idle
                 cpu_self = _cpu_s(os.getpid()) - cpu_self
                 gc_figures = await _gc_figures(server, gc_out) if source is not None else {}
+                if args.latency_log and source is not None:  # each collection: seconds into the run, gen, ms
+                    gc_events = [line.split() for line in await asyncio.to_thread(_lines, gc_out + ".events")]
+                    rows = [f"{float(at) - started:.3f} {gen} {cpu} {wall}" for at, gen, cpu, wall in gc_events]
+                    gc_path = Path(f"{args.latency_log}-gc-{name}-{server.pid}.txt")
+                    await asyncio.to_thread(gc_path.write_text, "\n".join(rows) + "\n", encoding="utf-8")
             rss_mib = _rss_mib(server.pid)
             await idle.stop()
         finally:
@@ -468,6 +544,7 @@ async def _run(name: str, source: Path | None, args: argparse.Namespace) -> dict
         "max_ms": round(latencies[-1], 2) if latencies else None,
         "server_cpu_ms_per_message": round(cpu_server * 1000 / max(total, 1), 3),
         "server_cpu_share": round(cpu_server / elapsed, 3),  # of one core, over the active phase
+        "load_1m": round(load_1m, 2),  # the machine's load average at the end of the active phase
         "client_cpu_share": round((cpu_idle + cpu_self) / elapsed, 3),
         "idle_client_cpu_share": round(cpu_idle / elapsed, 3),
         "idle_open_s": round(idle_open_s, 1),

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import gc
 
-SETTLE_EVERY_S = 30.0  # how often what survived since the last settle is frozen (Settler.tick)
-FULL_EVERY = 120  # every this many ticks (an hour) a full settle reclaims cycles among frozen objects that died
+# How often what survived since the last settle is frozen (Settler.tick). Each tick walks only what is new since
+# the one before, so short ticks make short pauses: at 30 s, one tick walked the 5,000 idle sockets' heartbeat
+# objects of 30 s (~77,000: 55-77 ms of CPU on the loop, once per 30 s) or a burst of new sockets (~420,000:
+# 284 ms); at 1 s it walks a second's worth (issue 23, bench/webchat_roundtrip.py --latency-log).
+SETTLE_EVERY_S = 1.0
+FULL_EVERY = 3600  # every this many ticks (an hour) a full settle reclaims cycles among frozen objects that died
 
 
 YOUNG_THRESHOLD = 20_000  # net new tracked objects between young (gen-0) collections in a serving process
@@ -75,9 +79,15 @@ class Settler:
     def __init__(self, full_every: int = FULL_EVERY) -> None:
         self._full_every = full_every
         self._ticks = 0
+        self._settled: bool | None = None  # whether the process had settled, asked on the first tick only
 
     def tick(self) -> None:
-        if not gc.get_freeze_count():
+        if self._settled is None:
+            # Asked once: ``gc.get_freeze_count`` walks the whole frozen list (~560,000 objects with 5,000
+            # sockets open: 50-90 ms of CPU, most of it cache misses), which at a tick a second was 7-10% of a
+            # core and a pause of its own every second.
+            self._settled = bool(gc.get_freeze_count())
+        if not self._settled:
             return  # this process never settled: a test app, or a CLI command; leave the collector as it is
         self._ticks += 1
         if self._ticks % self._full_every == 0:
