@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import fcntl
 import json
@@ -38,6 +39,7 @@ from core.model import (
 from core.store.contacts import merged_contact
 from core.store.cursor import decode_cursor, encode_cursor
 from core.store.sqlite.audit import AUDIT_SCHEMA, SqliteAuditLog
+from core.store.sqlite.checkpoints import BACKSTOP_PAGES, Checkpointer
 from core.store.sqlite.schema import SCHEMA, migrate
 from core.store.sqlite.worker import SerialWorker
 from core.store.types import (
@@ -166,6 +168,7 @@ class SqliteStore(SqliteAuditLog):
         self._open = False
         self._depth = 0  # nested ``_tx`` of the running job (only the store thread touches it)
         self._lock_fd = -1  # the file lock of ``_writer``, opened with the connection
+        self._checkpointer: Checkpointer | None = None  # WAL checkpoints off the store thread, while open
 
     # plumbing -------------------------------------------------------------
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
@@ -270,6 +273,8 @@ class SqliteStore(SqliteAuditLog):
             # SQLite spills to a temporary file past 64 KiB: two pwrite64 calls per page, and a file opened
             # and unlinked per batch (~28 of a push's 75 pwrite64 calls). In memory it is a copy.
             db.execute("PRAGMA temp_store=MEMORY")
+            # Checkpoints run on a thread of their own (``checkpoints.Checkpointer``); the writer's own is a backstop.
+            db.execute(f"PRAGMA wal_autocheckpoint={BACKSTOP_PAGES}")
             self._lock_fd = os.open(f"{self._path}-writer.lock", os.O_RDWR | os.O_CREAT, 0o600)
             db.executescript(SCHEMA)
             db.executescript(AUDIT_SCHEMA)
@@ -277,12 +282,17 @@ class SqliteStore(SqliteAuditLog):
             return db
 
         await self._worker.start(connect)
+        self._checkpointer = Checkpointer(self._path)
+        self._checkpointer.start()
         self._open = True
 
     async def close(self) -> None:
         if self._open:
             self._open = False
             await self._worker.stop(self._close)
+            checkpointer, self._checkpointer = self._checkpointer, None
+            if checkpointer is not None:
+                await asyncio.to_thread(checkpointer.stop)
 
     async def ping(self) -> bool:
         try:
