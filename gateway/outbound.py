@@ -62,6 +62,13 @@ def delivery_failed(message: Message, delivery: Delivery, at: datetime) -> Downs
     )
 
 
+def _addressed(message: Message, conversation: Conversation, in_reply_to: str | None) -> OutboundReply:
+    """``message`` as its connector sends it: to the conversation's address, answering ``in_reply_to``."""
+    return OutboundReply(
+        message=message, address=conversation.address, conversation=conversation, in_reply_to=in_reply_to
+    )
+
+
 class Outbound:
     def __init__(
         self,
@@ -156,9 +163,7 @@ class Outbound:
         if inline and self._answers_inline(connector):
             return inline_delivery(in_reply_to), None
         assert self._frames(connector), "replies_at_once said the connector delivers by frames"
-        outbound = OutboundReply(
-            message=reply, address=conversation.address, conversation=conversation, in_reply_to=in_reply_to
-        )
+        outbound = _addressed(reply, conversation, in_reply_to)
         frame, delivered = connector.reply_frame(outbound)
         return delivered, frame
 
@@ -181,9 +186,7 @@ class Outbound:
         one it stored)."""
         connector = self._connectors.get(conversation.inbox)
         assert self._frames(connector)
-        outbound = OutboundReply(
-            message=reply, address=conversation.address, conversation=conversation, in_reply_to=in_reply_to
-        )
+        outbound = _addressed(reply, conversation, in_reply_to)
         await self._send_stored_frame(connector, outbound, frame, seq, delivered)
 
     async def store_and_send(
@@ -237,9 +240,7 @@ class Outbound:
         write (three store jobs were: the reply with its outbox entry, the frame, the delivery record), then the
         frame to the open sockets. Nothing waits in the outbox: the stored frame is the delivery, and a visitor
         who reconnects, to any instance, is sent what they missed from it."""
-        reply = OutboundReply(
-            message=message, address=conversation.address, conversation=conversation, in_reply_to=in_reply_to
-        )
+        reply = _addressed(message, conversation, in_reply_to)
         frame, delivered = connector.reply_frame(reply)
         stored, seq = await self._store.add_framed_message(
             message, [events.message_created(message)], frame=frame, delivered=delivered, answers=answers, saving=saving
@@ -301,9 +302,7 @@ class Outbound:
         message was stored with (an inline reply); when it went out that way there is nothing left to record,
         and when it did not, the message goes back in the outbox before anything else is tried.
         """
-        reply = OutboundReply(
-            message=message, address=conversation.address, conversation=conversation, in_reply_to=in_reply_to
-        )
+        reply = _addressed(message, conversation, in_reply_to)
         with self._owned(message.id):
             delivery = await self._attempt(reply)
             if recorded is not None:

@@ -50,14 +50,20 @@ class Checkpointer:
 
     def _run(self) -> None:
         db = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+        failing = False  # said once when checkpoints start failing and once when they work again, not 4 times a second
         try:
             db.execute("PRAGMA busy_timeout=1000")
             while not self._stopping.wait(self._every_s):
                 try:
                     db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()  # GIL released while SQLite works
                 except sqlite3.Error as exc:  # a busy or full disk: the writer's backstop checkpoints meanwhile
-                    log.warning("WAL checkpoint of %s failed: %s", self._path, exc)
+                    if not failing:
+                        log.warning("WAL checkpoints of %s failing (the writer's own take over): %s", self._path, exc)
+                    failing = True
                 else:
+                    if failing:
+                        log.warning("WAL checkpoints of %s work again", self._path)
+                    failing = False
                     self.passes += 1
         finally:
             db.close()

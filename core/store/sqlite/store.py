@@ -499,11 +499,16 @@ class SqliteStore(SqliteAuditLog):
                     checkpoints=write.checkpoints,
                 )
                 if reply is not None and stored[1]:  # a repeat delivery was answered when it was new
-                    self._add_message(db, reply.message, reply.events, saving=reply.saving, delivered=reply.delivered)
-                    if reply.frame is not None:
-                        seq = _append_frame(db, reply.frame)
-                        if reply.numbered is not None:
-                            reply.numbered(seq)
+                    _, seq = self._add_delivered(
+                        db,
+                        reply.message,
+                        reply.events,
+                        delivered=reply.delivered,
+                        frame=reply.frame,
+                        saving=reply.saving,
+                    )
+                    if seq is not None and reply.numbered is not None:
+                        reply.numbered(seq)
                 return conversation, stored
 
         return await self._run(run)
@@ -800,7 +805,7 @@ class SqliteStore(SqliteAuditLog):
     ) -> TicketLineStored:
         message = write.message
         cur = db.execute(
-            _INSERT_MESSAGE + " ON CONFLICT (channel, inbox, direction, external_id) DO NOTHING",
+            _INSERT_MESSAGE + _NEW_ONLY,
             _message_row(message, handled=True),
         )
         if cur.rowcount != 1:
@@ -1182,12 +1187,27 @@ class SqliteStore(SqliteAuditLog):
     ) -> tuple[Message, int | None]:
         def run(db: sqlite3.Connection) -> tuple[Message, int | None]:
             with self._tx(db):
-                stored, created = self._add_message(
-                    db, message, events, answers=answers, saving=saving, delivered=delivered
+                return self._add_delivered(
+                    db, message, events, delivered=delivered, frame=frame, answers=answers, saving=saving
                 )
-                return stored, _append_frame(db, frame) if created else None
 
         return await self._run(run)
+
+    def _add_delivered(
+        self,
+        db: sqlite3.Connection,
+        message: Message,
+        events: Sequence[DownstreamEvent],
+        *,
+        delivered: Delivery,
+        frame: Frame | None,
+        answers: str | None = None,
+        saving: Conversation | None = None,
+    ) -> tuple[Message, int | None]:
+        """Inside a write: a reply stored with its delivery and, on a channel that delivers by frames, its frame
+        appended; (the stored message, the frame's seq), or (the earlier message, None) for a repeat."""
+        stored, created = self._add_message(db, message, events, answers=answers, saving=saving, delivered=delivered)
+        return stored, _append_frame(db, frame) if created and frame is not None else None
 
     async def frames_after(self, address: Identity, seq: int, limit: int = 500) -> list[StoredFrame]:
         def run(db: sqlite3.Connection) -> list[StoredFrame]:
