@@ -15,9 +15,9 @@ FULL_EVERY = 3600  # every this many ticks (an hour) a full settle reclaims cycl
 YOUNG_THRESHOLD = 20_000  # net new tracked objects between young (gen-0) collections in a serving process
 
 
-def widen_young_generation() -> tuple[int, int, int]:
-    """Collect the young generation after ``YOUNG_THRESHOLD`` net new objects instead of Python's 700; returns the
-    thresholds before, to put back.
+def widen_young_generation(threshold: int = YOUNG_THRESHOLD) -> tuple[int, int, int]:
+    """Collect the young generation after ``threshold`` net new objects (``YOUNG_THRESHOLD`` while serving; a CDR
+    import asks for more) instead of Python's 700; returns the thresholds before, to put back.
 
     The count is allocations less deallocations, so it follows the objects that requests in flight hold: twenty
     concurrent WeChat pushes swing it past 700 all the time, and each young collection walked those live objects
@@ -27,7 +27,7 @@ def widen_young_generation() -> tuple[int, int, int]:
     wait for at most 20,000 net objects (a few MiB) instead of 700.
     """
     before: tuple[int, int, int] = gc.get_threshold()
-    gc.set_threshold(max(YOUNG_THRESHOLD, before[0]), before[1], before[2])
+    gc.set_threshold(max(threshold, before[0]), before[1], before[2])
     return before
 
 

@@ -12,6 +12,7 @@ from bot.setup import BotSetup
 from connectors.capabilities import ImportsCalls
 from connectors.phone.cdr import CdrFormat
 from connectors.phone.connector import ImportReport
+from core import heap
 from core.config import Config, ConfigError, PhoneInbox
 from core.progress import Progress
 from gateway.wiring import offline_gateway
@@ -81,8 +82,7 @@ def _collected_less() -> Iterator[None]:
     young, 399 middle and 17 full collections, 8.8 s of the import's 39 s of CPU; 11 young and 1 middle, 0.6 s,
     with this. Cycles left meanwhile (a few per batch at most) wait for at most ``_IMPORT_YOUNG`` net objects.
     """
-    before = gc.get_threshold()
-    gc.set_threshold(max(_IMPORT_YOUNG, before[0]), before[1], before[2])
+    before = heap.widen_young_generation(_IMPORT_YOUNG)
     frozen = gc.get_freeze_count() > 0  # a serving process settled its heap already: leave it as it is
     if not frozen:
         gc.freeze()
