@@ -249,18 +249,26 @@ def _lines(path: str) -> list[str]:
     return Path(path).read_text(encoding="utf-8").splitlines() if Path(path).exists() else []
 
 
+async def _report_written(out: str, lines_wanted: int) -> list[str]:
+    """The GC probe's report file once it has ``lines_wanted`` lines (or what it has after 10 s)."""
+    lines: list[str] = []
+    for _ in range(200):
+        lines = await asyncio.to_thread(_lines, out)
+        if len(lines) >= lines_wanted:
+            break
+        await asyncio.sleep(0.05)
+    return lines
+
+
 async def _gc_figures(server: asyncio.subprocess.Process, out: str) -> dict[str, Any]:
     """The active phase's collections, then what a full settle frees right after it (the garbage that frozen
     cycles and uncollected generations held: ``core.heap.Settler`` frees it hourly)."""
     figures: dict[str, Any] = {}
     for sig, lines_wanted in ((signal.SIGUSR1, 2), (signal.SIGUSR2, 3)):
         server.send_signal(sig)
-        for _ in range(200):
-            lines = await asyncio.to_thread(_lines, out)
-            if len(lines) >= lines_wanted:
-                figures.update(json.loads(lines[-1]))
-                break
-            await asyncio.sleep(0.05)
+        lines = await _report_written(out, lines_wanted)
+        if len(lines) >= lines_wanted:
+            figures.update(json.loads(lines[-1]))
     return figures
 
 
@@ -415,13 +423,16 @@ def _config(tmp: str, args: argparse.Namespace, prefix: str) -> Path:
     return path
 
 
-async def _profiler(out: str | None, name: str, pid: int) -> asyncio.subprocess.Process | None:
-    """py-spy (``pip install py-spy``) sampling the server over the active phase, as collapsed stacks."""
+async def _profiler(out: str | None, name: str, pid: int, gil: bool) -> asyncio.subprocess.Process | None:
+    """py-spy (``pip install py-spy``; this interpreter's own first, else PATH's) sampling the server over the
+    active phase, as collapsed stacks; ``gil`` samples only the thread that holds the GIL (what the loop waits on)."""
     if not out:
         return None
     path = f"{out}-{name}-{pid}.txt"
+    own = Path(sys.executable).parent / "py-spy"
     return await asyncio.create_subprocess_exec(
-        "py-spy", "record", "--format", "raw", "--rate", "200", "-o", path, "-p", str(pid),
+        str(own) if own.exists() else "py-spy", "record", "--format", "raw", "--rate", "200", "-o", path,
+        "-p", str(pid), *(["--gil"] if gil else []),
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
     )  # fmt: skip
 
@@ -484,10 +495,11 @@ async def _run(name: str, source: Path | None, args: argparse.Namespace) -> dict
                 latencies: list[float] = []
                 errors: list[str] = []
                 timeline: list[tuple[float, float]] = []
+                if source is not None:  # the server's GC figures count from here; its report is not the phase's CPU
+                    server.send_signal(signal.SIGUSR1)
+                    await _report_written(gc_out, 1)
                 cpu_server, cpu_idle, cpu_self = _cpu_s(server.pid), idle.cpu_s(), _cpu_s(os.getpid())
-                profiler = await _profiler(args.profile, name, server.pid)
-                if source is not None:
-                    server.send_signal(signal.SIGUSR1)  # the server's GC figures count from here
+                profiler = await _profiler(args.profile, name, server.pid, args.profile_gil)
                 started = time.perf_counter()
                 await asyncio.gather(
                     *(
@@ -597,6 +609,7 @@ def _parse() -> argparse.Namespace:
     parser.add_argument("--runs", type=int, default=1)
     parser.add_argument("--keep-logs", help="keep a server log with errors as KEEP_LOGS-TARGET-PID.log")
     parser.add_argument("--profile", help="py-spy the server over the active phase into PROFILE-TARGET-PID.txt")
+    parser.add_argument("--profile-gil", action="store_true", help="py-spy --gil: only the thread holding the GIL")
     parser.add_argument(
         "--latency-log", help="write each round trip as 'SECONDS_INTO_RUN MS' into LATENCY_LOG-TARGET-PID.txt"
     )

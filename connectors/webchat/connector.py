@@ -17,6 +17,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar
 
+import orjson
 from aiohttp import WSMsgType, web
 
 from connectors.base import ACTIVE_PUSHES, ConnectorDeps, InboundSink, Rejected
@@ -34,6 +35,7 @@ from connectors.webchat.protocol import (
     verify_token,
 )
 from connectors.webchat.session import VisitorSession
+from connectors.webchat.sweep import Beat, Sweeper
 from core.bus import Bus, bus_of
 from core.config import WebchatInbox, business_hours_text
 from core.jsonweb import json_response
@@ -70,11 +72,22 @@ def _read_assets() -> dict[str, bytes]:
     return {name: (STATIC_DIR / name).read_bytes() for name in _STATIC if (STATIC_DIR / name).is_file()}
 
 
-async def _send_text(session: _Session, text: str) -> None:
+# The stored form of a visitor's message as it came (what ``json.dumps(..., ensure_ascii=False)`` writes), from one
+# encoder instead of one built per call for the non-default option.
+_RAW = json.JSONEncoder(ensure_ascii=False).encode
+
+
+def _encode(frame: dict[str, Any]) -> bytes:
+    """A frame's JSON as the UTF-8 text frame carries it: orjson's compact form, in one step (``json.dumps`` made a
+    str, built an encoder for ``ensure_ascii=False``, and the socket encoded the str again)."""
+    return orjson.dumps(frame)
+
+
+async def _send_text(session: _Session, text: bytes) -> None:
     if session.ws.closed:
         return
     try:
-        await session.ws.send_str(text)
+        await session.ws.send_frame(text, WSMsgType.TEXT)
     except (ConnectionError, RuntimeError) as exc:
         log.info("dropping frame for a closing socket: %s", exc)
 
@@ -98,16 +111,21 @@ def _reply_body(reply: OutboundReply) -> dict[str, Any]:
     return body
 
 
-class _Session:
+class _Session(Beat):
     """One open socket and its state (connectors/webchat/session.py); ``address`` is set once the visitor said hello.
-    ``peer`` is the client's network address, which the per-address limits count."""
+    ``peer`` is the client's network address, which the per-address limits count. As a ``Beat`` it is pinged by the
+    connector's sweep when silent (connectors/webchat/sweep.py)."""
 
     __slots__ = ("peer", "state", "touched", "ws")
 
-    def __init__(self, ws: web.WebSocketResponse, per_minute: int, peer: str) -> None:
+    def __init__(
+        self, ws: web.WebSocketResponse, per_minute: int, peer: str, transport: asyncio.Transport | None
+    ) -> None:
+        now = time.monotonic()
+        super().__init__(transport, now)
         self.ws = ws
         self.peer = peer
-        self.state = VisitorSession(per_minute, time.monotonic())
+        self.state = VisitorSession(per_minute, now)
         self.touched = 0.0  # monotonic time the session's idle expiry was last pushed back
 
     @property
@@ -138,6 +156,7 @@ class WebchatConnector:
         # Many instances (Redis): a frame stored by one is announced on the bus to whichever holds the socket.
         self._bus: Bus | None = None
         self._instance = uuid.uuid4().hex
+        self._sweeper = Sweeper(cfg.heartbeat_s)
 
     # Connector interface -------------------------------------------------------
     def routes(self) -> list[web.RouteDef]:
@@ -166,11 +185,15 @@ class WebchatConnector:
             assets["index.html"] = assets["index.html"].replace(b"{business_hours}", hours)
         self._assets = assets
         self._sink = sink
+        sweeping = asyncio.create_task(self._sweeper.run(), name=f"webchat-sweep:{self.inbox}")
         try:
             yield
         finally:
             self._sink = None
             await self.drain()
+            sweeping.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sweeping
 
     async def _session_key(self) -> str:
         """The inbox's token key, shared by every instance: one creates it, the others wait for it."""
@@ -294,7 +317,7 @@ class WebchatConnector:
 
     @staticmethod
     async def _send(session: _Session, frame: dict[str, Any]) -> None:
-        await _send_text(session, json.dumps(frame, ensure_ascii=False))
+        await _send_text(session, _encode(frame))
 
     @staticmethod
     async def _send_all(sessions: Collection[_Session], frame: dict[str, Any]) -> None:
@@ -302,7 +325,7 @@ class WebchatConnector:
         without a task and a gather around it."""
         if not sessions:
             return
-        text = json.dumps(frame, ensure_ascii=False)
+        text = _encode(frame)
         if len(sessions) == 1:
             await _send_text(next(iter(sessions)), text)
         else:
@@ -420,18 +443,26 @@ class WebchatConnector:
 
     async def _serve_socket(self, request: web.Request, peer: str) -> web.WebSocketResponse:
         # aiohttp closes the socket above max_msg_size; our own, lower limit answers with an error frame instead.
-        ws = web.WebSocketResponse(
-            heartbeat=self._cfg.heartbeat_s, max_msg_size=max(4 * self._cfg.max_frame_bytes, 1 << 16)
-        )
+        # Heartbeats are the connector's sweep's (sweep.py), not a timer per socket: aiohttp sends no pings here
+        # and hands pings and pongs to this loop (autoping off), which answers pings itself.
+        ws = web.WebSocketResponse(autoping=False, max_msg_size=max(4 * self._cfg.max_frame_bytes, 1 << 16))
         await ws.prepare(request)
-        session = _Session(ws, self._cfg.frames_per_minute, peer)
+        session = _Session(ws, self._cfg.frames_per_minute, peer, request.transport)
+        self._sweeper.add(session)
         try:
             async for msg in ws:
-                if msg.type in (WSMsgType.TEXT, WSMsgType.BINARY):
+                kind = msg.type
+                if kind is WSMsgType.TEXT or kind is WSMsgType.BINARY:
                     await self._on_frame(session, msg.data)
-                elif msg.type is WSMsgType.ERROR:
+                elif kind is WSMsgType.PONG:
+                    session.heard(time.monotonic())
+                elif kind is WSMsgType.PING:
+                    session.heard(time.monotonic())
+                    await ws.pong(msg.data)
+                elif kind is WSMsgType.ERROR:
                     log.info("web chat socket error: %s", ws.exception())
         finally:
+            self._sweeper.discard(session)
             address = session.state.closed()
             if address is not None:
                 group = self._live.get(address)
@@ -446,7 +477,9 @@ class WebchatConnector:
         return ws
 
     async def _on_frame(self, session: _Session, data: str | bytes) -> None:
-        if not session.state.take(time.monotonic()):
+        now = time.monotonic()
+        session.heard(now)
+        if not session.state.take(now):
             await self._error(session, "rate_limited", "too many frames; slow down")
             return
         try:
@@ -546,19 +579,11 @@ class WebchatConnector:
             self._live.setdefault(address, set()).add(session)
 
     def _release_after(self, handled: asyncio.Task[None]) -> None:
-        """Give the intake slot back when the bot has handled the message (or after ``HANDLING_HOLD_S``), without
-        holding up this socket's next frame meanwhile."""
-        released = False
-
-        def release(*_: object) -> None:
-            nonlocal released
-            if not released:
-                released = True
-                timer.cancel()
-                self._gate.release()
-
-        timer = asyncio.get_running_loop().call_later(HANDLING_HOLD_S, release)
-        handled.add_done_callback(release)
+        """Give the intake slot back when the bot has handled the message (or after ``HANDLING_HOLD_S``, and at most
+        one sweep's tick more: the sweep ends it, not a timer per message), without holding up this socket's next
+        frame meanwhile."""
+        hold = self._sweeper.hold(self._gate.release, time.monotonic() + HANDLING_HOLD_S)
+        handled.add_done_callback(hold.end)
 
     async def _inbound(self, session: _Session, client_id: str, text: str, picked: str | None) -> None:
         sink = self._sink
@@ -567,7 +592,8 @@ class WebchatConnector:
         await self._gate.acquire()
         handled: asyncio.Task[None] | None = None
         try:
-            await self._touch(session, session.address.value)
+            if not session.touched or time.monotonic() - session.touched >= self._cfg.session_idle_s / 10:
+                await self._touch(session, session.address.value)
             now = datetime.now(UTC)
             result = await sink(
                 InboundMessage(
@@ -580,7 +606,7 @@ class WebchatConnector:
                     sent_at=now,
                     received_at=now,
                     picked_faq=picked,
-                    raw=json.dumps({"id": client_id, "text": text, "faq_id": picked}, ensure_ascii=False),
+                    raw=_RAW({"id": client_id, "text": text, "faq_id": picked}),
                 )
             )
             handled = result.handled

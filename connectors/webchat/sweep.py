@@ -1,0 +1,126 @@
+"""One periodic sweep for every open web chat socket's heartbeat and every message's intake hold.
+
+aiohttp's own ``heartbeat=`` keeps a timer per socket, re-armed through a ``call_soon`` on every frame received,
+and per ping a pong timer and a task besides: 5,000 idle sockets at the default 30 s are ~170 pings a second, each
+three or four handles on a loop heap of ~5,000 timers, and every visitor's message one more callback. A message's
+intake hold (``HANDLING_HOLD_S``) was a ``call_later`` per message too. Here one task wakes every ``tick_s``: it
+pings the sockets that have been silent for ``interval_s``, drops those that left a ping unanswered for
+``interval_s / 2`` (aiohttp's own wait for the pong), and gives back the holds that ran out. A received frame only
+stores its time, and a hold that ends on time is one flag.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import time
+from collections.abc import Callable
+
+log = logging.getLogger(__name__)
+
+# A server's WebSocket PING with no payload (RFC 6455 5.5.2: FIN, opcode 0x9, unmasked, length 0).
+PING_FRAME = b"\x89\x00"
+
+
+class Beat:
+    """One socket's heartbeat state: when a frame last came in (``seen``), and when the unanswered ping went out
+    (``pinged``; 0 when none is). ``transport`` is the socket's own, written to directly: a control frame of two
+    bytes needs none of the writer's framing or compression, and a direct write needs no coroutine or task."""
+
+    __slots__ = ("pinged", "seen", "transport")
+
+    def __init__(self, transport: asyncio.Transport | None, now: float) -> None:
+        self.transport = transport
+        self.seen = now
+        self.pinged = 0.0
+
+    def heard(self, now: float) -> None:
+        """Any frame from the peer (a pong too) shows it is there: no ping is outstanding any more."""
+        self.seen = now
+        self.pinged = 0.0
+
+
+class Hold:
+    """An intake slot held for one message until its handling ends or the sweep says time is up, given back once."""
+
+    __slots__ = ("_release", "deadline")
+
+    def __init__(self, release: Callable[[], None], deadline: float) -> None:
+        self._release: Callable[[], None] | None = release
+        self.deadline = deadline
+
+    def end(self, *_: object) -> None:
+        """Give the slot back (a task's done callback, or the sweep); only the first call does anything."""
+        release, self._release = self._release, None
+        if release is not None:
+            release()
+
+
+class Sweeper:
+    """The heartbeats of a set of sockets and the holds of their messages, checked every ``tick_s`` by ``sweep``."""
+
+    def __init__(self, interval_s: float) -> None:
+        self.interval_s = interval_s
+        self.pong_wait_s = interval_s / 2
+        self.tick_s = min(1.0, interval_s / 4)
+        self._beats: set[Beat] = set()
+        # Holds in the order they were taken, all for the same span, so the ones to end are always at the left.
+        self._holds: collections.deque[Hold] = collections.deque()
+
+    def __len__(self) -> int:
+        return len(self._beats)
+
+    def add(self, beat: Beat) -> None:
+        self._beats.add(beat)
+
+    def discard(self, beat: Beat) -> None:
+        self._beats.discard(beat)
+
+    def hold(self, release: Callable[[], None], deadline: float) -> Hold:
+        """Track a hold that ``sweep`` ends at ``deadline`` (give every hold the same span: ends go in order)."""
+        hold = Hold(release, deadline)
+        self._holds.append(hold)
+        return hold
+
+    def sweep(self, now: float) -> tuple[int, int]:
+        """Ping the silent, drop the unanswered, end the holds that ran out; (pings sent, sockets dropped)."""
+        holds = self._holds
+        while holds and holds[0].deadline <= now:
+            holds.popleft().end()
+        pings = 0
+        silent_since = now - self.interval_s
+        unanswered_since = now - self.pong_wait_s
+        gone: list[Beat] = []
+        for beat in self._beats:
+            if beat.pinged:
+                if beat.pinged <= unanswered_since:
+                    gone.append(beat)
+            elif beat.seen <= silent_since:
+                transport = beat.transport
+                if transport is not None and not transport.is_closing():
+                    transport.write(PING_FRAME)
+                    beat.pinged = now
+                    pings += 1
+        return pings, sum(self._drop(beat) for beat in gone)
+
+    def _drop(self, beat: Beat) -> int:
+        """A peer that did not answer a ping in time is gone (a lost network, a sleeping laptop): its connection is
+        cut, so its handler sees the socket closed and lets go of it. Nothing is lost: what was not delivered is
+        in the visitor's frame log, replayed on their next hello."""
+        self._beats.discard(beat)
+        transport = beat.transport
+        if transport is None or transport.is_closing():
+            return 0
+        log.info("web chat socket dropped: no pong within %.0f s of a ping", self.pong_wait_s)
+        transport.abort()
+        return 1
+
+    async def run(self) -> None:
+        """Sweep every ``tick_s`` until cancelled."""
+        while True:
+            await asyncio.sleep(self.tick_s)
+            try:
+                self.sweep(time.monotonic())
+            except Exception:  # one bad socket must not end every other socket's heartbeat
+                log.exception("web chat sweep failed")
