@@ -250,7 +250,10 @@ class WebchatConnector:
 
     # frames ------------------------------------------------------------------------
     def _lock(self, address: Identity) -> asyncio.Lock:
-        return self._locks.setdefault(address, asyncio.Lock())
+        lock = self._locks.get(address)  # not setdefault: that built a Lock per frame sent, to throw it away
+        if lock is None:
+            lock = self._locks[address] = asyncio.Lock()
+        return lock
 
     async def _push(self, address: Identity, body: dict[str, Any]) -> bool:
         """Store the frame first (it gets its seq), then send it to every open socket, in seq order."""

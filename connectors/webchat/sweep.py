@@ -6,7 +6,8 @@ three or four handles on a loop heap of ~5,000 timers, and every visitor's messa
 intake hold (``HANDLING_HOLD_S``) was a ``call_later`` per message too. Here one task wakes every ``tick_s``: it
 pings the sockets that have been silent for ``interval_s``, drops those that left a ping unanswered for
 ``interval_s / 2`` (aiohttp's own wait for the pong), and gives back the holds that ran out. A received frame only
-stores its time, and a hold that ends on time is one flag.
+stores its time, and a hold that ends on time is one flag. Sockets opened together (a burst of visitors) are
+pinged over a few ticks rather than all at once.
 """
 
 from __future__ import annotations
@@ -89,6 +90,9 @@ class Sweeper:
         while holds and holds[0].deadline <= now:
             holds.popleft().end()
         pings = 0
+        # Sockets opened together fall silent together: their pings (and the pongs back) are spread over a few
+        # ticks, at most twice the steady rate each, instead of one burst on the loop.
+        most = max(50, 2 * len(self._beats) * self.tick_s // self.interval_s)
         silent_since = now - self.interval_s
         unanswered_since = now - self.pong_wait_s
         gone: list[Beat] = []
@@ -96,7 +100,7 @@ class Sweeper:
             if beat.pinged:
                 if beat.pinged <= unanswered_since:
                     gone.append(beat)
-            elif beat.seen <= silent_since:
+            elif beat.seen <= silent_since and pings < most:
                 transport = beat.transport
                 if transport is not None and not transport.is_closing():
                     transport.write(PING_FRAME)
