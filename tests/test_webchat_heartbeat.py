@@ -4,13 +4,14 @@ socket is pinged, one that answers stays open and keeps working, one that does n
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from pathlib import Path
 
 import aiohttp
 
 from connectors.webchat.connector import WebchatConnector
-from connectors.webchat.sweep import Sweeper
+from connectors.webchat.sweep import PING_FRAME, Beat, Sweeper
 from gateway.app import GATEWAY
 from gateway.intake import BotSetup
 from tests.conftest import Gateway, make_config, started
@@ -94,3 +95,35 @@ def test_a_hold_ends_once_by_its_handling_or_by_the_sweep_after_its_deadline() -
     assert released == ["early"]
     sweeper.sweep(11.0)
     assert released == ["early", "late"]
+
+
+async def test_the_sweep_pings_only_the_silent_spreads_a_burst_and_drops_the_unanswered() -> None:
+    loop = asyncio.get_running_loop()
+    pairs = [socket.socketpair() for _ in range(60)]
+    transports = [(await loop.connect_accepted_socket(asyncio.Protocol, ours))[0] for ours, _ in pairs]
+    try:
+        sweeper = Sweeper(4.0, now=0.0)  # a tick a second, a pong awaited 2 s
+        beats = [Beat(transport, 0.0) for transport in transports]
+        for beat in beats:
+            sweeper.add(beat)
+        assert [sweeper.sweep(t) for t in (1.0, 2.0, 3.0)] == [(0, 0)] * 3
+        beats[0].heard(3.5)
+        assert sweeper.sweep(4.0) == (50, 0)  # 59 silent: 50 now, the rest in the next tick
+        assert sweeper.sweep(5.0) == (9, 0)
+        for beat in beats[1:]:
+            beat.heard(5.5)  # all answered but one: the last pinged
+        beats[-1].pinged = 5.0
+        assert sweeper.sweep(6.0) == (0, 0)
+        assert sweeper.sweep(7.0) == (0, 1)  # its ping is 2 s old
+        assert transports[-1].is_closing() and len(sweeper) == 59
+        assert sweeper.sweep(7.5) == (0, 0)
+        assert sweeper.sweep(8.0) == (1, 0)  # the one heard at 3.5 is silent again
+        for _, theirs in pairs[:2]:
+            theirs.settimeout(1)
+        assert pairs[0][1].recv(16) == PING_FRAME  # the one at 8 s only: it had been heard at 3.5 s
+        assert pairs[1][1].recv(16) == PING_FRAME  # the one at 4 s
+    finally:
+        for transport in transports:
+            transport.abort()
+        for _, theirs in pairs:
+            theirs.close()

@@ -59,24 +59,44 @@ class Hold:
 
 
 class Sweeper:
-    """The heartbeats of a set of sockets and the holds of their messages, checked every ``tick_s`` by ``sweep``."""
+    """The heartbeats of a set of sockets and the holds of their messages, checked every ``tick_s`` by ``sweep``.
 
-    def __init__(self, interval_s: float) -> None:
+    A sweep looks only at the sockets due then, not at every open one (5,000 of them took the loop ~2.5 ms a
+    tick): each socket waits in the bucket of the tick its next check falls in (``interval_s`` after the frame
+    it last heard when added or checked, ``pong_wait_s`` after a ping), and a frame heard meanwhile only moves its
+    check on when that comes (as aiohttp re-arms a heartbeat that fired early, without a timer per frame)."""
+
+    def __init__(self, interval_s: float, now: float | None = None) -> None:
         self.interval_s = interval_s
         self.pong_wait_s = interval_s / 2
         self.tick_s = min(1.0, interval_s / 4)
         self._beats: set[Beat] = set()
+        self._due: dict[int, list[Beat]] = {}  # tick number -> the sockets to look at in that tick
+        self._swept = self._tick(time.monotonic() if now is None else now) - 1  # the last tick looked at
         # Holds in the order they were taken, all for the same span, so the ones to end are always at the left.
         self._holds: collections.deque[Hold] = collections.deque()
 
     def __len__(self) -> int:
         return len(self._beats)
 
+    def _tick(self, at: float) -> int:
+        return int(at // self.tick_s)
+
+    def _check_at(self, beat: Beat, at: float) -> None:
+        """Look at ``beat`` in the first tick that starts at or after ``at``."""
+        tick = -int(-at // self.tick_s)  # rounded up
+        bucket = self._due.get(tick)
+        if bucket is None:
+            self._due[tick] = [beat]
+        else:
+            bucket.append(beat)
+
     def add(self, beat: Beat) -> None:
         self._beats.add(beat)
+        self._check_at(beat, beat.seen + self.interval_s)
 
     def discard(self, beat: Beat) -> None:
-        self._beats.discard(beat)
+        self._beats.discard(beat)  # its bucket entry is skipped when its tick comes
 
     def hold(self, release: Callable[[], None], deadline: float) -> Hold:
         """Track a hold that ``sweep`` ends at ``deadline`` (give every hold the same span: ends go in order)."""
@@ -89,6 +109,11 @@ class Sweeper:
         holds = self._holds
         while holds and holds[0].deadline <= now:
             holds.popleft().end()
+        due: list[Beat] = []
+        until = self._tick(now)
+        for tick in range(self._swept + 1, until + 1):
+            due += self._due.pop(tick, ())
+        self._swept = max(self._swept, until)
         pings = 0
         # Sockets opened together fall silent together: their pings (and the pongs back) are spread over a few
         # ticks, at most twice the steady rate each, instead of one burst on the loop.
@@ -96,16 +121,28 @@ class Sweeper:
         silent_since = now - self.interval_s
         unanswered_since = now - self.pong_wait_s
         gone: list[Beat] = []
-        for beat in self._beats:
+        beats = self._beats
+        for beat in due:
+            if beat not in beats:
+                continue  # closed since
             if beat.pinged:
                 if beat.pinged <= unanswered_since:
                     gone.append(beat)
-            elif beat.seen <= silent_since and pings < most:
+                else:
+                    self._check_at(beat, beat.pinged + self.pong_wait_s)
+            elif beat.seen > silent_since:  # heard from since: the next check is a whole interval after that
+                self._check_at(beat, beat.seen + self.interval_s)
+            elif pings >= most:
+                self._check_at(beat, now + self.tick_s)
+            else:
                 transport = beat.transport
                 if transport is not None and not transport.is_closing():
                     transport.write(PING_FRAME)
                     beat.pinged = now
                     pings += 1
+                    self._check_at(beat, now + self.pong_wait_s)
+                else:  # closing: its handler lets go of it shortly
+                    self._check_at(beat, now + self.interval_s)
         return pings, sum(self._drop(beat) for beat in gone)
 
     def _drop(self, beat: Beat) -> int:
