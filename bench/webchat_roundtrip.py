@@ -20,13 +20,16 @@ that does not depend on how busy the machine is), the clients' CPU in the same p
 machine), errors (failed connects, hellos, messages, idle sockets dropped), and on Redis the most connections
 the server held to Redis at once (sampled with ``ss``; its pool's bound is ``store.max_connections``).
 
-``--latency-log L`` also writes the server's collections as ``L-gc-TARGET-PID.txt`` (seconds into the active
-phase, generation, CPU ms, wall ms; negative times are before it), so a slow reply can be matched with a pass or
-told apart from one. Environment knobs for the server (huiliu targets only): ``BENCH_GC_TYPES=FILE`` appends the
-object count and commonest types before each full pass; ``BENCH_COUNT_JOBS=1`` adds ``store_jobs`` and
-``store_batches`` (hand-overs to the SQLite thread); two experiments, measured and not part of the product:
-``BENCH_SWITCH_INTERVAL=S`` (``sys.setswitchinterval``) and ``BENCH_BG_CHECKPOINT=S`` (WAL checkpoints on a
-thread of their own every S seconds instead of in the store thread's commits).
+``--profile P`` samples the server with py-spy over the active phase into ``P-TARGET-PID.txt`` (collapsed stacks;
+the venv's py-spy, from the bench extra); ``--profile-gil`` samples only the thread holding the GIL, which is what
+the event loop waits on when the store thread runs Python. ``--latency-log L`` also writes the server's collections
+as ``L-gc-TARGET-PID.txt`` (seconds into the active phase, generation, CPU ms, wall ms; negative times are before
+it), so a slow reply can be matched with a pass or told apart from one. Environment knobs for the server (huiliu
+targets only): ``BENCH_GC_TYPES=FILE`` appends the object count and commonest types before each full pass;
+``BENCH_COUNT_JOBS=1`` adds ``store_jobs`` and ``store_batches`` (hand-overs to the SQLite thread); two experiments,
+measured and not part of the product: ``BENCH_SWITCH_INTERVAL=S`` (``sys.setswitchinterval``; 0.0005 made the p99 ~1
+s: the loop and the store thread hand the GIL to each other all the time) and ``BENCH_BG_CHECKPOINT=S`` (WAL
+checkpoints on a thread of their own every S seconds instead of in the store thread's commits).
 
 5,000 sockets need as many file descriptors on each side: the script raises its soft ``ulimit -n`` to the hard
 limit (the children inherit it) and says so when the hard limit is too low. The bench config lifts the per-address
