@@ -5,11 +5,11 @@ Run on demand (never in CI):
     .venv/bin/python bench/webchat_roundtrip.py [--visitors 200] [--messages 20] [--think-s 1.0] [--idle 5000]
         [--store sqlite|redis] [--target after=. --target before=/tmp/huiliu-main --target bare] [--runs 2]
 
-Each target is a server in its own process: ``NAME=DIR`` runs ``huiliu serve`` from the source tree DIR (the
-sample config's store, the sample KB; ``--store redis`` for Redis), and ``bare`` runs a bare aiohttp WebSocket
-server that speaks the same frames (hello -> welcome, message -> ack + reply) with no store and no bot: the
-comparator issue 23's goal is set against (reply p99 with the idle sockets open <= 2x bare aiohttp's under the
-same client). Runs alternate between the targets, ``--runs`` times over.
+Each target is a server in its own process: ``NAME=DIR`` runs ``huiliu serve`` from the source tree DIR (the sample
+config's store, the sample KB; ``--store redis`` for Redis), and ``bare`` runs a bare aiohttp WebSocket server (on
+the loop ``serve`` picks by default: uvloop when installed) that speaks the same frames (hello -> welcome, message
+-> ack + reply) with no store and no bot: the comparator issue 23's goal is set against (reply p99 with the idle
+sockets open <= 2x bare aiohttp's under the same client). Runs alternate between the targets, ``--runs`` times over.
 
 The clients run in processes of their own, so their CPU does not share the server's loop: ``--idle-procs``
 processes hold the idle sockets (each says hello, then only answers the server's heartbeat pings), and this
@@ -131,10 +131,14 @@ def _bare_server(port: int) -> None:
     async def ready(request: web.Request) -> web.Response:
         return web.Response(text="ok")
 
+    from gateway.event_loop import loop_factory  # this checkout's, as the huiliu targets import theirs
+
     app = web.Application()
     app.router.add_get("/chat/ws", ws_handler)
     app.router.add_get("/readyz", ready)
-    web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
+    # On the loop ``huiliu serve`` picks by default (uvloop when installed): the loop's own cost is the same on
+    # both sides of the comparison, so the difference stays the gateway's work.
+    web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None, loop=loop_factory("auto")[1]())
 
 
 # the server's garbage collections ------------------------------------------------------------------------------
