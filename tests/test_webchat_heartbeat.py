@@ -11,7 +11,8 @@ from pathlib import Path
 import aiohttp
 
 from connectors.webchat.connector import WebchatConnector
-from connectors.webchat.sweep import PING_FRAME, Beat, Sweeper
+from connectors.webchat.sweep import Beat, Sweeper
+from connectors.webchat.wire import PING_FRAME
 from gateway.app import GATEWAY
 from gateway.intake import BotSetup
 from tests.conftest import Gateway, make_config, started

@@ -18,10 +18,9 @@ import logging
 import time
 from collections.abc import Callable
 
-log = logging.getLogger(__name__)
+from connectors.webchat.wire import PING_FRAME
 
-# A server's WebSocket PING with no payload (RFC 6455 5.5.2: FIN, opcode 0x9, unmasked, length 0).
-PING_FRAME = b"\x89\x00"
+log = logging.getLogger(__name__)
 
 
 class Beat:
