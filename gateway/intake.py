@@ -22,6 +22,7 @@ from connectors.base import IntakeResult, Rejected
 from core import events
 from core.clock import Clock, utcnow
 from core.config import CustomerConfig
+from core.evolve import evolve
 from core.ids import ordered_hex, random_hex
 from core.meta import (
     Suggestion,
@@ -924,13 +925,13 @@ def _is_ticket_line(inbound: InboundMessage) -> bool:
 def _taken(conversation: Conversation, request: TicketRequest, now: datetime) -> tuple[Conversation, TicketEvents]:
     """The conversation as a new ticket takes it (waiting for an agent), and the events of that ticket's
     creation, given the ticket as numbered and the conversation as saved."""
-    waiting = dataclasses.replace(conversation.moved_to(ConversationStatus.WAITING_FOR_AGENT), updated_at=now)
+    waiting = evolve(conversation.moved_to(ConversationStatus.WAITING_FOR_AGENT), updated_at=now)
 
     def ticket_events(numbered: Ticket, saved: Conversation) -> list[DownstreamEvent]:
         return [
             events.ticket_created(numbered),
             events.conversation_handoff(saved, numbered, request.reason),
-            events.status_changed(dataclasses.replace(waiting, ticket_id=numbered.id), conversation.status, at=now),
+            events.status_changed(evolve(waiting, ticket_id=numbered.id), conversation.status, at=now),
         ]
 
     return waiting, ticket_events

@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 from core.bus import Bus
 from core.codec import dumps, loads
 from core.events import message_json, ticket_json
+from core.evolve import evolve
 from core.ids import ordered_hex
 from core.model import (
     Admission,
@@ -647,7 +648,7 @@ class SqliteStore(SqliteAuditLog):
     @staticmethod
     def _save_conversation(db: sqlite3.Connection, conversation: Conversation, **changes: Any) -> Conversation:
         """``conversation`` with ``changes`` (a new ticket's id: one copy, not two) saved as its next version."""
-        saved = dataclasses.replace(conversation, version=conversation.version + 1, **changes)
+        saved = evolve(conversation, version=conversation.version + 1, **changes)
         cur = db.execute(
             "UPDATE conversations SET version = ?, data = ? WHERE id = ? AND version = ?",
             (saved.version, dumps(saved), conversation.id, conversation.version),
@@ -1023,7 +1024,7 @@ class SqliteStore(SqliteAuditLog):
             number = f"HL-{cur.lastrowid:06d}"
         else:
             number = f"HL-{seq:06d}"
-        numbered = dataclasses.replace(assigned, number=number)
+        numbered = evolve(assigned, number=number)
         saved = self._save_conversation(db, conversation, ticket_id=ticket.id)
         made = events(numbered, saved)
         data = ticket_json(numbered)
@@ -1097,7 +1098,7 @@ class SqliteStore(SqliteAuditLog):
     ) -> Ticket:
         """Inside a write transaction: ``update_ticket``'s writes (``add_ticket_lines`` makes the same, its events
         gathered in ``appended``)."""
-        saved = dataclasses.replace(ticket, version=ticket.version + 1)
+        saved = evolve(ticket, version=ticket.version + 1)
         written = events
         if assign is not None and ticket.assignee is None and assign.agents:
             saved = dataclasses.replace(saved, assignee=_pick_agent(db, assign))
