@@ -23,13 +23,14 @@ from core import events
 from core.clock import Clock, utcnow
 from core.config import CustomerConfig
 from core.evolve import evolve
-from core.ids import ordered_hex, random_hex
+from core.ids import ordered_hex
 from core.meta import (
     Suggestion,
     faq_tries_of,
     faq_try_meta,
     intake_facts,
     intake_meta,
+    sender_check_of,
     suggestions_meta,
     survey_reply_meta,
 )
@@ -862,7 +863,7 @@ class Intake:
         tries = faq_tries_of(transcript) + ((attempt,) if attempt is not None else ())
         first = next((m for m in transcript if m.author is Author.CUSTOMER), message)
         return Ticket(
-            id=f"tk_{random_hex()}",
+            id=f"tk_{ordered_hex()}",  # ordered, as messages: a batch's tickets share their indexes' last pages
             number="",
             conversation_id=conversation.id,
             contact_id=conversation.contact_id,
@@ -876,7 +877,7 @@ class Intake:
             updated_at=now,
             handoff_reason=request.reason,
             faq_tries=tries[-MAX_FAQ_TRIES:],
-            sender_unverified=intake_facts(message).sender_check is SenderCheck.UNVERIFIED,
+            sender_unverified=sender_check_of(message) is SenderCheck.UNVERIFIED,
         )
 
     async def _escalate(self, ticket_id: str) -> None:
