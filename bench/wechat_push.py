@@ -25,6 +25,10 @@ mode, under gunicorn with 2 sync workers (its usual deployment; no dedup, no sto
 CPU is the master's and the workers' together. Without gunicorn installed it runs in one process under
 wsgiref, and the JSON says so.
 
+``--event-loop`` (``auto``: uvloop when installed, as ``huiliu serve`` does) is the gateway's ``server.event_loop``
+and the loop the bare and protocol-only handlers run on, so the loop's own cost is the same on both sides of the
+ratio; the JSON says which (``gateway.event_loop``).
+
 ``--workers N`` serves the gateway with ``huiliu serve --workers N``; its CPU is then the supervisor's and all
 its workers' together (``threads_ms_per_push`` stays the supervisor's own threads).
 
@@ -70,6 +74,7 @@ from bench import rawload  # noqa: E402
 from connectors.wechat import crypto, render  # noqa: E402
 from connectors.wechat.parse import parse_push, read_xml  # noqa: E402
 from connectors.wechat.signature import sign, verify  # noqa: E402
+from gateway.event_loop import LoopChoice, loop_factory  # noqa: E402
 
 TOKEN = "benchtoken"
 APP_ID = "wxbench000000001"
@@ -329,8 +334,9 @@ def werobot_server(port: int) -> None:
     make_server("127.0.0.1", port, werobot_wsgi(), handler_class=Quiet).serve_forever()
 
 
-def _serve_one(port: int, handler: Callable[[web.Request], Awaitable[web.Response]]) -> None:
-    """A one-route comparison server, with the /readyz the driver waits for."""
+def _serve_one(port: int, handler: Callable[[web.Request], Awaitable[web.Response]], event_loop: LoopChoice) -> None:
+    """A one-route comparison server, with the /readyz the driver waits for, on the gateway's kind of loop (the
+    loop's own cost is the same for both, so the difference stays the gateway's work)."""
 
     async def ready(request: web.Request) -> web.Response:
         return web.Response(text="ok")
@@ -338,20 +344,20 @@ def _serve_one(port: int, handler: Callable[[web.Request], Awaitable[web.Respons
     app = web.Application()
     app.router.add_post("/wechat/bench", handler)
     app.router.add_get("/readyz", ready)
-    web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
+    web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None, loop=loop_factory(event_loop)[1]())
 
 
-def bare_server(port: int) -> None:
+def bare_server(port: int, event_loop: LoopChoice) -> None:
     """The baseline: parse the body's XML and say success, nothing else."""
 
     async def handler(request: web.Request) -> web.Response:
         read_xml(await request.read())
         return web.Response(text="success")
 
-    _serve_one(port, handler)
+    _serve_one(port, handler, event_loop)
 
 
-def protocol_server(port: int) -> None:
+def protocol_server(port: int, event_loop: LoopChoice) -> None:
     """WeChat's own protocol work and nothing else: both signatures, decryption, parsing the message, and
     the encrypted passive reply. The gateway can go no faster than this, whatever its store and bot cost."""
     key = crypto.aes_key(AES_KEY)
@@ -371,7 +377,7 @@ def protocol_server(port: int) -> None:
             content_type="application/xml",
         )
 
-    _serve_one(port, handler)
+    _serve_one(port, handler, event_loop)
 
 
 async def main() -> None:
@@ -404,6 +410,12 @@ async def main() -> None:
         default="raw",
         help="the load generator: raw (lean, pre-built requests; default) or aiohttp (the client of earlier figures)",
     )
+    parser.add_argument(
+        "--event-loop",
+        choices=["auto", "uvloop", "asyncio"],
+        default="auto",
+        help="the gateway's server.event_loop, and the loop the bare and protocol-only handlers run on",
+    )
     parser.add_argument("--bare-server", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--protocol-server", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--werobot-server", type=int, help=argparse.SUPPRESS)
@@ -418,6 +430,7 @@ async def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         config = yaml.safe_load((ROOT / "config.yaml").read_text(encoding="utf-8"))
         config["data_dir"] = tmp
+        config.setdefault("server", {})["event_loop"] = args.event_loop
         prefix = f"bench{secrets.token_hex(4)}:"
         if args.store != "sqlite":
             config["store"] = {"backend": "redis", "url": args.store, "prefix": prefix}
@@ -454,6 +467,7 @@ async def main() -> None:
             try:
                 results["gateway"] = await _measure(proc.pid, url, pushes, args.concurrency)
                 results["gateway"]["workers"] = args.workers
+                results["gateway"]["event_loop"] = loop_factory(args.event_loop)[0]
             finally:
                 if spy is not None:
                     spy.send_signal(signal.SIGINT)
@@ -492,7 +506,7 @@ async def main() -> None:
 
         for name, flag in (("bare_parse_only", "--bare-server"), ("protocol_only", "--protocol-server")):
             port = _free_port()
-            server = await _spawn(str(THIS), flag, str(port))
+            server = await _spawn(str(THIS), flag, str(port), "--event-loop", args.event_loop)
             try:
                 await _wait_ready(f"http://127.0.0.1:{port}/readyz")
                 url = f"http://127.0.0.1:{port}/wechat/bench"
@@ -554,11 +568,12 @@ if __name__ == "__main__":
     cli.add_argument("--bare-server", type=int)
     cli.add_argument("--protocol-server", type=int)
     cli.add_argument("--werobot-server", type=int)
+    cli.add_argument("--event-loop", default="auto")
     known, _ = cli.parse_known_args()
     if known.bare_server:
-        bare_server(known.bare_server)
+        bare_server(known.bare_server, known.event_loop)
     elif known.protocol_server:
-        protocol_server(known.protocol_server)
+        protocol_server(known.protocol_server, known.event_loop)
     elif known.werobot_server:
         werobot_server(known.werobot_server)
     else:

@@ -57,6 +57,9 @@ class ServerConfig(_Model):
     # Processes serving one port (``huiliu serve --workers N``): a supervisor starts them, restarts one that dies,
     # and stops them all on SIGTERM. 1: the server is one process, as before.
     workers: Annotated[int, Field(ge=1, le=64)] = 1
+    # The event loop: "auto" runs on uvloop when it is installed (it is a dependency on Linux and macOS),
+    # "asyncio" on the standard library's loop; "uvloop" insists on uvloop.
+    event_loop: Literal["auto", "uvloop", "asyncio"] = "auto"
 
 
 class SqliteStoreConfig(_Model):

@@ -14,7 +14,6 @@ from gateway.serving import huiliu_version
 
 
 def _serve(args: argparse.Namespace) -> int:
-    import asyncio
     import os
     import socket
 
@@ -23,6 +22,7 @@ def _serve(args: argparse.Namespace) -> int:
     from gateway.access import exposure_problem
     from gateway.app import build_bot, create_app
     from gateway.container import seed_from_env
+    from gateway.event_loop import loop_factory, run_on
     from gateway.serving import BindError, StartupError, listen_socket, listen_url, run, startup_summary
     from gateway.workers.hub import HubLink
     from gateway.workers.seat import WorkerSeat
@@ -36,6 +36,7 @@ def _serve(args: argparse.Namespace) -> int:
             config = config.model_copy(update={"server": config.server.model_copy(update=updates)})
         if problem := exposure_problem(config.server.host, config.api.tokens):
             raise ConfigError(problem)
+        loop_name, new_loop = loop_factory(config.server.event_loop)
         if seeded := seed_from_env(config):
             print(f"huiliu: seeded the knowledge base {seeded} from the image's copy", file=sys.stderr, flush=True)
         if seat is None and config.server.workers > 1:
@@ -50,7 +51,7 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"huiliu: {exc}", file=sys.stderr)
         return 2
     entries = len(bot.index.kb.entries) if isinstance(bot.index, LiveIndex) else 0
-    summary = startup_summary(config, listen_url(sock), entries)
+    summary = startup_summary(config, listen_url(sock), entries, loop_name)
     link = HubLink(seat.hub_fd) if seat is not None else None
     if seat is not None:
         this = f"worker {seat.index + 1} of {seat.workers} (pid {os.getpid()})"
@@ -59,7 +60,7 @@ def _serve(args: argparse.Namespace) -> int:
     bus = link if isinstance(config.store, SqliteStoreConfig) else None
     app = create_app(config, bot, settle_heap=True, bus=bus, seat=seat)
     try:
-        asyncio.run(run(app, sock, grace_s=config.server.shutdown_grace_s, summary=summary, link=link))
+        run_on(new_loop, run(app, sock, grace_s=config.server.shutdown_grace_s, summary=summary, link=link))
     except StartupError as exc:
         print(f"huiliu: {exc}", file=sys.stderr)
         return 2

@@ -110,7 +110,7 @@ def _without_secret(url: str) -> str:
     return urlunsplit(parts._replace(netloc=f"***@{netloc}"))
 
 
-def startup_summary(config: Config, url: str, kb_entries: int) -> str:
+def startup_summary(config: Config, url: str, kb_entries: int, event_loop: str) -> str:
     """What this process serves, in one block: nothing secret (a Redis password is masked)."""
     store = config.store
     if isinstance(store, SqliteStoreConfig):
@@ -120,6 +120,7 @@ def startup_summary(config: Config, url: str, kb_entries: int) -> str:
         where = f"redis {_without_secret(store.url)} prefix {store.prefix}"
     lines = [
         f"huiliu {huiliu_version()} listening on {url}",
+        f"  event loop: {event_loop}",
         f"  store: {where}",
         f"  kb: {config.resolve(config.bot.kb)} ({kb_entries} entries)",
     ]

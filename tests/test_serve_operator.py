@@ -73,7 +73,7 @@ def test_start_up_summary_names_the_store_without_its_password(tmp_path: Path) -
         },
         base_dir=tmp_path,
     )
-    text = startup_summary(config, "http://0.0.0.0:8080", 7)
+    text = startup_summary(config, "http://0.0.0.0:8080", 7, "uvloop")
     assert "redis redis://***@redis.internal:6379/0 prefix hl:" in text and "s3cret" not in text
     assert "inbox web (webchat): http://0.0.0.0:8080/support/" in text
     assert "inbox hotline (phone): http://0.0.0.0:8080/cti/hotline" in text and "cti-token" not in text
@@ -106,6 +106,7 @@ async def test_start_up_summary_access_log_and_json_request_ids(tmp_path: Path) 
     assert summary["level"] == "INFO"
     text = summary["message"]
     assert f"listening on {url}" in text and "huiliu 0." in text
+    assert "event loop: uvloop" in text  # installed with huiliu, so "auto" takes it
     assert f"store: sqlite {tmp_path / 'data' / 'huiliu.sqlite3'}" in text
     assert "(25 entries)" in text
     assert f"inbox web (webchat): {url}/chat/" in text
