@@ -138,9 +138,15 @@ def _tickets_of(db: sqlite3.Connection, contact_id: str) -> list[Ticket]:
 
 
 class _TicketNumbers:
-    """The ``seq`` (and so the number) of each ticket a bulk write opens, known before its insert: what
-    AUTOINCREMENT gives the next row (one above the largest ever given, kept in ``sqlite_sequence``), read once per
-    write, which holds the database's write lock (nobody else inserts meanwhile)."""
+    """The ``seq`` (and so the number) of each ticket a bulk write opens, known before its insert: what SQLite
+    gives the next row (one above the largest ever given, kept in ``sqlite_sequence`` for an AUTOINCREMENT table,
+    or above the largest there is), read once per write, which holds the database's write lock (nobody else
+    inserts meanwhile)."""
+
+    _NEXT = (
+        "SELECT MAX(COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'tickets'), 0),"
+        " COALESCE((SELECT MAX(seq) FROM tickets), 0)) + 1"
+    )
 
     def __init__(self, db: sqlite3.Connection) -> None:
         self._db = db
@@ -148,8 +154,7 @@ class _TicketNumbers:
 
     def take(self) -> int:
         if self._next is None:
-            row = self._db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'tickets'").fetchone()
-            self._next = (int(row[0]) if row else 0) + 1
+            self._next = int(self._db.execute(self._NEXT).fetchone()[0])
         seq, self._next = self._next, self._next + 1
         return seq
 
