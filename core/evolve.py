@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
+
+__all__ = ["evolve"]
 
 T = TypeVar("T")
 
@@ -23,7 +25,7 @@ _UNSET: Any = object()  # "not given": None is a value a field may be set to
 _COPIERS: dict[type, Callable[..., Any]] = {}
 
 
-def evolve(obj: T, /, **changes: Any) -> T:
+def _evolve(obj: T, /, **changes: Any) -> T:
     """``dataclasses.replace(obj, **changes)``: the same new object, made without calling ``__init__`` when
     ``__init__`` only sets fields."""
     copier = _COPIERS.get(type(obj))
@@ -54,3 +56,11 @@ def _compile(cls: type) -> Callable[..., Any]:
     exec(compile(source, f"<evolve {cls.__qualname__}>", "exec"), namespace)  # our own field names
     copier: Callable[..., Any] = namespace["copier"]
     return copier
+
+
+if TYPE_CHECKING:
+    # To mypy, ``evolve`` is ``replace``: its dataclass plugin checks each call's field names and value types,
+    # which ``**changes: Any`` would not.
+    from dataclasses import replace as evolve
+else:
+    evolve = _evolve
