@@ -76,10 +76,37 @@ def message_json(message: Message) -> str:
     return dumps(message)
 
 
+# The encoding a ticket event made of its ticket, by (ticket id, version), until the store writes that ticket's row
+# (``ticket_json``): a ticket's row and its ticket.created or ticket.updated event were two encodings of the same
+# ticket, plus the event's own. Bounded like ``_ENCODED``; each entry keeps its ticket (a few hundred bytes) alive.
+_TICKETS: dict[tuple[str, int], tuple[Ticket, str]] = {}
+_TICKETS_MAX = 4096
+
+
+def _ticket_text(ticket: Ticket) -> tuple[dict[str, Any], str]:
+    """The ticket's summary and its ``dumps`` text, kept for its row (``ticket_json``)."""
+    body = ticket_summary(ticket)
+    text = dumps(body)  # the same text as dumps(ticket): the summary is what its encoder makes of it
+    if len(_TICKETS) >= _TICKETS_MAX:
+        _TICKETS.clear()
+    _TICKETS[(ticket.id, ticket.version)] = (ticket, text)
+    return body, text
+
+
+def ticket_json(ticket: Ticket) -> str:
+    """``codec.dumps(ticket)``: the text the ticket's event made of it, if an event was made of this ticket (the
+    same object, or an equal one: an update's event and row are two copies of the saved ticket)."""
+    found = _TICKETS.pop((ticket.id, ticket.version), None)
+    if found is not None and (found[0] is ticket or found[0] == ticket):
+        return found[1]
+    return dumps(ticket)
+
+
 def ticket_created(ticket: Ticket) -> DownstreamEvent:
+    body, text = _ticket_text(ticket)
     return DownstreamEvent(
         type=EventType.TICKET_CREATED,
-        data={"ticket": ticket_summary(ticket)},
+        data=Encoded({"ticket": body}, '{"ticket":' + text + "}"),
         occurred_at=ticket.created_at,
         idempotency_key=f"ticket.created:{ticket.id}",
         ticket_id=ticket.id,
@@ -89,9 +116,11 @@ def ticket_created(ticket: Ticket) -> DownstreamEvent:
 
 def ticket_updated(ticket: Ticket, changes: dict[str, Any]) -> DownstreamEvent:
     """``ticket`` is the saved ticket (its version is the one after the change)."""
+    body, text = _ticket_text(ticket)
+    diff = to_jsonable(changes)
     return DownstreamEvent(
         type=EventType.TICKET_UPDATED,
-        data={"ticket": ticket_summary(ticket), "changes": to_jsonable(changes)},
+        data=Encoded({"ticket": body, "changes": diff}, '{"ticket":' + text + ',"changes":' + dumps(diff) + "}"),
         occurred_at=ticket.updated_at,
         idempotency_key=f"ticket.updated:{ticket.id}:{ticket.version}",
         ticket_id=ticket.id,

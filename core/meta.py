@@ -90,6 +90,11 @@ def intake_facts(message: Message) -> IntakeFacts:
     )
 
 
+def sender_check_of(message: Message) -> SenderCheck:
+    """``intake_facts(message).sender_check`` alone (a new ticket's one fact: the others decode a ticket request)."""
+    return _sender_check(message.meta.get(_SENDER_CHECK))
+
+
 def _sender_check(value: object) -> SenderCheck:
     try:
         return SenderCheck(str(value)) if value is not None else SenderCheck.CHANNEL

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import dataclasses
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from core.evolve import evolve
 from core.ids import ordered_hex
 from core.redact import scrub
 
@@ -362,7 +362,7 @@ class Conversation:
             return self
         if status not in CONVERSATION_TRANSITIONS[self.status]:
             raise InvalidTransition(f"conversation cannot go from {self.status} to {status}")
-        return dataclasses.replace(self, status=status)
+        return evolve(self, status=status)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -22,13 +22,15 @@ from connectors.base import IntakeResult, Rejected
 from core import events
 from core.clock import Clock, utcnow
 from core.config import CustomerConfig
-from core.ids import ordered_hex, random_hex
+from core.evolve import evolve
+from core.ids import ordered_hex
 from core.meta import (
     Suggestion,
     faq_tries_of,
     faq_try_meta,
     intake_facts,
     intake_meta,
+    sender_check_of,
     suggestions_meta,
     survey_reply_meta,
 )
@@ -861,7 +863,7 @@ class Intake:
         tries = faq_tries_of(transcript) + ((attempt,) if attempt is not None else ())
         first = next((m for m in transcript if m.author is Author.CUSTOMER), message)
         return Ticket(
-            id=f"tk_{random_hex()}",
+            id=f"tk_{ordered_hex()}",  # ordered, as messages: a batch's tickets share their indexes' last pages
             number="",
             conversation_id=conversation.id,
             contact_id=conversation.contact_id,
@@ -875,7 +877,7 @@ class Intake:
             updated_at=now,
             handoff_reason=request.reason,
             faq_tries=tries[-MAX_FAQ_TRIES:],
-            sender_unverified=intake_facts(message).sender_check is SenderCheck.UNVERIFIED,
+            sender_unverified=sender_check_of(message) is SenderCheck.UNVERIFIED,
         )
 
     async def _escalate(self, ticket_id: str) -> None:
@@ -924,13 +926,13 @@ def _is_ticket_line(inbound: InboundMessage) -> bool:
 def _taken(conversation: Conversation, request: TicketRequest, now: datetime) -> tuple[Conversation, TicketEvents]:
     """The conversation as a new ticket takes it (waiting for an agent), and the events of that ticket's
     creation, given the ticket as numbered and the conversation as saved."""
-    waiting = dataclasses.replace(conversation.moved_to(ConversationStatus.WAITING_FOR_AGENT), updated_at=now)
+    waiting = evolve(conversation.moved_to(ConversationStatus.WAITING_FOR_AGENT), updated_at=now)
 
     def ticket_events(numbered: Ticket, saved: Conversation) -> list[DownstreamEvent]:
         return [
             events.ticket_created(numbered),
             events.conversation_handoff(saved, numbered, request.reason),
-            events.status_changed(dataclasses.replace(waiting, ticket_id=numbered.id), conversation.status, at=now),
+            events.status_changed(evolve(waiting, ticket_id=numbered.id), conversation.status, at=now),
         ]
 
     return waiting, ticket_events

@@ -10,6 +10,7 @@ from typing import Any, Protocol
 
 from core import events
 from core.clock import Clock
+from core.evolve import evolve
 from core.model import (
     MAX_FAQ_TRIES,
     Author,
@@ -147,7 +148,7 @@ class TicketService:
             diff["sla"] = {"from": ticket.sla, "to": sla}
         if not diff:
             return None
-        updated = dataclasses.replace(
+        updated = evolve(
             ticket,
             status=status,
             priority=priority,
@@ -414,4 +415,4 @@ def _raised(priority: Priority) -> Priority:
 
 def _updated_events(updated: Ticket, diff: dict[str, Any]) -> list[DownstreamEvent]:
     """The ``ticket.updated`` of a change, carrying the version the store gives the ticket."""
-    return [events.ticket_updated(dataclasses.replace(updated, version=updated.version + 1), diff)]
+    return [events.ticket_updated(evolve(updated, version=updated.version + 1), diff)]

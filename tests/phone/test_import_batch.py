@@ -347,3 +347,39 @@ async def test_bulk_import_writes_the_rows_and_events_row_by_row_intake_writes_b
         del body["raw"]
         event = json.dumps({"message": body}, ensure_ascii=False, separators=(",", ":"))
         assert event in created
+
+
+async def test_bulk_tickets_take_the_numbers_autoincrement_gives_never_a_deleted_ones(
+    tmp_path: Path, bot_setup: BotSetup
+) -> None:
+    """The bulk path inserts each new ticket with its number known up front; like AUTOINCREMENT it numbers after
+    the largest ever given (``sqlite_sequence``), so a ticket deleted since keeps its number to itself."""
+
+    def missed(prefix: str, count: int) -> bytes:
+        rows = [
+            asterisk(uniqueid=f"{prefix}.{i}", src=f"13900{prefix}{i:04d}", clid="", answer="", billsec="0",
+                     disposition="NO ANSWER", start=f"2024-03-01 09:{i:02d}:00", end=f"2024-03-01 09:{i:02d}:30")
+            for i in range(count)
+        ]  # fmt: skip
+        return ("\n".join(rows) + "\n").encode()
+
+    config = await asyncio.to_thread(
+        make_config, tmp_path, inboxes=[{"name": "tel", "channel": "phone", "cti_enabled": False}]
+    )
+    first = await import_batched(config, bot_setup, missed("11", 3))
+    assert first.in_bulk == 3
+    path = tmp_path / "data" / "huiliu.sqlite3"
+
+    def numbers() -> list[str]:
+        with contextlib.closing(sqlite3.connect(path)) as db:
+            return [n for (n,) in db.execute("SELECT number FROM tickets ORDER BY seq")]
+
+    def delete_last() -> None:
+        with contextlib.closing(sqlite3.connect(path)) as db, db:
+            db.execute("DELETE FROM tickets WHERE seq = (SELECT MAX(seq) FROM tickets)")
+
+    assert await asyncio.to_thread(numbers) == ["HL-000001", "HL-000002", "HL-000003"]
+    await asyncio.to_thread(delete_last)
+    second = await import_batched(config, bot_setup, missed("22", 2))
+    assert second.in_bulk == 2
+    assert await asyncio.to_thread(numbers) == ["HL-000001", "HL-000002", "HL-000004", "HL-000005"]

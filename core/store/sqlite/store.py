@@ -17,7 +17,8 @@ from typing import Any, TypeVar
 
 from core.bus import Bus
 from core.codec import dumps, loads
-from core.events import message_json
+from core.events import message_json, ticket_json
+from core.evolve import evolve
 from core.ids import ordered_hex
 from core.model import (
     Admission,
@@ -134,6 +135,28 @@ def _micros(at: datetime) -> int:
 def _tickets_of(db: sqlite3.Connection, contact_id: str) -> list[Ticket]:
     sql = "SELECT data FROM tickets WHERE contact_id = ? ORDER BY seq"
     return [loads(Ticket, d) for (d,) in db.execute(sql, (contact_id,))]
+
+
+class _TicketNumbers:
+    """The ``seq`` (and so the number) of each ticket a bulk write opens, known before its insert: what SQLite
+    gives the next row (one above the largest ever given, kept in ``sqlite_sequence`` for an AUTOINCREMENT table,
+    or above the largest there is), read once per write, which holds the database's write lock (nobody else
+    inserts meanwhile)."""
+
+    _NEXT = (
+        "SELECT MAX(COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'tickets'), 0),"
+        " COALESCE((SELECT MAX(seq) FROM tickets), 0)) + 1"
+    )
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+        self._next: int | None = None
+
+    def take(self) -> int:
+        if self._next is None:
+            self._next = int(self._db.execute(self._NEXT).fetchone()[0])
+        seq, self._next = self._next, self._next + 1
+        return seq
 
 
 class _Reads:
@@ -628,8 +651,9 @@ class SqliteStore(SqliteAuditLog):
         return await self._run(run)
 
     @staticmethod
-    def _save_conversation(db: sqlite3.Connection, conversation: Conversation) -> Conversation:
-        saved = dataclasses.replace(conversation, version=conversation.version + 1)
+    def _save_conversation(db: sqlite3.Connection, conversation: Conversation, **changes: Any) -> Conversation:
+        """``conversation`` with ``changes`` (a new ticket's id: one copy, not two) saved as its next version."""
+        saved = evolve(conversation, version=conversation.version + 1, **changes)
         cur = db.execute(
             "UPDATE conversations SET version = ?, data = ? WHERE id = ? AND version = ?",
             (saved.version, dumps(saved), conversation.id, conversation.version),
@@ -776,6 +800,7 @@ class SqliteStore(SqliteAuditLog):
         def run(db: sqlite3.Connection) -> list[TicketLineStored | None]:
             results: list[TicketLineStored | None] = [None] * len(lines)
             reads = _Reads(db)
+            numbers = _TicketNumbers(db)
             stopped: set[tuple[str, str, str]] = set()
             appended: list[DownstreamEvent] = []  # the lines' events, in order, in one insert
             with self._tx(db):
@@ -794,14 +819,14 @@ class SqliteStore(SqliteAuditLog):
                     if write is None:
                         stopped.add(key)  # this line and the address's later ones go to intake alone
                         continue
-                    results[i] = self._ticket_line(db, write, appended)
+                    results[i] = self._ticket_line(db, write, appended, numbers)
                 self._append_events(db, appended)
             return results
 
         return await self._run(run) if lines else []
 
     def _ticket_line(
-        self, db: sqlite3.Connection, write: TicketWrite, appended: list[DownstreamEvent]
+        self, db: sqlite3.Connection, write: TicketWrite, appended: list[DownstreamEvent], numbers: _TicketNumbers
     ) -> TicketLineStored:
         message = write.message
         cur = db.execute(
@@ -819,7 +844,7 @@ class SqliteStore(SqliteAuditLog):
         opened = None
         if write.opened is not None:
             ticket, conversation, events = write.opened
-            opened = self._create_ticket(db, ticket, conversation, events, None, appended)
+            opened = self._create_ticket(db, ticket, conversation, events, None, appended, numbers)
         elif write.changed is not None:
             self._update_ticket(db, *write.changed, None, appended)
         return TicketLineStored(message=message, created=True, opened=opened)
@@ -973,40 +998,68 @@ class SqliteStore(SqliteAuditLog):
         events: TicketEvents,
         assign: Assignment | None,
         appended: list[DownstreamEvent] | None = None,
+        numbers: _TicketNumbers | None = None,
     ) -> tuple[Ticket, Conversation]:
         """Inside a write transaction: ``create_ticket``'s writes (``add_ticket_lines`` makes the same, its events
-        gathered in ``appended`` for one insert at the end)."""
+        gathered in ``appended`` for one insert at the end, and its tickets' numbers known before their insert
+        from ``numbers``, one statement each where a placeholder row was inserted and then updated).
+
+        The events are made before the ticket's row, which takes the text its ticket.created event made of it
+        (``events.ticket_json``): one encoding of the ticket where there were three."""
         assigned = ticket
         if assign is not None and ticket.assignee is None:
             assigned = dataclasses.replace(ticket, assignee=_pick_agent(db, assign))
-        cur = db.execute(
-            "INSERT INTO tickets (id, number, status, channel, contact_id, updated_us, version, data,"
-            " queue, category, assignee, due_us, sla_flag)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, '', ?, ?, ?, ?, ?)",
-            (
-                ticket.id,
-                f"pending-{ticket.id}",
-                ticket.status,
-                ticket.channel,
-                ticket.contact_id,
-                _micros(ticket.updated_at),
-                ticket.version,
-                *_rule_values(assigned),
-            ),
-        )
-        numbered = dataclasses.replace(assigned, number=f"HL-{cur.lastrowid:06d}")
-        db.execute(
-            "UPDATE tickets SET number = ?, data = ? WHERE id = ?",
-            (numbered.number, dumps(numbered), ticket.id),
-        )
-        saved = self._save_conversation(db, dataclasses.replace(conversation, ticket_id=ticket.id))
+        seq = numbers.take() if numbers is not None else None
+        if seq is None:
+            cur = db.execute(
+                "INSERT INTO tickets (id, number, status, channel, contact_id, updated_us, version, data,"
+                " queue, category, assignee, due_us, sla_flag)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, '', ?, ?, ?, ?, ?)",
+                (
+                    ticket.id,
+                    f"pending-{ticket.id}",
+                    ticket.status,
+                    ticket.channel,
+                    ticket.contact_id,
+                    _micros(ticket.updated_at),
+                    ticket.version,
+                    *_rule_values(assigned),
+                ),
+            )
+            number = f"HL-{cur.lastrowid:06d}"
+        else:
+            number = f"HL-{seq:06d}"
+        numbered = evolve(assigned, number=number)
+        saved = self._save_conversation(db, conversation, ticket_id=ticket.id)
+        made = events(numbered, saved)
+        data = ticket_json(numbered)
+        if seq is None:
+            db.execute("UPDATE tickets SET number = ?, data = ? WHERE id = ?", (number, data, ticket.id))
+        else:  # the row AUTOINCREMENT would have given it, with its number and data at once
+            db.execute(
+                "INSERT INTO tickets (seq, id, number, status, channel, contact_id, updated_us, version, data,"
+                " queue, category, assignee, due_us, sla_flag)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    seq,
+                    ticket.id,
+                    number,
+                    ticket.status,
+                    ticket.channel,
+                    ticket.contact_id,
+                    _micros(ticket.updated_at),
+                    ticket.version,
+                    data,
+                    *_rule_values(assigned),
+                ),
+            )
         db.execute(
             "UPDATE messages SET ticket_id = ? WHERE conversation_id = ? AND episode = ? AND ticket_id IS NULL",
             (ticket.id, conversation.id, conversation.episode),
         )
         if numbered.sla is not None:  # a new ticket without one has no timer to clear
             _set_ticket_timer(db, numbered)
-        self._append_events(db, events(numbered, saved), appended)
+        self._append_events(db, made, appended)
         return numbered, saved
 
     async def join_ticket(self, conversation: Conversation, events: Sequence[DownstreamEvent] = ()) -> Conversation:
@@ -1050,7 +1103,7 @@ class SqliteStore(SqliteAuditLog):
     ) -> Ticket:
         """Inside a write transaction: ``update_ticket``'s writes (``add_ticket_lines`` makes the same, its events
         gathered in ``appended``)."""
-        saved = dataclasses.replace(ticket, version=ticket.version + 1)
+        saved = evolve(ticket, version=ticket.version + 1)
         written = events
         if assign is not None and ticket.assignee is None and assign.agents:
             saved = dataclasses.replace(saved, assignee=_pick_agent(db, assign))
@@ -1062,7 +1115,7 @@ class SqliteStore(SqliteAuditLog):
                 saved.status,
                 _micros(saved.updated_at),
                 saved.version,
-                dumps(saved),
+                ticket_json(saved),  # the ticket.updated event's encoding of it, when it names this ticket
                 *_rule_values(saved),
                 ticket.id,
                 ticket.version,
