@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import sys
 import time
 from pathlib import Path
 
@@ -128,3 +129,12 @@ async def test_the_sweep_pings_only_the_silent_spreads_a_burst_and_drops_the_una
             transport.abort()
         for _, theirs in pairs:
             theirs.close()
+
+
+def test_a_closed_socket_leaves_the_sweep_at_once() -> None:
+    """The sweep must hold no closed socket's state until its tick comes: it goes by reference counting."""
+    sweeper = Sweeper(30.0, now=0.0)
+    beat = Beat(None, 0.0)
+    sweeper.add(beat)
+    sweeper.discard(beat)
+    assert len(sweeper) == 0 and sys.getrefcount(beat) == 2  # the local name and getrefcount's argument

@@ -28,12 +28,13 @@ class Beat:
     (``pinged``; 0 when none is). ``transport`` is the socket's own, written to directly: a control frame of two
     bytes needs none of the writer's framing or compression, and a direct write needs no coroutine or task."""
 
-    __slots__ = ("pinged", "seen", "transport")
+    __slots__ = ("due", "pinged", "seen", "transport")
 
     def __init__(self, transport: asyncio.Transport | None, now: float) -> None:
         self.transport = transport
         self.seen = now
         self.pinged = 0.0
+        self.due = 0  # the sweep's tick whose bucket holds it
 
     def heard(self, now: float) -> None:
         """Any frame from the peer (a pong too) shows it is there: no ping is outstanding any more."""
@@ -70,7 +71,9 @@ class Sweeper:
         self.pong_wait_s = interval_s / 2
         self.tick_s = min(1.0, interval_s / 4)
         self._beats: set[Beat] = set()
-        self._due: dict[int, list[Beat]] = {}  # tick number -> the sockets to look at in that tick
+        # tick number -> the sockets to look at in that tick; a closed one leaves its bucket at once, so the sweep
+        # never keeps a closed socket's state alive (it goes by reference counting, frozen or not: core/heap.py)
+        self._due: dict[int, set[Beat]] = {}
         self._swept = self._tick(time.monotonic() if now is None else now) - 1  # the last tick looked at
         # Holds in the order they were taken, all for the same span, so the ones to end are always at the left.
         self._holds: collections.deque[Hold] = collections.deque()
@@ -84,18 +87,25 @@ class Sweeper:
     def _check_at(self, beat: Beat, at: float) -> None:
         """Look at ``beat`` in the first tick that starts at or after ``at``."""
         tick = -int(-at // self.tick_s)  # rounded up
+        beat.due = tick
         bucket = self._due.get(tick)
         if bucket is None:
-            self._due[tick] = [beat]
+            self._due[tick] = {beat}
         else:
-            bucket.append(beat)
+            bucket.add(beat)
 
     def add(self, beat: Beat) -> None:
         self._beats.add(beat)
         self._check_at(beat, beat.seen + self.interval_s)
 
     def discard(self, beat: Beat) -> None:
-        self._beats.discard(beat)  # its bucket entry is skipped when its tick comes
+        if beat in self._beats:
+            self._beats.remove(beat)
+            bucket = self._due.get(beat.due)
+            if bucket is not None:
+                bucket.discard(beat)
+                if not bucket:
+                    del self._due[beat.due]
 
     def hold(self, release: Callable[[], None], deadline: float) -> Hold:
         """Track a hold that ``sweep`` ends at ``deadline`` (give every hold the same span: ends go in order)."""
@@ -148,7 +158,7 @@ class Sweeper:
         """A peer that did not answer a ping in time is gone (a lost network, a sleeping laptop): its connection is
         cut, so its handler sees the socket closed and lets go of it. Nothing is lost: what was not delivered is
         in the visitor's frame log, replayed on their next hello."""
-        self._beats.discard(beat)
+        self.discard(beat)
         transport = beat.transport
         if transport is None or transport.is_closing():
             return 0
