@@ -2,8 +2,11 @@
 asyncio's own.
 
 Every request, socket read and store hand-over goes through the loop's scheduling (``call_soon``, handles,
-the selector), several dozen times a push. uvloop does that work in C: in six alternating pairs of the WeChat
-push benchmark it cost 12% less server CPU per push than asyncio's loop (0.95 -> 0.84 ms, lower in each pair).
+the selector), several dozen times a push. uvloop does that work in C: in 18 alternating pairs of the WeChat push
+benchmark (issue 23) the server's CPU per push was lower in 13, by 4% at the median (0.78 -> 0.73 ms on average),
+and web chat's CPU per message lower in 4 of 4 runs (1.32 -> 1.22 ms). One cost: uvloop writes to a socket while
+holding the GIL, where asyncio's loop lets the store's thread run during the ``send``: fewer sends are worth more.
+``server.event_loop: asyncio`` opts out.
 """
 
 from __future__ import annotations
