@@ -5,11 +5,11 @@ Run on demand (never in CI):
     .venv/bin/python bench/webchat_roundtrip.py [--visitors 200] [--messages 20] [--think-s 1.0] [--idle 5000]
         [--store sqlite|redis] [--target after=. --target before=/tmp/huiliu-main --target bare] [--runs 2]
 
-Each target is a server in its own process: ``NAME=DIR`` runs ``huiliu serve`` from the source tree DIR (the
-sample config's store, the sample KB; ``--store redis`` for Redis), and ``bare`` runs a bare aiohttp WebSocket
-server that speaks the same frames (hello -> welcome, message -> ack + reply) with no store and no bot: the
-comparator issue 23's goal is set against (reply p99 with the idle sockets open <= 2x bare aiohttp's under the
-same client). Runs alternate between the targets, ``--runs`` times over.
+Each target is a server in its own process: ``NAME=DIR`` runs ``huiliu serve`` from the source tree DIR (the sample
+config's store, the sample KB; ``--store redis`` for Redis), and ``bare`` runs a bare aiohttp WebSocket server (on
+the loop ``serve`` picks by default: uvloop when installed) that speaks the same frames (hello -> welcome, message
+-> ack + reply) with no store and no bot: the comparator issue 23's goal is set against (reply p99 with the idle
+sockets open <= 2x bare aiohttp's under the same client). Runs alternate between the targets, ``--runs`` times over.
 
 The clients run in processes of their own, so their CPU does not share the server's loop: ``--idle-procs``
 processes hold the idle sockets (each says hello, then only answers the server's heartbeat pings), and this
@@ -20,13 +20,16 @@ that does not depend on how busy the machine is), the clients' CPU in the same p
 machine), errors (failed connects, hellos, messages, idle sockets dropped), and on Redis the most connections
 the server held to Redis at once (sampled with ``ss``; its pool's bound is ``store.max_connections``).
 
-``--latency-log L`` also writes the server's collections as ``L-gc-TARGET-PID.txt`` (seconds into the active
-phase, generation, CPU ms, wall ms; negative times are before it), so a slow reply can be matched with a pass or
-told apart from one. Environment knobs for the server (huiliu targets only): ``BENCH_GC_TYPES=FILE`` appends the
-object count and commonest types before each full pass; ``BENCH_COUNT_JOBS=1`` adds ``store_jobs`` and
-``store_batches`` (hand-overs to the SQLite thread); two experiments, measured and not part of the product:
-``BENCH_SWITCH_INTERVAL=S`` (``sys.setswitchinterval``) and ``BENCH_BG_CHECKPOINT=S`` (WAL checkpoints on a
-thread of their own every S seconds instead of in the store thread's commits).
+``--profile P`` samples the server with py-spy over the active phase into ``P-TARGET-PID.txt`` (collapsed stacks;
+the venv's py-spy, from the bench extra); ``--profile-gil`` samples only the thread holding the GIL, which is what
+the event loop waits on when the store thread runs Python. ``--latency-log L`` also writes the server's collections
+as ``L-gc-TARGET-PID.txt`` (seconds into the active phase, generation, CPU ms, wall ms; negative times are before
+it), so a slow reply can be matched with a pass or told apart from one. Environment knobs for the server (huiliu
+targets only): ``BENCH_GC_TYPES=FILE`` appends the object count and commonest types before each full pass;
+``BENCH_COUNT_JOBS=1`` adds ``store_jobs`` and ``store_batches`` (hand-overs to the SQLite thread); two experiments,
+measured and not part of the product: ``BENCH_SWITCH_INTERVAL=S`` (``sys.setswitchinterval``; 0.0005 made the p99 ~1
+s: the loop and the store thread hand the GIL to each other all the time) and ``BENCH_BG_CHECKPOINT=S`` (WAL
+checkpoints on a thread of their own every S seconds instead of in the store thread's commits).
 
 5,000 sockets need as many file descriptors on each side: the script raises its soft ``ulimit -n`` to the hard
 limit (the children inherit it) and says so when the hard limit is too low. The bench config lifts the per-address
@@ -128,10 +131,14 @@ def _bare_server(port: int) -> None:
     async def ready(request: web.Request) -> web.Response:
         return web.Response(text="ok")
 
+    from gateway.event_loop import loop_factory  # this checkout's, as the huiliu targets import theirs
+
     app = web.Application()
     app.router.add_get("/chat/ws", ws_handler)
     app.router.add_get("/readyz", ready)
-    web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
+    # On the loop ``huiliu serve`` picks by default (uvloop when installed): the loop's own cost is the same on
+    # both sides of the comparison, so the difference stays the gateway's work.
+    web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None, loop=loop_factory("auto")[1]())
 
 
 # the server's garbage collections ------------------------------------------------------------------------------
@@ -249,18 +256,26 @@ def _lines(path: str) -> list[str]:
     return Path(path).read_text(encoding="utf-8").splitlines() if Path(path).exists() else []
 
 
+async def _report_written(out: str, lines_wanted: int) -> list[str]:
+    """The GC probe's report file once it has ``lines_wanted`` lines (or what it has after 10 s)."""
+    lines: list[str] = []
+    for _ in range(200):
+        lines = await asyncio.to_thread(_lines, out)
+        if len(lines) >= lines_wanted:
+            break
+        await asyncio.sleep(0.05)
+    return lines
+
+
 async def _gc_figures(server: asyncio.subprocess.Process, out: str) -> dict[str, Any]:
     """The active phase's collections, then what a full settle frees right after it (the garbage that frozen
     cycles and uncollected generations held: ``core.heap.Settler`` frees it hourly)."""
     figures: dict[str, Any] = {}
     for sig, lines_wanted in ((signal.SIGUSR1, 2), (signal.SIGUSR2, 3)):
         server.send_signal(sig)
-        for _ in range(200):
-            lines = await asyncio.to_thread(_lines, out)
-            if len(lines) >= lines_wanted:
-                figures.update(json.loads(lines[-1]))
-                break
-            await asyncio.sleep(0.05)
+        lines = await _report_written(out, lines_wanted)
+        if len(lines) >= lines_wanted:
+            figures.update(json.loads(lines[-1]))
     return figures
 
 
@@ -415,13 +430,16 @@ def _config(tmp: str, args: argparse.Namespace, prefix: str) -> Path:
     return path
 
 
-async def _profiler(out: str | None, name: str, pid: int) -> asyncio.subprocess.Process | None:
-    """py-spy (``pip install py-spy``) sampling the server over the active phase, as collapsed stacks."""
+async def _profiler(out: str | None, name: str, pid: int, gil: bool) -> asyncio.subprocess.Process | None:
+    """py-spy (``pip install py-spy``; this interpreter's own first, else PATH's) sampling the server over the
+    active phase, as collapsed stacks; ``gil`` samples only the thread that holds the GIL (what the loop waits on)."""
     if not out:
         return None
     path = f"{out}-{name}-{pid}.txt"
+    own = Path(sys.executable).parent / "py-spy"
     return await asyncio.create_subprocess_exec(
-        "py-spy", "record", "--format", "raw", "--rate", "200", "-o", path, "-p", str(pid),
+        str(own) if own.exists() else "py-spy", "record", "--format", "raw", "--rate", "200", "-o", path,
+        "-p", str(pid), *(["--gil"] if gil else []),
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
     )  # fmt: skip
 
@@ -484,10 +502,11 @@ async def _run(name: str, source: Path | None, args: argparse.Namespace) -> dict
                 latencies: list[float] = []
                 errors: list[str] = []
                 timeline: list[tuple[float, float]] = []
+                if source is not None:  # the server's GC figures count from here; its report is not the phase's CPU
+                    server.send_signal(signal.SIGUSR1)
+                    await _report_written(gc_out, 1)
                 cpu_server, cpu_idle, cpu_self = _cpu_s(server.pid), idle.cpu_s(), _cpu_s(os.getpid())
-                profiler = await _profiler(args.profile, name, server.pid)
-                if source is not None:
-                    server.send_signal(signal.SIGUSR1)  # the server's GC figures count from here
+                profiler = await _profiler(args.profile, name, server.pid, args.profile_gil)
                 started = time.perf_counter()
                 await asyncio.gather(
                     *(
@@ -597,6 +616,7 @@ def _parse() -> argparse.Namespace:
     parser.add_argument("--runs", type=int, default=1)
     parser.add_argument("--keep-logs", help="keep a server log with errors as KEEP_LOGS-TARGET-PID.log")
     parser.add_argument("--profile", help="py-spy the server over the active phase into PROFILE-TARGET-PID.txt")
+    parser.add_argument("--profile-gil", action="store_true", help="py-spy --gil: only the thread holding the GIL")
     parser.add_argument(
         "--latency-log", help="write each round trip as 'SECONDS_INTO_RUN MS' into LATENCY_LOG-TARGET-PID.txt"
     )

@@ -5,10 +5,11 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import json
 import re
 from dataclasses import dataclass
 from typing import Any
+
+import orjson
 
 _CLIENT_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _FAQ_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
@@ -57,12 +58,13 @@ ClientFrame = Hello | ChatText | Pick | Typing | Ping
 def parse_frame(data: str | bytes, *, max_bytes: int, max_text_chars: int) -> ClientFrame:
     if isinstance(data, bytes):
         raise FrameError("bad_frame", "frames are JSON text; binary frames are not accepted")
-    size = len(data.encode("utf-8"))
-    if size > max_bytes:
-        raise FrameError("frame_too_large", f"frame is {size} bytes; the limit is {max_bytes}")
+    if len(data) * 4 > max_bytes:  # a character is at most 4 bytes of UTF-8: shorter text needs no counting
+        size = len(data.encode("utf-8"))
+        if size > max_bytes:
+            raise FrameError("frame_too_large", f"frame is {size} bytes; the limit is {max_bytes}")
     try:
-        obj = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as exc:
+        obj = orjson.loads(data)
+    except (ValueError, UnicodeError) as exc:
         raise FrameError("bad_json", f"frame is not valid JSON: {exc}") from None
     if not isinstance(obj, dict):
         raise FrameError("bad_frame", "frame must be a JSON object")
