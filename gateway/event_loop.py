@@ -5,7 +5,8 @@ Every request, socket read and store hand-over goes through the loop's schedulin
 the selector), several dozen times a push. uvloop does that work in C: in 18 alternating pairs of the WeChat push
 benchmark (issue 23) the server's CPU per push was lower in 13, by 4% at the median (0.78 -> 0.73 ms on average),
 and web chat's CPU per message lower in 4 of 4 runs (1.32 -> 1.22 ms). One cost: uvloop writes to a socket while
-holding the GIL, where asyncio's loop lets the store's thread run during the ``send``: fewer sends are worth more.
+holding the GIL, where asyncio's loop lets the store's thread run during the ``send``: fewer sends are worth more
+(web chat writes an ack and the reply that follows it in one, connectors/webchat/wire.py).
 ``server.event_loop: asyncio`` opts out.
 """
 
