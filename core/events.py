@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from datetime import datetime
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import orjson
 
@@ -26,14 +26,39 @@ def ticket_summary(ticket: Ticket) -> dict[str, Any]:
     return data
 
 
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+class _Handover(Generic[K, V]):
+    """Encodings an event made, kept until the store writes the record they were made of (``take``). Bounded: an
+    event whose record is never written (a duplicate a bulk write skips) leaves an entry behind, and a full table
+    starts over (a miss costs one encoding)."""
+
+    __slots__ = ("_kept", "_most")
+
+    def __init__(self, most: int = 4096) -> None:  # above a bulk write's batch (2,000 lines)
+        self._kept: dict[K, V] = {}
+        self._most = most
+
+    def keep(self, key: K, value: V) -> None:
+        if len(self._kept) >= self._most:
+            self._kept.clear()
+        self._kept[key] = value
+
+    def take(self, key: K) -> V | None:
+        return self._kept.pop(key, None)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._kept
+
+
 # The encoding each message.created event made of its message (raw left out), by the message object, until the
 # store writes that message: a message and its event are written together, and the message's row is the same
-# JSON with raw, so it is encoded once (``message_json``; both stores take it from here). Bounded: an event built
-# for a message that is never written (a duplicate a bulk write skips) leaves an entry, and a full table starts
-# over (a miss costs one encoding). Each entry keeps its message alive, so only messages with a small raw are
-# kept (a call record or a push, a few hundred bytes; not a mail of megabytes): at most ~4096 x 8 KiB.
-_ENCODED: dict[int, tuple[Message, str, str]] = {}
-_ENCODED_MAX = 4096  # above a bulk write's batch (2,000 lines), so a batch's messages are all still there
+# JSON with raw, so it is encoded once (``message_json``; both stores take it from here). Each entry keeps its
+# message alive, so only messages with a small raw are kept (a call record or a push, a few hundred bytes; not a
+# mail of megabytes): at most ~4096 x 8 KiB.
+_ENCODED: _Handover[int, tuple[Message, str, str]] = _Handover()
 _ENCODED_RAW_MAX = 8192  # characters of raw
 
 # Where raw goes back into the event's text: before the field that follows it. Only strings, enums, a time and
@@ -51,9 +76,7 @@ def message_created(message: Message) -> DownstreamEvent:
     raw = body.pop("raw")  # audit copy stays in the store; events stay small
     text = dumps(body)
     if len(raw) <= _ENCODED_RAW_MAX:
-        if len(_ENCODED) >= _ENCODED_MAX:
-            _ENCODED.clear()
-        _ENCODED[id(message)] = (message, text, raw)  # the entry holds the message, so its id is not reused meanwhile
+        _ENCODED.keep(id(message), (message, text, raw))  # held: its id is not reused meanwhile
     return DownstreamEvent(
         type=EventType.MESSAGE_CREATED,
         data=Encoded({"message": body}, '{"message":' + text + "}"),
@@ -67,7 +90,7 @@ def message_created(message: Message) -> DownstreamEvent:
 def message_json(message: Message) -> str:
     """``codec.dumps(message)``: the stored form, from the encoding its message.created event made if it has one
     (raw put back in its place)."""
-    found = _ENCODED.pop(id(message), None)
+    found = _ENCODED.take(id(message))
     if found is not None and found[0] is message:
         _, text, raw = found
         at = text.find(_AFTER_RAW)
@@ -78,25 +101,22 @@ def message_json(message: Message) -> str:
 
 # The encoding a ticket event made of its ticket, by (ticket id, version), until the store writes that ticket's row
 # (``ticket_json``): a ticket's row and its ticket.created or ticket.updated event were two encodings of the same
-# ticket, plus the event's own. Bounded like ``_ENCODED``; each entry keeps its ticket (a few hundred bytes) alive.
-_TICKETS: dict[tuple[str, int], tuple[Ticket, str]] = {}
-_TICKETS_MAX = 4096
+# ticket, plus the event's own. Each entry keeps its ticket (a few hundred bytes) alive.
+_TICKETS: _Handover[tuple[str, int], tuple[Ticket, str]] = _Handover()
 
 
 def _ticket_text(ticket: Ticket) -> tuple[dict[str, Any], str]:
     """The ticket's summary and its ``dumps`` text, kept for its row (``ticket_json``)."""
     body = ticket_summary(ticket)
     text = dumps(body)  # the same text as dumps(ticket): the summary is what its encoder makes of it
-    if len(_TICKETS) >= _TICKETS_MAX:
-        _TICKETS.clear()
-    _TICKETS[(ticket.id, ticket.version)] = (ticket, text)
+    _TICKETS.keep((ticket.id, ticket.version), (ticket, text))
     return body, text
 
 
 def ticket_json(ticket: Ticket) -> str:
     """``codec.dumps(ticket)``: the text the ticket's event made of it, if an event was made of this ticket (the
     same object, or an equal one: an update's event and row are two copies of the saved ticket)."""
-    found = _TICKETS.pop((ticket.id, ticket.version), None)
+    found = _TICKETS.take((ticket.id, ticket.version))
     if found is not None and (found[0] is ticket or found[0] == ticket):
         return found[1]
     return dumps(ticket)

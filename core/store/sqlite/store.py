@@ -1010,49 +1010,18 @@ class SqliteStore(SqliteAuditLog):
         if assign is not None and ticket.assignee is None:
             assigned = dataclasses.replace(ticket, assignee=_pick_agent(db, assign))
         seq = numbers.take() if numbers is not None else None
-        if seq is None:
-            cur = db.execute(
-                "INSERT INTO tickets (id, number, status, channel, contact_id, updated_us, version, data,"
-                " queue, category, assignee, due_us, sla_flag)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, '', ?, ?, ?, ?, ?)",
-                (
-                    ticket.id,
-                    f"pending-{ticket.id}",
-                    ticket.status,
-                    ticket.channel,
-                    ticket.contact_id,
-                    _micros(ticket.updated_at),
-                    ticket.version,
-                    *_rule_values(assigned),
-                ),
-            )
-            number = f"HL-{cur.lastrowid:06d}"
-        else:
-            number = f"HL-{seq:06d}"
+        placeholder = seq is None
+        if seq is None:  # its seq (and so its number) is what AUTOINCREMENT gives a NULL one
+            seq = db.execute(_INSERT_TICKET, _ticket_row(None, f"pending-{ticket.id}", "", ticket, assigned)).lastrowid
+        number = f"HL-{seq:06d}"
         numbered = evolve(assigned, number=number)
         saved = self._save_conversation(db, conversation, ticket_id=ticket.id)
         made = events(numbered, saved)
         data = ticket_json(numbered)
-        if seq is None:
+        if placeholder:
             db.execute("UPDATE tickets SET number = ?, data = ? WHERE id = ?", (number, data, ticket.id))
         else:  # the row AUTOINCREMENT would have given it, with its number and data at once
-            db.execute(
-                "INSERT INTO tickets (seq, id, number, status, channel, contact_id, updated_us, version, data,"
-                " queue, category, assignee, due_us, sla_flag)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    seq,
-                    ticket.id,
-                    number,
-                    ticket.status,
-                    ticket.channel,
-                    ticket.contact_id,
-                    _micros(ticket.updated_at),
-                    ticket.version,
-                    data,
-                    *_rule_values(assigned),
-                ),
-            )
+            db.execute(_INSERT_TICKET, _ticket_row(seq, number, data, ticket, assigned))
         db.execute(
             "UPDATE messages SET ticket_id = ? WHERE conversation_id = ? AND episode = ? AND ticket_id IS NULL",
             (ticket.id, conversation.id, conversation.episode),
@@ -1519,6 +1488,28 @@ class SqliteStore(SqliteAuditLog):
 
 
 # A new conversation's row, opened one at a time (``_conversation``) or a batch's new callers at once (``_open_new``).
+_INSERT_TICKET = (
+    "INSERT INTO tickets (seq, id, number, status, channel, contact_id, updated_us, version, data,"
+    " queue, category, assignee, due_us, sla_flag) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+def _ticket_row(seq: int | None, number: str, data: str, ticket: Ticket, assigned: Ticket) -> tuple[Any, ...]:
+    """A new ticket's row for ``_INSERT_TICKET``; its rule columns (queue, assignee, ...) from ``assigned``."""
+    return (
+        seq,
+        ticket.id,
+        number,
+        ticket.status,
+        ticket.channel,
+        ticket.contact_id,
+        _micros(ticket.updated_at),
+        ticket.version,
+        data,
+        *_rule_values(assigned),
+    )
+
+
 _INSERT_CONVERSATION = (
     "INSERT INTO conversations (id, inbox, address, thread, contact_id, version, data) VALUES (?, ?, ?, ?, ?, 1, ?)"
 )
